@@ -1,0 +1,107 @@
+//! Opaque identifiers in the shapes the real API uses: `msgbatch_01…`, `req_01…`, `msg_01…`.
+//!
+//! Ids are random, not time-sortable (the real ones are not either); list order comes from
+//! creation time plus a storage sequence number.
+
+use std::fmt;
+
+use rand::Rng;
+
+const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// Every real id observed has 24 characters after the prefix, the first two being `01`.
+const BODY_LEN: usize = 24;
+
+fn random_body() -> String {
+    let mut rng = rand::rng();
+    let mut s = String::with_capacity(BODY_LEN);
+    s.push_str("01");
+    for _ in 2..BODY_LEN {
+        s.push(ALPHABET[rng.random_range(0..ALPHABET.len())] as char);
+    }
+    s
+}
+
+/// Body derived from a 64-bit seed, for ids that must be deterministic (mock messages).
+pub fn deterministic_body(mut seed: u64) -> String {
+    let mut s = String::with_capacity(BODY_LEN);
+    s.push_str("01");
+    for _ in 2..BODY_LEN {
+        // splitmix64 step: cheap, well mixed, stable across platforms.
+        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        s.push(ALPHABET[(z % ALPHABET.len() as u64) as usize] as char);
+    }
+    s
+}
+
+/// A Message Batch id, `msgbatch_` followed by the opaque body.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchId(String);
+
+impl BatchId {
+    pub const PREFIX: &'static str = "msgbatch_";
+
+    pub fn generate() -> Self {
+        Self(format!("{}{}", Self::PREFIX, random_body()))
+    }
+
+    /// Accepts any id of our shape. Anything else can never name a batch, which callers turn into
+    /// the same 404 a missing batch gets.
+    pub fn parse(s: &str) -> Option<Self> {
+        let body = s.strip_prefix(Self::PREFIX)?;
+        (!body.is_empty() && body.len() <= 64 && body.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .then(|| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A fresh `request-id` value: `req_` plus 24 characters.
+pub fn request_id() -> String {
+    format!("req_{}", random_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_parse_and_look_real() {
+        let id = BatchId::generate();
+        assert_eq!(id.as_str().len(), "msgbatch_".len() + 24);
+        assert!(id.as_str().starts_with("msgbatch_01"));
+        assert_eq!(BatchId::parse(id.as_str()), Some(id));
+        assert!(request_id().starts_with("req_01"));
+    }
+
+    #[test]
+    fn rejects_foreign_shapes() {
+        for bad in [
+            "",
+            "msgbatch_",
+            "batch_01abc",
+            "msgbatch_01ab/../x",
+            "msgbatch_ab cd",
+        ] {
+            assert!(BatchId::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn deterministic_bodies_are_stable() {
+        assert_eq!(deterministic_body(42), deterministic_body(42));
+        assert_ne!(deterministic_body(42), deterministic_body(43));
+        assert_eq!(deterministic_body(7).len(), 24);
+    }
+}

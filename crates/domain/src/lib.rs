@@ -1,0 +1,20 @@
+//! The domain of batchd, free of I/O: what a batch is, how its state moves, and the parsed,
+//! validated forms of everything the API accepts ("parse, don't validate").
+//!
+//! Storage engines, the dispatcher and the HTTP layer all speak these types, so the rules live in
+//! one place: the counts semantics in [`batch`], identifier formats in [`ids`], the `custom_id`
+//! grammar in [`custom_id`], per-request `params` validation in [`params`].
+
+pub mod batch;
+pub mod custom_id;
+pub mod error_type;
+pub mod ids;
+pub mod keys;
+pub mod params;
+pub mod timestamp;
+
+pub use batch::{Batch, EndReason, Outcome};
+pub use custom_id::CustomId;
+pub use error_type::ErrorType;
+pub use ids::BatchId;
+pub use timestamp::Timestamp;

@@ -1,0 +1,246 @@
+//! The storage seam: everything batchd keeps durably goes through [`Store`].
+//!
+//! Each database engine has its own crate implementing this trait (`store-sqlite`, later
+//! `store-postgres`). The contract, which every implementation must honour:
+//!
+//! * **Create is staged.** [`Store::begin_batch`] reserves an invisible batch,
+//!   [`Store::append_requests`] adds requests in chunks (each chunk its own short transaction, so
+//!   a 256 MB create never blocks result writes for long), and [`Store::commit_batch`] makes the
+//!   batch visible atomically and durably. A draft that is aborted or whose process dies before
+//!   commit is never visible and its rows are reclaimed.
+//! * **Claims are leases.** [`Store::claim`] hands out requests to the dispatcher in groups,
+//!   fairly across batches; a claimed request is not handed out again until it is released,
+//!   answered, or its lease is lost (process death). Claims are not transactions held open.
+//! * **Results are group-committed.** [`Store::record`] writes many results in one transaction,
+//!   at most one per request (duplicates are ignored), updates the batch tallies in the same
+//!   transaction, and ends a batch in that transaction when its last request is answered, so the
+//!   summary can never disagree with the rows. Results for a batch that already ended are dropped.
+//! * **Cancel and expiry are O(1).** Ending a batch early records only the [`EndReason`]; requests
+//!   without a result count as `canceled`/`expired` (see `batchd_domain::batch`).
+//! * **Delete is O(1).** The batch disappears at once; [`Store::purge_deleted`] reclaims its rows
+//!   in the background.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use batchd_domain::keys::KeyHash;
+use batchd_domain::{Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
+
+/// Storage failures. Anything but `Unavailable` is a bug or corruption and shows as `api_error`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused for a reason that may clear (locked, disk full, connection lost).
+    #[error("storage temporarily unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("storage error: {0}")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A row that the store itself wrote could not be read back.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A batch about to be created.
+#[derive(Debug, Clone)]
+pub struct NewBatch {
+    pub id: BatchId,
+    pub workspace: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub betas: Vec<String>,
+}
+
+/// One request of a batch being created. `index` is its position in the create body, starting at 0.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub index: u32,
+    pub custom_id: CustomId,
+    /// The `params` object exactly as the client sent it.
+    pub params: String,
+}
+
+/// Handle to a batch that has been begun but not committed.
+#[derive(Debug)]
+pub struct Draft {
+    pub key: i64,
+    pub batch: NewBatch,
+}
+
+/// Which slice of the list to read. Order is always newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    /// The newest batches.
+    Start,
+    /// Batches older than this one.
+    After(BatchId),
+    /// Batches newer than this one (the `limit` closest to it).
+    Before(BatchId),
+}
+
+/// One page of batches, newest first, and whether more exist in the requested direction.
+#[derive(Debug, Clone)]
+pub struct BatchPage {
+    pub batches: Vec<Batch>,
+    pub has_more: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// The cursor names no batch of this workspace.
+    #[error("unknown cursor {0}")]
+    UnknownCursor(BatchId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a cancel call found and did.
+#[derive(Debug, Clone)]
+pub enum CancelOutcome {
+    NotFound,
+    /// Already ended: nothing to cancel.
+    AlreadyEnded(Batch),
+    /// Now canceling (or was already): the current state.
+    Canceling(Batch),
+}
+
+/// What a delete call found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    NotFound,
+    NotEnded,
+    Deleted,
+}
+
+/// A request handed to the dispatcher.
+#[derive(Debug, Clone)]
+pub struct WorkItem {
+    pub batch_key: i64,
+    pub batch_id: BatchId,
+    pub index: u32,
+    pub custom_id: String,
+    pub params: String,
+    pub betas: Vec<String>,
+    pub expires_at: Timestamp,
+}
+
+impl WorkItem {
+    pub fn slot(&self) -> Slot {
+        Slot {
+            batch_key: self.batch_key,
+            index: self.index,
+        }
+    }
+}
+
+/// Identifies one request inside storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slot {
+    pub batch_key: i64,
+    pub index: u32,
+}
+
+/// A finished request to record. `body` is the JSON of the line's `result` object, for example
+/// `{"type":"succeeded","message":{…}}`.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub slot: Slot,
+    pub outcome: Outcome,
+    pub body: String,
+}
+
+/// One row of a results download.
+#[derive(Debug, Clone)]
+pub struct ResultRow {
+    pub index: u32,
+    pub custom_id: String,
+    /// `None` when the request has no stored result: its outcome follows the batch's end reason.
+    pub body: Option<String>,
+}
+
+/// An API key as listed (never the key itself).
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub id: String,
+    pub workspace: String,
+    pub prefix: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// Batches whose state changed in a maintenance pass or a record call.
+#[derive(Debug, Clone, Default)]
+pub struct Ended {
+    pub batches: Vec<(BatchId, EndReason)>,
+}
+
+/// The storage interface. See the crate documentation for the contract.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- batches, as the API sees them ---------------------------------------------------------
+
+    async fn begin_batch(&self, batch: NewBatch) -> Result<Draft>;
+    /// Appends requests to a draft. Chunks arrive in index order.
+    async fn append_requests(&self, draft: &Draft, requests: Vec<NewRequest>) -> Result<()>;
+    /// Makes the draft visible with `total` requests; durable when this returns.
+    async fn commit_batch(&self, draft: Draft, total: u64) -> Result<Batch>;
+    /// Gives up on a draft; its rows are reclaimed in the background.
+    async fn abort_batch(&self, draft: Draft) -> Result<()>;
+
+    async fn get_batch(&self, workspace: &str, id: &BatchId) -> Result<Option<Batch>>;
+    async fn list_batches(
+        &self,
+        workspace: &str,
+        cursor: Cursor,
+        limit: u32,
+    ) -> Result<BatchPage, ListError>;
+    async fn cancel_batch(
+        &self,
+        workspace: &str,
+        id: &BatchId,
+        now: Timestamp,
+    ) -> Result<CancelOutcome>;
+    async fn delete_batch(&self, workspace: &str, id: &BatchId) -> Result<DeleteOutcome>;
+    /// Up to `limit` result rows of an ended batch with index greater than `after` (all rows when
+    /// `after` is `None`), in index order. Each call is its own short read.
+    async fn results_page(
+        &self,
+        batch_key: i64,
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<ResultRow>>;
+
+    // --- the dispatcher's side -------------------------------------------------------------------
+
+    /// Leases up to `limit` unanswered requests of `in_progress` batches, fairly across batches.
+    async fn claim(&self, limit: usize, lease: Duration, now: Timestamp) -> Result<Vec<WorkItem>>;
+    /// Returns claimed requests that were never sent, so they can be claimed again (or, in a
+    /// canceling batch, count as canceled).
+    async fn release(&self, slots: &[Slot]) -> Result<()>;
+    /// Records answers (group commit) and ends the batches they complete.
+    async fn record(&self, answers: Vec<Answer>, now: Timestamp) -> Result<Ended>;
+    /// Ends batches past `expires_at`, and canceling batches with no request still claimed.
+    async fn finish_due(&self, now: Timestamp) -> Result<Ended>;
+    /// When the next batch expires, so maintenance can sleep until then.
+    async fn next_expiry(&self) -> Result<Option<Timestamp>>;
+    /// Reclaims the rows of deleted and aborted batches, at most `limit` rows per call. Returns
+    /// how many rows were removed (0 when nothing is left).
+    async fn purge_deleted(&self, limit: u32) -> Result<u64>;
+
+    // --- API keys --------------------------------------------------------------------------------
+
+    async fn create_key(
+        &self,
+        workspace: &str,
+        hash: KeyHash,
+        prefix: &str,
+        now: Timestamp,
+    ) -> Result<KeyInfo>;
+    async fn list_keys(&self) -> Result<Vec<KeyInfo>>;
+    /// Revokes by id; false when no such unrevoked key exists.
+    async fn revoke_key(&self, id: &str, now: Timestamp) -> Result<bool>;
+    /// Number of keys ever created, revoked ones included.
+    async fn count_keys(&self) -> Result<u64>;
+    /// The workspace of an unrevoked key.
+    async fn workspace_for_key(&self, hash: &KeyHash) -> Result<Option<String>>;
+}

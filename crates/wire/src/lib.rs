@@ -1,0 +1,205 @@
+//! Wire types of the Message Batches API: exactly the JSON objects that cross the socket.
+//!
+//! Field order in every struct is the order the real API emits (serde serialises in declaration
+//! order), nullable fields serialise as `null` rather than being skipped, and timestamps are kept
+//! as the already formatted RFC 3339 strings so that server and client agree byte for byte.
+//! This crate has no async or HTTP dependencies so the client can share it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// `processing_status` of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingStatus {
+    InProgress,
+    Canceling,
+    Ended,
+}
+
+impl ProcessingStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "in_progress",
+            Self::Canceling => "canceling",
+            Self::Ended => "ended",
+        }
+    }
+}
+
+/// Per-outcome request tallies; the five always sum to the batch's request count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCounts {
+    pub processing: u64,
+    pub succeeded: u64,
+    pub errored: u64,
+    pub canceled: u64,
+    pub expired: u64,
+}
+
+impl RequestCounts {
+    pub fn total(&self) -> u64 {
+        self.processing + self.succeeded + self.errored + self.canceled + self.expired
+    }
+}
+
+/// The `MessageBatch` object (10 keys, all present, in the documented order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageBatch {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: MessageBatchType,
+    pub processing_status: ProcessingStatus,
+    pub request_counts: RequestCounts,
+    pub ended_at: Option<String>,
+    pub created_at: String,
+    pub expires_at: String,
+    pub archived_at: Option<String>,
+    pub cancel_initiated_at: Option<String>,
+    pub results_url: Option<String>,
+}
+
+/// The constant `"message_batch"` type tag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageBatchType {
+    #[default]
+    #[serde(rename = "message_batch")]
+    MessageBatch,
+}
+
+/// Body of a successful DELETE.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedMessageBatch {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: DeletedType,
+}
+
+/// The constant `"message_batch_deleted"` type tag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeletedType {
+    #[default]
+    #[serde(rename = "message_batch_deleted")]
+    MessageBatchDeleted,
+}
+
+/// One page of `GET /v1/messages/batches`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListPage<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+    pub first_id: Option<String>,
+    pub last_id: Option<String>,
+}
+
+/// The error envelope used by every non-2xx response and inside `errored` result rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorEnvelope {
+    #[serde(rename = "type")]
+    pub kind: ErrorTag,
+    pub error: ErrorBody,
+    pub request_id: Option<String>,
+}
+
+/// The constant `"error"` type tag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorTag {
+    #[default]
+    #[serde(rename = "error")]
+    Error,
+}
+
+/// `error.type` and `error.message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+}
+
+impl ErrorEnvelope {
+    pub fn new(
+        kind: impl Into<String>,
+        message: impl Into<String>,
+        request_id: Option<String>,
+    ) -> Self {
+        Self {
+            kind: ErrorTag::Error,
+            error: ErrorBody {
+                kind: kind.into(),
+                message: message.into(),
+            },
+            request_id,
+        }
+    }
+}
+
+/// One request of a create body as it goes out from a client. The server parses bodies with a
+/// streaming visitor instead, so it can report errors with their index and stay in bounded memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchRequest {
+    pub custom_id: String,
+    pub params: Box<RawValue>,
+}
+
+/// The body of `POST /v1/messages/batches`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateBatch {
+    pub requests: Vec<BatchRequest>,
+}
+
+/// One line of the results JSONL.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResultLine {
+    pub custom_id: String,
+    pub result: BatchResult,
+}
+
+/// The `result` of one request, discriminated by `type`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BatchResult {
+    Succeeded { message: Box<RawValue> },
+    Errored { error: ErrorEnvelope },
+    Canceled,
+    Expired,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_serialises_in_documented_order_with_nulls() {
+        let b = MessageBatch {
+            id: "msgbatch_x".into(),
+            kind: MessageBatchType::MessageBatch,
+            processing_status: ProcessingStatus::InProgress,
+            request_counts: RequestCounts {
+                processing: 2,
+                ..Default::default()
+            },
+            ended_at: None,
+            created_at: "2025-01-29T14:25:40.141141+00:00".into(),
+            expires_at: "2025-01-30T14:25:40.141141+00:00".into(),
+            archived_at: None,
+            cancel_initiated_at: None,
+            results_url: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&b).unwrap(),
+            r#"{"id":"msgbatch_x","type":"message_batch","processing_status":"in_progress","request_counts":{"processing":2,"succeeded":0,"errored":0,"canceled":0,"expired":0},"ended_at":null,"created_at":"2025-01-29T14:25:40.141141+00:00","expires_at":"2025-01-30T14:25:40.141141+00:00","archived_at":null,"cancel_initiated_at":null,"results_url":null}"#
+        );
+    }
+
+    #[test]
+    fn result_lines_round_trip() {
+        let line = r#"{"custom_id":"a","result":{"type":"errored","error":{"type":"error","error":{"type":"invalid_request_error","message":"m"},"request_id":null}}}"#;
+        let parsed: ResultLine = serde_json::from_str(line).unwrap();
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), line);
+        let canceled = r#"{"custom_id":"b","result":{"type":"canceled"}}"#;
+        let parsed: ResultLine = serde_json::from_str(canceled).unwrap();
+        assert!(matches!(parsed.result, BatchResult::Canceled));
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), canceled);
+    }
+}
