@@ -11,6 +11,8 @@ use batchd_domain::params::Params;
 
 pub mod mock;
 
+pub use mock::MockBackend;
+
 /// One request as a backend sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct BackendRequest<'a> {

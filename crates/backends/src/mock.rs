@@ -1,1 +1,567 @@
-//! The built-in mock model.
+//! The built-in mock model: answers any model with a deterministic assistant `Message` derived
+//! from the request, shaped exactly like a 2026 batch result (spec 3.5/3.6), optionally after a
+//! simulated latency under a bounded number of concurrent "model slots".
+//!
+//! What it says: `You said: ` followed by the first [`ECHO_WORDS`] words of the last user
+//! message (`You said nothing.` when that message has no text). One word counts as one output
+//! token, so `max_tokens` truncates word by word; `stop_sequences` cut the reply like a real model
+//! would. Input tokens are `ceil(chars / 4)` over the system prompt and every message's text.
+//! The message id is a hash of (batch id, custom id), so re-running a batch reproduces its
+//! results byte for byte.
+//!
+//! It runs once per request at the server's full request rate, so it does one pass over the
+//! params, one serialization, a handful of allocations, and touches no shared state when latency
+//! is zero.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use batchd_domain::ErrorType;
+use batchd_domain::ids;
+use batchd_domain::params::Params;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::{Backend, BackendError, BackendRequest};
+
+/// How many words of the user's last message the reply quotes.
+pub const ECHO_WORDS: usize = 20;
+
+/// A deterministic model server; see the module docs for what it answers.
+#[derive(Debug)]
+pub struct MockBackend {
+    latency: Duration,
+    /// Model slots, held for the simulated latency. Untouched when latency is zero: there is
+    /// nothing to wait for, and the dispatcher bounds in-flight requests anyway.
+    slots: Semaphore,
+    #[cfg(test)]
+    gauge: tests::Gauge,
+}
+
+impl MockBackend {
+    /// `concurrency` is how many requests may be "on the model" at once (0 is taken as 1);
+    /// `latency` is how long each one stays there.
+    pub fn new(latency: Duration, concurrency: usize) -> Self {
+        Self {
+            latency,
+            slots: Semaphore::new(concurrency.clamp(1, Semaphore::MAX_PERMITS)),
+            #[cfg(test)]
+            gauge: tests::Gauge::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for MockBackend {
+    async fn send(&self, request: BackendRequest<'_>) -> Result<String, BackendError> {
+        if !self.latency.is_zero() {
+            let _slot = self.slots.acquire().await.map_err(|_| BackendError {
+                // The semaphore is never closed; if it ever were, the request could be retried.
+                kind: ErrorType::Overloaded,
+                message: "Overloaded".into(),
+                retryable: true,
+                retry_after: None,
+            })?;
+            #[cfg(test)]
+            let _on_model = self.gauge.enter();
+            tokio::time::sleep(self.latency).await;
+        }
+        render(request.params, request.batch_id, request.custom_id).map_err(|err| BackendError {
+            kind: ErrorType::Api,
+            message: format!("mock backend could not serialize its answer: {err}"),
+            retryable: false,
+            retry_after: None,
+        })
+    }
+}
+
+// The wire shape, field order included: serde derive keeps declaration order.
+
+#[derive(Serialize)]
+struct Message<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    model: &'a str,
+    content: [TextBlock<'a>; 1],
+    stop_reason: &'static str,
+    stop_sequence: Option<&'a str>,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct TextBlock<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+struct Usage {
+    input_tokens: u64,
+    cache_creation_input_tokens: u64,
+    cache_read_input_tokens: u64,
+    cache_creation: CacheCreation,
+    output_tokens: u64,
+    service_tier: &'static str,
+    inference_geo: &'static str,
+}
+
+#[derive(Serialize)]
+struct CacheCreation {
+    ephemeral_5m_input_tokens: u64,
+    ephemeral_1h_input_tokens: u64,
+}
+
+/// The serialized `Message` answering `params`.
+fn render(params: &Params, batch_id: &str, custom_id: &str) -> serde_json::Result<String> {
+    let body = &params.body;
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+
+    let mut input_chars = body.get("system").map_or(0, char_count);
+    for message in messages {
+        input_chars += message.get("content").map_or(0, char_count);
+    }
+
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .and_then(|m| m.get("content"));
+    let mut echo = last_user
+        .into_iter()
+        .flat_map(texts)
+        .flat_map(str::split_whitespace)
+        .take(ECHO_WORDS)
+        .peekable();
+
+    let mut reply = Reply::new(params.max_tokens);
+    if echo.peek().is_none() {
+        reply.extend(["You", "said", "nothing."]);
+    } else {
+        reply.extend(["You", "said:"].into_iter().chain(echo));
+    }
+
+    let stops = body
+        .get("stop_sequences")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    // The earliest match is where a real model would have stopped; ties go to the first listed.
+    let mut stop: Option<(usize, &str)> = None;
+    for seq in stops
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        if let Some(at) = reply.text.find(seq)
+            && stop.is_none_or(|(best, _)| at < best)
+        {
+            stop = Some((at, seq));
+        }
+    }
+    let (stop_reason, stop_sequence) = match stop {
+        Some((at, seq)) => {
+            reply.text.truncate(at);
+            reply.words = reply.text.split_whitespace().count() as u64;
+            ("stop_sequence", Some(seq))
+        }
+        None if reply.truncated => ("max_tokens", None),
+        None => ("end_turn", None),
+    };
+
+    let id = message_id(batch_id, custom_id);
+    serde_json::to_string(&Message {
+        id: &id,
+        kind: "message",
+        role: "assistant",
+        model: &params.model,
+        content: [TextBlock {
+            kind: "text",
+            text: &reply.text,
+        }],
+        stop_reason,
+        stop_sequence,
+        usage: Usage {
+            input_tokens: input_chars.div_ceil(4).max(1) as u64,
+            cache_creation_input_tokens: 0,
+            cache_read_input_tokens: 0,
+            cache_creation: CacheCreation {
+                ephemeral_5m_input_tokens: 0,
+                ephemeral_1h_input_tokens: 0,
+            },
+            output_tokens: reply.words,
+            service_tier: "batch",
+            inference_geo: "not_available",
+        },
+    })
+}
+
+/// The reply under construction, one word per output token, capped at `max_tokens`.
+struct Reply {
+    text: String,
+    words: u64,
+    limit: u64,
+    /// A word did not fit: the model "ran out" of tokens.
+    truncated: bool,
+}
+
+impl Reply {
+    fn new(limit: u64) -> Self {
+        Self {
+            text: String::with_capacity(128),
+            words: 0,
+            limit,
+            truncated: false,
+        }
+    }
+
+    fn extend<'a>(&mut self, words: impl IntoIterator<Item = &'a str>) {
+        for word in words {
+            if self.words == self.limit {
+                self.truncated = true;
+                return;
+            }
+            if self.words > 0 {
+                self.text.push(' ');
+            }
+            self.text.push_str(word);
+            self.words += 1;
+        }
+    }
+}
+
+/// The text of a `content` or `system` value: the string itself, or its `text` blocks.
+fn texts(content: &Value) -> impl Iterator<Item = &str> {
+    let (single, blocks) = match content {
+        Value::String(s) => (Some(s.as_str()), &[][..]),
+        Value::Array(blocks) => (None, blocks.as_slice()),
+        _ => (None, &[][..]),
+    };
+    single.into_iter().chain(blocks.iter().filter_map(|block| {
+        (block.get("type")?.as_str()? == "text")
+            .then(|| block.get("text")?.as_str())
+            .flatten()
+    }))
+}
+
+fn char_count(content: &Value) -> usize {
+    texts(content).map(|t| t.chars().count()).sum()
+}
+
+/// `msg_` plus a body seeded by FNV-1a over (batch id, custom id): stable across runs,
+/// platforms and Rust versions, unlike `std`'s hasher.
+fn message_id(batch_id: &str, custom_id: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    // 0xFF never occurs in UTF-8, so it separates the two parts unambiguously.
+    let bytes = batch_id.bytes().chain([0xFF]).chain(custom_id.bytes());
+    for byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    let body = ids::deterministic_body(hash);
+    let mut id = String::with_capacity(4 + body.len());
+    id.push_str("msg_");
+    id.push_str(&body);
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use batchd_domain::params;
+    use tokio::time::Instant;
+
+    use super::*;
+
+    /// How many requests are on the model right now, and the most there ever were.
+    #[derive(Debug, Default)]
+    pub(super) struct Gauge {
+        now: AtomicUsize,
+        peak: AtomicUsize,
+    }
+
+    pub(super) struct OnModel<'a>(&'a Gauge);
+
+    impl Gauge {
+        pub(super) fn enter(&self) -> OnModel<'_> {
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+            OnModel(self)
+        }
+    }
+
+    impl Drop for OnModel<'_> {
+        fn drop(&mut self) {
+            self.0.now.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    const BATCH: &str = "msgbatch_01TestBatch000000000000";
+
+    fn params(raw: &str) -> Params {
+        params::validate(raw).expect("test params are valid")
+    }
+
+    fn ask(user: &str, extra: &str) -> Params {
+        let user = serde_json::to_string(user).unwrap();
+        params(&format!(
+            r#"{{"model":"claude-haiku-4-5","max_tokens":64,"messages":[{{"role":"user","content":{user}}}]{extra}}}"#
+        ))
+    }
+
+    async fn send(backend: &MockBackend, params: &Params, custom_id: &str) -> String {
+        backend
+            .send(BackendRequest {
+                params,
+                raw_params: "",
+                betas: &[],
+                batch_id: BATCH,
+                custom_id,
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn answer(params: &Params) -> Value {
+        let json = send(&MockBackend::new(Duration::ZERO, 1), params, "c").await;
+        serde_json::from_str(&json).unwrap()
+    }
+
+    #[tokio::test]
+    async fn exact_shape_and_key_order() {
+        let json = send(
+            &MockBackend::new(Duration::ZERO, 1),
+            &ask("What is 1+1? Answer briefly.", ""),
+            "req-1",
+        )
+        .await;
+        // The id is pinned too, so a change of hash or id scheme is a deliberate decision.
+        assert_eq!(
+            json,
+            r#"{"id":"msg_01YkfGvXsyTXBGWTbeSfiQhb","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"You said: What is 1+1? Answer briefly."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":7,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":7,"service_tier":"batch","inference_geo":"not_available"}}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn same_input_same_bytes() {
+        let backend = MockBackend::new(Duration::ZERO, 4);
+        let p = ask("Tell me about determinism", r#","system":"Be brief.""#);
+        let first = send(&backend, &p, "a").await;
+        assert_eq!(first, send(&backend, &p, "a").await);
+        assert_eq!(
+            first,
+            send(&MockBackend::new(Duration::ZERO, 1), &p, "a").await
+        );
+
+        // Another custom_id changes only the id.
+        let other = send(&backend, &p, "b").await;
+        assert_ne!(first, other);
+        let (mut a, mut b): (Value, Value) = (
+            serde_json::from_str(&first).unwrap(),
+            serde_json::from_str(&other).unwrap(),
+        );
+        let (id_a, id_b) = (a["id"].take(), b["id"].take());
+        assert_ne!(id_a, id_b);
+        assert_eq!(a, b);
+        for id in [id_a, id_b] {
+            let id = id.as_str().unwrap().to_owned();
+            assert!(id.starts_with("msg_01") && id.len() == 28, "{id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn echoes_the_last_user_message_up_to_twenty_words() {
+        let long: Vec<String> = (1..=30).map(|i| format!("w{i}")).collect();
+        let p = params(&format!(
+            r#"{{"model":"m","max_tokens":100,"messages":[
+                {{"role":"user","content":"first question"}},
+                {{"role":"assistant","content":"an answer"}},
+                {{"role":"user","content":[{{"type":"image","source":{{}}}},{{"type":"text","text":"{}"}}]}}
+            ]}}"#,
+            long.join(" ")
+        ));
+        let m = answer(&p).await;
+        let expected = format!("You said: {}", long[..20].join(" "));
+        assert_eq!(m["content"][0]["text"], expected.as_str());
+        assert_eq!(m["usage"]["output_tokens"], 22);
+        assert_eq!(m["stop_reason"], "end_turn");
+        assert_eq!(m["model"], "m");
+    }
+
+    #[tokio::test]
+    async fn no_user_text_still_answers() {
+        let p = params(
+            r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":[{"type":"image","source":{}}]}]}"#,
+        );
+        let m = answer(&p).await;
+        assert_eq!(m["content"][0]["text"], "You said nothing.");
+        assert_eq!(m["usage"]["output_tokens"], 3);
+        assert_eq!(m["usage"]["input_tokens"], 1);
+    }
+
+    #[tokio::test]
+    async fn input_tokens_cover_system_and_every_message() {
+        // 12 (system blocks) + 5 + 4 + 8 = 29 chars -> 8 tokens; "é" counts once.
+        let p = params(
+            r#"{"model":"m","max_tokens":10,"system":[{"type":"text","text":"abcdef"},{"type":"text","text":"ghijkl"}],
+                "messages":[{"role":"user","content":"héllo"},{"role":"assistant","content":"abcd"},
+                            {"role":"user","content":[{"type":"text","text":"abcdefgh"}]}]}"#,
+        );
+        assert_eq!(answer(&p).await["usage"]["input_tokens"], 8);
+    }
+
+    #[tokio::test]
+    async fn max_tokens_truncates_word_by_word() {
+        let m = answer(&ask("What is 1+1? Answer briefly.", r#","max_tokens":3"#)).await;
+        assert_eq!(m["content"][0]["text"], "You said: What");
+        assert_eq!(m["stop_reason"], "max_tokens");
+        assert_eq!(m["stop_sequence"], Value::Null);
+        assert_eq!(m["usage"]["output_tokens"], 3);
+
+        // Exactly enough is a natural end, not a truncation.
+        let m = answer(&ask("one two", r#","max_tokens":4"#)).await;
+        assert_eq!(m["content"][0]["text"], "You said: one two");
+        assert_eq!(m["stop_reason"], "end_turn");
+    }
+
+    #[tokio::test]
+    async fn stop_sequences_cut_before_the_earliest_match() {
+        let m = answer(&ask(
+            "What is 1+1? Answer briefly.",
+            r#","stop_sequences":["briefly","1+1","absent"]"#,
+        ))
+        .await;
+        assert_eq!(m["content"][0]["text"], "You said: What is ");
+        assert_eq!(m["stop_reason"], "stop_sequence");
+        assert_eq!(m["stop_sequence"], "1+1");
+        assert_eq!(m["usage"]["output_tokens"], 4);
+
+        // A stop sequence past the max_tokens cut-off is never generated.
+        let m = answer(&ask(
+            "alpha beta gamma",
+            r#","max_tokens":3,"stop_sequences":["gamma"]"#,
+        ))
+        .await;
+        assert_eq!(m["content"][0]["text"], "You said: alpha");
+        assert_eq!(m["stop_reason"], "max_tokens");
+        assert_eq!(m["stop_sequence"], Value::Null);
+
+        // Within the cut-off it wins over max_tokens.
+        let m = answer(&ask(
+            "alpha beta gamma",
+            r#","max_tokens":3,"stop_sequences":["alp"]"#,
+        ))
+        .await;
+        assert_eq!(m["content"][0]["text"], "You said: ");
+        assert_eq!(m["stop_reason"], "stop_sequence");
+        assert_eq!(m["usage"]["output_tokens"], 2);
+    }
+
+    /// Runs `n` concurrent requests and returns (virtual time taken, peak requests on the model).
+    async fn run_concurrently(backend: MockBackend, n: usize) -> (Duration, usize) {
+        let backend = Arc::new(backend);
+        let p = Arc::new(ask("hi", ""));
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let (backend, p) = (Arc::clone(&backend), Arc::clone(&p));
+                tokio::spawn(async move { send(&backend, &p, &format!("c{i}")).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        (start.elapsed(), backend.gauge.peak.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_is_served_within_the_concurrency_bound() {
+        let (elapsed, peak) =
+            run_concurrently(MockBackend::new(Duration::from_millis(100), 3), 10).await;
+        assert_eq!(peak, 3);
+        // ceil(10 / 3) waves of 100 ms each.
+        assert_eq!(elapsed, Duration::from_millis(400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_concurrency_means_one() {
+        let (elapsed, peak) =
+            run_concurrently(MockBackend::new(Duration::from_millis(50), 0), 3).await;
+        assert_eq!(peak, 1);
+        assert_eq!(elapsed, Duration::from_millis(150));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_latency_takes_no_time_and_no_slot() {
+        let (elapsed, peak) = run_concurrently(MockBackend::new(Duration::ZERO, 1), 5).await;
+        assert_eq!(elapsed, Duration::ZERO);
+        assert_eq!(peak, 0);
+    }
+
+    /// `cargo test -p batchd-backends --release -- --ignored --nocapture mock_throughput`
+    #[test]
+    #[ignore = "micro-benchmark; run on demand in --release"]
+    fn mock_throughput() {
+        const N: usize = 200_000;
+        let p = Arc::new(ask(
+            "Summarise the following paragraph in one sentence, please: the quick brown fox jumps over the lazy dog.",
+            r#","system":"You are terse.","max_tokens":1024"#,
+        ));
+        let custom_ids: Arc<Vec<String>> = Arc::new((0..N).map(|i| format!("req-{i}")).collect());
+        let backend = Arc::new(MockBackend::new(Duration::ZERO, 1));
+
+        // One task, one thread: the per-request cost.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let start = std::time::Instant::now();
+        rt.block_on(async {
+            for id in custom_ids.iter() {
+                std::hint::black_box(send(&backend, &p, id).await);
+            }
+        });
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "mock send, 1 thread:  {N} in {secs:.3}s = {:.0} requests/s",
+            N as f64 / secs
+        );
+
+        // Two workers, as on the target machine.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let start = std::time::Instant::now();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..2)
+                .map(|w| {
+                    let (backend, p, ids) = (
+                        Arc::clone(&backend),
+                        Arc::clone(&p),
+                        Arc::clone(&custom_ids),
+                    );
+                    tokio::spawn(async move {
+                        for id in ids.iter().skip(w).step_by(2) {
+                            std::hint::black_box(send(&backend, &p, id).await);
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "mock send, 2 workers: {N} in {secs:.3}s = {:.0} requests/s",
+            N as f64 / secs
+        );
+    }
+}

@@ -1,1 +1,224 @@
-fn main() {}
+//! The `batchd` command: `serve` runs the server; `keys` manages durable API keys.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use batchd::ServeOptions;
+use batchd_domain::Timestamp;
+use batchd_domain::keys::{self, KeyHash, StaticKey};
+use batchd_store::Store;
+use batchd_store_sqlite::SqliteStore;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// A self-hostable, Anthropic-compatible Message Batches API server.
+#[derive(Debug, Parser)]
+#[command(name = "batchd", version, about)]
+struct Cli {
+    /// Where the embedded database lives.
+    #[arg(
+        long,
+        global = true,
+        env = "BATCHD_DATA_DIR",
+        default_value = "./batchd-data"
+    )]
+    data_dir: PathBuf,
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, global = true, env = "BATCHD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API server.
+    Serve(ServeArgs),
+    /// Manage API keys stored in the data dir (works while a server runs).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "BATCHD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// An API key and the workspace it belongs to, as KEY@WORKSPACE. Repeatable; the
+    /// environment variable takes a comma-separated list.
+    #[arg(
+        long = "api-key",
+        env = "BATCHD_API_KEYS",
+        value_delimiter = ',',
+        value_name = "KEY@WORKSPACE",
+        hide_env_values = true
+    )]
+    api_keys: Vec<String>,
+    /// Simulated model latency per request: 0ms, 250ms, 3s…
+    #[arg(long, env = "BATCHD_MOCK_LATENCY", default_value = "0ms", value_parser = parse_duration)]
+    mock_latency: Duration,
+    /// Requests the mock model works on at once.
+    #[arg(long, env = "BATCHD_MOCK_CONCURRENCY", default_value_t = 64)]
+    mock_concurrency: usize,
+    /// Requests in flight at once across all batches.
+    #[arg(long, env = "BATCHD_CONCURRENCY", default_value_t = 256)]
+    concurrency: usize,
+    /// How long after creation a batch expires.
+    #[arg(long, env = "BATCHD_BATCH_EXPIRY", default_value = "24h", value_parser = parse_duration)]
+    batch_expiry: Duration,
+    /// How long after creation results are kept.
+    #[arg(long, env = "BATCHD_RESULTS_RETENTION", default_value = "29d", value_parser = parse_duration)]
+    results_retention: Duration,
+    /// Public base URL for `results_url` (default: derived from each request's Host header).
+    #[arg(long, env = "BATCHD_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// How long shutdown waits for in-flight requests and open downloads.
+    #[arg(long, env = "BATCHD_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key for a workspace; the key is printed once and stored only as a hash.
+    Create {
+        #[arg(long)]
+        workspace: String,
+    },
+    /// List keys (ids, workspaces, prefixes; never the keys).
+    List,
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e} (examples: 0ms, 250ms, 3s, 24h, 29d)"))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => serve(cli.data_dir, args).await,
+        Command::Keys(cmd) => keys_command(cli.data_dir, cmd).await,
+    }
+}
+
+async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
+    let mut options = ServeOptions::new(data_dir);
+    for spec in args
+        .api_keys
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        // Never echo the spec: it contains the key.
+        let key = StaticKey::parse(spec)
+            .map_err(|e| anyhow::anyhow!("--api-key / BATCHD_API_KEYS: {e}"))?;
+        options.api_keys.push(key);
+    }
+    options.mock_latency = args.mock_latency;
+    options.mock_concurrency = args.mock_concurrency;
+    options.dispatch_concurrency = args.concurrency;
+    options.batch_expiry = args.batch_expiry;
+    options.results_retention = args.results_retention;
+    options.public_url = args.public_url;
+    options.shutdown_grace = args.shutdown_grace;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    batchd::serve(options, listener, shutdown_signal()).await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+async fn keys_command(data_dir: PathBuf, cmd: KeysCommand) -> anyhow::Result<()> {
+    let store = SqliteStore::open_for_admin(&data_dir)
+        .await
+        .with_context(|| format!("opening the data dir {}", data_dir.display()))?;
+    match cmd {
+        KeysCommand::Create { workspace } => {
+            if !keys::valid_workspace(&workspace) {
+                bail!("workspace names are 1-64 characters of [A-Za-z0-9_.-]");
+            }
+            let key = keys::generate_key();
+            let info = store
+                .create_key(
+                    &workspace,
+                    KeyHash::of(&key),
+                    &keys::display_prefix(&key),
+                    Timestamp::now(),
+                )
+                .await?;
+            eprintln!(
+                "Created key {} for workspace {workspace}. It is shown only this once:",
+                info.id
+            );
+            println!("{key}");
+        }
+        KeysCommand::List => {
+            println!(
+                "{:<28} {:<20} {:<18} {:<34} REVOKED",
+                "ID", "WORKSPACE", "PREFIX", "CREATED"
+            );
+            for k in store.list_keys().await? {
+                println!(
+                    "{:<28} {:<20} {:<18} {:<34} {}",
+                    k.id,
+                    k.workspace,
+                    k.prefix,
+                    k.created_at,
+                    k.revoked_at
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            if !store.revoke_key(&id, Timestamp::now()).await? {
+                bail!("no active key with id {id}");
+            }
+            eprintln!("Revoked key {id}.");
+        }
+    }
+    Ok(())
+}

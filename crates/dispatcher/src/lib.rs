@@ -1,1 +1,173 @@
-//! placeholder
+//! The dispatcher: turns stored requests into stored results.
+//!
+//! Three tasks cooperate, none of which holds a transaction across an upstream call:
+//!
+//! * the **claimer** leases requests from the store in groups (one store call per group, never
+//!   one per request) and spawns one task per request, bounded by a semaphore of
+//!   `concurrency` permits so the in-flight count never exceeds it;
+//! * each **request task** validates `params`, calls the backend, and hands the answer to
+//! * the **recorder**, which drains answers into groups and writes each group in one
+//!   transaction (group commit); the store ends a batch in the same transaction that records its
+//!   last result.
+//!
+//! [`maintenance`] runs beside them: it ends expired batches and canceling batches with nothing in
+//! flight, and reclaims the rows of deleted batches.
+
+pub mod maintenance;
+mod recorder;
+mod worker;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use batchd_backends::Backend;
+use batchd_store::Store;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Tuning knobs. The defaults suit a local model server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Requests in flight at once, across all batches.
+    pub concurrency: usize,
+    /// Most requests claimed by one store call.
+    pub claim_group: usize,
+    /// Most answers written by one store transaction.
+    pub record_group: usize,
+    /// Lease length for engines that keep leases in the database.
+    pub lease: Duration,
+    /// How often to look for work when nobody signalled any.
+    pub idle_poll: Duration,
+    /// How often maintenance runs at the latest.
+    pub maintenance_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            concurrency: 256,
+            claim_group: 512,
+            record_group: 1024,
+            lease: Duration::from_secs(600),
+            idle_poll: Duration::from_millis(500),
+            maintenance_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// State shared by the dispatcher's tasks and its handle.
+struct Shared {
+    store: Arc<dyn Store>,
+    backend: Arc<dyn Backend>,
+    config: Config,
+    /// Signalled when there may be new work to claim (a batch was created).
+    work: Notify,
+    /// Signalled when maintenance should run now (a cancel, a release, a delete).
+    maintenance: Notify,
+    /// Batches canceled since their requests were claimed: those requests must not be sent.
+    canceled: Mutex<HashSet<i64>>,
+    /// Stops claiming; in-flight requests still finish.
+    stop: CancellationToken,
+}
+
+/// Handle to a running dispatcher, held by the HTTP layer and `main`.
+#[derive(Clone)]
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+    tasks: Arc<Mutex<Option<Tasks>>>,
+}
+
+struct Tasks {
+    claimer: JoinHandle<()>,
+    recorder: JoinHandle<()>,
+    maintenance: JoinHandle<()>,
+    in_flight: TaskTracker,
+}
+
+impl Dispatcher {
+    /// Starts the claimer, the recorder and maintenance on the current runtime.
+    pub fn start(store: Arc<dyn Store>, backend: Arc<dyn Backend>, config: Config) -> Self {
+        let shared = Arc::new(Shared {
+            store,
+            backend,
+            config,
+            work: Notify::new(),
+            maintenance: Notify::new(),
+            canceled: Mutex::new(HashSet::new()),
+            stop: CancellationToken::new(),
+        });
+        // Bounded so that a stalled store (disk full) pushes back on request tasks, which hold
+        // their permits and so stop the claimer: answers wait in memory, none is dropped.
+        let (answers_tx, answers_rx) = mpsc::channel(shared.config.record_group * 8);
+        let in_flight = TaskTracker::new();
+        let permits = Arc::new(Semaphore::new(shared.config.concurrency.max(1)));
+        let claimer = tokio::spawn(worker::claim_loop(
+            shared.clone(),
+            permits,
+            answers_tx,
+            in_flight.clone(),
+        ));
+        let recorder = tokio::spawn(recorder::record_loop(shared.clone(), answers_rx));
+        let maintenance = tokio::spawn(maintenance::run(shared.clone()));
+        Self {
+            shared,
+            tasks: Arc::new(Mutex::new(Some(Tasks {
+                claimer,
+                recorder,
+                maintenance,
+                in_flight,
+            }))),
+        }
+    }
+
+    /// There is new work: claim now rather than at the next poll.
+    pub fn notify_created(&self) {
+        self.shared.work.notify_one();
+    }
+
+    /// A batch entered `canceling`: requests of it that are claimed but not yet sent are dropped,
+    /// and the batch ends as soon as nothing of it is in flight.
+    pub fn notify_canceled(&self, batch_key: i64) {
+        lock(&self.shared.canceled).insert(batch_key);
+        self.shared.maintenance.notify_one();
+    }
+
+    /// Rows are waiting to be reclaimed (a delete).
+    pub fn notify_deleted(&self) {
+        self.shared.maintenance.notify_one();
+    }
+
+    /// Stops claiming, lets in-flight requests finish for up to `grace`, records every answer
+    /// that came back, then stops. Requests still in flight after `grace` are abandoned: they have
+    /// no result, so they are claimed again after a restart.
+    pub async fn shutdown(&self, grace: Duration) {
+        let Some(tasks) = lock(&self.tasks).take() else {
+            return;
+        };
+        self.shared.stop.cancel();
+        let _ = tasks.claimer.await;
+        tasks.in_flight.close();
+        if tokio::time::timeout(grace, tasks.in_flight.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                abandoned = tasks.in_flight.len(),
+                "shutdown grace period over; unfinished requests will run again after restart"
+            );
+        }
+        // The claimer and the finished request tasks dropped their senders; abandoned tasks
+        // still hold one, so do not wait for the channel to close forever.
+        let _ = tokio::time::timeout(Duration::from_secs(5), tasks.recorder).await;
+        tasks.maintenance.abort();
+    }
+}
+
+/// Locks a mutex that is never held across an await and never poisoned by our code paths; a
+/// poisoned lock still holds consistent data here (plain sets), so recover it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

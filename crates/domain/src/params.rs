@@ -1,7 +1,17 @@
 //! Validation of one request's `params` (a Messages create body), as the real API performs it
 //! when the request is processed. Failures become `errored` results, never create-time errors.
+//!
+//! The real API validates with Pydantic and reports the first failure as `<location>: <message>`,
+//! so the texts here copy Pydantic's wording (`Field required`, `Input should be a valid list`,
+//! `Extra inputs are not permitted`, …). The checks run in two phases, like the real service:
+//! first the schema (fields in the published schema's order, then unknown keys), then the rules
+//! that are not expressible in the schema (what batches refuse, an empty `messages`).
+//!
+//! Only what the spec documents is checked. Content blocks, tools and nested configuration
+//! objects are checked for shape, not deeply: new block and tool types appear often and a request
+//! the real API accepts must never be turned into an errored row here.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 use crate::ErrorType;
 
@@ -22,21 +32,728 @@ pub struct ParamsError {
     pub message: String,
 }
 
+/// Longest `metadata.user_id` the API accepts, in characters.
+const USER_ID_MAX_CHARS: usize = 512;
+
+/// Fields of the Messages create body that the Message Batches API refuses per request
+/// (spec 4.1, 8.7). `stream` is absent: only `stream: true` is refused, with its own text.
+const BATCH_REFUSED: &[&str] = &[
+    "speed",
+    "store",
+    "previous_thread_event_id",
+    "cache_hint",
+    "context_hint",
+    "research_preview_2026_02",
+];
+
+const REQUIRED: &str = "Field required";
+const NOT_STRING: &str = "Input should be a valid string";
+const NOT_LIST: &str = "Input should be a valid list";
+const NOT_DICT: &str = "Input should be a valid dictionary";
+const NOT_INT: &str = "Input should be a valid integer";
+const FRACTIONAL: &str = "Input should be a valid integer, got a number with a fractional part";
+const NOT_NUMBER: &str = "Input should be a valid number";
+const NOT_BOOL: &str = "Input should be a valid boolean";
+const EXTRA: &str = "Extra inputs are not permitted";
+
+fn invalid(message: String) -> ParamsError {
+    ParamsError {
+        kind: ErrorType::InvalidRequest,
+        message,
+    }
+}
+
+/// `<loc>: <msg>`; only built on the error path, so formatting cost does not matter.
+fn at(loc: impl std::fmt::Display, msg: &str) -> ParamsError {
+    invalid(format!("{loc}: {msg}"))
+}
+
+/// Whether a top-level key belongs to the Messages create schema. Batch-refused fields count as
+/// known so they get their own, clearer message instead of "Extra inputs".
+fn is_known_key(key: &str) -> bool {
+    matches!(
+        key,
+        "model"
+            | "messages"
+            | "max_tokens"
+            | "system"
+            | "metadata"
+            | "stop_sequences"
+            | "temperature"
+            | "top_p"
+            | "top_k"
+            | "tools"
+            | "tool_choice"
+            | "thinking"
+            | "service_tier"
+            | "output_config"
+            | "container"
+            | "inference_geo"
+            | "cache_control"
+            | "stream"
+            | "mcp_servers"
+            | "context_management"
+            // Spec 4.1 lists a user_profile_id conflict as a per-request failure, so the field exists.
+            | "user_profile_id"
+    ) || BATCH_REFUSED.contains(&key)
+}
+
 /// Parses and validates raw `params` JSON.
 pub fn validate(raw: &str) -> Result<Params, ParamsError> {
-    let body: Map<String, Value> = serde_json::from_str(raw).map_err(|_| ParamsError {
-        kind: ErrorType::InvalidRequest,
-        message: "params: Input should be a valid dictionary".into(),
-    })?;
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let max_tokens = body.get("max_tokens").and_then(Value::as_u64).unwrap_or(1);
+    let body = match serde_json::from_str::<Value>(raw) {
+        Ok(Value::Object(map)) => map,
+        _ => return Err(invalid(format!("params: {NOT_DICT}"))),
+    };
+
+    // Phase 1: the schema, in the published field order.
+    let model = match body.get("model") {
+        None => return Err(at("model", REQUIRED)),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(at("model", NOT_STRING)),
+    };
+    let messages = match body.get("messages") {
+        None => return Err(at("messages", REQUIRED)),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(at("messages", NOT_LIST)),
+    };
+    for (i, message) in messages.iter().enumerate() {
+        check_message(i, message)?;
+    }
+    let max_tokens = match body.get("max_tokens") {
+        None => return Err(at("max_tokens", REQUIRED)),
+        // Below zero and zero share the batch rule's message (phase 2), so clamp here.
+        Some(v) => integer(v).map_err(|msg| at("max_tokens", msg))?.max(0) as u64,
+    };
+    check_optional(&body)?;
+    if let Some(key) = body.keys().find(|k| !is_known_key(k)) {
+        return Err(at(key, EXTRA));
+    }
+
+    // Phase 2: rules beyond the schema.
+    if body.get("stream") == Some(&Value::Bool(true)) {
+        return Err(invalid(
+            "\"stream=True\" is not supported in the Message Batches API".into(),
+        ));
+    }
+    // `null` means "not given" everywhere else in the schema, so it is not a use of the field.
+    if let Some(field) = BATCH_REFUSED
+        .iter()
+        .find(|f| body.get(**f).is_some_and(|v| !v.is_null()))
+    {
+        return Err(invalid(format!(
+            "{field}: \"{field}\" is not supported in the Message Batches API"
+        )));
+    }
+    if max_tokens < 1 {
+        return Err(at("max_tokens", "must be greater than or equal to 1"));
+    }
+    if messages.is_empty() {
+        return Err(at("messages", "at least one message is required"));
+    }
+
     Ok(Params {
         model,
         max_tokens,
         body,
     })
+}
+
+/// An integer the way Pydantic's lax mode reads JSON: integral floats pass, fractions and
+/// non-numbers do not. Values beyond `i64` saturate; they fail later range checks anyway.
+fn integer(v: &Value) -> Result<i64, &'static str> {
+    match v {
+        Value::Number(n) => number_as_i64(n),
+        _ => Err(NOT_INT),
+    }
+}
+
+fn number_as_i64(n: &Number) -> Result<i64, &'static str> {
+    if let Some(i) = n.as_i64() {
+        return Ok(i);
+    }
+    if n.is_u64() {
+        return Ok(i64::MAX);
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 => Ok(f as i64),
+        _ => Err(FRACTIONAL),
+    }
+}
+
+fn check_message(i: usize, message: &Value) -> Result<(), ParamsError> {
+    let Value::Object(message) = message else {
+        return Err(at(format_args!("messages.{i}"), NOT_DICT));
+    };
+    match message.get("role") {
+        None => return Err(at(format_args!("messages.{i}.role"), REQUIRED)),
+        Some(Value::String(r)) if r == "user" || r == "assistant" => {}
+        Some(_) => {
+            return Err(at(
+                format_args!("messages.{i}.role"),
+                "Input should be 'user' or 'assistant'",
+            ));
+        }
+    }
+    match message.get("content") {
+        None => return Err(at(format_args!("messages.{i}.content"), REQUIRED)),
+        Some(Value::String(_)) => {}
+        Some(Value::Array(blocks)) => {
+            for (j, block) in blocks.iter().enumerate() {
+                check_block(format_args!("messages.{i}.content.{j}"), block, None)?;
+            }
+        }
+        Some(_) => return Err(at(format_args!("messages.{i}.content"), NOT_LIST)),
+    }
+    if let Some(key) = message
+        .keys()
+        .find(|k| !matches!(k.as_str(), "role" | "content"))
+    {
+        return Err(at(format_args!("messages.{i}.{key}"), EXTRA));
+    }
+    Ok(())
+}
+
+/// One content block: an object with a string `type`; `text` blocks also need a string `text`.
+/// `only` restricts the type (the system prompt takes text blocks only).
+fn check_block(
+    loc: std::fmt::Arguments<'_>,
+    block: &Value,
+    only: Option<&str>,
+) -> Result<(), ParamsError> {
+    let Value::Object(block) = block else {
+        return Err(at(loc, NOT_DICT));
+    };
+    let kind = match block.get("type") {
+        None => return Err(at(format_args!("{loc}.type"), REQUIRED)),
+        Some(Value::String(t)) => t.as_str(),
+        Some(_) => return Err(at(format_args!("{loc}.type"), NOT_STRING)),
+    };
+    if let Some(only) = only
+        && kind != only
+    {
+        return Err(at(
+            format_args!("{loc}.type"),
+            &format!("Input should be '{only}'"),
+        ));
+    }
+    if kind == "text" {
+        match block.get("text") {
+            None => return Err(at(format_args!("{loc}.text"), REQUIRED)),
+            Some(Value::String(_)) => {}
+            Some(_) => return Err(at(format_args!("{loc}.text"), NOT_STRING)),
+        }
+    }
+    Ok(())
+}
+
+/// The optional fields, in schema order. `null` is accepted for each, as "not given".
+fn check_optional(body: &Map<String, Value>) -> Result<(), ParamsError> {
+    let get = |key: &str| body.get(key).filter(|v| !v.is_null());
+
+    if let Some(metadata) = get("metadata") {
+        let Value::Object(metadata) = metadata else {
+            return Err(at("metadata", NOT_DICT));
+        };
+        match metadata.get("user_id") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(id)) => {
+                // Cheap byte bound first: most ids are short ASCII.
+                if id.len() > USER_ID_MAX_CHARS && id.chars().count() > USER_ID_MAX_CHARS {
+                    return Err(at(
+                        "metadata.user_id",
+                        "String should have at most 512 characters",
+                    ));
+                }
+            }
+            Some(_) => return Err(at("metadata.user_id", NOT_STRING)),
+        }
+        if let Some(key) = metadata.keys().find(|k| *k != "user_id") {
+            return Err(at(format_args!("metadata.{key}"), EXTRA));
+        }
+    }
+    if let Some(stops) = get("stop_sequences") {
+        let Value::Array(stops) = stops else {
+            return Err(at("stop_sequences", NOT_LIST));
+        };
+        if let Some(i) = stops.iter().position(|s| !s.is_string()) {
+            return Err(at(format_args!("stop_sequences.{i}"), NOT_STRING));
+        }
+    }
+    if let Some(stream) = get("stream")
+        && !stream.is_boolean()
+    {
+        return Err(at("stream", NOT_BOOL));
+    }
+    if let Some(system) = get("system") {
+        match system {
+            Value::String(_) => {}
+            Value::Array(blocks) => {
+                for (i, block) in blocks.iter().enumerate() {
+                    check_block(format_args!("system.{i}"), block, Some("text"))?;
+                }
+            }
+            _ => return Err(at("system", NOT_LIST)),
+        }
+    }
+    if let Some(t) = get("temperature") {
+        check_unit_interval("temperature", t)?;
+    }
+    dict("thinking", get("thinking"))?;
+    dict("tool_choice", get("tool_choice"))?;
+    if let Some(tools) = get("tools") {
+        let Value::Array(tools) = tools else {
+            return Err(at("tools", NOT_LIST));
+        };
+        if let Some(i) = tools.iter().position(|t| !t.is_object()) {
+            return Err(at(format_args!("tools.{i}"), NOT_DICT));
+        }
+    }
+    if let Some(k) = get("top_k") {
+        let k = integer(k).map_err(|msg| at("top_k", msg))?;
+        if k < 0 {
+            return Err(at("top_k", "Input should be greater than or equal to 0"));
+        }
+    }
+    if let Some(p) = get("top_p") {
+        check_unit_interval("top_p", p)?;
+    }
+    if let Some(tier) = get("service_tier")
+        && !matches!(tier.as_str(), Some("auto" | "standard_only"))
+    {
+        return Err(at(
+            "service_tier",
+            "Input should be 'auto' or 'standard_only'",
+        ));
+    }
+    dict("output_config", get("output_config"))?;
+    if let Some(geo) = get("inference_geo")
+        && !geo.is_string()
+    {
+        return Err(at("inference_geo", NOT_STRING));
+    }
+    dict("cache_control", get("cache_control"))?;
+    if let Some(servers) = get("mcp_servers")
+        && !servers.is_array()
+    {
+        return Err(at("mcp_servers", NOT_LIST));
+    }
+    dict("context_management", get("context_management"))?;
+    if let Some(id) = get("user_profile_id")
+        && !id.is_string()
+    {
+        return Err(at("user_profile_id", NOT_STRING));
+    }
+    Ok(())
+}
+
+fn dict(key: &str, value: Option<&Value>) -> Result<(), ParamsError> {
+    match value {
+        Some(v) if !v.is_object() => Err(at(key, NOT_DICT)),
+        _ => Ok(()),
+    }
+}
+
+/// A number within `0..=1` (`temperature`, `top_p`).
+fn check_unit_interval(key: &str, value: &Value) -> Result<(), ParamsError> {
+    let Some(x) = value.as_f64() else {
+        return Err(at(key, NOT_NUMBER));
+    };
+    if x < 0.0 {
+        return Err(at(key, "Input should be greater than or equal to 0"));
+    }
+    if x > 1.0 {
+        return Err(at(key, "Input should be less than or equal to 1"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid body with `extra` merged over it (a `null` in `extra` removes the key).
+    fn with(extra: &str) -> String {
+        let mut base: Map<String, Value> = serde_json::from_str(
+            r#"{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{"role":"user","content":"Hi"}]}"#,
+        )
+        .unwrap();
+        let extra: Map<String, Value> = serde_json::from_str(extra).unwrap();
+        for (k, v) in extra {
+            if v.is_null() {
+                base.remove(&k);
+            } else {
+                base.insert(k, v);
+            }
+        }
+        Value::Object(base).to_string()
+    }
+
+    fn refusal(raw: &str) -> String {
+        let err = validate(raw).expect_err(raw);
+        assert_eq!(err.kind, ErrorType::InvalidRequest, "{raw}");
+        err.message
+    }
+
+    #[test]
+    fn accepts_a_minimal_request_and_keeps_the_body() {
+        let params = validate(&with("{}")).unwrap();
+        assert_eq!(params.model, "claude-haiku-4-5");
+        assert_eq!(params.max_tokens, 16);
+        assert_eq!(params.body.len(), 3);
+        assert!(params.body["messages"].is_array());
+    }
+
+    #[test]
+    fn accepts_every_documented_optional_field() {
+        let raw = with(
+            r#"{
+            "system":[{"type":"text","text":"Be brief.","cache_control":{"type":"ephemeral"}}],
+            "metadata":{"user_id":"u-1"},
+            "stop_sequences":["\n\nHuman:"],
+            "temperature":0.5, "top_p":1, "top_k":5,
+            "tools":[{"name":"t","input_schema":{"type":"object"}}],
+            "tool_choice":{"type":"auto"},
+            "thinking":{"type":"adaptive"},
+            "service_tier":"standard_only",
+            "output_config":{"effort":"low"},
+            "container":"container_1",
+            "inference_geo":"us",
+            "cache_control":{"type":"ephemeral"},
+            "stream":false,
+            "mcp_servers":[],
+            "context_management":{"edits":[]},
+            "user_profile_id":"up_1",
+            "speed":null,
+            "max_tokens":1024.0,
+            "messages":[
+                {"role":"user","content":[{"type":"text","text":"a"},{"type":"image","source":{}}]},
+                {"role":"user","content":"consecutive same-role turns are merged, not refused"},
+                {"role":"assistant","content":[{"type":"some_future_block"}]}
+            ]
+        }"#,
+        );
+        let params = validate(&raw).unwrap();
+        assert_eq!(params.max_tokens, 1024);
+    }
+
+    #[test]
+    fn accepts_null_for_optional_fields() {
+        validate(&with(
+            r#"{"system":null,"metadata":{"user_id":null},"stop_sequences":null,"temperature":null,"top_k":null,"tools":null,"stream":null}"#,
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn refuses_what_the_real_api_refuses() {
+        let long_id = "é".repeat(513);
+        let user_id_too_long = with(&format!(r#"{{"metadata":{{"user_id":"{long_id}"}}}}"#));
+        let cases: &[(&str, &str)] = &[
+            // Shape of params itself.
+            ("[]", "params: Input should be a valid dictionary"),
+            ("\"x\"", "params: Input should be a valid dictionary"),
+            ("null", "params: Input should be a valid dictionary"),
+            ("not json", "params: Input should be a valid dictionary"),
+            // Required fields, in schema order.
+            (&with(r#"{"model":null}"#), "model: Field required"),
+            (
+                &with(r#"{"model":7}"#),
+                "model: Input should be a valid string",
+            ),
+            (&with(r#"{"messages":null}"#), "messages: Field required"),
+            (
+                &with(r#"{"messages":"hi"}"#),
+                "messages: Input should be a valid list",
+            ),
+            (
+                &with(r#"{"max_tokens":null}"#),
+                "max_tokens: Field required",
+            ),
+            (
+                &with(r#"{"max_tokens":"16"}"#),
+                "max_tokens: Input should be a valid integer",
+            ),
+            (
+                &with(r#"{"max_tokens":1.5}"#),
+                "max_tokens: Input should be a valid integer, got a number with a fractional part",
+            ),
+            (r#"{"messages":[]}"#, "model: Field required"),
+            (
+                r#"{"model":"m","max_tokens":1}"#,
+                "messages: Field required",
+            ),
+            // Messages.
+            (
+                &with(r#"{"messages":[1]}"#),
+                "messages.0: Input should be a valid dictionary",
+            ),
+            (
+                &with(r#"{"messages":[{"content":"x"}]}"#),
+                "messages.0.role: Field required",
+            ),
+            (
+                &with(
+                    r#"{"messages":[{"role":"user","content":"a"},{"role":"system","content":"b"}]}"#,
+                ),
+                "messages.1.role: Input should be 'user' or 'assistant'",
+            ),
+            (
+                &with(r#"{"messages":[{"role":1,"content":"b"}]}"#),
+                "messages.0.role: Input should be 'user' or 'assistant'",
+            ),
+            (
+                &with(r#"{"messages":[{"role":"user"}]}"#),
+                "messages.0.content: Field required",
+            ),
+            (
+                &with(r#"{"messages":[{"role":"user","content":{"type":"text"}}]}"#),
+                "messages.0.content: Input should be a valid list",
+            ),
+            (
+                &with(r#"{"messages":[{"role":"user","content":["hi"]}]}"#),
+                "messages.0.content.0: Input should be a valid dictionary",
+            ),
+            (
+                &with(
+                    r#"{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"text":"b"}]}]}"#,
+                ),
+                "messages.0.content.1.type: Field required",
+            ),
+            (
+                &with(r#"{"messages":[{"role":"user","content":[{"type":3}]}]}"#),
+                "messages.0.content.0.type: Input should be a valid string",
+            ),
+            (
+                &with(r#"{"messages":[{"role":"user","content":[{"type":"text"}]}]}"#),
+                "messages.0.content.0.text: Field required",
+            ),
+            (
+                &with(r#"{"messages":[{"role":"user","content":[{"type":"text","text":1}]}]}"#),
+                "messages.0.content.0.text: Input should be a valid string",
+            ),
+            (
+                &with(r#"{"messages":[{"role":"user","content":"a","name":"bob"}]}"#),
+                "messages.0.name: Extra inputs are not permitted",
+            ),
+            // Optional fields.
+            (
+                &with(r#"{"metadata":"u"}"#),
+                "metadata: Input should be a valid dictionary",
+            ),
+            (
+                &with(r#"{"metadata":{"user_id":5}}"#),
+                "metadata.user_id: Input should be a valid string",
+            ),
+            (
+                &user_id_too_long,
+                "metadata.user_id: String should have at most 512 characters",
+            ),
+            (
+                &with(r#"{"metadata":{"session":"s"}}"#),
+                "metadata.session: Extra inputs are not permitted",
+            ),
+            (
+                &with(r#"{"stop_sequences":"END"}"#),
+                "stop_sequences: Input should be a valid list",
+            ),
+            (
+                &with(r#"{"stop_sequences":["END",1]}"#),
+                "stop_sequences.1: Input should be a valid string",
+            ),
+            (
+                &with(r#"{"stream":"yes"}"#),
+                "stream: Input should be a valid boolean",
+            ),
+            (
+                &with(r#"{"system":42}"#),
+                "system: Input should be a valid list",
+            ),
+            (
+                &with(r#"{"system":["be brief"]}"#),
+                "system.0: Input should be a valid dictionary",
+            ),
+            (
+                &with(r#"{"system":[{"text":"x"}]}"#),
+                "system.0.type: Field required",
+            ),
+            (
+                &with(r#"{"system":[{"type":"image","source":{}}]}"#),
+                "system.0.type: Input should be 'text'",
+            ),
+            (
+                &with(r#"{"system":[{"type":"text"}]}"#),
+                "system.0.text: Field required",
+            ),
+            (
+                &with(r#"{"temperature":"hot"}"#),
+                "temperature: Input should be a valid number",
+            ),
+            (
+                &with(r#"{"temperature":1.5}"#),
+                "temperature: Input should be less than or equal to 1",
+            ),
+            (
+                &with(r#"{"temperature":-0.1}"#),
+                "temperature: Input should be greater than or equal to 0",
+            ),
+            (
+                &with(r#"{"thinking":"on"}"#),
+                "thinking: Input should be a valid dictionary",
+            ),
+            (
+                &with(r#"{"tool_choice":"auto"}"#),
+                "tool_choice: Input should be a valid dictionary",
+            ),
+            (
+                &with(r#"{"tools":{"name":"t"}}"#),
+                "tools: Input should be a valid list",
+            ),
+            (
+                &with(r#"{"tools":[{"name":"t"},"u"]}"#),
+                "tools.1: Input should be a valid dictionary",
+            ),
+            (
+                &with(r#"{"top_k":-1}"#),
+                "top_k: Input should be greater than or equal to 0",
+            ),
+            (
+                &with(r#"{"top_k":2.5}"#),
+                "top_k: Input should be a valid integer, got a number with a fractional part",
+            ),
+            (
+                &with(r#"{"top_k":"5"}"#),
+                "top_k: Input should be a valid integer",
+            ),
+            (
+                &with(r#"{"top_p":true}"#),
+                "top_p: Input should be a valid number",
+            ),
+            (
+                &with(r#"{"top_p":2}"#),
+                "top_p: Input should be less than or equal to 1",
+            ),
+            (
+                &with(r#"{"service_tier":"batch"}"#),
+                "service_tier: Input should be 'auto' or 'standard_only'",
+            ),
+            (
+                &with(r#"{"output_config":[]}"#),
+                "output_config: Input should be a valid dictionary",
+            ),
+            (
+                &with(r#"{"inference_geo":1}"#),
+                "inference_geo: Input should be a valid string",
+            ),
+            (
+                &with(r#"{"cache_control":"ephemeral"}"#),
+                "cache_control: Input should be a valid dictionary",
+            ),
+            (
+                &with(r#"{"mcp_servers":{}}"#),
+                "mcp_servers: Input should be a valid list",
+            ),
+            (
+                &with(r#"{"context_management":1}"#),
+                "context_management: Input should be a valid dictionary",
+            ),
+            (
+                &with(r#"{"user_profile_id":1}"#),
+                "user_profile_id: Input should be a valid string",
+            ),
+            // Unknown keys, after every field check.
+            (
+                &with(r#"{"betas":["x"]}"#),
+                "betas: Extra inputs are not permitted",
+            ),
+            (
+                &with(r#"{"foo":1,"model":1}"#),
+                "model: Input should be a valid string",
+            ),
+            // What batches refuse on top of the schema.
+            (
+                &with(r#"{"stream":true}"#),
+                "\"stream=True\" is not supported in the Message Batches API",
+            ),
+            (
+                &with(r#"{"speed":"fast"}"#),
+                "speed: \"speed\" is not supported in the Message Batches API",
+            ),
+            (
+                &with(r#"{"store":true}"#),
+                "store: \"store\" is not supported in the Message Batches API",
+            ),
+            (
+                &with(r#"{"previous_thread_event_id":"e"}"#),
+                "previous_thread_event_id: \"previous_thread_event_id\" is not supported in the Message Batches API",
+            ),
+            (
+                &with(r#"{"cache_hint":{}}"#),
+                "cache_hint: \"cache_hint\" is not supported in the Message Batches API",
+            ),
+            (
+                &with(r#"{"context_hint":"x"}"#),
+                "context_hint: \"context_hint\" is not supported in the Message Batches API",
+            ),
+            (
+                &with(r#"{"research_preview_2026_02":true}"#),
+                "research_preview_2026_02: \"research_preview_2026_02\" is not supported in the Message Batches API",
+            ),
+            (
+                &with(r#"{"max_tokens":0}"#),
+                "max_tokens: must be greater than or equal to 1",
+            ),
+            (
+                &with(r#"{"max_tokens":-5}"#),
+                "max_tokens: must be greater than or equal to 1",
+            ),
+            (
+                &with(r#"{"messages":[]}"#),
+                "messages: at least one message is required",
+            ),
+            // Schema failures win over batch rules.
+            (
+                &with(r#"{"messages":[],"max_tokens":0,"bogus":1}"#),
+                "bogus: Extra inputs are not permitted",
+            ),
+            (
+                &with(r#"{"stream":true,"max_tokens":0}"#),
+                "\"stream=True\" is not supported in the Message Batches API",
+            ),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(refusal(raw), *expected, "params: {raw}");
+        }
+    }
+
+    #[test]
+    fn user_id_limit_counts_characters_not_bytes() {
+        let id = "é".repeat(512);
+        validate(&with(&format!(r#"{{"metadata":{{"user_id":"{id}"}}}}"#))).unwrap();
+    }
+
+    #[test]
+    fn huge_max_tokens_saturates_instead_of_failing() {
+        let params = validate(&with(r#"{"max_tokens":18446744073709551615}"#)).unwrap();
+        assert_eq!(params.max_tokens, i64::MAX as u64);
+    }
+
+    /// `cargo test -p batchd-domain --release -- --ignored --nocapture validate_throughput`
+    #[test]
+    #[ignore = "micro-benchmark; run on demand in --release"]
+    fn validate_throughput() {
+        let raw = with(
+            r#"{"system":"You are terse.","temperature":0.2,"metadata":{"user_id":"u-1"},
+                "messages":[{"role":"user","content":"Summarise the following paragraph in one sentence, please: the quick brown fox jumps over the lazy dog."}]}"#,
+        );
+        let n = 200_000;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(validate(std::hint::black_box(&raw)).unwrap());
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "validate: {n} in {secs:.3}s = {:.0} requests/s",
+            n as f64 / secs
+        );
+    }
 }

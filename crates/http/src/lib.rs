@@ -1,1 +1,122 @@
-//! placeholder
+//! The HTTP layer: the six Message Batches routes on axum, byte-compatible with the real API.
+//!
+//! Layers, outermost first: [`request_id`] (ids, access log), [`auth`] (key, version, betas),
+//! then the handlers in [`batches`] and [`create`]. Every failure is an [`ApiError`] rendered as
+//! the API's envelope, unknown routes (404) and wrong methods (405) included.
+
+pub mod auth;
+pub mod batches;
+pub mod create;
+pub mod error;
+pub mod request_id;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post};
+use batchd_dispatcher::Dispatcher;
+use batchd_domain::ErrorType;
+use batchd_store::Store;
+
+pub use auth::Keys;
+pub use error::ApiError;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Base URL that `results_url` points at; derived from each request's `Host` when unset.
+    pub public_url: Option<String>,
+    /// How long after creation a batch expires.
+    pub batch_expiry: Duration,
+    /// Largest accepted create body.
+    pub max_create_bytes: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            batch_expiry: Duration::from_secs(24 * 3600),
+            max_create_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    dispatcher: Dispatcher,
+    keys: Keys,
+    config: HttpConfig,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        dispatcher: Dispatcher,
+        keys: Keys,
+        config: HttpConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                dispatcher,
+                keys,
+                config,
+            }),
+        }
+    }
+
+    /// Base for absolute URLs in responses, without a trailing slash.
+    fn public_base(&self, headers: &HeaderMap) -> String {
+        if let Some(url) = &self.inner.config.public_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let host = headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        let scheme = headers
+            .get("x-forwarded-proto")
+            .and_then(|h| h.to_str().ok())
+            .filter(|p| *p == "https" || *p == "http")
+            .unwrap_or("http");
+        format!("{scheme}://{host}")
+    }
+}
+
+/// The whole API as a router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/v1/messages/batches",
+            post(create::create).get(batches::list),
+        )
+        .route(
+            "/v1/messages/batches/{id}",
+            get(batches::retrieve).delete(batches::delete),
+        )
+        .route("/v1/messages/batches/{id}/cancel", post(batches::cancel))
+        .route("/v1/messages/batches/{id}/results", get(batches::results))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(state.clone(), auth::layer))
+        .layer(from_fn(request_id::layer))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorType::NotFound, "Not found")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::invalid("Method not allowed").with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED)
+}

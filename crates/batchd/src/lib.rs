@@ -1,0 +1,144 @@
+//! The composition root: builds the store, the mock model, the dispatcher and the HTTP layer
+//! from [`ServeOptions`] and runs them until shutdown. `main` parses flags into options; the
+//! integration tests call [`serve`] directly with a listener on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use batchd_backends::mock::MockBackend;
+use batchd_dispatcher::Dispatcher;
+use batchd_domain::Timestamp;
+use batchd_domain::keys::{self, KeyHash, StaticKey};
+use batchd_http::{AppState, HttpConfig, Keys};
+use batchd_store::Store;
+use batchd_store_sqlite::SqliteStore;
+use tokio::net::TcpListener;
+
+/// Everything `batchd serve` can be told.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    pub api_keys: Vec<StaticKey>,
+    pub mock_latency: Duration,
+    pub mock_concurrency: usize,
+    pub batch_expiry: Duration,
+    pub results_retention: Duration,
+    pub public_url: Option<String>,
+    /// Requests in flight at once across all batches.
+    pub dispatch_concurrency: usize,
+    /// How long shutdown waits for in-flight requests and open downloads.
+    pub shutdown_grace: Duration,
+    /// Largest accepted create body (256 MB, as the real API).
+    pub max_create_bytes: u64,
+}
+
+impl ServeOptions {
+    /// Defaults for everything but the data directory.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            api_keys: Vec::new(),
+            mock_latency: Duration::ZERO,
+            mock_concurrency: 64,
+            batch_expiry: Duration::from_secs(24 * 3600),
+            results_retention: Duration::from_secs(29 * 24 * 3600),
+            public_url: None,
+            dispatch_concurrency: 256,
+            shutdown_grace: Duration::from_secs(30),
+            max_create_bytes: HttpConfig::default().max_create_bytes,
+        }
+    }
+}
+
+/// Runs the server on `listener` until `shutdown` resolves, then drains within the grace period.
+pub async fn serve(
+    options: ServeOptions,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener
+        .local_addr()
+        .context("reading the listen address")?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&options.data_dir)
+            .await
+            .with_context(|| format!("opening the data dir {}", options.data_dir.display()))?,
+    );
+    if options.api_keys.is_empty() {
+        ensure_first_key(store.as_ref()).await?;
+    }
+
+    let backend = Arc::new(MockBackend::new(
+        options.mock_latency,
+        options.mock_concurrency,
+    ));
+    let dispatcher = Dispatcher::start(
+        store.clone(),
+        backend,
+        batchd_dispatcher::Config {
+            concurrency: options.dispatch_concurrency,
+            ..Default::default()
+        },
+    );
+    let state = AppState::new(
+        store.clone(),
+        dispatcher.clone(),
+        Keys::new(options.api_keys.clone(), store.clone()),
+        HttpConfig {
+            public_url: options.public_url.clone(),
+            batch_expiry: options.batch_expiry,
+            max_create_bytes: options.max_create_bytes,
+        },
+    );
+    let app = batchd_http::router(state);
+    tracing::info!(%addr, data_dir = %options.data_dir.display(), "batchd listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => result.context("serving HTTP")?,
+        () = shutdown => {
+            tracing::info!("shutting down: no new connections, draining");
+            let _ = stop_tx.send(true);
+            // Open downloads keep connections alive; give them the grace period, no more.
+            if tokio::time::timeout(options.shutdown_grace, &mut server).await.is_err() {
+                tracing::warn!("grace period over with connections still open; closing them");
+            }
+        }
+    }
+    dispatcher.shutdown(options.shutdown_grace).await;
+    tracing::info!("batchd stopped");
+    Ok(())
+}
+
+/// With no key configured at all, the first start creates one for workspace `default` and
+/// prints it once; it is stored only as a hash.
+async fn ensure_first_key(store: &dyn Store) -> anyhow::Result<()> {
+    if store.count_keys().await? > 0 {
+        return Ok(());
+    }
+    let key = keys::generate_key();
+    store
+        .create_key(
+            "default",
+            KeyHash::of(&key),
+            &keys::display_prefix(&key),
+            Timestamp::now(),
+        )
+        .await?;
+    println!("No API key was configured, so batchd created one for workspace \"default\".");
+    println!("It is shown only this once; store it now:\n\n    {key}\n");
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! Authentication, version and beta headers, unknown routes and wrong methods: all in the envelope.
+
+use reqwest::Method;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn keys_are_required_and_checked() {
+    let app = spawn().await;
+    let url = format!("{}/v1/messages/batches", app.base);
+    let resp = app
+        .client
+        .get(&url)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-should-retry"], "false");
+    assert_error(
+        resp,
+        401,
+        "authentication_error",
+        "x-api-key header is required",
+    )
+    .await;
+
+    let resp = app
+        .client
+        .get(&url)
+        .header("x-api-key", "sk-wrong")
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 401, "authentication_error", "invalid x-api-key").await;
+
+    let resp = app
+        .client
+        .get(&url)
+        .header("authorization", format!("Bearer {KEY_A}"))
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn version_and_beta_headers_are_validated() {
+    let app = spawn().await;
+    let url = format!("{}/v1/messages/batches", app.base);
+    let resp = app
+        .client
+        .get(&url)
+        .header("x-api-key", KEY_A)
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        resp,
+        400,
+        "invalid_request_error",
+        "anthropic-version: header is required",
+    )
+    .await;
+
+    let resp = app
+        .client
+        .get(&url)
+        .header("x-api-key", KEY_A)
+        .header("anthropic-version", "1999-01-01")
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        resp,
+        400,
+        "invalid_request_error",
+        "anthropic-version: \"1999-01-01\" is not a valid version",
+    )
+    .await;
+
+    let resp = app
+        .request(Method::GET, "/v1/messages/batches")
+        .header("anthropic-beta", "invalid-beta-name")
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        resp,
+        400,
+        "invalid_request_error",
+        "Unexpected value(s) `invalid-beta-name` for the `anthropic-beta` header. Please consult our documentation at platform.claude.com/docs or try again without the header.",
+    )
+    .await;
+
+    let resp = app
+        .request(Method::GET, "/v1/messages/batches?beta=true")
+        .header("anthropic-beta", "message-batches-2024-09-24")
+        .header(
+            "anthropic-beta",
+            "files-api-2025-04-14,token-efficient-tools-2025-02-19",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_use_the_envelope() {
+    let app = spawn().await;
+    assert_error(
+        app.get("/v1/nothing-here").await,
+        404,
+        "not_found_error",
+        "Not found",
+    )
+    .await;
+    let resp = app
+        .request(Method::PUT, "/v1/messages/batches")
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 405, "invalid_request_error", "Method not allowed").await;
+    let resp = app
+        .request(Method::PATCH, "/v1/messages/batches/msgbatch_01x")
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 405, "invalid_request_error", "Method not allowed").await;
+}

@@ -1,0 +1,251 @@
+//! The test harness: a running batchd per test, and helpers that speak its API.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use batchd::ServeOptions;
+use batchd_domain::keys::StaticKey;
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const KEY_A: &str = "sk-test-alpha";
+pub const KEY_B: &str = "sk-test-bravo";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub key: &'static str,
+    pub data_dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A server with two workspaces (`ws-a` for [`KEY_A`], `ws-b` for [`KEY_B`]) and the instant mock.
+pub async fn spawn() -> TestApp {
+    spawn_with(|_| {}).await
+}
+
+pub async fn spawn_with(tweak: impl FnOnce(&mut ServeOptions)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut app = start_in(dir.path().to_path_buf(), tweak).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Starts a server on an existing data dir (for restart tests).
+pub async fn start_in(data_dir: PathBuf, tweak: impl FnOnce(&mut ServeOptions)) -> TestApp {
+    let mut options = ServeOptions::new(data_dir.clone());
+    options.api_keys = vec![
+        StaticKey::parse(&format!("{KEY_A}@ws-a")).unwrap(),
+        StaticKey::parse(&format!("{KEY_B}@ws-b")).unwrap(),
+    ];
+    options.shutdown_grace = Duration::from_secs(5);
+    tweak(&mut options);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(batchd::serve(options, listener, async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        key: KEY_A,
+        data_dir,
+        stop: Some(stop),
+        handle: Some(handle),
+        _dir: None,
+    }
+}
+
+impl TestApp {
+    /// Graceful stop; returns the data dir's owner so a restart can reuse it.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("server task").expect("server result");
+        }
+        self._dir.take()
+    }
+
+    pub fn as_key(&self, key: &'static str) -> TestApp {
+        TestApp {
+            base: self.base.clone(),
+            client: self.client.clone(),
+            key,
+            data_dir: self.data_dir.clone(),
+            stop: None,
+            handle: None,
+            _dir: None,
+        }
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{}", self.base, path))
+            .header("x-api-key", self.key)
+            .header("anthropic-version", "2023-06-01")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path).send().await.expect("GET")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.request(Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.request(Method::DELETE, path)
+            .send()
+            .await
+            .expect("DELETE")
+    }
+
+    /// Creates a batch and returns its JSON; panics unless the answer is 200.
+    pub async fn create(&self, requests: Vec<Value>) -> Value {
+        let resp = self
+            .post("/v1/messages/batches", &json!({ "requests": requests }))
+            .await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "create failed: {}",
+            resp.text().await.unwrap_or_default()
+        );
+        resp.json().await.unwrap()
+    }
+
+    /// Creates a batch of `n` valid requests `r0..r{n-1}`.
+    pub async fn create_n(&self, n: usize) -> Value {
+        self.create((0..n).map(|i| request(&format!("r{i}"))).collect())
+            .await
+    }
+
+    pub async fn batch(&self, id: &str) -> Value {
+        let resp = self.get(&format!("/v1/messages/batches/{id}")).await;
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    /// Polls until the batch ends; panics after `timeout`.
+    pub async fn wait_ended(&self, id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let batch = self.batch(id).await;
+            if batch["processing_status"] == "ended" {
+                return batch;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "batch {id} did not end in {timeout:?}: {batch}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Downloads and parses the results of an ended batch.
+    pub async fn results(&self, id: &str) -> Vec<Value> {
+        let resp = self
+            .get(&format!("/v1/messages/batches/{id}/results"))
+            .await;
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().await.unwrap();
+        parse_jsonl(&text)
+    }
+}
+
+/// Parses JSONL strictly: every line `\n`-terminated, no blank lines, compact objects.
+pub fn parse_jsonl(text: &str) -> Vec<Value> {
+    if text.is_empty() {
+        return Vec::new();
+    }
+    assert!(text.ends_with('\n'), "last line must end with \\n");
+    text[..text.len() - 1]
+        .split('\n')
+        .map(|line| {
+            assert!(!line.trim().is_empty(), "blank line in results");
+            let v: Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line}: {e}"));
+            assert_eq!(
+                serde_json::to_string(&v).unwrap().len(),
+                line.len(),
+                "line is not compact: {line}"
+            );
+            v
+        })
+        .collect()
+}
+
+/// A valid request for the mock.
+pub fn request(custom_id: &str) -> Value {
+    json!({
+        "custom_id": custom_id,
+        "params": {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": format!("Hello from {custom_id}")}]
+        }
+    })
+}
+
+/// Asserts the error envelope, its type and message, and that `request_id` equals the header.
+pub async fn assert_error(resp: Response, status: u16, kind: &str, message: &str) {
+    assert_eq!(resp.status(), status);
+    let header = resp
+        .headers()
+        .get("request-id")
+        .expect("request-id header")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        resp.headers().get("content-type").unwrap(),
+        "application/json"
+    );
+    let text = resp.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], kind, "{body}");
+    assert_eq!(body["error"]["message"], message, "{body}");
+    assert_eq!(body["request_id"], header.as_str());
+    assert_key_order(
+        &text,
+        &["\"type\":\"error\"", "\"error\":", "\"request_id\":"],
+    );
+}
+
+/// Asserts that `needles` occur in `text` in this order.
+pub fn assert_key_order(text: &str, needles: &[&str]) {
+    let mut from = 0;
+    for needle in needles {
+        let at = text[from..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle} missing or out of order in {text}"));
+        from += at + needle.len();
+    }
+}
+
+/// Microseconds since the epoch of an RFC 3339 timestamp.
+pub fn micros(ts: &Value) -> i128 {
+    let s = ts.as_str().expect("timestamp string");
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339");
+    t.unix_timestamp_nanos() / 1000
+}
+
+pub fn counts(batch: &Value) -> [u64; 5] {
+    let c = &batch["request_counts"];
+    ["processing", "succeeded", "errored", "canceled", "expired"].map(|k| c[k].as_u64().unwrap())
+}

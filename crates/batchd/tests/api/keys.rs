@@ -1,0 +1,103 @@
+//! Durable API keys: `batchd keys create/list/revoke` against a data dir a server is using, and
+//! the key a first start creates when none is configured.
+
+use std::process::Command;
+use std::time::Duration;
+
+use reqwest::Method;
+
+use crate::helpers::*;
+
+fn batchd(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_batchd"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .expect("run batchd")
+}
+
+#[tokio::test]
+async fn stored_keys_authenticate_until_revoked() {
+    let app = spawn().await;
+    let out = batchd(&app.data_dir, &["keys", "create", "--workspace", "team-x"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(key.starts_with("sk-batchd-"), "{key}");
+
+    let call = |key: String| {
+        let app = &app;
+        async move {
+            app.client
+                .get(format!("{}/v1/messages/batches", app.base))
+                .header("x-api-key", key)
+                .header("anthropic-version", "2023-06-01")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(call(key.clone()).await.status(), 200);
+
+    let list = batchd(&app.data_dir, &["keys", "list"]);
+    let listing = String::from_utf8(list.stdout).unwrap();
+    assert!(listing.contains("team-x"), "{listing}");
+    assert!(!listing.contains(&key), "keys list must never show a key");
+    let id = listing
+        .lines()
+        .find(|l| l.contains("team-x"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let out = batchd(&app.data_dir, &["keys", "revoke", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_error(
+        call(key).await,
+        401,
+        "authentication_error",
+        "invalid x-api-key",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn first_start_without_keys_creates_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = start_in(dir.path().to_path_buf(), |o| o.api_keys.clear()).await;
+    // The static test keys are gone, and the generated key was printed, not returned; what we can
+    // check from outside is that exactly one key now exists and the test key does not work.
+    let resp = app
+        .request(Method::GET, "/v1/messages/batches")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let listing = String::from_utf8(batchd(&app.data_dir, &["keys", "list"]).stdout).unwrap();
+    assert_eq!(
+        listing.lines().filter(|l| l.contains("default")).count(),
+        1,
+        "{listing}"
+    );
+    app.stop().await;
+    // A second start does not create another.
+    let app = start_in(dir.path().to_path_buf(), |o| o.api_keys.clear()).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let listing = String::from_utf8(batchd(&app.data_dir, &["keys", "list"]).stdout).unwrap();
+    assert_eq!(
+        listing.lines().filter(|l| l.contains("default")).count(),
+        1,
+        "{listing}"
+    );
+    app.stop().await;
+}

@@ -1,0 +1,14 @@
+//! Integration tests: each test starts the real server on a real socket (port 0) with its own
+//! data dir and drives it over HTTP, as a client would.
+
+mod auth_and_routing;
+mod cancel;
+mod create;
+mod delete;
+mod expiry;
+mod helpers;
+mod keys;
+mod list;
+mod results;
+mod retrieve;
+mod scale;

@@ -1,0 +1,46 @@
+//! Maintenance: ends batches that reached `expires_at`, ends canceling batches once nothing of
+//! theirs is in flight, and reclaims the rows of deleted batches in small steps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use batchd_domain::Timestamp;
+
+use crate::Shared;
+
+/// Rows removed per purge step: small enough that each step is a short transaction.
+const PURGE_STEP: u32 = 5_000;
+
+pub(crate) async fn run(shared: Arc<Shared>) {
+    loop {
+        let now = Timestamp::now();
+        match shared.store.finish_due(now).await {
+            Ok(ended) => {
+                for (id, reason) in ended.batches {
+                    tracing::info!(batch = %id, ?reason, "batch ended");
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "ending due batches failed; will retry"),
+        }
+        loop {
+            match shared.store.purge_deleted(PURGE_STEP).await {
+                Ok(0) => break,
+                Ok(_) => tokio::task::yield_now().await,
+                Err(err) => {
+                    tracing::warn!(error = %err, "reclaiming deleted batches failed; will retry");
+                    break;
+                }
+            }
+        }
+        let interval = shared.config.maintenance_interval;
+        let wait = match shared.store.next_expiry().await {
+            Ok(Some(at)) => Timestamp::now().until(at).min(interval),
+            _ => interval,
+        };
+        tokio::select! {
+            () = shared.maintenance.notified() => {}
+            () = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
+            () = shared.stop.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The recorder: group commit of answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use batchd_domain::Timestamp;
+use batchd_store::Answer;
+use tokio::sync::mpsc;
+
+use crate::Shared;
+
+/// Drains answers into groups of up to `record_group` and writes each group in one store call.
+/// A failed write is retried with backoff until it succeeds: an answer is never dropped, and the
+/// bounded channel behind us makes the request tasks wait meanwhile.
+pub(crate) async fn record_loop(shared: Arc<Shared>, mut answers: mpsc::Receiver<Answer>) {
+    let group = shared.config.record_group.max(1);
+    let mut buf = Vec::with_capacity(group);
+    loop {
+        if answers.recv_many(&mut buf, group).await == 0 {
+            return;
+        }
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match shared.store.record(buf.clone(), Timestamp::now()).await {
+                Ok(ended) => {
+                    for (id, reason) in ended.batches {
+                        tracing::info!(batch = %id, ?reason, "batch ended");
+                    }
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, answers = buf.len(), "recording results failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        buf.clear();
+    }
+}

@@ -1,0 +1,151 @@
+//! Authentication and the common request headers, checked before any route runs: the API key
+//! (`x-api-key` or `Authorization: Bearer`), `anthropic-version` and `anthropic-beta`.
+//! Keys are only ever handled as hashes and compared in constant time; they are never logged.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use batchd_domain::ErrorType;
+use batchd_domain::keys::{KeyHash, StaticKey};
+use batchd_store::{Store, StoreError};
+
+use crate::{ApiError, AppState};
+
+/// Who is calling, attached to the request for handlers.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub workspace: String,
+    /// `anthropic-beta` values, from a comma list and/or repeated headers.
+    pub betas: Vec<String>,
+}
+
+/// Resolves keys to workspaces: keys given at start-up first, then keys stored by `batchd keys`.
+pub struct Keys {
+    static_keys: Vec<StaticKey>,
+    store: Arc<dyn Store>,
+}
+
+impl Keys {
+    pub fn new(static_keys: Vec<StaticKey>, store: Arc<dyn Store>) -> Self {
+        Self { static_keys, store }
+    }
+
+    pub async fn workspace(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let hash = KeyHash::of(key);
+        // Look at every static key without stopping early, so timing does not tell which matched.
+        let mut found = None;
+        for candidate in &self.static_keys {
+            if candidate.hash.ct_eq(&hash) {
+                found = Some(candidate.workspace.clone());
+            }
+        }
+        match found {
+            Some(ws) => Ok(Some(ws)),
+            None => self.store.workspace_for_key(&hash).await,
+        }
+    }
+}
+
+/// `anthropic-version` values the API documents.
+const VERSIONS: &[&str] = &["2023-01-01", "2023-06-01", "2026-10-21"];
+
+pub async fn layer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    match check(&state, request.headers()).await {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn check(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
+        })
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiError::new(ErrorType::Authentication, "x-api-key header is required"))?;
+    let workspace = state
+        .inner
+        .keys
+        .workspace(key)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorType::Authentication, "invalid x-api-key"))?;
+
+    let version = headers
+        .get("anthropic-version")
+        .ok_or_else(|| ApiError::invalid("anthropic-version: header is required"))?;
+    let version = version.to_str().unwrap_or_default().trim();
+    if !VERSIONS.contains(&version) {
+        return Err(ApiError::invalid(format!(
+            "anthropic-version: \"{version}\" is not a valid version"
+        )));
+    }
+
+    let mut betas = Vec::new();
+    for value in headers.get_all("anthropic-beta") {
+        let value = value.to_str().unwrap_or("\u{fffd}");
+        for beta in value.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+            if !plausible_beta(beta) {
+                return Err(ApiError::invalid(format!(
+                    "Unexpected value(s) `{beta}` for the `anthropic-beta` header. Please consult our documentation at platform.claude.com/docs or try again without the header."
+                )));
+            }
+            if !betas.iter().any(|b| b == beta) {
+                betas.push(beta.to_owned());
+            }
+        }
+    }
+    Ok(Caller { workspace, betas })
+}
+
+/// Every published beta name ends in its release date (`message-batches-2024-09-24`). New betas
+/// appear all the time, so rather than a list that goes stale, accept that shape and refuse
+/// anything else, which is what typos and garbage look like.
+fn plausible_beta(beta: &str) -> bool {
+    let Some((name, date)) = beta.len().checked_sub(10).map(|at| beta.split_at(at)) else {
+        return false;
+    };
+    let date_ok = date.len() == 10
+        && date.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    let name = name.strip_suffix('-').unwrap_or("");
+    date_ok
+        && !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plausible_beta;
+
+    #[test]
+    fn betas_are_name_dash_date() {
+        assert!(plausible_beta("message-batches-2024-09-24"));
+        assert!(plausible_beta("output-300k-2026-03-24"));
+        assert!(!plausible_beta("invalid-beta-name"));
+        assert!(!plausible_beta("2024-09-24"));
+        assert!(!plausible_beta("Message-Batches-2024-09-24"));
+        assert!(!plausible_beta("x-2024-9-240"));
+    }
+}

@@ -1,0 +1,274 @@
+//! Retrieve, list, cancel, delete and results.
+
+use std::collections::HashMap;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use batchd_domain::{Batch, BatchId, ErrorType};
+use batchd_store::{CancelOutcome, Cursor, DeleteOutcome, ResultRow};
+use batchd_wire::{DeletedMessageBatch, DeletedType, ListPage};
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::auth::Caller;
+use crate::error::parse_batch_id;
+use crate::{ApiError, AppState};
+
+/// Rows read per results page: each page is one short read, so downloads never pin the database.
+const RESULTS_PAGE: u32 = 1_000;
+
+/// A compact JSON 200 with the content type the SDKs expect.
+pub(crate) fn json<T: Serialize>(value: &T) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|e| ApiError::internal(&e))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// The batch object as this server shows it.
+pub(crate) fn batch_response(
+    state: &AppState,
+    headers: &HeaderMap,
+    batch: &Batch,
+) -> Result<Response, ApiError> {
+    json(&batch.to_wire(&state.public_base(headers)))
+}
+
+async fn find(state: &AppState, caller: &Caller, raw_id: &str) -> Result<Batch, ApiError> {
+    let id = parse_batch_id(raw_id)?;
+    state
+        .inner
+        .store
+        .get_batch(&caller.workspace, &id)
+        .await?
+        .ok_or_else(|| ApiError::batch_not_found(raw_id))
+}
+
+pub async fn retrieve(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let batch = find(&state, &caller, &id).await?;
+    let mut response = batch_response(&state, &headers, &batch)?;
+    if !batch.is_ended() {
+        // The real API suggests a polling interval this way while a batch runs.
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+    }
+    Ok(response)
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let limit = match query.get("limit") {
+        None => 20,
+        Some(raw) => {
+            let n: i64 = raw.trim().parse().map_err(|_| {
+                ApiError::invalid(
+                    "limit: Input should be a valid integer, unable to parse string as an integer",
+                )
+            })?;
+            if n < 1 {
+                return Err(ApiError::invalid(
+                    "limit: Input should be greater than or equal to 1",
+                ));
+            }
+            if n > 1000 {
+                return Err(ApiError::invalid(
+                    "limit: Input should be less than or equal to 1000",
+                ));
+            }
+            n as u32
+        }
+    };
+    let cursor_id = |name: &str| -> Result<Option<BatchId>, ApiError> {
+        match query.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(raw) => parse_batch_id(raw).map(Some),
+        }
+    };
+    let cursor = match (cursor_id("before_id")?, cursor_id("after_id")?) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "before_id and after_id cannot be given together",
+            ));
+        }
+        (Some(before), None) => Cursor::Before(before),
+        (None, Some(after)) => Cursor::After(after),
+        (None, None) => Cursor::Start,
+    };
+    let page = state
+        .inner
+        .store
+        .list_batches(&caller.workspace, cursor, limit)
+        .await?;
+    let base = state.public_base(&headers);
+    let data: Vec<_> = page.batches.iter().map(|b| b.to_wire(&base)).collect();
+    json(&ListPage {
+        first_id: data.first().map(|b| b.id.clone()),
+        last_id: data.last().map(|b| b.id.clone()),
+        has_more: page.has_more,
+        data,
+    })
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_batch_id(&raw_id)?;
+    match state
+        .inner
+        .store
+        .cancel_batch(&caller.workspace, &id, batchd_domain::Timestamp::now())
+        .await?
+    {
+        CancelOutcome::NotFound => Err(ApiError::batch_not_found(&raw_id)),
+        CancelOutcome::AlreadyEnded(_) => Err(ApiError::invalid(format!(
+            "Message Batch {raw_id} has already ended and cannot be canceled."
+        ))),
+        CancelOutcome::Canceling(batch) => {
+            state.inner.dispatcher.notify_canceled(batch.key);
+            batch_response(&state, &headers, &batch)
+        }
+    }
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_batch_id(&raw_id)?;
+    match state
+        .inner
+        .store
+        .delete_batch(&caller.workspace, &id)
+        .await?
+    {
+        DeleteOutcome::NotFound => Err(ApiError::batch_not_found(&raw_id)),
+        DeleteOutcome::NotEnded => Err(ApiError::invalid(
+            "In progress batches cannot be deleted. Consider canceling the batch instead.",
+        )),
+        DeleteOutcome::Deleted => {
+            state.inner.dispatcher.notify_deleted();
+            json(&DeletedMessageBatch {
+                id: raw_id,
+                kind: DeletedType::MessageBatchDeleted,
+            })
+        }
+    }
+}
+
+pub async fn results(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let batch = find(&state, &caller, &raw_id).await?;
+    if !batch.is_ended() || batch.archived_at.is_some() {
+        return Err(ApiError::new(
+            ErrorType::NotFound,
+            format!("Message Batch {raw_id} has no available results."),
+        ));
+    }
+    let leftover: &'static str = match batch.end_reason.map(|r| r.leftover_outcome()) {
+        Some(batchd_domain::Outcome::Canceled) => r#"{"type":"canceled"}"#,
+        _ => r#"{"type":"expired"}"#,
+    };
+    // Pages are produced by a task and handed over through a small channel: memory stays bounded
+    // by a few pages whatever the batch size, and a slow client only slows its own producer.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    let store = state.inner.store.clone();
+    tokio::spawn(async move {
+        let mut after = None;
+        loop {
+            let rows = match store.results_page(batch.key, after, RESULTS_PAGE).await {
+                Ok(rows) => rows,
+                Err(err) => {
+                    tracing::error!(error = %err, batch = %batch.id, "results stream failed");
+                    let _ = tx.send(Err(std::io::Error::other(err))).await;
+                    return;
+                }
+            };
+            let Some(last) = rows.last() else { return };
+            after = Some(last.index);
+            let chunk = render_lines(&rows, leftover);
+            if tx.send(Ok(chunk)).await.is_err() {
+                return; // client went away
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-jsonl"),
+    );
+    Ok(response)
+}
+
+/// One compact JSON object per line, each `\n`-terminated, no blank lines.
+fn render_lines(rows: &[ResultRow], leftover: &str) -> Bytes {
+    let size: usize = rows
+        .iter()
+        .map(|r| r.custom_id.len() + r.body.as_ref().map_or(24, String::len) + 32)
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    for row in rows {
+        out.extend_from_slice(b"{\"custom_id\":");
+        // custom_ids are [A-Za-z0-9_-] by construction, but escaping keeps this correct regardless.
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &row.custom_id);
+        out.extend_from_slice(b",\"result\":");
+        out.extend_from_slice(row.body.as_deref().unwrap_or(leftover).as_bytes());
+        out.extend_from_slice(b"}\n");
+    }
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_compact_and_newline_terminated() {
+        let rows = vec![
+            ResultRow {
+                index: 0,
+                custom_id: "a".into(),
+                body: Some(r#"{"type":"succeeded","message":{}}"#.into()),
+            },
+            ResultRow {
+                index: 1,
+                custom_id: "b".into(),
+                body: None,
+            },
+        ];
+        let out = render_lines(&rows, r#"{"type":"canceled"}"#);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "{\"custom_id\":\"a\",\"result\":{\"type\":\"succeeded\",\"message\":{}}}\n{\"custom_id\":\"b\",\"result\":{\"type\":\"canceled\"}}\n"
+        );
+    }
+}

@@ -1,0 +1,550 @@
+//! `POST /v1/messages/batches`: a streaming, bounded-memory create.
+//!
+//! The body (up to 256 MB) is never held whole. It is parsed as it arrives by a serde visitor
+//! running on a blocking thread; requests are validated one by one (`custom_id` grammar and
+//! uniqueness, the `requests` list bounds, unknown keys) and handed in chunks over a small
+//! channel to the store, which appends them to an invisible draft. Only when the whole body has
+//! parsed cleanly is the draft committed (durably) and the 200 sent; on any error the draft is
+//! aborted and nothing is ever visible. `params` are kept as the raw JSON the client sent: their
+//! validation is deferred to processing, as the real API does.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io::{self, BufReader, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use batchd_domain::custom_id::CustomId;
+use batchd_domain::{BatchId, ErrorType, Timestamp};
+use batchd_store::{NewBatch, NewRequest};
+use futures_util::StreamExt;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use crate::auth::Caller;
+use crate::batches::batch_response;
+use crate::{ApiError, AppState};
+
+/// Most requests in one batch.
+pub const MAX_REQUESTS: u64 = 100_000;
+/// A chunk is handed to the store when it holds this many requests or bytes of params.
+const CHUNK_REQUESTS: usize = 2_000;
+const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why a create body was refused.
+#[derive(Debug)]
+enum Refusal {
+    /// Envelope validation failed: a 400 with this message.
+    Invalid(String),
+    /// The body is not JSON.
+    NotJson(String),
+    /// The client went away, or the store stopped taking chunks.
+    Aborted,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let max = state.inner.config.max_create_bytes;
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(too_large());
+    }
+
+    let now = Timestamp::now();
+    let store = state.inner.store.clone();
+    let draft = store
+        .begin_batch(NewBatch {
+            id: BatchId::generate(),
+            workspace: caller.workspace.clone(),
+            created_at: now,
+            expires_at: now.plus(state.inner.config.batch_expiry),
+            betas: caller.betas.clone(),
+        })
+        .await?;
+
+    // Count bytes as they arrive so a body without (or lying about) content-length is still cut
+    // off at the limit.
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let flag = exceeded.clone();
+    let mut seen: u64 = 0;
+    let stream = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(io::Error::other)?;
+        seen += chunk.len() as u64;
+        if seen > max {
+            flag.store(true, Ordering::Relaxed);
+            return Err(io::Error::other("request body over the size limit"));
+        }
+        Ok::<_, io::Error>(chunk)
+    });
+    let reader = SyncIoBridge::new(StreamReader::new(stream));
+    let (tx, mut rx) = mpsc::channel::<Vec<NewRequest>>(2);
+    let parser = tokio::task::spawn_blocking(move || {
+        parse(BufReader::with_capacity(256 * 1024, reader), tx)
+    });
+
+    let mut stored = Ok(());
+    while let Some(chunk) = rx.recv().await {
+        stored = store.append_requests(&draft, chunk).await;
+        if stored.is_err() {
+            // Dropping the receiver makes the parser stop at its next chunk.
+            break;
+        }
+    }
+    drop(rx);
+    let parsed = parser.await.unwrap_or(Err(Refusal::Aborted));
+
+    let refusal = match (stored, parsed) {
+        (Ok(()), Ok(total)) => {
+            let batch = store.commit_batch(draft, total).await?;
+            state.inner.dispatcher.notify_created();
+            return batch_response(&state, &headers, &batch);
+        }
+        (Err(err), _) => Err(err),
+        (Ok(()), Err(refusal)) => Ok(refusal),
+    };
+    if let Err(err) = store.abort_batch(draft).await {
+        tracing::warn!(error = %err, "could not abort a draft batch; it is reclaimed at next start");
+    }
+    state.inner.dispatcher.notify_deleted();
+    match refusal? {
+        _ if exceeded.load(Ordering::Relaxed) => Err(too_large()),
+        Refusal::Invalid(message) => Err(ApiError::invalid(message)),
+        Refusal::NotJson(detail) => Err(ApiError::invalid(format!(
+            "The request body is not valid JSON: {detail}"
+        ))),
+        Refusal::Aborted => Err(ApiError::invalid(
+            "The request body could not be read completely.",
+        )),
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        ErrorType::RequestTooLarge,
+        "Request exceeds the maximum size",
+    )
+}
+
+/// Parses a create body from `reader`, sending validated requests in chunks. Returns the count.
+fn parse<R: Read>(reader: R, tx: mpsc::Sender<Vec<NewRequest>>) -> Result<u64, Refusal> {
+    let mut sink = Sink {
+        tx,
+        chunk: Vec::with_capacity(CHUNK_REQUESTS),
+        chunk_bytes: 0,
+        seen: HashSet::new(),
+        count: 0,
+        refusal: None,
+    };
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let outcome = CreateBody(&mut sink)
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
+    if let Some(refusal) = sink.refusal.take() {
+        return Err(refusal);
+    }
+    if let Err(err) = outcome {
+        return Err(if err.is_io() {
+            Refusal::Aborted
+        } else {
+            Refusal::NotJson(err.to_string())
+        });
+    }
+    if sink.count == 0 {
+        return Err(Refusal::Invalid(
+            "requests: List should have at least 1 item after validation, not 0".into(),
+        ));
+    }
+    if sink.count > MAX_REQUESTS {
+        return Err(Refusal::Invalid(format!(
+            "requests: List should have at most {MAX_REQUESTS} items after validation, not {}",
+            sink.count
+        )));
+    }
+    sink.flush().map_err(|()| Refusal::Aborted)?;
+    Ok(sink.count)
+}
+
+/// Parser state shared by the visitors.
+struct Sink {
+    tx: mpsc::Sender<Vec<NewRequest>>,
+    chunk: Vec<NewRequest>,
+    chunk_bytes: usize,
+    /// custom_ids seen so far; at most 100,000 short strings.
+    seen: HashSet<String>,
+    count: u64,
+    /// The first validation failure; a visitor that sets it returns a serde error to unwind.
+    refusal: Option<Refusal>,
+}
+
+impl Sink {
+    fn refuse<E: de::Error>(&mut self, refusal: Refusal) -> E {
+        if self.refusal.is_none() {
+            self.refusal = Some(refusal);
+        }
+        E::custom("refused")
+    }
+
+    fn invalid<E: de::Error>(&mut self, message: String) -> E {
+        self.refuse(Refusal::Invalid(message))
+    }
+
+    fn flush(&mut self) -> Result<(), ()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK_REQUESTS));
+        self.chunk_bytes = 0;
+        self.tx.blocking_send(chunk).map_err(|_| ())
+    }
+}
+
+/// Implements "anything but the expected shape" for a visitor: records `message` and fails.
+macro_rules! refuse_other_types {
+    ($message:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            let m = $message(&self);
+            Err(self.sink.invalid(m))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            let m = $message(&self);
+            Err(self.sink.invalid(m))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            let m = $message(&self);
+            Err(self.sink.invalid(m))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            let m = $message(&self);
+            Err(self.sink.invalid(m))
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            let m = $message(&self);
+            Err(self.sink.invalid(m))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            let m = $message(&self);
+            Err(self.sink.invalid(m))
+        }
+    };
+}
+
+/// The top-level object: `{"requests": [...]}` and nothing else.
+struct CreateBody<'a>(&'a mut Sink);
+
+impl<'de> DeserializeSeed<'de> for CreateBody<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(BodyVisitor { sink: self.0 })
+    }
+}
+
+struct BodyVisitor<'a> {
+    sink: &'a mut Sink,
+}
+
+impl<'de> Visitor<'de> for BodyVisitor<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    refuse_other_types!(|_: &Self| "Input should be a valid dictionary".to_owned());
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(self
+            .sink
+            .invalid("Input should be a valid dictionary".into()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut saw_requests = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "requests" && !saw_requests {
+                saw_requests = true;
+                map.next_value_seed(Requests(self.sink))?;
+            } else if key == "requests" {
+                return Err(self.sink.invalid("requests: duplicate key".into()));
+            } else {
+                return Err(self
+                    .sink
+                    .invalid(format!("{key}: Extra inputs are not permitted")));
+            }
+        }
+        if !saw_requests {
+            return Err(self.sink.invalid("requests: Field required".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The `requests` array.
+struct Requests<'a>(&'a mut Sink);
+
+impl<'de> DeserializeSeed<'de> for Requests<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(RequestsVisitor { sink: self.0 })
+    }
+}
+
+struct RequestsVisitor<'a> {
+    sink: &'a mut Sink,
+}
+
+impl<'de> Visitor<'de> for RequestsVisitor<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of requests")
+    }
+    refuse_other_types!(|_: &Self| "requests: Input should be a valid list".to_owned());
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(self
+            .sink
+            .invalid("requests: Input should be a valid list".into()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        loop {
+            if self.sink.count >= MAX_REQUESTS {
+                // Over the limit: keep counting for the message, store nothing more.
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    return Ok(());
+                }
+                self.sink.count += 1;
+                continue;
+            }
+            let index = self.sink.count;
+            let Some(request) = seq.next_element_seed(Item {
+                sink: self.sink,
+                index,
+            })?
+            else {
+                return Ok(());
+            };
+            let sink = &mut *self.sink;
+            sink.count += 1;
+            sink.chunk_bytes += request.params.len();
+            sink.chunk.push(request);
+            if sink.chunk.len() >= CHUNK_REQUESTS || sink.chunk_bytes >= CHUNK_BYTES {
+                sink.flush().map_err(|()| sink.refuse(Refusal::Aborted))?;
+            }
+        }
+    }
+}
+
+/// One element of `requests`.
+struct Item<'a> {
+    sink: &'a mut Sink,
+    index: u64,
+}
+
+impl<'de> DeserializeSeed<'de> for Item<'_> {
+    type Value = NewRequest;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<NewRequest, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Item<'_> {
+    type Value = NewRequest;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a request object")
+    }
+    refuse_other_types!(|me: &Self| format!(
+        "requests.{}: Input should be a valid dictionary",
+        me.index
+    ));
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<NewRequest, A::Error> {
+        Err(self.sink.invalid(format!(
+            "requests.{}: Input should be a valid dictionary",
+            self.index
+        )))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NewRequest, A::Error> {
+        let i = self.index;
+        let mut custom_id: Option<CustomId> = None;
+        let mut params: Option<Box<RawValue>> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "custom_id" => {
+                    let value: serde_json::Value = map.next_value()?;
+                    let serde_json::Value::String(raw) = value else {
+                        return Err(self.sink.invalid(format!(
+                            "requests.{i}.custom_id: Input should be a valid string"
+                        )));
+                    };
+                    match CustomId::parse(&raw) {
+                        Ok(id) => custom_id = Some(id),
+                        Err(why) => {
+                            return Err(self.sink.invalid(format!("requests.{i}.custom_id: {why}")));
+                        }
+                    }
+                }
+                "params" => {
+                    let raw: Box<RawValue> = map.next_value()?;
+                    if !raw.get().starts_with('{') {
+                        return Err(self.sink.invalid(format!(
+                            "requests.{i}.params: Input should be a valid dictionary"
+                        )));
+                    }
+                    params = Some(raw);
+                }
+                other => {
+                    return Err(self.sink.invalid(format!(
+                        "requests.{i}.{other}: Extra inputs are not permitted"
+                    )));
+                }
+            }
+        }
+        let Some(custom_id) = custom_id else {
+            return Err(self
+                .sink
+                .invalid(format!("requests.{i}.custom_id: Field required")));
+        };
+        let Some(params) = params else {
+            return Err(self
+                .sink
+                .invalid(format!("requests.{i}.params: Field required")));
+        };
+        if !self.sink.seen.insert(custom_id.as_str().to_owned()) {
+            return Err(self.sink.invalid(format!(
+                "requests: custom_id's must be unique within a batch. Duplicate custom_id found: {custom_id}"
+            )));
+        }
+        Ok(NewRequest {
+            index: u32::try_from(i).unwrap_or(u32::MAX),
+            custom_id,
+            params: String::from(Box::<str>::from(params)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(body: &str) -> (Result<u64, Refusal>, Vec<NewRequest>) {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let result = parse(body.as_bytes(), tx);
+        let mut all = Vec::new();
+        while let Ok(chunk) = rx.try_recv() {
+            all.extend(chunk);
+        }
+        (result, all)
+    }
+
+    fn invalid(body: &str) -> String {
+        match run(body).0 {
+            Err(Refusal::Invalid(m)) => m,
+            other => panic!("expected a validation error for {body}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_requests_and_keeps_params_verbatim() {
+        let (r, reqs) = run(
+            r#"{"requests":[{"custom_id":"a","params":{"model":"m", "max_tokens":1}},{"params":{},"custom_id":"b"}]}"#,
+        );
+        assert_eq!(r.unwrap(), 2);
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs[0].params, r#"{"model":"m", "max_tokens":1}"#);
+        assert_eq!((reqs[1].index, reqs[1].custom_id.as_str()), (1, "b"));
+    }
+
+    #[test]
+    fn envelope_errors_use_the_real_messages() {
+        assert_eq!(
+            invalid(r#"{"requests":[]}"#),
+            "requests: List should have at least 1 item after validation, not 0"
+        );
+        assert_eq!(invalid(r#"{}"#), "requests: Field required");
+        assert_eq!(
+            invalid(r#"{"requests":[],"x":1}"#),
+            "x: Extra inputs are not permitted"
+        );
+        assert_eq!(
+            invalid(r#"{"x":1,"requests":[]}"#),
+            "x: Extra inputs are not permitted"
+        );
+        assert_eq!(
+            invalid(r#"{"requests":{}}"#),
+            "requests: Input should be a valid list"
+        );
+        assert_eq!(
+            invalid(r#"{"requests":[{"params":{}}]}"#),
+            "requests.0.custom_id: Field required"
+        );
+        assert_eq!(
+            invalid(r#"{"requests":[{"custom_id":"a"}]}"#),
+            "requests.0.params: Field required"
+        );
+        assert_eq!(
+            invalid(r#"{"requests":[{"custom_id":7,"params":{}}]}"#),
+            "requests.0.custom_id: Input should be a valid string"
+        );
+        assert_eq!(
+            invalid(&format!(
+                r#"{{"requests":[{{"custom_id":"{}","params":{{}}}}]}}"#,
+                "a".repeat(65)
+            )),
+            "requests.0.custom_id: String should have at most 64 characters"
+        );
+        assert_eq!(
+            invalid(r#"{"requests":[{"custom_id":"a b","params":{}}]}"#),
+            "requests.0.custom_id: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'"
+        );
+        assert_eq!(
+            invalid(
+                r#"{"requests":[{"custom_id":"dup","params":{}},{"custom_id":"dup","params":{}}]}"#
+            ),
+            "requests: custom_id's must be unique within a batch. Duplicate custom_id found: dup"
+        );
+        assert_eq!(
+            invalid(r#"{"requests":[{"custom_id":"a","params":[]}]}"#),
+            "requests.0.params: Input should be a valid dictionary"
+        );
+        assert_eq!(
+            invalid(r#"{"requests":[{"custom_id":"a","params":{},"extra":1}]}"#),
+            "requests.0.extra: Extra inputs are not permitted"
+        );
+        assert_eq!(invalid(r#"[1]"#), "Input should be a valid dictionary");
+    }
+
+    #[test]
+    fn over_the_limit_counts_everything() {
+        let mut body = String::from(r#"{"requests":["#);
+        for i in 0..=MAX_REQUESTS {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&format!(r#"{{"custom_id":"r{i}","params":{{}}}}"#));
+        }
+        body.push_str("]}");
+        assert_eq!(
+            invalid(&body),
+            "requests: List should have at most 100000 items after validation, not 100001"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_not_json() {
+        for body in [
+            "",
+            "{",
+            r#"{"requests":[}"#,
+            r#"{"requests":[{"custom_id":"a","params":{}}]} x"#,
+        ] {
+            assert!(matches!(run(body).0, Err(Refusal::NotJson(_))), "{body:?}");
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! `ApiError`: the one type every handler fails with, rendered as the API's error envelope.
+//!
+//! Internal errors are logged with their whole cause chain and shown to clients only as a
+//! generic `api_error`, so storage details never leak.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use batchd_domain::{BatchId, ErrorType};
+use batchd_store::{ListError, StoreError};
+use batchd_wire::ErrorEnvelope;
+
+use crate::request_id;
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: ErrorType,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorType, message: impl Into<String>) -> Self {
+        let status =
+            StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorType::InvalidRequest, message)
+    }
+
+    /// The 404 for a batch that does not exist, was deleted, or belongs to another workspace:
+    /// the three are indistinguishable on purpose.
+    pub fn batch_not_found(id: &str) -> Self {
+        Self::new(
+            ErrorType::NotFound,
+            format!("Message Batch {id} not found."),
+        )
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Logs `err` with its causes and returns the generic 500.
+    pub fn internal(err: &(dyn std::error::Error + 'static)) -> Self {
+        let mut chain = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            chain.push_str(": ");
+            chain.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        tracing::error!(error = %chain, "internal error");
+        Self::new(ErrorType::Api, "Internal server error")
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            // Busy, locked or full storage may clear: say so with a retryable status.
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %err, "storage unavailable");
+                Self::new(ErrorType::Overloaded, "Overloaded")
+            }
+            other => Self::internal(&other),
+        }
+    }
+}
+
+impl From<ListError> for ApiError {
+    fn from(err: ListError) -> Self {
+        match err {
+            ListError::UnknownCursor(id) => Self::batch_not_found(id.as_str()),
+            ListError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Shorthand for handlers that look a batch id up.
+pub fn parse_batch_id(raw: &str) -> Result<BatchId, ApiError> {
+    BatchId::parse(raw).ok_or_else(|| ApiError::batch_not_found(raw))
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let envelope = ErrorEnvelope::new(self.kind.as_str(), self.message, request_id::current());
+        let body = serde_json::to_vec(&envelope).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        // SDKs retry 408/409/429/5xx unless told otherwise; be explicit as the real API is.
+        let retry =
+            matches!(self.status.as_u16(), 408 | 409 | 429) || self.status.is_server_error();
+        headers.insert(
+            "x-should-retry",
+            HeaderValue::from_static(if retry { "true" } else { "false" }),
+        );
+        response
+    }
+}

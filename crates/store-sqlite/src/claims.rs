@@ -1,0 +1,358 @@
+//! Leases, kept in memory.
+//!
+//! The server holds the data-dir lock exclusively (see [`crate::lock`]), so it is the only
+//! process that can ever hand out a request: a lease needs no row, no expiry time and no write.
+//! A process death drops every lease at once, which is exactly the contract ("a claimed request is
+//! not handed out again until it is released, answered, or its lease is lost"). After a restart
+//! every cursor starts at 0 and the claim query skips requests that already have a result.
+//!
+//! Per batch this module tracks a cursor (the next index never handed out), the indices given
+//! back by `release`, and the indices currently claimed. The state lives behind a
+//! `std::sync::Mutex` that is only ever held for in-memory work, never across an `.await`.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use batchd_domain::{BatchId, Timestamp};
+use batchd_store::Slot;
+
+/// What a claim needs to know about a batch to build work items.
+#[derive(Debug)]
+pub(crate) struct BatchInfo {
+    pub id: BatchId,
+    pub betas: Vec<String>,
+    pub expires_at: Timestamp,
+    pub total: u32,
+}
+
+/// An unended batch as read from the database when the in-memory list is rebuilt.
+#[derive(Debug)]
+pub(crate) struct Unended {
+    pub key: i64,
+    pub canceling: bool,
+    pub info: BatchInfo,
+}
+
+#[derive(Debug)]
+struct Entry {
+    info: Arc<BatchInfo>,
+    /// In progress: its requests are handed out. False once canceling; the entry then stays only
+    /// to count the claims still out.
+    serving: bool,
+    next: u32,
+    released: BTreeSet<u32>,
+    claimed: HashSet<u32>,
+}
+
+impl Entry {
+    fn new(info: Arc<BatchInfo>) -> Self {
+        Self {
+            info,
+            serving: true,
+            next: 0,
+            released: BTreeSet::new(),
+            claimed: HashSet::new(),
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        self.serving && (!self.released.is_empty() || self.next < self.info.total)
+    }
+}
+
+/// Requests reserved for one batch in one claim step, before the database says which of them
+/// are still unanswered.
+#[derive(Debug)]
+pub(crate) struct Take {
+    pub info: Arc<BatchInfo>,
+    /// Released indices to hand out again (some may have been answered meanwhile).
+    pub released: Vec<u32>,
+    /// Where the cursor stands: the next fresh index is at or after it.
+    pub next: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct Claims {
+    entries: BTreeMap<i64, Entry>,
+    /// The last batch served: the next claim starts its round after it, so that when more
+    /// batches are active than a claim has room for, every batch gets its turn.
+    turn: Option<i64>,
+    /// The list may disagree with the database (at startup, or after a write whose outcome is
+    /// unknown): the next claim rebuilds it.
+    dirty: bool,
+    /// Bumped by every direct change, so a rebuild read before a change is not applied after it.
+    generation: u64,
+}
+
+impl Claims {
+    pub fn new() -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            turn: None,
+            dirty: true,
+            generation: 0,
+        }
+    }
+
+    /// `Some(generation)` when the list must be rebuilt from the database.
+    pub fn needs_rebuild(&self) -> Option<u64> {
+        self.dirty.then_some(self.generation)
+    }
+
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Replaces the list with what the database says, keeping the cursors and claims of batches
+    /// that are still unended. Refused (returns false) if anything changed since `generation`.
+    pub fn rebuild(&mut self, generation: u64, unended: Vec<Unended>) -> bool {
+        if generation != self.generation {
+            return false;
+        }
+        let mut old = std::mem::take(&mut self.entries);
+        for batch in unended {
+            let info = Arc::new(batch.info);
+            let entry = match old.remove(&batch.key) {
+                Some(mut entry) => {
+                    entry.info = info;
+                    entry
+                }
+                // A canceling batch nobody holds claims on needs no entry.
+                None if batch.canceling => continue,
+                None => Entry::new(info),
+            };
+            let mut entry = entry;
+            if batch.canceling {
+                entry.serving = false;
+                entry.released.clear();
+            } else {
+                entry.serving = true;
+            }
+            self.entries.insert(batch.key, entry);
+        }
+        self.dirty = false;
+        true
+    }
+
+    /// A batch was committed: serve it.
+    pub fn started(&mut self, key: i64, info: BatchInfo) {
+        self.generation += 1;
+        self.entries.insert(key, Entry::new(Arc::new(info)));
+    }
+
+    /// A batch is now canceling: stop serving it, keep counting its claims.
+    pub fn canceling(&mut self, key: i64) {
+        self.generation += 1;
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.serving = false;
+            entry.released.clear();
+        }
+    }
+
+    /// Batches ended: forget them (answers still in flight for them are dropped on record).
+    pub fn ended(&mut self, keys: impl IntoIterator<Item = i64>) {
+        self.generation += 1;
+        for key in keys {
+            self.entries.remove(&key);
+        }
+    }
+
+    /// Batches to serve in this round, in round-robin order after the last one served.
+    pub fn candidates(&self, now: Timestamp) -> Vec<i64> {
+        let start = match self.turn {
+            Some(turn) => Bound::Excluded(turn),
+            None => Bound::Unbounded,
+        };
+        let end = match self.turn {
+            Some(turn) => Bound::Included(turn),
+            None => Bound::Excluded(i64::MIN),
+        };
+        self.entries
+            .range((start, Bound::Unbounded))
+            .chain(self.entries.range((Bound::Unbounded, end)))
+            .filter(|(_, e)| e.has_work() && e.info.expires_at > now)
+            .map(|(&key, _)| key)
+            .collect()
+    }
+
+    /// Reserves up to `share` released indices of a batch and reports its cursor. `None` when
+    /// the batch has nothing to hand out (any more).
+    pub fn take(&mut self, key: i64, share: usize) -> Option<Take> {
+        let entry = self.entries.get_mut(&key)?;
+        if !entry.has_work() {
+            return None;
+        }
+        self.turn = Some(key);
+        let mut released = Vec::new();
+        while released.len() < share {
+            let Some(index) = entry.released.pop_first() else {
+                break;
+            };
+            released.push(index);
+        }
+        Some(Take {
+            info: entry.info.clone(),
+            released,
+            next: entry.next,
+        })
+    }
+
+    /// Records what a [`Claims::take`] turned into. `fresh` are the unanswered indices read
+    /// from the cursor when `asked` were asked for; fewer means the batch's range is exhausted.
+    /// Returns false when the batch stopped being served meanwhile: the caller must then hand
+    /// out nothing from this step.
+    pub fn claimed(&mut self, key: i64, released: &[u32], fresh: &[u32], asked: usize) -> bool {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return false;
+        };
+        if !entry.serving {
+            return false;
+        }
+        if asked > 0 {
+            entry.next = match fresh.last() {
+                Some(&last) if fresh.len() >= asked => entry.next.max(last + 1),
+                _ => entry.info.total,
+            };
+        }
+        entry.claimed.extend(released.iter().chain(fresh).copied());
+        true
+    }
+
+    /// Puts back released indices a failed claim step had reserved.
+    pub fn unreserve(&mut self, key: i64, released: &[u32]) {
+        if let Some(entry) = self.entries.get_mut(&key).filter(|e| e.serving) {
+            entry.released.extend(released);
+        }
+    }
+
+    /// Gives claims back. Returns the canceling batches whose last claim this was.
+    pub fn release(&mut self, slots: &[Slot]) -> Vec<i64> {
+        let mut drained = Vec::new();
+        for slot in slots {
+            let Some(entry) = self.entries.get_mut(&slot.batch_key) else {
+                continue;
+            };
+            if !entry.claimed.remove(&slot.index) {
+                continue;
+            }
+            if entry.serving {
+                entry.released.insert(slot.index);
+            } else if entry.claimed.is_empty() && !drained.contains(&slot.batch_key) {
+                drained.push(slot.batch_key);
+            }
+        }
+        drained
+    }
+
+    /// Drops claims of answered requests.
+    pub fn answered(&mut self, slots: impl IntoIterator<Item = Slot>) {
+        for slot in slots {
+            if let Some(entry) = self.entries.get_mut(&slot.batch_key) {
+                entry.claimed.remove(&slot.index);
+            }
+        }
+    }
+
+    /// Whether the batch would have no claim out once `answering` (indices of it) are answered.
+    pub fn idle_after(&self, key: i64, answering: &HashSet<u32>) -> bool {
+        self.entries
+            .get(&key)
+            .is_none_or(|e| e.claimed.iter().all(|i| answering.contains(i)))
+    }
+
+    pub fn has_claims(&self, key: i64) -> bool {
+        self.entries
+            .get(&key)
+            .is_some_and(|e| !e.claimed.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(total: u32) -> BatchInfo {
+        BatchInfo {
+            id: BatchId::generate(),
+            betas: vec![],
+            expires_at: Timestamp::from_micros(1_000),
+            total,
+        }
+    }
+
+    fn slot(batch_key: i64, index: u32) -> Slot {
+        Slot { batch_key, index }
+    }
+
+    #[test]
+    fn rounds_rotate_after_the_last_batch_served() {
+        let mut c = Claims::new();
+        for key in [1, 2, 3] {
+            c.started(key, info(10));
+        }
+        let now = Timestamp::from_micros(0);
+        assert_eq!(c.candidates(now), vec![1, 2, 3]);
+        c.take(2, 1).unwrap();
+        assert_eq!(c.candidates(now), vec![3, 1, 2]);
+        // Expired batches are not served.
+        assert!(c.candidates(Timestamp::from_micros(1_000)).is_empty());
+    }
+
+    #[test]
+    fn cursor_advances_and_exhausts() {
+        let mut c = Claims::new();
+        c.started(1, info(10));
+        let t = c.take(1, 4).unwrap();
+        assert_eq!((t.next, t.released.len()), (0, 0));
+        assert!(c.claimed(1, &[], &[0, 1, 2, 3], 4));
+        assert_eq!(c.take(1, 4).unwrap().next, 4);
+        // Fewer rows than asked: the rest of the range is answered already.
+        assert!(c.claimed(1, &[], &[4], 4));
+        assert!(c.take(1, 4).is_none());
+        // A release makes the index claimable again.
+        assert!(c.release(&[slot(1, 2)]).is_empty());
+        let t = c.take(1, 4).unwrap();
+        assert_eq!(t.released, vec![2]);
+    }
+
+    #[test]
+    fn canceling_batches_count_claims_until_the_last_goes() {
+        let mut c = Claims::new();
+        c.started(1, info(10));
+        c.take(1, 3).unwrap();
+        assert!(c.claimed(1, &[], &[0, 1, 2], 3));
+        c.canceling(1);
+        assert!(c.take(1, 3).is_none());
+        assert!(
+            !c.claimed(1, &[], &[3], 1),
+            "a canceled batch hands nothing out"
+        );
+        assert!(!c.idle_after(1, &HashSet::from([0])));
+        assert!(c.idle_after(1, &HashSet::from([0, 1, 2])));
+        c.answered([slot(1, 0)]);
+        assert!(c.release(&[slot(1, 1)]).is_empty());
+        assert_eq!(c.release(&[slot(1, 2)]), vec![1]);
+        assert!(!c.has_claims(1));
+    }
+
+    #[test]
+    fn rebuild_is_refused_after_a_change() {
+        let mut c = Claims::new();
+        let generation = c.needs_rebuild().unwrap();
+        c.started(5, info(3));
+        assert!(!c.rebuild(generation, vec![]));
+        assert!(c.needs_rebuild().is_some());
+        let generation = c.needs_rebuild().unwrap();
+        assert!(c.rebuild(
+            generation,
+            vec![Unended {
+                key: 5,
+                canceling: false,
+                info: info(3)
+            }]
+        ));
+        assert!(c.needs_rebuild().is_none());
+        assert_eq!(c.candidates(Timestamp::from_micros(0)), vec![5]);
+    }
+}

@@ -1,0 +1,182 @@
+//! Connections: the single writer, the read pool, the durability switch, schema migrations, and
+//! the mapping of SQLite failures onto [`StoreError`].
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use batchd_store::StoreError;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{SqlStr, Sqlite, SqlitePool};
+
+/// The database file inside the data dir.
+pub(crate) const DB_FILE: &str = "batchd.sqlite3";
+
+/// Long enough to ride out a checkpoint or a `keys` command holding the write lock, short enough
+/// that a wedged database surfaces as an error rather than a hang.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Waiting this long for the writer means something is badly stuck; callers retry.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Readers serve list/get calls, result downloads and claim scans concurrently.
+const READERS: u32 = 4;
+/// 8 KiB pages hold three 2.5 KB `params` rows where 4 KiB pages would hold one: a third of the
+/// file and of the write volume for request rows. Only applies when the file is created.
+const PAGE_SIZE: u32 = 8192;
+
+/// `synchronous` level of a write transaction; see the crate docs for which calls use which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// fsync the WAL at commit: the change survives an OS crash once the call returns.
+    Full,
+    /// No fsync at commit: survives a process kill, not an OS crash, until the next `Full`
+    /// commit or checkpoint syncs it.
+    Normal,
+}
+
+pub(crate) struct Pools {
+    /// Exactly one connection: every write goes through it, so writers queue in the pool rather
+    /// than fight over SQLite's lock.
+    pub writer: SqlitePool,
+    pub reader: SqlitePool,
+}
+
+impl Pools {
+    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let base = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(other)?
+            .filename(data_dir.join(DB_FILE))
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(false)
+            .statement_cache_capacity(256)
+            .pragma("temp_store", "memory");
+        let writer_options = base
+            .clone()
+            .create_if_missing(true)
+            .page_size(PAGE_SIZE)
+            .journal_mode(SqliteJournalMode::Wal)
+            // The safe default for a fresh or recycled connection; each write transaction sets
+            // its own level anyway.
+            .synchronous(SqliteSynchronous::Full)
+            .pragma("journal_size_limit", (64 * 1024 * 1024).to_string())
+            // Negative means KiB: 64 MiB of page cache for the writer.
+            .pragma("cache_size", "-65536");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(writer_options)
+            .await
+            .map_err(db)?;
+        // `query_only` rather than SQLITE_OPEN_READONLY: a read-only handle on a WAL database
+        // cannot always create the shared-memory index, which fails opens at awkward moments.
+        let reader_options = base
+            .pragma("cache_size", "-16384")
+            .pragma("query_only", "ON");
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(reader_options);
+        Ok(Self { writer, reader })
+    }
+
+    /// Runs the embedded migrations on the writer.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        migrator().run(&self.writer).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => db(e),
+            e => other(e),
+        })
+    }
+
+    /// The writer connection, with `synchronous` set for the transaction about to begin (it
+    /// cannot change inside one). Callers then `begin_with("BEGIN IMMEDIATE")` on it, so the
+    /// write lock is taken up front and a read-then-write never fails to upgrade.
+    pub async fn writer(
+        &self,
+        durability: Durability,
+    ) -> Result<PoolConnection<Sqlite>, StoreError> {
+        let mut conn = self.writer.acquire().await.map_err(db)?;
+        let pragma = match durability {
+            Durability::Full => "PRAGMA synchronous = FULL",
+            Durability::Normal => "PRAGMA synchronous = NORMAL",
+        };
+        sqlx::query(pragma).execute(&mut *conn).await.map_err(db)?;
+        Ok(conn)
+    }
+
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// The statement that starts every write transaction.
+pub(crate) const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
+
+include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+
+fn migrator() -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|&(version, description, sql)| {
+            Migration::new(
+                version,
+                Cow::Borrowed(description),
+                MigrationType::Simple,
+                SqlStr::from_static(sql),
+                false,
+            )
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+}
+
+/// SQLite primary result codes that mean "try again later" rather than "bug".
+const SQLITE_IOERR: i64 = 10;
+const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
+const SQLITE_FULL: i64 = 13;
+const SQLITE_CANTOPEN: i64 = 14;
+
+/// Maps a sqlx error: conditions that can clear by themselves are `Unavailable`.
+pub(crate) fn db(e: sqlx::Error) -> StoreError {
+    let transient = match &e {
+        sqlx::Error::Database(d) => {
+            d.code()
+                .and_then(|c| c.parse::<i64>().ok())
+                .is_some_and(|code| {
+                    matches!(
+                        code & 0xff,
+                        SQLITE_BUSY | SQLITE_LOCKED | SQLITE_FULL | SQLITE_IOERR | SQLITE_CANTOPEN
+                    )
+                })
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            return StoreError::Corrupt(e.to_string());
+        }
+        _ => false,
+    };
+    if transient {
+        StoreError::Unavailable(Box::new(e))
+    } else {
+        StoreError::Other(Box::new(e))
+    }
+}
+
+pub(crate) fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Other(Box::new(e))
+}
+
+/// A misuse of the store by its caller (a broken invariant, not a database failure).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Misuse(pub String);
+
+pub(crate) fn misuse(msg: impl Into<String>) -> StoreError {
+    StoreError::Other(Box::new(Misuse(msg.into())))
+}

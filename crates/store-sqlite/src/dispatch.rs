@@ -1,0 +1,529 @@
+//! The dispatcher's side: claiming work fairly, releasing it, recording answers in groups, ending
+//! batches (completion, cancellation, expiry), and reclaiming the rows of deleted batches.
+
+use std::collections::{BTreeMap, HashSet};
+
+use batchd_domain::{BatchId, EndReason, Outcome, Timestamp};
+use batchd_store::{Answer, Ended, Slot, StoreError, WorkItem};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, Connection as _, SqliteConnection};
+
+use crate::SqliteStore;
+use crate::batches::{insert_sizes, values_sql};
+use crate::claims::{BatchInfo, Take, Unended};
+use crate::db::{BEGIN_IMMEDIATE, Durability, db};
+use crate::rows::{
+    CANCELING, ENDED, IN_PROGRESS, count, get, index_of, parse_betas, parse_id, rid, rid_range,
+};
+
+/// Most passes of one claim call. A pass gives every batch with work a share; a later pass only
+/// matters when some batches had less than their share, leaving room for the others.
+const CLAIM_PASSES: usize = 3;
+/// Rows removed per purge transaction, whatever the caller's limit: keeps each one short.
+const PURGE_ROWS_PER_TX: u64 = 2_000;
+
+const CLAIM_FRESH: &str = "SELECT r.rid, r.custom_id, r.params FROM requests r \
+     WHERE r.rid >= ?1 AND r.rid < ?2 \
+     AND NOT EXISTS (SELECT 1 FROM results s WHERE s.rid = r.rid) \
+     ORDER BY r.rid LIMIT ?3";
+
+/// Released requests, by a JSON array of rids (one static statement for any number of them).
+const CLAIM_RELEASED: &str = "SELECT r.rid, r.custom_id, r.params FROM requests r \
+     WHERE r.rid IN (SELECT value FROM json_each(?1)) \
+     AND NOT EXISTS (SELECT 1 FROM results s WHERE s.rid = r.rid) \
+     ORDER BY r.rid";
+
+const END: &str = "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ?3 WHERE key = ?4";
+
+/// A batch ended by this call: its key (for the lease bookkeeping) and what the caller sees.
+type EndedBatch = (i64, BatchId, EndReason);
+
+fn report(ended: &[EndedBatch]) -> Ended {
+    Ended {
+        batches: ended
+            .iter()
+            .map(|(_, id, reason)| (id.clone(), *reason))
+            .collect(),
+    }
+}
+
+async fn end_batch(
+    conn: &mut SqliteConnection,
+    key: i64,
+    reason: EndReason,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(END)
+        .bind(ENDED)
+        .bind(reason.code())
+        .bind(now.as_micros())
+        .bind(key)
+        .execute(conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+impl SqliteStore {
+    // --- claims ------------------------------------------------------------------------------
+
+    pub(crate) async fn claim_impl(
+        &self,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<Vec<WorkItem>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let _serial = self.claim_serial.lock().await;
+        self.rebuild_claims().await?;
+        let mut items = Vec::new();
+        for _ in 0..CLAIM_PASSES {
+            let candidates = self.claims().candidates(now);
+            let before = items.len();
+            // An equal share of what is left for each batch still in the round, so a small
+            // batch behind a huge one is served in the first call after it is created.
+            for (i, &key) in candidates.iter().enumerate() {
+                let remaining = limit - items.len();
+                if remaining == 0 {
+                    break;
+                }
+                let share = remaining.div_ceil(candidates.len() - i);
+                self.claim_from(key, share, &mut items).await?;
+            }
+            if items.len() == limit || items.len() == before {
+                break;
+            }
+        }
+        Ok(items)
+    }
+
+    /// Claims up to `share` requests of one batch: released ones first, then fresh ones from
+    /// the cursor, skipping requests that already have a result.
+    async fn claim_from(
+        &self,
+        key: i64,
+        share: usize,
+        items: &mut Vec<WorkItem>,
+    ) -> Result<(), StoreError> {
+        let Some(take) = self.claims().take(key, share) else {
+            return Ok(());
+        };
+        let (released, fresh, asked) = match self.read_claimable(key, share, &take).await {
+            Ok(read) => read,
+            Err(e) => {
+                self.claims().unreserve(key, &take.released);
+                return Err(e);
+            }
+        };
+        let released_idx: Vec<u32> = released.iter().map(|w| w.index).collect();
+        let fresh_idx: Vec<u32> = fresh.iter().map(|w| w.index).collect();
+        if self.claims().claimed(key, &released_idx, &fresh_idx, asked) {
+            items.extend(released);
+            items.extend(fresh);
+        }
+        Ok(())
+    }
+
+    async fn read_claimable(
+        &self,
+        key: i64,
+        share: usize,
+        take: &Take,
+    ) -> Result<(Vec<WorkItem>, Vec<WorkItem>, usize), StoreError> {
+        let reader = &self.pools.reader;
+        let work = |rows: Vec<SqliteRow>| -> Result<Vec<WorkItem>, StoreError> {
+            rows.iter()
+                .map(|row| {
+                    Ok(WorkItem {
+                        batch_key: key,
+                        batch_id: take.info.id.clone(),
+                        index: index_of(get(row, "rid")?),
+                        custom_id: get(row, "custom_id")?,
+                        params: get(row, "params")?,
+                        betas: take.info.betas.clone(),
+                        expires_at: take.info.expires_at,
+                    })
+                })
+                .collect()
+        };
+        let released = if take.released.is_empty() {
+            Vec::new()
+        } else {
+            let rids: Vec<String> = take
+                .released
+                .iter()
+                .map(|&i| rid(key, i).to_string())
+                .collect();
+            let rows = sqlx::query(CLAIM_RELEASED)
+                .bind(format!("[{}]", rids.join(",")))
+                .fetch_all(reader)
+                .await
+                .map_err(db)?;
+            work(rows)?
+        };
+        let want = share.saturating_sub(released.len());
+        let asked = if take.next < take.info.total { want } else { 0 };
+        let fresh = if asked == 0 {
+            Vec::new()
+        } else {
+            let rows = sqlx::query(CLAIM_FRESH)
+                .bind(rid(key, take.next))
+                .bind(rid(key, take.info.total))
+                .bind(asked as i64)
+                .fetch_all(reader)
+                .await
+                .map_err(db)?;
+            work(rows)?
+        };
+        Ok((released, fresh, asked))
+    }
+
+    /// Re-reads the unended batches when the in-memory list may be stale (always at startup).
+    async fn rebuild_claims(&self) -> Result<(), StoreError> {
+        // A concurrent change makes a rebuild moot; try again a couple of times, then serve
+        // from the current list and rebuild on the next claim.
+        for _ in 0..3 {
+            let Some(generation) = self.claims().needs_rebuild() else {
+                return Ok(());
+            };
+            let rows = sqlx::query(
+                "SELECT key, id, state, total, expires_at, betas FROM batches \
+                 WHERE state IN (?1, ?2)",
+            )
+            .bind(IN_PROGRESS)
+            .bind(CANCELING)
+            .fetch_all(&self.pools.reader)
+            .await
+            .map_err(db)?;
+            let unended = rows
+                .iter()
+                .map(|row| {
+                    let total = count(get(row, "total")?, "total")?;
+                    Ok(Unended {
+                        key: get(row, "key")?,
+                        canceling: get::<i64>(row, "state")? == CANCELING,
+                        info: BatchInfo {
+                            id: parse_id(get(row, "id")?)?,
+                            betas: parse_betas(get(row, "betas")?)?,
+                            expires_at: Timestamp::from_micros(get(row, "expires_at")?),
+                            total: u32::try_from(total)
+                                .map_err(|_| StoreError::Corrupt(format!("batch total {total}")))?,
+                        },
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            if self.claims().rebuild(generation, unended) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn release_impl(&self, slots: &[Slot]) -> Result<(), StoreError> {
+        let drained = self.claims().release(slots);
+        if drained.is_empty() {
+            return Ok(());
+        }
+        // A canceling batch whose last claim came back ends now rather than at the next
+        // maintenance pass (which would also catch it if this fails).
+        let now = Timestamp::now();
+        let mut conn = self.pools.writer(Durability::Normal).await?;
+        let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
+        let mut ended = Vec::new();
+        for key in drained {
+            let done = sqlx::query(concat!(
+                "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ?3 ",
+                "WHERE key = ?4 AND state = ?5"
+            ))
+            .bind(ENDED)
+            .bind(EndReason::Canceled.code())
+            .bind(now.as_micros())
+            .bind(key)
+            .bind(CANCELING)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            if done.rows_affected() > 0 {
+                ended.push(key);
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        self.claims().ended(ended);
+        Ok(())
+    }
+
+    // --- results -----------------------------------------------------------------------------
+
+    pub(crate) async fn record_impl(
+        &self,
+        answers: Vec<Answer>,
+        now: Timestamp,
+    ) -> Result<Ended, StoreError> {
+        if answers.is_empty() {
+            return Ok(Ended::default());
+        }
+        let slots: Vec<Slot> = answers.iter().map(|a| a.slot).collect();
+        let mut by_batch: BTreeMap<i64, Vec<Answer>> = BTreeMap::new();
+        for answer in answers {
+            by_batch
+                .entry(answer.slot.batch_key)
+                .or_default()
+                .push(answer);
+        }
+        match self.record_tx(by_batch, now).await {
+            Ok(ended) => {
+                let mut claims = self.claims();
+                claims.answered(slots);
+                claims.ended(ended.iter().map(|(key, _, _)| *key));
+                Ok(report(&ended))
+            }
+            Err(e) => {
+                // Whether it committed is unknown; the retry sorts the rows out (duplicates are
+                // ignored), a rebuild sorts out which batches are still active.
+                self.claims().mark_dirty();
+                Err(e)
+            }
+        }
+    }
+
+    async fn record_tx(
+        &self,
+        by_batch: BTreeMap<i64, Vec<Answer>>,
+        now: Timestamp,
+    ) -> Result<Vec<EndedBatch>, StoreError> {
+        let mut conn = self.pools.writer(Durability::Normal).await?;
+        let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
+        let mut ended = Vec::new();
+        for (key, answers) in by_batch {
+            let row = sqlx::query(
+                "SELECT id, state, deleted, total, succeeded, errored, expires_at \
+                 FROM batches WHERE key = ?1",
+            )
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+            let Some(row) = row else { continue };
+            let state: i64 = get(&row, "state")?;
+            if get::<i64>(&row, "deleted")? != 0 || !(state == IN_PROGRESS || state == CANCELING) {
+                // Drafts cannot have claims; ended and deleted batches drop late answers.
+                continue;
+            }
+            let id = parse_id(get(&row, "id")?)?;
+            if Timestamp::from_micros(get(&row, "expires_at")?) <= now {
+                // Past its deadline: the batch expires now and the late answers are dropped,
+                // whether or not maintenance got there first.
+                end_batch(&mut tx, key, EndReason::Expired, now).await?;
+                ended.push((key, id, EndReason::Expired));
+                continue;
+            }
+            let total = count(get(&row, "total")?, "total")?;
+            let answering: HashSet<u32> = answers.iter().map(|a| a.slot.index).collect();
+            let (mut succeeded, mut errored) = (Vec::new(), Vec::new());
+            for answer in answers {
+                if u64::from(answer.slot.index) >= total {
+                    continue;
+                }
+                match answer.outcome {
+                    Outcome::Succeeded => succeeded.push(answer),
+                    Outcome::Errored => errored.push(answer),
+                    // Canceled and expired are what a batch's end reason says about requests
+                    // without a result; they are never stored, so such an answer is dropped.
+                    Outcome::Canceled | Outcome::Expired => {}
+                }
+            }
+            let new_succeeded = insert_results(&mut tx, Outcome::Succeeded, succeeded).await?;
+            let new_errored = insert_results(&mut tx, Outcome::Errored, errored).await?;
+            let succeeded = count(get(&row, "succeeded")?, "succeeded")? + new_succeeded;
+            let errored = count(get(&row, "errored")?, "errored")? + new_errored;
+            let reason = if succeeded + errored >= total {
+                Some(EndReason::Completed)
+            } else if state == CANCELING {
+                // No claim can be added to a canceling batch, so this cannot go stale before
+                // the commit.
+                let idle = self.claims().idle_after(key, &answering);
+                idle.then_some(EndReason::Canceled)
+            } else {
+                None
+            };
+            if new_succeeded + new_errored == 0 && reason.is_none() {
+                continue;
+            }
+            sqlx::query(
+                "UPDATE batches SET succeeded = ?1, errored = ?2, state = ?3, end_reason = ?4, \
+                 ended_at = ?5 WHERE key = ?6",
+            )
+            .bind(succeeded as i64)
+            .bind(errored as i64)
+            .bind(if reason.is_some() { ENDED } else { state })
+            .bind(reason.map(EndReason::code))
+            .bind(reason.map(|_| now.as_micros()))
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            if let Some(reason) = reason {
+                ended.push((key, id, reason));
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(ended)
+    }
+
+    // --- maintenance -------------------------------------------------------------------------
+
+    pub(crate) async fn finish_due_impl(&self, now: Timestamp) -> Result<Ended, StoreError> {
+        match self.finish_due_tx(now).await {
+            Ok(ended) => {
+                self.claims().ended(ended.iter().map(|(key, _, _)| *key));
+                Ok(report(&ended))
+            }
+            Err(e) => {
+                self.claims().mark_dirty();
+                Err(e)
+            }
+        }
+    }
+
+    async fn finish_due_tx(&self, now: Timestamp) -> Result<Vec<EndedBatch>, StoreError> {
+        let mut conn = self.pools.writer(Durability::Normal).await?;
+        let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
+        let expired = sqlx::query(concat!(
+            "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ?3 ",
+            "WHERE state IN (?4, ?5) AND expires_at <= ?3 RETURNING key, id"
+        ))
+        .bind(ENDED)
+        .bind(EndReason::Expired.code())
+        .bind(now.as_micros())
+        .bind(IN_PROGRESS)
+        .bind(CANCELING)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut ended = Vec::new();
+        for row in &expired {
+            ended.push((
+                get(row, "key")?,
+                parse_id(get(row, "id")?)?,
+                EndReason::Expired,
+            ));
+        }
+        let canceling = sqlx::query("SELECT key, id FROM batches WHERE state = ?1")
+            .bind(CANCELING)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        // Read inside the write transaction: no cancel can commit meanwhile, and claims of a
+        // canceling batch only ever shrink, so "no claims" stays true until the commit.
+        let mut idle = Vec::new();
+        for row in &canceling {
+            let key: i64 = get(row, "key")?;
+            if !self.claims().has_claims(key) {
+                idle.push((key, parse_id(get(row, "id")?)?));
+            }
+        }
+        for (key, id) in idle {
+            end_batch(&mut tx, key, EndReason::Canceled, now).await?;
+            ended.push((key, id, EndReason::Canceled));
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(ended)
+    }
+
+    pub(crate) async fn next_expiry_impl(&self) -> Result<Option<Timestamp>, StoreError> {
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(expires_at) FROM batches WHERE state IN (?1, ?2)")
+                .bind(IN_PROGRESS)
+                .bind(CANCELING)
+                .fetch_one(&self.pools.reader)
+                .await
+                .map_err(db)?;
+        Ok(at.map(Timestamp::from_micros))
+    }
+
+    pub(crate) async fn purge_deleted_impl(&self, limit: u32) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        while removed < u64::from(limit) {
+            let step = (u64::from(limit) - removed).min(PURGE_ROWS_PER_TX);
+            let n = self.purge_step(step).await?;
+            if n == 0 {
+                break;
+            }
+            removed += n;
+        }
+        Ok(removed)
+    }
+
+    /// Removes up to `step` request and result rows of the oldest deleted batch, and its batch
+    /// row once nothing else of it is left. One short transaction.
+    async fn purge_step(&self, step: u64) -> Result<u64, StoreError> {
+        let mut conn = self.pools.writer(Durability::Normal).await?;
+        let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
+        let key: Option<i64> =
+            sqlx::query_scalar("SELECT key FROM batches WHERE deleted = 1 ORDER BY key LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        let Some(key) = key else {
+            return Ok(0);
+        };
+        let (lo, hi) = rid_range(key);
+        let mut removed = 0;
+        for table in [
+            "DELETE FROM requests WHERE rid IN \
+             (SELECT rid FROM requests WHERE rid >= ?1 AND rid < ?2 ORDER BY rid LIMIT ?3)",
+            "DELETE FROM results WHERE rid IN \
+             (SELECT rid FROM results WHERE rid >= ?1 AND rid < ?2 ORDER BY rid LIMIT ?3)",
+        ] {
+            if removed < step {
+                removed += sqlx::query(table)
+                    .bind(lo)
+                    .bind(hi)
+                    .bind((step - removed) as i64)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?
+                    .rows_affected();
+            }
+        }
+        if removed < step {
+            // Fewer rows than allowed: both ranges are empty now, the batch row goes last.
+            removed += sqlx::query("DELETE FROM batches WHERE key = ?1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(removed)
+    }
+}
+
+/// `INSERT OR IGNORE`s results of one outcome and returns how many rows were really new, so a
+/// repeated answer is neither stored nor counted twice.
+async fn insert_results(
+    conn: &mut SqliteConnection,
+    outcome: Outcome,
+    answers: Vec<Answer>,
+) -> Result<u64, StoreError> {
+    let mut inserted = 0;
+    let mut rows = answers.into_iter();
+    for size in insert_sizes(rows.len()) {
+        let sql = values_sql(
+            "INSERT OR IGNORE INTO results (rid, outcome, body) VALUES ",
+            "(?,?,?)",
+            size,
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for answer in rows.by_ref().take(size) {
+            query = query
+                .bind(rid(answer.slot.batch_key, answer.slot.index))
+                .bind(outcome.code())
+                .bind(answer.body);
+        }
+        inserted += query.execute(&mut *conn).await.map_err(db)?.rows_affected();
+    }
+    Ok(inserted)
+}

@@ -1,0 +1,874 @@
+//! Behaviour tests of the SQLite store against the `Store` contract, each on its own temporary
+//! data dir. They look at table contents directly where the contract promises something about
+//! storage (purges, drafts, duplicates).
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use batchd_domain::keys::KeyHash;
+use batchd_domain::{Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
+use batchd_store::{
+    Answer, CancelOutcome, Cursor, DeleteOutcome, Draft, ListError, NewBatch, NewRequest, Slot,
+    Store, StoreError, WorkItem,
+};
+use batchd_wire::ProcessingStatus;
+use tempfile::TempDir;
+
+use crate::SqliteStore;
+
+const WS: &str = "default";
+const LEASE: Duration = Duration::from_secs(600);
+/// A fixed clock: tests pass times explicitly.
+const T0: i64 = 1_700_000_000_000_000;
+const DAY: i64 = 86_400_000_000;
+
+fn at(offset: i64) -> Timestamp {
+    Timestamp::from_micros(T0 + offset)
+}
+
+async fn open(dir: &Path) -> SqliteStore {
+    SqliteStore::open(dir).await.expect("open store")
+}
+
+fn new_batch(workspace: &str, created_at: Timestamp) -> NewBatch {
+    NewBatch {
+        id: BatchId::generate(),
+        workspace: workspace.to_owned(),
+        created_at,
+        expires_at: created_at.plus(Duration::from_micros(DAY as u64)),
+        betas: vec!["beta-one".into(), "beta-two".into()],
+    }
+}
+
+fn request(index: u32) -> NewRequest {
+    NewRequest {
+        index,
+        custom_id: CustomId::parse(&format!("req-{index}")).unwrap(),
+        params: format!(r#"{{"model":"m","max_tokens":1,"messages":[],"n":{index}}}"#),
+    }
+}
+
+async fn draft(store: &SqliteStore, nb: NewBatch, n: u32) -> Draft {
+    let draft = store.begin_batch(nb).await.unwrap();
+    let mut start = 0;
+    while start < n {
+        let end = (start + 1000).min(n);
+        store
+            .append_requests(&draft, (start..end).map(request).collect())
+            .await
+            .unwrap();
+        start = end;
+    }
+    draft
+}
+
+async fn create_in(store: &SqliteStore, workspace: &str, created_at: Timestamp, n: u32) -> Batch {
+    let d = draft(store, new_batch(workspace, created_at), n).await;
+    store.commit_batch(d, u64::from(n)).await.unwrap()
+}
+
+async fn create(store: &SqliteStore, n: u32) -> Batch {
+    create_in(store, WS, at(0), n).await
+}
+
+fn answer(slot: Slot, outcome: Outcome) -> Answer {
+    Answer {
+        slot,
+        outcome,
+        body: format!(r#"{{"type":"{}","i":{}}}"#, outcome.as_str(), slot.index),
+    }
+}
+
+fn answers(items: &[WorkItem], outcome: Outcome) -> Vec<Answer> {
+    items.iter().map(|w| answer(w.slot(), outcome)).collect()
+}
+
+async fn rows(store: &SqliteStore, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+        .fetch_one(&store.pools.reader)
+        .await
+        .unwrap()
+}
+
+async fn get(store: &SqliteStore, b: &Batch) -> Batch {
+    store
+        .get_batch(&b.workspace, &b.id)
+        .await
+        .unwrap()
+        .expect("batch visible")
+}
+
+async fn claim(store: &SqliteStore, limit: usize, now: Timestamp) -> Vec<WorkItem> {
+    store.claim(limit, LEASE, now).await.unwrap()
+}
+
+fn ids(page: &[Batch]) -> Vec<BatchId> {
+    page.iter().map(|b| b.id.clone()).collect()
+}
+
+#[tokio::test]
+async fn create_then_read_back() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let nb = new_batch(WS, at(5));
+    let id = nb.id.clone();
+    let d = draft(&store, nb, 2_500).await;
+    let b = store.commit_batch(d, 2_500).await.unwrap();
+    assert_eq!(b.id, id);
+    assert_eq!(b.status, ProcessingStatus::InProgress);
+    assert_eq!((b.total, b.succeeded, b.errored), (2_500, 0, 0));
+    assert_eq!(b.created_at, at(5));
+    assert_eq!(b.expires_at, at(5 + DAY));
+    assert_eq!(b.betas, vec!["beta-one", "beta-two"]);
+    assert_eq!(b.end_reason, None);
+    assert_eq!(get(&store, &b).await, b);
+
+    let first = store.results_page(b.key, None, 1_000).await.unwrap();
+    assert_eq!(first.len(), 1_000);
+    assert_eq!(first[0].index, 0);
+    assert_eq!(first[0].custom_id, "req-0");
+    assert!(first.iter().all(|r| r.body.is_none()));
+    let next = store.results_page(b.key, Some(999), 1_000).await.unwrap();
+    assert_eq!(next[0].index, 1_000);
+    let last = store.results_page(b.key, Some(1_999), 1_000).await.unwrap();
+    assert_eq!(last.len(), 500);
+    assert_eq!(last.last().unwrap().index, 2_499);
+    assert!(
+        store
+            .results_page(b.key, Some(2_499), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(rows(&store, "requests").await, 2_500);
+}
+
+#[tokio::test]
+async fn commit_refuses_a_total_that_was_not_appended() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let d = draft(&store, new_batch(WS, at(0)), 10).await;
+    let err = store.commit_batch(d, 11).await.unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err}");
+}
+
+#[tokio::test]
+async fn drafts_are_invisible_and_reclaimed_after_restart() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let visible = create(&store, 3).await;
+    let nb = new_batch(WS, at(10));
+    let id = nb.id.clone();
+    let _draft = draft(&store, nb, 50).await;
+    let aborted = draft(&store, new_batch(WS, at(11)), 20).await;
+    store.abort_batch(aborted).await.unwrap();
+
+    assert!(store.get_batch(WS, &id).await.unwrap().is_none());
+    let page = store.list_batches(WS, Cursor::Start, 10).await.unwrap();
+    assert_eq!(ids(&page.batches), vec![visible.id.clone()]);
+    assert!(matches!(
+        store.cancel_batch(WS, &id, at(20)).await.unwrap(),
+        CancelOutcome::NotFound
+    ));
+    assert_eq!(
+        store.delete_batch(WS, &id).await.unwrap(),
+        DeleteOutcome::NotFound
+    );
+    assert!(matches!(
+        store.list_batches(WS, Cursor::After(id.clone()), 10).await,
+        Err(ListError::UnknownCursor(_))
+    ));
+    let claimed = claim(&store, 100, at(1)).await;
+    assert!(claimed.iter().all(|w| w.batch_key == visible.key));
+    assert_eq!(claimed.len(), 3);
+
+    // The aborted draft is reclaimable now; the open one only once its process is gone.
+    assert!(store.purge_deleted(1_000).await.unwrap() > 0);
+    assert_eq!(rows(&store, "requests").await, 3 + 50);
+    store.close().await;
+    drop(store);
+
+    let store = open(dir.path()).await;
+    assert!(store.get_batch(WS, &id).await.unwrap().is_none());
+    let mut purged = 0;
+    loop {
+        let n = store.purge_deleted(7).await.unwrap();
+        assert!(n <= 7);
+        if n == 0 {
+            break;
+        }
+        purged += n;
+    }
+    // 50 request rows and the draft's batch row.
+    assert_eq!(purged, 51);
+    assert_eq!(rows(&store, "requests").await, 3);
+    assert_eq!(rows(&store, "batches").await, 1);
+    assert_eq!(get(&store, &visible).await.total, 3);
+}
+
+#[tokio::test]
+async fn workspaces_are_isolated() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let a = create_in(&store, "team-a", at(0), 2).await;
+    let b = create_in(&store, "team-b", at(1), 2).await;
+    assert!(store.get_batch("team-b", &a.id).await.unwrap().is_none());
+    assert_eq!(
+        ids(&store
+            .list_batches("team-a", Cursor::Start, 10)
+            .await
+            .unwrap()
+            .batches),
+        vec![a.id.clone()]
+    );
+    assert!(matches!(
+        store.list_batches("team-b", Cursor::After(a.id.clone()), 10).await,
+        Err(ListError::UnknownCursor(id)) if id == a.id
+    ));
+    assert!(matches!(
+        store.cancel_batch("team-b", &a.id, at(2)).await.unwrap(),
+        CancelOutcome::NotFound
+    ));
+    assert_eq!(
+        store.delete_batch("team-b", &a.id).await.unwrap(),
+        DeleteOutcome::NotFound
+    );
+    assert_eq!(get(&store, &a).await.status, ProcessingStatus::InProgress);
+    assert_eq!(get(&store, &b).await.workspace, "team-b");
+}
+
+#[tokio::test]
+async fn list_is_newest_first_with_cursors_both_ways() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    // Three batches share a creation time: the storage key breaks the tie.
+    let mut created = Vec::new();
+    for t in [100, 200, 200, 200, 300, 400, 400] {
+        created.push(create(&store, 1).await);
+        let last = created.last_mut().unwrap();
+        // Rewrite created_at so several are equal (commit takes it from the draft).
+        sqlx::query("UPDATE batches SET created_at = ?1 WHERE key = ?2")
+            .bind(at(t).as_micros())
+            .bind(last.key)
+            .execute(&store.pools.writer)
+            .await
+            .unwrap();
+    }
+    let _other = create_in(&store, "elsewhere", at(1_000), 1).await;
+    let newest_first: Vec<BatchId> = created.iter().rev().map(|b| b.id.clone()).collect();
+
+    let p1 = store.list_batches(WS, Cursor::Start, 3).await.unwrap();
+    assert_eq!(ids(&p1.batches), newest_first[0..3]);
+    assert!(p1.has_more);
+    let p2 = store
+        .list_batches(WS, Cursor::After(newest_first[2].clone()), 3)
+        .await
+        .unwrap();
+    assert_eq!(ids(&p2.batches), newest_first[3..6]);
+    assert!(p2.has_more);
+    let p3 = store
+        .list_batches(WS, Cursor::After(newest_first[5].clone()), 3)
+        .await
+        .unwrap();
+    assert_eq!(ids(&p3.batches), newest_first[6..7]);
+    assert!(!p3.has_more);
+
+    // Backwards from the oldest: the three closest newer ones, still newest first.
+    let back = store
+        .list_batches(WS, Cursor::Before(newest_first[6].clone()), 3)
+        .await
+        .unwrap();
+    assert_eq!(ids(&back.batches), newest_first[3..6]);
+    assert!(back.has_more);
+    let back = store
+        .list_batches(WS, Cursor::Before(newest_first[3].clone()), 3)
+        .await
+        .unwrap();
+    assert_eq!(ids(&back.batches), newest_first[0..3]);
+    assert!(!back.has_more);
+    let back = store
+        .list_batches(WS, Cursor::Before(newest_first[0].clone()), 3)
+        .await
+        .unwrap();
+    assert!(back.batches.is_empty());
+    assert!(!back.has_more);
+
+    let all = store.list_batches(WS, Cursor::Start, 100).await.unwrap();
+    assert_eq!(ids(&all.batches), newest_first);
+    assert!(!all.has_more);
+    let exact = store.list_batches(WS, Cursor::Start, 7).await.unwrap();
+    assert!(!exact.has_more);
+
+    let unknown = BatchId::generate();
+    assert!(matches!(
+        store.list_batches(WS, Cursor::Before(unknown), 3).await,
+        Err(ListError::UnknownCursor(_))
+    ));
+}
+
+#[tokio::test]
+async fn cancel_moves_through_canceling_to_ended() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let b = create(&store, 4).await;
+    let CancelOutcome::Canceling(c) = store.cancel_batch(WS, &b.id, at(10)).await.unwrap() else {
+        panic!("expected canceling");
+    };
+    assert_eq!(c.status, ProcessingStatus::Canceling);
+    assert_eq!(c.cancel_initiated_at, Some(at(10)));
+    // Canceling batches are not served.
+    assert!(claim(&store, 10, at(11)).await.is_empty());
+    let CancelOutcome::Canceling(again) = store.cancel_batch(WS, &b.id, at(20)).await.unwrap()
+    else {
+        panic!("expected canceling");
+    };
+    assert_eq!(again.cancel_initiated_at, Some(at(10)));
+
+    let ended = store.finish_due(at(30)).await.unwrap();
+    assert_eq!(ended.batches, vec![(b.id.clone(), EndReason::Canceled)]);
+    let e = get(&store, &b).await;
+    assert_eq!(e.status, ProcessingStatus::Ended);
+    assert_eq!(e.end_reason, Some(EndReason::Canceled));
+    assert_eq!(e.ended_at, Some(at(30)));
+    assert_eq!(e.request_counts().canceled, 4);
+    assert!(matches!(
+        store.cancel_batch(WS, &b.id, at(40)).await.unwrap(),
+        CancelOutcome::AlreadyEnded(x) if x == e
+    ));
+    assert!(matches!(
+        store
+            .cancel_batch(WS, &BatchId::generate(), at(40))
+            .await
+            .unwrap(),
+        CancelOutcome::NotFound
+    ));
+    assert!(store.finish_due(at(50)).await.unwrap().batches.is_empty());
+}
+
+#[tokio::test]
+async fn delete_needs_an_ended_batch_and_purge_removes_its_rows() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let keep = create(&store, 5).await;
+    let b = create(&store, 300).await;
+    assert_eq!(
+        store.delete_batch(WS, &b.id).await.unwrap(),
+        DeleteOutcome::NotEnded
+    );
+    // Answer part of it so it has result rows too, then end it by cancel.
+    let items = claim(&store, 400, at(1)).await;
+    let mine: Vec<_> = items
+        .iter()
+        .filter(|w| w.batch_key == b.key)
+        .take(120)
+        .cloned()
+        .collect();
+    store
+        .record(answers(&mine, Outcome::Succeeded), at(2))
+        .await
+        .unwrap();
+    let theirs: Vec<_> = items
+        .iter()
+        .filter(|w| w.batch_key == keep.key)
+        .cloned()
+        .collect();
+    store
+        .record(answers(&theirs, Outcome::Succeeded), at(2))
+        .await
+        .unwrap();
+    store.cancel_batch(WS, &b.id, at(3)).await.unwrap();
+    let rest: Vec<Slot> = items
+        .iter()
+        .filter(|w| w.batch_key == b.key)
+        .skip(120)
+        .map(WorkItem::slot)
+        .collect();
+    store.release(&rest).await.unwrap();
+    assert!(get(&store, &b).await.is_ended());
+    assert_eq!(
+        store.delete_batch(WS, &keep.id).await.unwrap(),
+        DeleteOutcome::Deleted,
+        "the kept batch completed"
+    );
+
+    assert_eq!(
+        store.delete_batch(WS, &b.id).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
+    assert!(store.get_batch(WS, &b.id).await.unwrap().is_none());
+    assert_eq!(
+        store.delete_batch(WS, &b.id).await.unwrap(),
+        DeleteOutcome::NotFound
+    );
+    assert!(
+        store
+            .list_batches(WS, Cursor::Start, 10)
+            .await
+            .unwrap()
+            .batches
+            .is_empty()
+    );
+    // Deletion itself left every row in place.
+    assert_eq!(rows(&store, "requests").await, 305);
+    assert_eq!(rows(&store, "results").await, 125);
+
+    let mut total = 0;
+    let mut calls = 0;
+    loop {
+        let n = store.purge_deleted(100).await.unwrap();
+        assert!(n <= 100);
+        if n == 0 {
+            break;
+        }
+        total += n;
+        calls += 1;
+    }
+    assert!(calls >= 5, "purged in limited steps");
+    assert_eq!(total, 305 + 125 + 2);
+    assert_eq!(rows(&store, "requests").await, 0);
+    assert_eq!(rows(&store, "results").await, 0);
+    assert_eq!(rows(&store, "batches").await, 0);
+}
+
+#[tokio::test]
+async fn claim_record_complete() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let b = create(&store, 10).await;
+    let items = claim(&store, 100, at(1)).await;
+    assert_eq!(items.len(), 10);
+    let indices: Vec<u32> = items.iter().map(|w| w.index).collect();
+    assert_eq!(indices, (0..10).collect::<Vec<_>>());
+    let w = &items[3];
+    assert_eq!((w.batch_key, &w.batch_id), (b.key, &b.id));
+    assert_eq!(w.custom_id, "req-3");
+    assert_eq!(w.params, request(3).params);
+    assert_eq!(w.betas, b.betas);
+    assert_eq!(w.expires_at, b.expires_at);
+    assert!(
+        claim(&store, 100, at(1)).await.is_empty(),
+        "claimed once only"
+    );
+
+    let mut group = answers(&items[..6], Outcome::Succeeded);
+    group.extend(answers(&items[6..9], Outcome::Errored));
+    assert!(store.record(group, at(2)).await.unwrap().batches.is_empty());
+    let mid = get(&store, &b).await;
+    assert_eq!((mid.succeeded, mid.errored), (6, 3));
+    assert_eq!(mid.status, ProcessingStatus::InProgress);
+
+    let ended = store
+        .record(answers(&items[9..], Outcome::Errored), at(3))
+        .await
+        .unwrap();
+    assert_eq!(ended.batches, vec![(b.id.clone(), EndReason::Completed)]);
+    let e = get(&store, &b).await;
+    assert_eq!(e.status, ProcessingStatus::Ended);
+    assert_eq!((e.succeeded, e.errored), (6, 4));
+    assert_eq!(e.end_reason, Some(EndReason::Completed));
+    assert_eq!(e.ended_at, Some(at(3)));
+    let page = store.results_page(b.key, None, 100).await.unwrap();
+    assert_eq!(page.len(), 10);
+    assert_eq!(
+        page[0].body.as_deref(),
+        Some(r#"{"type":"succeeded","i":0}"#)
+    );
+    assert_eq!(page[9].body.as_deref(), Some(r#"{"type":"errored","i":9}"#));
+    assert_eq!(store.next_expiry().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn duplicate_answers_are_ignored() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let b = create(&store, 3).await;
+    let items = claim(&store, 10, at(1)).await;
+    let s0 = items[0].slot();
+    // Twice in one group, once more in the next, even with another outcome.
+    store
+        .record(
+            vec![
+                answer(s0, Outcome::Succeeded),
+                answer(s0, Outcome::Succeeded),
+            ],
+            at(2),
+        )
+        .await
+        .unwrap();
+    let ended = store
+        .record(
+            vec![
+                answer(s0, Outcome::Errored),
+                answer(items[1].slot(), Outcome::Succeeded),
+            ],
+            at(3),
+        )
+        .await
+        .unwrap();
+    assert!(ended.batches.is_empty());
+    let mid = get(&store, &b).await;
+    assert_eq!((mid.succeeded, mid.errored), (2, 0));
+    assert_eq!(rows(&store, "results").await, 2);
+    let ended = store
+        .record(answers(&items[2..], Outcome::Succeeded), at(4))
+        .await
+        .unwrap();
+    assert_eq!(ended.batches.len(), 1);
+    // After the end, even a new answer for a known slot changes nothing.
+    store
+        .record(vec![answer(s0, Outcome::Errored)], at(5))
+        .await
+        .unwrap();
+    let e = get(&store, &b).await;
+    assert_eq!((e.succeeded, e.errored), (3, 0));
+    assert_eq!(rows(&store, "results").await, 3);
+}
+
+#[tokio::test]
+async fn answers_after_expiry_are_dropped() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    // Expired before maintenance ran: record itself ends it.
+    let a = create(&store, 4).await;
+    let items = claim(&store, 10, at(1)).await;
+    assert_eq!(items.len(), 4);
+    assert_eq!(store.next_expiry().await.unwrap(), Some(a.expires_at));
+    store
+        .record(answers(&items[..1], Outcome::Succeeded), at(2))
+        .await
+        .unwrap();
+    let late = at(DAY);
+    assert!(
+        claim(&store, 10, late).await.is_empty(),
+        "expired batches are not served"
+    );
+    let ended = store
+        .record(answers(&items[1..], Outcome::Succeeded), late)
+        .await
+        .unwrap();
+    assert_eq!(ended.batches, vec![(a.id.clone(), EndReason::Expired)]);
+    let e = get(&store, &a).await;
+    assert_eq!((e.succeeded, e.end_reason), (1, Some(EndReason::Expired)));
+    assert_eq!(e.request_counts().expired, 3);
+    assert_eq!(rows(&store, "results").await, 1);
+
+    // Expired by maintenance first.
+    let b = create_in(&store, WS, at(10), 2).await;
+    let items = claim(&store, 10, at(11)).await;
+    let ended = store.finish_due(at(10 + DAY)).await.unwrap();
+    assert_eq!(ended.batches, vec![(b.id.clone(), EndReason::Expired)]);
+    assert!(
+        store
+            .record(answers(&items, Outcome::Succeeded), at(11 + DAY))
+            .await
+            .unwrap()
+            .batches
+            .is_empty()
+    );
+    assert_eq!(get(&store, &b).await.succeeded, 0);
+    assert_eq!(rows(&store, "results").await, 1);
+    assert_eq!(store.next_expiry().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn canceling_batch_ends_when_its_last_claim_is_recorded() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let b = create(&store, 5).await;
+    let items = claim(&store, 3, at(1)).await;
+    assert_eq!(items.len(), 3);
+    store.cancel_batch(WS, &b.id, at(2)).await.unwrap();
+    assert!(
+        store.finish_due(at(3)).await.unwrap().batches.is_empty(),
+        "claims are out"
+    );
+    assert!(
+        store
+            .record(answers(&items[..1], Outcome::Succeeded), at(4))
+            .await
+            .unwrap()
+            .batches
+            .is_empty()
+    );
+    store.release(&[items[1].slot()]).await.unwrap();
+    assert_eq!(get(&store, &b).await.status, ProcessingStatus::Canceling);
+    let ended = store
+        .record(answers(&items[2..], Outcome::Succeeded), at(5))
+        .await
+        .unwrap();
+    assert_eq!(ended.batches, vec![(b.id.clone(), EndReason::Canceled)]);
+    let e = get(&store, &b).await;
+    assert_eq!(e.ended_at, Some(at(5)));
+    let counts = e.request_counts();
+    assert_eq!((counts.succeeded, counts.canceled), (2, 3));
+}
+
+#[tokio::test]
+async fn canceling_batch_ends_when_its_last_claim_is_released() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let b = create(&store, 5).await;
+    let items = claim(&store, 2, at(1)).await;
+    store.cancel_batch(WS, &b.id, at(2)).await.unwrap();
+    store.release(&[items[0].slot()]).await.unwrap();
+    assert_eq!(get(&store, &b).await.status, ProcessingStatus::Canceling);
+    store.release(&[items[1].slot()]).await.unwrap();
+    let e = get(&store, &b).await;
+    assert_eq!(e.status, ProcessingStatus::Ended);
+    assert_eq!(e.end_reason, Some(EndReason::Canceled));
+    assert_eq!(e.request_counts().canceled, 5);
+}
+
+#[tokio::test]
+async fn released_requests_are_claimed_again() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    create(&store, 5).await;
+    let items = claim(&store, 3, at(1)).await;
+    store.release(&[items[1].slot()]).await.unwrap();
+    let again = claim(&store, 10, at(2)).await;
+    let indices: BTreeSet<u32> = again.iter().map(|w| w.index).collect();
+    assert_eq!(indices, BTreeSet::from([1, 3, 4]));
+    assert!(claim(&store, 10, at(2)).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_small_batch_is_not_starved_by_a_big_one() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let big = create_in(&store, WS, at(0), 5_000).await;
+    // The big one is already being worked on when the small one arrives.
+    let first = claim(&store, 64, at(1)).await;
+    assert!(first.iter().all(|w| w.batch_key == big.key));
+    let small = create_in(&store, WS, at(2), 10).await;
+    let mut seen = HashSet::new();
+    let mut small_claimed = 0;
+    for _ in 0..2 {
+        for w in claim(&store, 64, at(3)).await {
+            assert!(seen.insert(w.slot()), "claimed twice: {:?}", w.slot());
+            small_claimed += usize::from(w.batch_key == small.key);
+        }
+    }
+    assert_eq!(small_claimed, 10);
+}
+
+#[tokio::test]
+async fn restart_resumes_and_skips_answered_requests() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let b = create(&store, 20).await;
+    let items = claim(&store, 20, at(1)).await;
+    let answered: Vec<_> = items.iter().filter(|w| w.index % 3 == 0).cloned().collect();
+    store
+        .record(answers(&answered, Outcome::Succeeded), at(2))
+        .await
+        .unwrap();
+    store.close().await;
+    drop(store);
+
+    let store = open(dir.path()).await;
+    let again = claim(&store, 100, at(3)).await;
+    let indices: Vec<u32> = again.iter().map(|w| w.index).collect();
+    let expected: Vec<u32> = (0..20).filter(|i| i % 3 != 0).collect();
+    assert_eq!(indices, expected);
+    let ended = store
+        .record(answers(&again, Outcome::Errored), at(4))
+        .await
+        .unwrap();
+    assert_eq!(ended.batches, vec![(b.id.clone(), EndReason::Completed)]);
+    let e = get(&store, &b).await;
+    assert_eq!((e.succeeded, e.errored), (7, 13));
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_dir_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let err = SqliteStore::open(dir.path()).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!(
+            "data dir {} is in use by another batchd process",
+            dir.path().display()
+        )),
+        "{msg}"
+    );
+    // Key commands still work beside the server, and the server sees their keys.
+    let admin = SqliteStore::open_for_admin(dir.path()).await.unwrap();
+    admin
+        .create_key("ops", KeyHash::of("sk-admin"), "sk-admin…", at(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .workspace_for_key(&KeyHash::of("sk-admin"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("ops")
+    );
+    admin.close().await;
+    store.close().await;
+    drop(store);
+    let again = open(dir.path()).await;
+    assert_eq!(again.count_keys().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn keys_create_list_revoke_lookup() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    assert_eq!(store.count_keys().await.unwrap(), 0);
+    let a = store
+        .create_key("team-a", KeyHash::of("sk-a"), "sk-a…", at(1))
+        .await
+        .unwrap();
+    let b = store
+        .create_key("team-b", KeyHash::of("sk-b"), "sk-b…", at(2))
+        .await
+        .unwrap();
+    assert!(a.id.starts_with("key_"));
+    assert_ne!(a.id, b.id);
+    assert_eq!(
+        (a.workspace.as_str(), a.prefix.as_str()),
+        ("team-a", "sk-a…")
+    );
+    assert_eq!((a.created_at, a.revoked_at), (at(1), None));
+    let listed = store.list_keys().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|k| k.id.clone()).collect::<Vec<_>>(),
+        vec![a.id.clone(), b.id.clone()]
+    );
+    assert_eq!(
+        store
+            .workspace_for_key(&KeyHash::of("sk-a"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("team-a")
+    );
+    assert_eq!(
+        store.workspace_for_key(&KeyHash::of("sk-c")).await.unwrap(),
+        None
+    );
+
+    assert!(store.revoke_key(&a.id, at(3)).await.unwrap());
+    assert!(!store.revoke_key(&a.id, at(4)).await.unwrap());
+    assert!(!store.revoke_key("key_nope", at(4)).await.unwrap());
+    assert_eq!(
+        store.workspace_for_key(&KeyHash::of("sk-a")).await.unwrap(),
+        None
+    );
+    assert_eq!(store.count_keys().await.unwrap(), 2);
+    let listed = store.list_keys().await.unwrap();
+    assert_eq!(listed[0].revoked_at, Some(at(3)));
+    assert_eq!(listed[1].revoked_at, None);
+    // The same key cannot be registered twice.
+    assert!(
+        store
+            .create_key("team-c", KeyHash::of("sk-b"), "sk-b…", at(5))
+            .await
+            .is_err()
+    );
+}
+
+/// `cargo test --release -p batchd-store-sqlite -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "throughput measurement; run in release"]
+async fn throughput() {
+    const N: u32 = 100_000;
+    const CHUNK: u32 = 1_000;
+    const GROUP: usize = 512;
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let params = format!(
+        r#"{{"model":"m","max_tokens":1024,"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(2_430)
+    );
+    assert!((2_400..2_600).contains(&params.len()));
+
+    let started = Instant::now();
+    let d = store.begin_batch(new_batch(WS, at(0))).await.unwrap();
+    let mut start = 0;
+    while start < N {
+        let end = (start + CHUNK).min(N);
+        let chunk = (start..end)
+            .map(|i| NewRequest {
+                index: i,
+                custom_id: CustomId::parse(&format!("req-{i}")).unwrap(),
+                params: params.clone(),
+            })
+            .collect();
+        store.append_requests(&d, chunk).await.unwrap();
+        start = end;
+    }
+    let b = store.commit_batch(d, u64::from(N)).await.unwrap();
+    let append = started.elapsed();
+    println!(
+        "append: {N} requests of {} B in {:.3} s = {:.0} rows/s",
+        params.len(),
+        append.as_secs_f64(),
+        f64::from(N) / append.as_secs_f64()
+    );
+
+    let started = Instant::now();
+    let mut claimed = Vec::with_capacity(N as usize);
+    loop {
+        let items = claim(&store, 512, at(1)).await;
+        if items.is_empty() {
+            break;
+        }
+        claimed.extend(items);
+    }
+    let claim_time = started.elapsed();
+    assert_eq!(claimed.len(), N as usize);
+    println!(
+        "claim: {N} in {:.3} s = {:.0} rows/s",
+        claim_time.as_secs_f64(),
+        f64::from(N) / claim_time.as_secs_f64()
+    );
+
+    let body = format!(
+        r#"{{"type":"succeeded","message":{{"content":"{}"}}}}"#,
+        "y".repeat(360)
+    );
+    let started = Instant::now();
+    let mut ended = Vec::new();
+    for group in claimed.chunks(GROUP) {
+        let answers = group
+            .iter()
+            .map(|w| Answer {
+                slot: w.slot(),
+                outcome: Outcome::Succeeded,
+                body: body.clone(),
+            })
+            .collect();
+        ended.extend(store.record(answers, at(2)).await.unwrap().batches);
+    }
+    let record = started.elapsed();
+    println!(
+        "record: {N} answers of {} B in groups of {GROUP} in {:.3} s = {:.0} rows/s",
+        body.len(),
+        record.as_secs_f64(),
+        f64::from(N) / record.as_secs_f64()
+    );
+    assert_eq!(ended, vec![(b.id.clone(), EndReason::Completed)]);
+
+    let started = Instant::now();
+    let mut after = None;
+    let mut read = 0;
+    loop {
+        let page = store.results_page(b.key, after, 1_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.index);
+        read += page.len();
+    }
+    let download = started.elapsed();
+    assert_eq!(read, N as usize);
+    println!(
+        "results download: {N} rows in {:.3} s = {:.0} rows/s",
+        download.as_secs_f64(),
+        f64::from(N) / download.as_secs_f64()
+    );
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README gives it: the Rust workspace (unit and integration tests
+# against a real server on port 0), then the official Python and TypeScript SDKs against a
+# real batchd. Needs only cargo, python3 and node/npm; SDK packages come from PyPI and npm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo test (workspace) =="
+cargo test --workspace --locked
+
+echo "== official SDK conformance =="
+cargo build -p batchd --locked
+BATCHD_BIN="$PWD/target/debug/batchd" bash sdk-tests/run.sh
