@@ -117,7 +117,7 @@ start_server() {
     port="$(free_port)"
     rm -rf "$WORK/$name-data"
     mkdir -p "$WORK/$name-data"
-    "$BATCHD_BIN" serve \
+    NO_COLOR=1 "$BATCHD_BIN" serve \
       --listen "127.0.0.1:$port" \
       --data-dir "$WORK/$name-data" \
       --api-key "$KEY_A@ws-a" \
@@ -132,6 +132,7 @@ start_server() {
     fi
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+    unset 'PIDS[-1]'
     log "$name server start attempt $attempt failed; log:"
     tail -n 20 "$WORK/$name.log" >&2 || true
   done

@@ -340,19 +340,39 @@ def test_results_stream_succeeded_and_errored(fast_a: anthropic.Anthropic, ns: N
     assert bad.result.error.error.message == "messages: Field required"
 
 
-def test_results_errored_max_tokens_zero(fast_a: anthropic.Anthropic) -> None:
-    """Spec 4.1/8.7: batches are stricter than sync Messages: max_tokens 0 is an errored row."""
+DEFERRED_ERRORS = {
+    # custom_id: (params patch, errored message) -- spec 4.1 "Deferred (asynchronous) validation"
+    "zero-max-tokens": ({"max_tokens": 0}, "max_tokens: must be greater than or equal to 1"),
+    "stream-true": ({"stream": True}, '"stream=True" is not supported in the Message Batches API'),
+    "no-max-tokens": ({"max_tokens": None}, "max_tokens: Field required"),
+    "extra-key": ({"not_a_param": 1}, "not_a_param: Extra inputs are not permitted"),
+}
+
+
+def test_results_deferred_validation_errors(fast_a: anthropic.Anthropic) -> None:
+    """Spec 4.1/8.6/8.7: invalid params are accepted at create time and come back as errored rows
+    (batches are stricter than sync Messages), with `request_id: null` for pre-execution failures."""
     res = fast_a.messages.batches
-    req = requests_for(1, "zero")[0]
-    req["params"]["max_tokens"] = 0
-    batch = res.create(requests=[req])
+    requests = []
+    for custom_id, (patch, _) in DEFERRED_ERRORS.items():
+        params = dict(requests_for(1)[0]["params"], **patch)
+        params = {k: v for k, v in params.items() if v is not None}
+        requests.append({"custom_id": custom_id, "params": params})
+    batch = res.create(requests=requests)
+    assert batch.processing_status == "in_progress"
+    n = len(requests)
     ended = wait_ended(res, batch.id)
-    assert counts(ended) == {"processing": 0, "succeeded": 0, "errored": 1, "canceled": 0, "expired": 0}
-    (row,) = list(res.results(batch.id))
-    assert row.custom_id == "zero-0"
-    assert row.result.type == "errored"
-    assert row.result.error.error.type == "invalid_request_error"
-    assert row.result.error.error.message == "max_tokens: must be greater than or equal to 1"
+    assert counts(ended) == {"processing": 0, "succeeded": 0, "errored": n, "canceled": 0, "expired": 0}
+    rows = {r.custom_id: r for r in res.results(batch.id)}
+    assert sorted(rows) == sorted(DEFERRED_ERRORS)
+    for custom_id, (_, message) in DEFERRED_ERRORS.items():
+        result = rows[custom_id].result
+        assert result.type == "errored", (custom_id, result)
+        assert result.error.type == "error"
+        assert result.error.error.type == "invalid_request_error", (custom_id, result.error)
+        assert result.error.error.message == message, (custom_id, result.error.error.message)
+        assert result.error.request_id is None, (custom_id, result.error.request_id)
+        assert "usage" not in result.to_dict()
 
 
 def test_results_jsonl_wire_format(fast_a: anthropic.Anthropic, key_a: str, ns: Namespace) -> None:
@@ -424,13 +444,17 @@ def test_delete_ended_batch(fast_a: anthropic.Anthropic, ns: Namespace) -> None:
 
 def test_in_progress_retrieve_and_results(slow_a: anthropic.Anthropic, track_slow: Any, ns: Namespace) -> None:
     res = ns.of(slow_a)
+    t0 = time.monotonic()
     batch = res.create(requests=requests_for(3, "ip"))
     track_slow(res, batch.id)
     try:
+        # 1.3 s in, the first request has been answered (1 s mock latency), but the counts only
+        # move when the whole batch ends (spec 3.2, the documented behaviour).
+        time.sleep(max(0.0, 1.3 - (time.monotonic() - t0)))
         raw = res.with_raw_response.retrieve(batch.id)
         polled = raw.parse()
         assert polled.processing_status == "in_progress"
-        assert polled.request_counts.processing == 3
+        assert counts(polled) == {"processing": 3, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
         assert polled.results_url is None and polled.ended_at is None
         assert raw.headers.get("retry-after") == "10", dict(raw.headers)  # spec 4.2
 
@@ -561,6 +585,30 @@ def test_workspace_isolation(fast_a: anthropic.Anthropic, fast_b: anthropic.Anth
     assert batch.id not in all_ids(res_b)
     assert batch.id in all_ids(res_a)
     assert res_a.retrieve(batch.id).processing_status == "ended"  # B's delete did nothing
+
+
+def test_workspace_id_response_header(
+    fast_a: anthropic.Anthropic, fast_b: anthropic.Anthropic, fast_url: str, ns: Namespace
+) -> None:
+    """Spec 2.2: every response after successful auth carries `anthropic-workspace-id` (the SDKs
+    surface it: TS `_workspace_id`/`err.workspaceID`, Python >= 2 `err.workspace_id`); a request
+    that fails authentication does not."""
+    res_a, res_b = ns.of(fast_a), ns.of(fast_b)
+    raw = res_a.with_raw_response.create(requests=requests_for(1, "wsid"))
+    ws_a = raw.headers.get("anthropic-workspace-id")
+    assert ws_a, f"no anthropic-workspace-id on POST /v1/messages/batches: {dict(raw.headers)}"
+    batch = raw.parse()
+    assert batch._request_id == raw.headers.get("request-id")
+    assert res_a.with_raw_response.retrieve(batch.id).headers.get("anthropic-workspace-id") == ws_a
+    ws_b = res_b.with_raw_response.list(limit=1).headers.get("anthropic-workspace-id")
+    assert ws_b and ws_b != ws_a, (ws_a, ws_b)
+    with pytest.raises(anthropic.NotFoundError) as info:
+        res_b.retrieve(batch.id)
+    assert info.value.response.headers.get("anthropic-workspace-id") == ws_b
+    with anthropic.Anthropic(base_url=fast_url, api_key="sk-sdk-wrong", max_retries=0, timeout=30) as bad:
+        with pytest.raises(anthropic.AuthenticationError) as info:
+            ns.of(bad).retrieve(batch.id)
+        assert info.value.response.headers.get("anthropic-workspace-id") is None
 
 
 def test_beta_header_values(fast_a: anthropic.Anthropic) -> None:

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use batchd_domain::ErrorType;
@@ -55,8 +55,17 @@ const VERSIONS: &[&str] = &["2023-01-01", "2023-06-01", "2026-10-21"];
 pub async fn layer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     match check(&state, request.headers()).await {
         Ok(caller) => {
+            let workspace = HeaderValue::from_str(&caller.workspace).ok();
             request.extensions_mut().insert(caller);
-            next.run(request).await
+            let mut response = next.run(request).await;
+            // After successful authentication every response names the workspace, as the real
+            // API does; the SDKs surface it (`_workspace_id`, `err.workspaceID`).
+            if let Some(workspace) = workspace {
+                response
+                    .headers_mut()
+                    .insert("anthropic-workspace-id", workspace);
+            }
+            response
         }
         Err(err) => err.into_response(),
     }
@@ -84,6 +93,16 @@ async fn check(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError
         .workspace(key)
         .await?
         .ok_or_else(|| ApiError::new(ErrorType::Authentication, "invalid x-api-key"))?;
+
+    // Only needed for credentials that span workspaces; if sent, it must name the key's own.
+    if let Some(asked) = headers.get("anthropic-workspace-id") {
+        if asked.to_str().map(str::trim).ok() != Some(workspace.as_str()) {
+            return Err(ApiError::new(
+                ErrorType::Permission,
+                "anthropic-workspace-id does not match the workspace of this API key.",
+            ));
+        }
+    }
 
     let version = headers
         .get("anthropic-version")

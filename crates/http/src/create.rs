@@ -386,7 +386,9 @@ impl<'de> Visitor<'de> for Item<'_> {
                     match CustomId::parse(&raw) {
                         Ok(id) => custom_id = Some(id),
                         Err(why) => {
-                            return Err(self.sink.invalid(format!("requests.{i}.custom_id: {why}")));
+                            return Err(self
+                                .sink
+                                .invalid(format!("requests.{i}.custom_id: {why}")));
                         }
                     }
                 }

@@ -57,14 +57,14 @@ macro_rules! visible {
     };
 }
 
-const GET: &str = concat!(
+pub(crate) const GET: &str = concat!(
     "SELECT ",
     batch_columns!(),
     " FROM batches WHERE id = ?1 AND workspace = ?2 AND ",
     visible!()
 );
 
-const LIST_START: &str = concat!(
+pub(crate) const LIST_START: &str = concat!(
     "SELECT ",
     batch_columns!(),
     " FROM batches WHERE workspace = ?1 AND ",
@@ -72,7 +72,7 @@ const LIST_START: &str = concat!(
     " ORDER BY created_at DESC, key DESC LIMIT ?2"
 );
 
-const LIST_OLDER: &str = concat!(
+pub(crate) const LIST_OLDER: &str = concat!(
     "SELECT ",
     batch_columns!(),
     " FROM batches WHERE workspace = ?1 AND ",
@@ -80,7 +80,7 @@ const LIST_OLDER: &str = concat!(
     " AND (created_at, key) < (?2, ?3) ORDER BY created_at DESC, key DESC LIMIT ?4"
 );
 
-const LIST_NEWER: &str = concat!(
+pub(crate) const LIST_NEWER: &str = concat!(
     "SELECT ",
     batch_columns!(),
     " FROM batches WHERE workspace = ?1 AND ",
@@ -88,7 +88,7 @@ const LIST_NEWER: &str = concat!(
     " AND (created_at, key) > (?2, ?3) ORDER BY created_at ASC, key ASC LIMIT ?4"
 );
 
-const CURSOR: &str = concat!(
+pub(crate) const CURSOR: &str = concat!(
     "SELECT created_at, key FROM batches WHERE id = ?1 AND workspace = ?2 AND ",
     visible!()
 );

@@ -24,7 +24,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 const READERS: u32 = 4;
 /// 8 KiB pages hold three 2.5 KB `params` rows where 4 KiB pages would hold one: a third of the
 /// file and of the write volume for request rows. Only applies when the file is created.
-const PAGE_SIZE: u32 = 8192;
+const PAGE_SIZE: u32 = 16384;
 
 /// `synchronous` level of a write transaction; see the crate docs for which calls use which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

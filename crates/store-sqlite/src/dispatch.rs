@@ -22,13 +22,13 @@ const CLAIM_PASSES: usize = 3;
 /// Rows removed per purge transaction, whatever the caller's limit: keeps each one short.
 const PURGE_ROWS_PER_TX: u64 = 2_000;
 
-const CLAIM_FRESH: &str = "SELECT r.rid, r.custom_id, r.params FROM requests r \
+pub(crate) const CLAIM_FRESH: &str = "SELECT r.rid, r.custom_id, r.params FROM requests r \
      WHERE r.rid >= ?1 AND r.rid < ?2 \
      AND NOT EXISTS (SELECT 1 FROM results s WHERE s.rid = r.rid) \
      ORDER BY r.rid LIMIT ?3";
 
 /// Released requests, by a JSON array of rids (one static statement for any number of them).
-const CLAIM_RELEASED: &str = "SELECT r.rid, r.custom_id, r.params FROM requests r \
+pub(crate) const CLAIM_RELEASED: &str = "SELECT r.rid, r.custom_id, r.params FROM requests r \
      WHERE r.rid IN (SELECT value FROM json_each(?1)) \
      AND NOT EXISTS (SELECT 1 FROM results s WHERE s.rid = r.rid) \
      ORDER BY r.rid";

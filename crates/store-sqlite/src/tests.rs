@@ -872,3 +872,36 @@ async fn throughput() {
         f64::from(N) / download.as_secs_f64()
     );
 }
+
+#[tokio::test]
+async fn zz_plans() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    for sql in [
+        crate::batches::LIST_START,
+        crate::batches::LIST_OLDER,
+        crate::batches::LIST_NEWER,
+        crate::batches::GET,
+        crate::batches::CURSOR,
+        "SELECT MIN(expires_at) FROM batches WHERE state IN (?1, ?2)",
+        "SELECT key, id, state, total, expires_at, betas FROM batches WHERE state IN (?1, ?2)",
+        "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ?3 WHERE state IN (?4, ?5) AND expires_at <= ?3 RETURNING key, id",
+        "SELECT key, id FROM batches WHERE state = ?1",
+        "SELECT key FROM batches WHERE deleted = 1 ORDER BY key LIMIT 1",
+        "DELETE FROM requests WHERE rid IN (SELECT rid FROM requests WHERE rid >= ?1 AND rid < ?2 ORDER BY rid LIMIT ?3)",
+        crate::dispatch::CLAIM_FRESH,
+        crate::dispatch::CLAIM_RELEASED,
+        "SELECT r.rid, r.custom_id, s.body FROM requests r LEFT JOIN results s ON s.rid = r.rid WHERE r.rid >= ?1 AND r.rid < ?2 ORDER BY r.rid LIMIT ?3",
+        "SELECT workspace FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL",
+    ] {
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(&store.pools.reader)
+                .await
+                .unwrap();
+        println!("{sql}");
+        for r in rows {
+            println!("    {}", r.3);
+        }
+    }
+}

@@ -483,6 +483,32 @@ for (const ns of NAMESPACES) {
       }
     });
 
+    test('anthropic-workspace-id is surfaced on responses after auth', async () => {
+      const resA = ns.of(fastA);
+      const batch = await resA.create({ requests: requestsFor(1, 'wsid') });
+      assert.match(batch._request_id ?? '', /^req_/);
+      assert.equal(typeof batch._workspace_id, 'string', `batch._workspace_id = ${batch._workspace_id}`);
+      assert.ok(batch._workspace_id.length > 0);
+      assert.equal((await resA.retrieve(batch.id))._workspace_id, batch._workspace_id);
+      const errB = await expectApiError(
+        ns.of(fastB).retrieve(batch.id),
+        Anthropic.NotFoundError,
+        404,
+        'not_found_error',
+        `Message Batch ${batch.id} not found.`,
+      );
+      assert.equal(typeof errB.workspaceID, 'string', `err.workspaceID = ${errB.workspaceID}`);
+      assert.notEqual(errB.workspaceID, batch._workspace_id);
+      const err401 = await expectApiError(
+        ns.of(client(FAST_URL, 'sk-sdk-wrong')).retrieve(batch.id),
+        Anthropic.AuthenticationError,
+        401,
+        'authentication_error',
+        'invalid x-api-key',
+      );
+      assert.equal(err401.workspaceID ?? null, null);
+    });
+
     test("workspace isolation: key B cannot see A's batch", async () => {
       const resA = ns.of(fastA);
       const resB = ns.of(fastB);

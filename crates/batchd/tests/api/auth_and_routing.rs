@@ -130,3 +130,47 @@ async fn unknown_routes_and_wrong_methods_use_the_envelope() {
         .unwrap();
     assert_error(resp, 405, "invalid_request_error", "Method not allowed").await;
 }
+
+#[tokio::test]
+async fn workspace_header_is_reported_and_checked() {
+    let app = spawn().await;
+    let resp = app.get("/v1/messages/batches").await;
+    assert_eq!(resp.headers()["anthropic-workspace-id"], "ws-a");
+    let resp = app
+        .as_key(KEY_B)
+        .get("/v1/messages/batches/msgbatch_01nope")
+        .await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["anthropic-workspace-id"], "ws-b");
+    let resp = app
+        .client
+        .get(format!("{}/v1/messages/batches", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.headers().get("anthropic-workspace-id").is_none(),
+        "not before authentication"
+    );
+
+    let resp = app
+        .request(Method::GET, "/v1/messages/batches")
+        .header("anthropic-workspace-id", "ws-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = app
+        .request(Method::GET, "/v1/messages/batches")
+        .header("anthropic-workspace-id", "ws-b")
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        resp,
+        403,
+        "permission_error",
+        "anthropic-workspace-id does not match the workspace of this API key.",
+    )
+    .await;
+}
