@@ -41,9 +41,8 @@ fn main() {
             pair[0].0
         );
     }
-    let mut out = String::from(
-        "/// (version, description, SQL) of every migration, in order.\nconst MIGRATIONS: &[(i64, &str, &str)] = &[\n",
-    );
+    let mut out = String::from("/// (version, description, SQL) of every migration, in order.\n");
+    out.push_str("const MIGRATIONS: &[(i64, &str, &str)] = &[\n");
     for (version, description, path) in &files {
         writeln!(
             out,

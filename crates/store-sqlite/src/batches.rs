@@ -93,6 +93,10 @@ pub(crate) const CURSOR: &str = concat!(
     visible!()
 );
 
+pub(crate) const RESULTS_PAGE: &str = "SELECT r.rid, r.custom_id, s.body FROM requests r \
+     LEFT JOIN results s ON s.rid = r.rid \
+     WHERE r.rid >= ?1 AND r.rid < ?2 ORDER BY r.rid LIMIT ?3";
+
 impl SqliteStore {
     pub(crate) async fn begin_batch_impl(&self, batch: NewBatch) -> Result<Draft, StoreError> {
         let betas = serde_json::to_string(&batch.betas).map_err(other)?;
@@ -168,23 +172,20 @@ impl SqliteStore {
                 "a batch holds 1 to {MAX_REQUESTS} requests, not {total}"
             )));
         }
-        let result = self.commit_batch_tx(&draft, total).await;
-        let mut claims = self.claims();
-        match &result {
-            Ok(batch) => claims.started(
-                batch.key,
-                BatchInfo {
-                    id: batch.id.clone(),
-                    betas: batch.betas.clone(),
-                    expires_at: batch.expires_at,
-                    // Checked against MAX_REQUESTS above.
-                    total: total as u32,
-                },
-            ),
-            // The commit may have happened anyway: let the claimer re-read the truth.
-            Err(_) => claims.mark_dirty(),
-        }
-        result
+        let stale = self.stale_unless_done();
+        let batch = self.commit_batch_tx(&draft, total).await?;
+        self.claims().started(
+            batch.key,
+            BatchInfo {
+                id: batch.id.clone(),
+                betas: batch.betas.clone(),
+                expires_at: batch.expires_at,
+                // Checked against MAX_REQUESTS above.
+                total: total as u32,
+            },
+        );
+        stale.done();
+        Ok(batch)
     }
 
     async fn commit_batch_tx(&self, draft: &Draft, total: u64) -> Result<Batch, StoreError> {
@@ -342,13 +343,13 @@ impl SqliteStore {
         id: &BatchId,
         now: Timestamp,
     ) -> Result<CancelOutcome, StoreError> {
-        let result = self.cancel_batch_tx(workspace, id, now).await;
-        match &result {
-            Ok(CancelOutcome::Canceling(batch)) => self.claims().canceling(batch.key),
-            Ok(_) => {}
-            Err(_) => self.claims().mark_dirty(),
+        let stale = self.stale_unless_done();
+        let outcome = self.cancel_batch_tx(workspace, id, now).await?;
+        if let CancelOutcome::Canceling(batch) = &outcome {
+            self.claims().canceling(batch.key);
         }
-        result
+        stale.done();
+        Ok(outcome)
     }
 
     async fn cancel_batch_tx(
@@ -435,17 +436,13 @@ impl SqliteStore {
             Some(after) if u64::from(after) + 1 >= MAX_REQUESTS => return Ok(Vec::new()),
             Some(after) => rid(batch_key, after + 1),
         };
-        let rows = sqlx::query(
-            "SELECT r.rid, r.custom_id, s.body FROM requests r \
-             LEFT JOIN results s ON s.rid = r.rid \
-             WHERE r.rid >= ?1 AND r.rid < ?2 ORDER BY r.rid LIMIT ?3",
-        )
-        .bind(from)
-        .bind(hi)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pools.reader)
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(RESULTS_PAGE)
+            .bind(from)
+            .bind(hi)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pools.reader)
+            .await
+            .map_err(db)?;
         rows.iter()
             .map(|row| {
                 Ok(ResultRow {

@@ -12,10 +12,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Bound;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use batchd_domain::{BatchId, Timestamp};
-use batchd_store::Slot;
+use batchd_store::{Slot, WorkItem};
 
 /// What a claim needs to know about a batch to build work items.
 #[derive(Debug)]
@@ -268,6 +268,114 @@ impl Claims {
     }
 }
 
+pub(crate) fn lock(claims: &Mutex<Claims>) -> MutexGuard<'_, Claims> {
+    // Every change is a single step on plain collections; a panic elsewhere while the lock was
+    // held cannot leave them in a state worse than a lost lease.
+    claims.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Marks the bookkeeping stale unless [`StaleUnlessDone::done`] is called: a call that stops
+/// half-way (an error, or its future dropped) may have committed a change memory never heard of,
+/// and the next claim then rebuilds the list from the database.
+pub(crate) struct StaleUnlessDone<'a> {
+    claims: &'a Mutex<Claims>,
+    done: bool,
+}
+
+impl<'a> StaleUnlessDone<'a> {
+    pub fn new(claims: &'a Mutex<Claims>) -> Self {
+        Self {
+            claims,
+            done: false,
+        }
+    }
+
+    pub fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for StaleUnlessDone<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            lock(self.claims).mark_dirty();
+        }
+    }
+}
+
+/// Work items claimed in memory but not yet returned to the caller. If the claim call stops
+/// before returning them (its future dropped), they are released on drop rather than leaked as
+/// claims nobody holds, which would keep them from ever being served and a canceling batch from
+/// ever ending.
+pub(crate) struct Handout<'a> {
+    claims: &'a Mutex<Claims>,
+    pub items: Vec<WorkItem>,
+}
+
+impl<'a> Handout<'a> {
+    pub fn new(claims: &'a Mutex<Claims>) -> Self {
+        Self {
+            claims,
+            items: Vec::new(),
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<WorkItem> {
+        std::mem::take(&mut self.items)
+    }
+}
+
+impl Drop for Handout<'_> {
+    fn drop(&mut self) {
+        if !self.items.is_empty() {
+            let slots: Vec<Slot> = self.items.iter().map(WorkItem::slot).collect();
+            // A canceling batch drained here is ended by the next maintenance pass.
+            lock(self.claims).release(&slots);
+        }
+    }
+}
+
+/// Claims of answers being recorded. Dropped without [`Recording::recorded`] or
+/// [`Recording::failed`] (the record call's future was dropped), the answers may or may not be
+/// stored; their claims are dropped either way, since nobody is left to retry them.
+pub(crate) struct Recording<'a> {
+    claims: &'a Mutex<Claims>,
+    slots: Option<Vec<Slot>>,
+}
+
+impl<'a> Recording<'a> {
+    pub fn new(claims: &'a Mutex<Claims>, slots: Vec<Slot>) -> Self {
+        Self {
+            claims,
+            slots: Some(slots),
+        }
+    }
+
+    /// Committed: the claims go, and the batches that ended are forgotten.
+    pub fn recorded(mut self, ended: impl IntoIterator<Item = i64>) {
+        let mut claims = lock(self.claims);
+        claims.answered(self.slots.take().unwrap_or_default());
+        claims.ended(ended);
+    }
+
+    /// Failed: the caller retries, so the claims stay (a canceling batch must not end before
+    /// its answers are in); which batches ended is unknown.
+    pub fn failed(mut self) {
+        self.slots = None;
+        lock(self.claims).mark_dirty();
+    }
+}
+
+impl Drop for Recording<'_> {
+    fn drop(&mut self) {
+        if let Some(slots) = self.slots.take() {
+            let mut claims = lock(self.claims);
+            claims.answered(slots);
+            claims.mark_dirty();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +442,31 @@ mod tests {
         assert!(c.release(&[slot(1, 1)]).is_empty());
         assert_eq!(c.release(&[slot(1, 2)]), vec![1]);
         assert!(!c.has_claims(1));
+    }
+
+    #[test]
+    fn dropped_handouts_and_records_give_their_claims_back() {
+        let claims = Mutex::new(Claims::new());
+        lock(&claims).started(1, info(4));
+        lock(&claims).take(1, 2).unwrap();
+        assert!(lock(&claims).claimed(1, &[], &[0, 1], 2));
+        let mut handout = Handout::new(&claims);
+        handout.items.push(WorkItem {
+            batch_key: 1,
+            batch_id: BatchId::generate(),
+            index: 0,
+            custom_id: "a".into(),
+            params: "{}".into(),
+            betas: vec![],
+            expires_at: Timestamp::from_micros(1_000),
+        });
+        drop(handout);
+        assert_eq!(lock(&claims).take(1, 4).unwrap().released, vec![0]);
+        lock(&claims).canceling(1);
+        assert!(lock(&claims).has_claims(1));
+        drop(Recording::new(&claims, vec![slot(1, 1)]));
+        assert!(!lock(&claims).has_claims(1));
+        assert!(lock(&claims).needs_rebuild().is_some());
     }
 
     #[test]

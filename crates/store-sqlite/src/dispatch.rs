@@ -10,8 +10,8 @@ use sqlx::{AssertSqlSafe, Connection as _, SqliteConnection};
 
 use crate::SqliteStore;
 use crate::batches::{insert_sizes, values_sql};
-use crate::claims::{BatchInfo, Take, Unended};
-use crate::db::{BEGIN_IMMEDIATE, Durability, db};
+use crate::claims::{BatchInfo, Handout, Recording, Take, Unended};
+use crate::db::{BEGIN_IMMEDIATE, Durability, db, set_durability};
 use crate::rows::{
     CANCELING, ENDED, IN_PROGRESS, count, get, index_of, parse_betas, parse_id, rid, rid_range,
 };
@@ -32,6 +32,28 @@ pub(crate) const CLAIM_RELEASED: &str = "SELECT r.rid, r.custom_id, r.params FRO
      WHERE r.rid IN (SELECT value FROM json_each(?1)) \
      AND NOT EXISTS (SELECT 1 FROM results s WHERE s.rid = r.rid) \
      ORDER BY r.rid";
+
+pub(crate) const UNENDED: &str =
+    "SELECT key, id, state, total, expires_at, betas FROM batches WHERE state IN (?1, ?2)";
+
+pub(crate) const NEXT_EXPIRY: &str = "SELECT MIN(expires_at) FROM batches WHERE state IN (?1, ?2)";
+
+pub(crate) const EXPIRE_DUE: &str = "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ?3 \
+     WHERE state IN (?4, ?5) AND expires_at <= ?3 RETURNING key, id";
+
+pub(crate) const CANCELING_BATCHES: &str = "SELECT key, id FROM batches WHERE state = ?1";
+
+pub(crate) const OLDEST_DELETED: &str =
+    "SELECT key FROM batches WHERE deleted = 1 ORDER BY key LIMIT 1";
+
+pub(crate) const PURGE_REQUESTS: &str = "DELETE FROM requests WHERE rid IN \
+     (SELECT rid FROM requests WHERE rid >= ?1 AND rid < ?2 ORDER BY rid LIMIT ?3)";
+
+pub(crate) const PURGE_RESULTS: &str = "DELETE FROM results WHERE rid IN \
+     (SELECT rid FROM results WHERE rid >= ?1 AND rid < ?2 ORDER BY rid LIMIT ?3)";
+
+pub(crate) const RECORD_BATCH: &str =
+    "SELECT id, state, deleted, total, succeeded, errored, expires_at FROM batches WHERE key = ?1";
 
 const END: &str = "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ?3 WHERE key = ?4";
 
@@ -77,25 +99,32 @@ impl SqliteStore {
         }
         let _serial = self.claim_serial.lock().await;
         self.rebuild_claims().await?;
-        let mut items = Vec::new();
+        let mut handout = Handout::new(&self.claims);
         for _ in 0..CLAIM_PASSES {
             let candidates = self.claims().candidates(now);
-            let before = items.len();
+            let before = handout.items.len();
             // An equal share of what is left for each batch still in the round, so a small
             // batch behind a huge one is served in the first call after it is created.
             for (i, &key) in candidates.iter().enumerate() {
-                let remaining = limit - items.len();
+                let remaining = limit - handout.items.len();
                 if remaining == 0 {
                     break;
                 }
                 let share = remaining.div_ceil(candidates.len() - i);
-                self.claim_from(key, share, &mut items).await?;
+                if let Err(e) = self.claim_from(key, share, &mut handout.items).await {
+                    if handout.items.is_empty() {
+                        return Err(e);
+                    }
+                    // What is claimed already is handed out; the next call meets the error.
+                    return Ok(handout.finish());
+                }
             }
-            if items.len() == limit || items.len() == before {
+            let got = handout.items.len();
+            if got == limit || got == before {
                 break;
             }
         }
-        Ok(items)
+        Ok(handout.finish())
     }
 
     /// Claims up to `share` requests of one batch: released ones first, then fresh ones from
@@ -187,15 +216,12 @@ impl SqliteStore {
             let Some(generation) = self.claims().needs_rebuild() else {
                 return Ok(());
             };
-            let rows = sqlx::query(
-                "SELECT key, id, state, total, expires_at, betas FROM batches \
-                 WHERE state IN (?1, ?2)",
-            )
-            .bind(IN_PROGRESS)
-            .bind(CANCELING)
-            .fetch_all(&self.pools.reader)
-            .await
-            .map_err(db)?;
+            let rows = sqlx::query(UNENDED)
+                .bind(IN_PROGRESS)
+                .bind(CANCELING)
+                .fetch_all(&self.pools.reader)
+                .await
+                .map_err(db)?;
             let unended = rows
                 .iter()
                 .map(|row| {
@@ -226,9 +252,10 @@ impl SqliteStore {
             return Ok(());
         }
         // A canceling batch whose last claim came back ends now rather than at the next
-        // maintenance pass (which would also catch it if this fails).
+        // maintenance pass (which also catches it if this fails).
+        let stale = self.stale_unless_done();
         let now = Timestamp::now();
-        let mut conn = self.pools.writer(Durability::Normal).await?;
+        let mut conn = self.pools.writer(Durability::Full).await?;
         let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
         let mut ended = Vec::new();
         for key in drained {
@@ -250,6 +277,7 @@ impl SqliteStore {
         }
         tx.commit().await.map_err(db)?;
         self.claims().ended(ended);
+        stale.done();
         Ok(())
     }
 
@@ -271,17 +299,14 @@ impl SqliteStore {
                 .or_default()
                 .push(answer);
         }
+        let recording = Recording::new(&self.claims, slots);
         match self.record_tx(by_batch, now).await {
             Ok(ended) => {
-                let mut claims = self.claims();
-                claims.answered(slots);
-                claims.ended(ended.iter().map(|(key, _, _)| *key));
+                recording.recorded(ended.iter().map(|(key, _, _)| *key));
                 Ok(report(&ended))
             }
             Err(e) => {
-                // Whether it committed is unknown; the retry sorts the rows out (duplicates are
-                // ignored), a rebuild sorts out which batches are still active.
-                self.claims().mark_dirty();
+                recording.failed();
                 Err(e)
             }
         }
@@ -292,18 +317,21 @@ impl SqliteStore {
         by_batch: BTreeMap<i64, Vec<Answer>>,
         now: Timestamp,
     ) -> Result<Vec<EndedBatch>, StoreError> {
-        let mut conn = self.pools.writer(Durability::Normal).await?;
+        let mut conn = self.pools.writer.acquire().await.map_err(db)?;
+        let durability = if may_end_a_batch(&mut conn, &by_batch, now).await? {
+            Durability::Full
+        } else {
+            Durability::Normal
+        };
+        set_durability(&mut conn, durability).await?;
         let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
         let mut ended = Vec::new();
         for (key, answers) in by_batch {
-            let row = sqlx::query(
-                "SELECT id, state, deleted, total, succeeded, errored, expires_at \
-                 FROM batches WHERE key = ?1",
-            )
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
+            let row = sqlx::query(RECORD_BATCH)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
             let Some(row) = row else { continue };
             let state: i64 = get(&row, "state")?;
             if get::<i64>(&row, "deleted")? != 0 || !(state == IN_PROGRESS || state == CANCELING) {
@@ -374,33 +402,27 @@ impl SqliteStore {
     // --- maintenance -------------------------------------------------------------------------
 
     pub(crate) async fn finish_due_impl(&self, now: Timestamp) -> Result<Ended, StoreError> {
-        match self.finish_due_tx(now).await {
-            Ok(ended) => {
-                self.claims().ended(ended.iter().map(|(key, _, _)| *key));
-                Ok(report(&ended))
-            }
-            Err(e) => {
-                self.claims().mark_dirty();
-                Err(e)
-            }
-        }
+        let stale = self.stale_unless_done();
+        let ended = self.finish_due_tx(now).await?;
+        self.claims().ended(ended.iter().map(|(key, _, _)| *key));
+        stale.done();
+        Ok(report(&ended))
     }
 
     async fn finish_due_tx(&self, now: Timestamp) -> Result<Vec<EndedBatch>, StoreError> {
-        let mut conn = self.pools.writer(Durability::Normal).await?;
+        // FULL for the reason given at `may_end_a_batch`; a pass that changes nothing writes
+        // no WAL frame and so costs no fsync.
+        let mut conn = self.pools.writer(Durability::Full).await?;
         let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
-        let expired = sqlx::query(concat!(
-            "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ?3 ",
-            "WHERE state IN (?4, ?5) AND expires_at <= ?3 RETURNING key, id"
-        ))
-        .bind(ENDED)
-        .bind(EndReason::Expired.code())
-        .bind(now.as_micros())
-        .bind(IN_PROGRESS)
-        .bind(CANCELING)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
+        let expired = sqlx::query(EXPIRE_DUE)
+            .bind(ENDED)
+            .bind(EndReason::Expired.code())
+            .bind(now.as_micros())
+            .bind(IN_PROGRESS)
+            .bind(CANCELING)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
         let mut ended = Vec::new();
         for row in &expired {
             ended.push((
@@ -409,7 +431,7 @@ impl SqliteStore {
                 EndReason::Expired,
             ));
         }
-        let canceling = sqlx::query("SELECT key, id FROM batches WHERE state = ?1")
+        let canceling = sqlx::query(CANCELING_BATCHES)
             .bind(CANCELING)
             .fetch_all(&mut *tx)
             .await
@@ -432,13 +454,12 @@ impl SqliteStore {
     }
 
     pub(crate) async fn next_expiry_impl(&self) -> Result<Option<Timestamp>, StoreError> {
-        let at: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(expires_at) FROM batches WHERE state IN (?1, ?2)")
-                .bind(IN_PROGRESS)
-                .bind(CANCELING)
-                .fetch_one(&self.pools.reader)
-                .await
-                .map_err(db)?;
+        let at: Option<i64> = sqlx::query_scalar(NEXT_EXPIRY)
+            .bind(IN_PROGRESS)
+            .bind(CANCELING)
+            .fetch_one(&self.pools.reader)
+            .await
+            .map_err(db)?;
         Ok(at.map(Timestamp::from_micros))
     }
 
@@ -460,22 +481,16 @@ impl SqliteStore {
     async fn purge_step(&self, step: u64) -> Result<u64, StoreError> {
         let mut conn = self.pools.writer(Durability::Normal).await?;
         let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
-        let key: Option<i64> =
-            sqlx::query_scalar("SELECT key FROM batches WHERE deleted = 1 ORDER BY key LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
+        let key: Option<i64> = sqlx::query_scalar(OLDEST_DELETED)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
         let Some(key) = key else {
             return Ok(0);
         };
         let (lo, hi) = rid_range(key);
         let mut removed = 0;
-        for table in [
-            "DELETE FROM requests WHERE rid IN \
-             (SELECT rid FROM requests WHERE rid >= ?1 AND rid < ?2 ORDER BY rid LIMIT ?3)",
-            "DELETE FROM results WHERE rid IN \
-             (SELECT rid FROM results WHERE rid >= ?1 AND rid < ?2 ORDER BY rid LIMIT ?3)",
-        ] {
+        for table in [PURGE_REQUESTS, PURGE_RESULTS] {
             if removed < step {
                 removed += sqlx::query(table)
                     .bind(lo)
@@ -499,6 +514,43 @@ impl SqliteStore {
         tx.commit().await.map_err(db)?;
         Ok(removed)
     }
+}
+
+/// Whether recording these answers may end a batch. Such a group is committed with
+/// `synchronous = FULL`: once a batch has been seen ended (and its results perhaps downloaded),
+/// an OS crash must not turn it back into an unended batch with fewer results. Every other group
+/// commits with `NORMAL`, so the fsync is paid once per batch rather than once per group.
+///
+/// Read on the writer connection before the transaction: nothing else writes batches while this
+/// process holds the connection (and the data-dir lock), so the answer cannot go stale; it
+/// overestimates (duplicates are counted as new), which only costs an fsync.
+async fn may_end_a_batch(
+    conn: &mut SqliteConnection,
+    by_batch: &BTreeMap<i64, Vec<Answer>>,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    for (&key, answers) in by_batch {
+        let row = sqlx::query(RECORD_BATCH)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+        let Some(row) = row else { continue };
+        let state: i64 = get(&row, "state")?;
+        if get::<i64>(&row, "deleted")? != 0 || !(state == IN_PROGRESS || state == CANCELING) {
+            continue;
+        }
+        let unanswered = get::<i64>(&row, "total")?
+            - get::<i64>(&row, "succeeded")?
+            - get::<i64>(&row, "errored")?;
+        if state == CANCELING
+            || get::<i64>(&row, "expires_at")? <= now.as_micros()
+            || answers.len() as i64 >= unanswered
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// `INSERT OR IGNORE`s results of one outcome and returns how many rows were really new, so a

@@ -23,6 +23,9 @@ fn key_id() -> String {
     format!("key_{body}")
 }
 
+pub(crate) const WORKSPACE_FOR_KEY: &str =
+    "SELECT workspace FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL";
+
 fn key_from_row(row: &SqliteRow) -> Result<KeyInfo, StoreError> {
     Ok(KeyInfo {
         id: get(row, "id")?,
@@ -104,7 +107,7 @@ impl SqliteStore {
         &self,
         hash: &KeyHash,
     ) -> Result<Option<String>, StoreError> {
-        sqlx::query_scalar("SELECT workspace FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL")
+        sqlx::query_scalar(WORKSPACE_FOR_KEY)
             .bind(&hash.0[..])
             .fetch_optional(&self.pools.reader)
             .await

@@ -10,10 +10,10 @@
 //! wait for the writer. Transactions are short: none spans an `.await` on anything but the
 //! database, and bulk work (creates, purges) is split into chunks, each its own transaction.
 //!
-//! A server takes an exclusive lock on `DATA_DIR/batchd.lock` for its lifetime ([`SqliteStore::open`]),
-//! which is what allows leases to live in memory (see the `claims` module). The `keys` commands use
-//! [`SqliteStore::open_for_admin`], which skips the lock: they only touch `api_keys`, so they can
-//! run beside a live server.
+//! A server takes an exclusive lock on `DATA_DIR/batchd.lock` for its lifetime
+//! ([`SqliteStore::open`]), which is what allows leases to live in memory (see `claims`). The
+//! `keys` commands use [`SqliteStore::open_for_admin`], which skips the lock: they only touch
+//! `api_keys`, so they can run beside a live server.
 //!
 //! # Durability
 //!
@@ -21,18 +21,23 @@
 //!
 //! * `FULL` (the WAL is fsynced at commit) for what the API promises once it has answered:
 //!   [`Store::commit_batch`], [`Store::cancel_batch`], [`Store::delete_batch`],
-//!   [`Store::create_key`], [`Store::revoke_key`].
-//! * `NORMAL` (no fsync at commit) for everything else: draft chunks, recorded results, ends by
-//!   completion, cancellation or expiry, purges. In WAL mode a `NORMAL` commit survives a process
-//!   kill; only an OS crash or power loss can lose it, and then only until the next `FULL`
-//!   commit or checkpoint, which syncs every earlier frame too. What such a crash can lose is
-//!   recoverable: draft chunks belong to a create that never returned, a lost result is simply
-//!   requested again, and an end by expiry or cancellation is derived again by maintenance.
+//!   [`Store::create_key`], [`Store::revoke_key`]; and for every transaction that ends a batch
+//!   (the [`Store::record`] group that completes or finishes canceling it, [`Store::finish_due`],
+//!   a [`Store::release`] that drains a canceling batch), so that a batch seen ended, its results
+//!   perhaps downloaded, never comes back unended with fewer results after an OS crash.
+//! * `NORMAL` (no fsync at commit) for the bulk: draft chunks, the other record groups, purges.
+//!   In WAL mode a `NORMAL` commit survives a process kill; only an OS crash or power loss can
+//!   lose it, and only until the next `FULL` commit or checkpoint, which syncs every earlier
+//!   frame too. What that can lose is recoverable: draft chunks belong to a create that never
+//!   returned, and a result of an unended batch is simply requested again.
+//!
+//! A `FULL` transaction that writes nothing (a maintenance pass with nothing due) costs no fsync.
 //!
 //! # Layout
 //!
-//! Schema in `migrations/` (embedded by `build.rs`); row encodings in `rows`; leases in `claims`; batch lifecycle
-//! calls in `batches`; the dispatcher's side in `dispatch`; API keys in `keys`.
+//! Schema in `migrations/` (embedded by `build.rs`); connections in `db`; row encodings in
+//! `rows`; leases in `claims`; the data-dir lock in `lock`; batch lifecycle calls in `batches`;
+//! the dispatcher's side in `dispatch`; API keys in `keys`.
 
 mod batches;
 mod claims;
@@ -57,7 +62,7 @@ use batchd_store::{
     NewBatch, NewRequest, ResultRow, Slot, Store, StoreError, WorkItem,
 };
 
-use crate::claims::Claims;
+use crate::claims::{Claims, StaleUnlessDone};
 use crate::db::Pools;
 use crate::lock::DirLock;
 
@@ -121,10 +126,13 @@ impl SqliteStore {
         self.pools.close().await;
     }
 
+    /// Never held across an `.await`.
     fn claims(&self) -> MutexGuard<'_, Claims> {
-        // The state is plain bookkeeping updated in single steps; a panic elsewhere while the
-        // lock was held cannot leave it half-changed in a way worse than a lost lease.
-        self.claims.lock().unwrap_or_else(|e| e.into_inner())
+        claims::lock(&self.claims)
+    }
+
+    fn stale_unless_done(&self) -> StaleUnlessDone<'_> {
+        StaleUnlessDone::new(&self.claims)
     }
 }
 

@@ -640,17 +640,26 @@ async fn a_small_batch_is_not_starved_by_a_big_one() {
     let big = create_in(&store, WS, at(0), 5_000).await;
     // The big one is already being worked on when the small one arrives.
     let first = claim(&store, 64, at(1)).await;
+    assert_eq!(first.len(), 64);
     assert!(first.iter().all(|w| w.batch_key == big.key));
     let small = create_in(&store, WS, at(2), 10).await;
-    let mut seen = HashSet::new();
+    let mut seen: HashSet<Slot> = first.iter().map(WorkItem::slot).collect();
     let mut small_claimed = 0;
     for _ in 0..2 {
-        for w in claim(&store, 64, at(3)).await {
+        let items = claim(&store, 64, at(3)).await;
+        assert_eq!(items.len(), 64, "spare room goes to the big batch");
+        for w in items {
             assert!(seen.insert(w.slot()), "claimed twice: {:?}", w.slot());
             small_claimed += usize::from(w.batch_key == small.key);
         }
     }
     assert_eq!(small_claimed, 10);
+
+    // Two big batches split a claim evenly.
+    let other = create_in(&store, WS, at(4), 5_000).await;
+    let items = claim(&store, 64, at(5)).await;
+    let of_other = items.iter().filter(|w| w.batch_key == other.key).count();
+    assert_eq!((items.len(), of_other), (64, 32));
 }
 
 #[tokio::test]
@@ -685,7 +694,10 @@ async fn restart_resumes_and_skips_answered_requests() {
 async fn a_second_server_on_the_same_dir_is_refused() {
     let dir = TempDir::new().unwrap();
     let store = open(dir.path()).await;
+    // A create in flight on the server…
+    let live = draft(&store, new_batch(WS, at(0)), 3).await;
     let err = SqliteStore::open(dir.path()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)));
     let msg = err.to_string();
     assert!(
         msg.contains(&format!(
@@ -709,6 +721,8 @@ async fn a_second_server_on_the_same_dir_is_refused() {
         Some("ops")
     );
     admin.close().await;
+    // …survives both the refused server and the key command.
+    store.commit_batch(live, 3).await.unwrap();
     store.close().await;
     drop(store);
     let again = open(dir.path()).await;
@@ -835,6 +849,8 @@ async fn throughput() {
     );
     let started = Instant::now();
     let mut ended = Vec::new();
+    // The last group stays unanswered for the restart measurement below.
+    let (claimed, last) = claimed.split_at(claimed.len() - GROUP);
     for group in claimed.chunks(GROUP) {
         let answers = group
             .iter()
@@ -847,12 +863,39 @@ async fn throughput() {
         ended.extend(store.record(answers, at(2)).await.unwrap().batches);
     }
     let record = started.elapsed();
+    let recorded = claimed.len() as f64;
     println!(
-        "record: {N} answers of {} B in groups of {GROUP} in {:.3} s = {:.0} rows/s",
+        "record: {recorded} answers of {} B in groups of {GROUP} in {:.3} s = {:.0} rows/s",
         body.len(),
         record.as_secs_f64(),
-        f64::from(N) / record.as_secs_f64()
+        recorded / record.as_secs_f64()
     );
+    assert!(ended.is_empty());
+
+    // After a restart every cursor is back at 0: the claim must get past the answered requests.
+    store.close().await;
+    drop(store);
+    let store = open(dir.path()).await;
+    let started = Instant::now();
+    let resumed = claim(&store, GROUP, at(1)).await;
+    println!(
+        "first claim after a restart, behind {recorded} answered requests: {:.3} s",
+        started.elapsed().as_secs_f64()
+    );
+    let expected: Vec<u32> = last.iter().map(|w| w.index).collect();
+    assert_eq!(
+        resumed.iter().map(|w| w.index).collect::<Vec<_>>(),
+        expected
+    );
+    let answers = resumed
+        .iter()
+        .map(|w| Answer {
+            slot: w.slot(),
+            outcome: Outcome::Succeeded,
+            body: body.clone(),
+        })
+        .collect();
+    let ended = store.record(answers, at(2)).await.unwrap().batches;
     assert_eq!(ended, vec![(b.id.clone(), EndReason::Completed)]);
 
     let started = Instant::now();
@@ -873,8 +916,10 @@ async fn throughput() {
     );
 }
 
+/// Every hot query must be an index or rowid-range search: a full scan of `batches` or
+/// `requests`, or a sort, would not show in small tests but would at scale.
 #[tokio::test]
-async fn zz_plans() {
+async fn hot_queries_use_indexes() {
     let dir = TempDir::new().unwrap();
     let store = open(dir.path()).await;
     for sql in [
@@ -883,25 +928,30 @@ async fn zz_plans() {
         crate::batches::LIST_NEWER,
         crate::batches::GET,
         crate::batches::CURSOR,
-        "SELECT MIN(expires_at) FROM batches WHERE state IN (?1, ?2)",
-        "SELECT key, id, state, total, expires_at, betas FROM batches WHERE state IN (?1, ?2)",
-        "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ?3 WHERE state IN (?4, ?5) AND expires_at <= ?3 RETURNING key, id",
-        "SELECT key, id FROM batches WHERE state = ?1",
-        "SELECT key FROM batches WHERE deleted = 1 ORDER BY key LIMIT 1",
-        "DELETE FROM requests WHERE rid IN (SELECT rid FROM requests WHERE rid >= ?1 AND rid < ?2 ORDER BY rid LIMIT ?3)",
         crate::dispatch::CLAIM_FRESH,
         crate::dispatch::CLAIM_RELEASED,
-        "SELECT r.rid, r.custom_id, s.body FROM requests r LEFT JOIN results s ON s.rid = r.rid WHERE r.rid >= ?1 AND r.rid < ?2 ORDER BY r.rid LIMIT ?3",
-        "SELECT workspace FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL",
+        crate::dispatch::UNENDED,
+        crate::dispatch::RECORD_BATCH,
+        crate::dispatch::NEXT_EXPIRY,
+        crate::dispatch::EXPIRE_DUE,
+        crate::dispatch::CANCELING_BATCHES,
+        crate::dispatch::OLDEST_DELETED,
+        crate::dispatch::PURGE_REQUESTS,
+        crate::dispatch::PURGE_RESULTS,
+        crate::batches::RESULTS_PAGE,
+        crate::keys::WORKSPACE_FOR_KEY,
     ] {
-        let rows: Vec<(i64, i64, i64, String)> =
+        let plan: Vec<(i64, i64, i64, String)> =
             sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
                 .fetch_all(&store.pools.reader)
                 .await
                 .unwrap();
-        println!("{sql}");
-        for r in rows {
-            println!("    {}", r.3);
+        for (_, _, _, step) in &plan {
+            let full_scan = step.starts_with("SCAN ") && !step.contains("json_each");
+            assert!(
+                !full_scan && !step.contains("TEMP B-TREE"),
+                "{sql}\n  uses {step}"
+            );
         }
     }
 }
