@@ -81,6 +81,7 @@ pub async fn serve(
         backend,
         batchd_dispatcher::Config {
             concurrency: options.dispatch_concurrency,
+            results_retention: options.results_retention,
             ..Default::default()
         },
     );

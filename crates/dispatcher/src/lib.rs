@@ -43,6 +43,8 @@ pub struct Config {
     pub idle_poll: Duration,
     /// How often maintenance runs at the latest.
     pub maintenance_interval: Duration,
+    /// How long after creation results are kept before the batch is archived.
+    pub results_retention: Duration,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             lease: Duration::from_secs(600),
             idle_poll: Duration::from_millis(500),
             maintenance_interval: Duration::from_secs(1),
+            results_retention: Duration::from_secs(29 * 24 * 3600),
         }
     }
 }

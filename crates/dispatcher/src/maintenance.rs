@@ -1,5 +1,6 @@
 //! Maintenance: ends batches that reached `expires_at`, ends canceling batches once nothing of
-//! theirs is in flight, and reclaims the rows of deleted batches in small steps.
+//! theirs is in flight, archives batches past the results retention, and reclaims the rows of
+//! deleted and archived batches in small steps.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 }
             }
             Err(err) => tracing::warn!(error = %err, "ending due batches failed; will retry"),
+        }
+        match shared.store.archive_due(now.minus(shared.config.results_retention), now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(batches = n, "archived batches past the results retention"),
+            Err(err) => tracing::warn!(error = %err, "archiving batches failed; will retry"),
         }
         loop {
             match shared.store.purge_deleted(PURGE_STEP).await {

@@ -18,6 +18,8 @@ CREATE TABLE batches (
     ended_at            INTEGER,
     cancel_initiated_at INTEGER,
     archived_at         INTEGER,
+    -- 1 once the request and result rows of an archived batch have been reclaimed.
+    rows_reclaimed      INTEGER NOT NULL DEFAULT 0,
     betas               TEXT    NOT NULL DEFAULT '[]'
 ) STRICT;
 
@@ -32,6 +34,12 @@ CREATE INDEX batches_state ON batches (state, expires_at);
 
 -- Deleted batches waiting for their rows to be reclaimed.
 CREATE INDEX batches_deleted ON batches (deleted) WHERE deleted = 1;
+
+-- Batches not yet archived, by age: the retention pass reads only the range past the cutoff.
+CREATE INDEX batches_unarchived ON batches (created_at) WHERE archived_at IS NULL AND deleted = 0;
+
+-- Archived batches whose rows still wait to be reclaimed.
+CREATE INDEX batches_archived ON batches (rows_reclaimed) WHERE archived_at IS NOT NULL AND rows_reclaimed = 0;
 
 -- Requests and results are keyed by rid = batch key * 2^20 + index, so a batch's rows are one
 -- contiguous rowid range in index order: claiming, downloading and purging are range scans on

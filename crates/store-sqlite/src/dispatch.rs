@@ -46,6 +46,14 @@ pub(crate) const CANCELING_BATCHES: &str = "SELECT key, id FROM batches WHERE st
 pub(crate) const OLDEST_DELETED: &str =
     "SELECT key FROM batches WHERE deleted = 1 ORDER BY key LIMIT 1";
 
+/// Archived batches whose rows are still there (they stay visible; only their rows go).
+pub(crate) const OLDEST_ARCHIVED: &str = "SELECT key FROM batches \
+     WHERE archived_at IS NOT NULL AND rows_reclaimed = 0 ORDER BY key LIMIT 1";
+
+/// Ended batches created at or before the cutoff become archived.
+pub(crate) const ARCHIVE_DUE: &str = "UPDATE batches SET archived_at = ?1 \
+     WHERE archived_at IS NULL AND deleted = 0 AND created_at <= ?2 AND state = ?3";
+
 pub(crate) const PURGE_REQUESTS: &str = "DELETE FROM requests WHERE rid IN \
      (SELECT rid FROM requests WHERE rid >= ?1 AND rid < ?2 ORDER BY rid LIMIT ?3)";
 
@@ -463,6 +471,21 @@ impl SqliteStore {
         Ok(at.map(Timestamp::from_micros))
     }
 
+    pub(crate) async fn archive_due_impl(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
+        let mut conn = self.pools.writer(Durability::Full).await?;
+        let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
+        let archived = sqlx::query(ARCHIVE_DUE)
+            .bind(now.as_micros())
+            .bind(cutoff.as_micros())
+            .bind(ENDED)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        tx.commit().await.map_err(db)?;
+        Ok(archived)
+    }
+
     pub(crate) async fn purge_deleted_impl(&self, limit: u32) -> Result<u64, StoreError> {
         let mut removed = 0;
         while removed < u64::from(limit) {
@@ -476,16 +499,22 @@ impl SqliteStore {
         Ok(removed)
     }
 
-    /// Removes up to `step` request and result rows of the oldest deleted batch, and its batch
-    /// row once nothing else of it is left. One short transaction.
+    /// Removes up to `step` request and result rows of the oldest deleted batch (or, when none
+    /// is left, of the oldest archived one), then its batch row once nothing else of it is left
+    /// (an archived batch keeps its row and is only marked reclaimed). One short transaction.
     async fn purge_step(&self, step: u64) -> Result<u64, StoreError> {
         let mut conn = self.pools.writer(Durability::Normal).await?;
         let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
-        let key: Option<i64> = sqlx::query_scalar(OLDEST_DELETED)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
-        let Some(key) = key else {
+        let mut target = None;
+        for (query, deleted) in [(OLDEST_DELETED, true), (OLDEST_ARCHIVED, false)] {
+            let key: Option<i64> =
+                sqlx::query_scalar(query).fetch_optional(&mut *tx).await.map_err(db)?;
+            if let Some(key) = key {
+                target = Some((key, deleted));
+                break;
+            }
+        }
+        let Some((key, deleted)) = target else {
             return Ok(0);
         };
         let (lo, hi) = rid_range(key);
@@ -504,12 +533,12 @@ impl SqliteStore {
         }
         if removed < step {
             // Fewer rows than allowed: both ranges are empty now, the batch row goes last.
-            removed += sqlx::query("DELETE FROM batches WHERE key = ?1")
-                .bind(key)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?
-                .rows_affected();
+            let last = if deleted {
+                "DELETE FROM batches WHERE key = ?1"
+            } else {
+                "UPDATE batches SET rows_reclaimed = 1 WHERE key = ?1"
+            };
+            removed += sqlx::query(last).bind(key).execute(&mut *tx).await.map_err(db)?.rows_affected();
         }
         tx.commit().await.map_err(db)?;
         Ok(removed)

@@ -224,6 +224,10 @@ impl Store for SqliteStore {
         self.next_expiry_impl().await
     }
 
+    async fn archive_due(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
+        self.archive_due_impl(cutoff, now).await
+    }
+
     async fn purge_deleted(&self, limit: u32) -> Result<u64, StoreError> {
         self.purge_deleted_impl(limit).await
     }

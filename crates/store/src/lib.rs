@@ -18,7 +18,7 @@
 //! * **Cancel and expiry are O(1).** Ending a batch early records only the [`EndReason`]; requests
 //!   without a result count as `canceled`/`expired` (see `batchd_domain::batch`).
 //! * **Delete is O(1).** The batch disappears at once; [`Store::purge_deleted`] reclaims its rows
-//!   in the background.
+//!   in the background, as it does for batches archived by [`Store::archive_due`].
 
 use std::time::Duration;
 
@@ -223,8 +223,12 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_due(&self, now: Timestamp) -> Result<Ended>;
     /// When the next batch expires, so maintenance can sleep until then.
     async fn next_expiry(&self) -> Result<Option<Timestamp>>;
-    /// Reclaims the rows of deleted and aborted batches, at most `limit` rows per call. Returns
-    /// how many rows were removed (0 when nothing is left).
+    /// Archives ended batches created at or before `cutoff` (retention): `archived_at = now`,
+    /// the batch stays visible, its results become unavailable and its rows reclaimable.
+    /// Returns how many batches were archived. Durable when it returns.
+    async fn archive_due(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64>;
+    /// Reclaims the rows of deleted, aborted and archived batches, at most `limit` rows per call.
+    /// Returns how many rows were removed (0 when nothing is left).
     async fn purge_deleted(&self, limit: u32) -> Result<u64>;
 
     // --- API keys --------------------------------------------------------------------------------

@@ -10,5 +10,6 @@ mod helpers;
 mod keys;
 mod list;
 mod results;
+mod retention;
 mod retrieve;
 mod scale;
