@@ -41,6 +41,9 @@ pub struct BackendError {
 /// A model server.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
+    /// Short name for logs and metrics labels (`mock`, or a configured backend's name).
+    fn name(&self) -> &str;
+
     /// Sends one request. `Ok` is the serialized assistant `Message` JSON (compact, with
     /// `usage.service_tier` set to `"batch"`).
     async fn send(&self, request: BackendRequest<'_>) -> Result<String, BackendError>;

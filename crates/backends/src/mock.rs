@@ -54,6 +54,10 @@ impl MockBackend {
 
 #[async_trait]
 impl Backend for MockBackend {
+    fn name(&self) -> &str {
+        "mock"
+    }
+
     async fn send(&self, request: BackendRequest<'_>) -> Result<String, BackendError> {
         if !self.latency.is_zero() {
             let _slot = self.slots.acquire().await.map_err(|_| BackendError {

@@ -63,6 +63,7 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;
+    batchd_http::ops::install_metrics();
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&options.data_dir)
             .await

@@ -1,4 +1,7 @@
-//! The `batchd` command: `serve` runs the server; `keys` manages durable API keys.
+//! The `batchd` command: `serve` runs the server; `keys` manages durable API keys; `batches` is
+//! a client for the Message Batches API.
+
+mod cli;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,6 +47,8 @@ enum Command {
     /// Manage API keys stored in the data dir (works while a server runs).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Use a Message Batches API (batchd or api.anthropic.com) as a client.
+    Batches(cli::BatchesArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -120,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(cli.data_dir, args).await,
         Command::Keys(cmd) => keys_command(cli.data_dir, cmd).await,
+        Command::Batches(args) => std::process::exit(cli::run(args).await),
     }
 }
 

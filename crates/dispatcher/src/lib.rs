@@ -18,8 +18,11 @@ mod recorder;
 mod worker;
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 
 use batchd_backends::Backend;
 use batchd_store::Store;
@@ -74,6 +77,8 @@ struct Shared {
     canceled: Mutex<HashSet<i64>>,
     /// Stops claiming; in-flight requests still finish.
     stop: CancellationToken,
+    /// Requests sent to the backend and not yet answered (for metrics and `/metrics`).
+    in_flight: AtomicUsize,
 }
 
 /// Handle to a running dispatcher, held by the HTTP layer and `main`.
@@ -101,6 +106,7 @@ impl Dispatcher {
             maintenance: Notify::new(),
             canceled: Mutex::new(HashSet::new()),
             stop: CancellationToken::new(),
+            in_flight: AtomicUsize::new(0),
         });
         // Bounded so that a stalled store (disk full) pushes back on request tasks, which hold
         // their permits and so stop the claimer: answers wait in memory, none is dropped.
@@ -128,6 +134,7 @@ impl Dispatcher {
 
     /// There is new work: claim now rather than at the next poll.
     pub fn notify_created(&self) {
+        metrics::counter!("batchd_batches_created_total").increment(1);
         self.shared.work.notify_one();
     }
 
@@ -136,6 +143,11 @@ impl Dispatcher {
     pub fn notify_canceled(&self, batch_key: i64) {
         lock(&self.shared.canceled).insert(batch_key);
         self.shared.maintenance.notify_one();
+    }
+
+    /// Requests currently at the backend.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Relaxed)
     }
 
     /// Rows are waiting to be reclaimed (a delete).
@@ -166,6 +178,23 @@ impl Dispatcher {
         // still hold one, so do not wait for the channel to close forever.
         let _ = tokio::time::timeout(Duration::from_secs(5), tasks.recorder).await;
         tasks.maintenance.abort();
+    }
+}
+
+/// Awaits a store call, recording its latency under `op`.
+async fn timed<T>(op: &'static str, call: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = call.await;
+    metrics::histogram!("batchd_store_operation_duration_seconds", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    out
+}
+
+/// Counts and logs batches that just ended.
+fn report_ended(ended: batchd_store::Ended) {
+    for (id, reason) in ended.batches {
+        metrics::counter!("batchd_batches_ended_total", "reason" => format!("{reason:?}").to_lowercase()).increment(1);
+        tracing::info!(batch = %id, ?reason, "batch ended");
     }
 }
 

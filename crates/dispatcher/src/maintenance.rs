@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use batchd_domain::Timestamp;
 
-use crate::Shared;
+use crate::{Shared, report_ended, timed};
 
 /// Rows removed per purge step: small enough that each step is a short transaction.
 const PURGE_STEP: u32 = 5_000;
@@ -15,21 +15,24 @@ const PURGE_STEP: u32 = 5_000;
 pub(crate) async fn run(shared: Arc<Shared>) {
     loop {
         let now = Timestamp::now();
-        match shared.store.finish_due(now).await {
-            Ok(ended) => {
-                for (id, reason) in ended.batches {
-                    tracing::info!(batch = %id, ?reason, "batch ended");
-                }
-            }
+        match timed("finish_due", shared.store.finish_due(now)).await {
+            Ok(ended) => report_ended(ended),
             Err(err) => tracing::warn!(error = %err, "ending due batches failed; will retry"),
         }
-        match shared.store.archive_due(now.minus(shared.config.results_retention), now).await {
+        match timed(
+            "archive_due",
+            shared
+                .store
+                .archive_due(now.minus(shared.config.results_retention), now),
+        )
+        .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(batches = n, "archived batches past the results retention"),
             Err(err) => tracing::warn!(error = %err, "archiving batches failed; will retry"),
         }
         loop {
-            match shared.store.purge_deleted(PURGE_STEP).await {
+            match timed("purge", shared.store.purge_deleted(PURGE_STEP)).await {
                 Ok(0) => break,
                 Ok(_) => tokio::task::yield_now().await,
                 Err(err) => {

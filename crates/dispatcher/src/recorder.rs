@@ -7,7 +7,7 @@ use batchd_domain::Timestamp;
 use batchd_store::Answer;
 use tokio::sync::mpsc;
 
-use crate::Shared;
+use crate::{Shared, report_ended, timed};
 
 /// Drains answers into groups of up to `record_group` and writes each group in one store call.
 /// A failed write is retried with backoff until it succeeds: an answer is never dropped, and the
@@ -21,11 +21,13 @@ pub(crate) async fn record_loop(shared: Arc<Shared>, mut answers: mpsc::Receiver
         }
         let mut backoff = Duration::from_millis(50);
         loop {
-            match shared.store.record(buf.clone(), Timestamp::now()).await {
+            match timed("record", shared.store.record(buf.clone(), Timestamp::now())).await {
                 Ok(ended) => {
-                    for (id, reason) in ended.batches {
-                        tracing::info!(batch = %id, ?reason, "batch ended");
+                    metrics::histogram!("batchd_record_group_size").record(buf.len() as f64);
+                    for answer in &buf {
+                        metrics::counter!("batchd_requests_finished_total", "outcome" => answer.outcome.as_str()).increment(1);
                     }
+                    report_ended(ended);
                     break;
                 }
                 Err(err) => {

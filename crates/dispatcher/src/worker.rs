@@ -11,7 +11,9 @@ use batchd_wire::ErrorEnvelope;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
-use crate::{Shared, lock};
+use std::sync::atomic::Ordering;
+
+use crate::{Shared, lock, timed};
 
 /// Claims work whenever a permit is free and spawns one task per claimed request.
 pub(crate) async fn claim_loop(
@@ -32,10 +34,13 @@ pub(crate) async fn claim_loop(
         // Claim as many as there are free permits, so claimed requests never wait in memory for
         // a slot (a cancel then finds little to drop) and the store sees one call per group.
         let want = (permits.available_permits() + 1).min(shared.config.claim_group);
-        let items = match shared
-            .store
-            .claim(want, shared.config.lease, Timestamp::now())
-            .await
+        let items = match timed(
+            "claim",
+            shared
+                .store
+                .claim(want, shared.config.lease, Timestamp::now()),
+        )
+        .await
         {
             Ok(items) => {
                 backoff = Duration::from_millis(50);
@@ -102,7 +107,18 @@ async fn run_item(
                 batch_id: item.batch_id.as_str(),
                 custom_id: &item.custom_id,
             };
-            match shared.backend.send(request).await {
+            let _in_flight = InFlight::enter(&shared);
+            let started = std::time::Instant::now();
+            let answer = shared.backend.send(request).await;
+            let backend = shared.backend.name().to_owned();
+            metrics::histogram!("batchd_upstream_request_duration_seconds", "backend" => backend.clone())
+                .record(started.elapsed().as_secs_f64());
+            let result = match &answer {
+                Ok(_) => "ok",
+                Err(err) => err.kind.as_str(),
+            };
+            metrics::counter!("batchd_upstream_requests_total", "backend" => backend, "result" => result).increment(1);
+            match answer {
                 Ok(message) => (Outcome::Succeeded, succeeded_body(&message)),
                 Err(err) => (Outcome::Errored, errored_body(err.kind, &err.message)),
             }
@@ -117,6 +133,28 @@ async fn run_item(
             body,
         })
         .await;
+}
+
+/// Counts a request as in flight for as long as it lives.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        let now = shared.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("batchd_requests_in_flight").set(now as f64);
+        Self(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let now = self
+            .0
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
+        metrics::gauge!("batchd_requests_in_flight").set(now as f64);
+    }
 }
 
 /// `result` object of a succeeded row around an already serialized Message.

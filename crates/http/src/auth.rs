@@ -95,13 +95,13 @@ async fn check(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError
         .ok_or_else(|| ApiError::new(ErrorType::Authentication, "invalid x-api-key"))?;
 
     // Only needed for credentials that span workspaces; if sent, it must name the key's own.
-    if let Some(asked) = headers.get("anthropic-workspace-id") {
-        if asked.to_str().map(str::trim).ok() != Some(workspace.as_str()) {
-            return Err(ApiError::new(
-                ErrorType::Permission,
-                "anthropic-workspace-id does not match the workspace of this API key.",
-            ));
-        }
+    if let Some(asked) = headers.get("anthropic-workspace-id")
+        && asked.to_str().map(str::trim).ok() != Some(workspace.as_str())
+    {
+        return Err(ApiError::new(
+            ErrorType::Permission,
+            "anthropic-workspace-id does not match the workspace of this API key.",
+        ));
     }
 
     let version = headers

@@ -272,3 +272,66 @@ mod tests {
         );
     }
 }
+
+/// Live progress: an extension beside the documented object, which keeps its "counts move at
+/// the end" semantics. Here the buckets move as results are recorded.
+#[derive(Debug, Serialize)]
+pub struct Progress {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub processing_status: batchd_wire::ProcessingStatus,
+    pub total: u64,
+    pub request_counts: batchd_wire::RequestCounts,
+    /// Average rate since creation (until the end, for an ended batch).
+    pub requests_per_second: f64,
+    /// Seconds until every request is answered at the current rate; null when unknown or ended.
+    pub eta_seconds: Option<f64>,
+    pub as_of: String,
+}
+
+impl Progress {
+    pub fn of(batch: &Batch, now: batchd_domain::Timestamp) -> Self {
+        let counts = if batch.is_ended() {
+            batch.request_counts()
+        } else {
+            batchd_wire::RequestCounts {
+                processing: batch.unanswered(),
+                succeeded: batch.succeeded,
+                errored: batch.errored,
+                canceled: 0,
+                expired: 0,
+            }
+        };
+        let answered = batch.succeeded + batch.errored;
+        let elapsed = batch
+            .created_at
+            .until(batch.ended_at.unwrap_or(now))
+            .as_secs_f64();
+        let rate = if elapsed > 0.0 {
+            answered as f64 / elapsed
+        } else {
+            0.0
+        };
+        let eta = (!batch.is_ended() && rate > 0.0).then(|| counts.processing as f64 / rate);
+        Self {
+            id: batch.id.to_string(),
+            kind: "message_batch_progress",
+            processing_status: batch.status,
+            total: batch.total,
+            request_counts: counts,
+            requests_per_second: (rate * 100.0).round() / 100.0,
+            eta_seconds: eta.map(|e| (e * 10.0).round() / 10.0),
+            as_of: now.to_rfc3339(),
+        }
+    }
+}
+
+pub async fn progress(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let batch = find(&state, &caller, &id).await?;
+    json(&Progress::of(&batch, batchd_domain::Timestamp::now()))
+}

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod batches;
 pub mod create;
 pub mod error;
+pub mod ops;
 pub mod request_id;
 
 use std::sync::Arc;
@@ -93,9 +94,9 @@ impl AppState {
     }
 }
 
-/// The whole API as a router.
+/// The whole API as a router: `/v1` behind authentication, operator endpoints beside it.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let api = Router::new()
         .route(
             "/v1/messages/batches",
             post(create::create).get(batches::list),
@@ -106,9 +107,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/messages/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/messages/batches/{id}/results", get(batches::results))
+        .route("/v1/messages/batches/{id}/progress", get(batches::progress))
+        .route_layer(from_fn_with_state(state.clone(), auth::layer));
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(state.clone(), auth::layer))
         .layer(from_fn(request_id::layer))
         .with_state(state)
 }

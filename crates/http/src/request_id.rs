@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -23,7 +23,22 @@ pub async fn layer(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
     let mut response = REQUEST_ID.scope(id.clone(), next.run(request)).await;
+    let elapsed = started.elapsed();
+    metrics::counter!(
+        "batchd_http_requests_total",
+        "method" => method.to_string(),
+        "route" => route.clone(),
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    metrics::histogram!("batchd_http_request_duration_seconds", "method" => method.to_string(), "route" => route)
+        .record(elapsed.as_secs_f64());
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("request-id", value);
     }
@@ -32,7 +47,7 @@ pub async fn layer(request: Request, next: Next) -> Response {
         %method,
         %path,
         status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
         "request"
     );
     response

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use batchd_domain::{BatchId, EndReason, Outcome, Timestamp};
-use batchd_store::{Answer, Ended, Slot, StoreError, WorkItem};
+use batchd_store::{Answer, Ended, Slot, Stats, StoreError, WorkItem};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Connection as _, SqliteConnection};
 
@@ -35,6 +35,9 @@ pub(crate) const CLAIM_RELEASED: &str = "SELECT r.rid, r.custom_id, r.params FRO
 
 pub(crate) const UNENDED: &str =
     "SELECT key, id, state, total, expires_at, betas FROM batches WHERE state IN (?1, ?2)";
+
+pub(crate) const STATS: &str = "SELECT state, COUNT(*), COALESCE(SUM(total - succeeded - errored), 0) \
+     FROM batches WHERE state IN (?1, ?2) GROUP BY state";
 
 pub(crate) const NEXT_EXPIRY: &str = "SELECT MIN(expires_at) FROM batches WHERE state IN (?1, ?2)";
 
@@ -471,7 +474,39 @@ impl SqliteStore {
         Ok(at.map(Timestamp::from_micros))
     }
 
-    pub(crate) async fn archive_due_impl(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
+    pub(crate) async fn stats_impl(&self) -> Result<Stats, StoreError> {
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(STATS)
+            .bind(IN_PROGRESS)
+            .bind(CANCELING)
+            .fetch_all(&self.pools.reader)
+            .await
+            .map_err(db)?;
+        let mut stats = Stats::default();
+        for (state, batches, unanswered) in rows {
+            let batches = u64::try_from(batches).unwrap_or(0);
+            if state == CANCELING {
+                stats.canceling = batches;
+            } else {
+                stats.in_progress = batches;
+            }
+            stats.unanswered += u64::try_from(unanswered).unwrap_or(0);
+        }
+        Ok(stats)
+    }
+
+    pub(crate) async fn ping_impl(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pools.reader)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    pub(crate) async fn archive_due_impl(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
         let mut conn = self.pools.writer(Durability::Full).await?;
         let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
         let archived = sqlx::query(ARCHIVE_DUE)
@@ -507,8 +542,10 @@ impl SqliteStore {
         let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
         let mut target = None;
         for (query, deleted) in [(OLDEST_DELETED, true), (OLDEST_ARCHIVED, false)] {
-            let key: Option<i64> =
-                sqlx::query_scalar(query).fetch_optional(&mut *tx).await.map_err(db)?;
+            let key: Option<i64> = sqlx::query_scalar(query)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
             if let Some(key) = key {
                 target = Some((key, deleted));
                 break;
@@ -538,7 +575,12 @@ impl SqliteStore {
             } else {
                 "UPDATE batches SET rows_reclaimed = 1 WHERE key = ?1"
             };
-            removed += sqlx::query(last).bind(key).execute(&mut *tx).await.map_err(db)?.rows_affected();
+            removed += sqlx::query(last)
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
         }
         tx.commit().await.map_err(db)?;
         Ok(removed)

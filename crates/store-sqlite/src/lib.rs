@@ -59,7 +59,7 @@ use batchd_domain::keys::KeyHash;
 use batchd_domain::{Batch, BatchId, Timestamp};
 use batchd_store::{
     Answer, BatchPage, CancelOutcome, Cursor, DeleteOutcome, Draft, Ended, KeyInfo, ListError,
-    NewBatch, NewRequest, ResultRow, Slot, Store, StoreError, WorkItem,
+    NewBatch, NewRequest, ResultRow, Slot, Stats, Store, StoreError, WorkItem,
 };
 
 use crate::claims::{Claims, StaleUnlessDone};
@@ -222,6 +222,14 @@ impl Store for SqliteStore {
 
     async fn next_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
         self.next_expiry_impl().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.ping_impl().await
+    }
+
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        self.stats_impl().await
     }
 
     async fn archive_due(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError> {

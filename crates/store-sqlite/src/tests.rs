@@ -933,6 +933,7 @@ async fn hot_queries_use_indexes() {
         crate::dispatch::UNENDED,
         crate::dispatch::RECORD_BATCH,
         crate::dispatch::NEXT_EXPIRY,
+        crate::dispatch::STATS,
         crate::dispatch::EXPIRE_DUE,
         crate::dispatch::CANCELING_BATCHES,
         crate::dispatch::OLDEST_DELETED,
@@ -966,29 +967,88 @@ async fn archival_keeps_the_batch_and_reclaims_its_rows() {
     let running = create_in(&store, WS, at(1), 5).await;
     let young = create_in(&store, WS, at(2 * DAY), 4).await;
     let items = claim(&store, 100, at(3)).await;
-    let mine: Vec<WorkItem> = items.into_iter().filter(|w| w.batch_key != running.key).collect();
-    store.record(answers(&mine, Outcome::Succeeded), at(4)).await.unwrap();
+    let mine: Vec<WorkItem> = items
+        .into_iter()
+        .filter(|w| w.batch_key != running.key)
+        .collect();
+    store
+        .record(answers(&mine, Outcome::Succeeded), at(4))
+        .await
+        .unwrap();
     assert!(get(&store, &old).await.is_ended() && get(&store, &young).await.is_ended());
 
     // Cutoff between the old and the young batch; the unended one is never archived.
     assert_eq!(store.archive_due(at(DAY), at(3 * DAY)).await.unwrap(), 1);
-    assert_eq!(store.archive_due(at(DAY), at(3 * DAY)).await.unwrap(), 0, "idempotent");
+    assert_eq!(
+        store.archive_due(at(DAY), at(3 * DAY)).await.unwrap(),
+        0,
+        "idempotent"
+    );
     let archived = get(&store, &old).await;
     assert_eq!(archived.archived_at, Some(at(3 * DAY)));
-    assert_eq!((archived.succeeded, archived.total), (30, 30), "counts are kept");
+    assert_eq!(
+        (archived.succeeded, archived.total),
+        (30, 30),
+        "counts are kept"
+    );
     assert_eq!(get(&store, &young).await.archived_at, None);
     assert_eq!(get(&store, &running).await.archived_at, None);
 
     let before = rows(&store, "requests").await + rows(&store, "results").await;
     while store.purge_deleted(7).await.unwrap() > 0 {}
     let after = rows(&store, "requests").await + rows(&store, "results").await;
-    assert_eq!(before - after, 60, "the archived batch's 30 requests and 30 results are gone");
-    assert!(store.results_page(old.key, None, 100).await.unwrap().is_empty());
-    assert_eq!(store.results_page(young.key, None, 100).await.unwrap().len(), 4);
+    assert_eq!(
+        before - after,
+        60,
+        "the archived batch's 30 requests and 30 results are gone"
+    );
+    assert!(
+        store
+            .results_page(old.key, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .results_page(young.key, None, 100)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
     // Still listed and retrievable.
     let page = store.list_batches(WS, Cursor::Start, 10).await.unwrap();
     assert!(ids(&page.batches).contains(&old.id));
-    assert_eq!(store.delete_batch(WS, &old.id).await.unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(
+        store.delete_batch(WS, &old.id).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
     while store.purge_deleted(100).await.unwrap() > 0 {}
     assert_eq!(rows(&store, "batches").await, 2);
+}
+
+#[tokio::test]
+async fn stats_count_unended_work() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    store.ping().await.unwrap();
+    assert_eq!(store.stats().await.unwrap(), batchd_store::Stats::default());
+    let a = create(&store, 10).await;
+    let _b = create(&store, 5).await;
+    let items = claim(&store, 3, at(1)).await;
+    store
+        .record(answers(&items, Outcome::Succeeded), at(2))
+        .await
+        .unwrap();
+    store.cancel_batch(WS, &a.id, at(3)).await.unwrap();
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.in_progress + stats.canceling, stats.unanswered),
+        (2, 12)
+    );
+    assert_eq!(
+        stats.canceling,
+        u64::from(get(&store, &a).await.status == ProcessingStatus::Canceling)
+    );
 }

@@ -168,6 +168,15 @@ pub struct KeyInfo {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// A snapshot of the unended work, for metrics and readiness.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub in_progress: u64,
+    pub canceling: u64,
+    /// Requests of unended batches that have no result yet (queued or in flight).
+    pub unanswered: u64,
+}
+
 /// Batches whose state changed in a maintenance pass or a record call.
 #[derive(Debug, Clone, Default)]
 pub struct Ended {
@@ -230,6 +239,13 @@ pub trait Store: Send + Sync + 'static {
     /// Reclaims the rows of deleted, aborted and archived batches, at most `limit` rows per call.
     /// Returns how many rows were removed (0 when nothing is left).
     async fn purge_deleted(&self, limit: u32) -> Result<u64>;
+
+    // --- operations ---------------------------------------------------------------------------
+
+    /// Succeeds when storage answers queries (migrations are applied when the store opens).
+    async fn ping(&self) -> Result<()>;
+    /// Counts of unended batches and their unanswered requests; cheap (reads only unended rows).
+    async fn stats(&self) -> Result<Stats>;
 
     // --- API keys --------------------------------------------------------------------------------
 

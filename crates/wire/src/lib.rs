@@ -156,13 +156,50 @@ pub struct ResultLine {
 }
 
 /// The `result` of one request, discriminated by `type`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// `Deserialize` is written by hand: serde's derive for internally tagged enums buffers the
+/// input, and a buffered value cannot become a `RawValue`, so the derived impl rejected every
+/// `succeeded` row. The serialised form is the derived one.
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BatchResult {
     Succeeded { message: Box<RawValue> },
     Errored { error: ErrorEnvelope },
     Canceled,
     Expired,
+}
+
+impl<'de> Deserialize<'de> for BatchResult {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+
+        #[derive(Deserialize)]
+        struct Flat {
+            #[serde(rename = "type")]
+            kind: String,
+            #[serde(default)]
+            message: Option<Box<RawValue>>,
+            #[serde(default)]
+            error: Option<ErrorEnvelope>,
+        }
+        let flat = Flat::deserialize(deserializer)?;
+        match flat.kind.as_str() {
+            "succeeded" => Ok(Self::Succeeded {
+                message: flat
+                    .message
+                    .ok_or_else(|| D::Error::missing_field("message"))?,
+            }),
+            "errored" => Ok(Self::Errored {
+                error: flat.error.ok_or_else(|| D::Error::missing_field("error"))?,
+            }),
+            "canceled" => Ok(Self::Canceled),
+            "expired" => Ok(Self::Expired),
+            other => Err(D::Error::unknown_variant(
+                other,
+                &["succeeded", "errored", "canceled", "expired"],
+            )),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +234,25 @@ mod tests {
         let line = r#"{"custom_id":"a","result":{"type":"errored","error":{"type":"error","error":{"type":"invalid_request_error","message":"m"},"request_id":null}}}"#;
         let parsed: ResultLine = serde_json::from_str(line).unwrap();
         assert_eq!(serde_json::to_string(&parsed).unwrap(), line);
+        let succeeded = r#"{"custom_id":"s","result":{"type":"succeeded","message":{"id":"msg_1","content":[{"type":"text","text":"hi"}]}}}"#;
+        let parsed: ResultLine = serde_json::from_str(succeeded).unwrap();
+        assert!(
+            matches!(&parsed.result, BatchResult::Succeeded { message } if message.get().starts_with("{\"id\":\"msg_1\""))
+        );
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), succeeded);
+        let expired = r#"{"custom_id":"e","result":{"type":"expired"}}"#;
+        let parsed: ResultLine = serde_json::from_str(expired).unwrap();
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), expired);
+        assert!(
+            serde_json::from_str::<ResultLine>(
+                r#"{"custom_id":"x","result":{"type":"succeeded"}}"#
+            )
+            .is_err()
+        );
+        assert!(
+            serde_json::from_str::<ResultLine>(r#"{"custom_id":"x","result":{"type":"weird"}}"#)
+                .is_err()
+        );
         let canceled = r#"{"custom_id":"b","result":{"type":"canceled"}}"#;
         let parsed: ResultLine = serde_json::from_str(canceled).unwrap();
         assert!(matches!(parsed.result, BatchResult::Canceled));

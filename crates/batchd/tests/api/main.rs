@@ -3,12 +3,15 @@
 
 mod auth_and_routing;
 mod cancel;
+mod cli;
+mod client;
 mod create;
 mod delete;
 mod expiry;
 mod helpers;
 mod keys;
 mod list;
+mod ops;
 mod results;
 mod retention;
 mod retrieve;

@@ -13,7 +13,11 @@ async fn results_are_archived_after_the_retention_period() {
     let id = app.create_n(20).await["id"].as_str().unwrap().to_owned();
     let ended = app.wait_ended(&id, Duration::from_secs(20)).await;
     assert!(ended["archived_at"].is_null());
-    assert_eq!(app.results(&id).await.len(), 20, "results are there before the retention ends");
+    assert_eq!(
+        app.results(&id).await.len(),
+        20,
+        "results are there before the retention ends"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let archived = loop {
@@ -29,10 +33,21 @@ async fn results_are_archived_after_the_retention_period() {
     assert_eq!(archived["processing_status"], "ended");
 
     let resp = app.get(&format!("/v1/messages/batches/{id}/results")).await;
-    assert_error(resp, 404, "not_found_error", &format!("Message Batch {id} has no available results.")).await;
+    assert_error(
+        resp,
+        404,
+        "not_found_error",
+        &format!("Message Batch {id} has no available results."),
+    )
+    .await;
     let list: Value = app.get("/v1/messages/batches").await.json().await.unwrap();
     assert_eq!(list["data"][0]["id"], id.as_str());
     assert_eq!(list["data"][0]["archived_at"], archived["archived_at"]);
     // An archived batch can still be deleted.
-    assert_eq!(app.delete(&format!("/v1/messages/batches/{id}")).await.status(), 200);
+    assert_eq!(
+        app.delete(&format!("/v1/messages/batches/{id}"))
+            .await
+            .status(),
+        200
+    );
 }

@@ -1,0 +1,400 @@
+//! `batchd batches …`: a command-line client for the Message Batches API, built on
+//! `batchd-client`. It works against batchd and against api.anthropic.com.
+//!
+//! Output is human-readable by default (aligned fields, tables); `--json` prints the API's JSON
+//! objects, one per line. Results are always JSONL, exactly as downloaded. API errors print
+//! `error: <type>: <message> (request-id …)` on stderr and exit 1; usage errors exit 2.
+
+mod input;
+mod openai;
+mod output;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use batchd_client::{Client, CreateBatch, ListParams, MessageBatch, ProcessingStatus};
+use clap::{Args, Subcommand, ValueEnum};
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+
+/// Options shared by every `batches` command.
+#[derive(Debug, Args)]
+pub struct BatchesArgs {
+    /// API base URL (batchd, or https://api.anthropic.com).
+    #[arg(
+        long,
+        global = true,
+        env = "ANTHROPIC_BASE_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    base_url: String,
+    /// API key (required).
+    #[arg(long, global = true, env = "ANTHROPIC_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Print the API's JSON objects instead of human-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Retries of failed calls that the API marks retryable (as the SDKs do).
+    #[arg(long, global = true, default_value_t = 2)]
+    max_retries: u32,
+    /// Use the beta namespace: `?beta=true` and `anthropic-beta: message-batches-2024-09-24`.
+    #[arg(long, global = true)]
+    beta: bool,
+    #[command(subcommand)]
+    command: BatchesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BatchesCommand {
+    /// Create a batch from a JSONL file: one {"custom_id","params"} per line, or OpenAI batch
+    /// lines for /v1/chat/completions (converted to Messages params).
+    Create {
+        /// The JSONL file (`-` for stdin).
+        #[arg(long, short)]
+        file: PathBuf,
+    },
+    /// List batches, newest first.
+    List {
+        /// Page size (1-1000; the server's default is 20).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: Option<u32>,
+        /// Follow the pages to the end (with --json: one batch per line).
+        #[arg(long)]
+        all: bool,
+        /// Start after this batch (older batches).
+        #[arg(long, conflicts_with = "before_id")]
+        after_id: Option<String>,
+        /// Start before this batch (newer batches).
+        #[arg(long)]
+        before_id: Option<String>,
+    },
+    /// Show one batch.
+    Get { id: String },
+    /// Cancel a batch.
+    Cancel { id: String },
+    /// Delete an ended batch.
+    Delete { id: String },
+    /// Download the results (JSONL) of an ended batch.
+    Results {
+        id: String,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Only results of this type.
+        #[arg(long, value_enum)]
+        only: Option<ResultKind>,
+    },
+    /// Poll a batch until it has ended, showing progress; then print its counts.
+    Watch {
+        id: String,
+        /// Time between polls.
+        #[arg(long, default_value = "1s", value_parser = parse_interval)]
+        interval: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ResultKind {
+    Succeeded,
+    Errored,
+    Canceled,
+    Expired,
+}
+
+impl ResultKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Errored => "errored",
+            Self::Canceled => "canceled",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (e.g. 500ms, 1s, 1m)"))?;
+    if d.is_zero() {
+        return Err("the interval must be positive".into());
+    }
+    Ok(d)
+}
+
+/// Runs a `batches` command; returns the process exit code (usage errors exit from here).
+pub async fn run(args: BatchesArgs) -> i32 {
+    let Some(api_key) = args.api_key.clone().filter(|k| !k.trim().is_empty()) else {
+        clap::Error::raw(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "an API key is required: pass --api-key or set ANTHROPIC_API_KEY\n",
+        )
+        .exit();
+    };
+    match execute(args, api_key).await {
+        Ok(()) => 0,
+        Err(e) if is_broken_pipe(&e) => 0,
+        Err(e) => {
+            eprintln!("error: {}", describe(&e));
+            1
+        }
+    }
+}
+
+async fn execute(args: BatchesArgs, api_key: String) -> Result<()> {
+    let client = Client::builder(args.base_url.clone(), api_key)
+        .max_retries(args.max_retries)
+        .beta_namespace(args.beta)
+        .build()?;
+    let json = args.json;
+    match args.command {
+        BatchesCommand::Create { file } => create(&client, &file, json).await,
+        BatchesCommand::List {
+            limit,
+            all,
+            after_id,
+            before_id,
+        } => {
+            let params = ListParams {
+                limit,
+                before_id,
+                after_id,
+            };
+            list(&client, params, all, json).await
+        }
+        BatchesCommand::Get { id } => print_batch(&client.retrieve(&id).await?, json),
+        BatchesCommand::Cancel { id } => print_batch(&client.cancel(&id).await?, json),
+        BatchesCommand::Delete { id } => {
+            let deleted = client.delete(&id).await?;
+            if json {
+                println_out(&serde_json::to_string(&deleted)?)
+            } else {
+                println_out(&format!("deleted {}", deleted.id))
+            }
+        }
+        BatchesCommand::Results { id, output, only } => {
+            results(&client, &id, output.as_deref(), only).await
+        }
+        BatchesCommand::Watch { id, interval } => watch(&client, &id, interval, json).await,
+    }
+}
+
+async fn create(client: &Client, file: &std::path::Path, json: bool) -> Result<()> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let parsed = input::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    if parsed.converted > 0 && !json {
+        eprintln!(
+            "converted {} OpenAI chat completion request(s) to Messages params",
+            parsed.converted
+        );
+    }
+    let batch = client
+        .create(&CreateBatch {
+            requests: parsed.requests,
+        })
+        .await?;
+    print_batch(&batch, json)
+}
+
+async fn list(client: &Client, params: ListParams, all: bool, json: bool) -> Result<()> {
+    if all {
+        let mut batches = client.list_all(params);
+        let mut collected = Vec::new();
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            if json {
+                println_out(&serde_json::to_string(&batch)?)?;
+            } else {
+                collected.push(batch);
+            }
+        }
+        if !json {
+            print_out(&output::batch_table(&collected))?;
+        }
+        return Ok(());
+    }
+    let page = client.list(&params).await?;
+    if json {
+        return println_out(&serde_json::to_string(&page)?);
+    }
+    print_out(&output::batch_table(&page.data))?;
+    if page.has_more {
+        let hint = if params.before_id.is_some() {
+            format!("--before-id {}", page.first_id.unwrap_or_default())
+        } else {
+            format!("--after-id {}", page.last_id.unwrap_or_default())
+        };
+        eprintln!("(more batches: use --all, or {hint})");
+    }
+    Ok(())
+}
+
+async fn results(
+    client: &Client,
+    id: &str,
+    path: Option<&std::path::Path>,
+    only: Option<ResultKind>,
+) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[allow(dead_code)]
+        custom_id: String,
+        result: ProbeResult,
+    }
+    #[derive(serde::Deserialize)]
+    struct ProbeResult {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+
+    let mut lines = client.results_lines(id).await?;
+    let sink: Box<dyn AsyncWrite + Unpin + Send> = match path {
+        Some(p) => Box::new(
+            tokio::fs::File::create(p)
+                .await
+                .with_context(|| format!("creating {}", p.display()))?,
+        ),
+        None => Box::new(tokio::io::stdout()),
+    };
+    let mut out = BufWriter::with_capacity(256 * 1024, sink);
+    let (mut total, mut written) = (0u64, 0u64);
+    while let Some(line) = lines.next().await {
+        let line = line?;
+        let probe: Probe = serde_json::from_slice(&line.bytes)
+            .with_context(|| format!("results line {} is not a result object", line.number))?;
+        total += 1;
+        if only.is_none_or(|k| k.as_str() == probe.result.kind) {
+            out.write_all(&line.bytes).await?;
+            out.write_all(b"\n").await?;
+            written += 1;
+        }
+    }
+    out.flush().await?;
+    out.into_inner().shutdown().await?;
+    if let Some(p) = path {
+        match only {
+            Some(k) => eprintln!(
+                "wrote {written} {} of {total} results to {}",
+                k.as_str(),
+                p.display()
+            ),
+            None => eprintln!("wrote {written} results to {}", p.display()),
+        }
+    }
+    Ok(())
+}
+
+async fn watch(client: &Client, id: &str, interval: Duration, json: bool) -> Result<()> {
+    let tty = std::io::stdout().is_terminal();
+    let bar = (tty && !json).then(|| {
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stdout());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {prefix} [{elapsed_precise}] [{bar:40}] {pos}/{len} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(id.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let mut last_line = String::new();
+    let batch = loop {
+        let batch = match client.retrieve(id).await {
+            Ok(b) => b,
+            Err(e) => {
+                if let Some(bar) = &bar {
+                    bar.abandon();
+                }
+                return Err(e.into());
+            }
+        };
+        let c = &batch.request_counts;
+        match &bar {
+            Some(bar) => {
+                bar.set_length(c.total());
+                bar.set_position(c.total() - c.processing);
+                bar.set_message(batch.processing_status.as_str());
+            }
+            None => {
+                let line = output::progress_line(&batch);
+                if line != last_line {
+                    if json {
+                        eprintln!("{line}");
+                    } else {
+                        println_out(&line)?;
+                    }
+                    last_line = line;
+                }
+            }
+        }
+        if batch.processing_status == ProcessingStatus::Ended {
+            break batch;
+        }
+        tokio::time::sleep(interval).await;
+    };
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    if json {
+        return println_out(&serde_json::to_string(&batch)?);
+    }
+    let c = &batch.request_counts;
+    println_out(&format!(
+        "{} ended: {} requests: succeeded {}, errored {}, canceled {}, expired {}",
+        batch.id,
+        c.total(),
+        c.succeeded,
+        c.errored,
+        c.canceled,
+        c.expired
+    ))
+}
+
+fn print_batch(batch: &MessageBatch, json: bool) -> Result<()> {
+    if json {
+        println_out(&serde_json::to_string(batch)?)
+    } else {
+        print_out(&output::batch_fields(batch))
+    }
+}
+
+fn print_out(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+fn println_out(text: &str) -> Result<()> {
+    print_out(&format!("{text}\n"))
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The error and its causes on one line, skipping causes already spelled out by their parent.
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}

@@ -1,0 +1,341 @@
+//! The real `batchd batches …` binary against a real server: create from JSONL (native and
+//! OpenAI format), get, list, watch, results with `--only` and `-o`, delete, `--json` output,
+//! and how errors are reported.
+
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Runs `batchd batches <args>` against `app` with its key.
+async fn batches(app: &TestApp, args: &[&str]) -> Output {
+    batches_with_key(app, Some(app.key), args).await
+}
+
+async fn batches_with_key(app: &TestApp, key: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchd"));
+    cmd.arg("batches")
+        .args(args)
+        .env("ANTHROPIC_BASE_URL", &app.base)
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("RUST_LOG")
+        .kill_on_drop(true);
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    if let Some(key) = key {
+        cmd.env("ANTHROPIC_API_KEY", key);
+    }
+    cmd.output().await.expect("run batchd")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+#[track_caller]
+fn assert_ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+}
+
+fn write(dir: &Path, name: &str, lines: &[String]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn openai_line(custom_id: &str, body: Value) -> String {
+    json!({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body})
+        .to_string()
+}
+
+#[tokio::test]
+async fn full_lifecycle_through_the_cli() {
+    let app = spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "requests.jsonl",
+        &[
+            request("native-1").to_string(),
+            String::new(),
+            request("native-2").to_string(),
+            json!({"custom_id": "bad-params", "params": {"model": "m", "max_tokens": 5}})
+                .to_string(),
+            openai_line(
+                "oa-1",
+                json!({"model": "claude-sonnet-4-5", "max_completion_tokens": 32,
+                       "messages": [{"role": "system", "content": "Be terse."},
+                                    {"role": "user", "content": [{"type": "text", "text": "Hi there"}]}],
+                       "stop": "\n\n", "temperature": 0.2}),
+            ),
+            openai_line(
+                "oa-2",
+                json!({"model": "claude-sonnet-4-5",
+                       "messages": [{"role": "user", "content": "Hello"}]}),
+            ),
+            String::new(),
+        ],
+    );
+
+    // create --json prints the created batch as JSON.
+    let out = batches(&app, &["create", "--file", &file, "--json"]).await;
+    assert_ok(&out);
+    let created: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["processing_status"], "in_progress");
+    assert_eq!(created["request_counts"]["processing"], 5);
+
+    // Human-readable get.
+    let out = batches(&app, &["get", &id]).await;
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("id                   {id}")),
+        "{text}"
+    );
+    assert!(text.contains("requests             5 ("), "{text}");
+
+    // watch (stdout is a pipe: plain lines, then the final counts).
+    let out = batches(&app, &["watch", &id, "--interval", "50ms"]).await;
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(
+        text.trim_end().ends_with(&format!(
+            "{id} ended: 5 requests: succeeded 4, errored 1, canceled 0, expired 0"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{id} ended: 5/5 done")), "{text}");
+    let out = batches(&app, &["watch", &id, "--json"]).await;
+    assert_ok(&out);
+    let ended: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(ended["processing_status"], "ended");
+
+    // The converted requests arrived as the Messages params we expect: the mock echoes the
+    // last user message, and succeeded.
+    let out = batches(&app, &["results", &id]).await;
+    assert_ok(&out);
+    let lines = parse_jsonl(&stdout(&out));
+    assert_eq!(lines.len(), 5);
+    let by_id = |cid: &str| {
+        lines
+            .iter()
+            .find(|l| l["custom_id"] == cid)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_id("oa-1")["result"]["type"], "succeeded");
+    assert_eq!(by_id("oa-2")["result"]["type"], "succeeded");
+    assert_eq!(by_id("bad-params")["result"]["type"], "errored");
+    // The raw lines are passed through byte for byte.
+    let direct = app.results(&id).await;
+    let mut a: Vec<String> = lines.iter().map(Value::to_string).collect();
+    let mut b: Vec<String> = direct.iter().map(Value::to_string).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+
+    // --only filters by result.type; -o writes a file.
+    let out = batches(&app, &["results", &id, "--only", "errored"]).await;
+    assert_ok(&out);
+    let errored = parse_jsonl(&stdout(&out));
+    assert_eq!(errored.len(), 1);
+    assert_eq!(errored[0]["custom_id"], "bad-params");
+
+    let target = dir.path().join("ok.jsonl");
+    let out = batches(
+        &app,
+        &[
+            "results",
+            &id,
+            "--only",
+            "succeeded",
+            "-o",
+            target.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_ok(&out);
+    assert!(stdout(&out).is_empty());
+    assert!(
+        stderr(&out).contains("wrote 4 succeeded of 5 results"),
+        "{}",
+        stderr(&out)
+    );
+    let saved = parse_jsonl(&std::fs::read_to_string(&target).unwrap());
+    assert_eq!(saved.len(), 4);
+    assert!(saved.iter().all(|l| l["result"]["type"] == "succeeded"));
+
+    // list: a table by default, the raw page with --json, one batch per line with --all --json.
+    let out = batches(&app, &["list"]).await;
+    assert_ok(&out);
+    let text = stdout(&out);
+    let mut rows = text.lines();
+    assert!(rows.next().unwrap().starts_with("ID"));
+    assert!(
+        rows.next().unwrap().starts_with(&format!("{id}  ended")),
+        "{text}"
+    );
+    let out = batches(&app, &["list", "--json", "--limit", "5"]).await;
+    assert_ok(&out);
+    let page: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(page["data"][0]["id"], id.as_str());
+    assert_eq!(page["has_more"], false);
+
+    let second = batches(&app, &["create", "-f", &file, "--json"]).await;
+    assert_ok(&second);
+    let out = batches(&app, &["list", "--all", "--limit", "1", "--json"]).await;
+    assert_ok(&out);
+    let all: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1]["id"], id.as_str());
+
+    // delete, then the batch is gone and the API error is reported.
+    let out = batches(&app, &["delete", &id]).await;
+    assert_ok(&out);
+    assert_eq!(stdout(&out).trim(), format!("deleted {id}"));
+    let out = batches(&app, &["get", &id]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!(
+            "error: not_found_error: Message Batch {id} not found. (request-id req_"
+        )),
+        "{err}"
+    );
+    assert!(stdout(&out).is_empty());
+}
+
+#[tokio::test]
+async fn cancel_and_delete_errors_through_the_cli() {
+    let app = spawn_with(|o| {
+        o.mock_latency = std::time::Duration::from_secs(3);
+        o.mock_concurrency = 1;
+        o.dispatch_concurrency = 1;
+    })
+    .await;
+    let id = app.create_n(3).await["id"].as_str().unwrap().to_owned();
+
+    let out = batches(&app, &["delete", &id]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(
+            "error: invalid_request_error: In progress batches cannot be deleted. \
+             Consider canceling the batch instead. (request-id req_"
+        ),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = batches(&app, &["results", &id]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("has no results_url yet"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = batches(&app, &["cancel", &id, "--json"]).await;
+    assert_ok(&out);
+    let b: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(b["processing_status"], "canceling");
+}
+
+#[tokio::test]
+async fn openai_lines_it_cannot_express_are_refused_by_line() {
+    let app = spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "openai.jsonl",
+        &[
+            openai_line(
+                "ok",
+                json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+            ),
+            String::new(),
+            openai_line(
+                "with-tools",
+                json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                       "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}),
+            ),
+        ],
+    );
+    let out = batches(&app, &["create", "--file", &file]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains("line 3"), "{err}");
+    assert!(err.contains("`tools`"), "{err}");
+    // Nothing was created.
+    let page = app
+        .get("/v1/messages/batches")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(page["data"], json!([]));
+
+    let bad = write(
+        dir.path(),
+        "bad.jsonl",
+        &[request("a").to_string(), "{oops".into()],
+    );
+    let out = batches(&app, &["create", "--file", &bad]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("line 2: not a JSON object"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn auth_and_usage_errors() {
+    let app = spawn().await;
+    let out = batches_with_key(&app, Some("sk-wrong"), &["list"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.starts_with("error: authentication_error: "), "{err}");
+    assert!(err.contains("(request-id req_"), "{err}");
+
+    // No key at all, an unknown flag, a bad --only: usage errors, exit 2.
+    let out = batches_with_key(&app, None, &["list"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("API key"), "{}", stderr(&out));
+    let out = batches(&app, &["list", "--bogus"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = batches(&app, &["results", "x", "--only", "weird"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = batches(&app, &["list", "--limit", "0"]).await;
+    assert_eq!(out.status.code(), Some(2));
+
+    // --api-key on the command line works as well as the environment variable.
+    let out = batches_with_key(&app, None, &["list", "--json", "--api-key", KEY_B]).await;
+    assert_ok(&out);
+    let page: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(page["data"], json!([]));
+}

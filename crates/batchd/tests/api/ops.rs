@@ -1,0 +1,136 @@
+//! Operator endpoints (`/healthz`, `/readyz`, `/metrics`) and the live progress extension.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn health_and_readiness_need_no_key() {
+    let app = spawn().await;
+    for (path, body) in [
+        ("/healthz", r#"{"status":"ok"}"#),
+        ("/readyz", r#"{"status":"ready"}"#),
+    ] {
+        let resp = app
+            .client
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert!(resp.headers().contains_key("request-id"));
+        assert_eq!(resp.text().await.unwrap(), body);
+    }
+    let resp = app
+        .client
+        .post(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 405, "invalid_request_error", "Method not allowed").await;
+}
+
+#[tokio::test]
+async fn metrics_describe_http_dispatch_and_storage() {
+    let app = spawn().await;
+    let id = app.create_n(5).await["id"].as_str().unwrap().to_owned();
+    app.wait_ended(&id, Duration::from_secs(20)).await;
+    let resp = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = resp.text().await.unwrap();
+    for needle in [
+        "batchd_http_requests_total{method=\"POST\",route=\"/v1/messages/batches\",status=\"200\"}",
+        "batchd_http_request_duration_seconds_bucket{method=\"GET\",route=\"/v1/messages/batches/{id}\"",
+        "batchd_requests_finished_total{outcome=\"succeeded\"}",
+        "batchd_batches_ended_total{reason=\"completed\"}",
+        "batchd_upstream_requests_total{backend=\"mock\",result=\"ok\"}",
+        "batchd_upstream_request_duration_seconds_bucket{backend=\"mock\"",
+        "batchd_store_operation_duration_seconds_bucket{op=\"record\"",
+        "batchd_batches{processing_status=\"in_progress\"}",
+        "batchd_requests_queued",
+        "# TYPE batchd_http_requests_total counter",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+    let finished: f64 = text
+        .lines()
+        .find(|l| l.starts_with("batchd_requests_finished_total{outcome=\"succeeded\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(finished >= 5.0, "{finished}");
+}
+
+#[tokio::test]
+async fn progress_moves_while_the_documented_counts_wait_for_the_end() {
+    let app = spawn_with(|o| {
+        o.mock_latency = Duration::from_millis(150);
+        o.mock_concurrency = 2;
+        o.dispatch_concurrency = 2;
+    })
+    .await;
+    let id = app.create_n(12).await["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let live = loop {
+        let p: Value = app
+            .get(&format!("/v1/messages/batches/{id}/progress"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if p["request_counts"]["succeeded"].as_u64().unwrap() >= 2
+            && p["processing_status"] == "in_progress"
+        {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no progress: {p}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(live["type"], "message_batch_progress");
+    assert_eq!(live["total"], 12);
+    let c = &live["request_counts"];
+    assert_eq!(
+        c["processing"].as_u64().unwrap() + c["succeeded"].as_u64().unwrap(),
+        12
+    );
+    assert!(live["requests_per_second"].as_f64().unwrap() > 0.0);
+    assert!(live["eta_seconds"].as_f64().unwrap() > 0.0);
+    // The documented object still shows everything as processing.
+    assert_eq!(counts(&app.batch(&id).await), [12, 0, 0, 0, 0]);
+
+    app.wait_ended(&id, Duration::from_secs(20)).await;
+    let done: Value = app
+        .get(&format!("/v1/messages/batches/{id}/progress"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done["processing_status"], "ended");
+    assert_eq!(done["request_counts"]["succeeded"], 12);
+    assert!(done["eta_seconds"].is_null());
+    let missing = app
+        .as_key(KEY_B)
+        .get(&format!("/v1/messages/batches/{id}/progress"))
+        .await;
+    assert_error(
+        missing,
+        404,
+        "not_found_error",
+        &format!("Message Batch {id} not found."),
+    )
+    .await;
+}
