@@ -122,6 +122,7 @@ start_server() {
       --data-dir "$WORK/$name-data" \
       --api-key "$KEY_A@ws-a" \
       --api-key "$KEY_B@ws-b" \
+      --api-key "sk-batchd-local@readme" \
       "$@" >"$WORK/$name.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
@@ -143,6 +144,9 @@ start_server fast
 start_server slow --mock-latency 1s --mock-concurrency 1 --concurrency 1
 
 export BATCHD_FAST_URL="$URL_FAST"
+# The README's snippets use the quickstart key, which lives in its own workspace here.
+export BATCHD_README_URL="$URL_FAST"
+export BATCHD_BIN
 export BATCHD_SLOW_URL="$URL_SLOW"
 export BATCHD_KEY_A="$KEY_A"
 export BATCHD_KEY_B="$KEY_B"
