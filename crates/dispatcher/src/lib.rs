@@ -77,6 +77,9 @@ struct Shared {
     canceled: Mutex<HashSet<i64>>,
     /// Stops claiming; in-flight requests still finish.
     stop: CancellationToken,
+    /// Shutdown's grace period is over: request tasks still running give up at once, unanswered
+    /// (their requests run again after a restart), so that nothing outlives the shutdown.
+    abandon: CancellationToken,
     /// Requests sent to the backend and not yet answered (for metrics and `/metrics`).
     in_flight: AtomicUsize,
 }
@@ -106,6 +109,7 @@ impl Dispatcher {
             maintenance: Notify::new(),
             canceled: Mutex::new(HashSet::new()),
             stop: CancellationToken::new(),
+            abandon: CancellationToken::new(),
             in_flight: AtomicUsize::new(0),
         });
         // Bounded so that a stalled store (disk full) pushes back on request tasks, which hold
@@ -173,11 +177,24 @@ impl Dispatcher {
                 abandoned = tasks.in_flight.len(),
                 "shutdown grace period over; unfinished requests will run again after restart"
             );
+            // They stop at their next await, dropping their answer senders.
+            self.shared.abandon.cancel();
+            tasks.in_flight.wait().await;
         }
-        // The claimer and the finished request tasks dropped their senders; abandoned tasks
-        // still hold one, so do not wait for the channel to close forever.
-        let _ = tokio::time::timeout(Duration::from_secs(5), tasks.recorder).await;
+        // Every sender is gone: the recorder writes the answers that came back, then ends. A
+        // store that keeps failing (disk full) must not hold the shutdown forever.
+        let mut recorder = tasks.recorder;
+        if tokio::time::timeout(Duration::from_secs(5), &mut recorder)
+            .await
+            .is_err()
+        {
+            tracing::warn!("could not record the last answers; they will run again after restart");
+            recorder.abort();
+            let _ = recorder.await;
+        }
+        // Awaited so that no task of ours still holds the store when this returns.
         tasks.maintenance.abort();
+        let _ = tasks.maintenance.await;
     }
 }
 

@@ -76,7 +76,14 @@ pub(crate) async fn claim_loop(
                     Err(_) => return,
                 },
             };
-            in_flight.spawn(run_item(shared.clone(), item, permit, answers.clone()));
+            let abandon = shared.abandon.clone();
+            let run = run_item(shared.clone(), item, permit, answers.clone());
+            in_flight.spawn(async move {
+                tokio::select! {
+                    () = run => {}
+                    () = abandon.cancelled() => {}
+                }
+            });
         }
     }
 }

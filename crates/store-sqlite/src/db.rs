@@ -10,7 +10,7 @@ use batchd_store::StoreError;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{SqlStr, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Connection as _, SqlStr, Sqlite, SqliteConnection, SqlitePool};
 
 /// The database file inside the data dir.
 pub(crate) const DB_FILE: &str = "batchd.sqlite3";
@@ -70,6 +70,12 @@ impl Pools {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(None)
             .max_lifetime(None)
+            // A commit that fails with SQLITE_FULL (disk full) is rolled back by SQLite itself;
+            // sqlx's ROLLBACK on drop then fails and sqlx goes on counting the transaction as
+            // open, so every later BEGIN on this connection fails ("non-zero transaction
+            // depth") even once the disk has room again. Such a connection is replaced. The
+            // check runs after the acquire ping, so a rollback still queued has been applied.
+            .before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .connect_with(writer_options)
             .await
             .map_err(db)?;
