@@ -2,6 +2,7 @@
 //! a client for the Message Batches API.
 
 mod cli;
+mod config;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,7 +13,8 @@ use batchd_domain::Timestamp;
 use batchd_domain::keys::{self, KeyHash, StaticKey};
 use batchd_store::Store;
 use batchd_store_sqlite::SqliteStore;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 /// A self-hostable, Anthropic-compatible Message Batches API server.
@@ -53,6 +55,10 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
+    /// A TOML file with any of these options (keys as the long flags, `_` for `-`); flags and
+    /// environment variables take precedence over it.
+    #[arg(long, env = "BATCHD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, env = "BATCHD_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
@@ -109,8 +115,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a person at a terminal, never into files or CI logs.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -120,13 +130,72 @@ fn init_logging(format: LogFormat) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging(cli.log_format);
     match cli.command {
-        Command::Serve(args) => serve(cli.data_dir, args).await,
+        Command::Serve(mut args) => {
+            let mut data_dir = cli.data_dir;
+            if let Some(path) = args.config.clone() {
+                let serve_matches = matches.subcommand_matches("serve").unwrap_or(&matches);
+                apply_config_file(&path, serve_matches, &mut data_dir, &mut args)?;
+            }
+            serve(data_dir, args).await
+        }
         Command::Keys(cmd) => keys_command(cli.data_dir, cmd).await,
         Command::Batches(args) => std::process::exit(cli::run(args).await),
     }
+}
+
+/// Fills in every option that was given neither as a flag nor in the environment from the file.
+fn apply_config_file(
+    path: &std::path::Path,
+    matches: &ArgMatches,
+    data_dir: &mut PathBuf,
+    args: &mut ServeArgs,
+) -> anyhow::Result<()> {
+    let file = config::FileConfig::load(path)?;
+    let unset = |id: &str| {
+        !matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    let duration = |field: &str, value: &str| config::duration(path, field, value);
+    if let Some(v) = file.data_dir.filter(|_| unset("data_dir")) {
+        *data_dir = v;
+    }
+    if let Some(v) = file.listen.filter(|_| unset("listen")) {
+        args.listen = v;
+    }
+    if let Some(v) = file.api_keys.filter(|_| unset("api_keys")) {
+        args.api_keys = v;
+    }
+    if let Some(v) = file.mock_latency.filter(|_| unset("mock_latency")) {
+        args.mock_latency = duration("mock_latency", &v)?;
+    }
+    if let Some(v) = file.mock_concurrency.filter(|_| unset("mock_concurrency")) {
+        args.mock_concurrency = v;
+    }
+    if let Some(v) = file.concurrency.filter(|_| unset("concurrency")) {
+        args.concurrency = v;
+    }
+    if let Some(v) = file.batch_expiry.filter(|_| unset("batch_expiry")) {
+        args.batch_expiry = duration("batch_expiry", &v)?;
+    }
+    if let Some(v) = file
+        .results_retention
+        .filter(|_| unset("results_retention"))
+    {
+        args.results_retention = duration("results_retention", &v)?;
+    }
+    if let Some(v) = file.public_url.filter(|_| unset("public_url")) {
+        args.public_url = Some(v);
+    }
+    if let Some(v) = file.shutdown_grace.filter(|_| unset("shutdown_grace")) {
+        args.shutdown_grace = duration("shutdown_grace", &v)?;
+    }
+    Ok(())
 }
 
 async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
@@ -227,4 +296,61 @@ async fn keys_command(data_dir: PathBuf, cmd: KeysCommand) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(argv: &[&str], file: &str) -> anyhow::Result<(PathBuf, ServeArgs)> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("batchd.toml");
+        std::fs::write(&path, file).unwrap();
+        let mut full = vec!["batchd", "serve", "--config"];
+        let p = path.to_str().unwrap().to_owned();
+        full.push(&p);
+        full.extend_from_slice(argv);
+        let matches = Cli::command().try_get_matches_from(full)?;
+        let cli = Cli::from_arg_matches(&matches)?;
+        let Command::Serve(mut args) = cli.command else {
+            unreachable!()
+        };
+        let mut data_dir = cli.data_dir;
+        apply_config_file(
+            &path,
+            matches.subcommand_matches("serve").unwrap(),
+            &mut data_dir,
+            &mut args,
+        )?;
+        Ok((data_dir, args))
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let (data_dir, args) = serve_args(
+            &["--mock-concurrency", "3"],
+            "data_dir = \"/srv/batchd\"\nmock_concurrency = 9\nmock_latency = \"250ms\"\nbatch_expiry = \"2h\"\n",
+        )
+        .unwrap();
+        assert_eq!(data_dir, PathBuf::from("/srv/batchd"));
+        assert_eq!(args.mock_concurrency, 3, "the flag wins");
+        assert_eq!(args.mock_latency, Duration::from_millis(250));
+        assert_eq!(args.batch_expiry, Duration::from_secs(7200));
+        assert_eq!(args.listen, "127.0.0.1:8080", "untouched default");
+    }
+
+    #[test]
+    fn bad_files_stop_start_up_with_file_line_and_field() {
+        let err = serve_args(&[], "listen = \"x\"\nbackend = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("batchd.toml:2") && err.contains("backend"),
+            "{err}"
+        );
+        let err = serve_args(&[], "batch_expiry = \"tomorrow\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("field `batch_expiry`"), "{err}");
+    }
 }

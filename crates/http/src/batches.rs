@@ -52,6 +52,19 @@ async fn find(state: &AppState, caller: &Caller, raw_id: &str) -> Result<Batch, 
         .ok_or_else(|| ApiError::batch_not_found(raw_id))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/messages/batches/{message_batch_id}",
+    operation_id = "retrieve_message_batch",
+    tag = "Message Batches",
+    summary = "Retrieve a Message Batch",
+    description = "Idempotent; poll it until `processing_status` is `ended`, then download `results_url`.",
+    params(crate::openapi::BatchIdPath, crate::openapi::ApiHeaders, crate::openapi::BetaQuery),
+    responses(
+        (status = 200, description = "The batch.", body = batchd_wire::MessageBatch, headers(("retry-after" = String, description = "`10` (seconds, a polling hint) while the batch has not ended."))),
+    ),
+    security(("ApiKeyAuth" = []), ("BearerAuth" = [])),
+)]
 pub async fn retrieve(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -69,6 +82,19 @@ pub async fn retrieve(
     Ok(response)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/messages/batches",
+    operation_id = "list_message_batches",
+    tag = "Message Batches",
+    summary = "List Message Batches",
+    description = "The batches of the key's workspace, most recently created first, a page at a time.",
+    params(crate::openapi::ListQuery, crate::openapi::ApiHeaders, crate::openapi::BetaQuery),
+    responses(
+        (status = 200, description = "One page.", body = batchd_wire::ListPage<batchd_wire::MessageBatch>),
+    ),
+    security(("ApiKeyAuth" = []), ("BearerAuth" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -127,6 +153,19 @@ pub async fn list(
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/messages/batches/{message_batch_id}/cancel",
+    operation_id = "cancel_message_batch",
+    tag = "Message Batches",
+    summary = "Cancel a Message Batch",
+    description = "Starts cancellation: the batch becomes `canceling`, requests not yet sent are canceled, and it ends once the requests in flight are answered. Any body is ignored. A batch that has already ended gives a 400.",
+    params(crate::openapi::BatchIdPath, crate::openapi::ApiHeaders, crate::openapi::BetaQuery),
+    responses(
+        (status = 200, description = "The batch, `canceling` (or unchanged if it already was).", body = batchd_wire::MessageBatch),
+    ),
+    security(("ApiKeyAuth" = []), ("BearerAuth" = [])),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -151,6 +190,19 @@ pub async fn cancel(
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/messages/batches/{message_batch_id}",
+    operation_id = "delete_message_batch",
+    tag = "Message Batches",
+    summary = "Delete a Message Batch",
+    description = "Deletes an ended batch and its results. A batch that has not ended gives a 400: cancel it first.",
+    params(crate::openapi::BatchIdPath, crate::openapi::ApiHeaders, crate::openapi::BetaQuery),
+    responses(
+        (status = 200, description = "The batch is deleted.", body = batchd_wire::DeletedMessageBatch),
+    ),
+    security(("ApiKeyAuth" = []), ("BearerAuth" = [])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -177,6 +229,19 @@ pub async fn delete(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/messages/batches/{message_batch_id}/results",
+    operation_id = "message_batch_results",
+    tag = "Message Batches",
+    summary = "Retrieve Message Batch results",
+    description = "Streams the results of an ended batch as JSONL: one `{custom_id, result}` object per line, one line per request, not necessarily in request order (match them by `custom_id`). Prefer the batch's `results_url` to building this path. Before the batch ends, and once its results are archived, this answers 404.",
+    params(crate::openapi::BatchIdPath, crate::openapi::ApiHeaders, crate::openapi::BetaQuery),
+    responses(
+        (status = 200, description = "One JSON object per line, each terminated by `\\n`; the schema describes one line.", content_type = "application/x-jsonl", body = batchd_wire::ResultLine),
+    ),
+    security(("ApiKeyAuth" = []), ("BearerAuth" = [])),
+)]
 pub async fn results(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -275,18 +340,29 @@ mod tests {
 
 /// Live progress: an extension beside the documented object, which keeps its "counts move at
 /// the end" semantics. Here the buckets move as results are recorded.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(
+    description = "Live progress of a batch (batchd extension): `request_counts` move as results \
+                   are recorded instead of at the end."
+)]
 pub struct Progress {
+    #[schema(example = "msgbatch_01Kk2gPdvEq73ifNWGPfvmyd")]
     pub id: String,
     #[serde(rename = "type")]
+    #[schema(value_type = crate::openapi::ProgressType)]
     pub kind: &'static str,
     pub processing_status: batchd_wire::ProcessingStatus,
+    /// Requests in the batch.
     pub total: u64,
+    /// Outcomes recorded so far; `processing` counts the requests still without one.
     pub request_counts: batchd_wire::RequestCounts,
     /// Average rate since creation (until the end, for an ended batch).
     pub requests_per_second: f64,
     /// Seconds until every request is answered at the current rate; null when unknown or ended.
+    #[schema(required = true)]
     pub eta_seconds: Option<f64>,
+    /// When this was computed (RFC 3339).
+    #[schema(format = DateTime)]
     pub as_of: String,
 }
 
@@ -327,6 +403,19 @@ impl Progress {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/messages/batches/{message_batch_id}/progress",
+    operation_id = "message_batch_progress",
+    tag = "batchd extensions",
+    summary = "Live progress of a Message Batch (batchd extension)",
+    description = "**batchd extension**, not part of Anthropic's Message Batches API. While a batch runs, its `request_counts` keep every request in `processing` until the end, as the API documents; this route shows the outcomes as they are recorded, with a rate and an estimated time to completion.",
+    params(crate::openapi::BatchIdPath, crate::openapi::ApiHeaders, crate::openapi::BetaQuery),
+    responses(
+        (status = 200, description = "The progress of the batch.", body = Progress),
+    ),
+    security(("ApiKeyAuth" = []), ("BearerAuth" = [])),
+)]
 pub async fn progress(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

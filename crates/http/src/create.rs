@@ -49,6 +49,21 @@ enum Refusal {
     Aborted,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/messages/batches",
+    operation_id = "create_message_batch",
+    tag = "Message Batches",
+    summary = "Create a Message Batch",
+    description = "Creates a batch of Messages API requests, processed asynchronously. The envelope (`requests`, each `custom_id`, unknown keys) is validated now; each request's `params` only when it is processed, so problems there become `errored` results. Up to 100,000 requests; the body may be up to 256 MB (the server's default limit).",
+    params(crate::openapi::ApiHeaders, crate::openapi::BetaQuery),
+    request_body(content = batchd_wire::CreateBatch, description = "The requests of the batch.", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The new batch: `in_progress`, every request counted as `processing`.", body = batchd_wire::MessageBatch),
+        (status = 413, response = crate::openapi::RequestTooLarge),
+    ),
+    security(("ApiKeyAuth" = []), ("BearerAuth" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

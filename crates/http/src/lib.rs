@@ -8,8 +8,10 @@ pub mod auth;
 pub mod batches;
 pub mod create;
 pub mod error;
+pub mod openapi;
 pub mod ops;
 pub mod request_id;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,8 +113,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(from_fn_with_state(state.clone(), auth::layer));
     Router::new()
         .route("/healthz", get(ops::healthz))
+        .route("/openapi.json", get(openapi::document))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .merge(ui::router())
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

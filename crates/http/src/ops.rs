@@ -90,10 +90,33 @@ fn describe() {
     );
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "Operations",
+    summary = "Liveness",
+    description = "Answers as long as the process serves HTTP; does not touch storage.",
+    responses(
+        (status = 200, description = "The process is up.", body = crate::openapi::OpsStatus, example = json!({"status": "ok"})),
+    ),
+)]
 pub async fn healthz() -> Response {
     json_status(StatusCode::OK, r#"{"status":"ok"}"#)
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "Operations",
+    summary = "Readiness",
+    description = "Answers 200 when storage answers, 503 otherwise.",
+    responses(
+        (status = 200, description = "Storage answers.", body = crate::openapi::OpsStatus, example = json!({"status": "ready"})),
+        (status = 503, description = "Storage does not answer.", body = crate::openapi::OpsStatus, example = json!({"status": "unavailable", "reason": "storage"})),
+    ),
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.inner.store.ping().await {
         Ok(()) => json_status(StatusCode::OK, r#"{"status":"ready"}"#),
@@ -107,6 +130,18 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "Operations",
+    summary = "Prometheus metrics",
+    description = "Metrics in the Prometheus text format (version 0.0.4): HTTP requests, batches and requests by state, model calls, storage latency.",
+    responses(
+        (status = 200, description = "The metrics.", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 404, description = "No metrics recorder could be installed in this process (another one was installed first).", content_type = "text/plain; charset=utf-8", body = String),
+    ),
+)]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let Some(handle) = install_metrics() else {
         return (StatusCode::NOT_FOUND, "metrics recorder unavailable\n").into_response();

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// `processing_status` of a batch.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProcessingStatus {
@@ -28,6 +29,7 @@ impl ProcessingStatus {
 }
 
 /// Per-outcome request tallies; the five always sum to the batch's request count.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestCounts {
     pub processing: u64,
@@ -44,22 +46,41 @@ impl RequestCounts {
 }
 
 /// The `MessageBatch` object (10 keys, all present, in the documented order).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageBatch {
+    /// Unique object identifier (`msgbatch_` + 24 characters).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "msgbatch_01Kk2gPdvEq73ifNWGPfvmyd")
+    )]
     pub id: String,
     #[serde(rename = "type")]
     pub kind: MessageBatchType,
     pub processing_status: ProcessingStatus,
     pub request_counts: RequestCounts,
+    /// When every request had an outcome; null until then.
+    #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime, example = "2025-01-29T14:25:40.141141+00:00"))]
     pub ended_at: Option<String>,
+    /// RFC 3339 creation time.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime, example = "2025-01-29T14:25:40.141141+00:00"))]
     pub created_at: String,
+    /// `created_at` plus the batch lifetime (24 hours by default).
+    #[cfg_attr(feature = "openapi", schema(format = DateTime, example = "2025-01-29T14:25:40.141141+00:00"))]
     pub expires_at: String,
+    /// When the results were archived and stopped being downloadable; null until then.
+    #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime, example = "2025-01-29T14:25:40.141141+00:00"))]
     pub archived_at: Option<String>,
+    /// When cancellation was requested; null unless canceled.
+    #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime, example = "2025-01-29T14:25:40.141141+00:00"))]
     pub cancel_initiated_at: Option<String>,
+    /// Absolute URL of the results JSONL once the batch has ended; null until then.
+    #[cfg_attr(feature = "openapi", schema(required = true, format = "uri"))]
     pub results_url: Option<String>,
 }
 
 /// The constant `"message_batch"` type tag.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MessageBatchType {
     #[default]
@@ -68,6 +89,7 @@ pub enum MessageBatchType {
 }
 
 /// Body of a successful DELETE.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeletedMessageBatch {
     pub id: String,
@@ -76,6 +98,7 @@ pub struct DeletedMessageBatch {
 }
 
 /// The constant `"message_batch_deleted"` type tag.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeletedType {
     #[default]
@@ -84,24 +107,38 @@ pub enum DeletedType {
 }
 
 /// One page of `GET /v1/messages/batches`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListPage<T> {
+    /// Newest first.
     pub data: Vec<T>,
+    /// Whether more results exist in the requested page direction.
     pub has_more: bool,
+    /// First id in `data`, the `before_id` of the previous page; null when `data` is empty.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub first_id: Option<String>,
+    /// Last id in `data`, the `after_id` of the next page; null when `data` is empty.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub last_id: Option<String>,
 }
 
 /// The error envelope used by every non-2xx response and inside `errored` result rows.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorEnvelope {
     #[serde(rename = "type")]
     pub kind: ErrorTag,
     pub error: ErrorBody,
+    /// The same value as the `request-id` response header.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(required = true, example = "req_011CSHoEeqs5C35K2UUqR7Fy")
+    )]
     pub request_id: Option<String>,
 }
 
 /// The constant `"error"` type tag.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorTag {
     #[default]
@@ -110,10 +147,19 @@ pub enum ErrorTag {
 }
 
 /// `error.type` and `error.message`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// `invalid_request_error`, `authentication_error`, `permission_error`, `not_found_error`,
+    /// `request_too_large`, `rate_limit_error`, `api_error`, `timeout_error`, `overloaded_error`;
+    /// more values may appear.
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(example = "not_found_error"))]
     pub kind: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "Message Batch msgbatch_01AHxNhUeZwskhx38tGz1QVj not found.")
+    )]
     pub message: String,
 }
 
@@ -136,19 +182,37 @@ impl ErrorEnvelope {
 
 /// One request of a create body as it goes out from a client. The server parses bodies with a
 /// streaming visitor instead, so it can report errors with their index and stay in bounded memory.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(description = "One request of a batch."))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BatchRequest {
+    /// Names the request's result; unique within the batch.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 64,
+            pattern = "^[a-zA-Z0-9_-]{1,64}$",
+            example = "my-first-request"
+        )
+    )]
     pub custom_id: String,
+    /// A Messages API create body (`model`, `max_tokens`, `messages`, ...). It is validated when
+    /// the request is processed: problems become an `errored` result, not a 400 here.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub params: Box<RawValue>,
 }
 
 /// The body of `POST /v1/messages/batches`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateBatch {
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 100_000))]
     pub requests: Vec<BatchRequest>,
 }
 
 /// One line of the results JSONL.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResultLine {
     pub custom_id: String,
@@ -160,11 +224,22 @@ pub struct ResultLine {
 /// `Deserialize` is written by hand: serde's derive for internally tagged enums buffers the
 /// input, and a buffered value cannot become a `RawValue`, so the derived impl rejected every
 /// `succeeded` row. The serialised form is the derived one.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(description = "The outcome of one request, discriminated by `type`.")
+)]
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BatchResult {
-    Succeeded { message: Box<RawValue> },
-    Errored { error: ErrorEnvelope },
+    Succeeded {
+        /// The Messages API `Message` the model produced.
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+        message: Box<RawValue>,
+    },
+    Errored {
+        error: ErrorEnvelope,
+    },
     Canceled,
     Expired,
 }

@@ -1,0 +1,623 @@
+//! The OpenAPI 3.1 document of this server, served at `GET /openapi.json` (unauthenticated).
+//!
+//! It is generated from the code: each handler carries a `#[utoipa::path]` attribute (method,
+//! path, parameters, bodies), the wire types derive `ToSchema` (behind `batchd-wire`'s `openapi`
+//! feature), and [`ApiDoc`] lists the handlers. What every route shares because of a layer rather
+//! than a handler is added once by [`Common`]: the `request-id` header (the request-id layer), the
+//! error responses of the authentication layer, the fallbacks and the store, and the security
+//! schemes.
+//!
+//! The rendered document is committed as `crates/http/openapi.json` and a test fails when the two
+//! differ. After an intended API change, refresh it with
+//! `UPDATE_OPENAPI=1 cargo test -p batchd-http openapi` and commit the file.
+
+use std::sync::OnceLock;
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::header::{Header, HeaderBuilder};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{AdditionalProperties, ArrayItems, Schema};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Components, ContentBuilder, Object, Ref, RefOr, Type};
+use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
+
+use crate::{batches, create, ops};
+
+const DESCRIPTION: &str = "\
+batchd is a self-hosted server compatible with Anthropic's Message Batches API: the six \
+`/v1/messages/batches` endpoints accept the same requests and return the same JSON objects, \
+status codes and error envelopes, so the official SDKs work against it unchanged.
+
+Routes under `/v1` need an API key (`x-api-key`, or `Authorization: Bearer`) and the \
+`anthropic-version` header. `GET /v1/messages/batches/{message_batch_id}/progress` is a batchd \
+extension that Anthropic's API does not have. `/healthz`, `/readyz`, `/metrics` and \
+`/openapi.json` are unauthenticated operator endpoints.
+
+Every response carries a `request-id` header. Unknown paths answer 404 and known paths called \
+with another method answer 405, both with the error envelope.";
+
+/// The whole document; see the module docs.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "batchd",
+        version = env!("CARGO_PKG_VERSION"),
+        description = DESCRIPTION,
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        create::create,
+        batches::list,
+        batches::retrieve,
+        batches::delete,
+        batches::cancel,
+        batches::results,
+        batches::progress,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+        document,
+    ),
+    components(
+        schemas(batchd_wire::ErrorEnvelope),
+        responses(
+            InvalidRequestError,
+            AuthenticationError,
+            PermissionError,
+            NotFoundError,
+            MethodNotAllowed,
+            RequestTooLarge,
+            InternalError,
+            OverloadedError,
+        ),
+    ),
+    modifiers(&Common),
+    tags(
+        (name = "Message Batches", description = "Anthropic's Message Batches API."),
+        (name = "batchd extensions", description = "Routes that Anthropic's API does not have."),
+        (name = "Operations", description = "Unauthenticated endpoints for operators."),
+    ),
+)]
+pub struct ApiDoc;
+
+/// `GET /openapi.json`: the document, byte for byte the committed `crates/http/openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi_document",
+    tag = "Operations",
+    summary = "This OpenAPI document",
+    description = "The OpenAPI 3.1 description of this server's routes, generated from its code.",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this server.", body = Object)),
+)]
+pub async fn document() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json(),
+    )
+        .into_response()
+}
+
+/// The document as served and committed: pretty-printed, object keys sorted at every level (so
+/// the text cannot depend on map types or on serde_json's `preserve_order` being enabled by some
+/// other crate in the build), newline-terminated. Rendered once.
+pub fn json() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(render)
+}
+
+fn render() -> String {
+    // Both steps only fail for maps with non-string keys, which the document has none of.
+    let mut value = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document is JSON");
+    value.sort_all_objects();
+    let mut text = serde_json::to_string_pretty(&value).expect("a JSON value serialises");
+    text.push('\n');
+    text
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parameters shared by the `/v1` routes. These types only describe requests for the document;
+// the handlers and the authentication layer read the same values from the request themselves.
+
+/// The path segment naming a batch.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct BatchIdPath {
+    /// ID of the Message Batch.
+    #[param(example = "msgbatch_01Kk2gPdvEq73ifNWGPfvmyd")]
+    pub message_batch_id: String,
+}
+
+/// Headers every `/v1` route reads (in the authentication layer, before the handler runs).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct ApiHeaders {
+    /// The API key; `Authorization: Bearer <key>` is accepted instead (see the security schemes).
+    #[param(rename = "x-api-key", nullable = false)]
+    pub x_api_key: Option<String>,
+    /// API version: `2023-01-01`, `2023-06-01` or `2026-10-21`.
+    #[param(rename = "anthropic-version", example = "2023-06-01")]
+    pub anthropic_version: String,
+    /// Beta features, comma-separated and/or as repeated headers, each `name-YYYY-MM-DD` (such as
+    /// `message-batches-2024-09-24`). On create they apply to every request of the batch.
+    #[param(rename = "anthropic-beta", nullable = false)]
+    pub anthropic_beta: Option<String>,
+}
+
+/// The `?beta=true` form of every batch route, which the SDKs' beta namespace calls.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BetaQuery {
+    /// Accepted and ignored: the beta and non-beta forms behave the same.
+    #[param(nullable = false)]
+    pub beta: Option<bool>,
+}
+
+/// Paging of the list.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Items per page.
+    #[param(minimum = 1, maximum = 1000, default = 20, nullable = false)]
+    pub limit: Option<u32>,
+    /// Return the page immediately before this batch (newer batches). Not with `after_id`.
+    #[param(nullable = false)]
+    pub before_id: Option<String>,
+    /// Return the page immediately after this batch (older batches). Not with `before_id`.
+    #[param(nullable = false)]
+    pub after_id: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schemas that only exist in the document.
+
+/// The constant `"message_batch_progress"` type tag of the progress object.
+#[derive(ToSchema)]
+pub enum ProgressType {
+    #[schema(rename = "message_batch_progress")]
+    MessageBatchProgress,
+}
+
+/// Body of `/healthz` (`{"status":"ok"}`) and `/readyz` (`{"status":"ready"}`, or
+/// `{"status":"unavailable","reason":"storage"}` with a 503).
+#[derive(ToSchema)]
+pub struct OpsStatus {
+    /// `ok`, `ready` or `unavailable`.
+    #[schema(example = "ok")]
+    pub status: String,
+    /// What is unavailable; only with `unavailable`.
+    #[schema(nullable = false, example = "storage")]
+    pub reason: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error responses: every one is the error envelope, with the `request-id` and `x-should-retry`
+// headers that `ApiError` sets.
+
+macro_rules! error_response {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $description:literal, $message:literal) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl<'r> ToResponse<'r> for $name {
+            fn response() -> (&'r str, RefOr<utoipa::openapi::Response>) {
+                (stringify!($name), error(stringify!($name), $kind, $description, $message))
+            }
+        }
+    };
+}
+
+error_response!(
+    /// 400.
+    InvalidRequestError,
+    "invalid_request_error",
+    "Invalid request: a missing or unsupported `anthropic-version`, a malformed `anthropic-beta`, \
+     an invalid body or query, or an operation the batch's state does not allow (deleting or \
+     canceling at the wrong time).",
+    "anthropic-version: header is required"
+);
+error_response!(
+    /// 401.
+    AuthenticationError,
+    "authentication_error",
+    "The API key is missing or unknown.",
+    "x-api-key header is required"
+);
+error_response!(
+    /// 403.
+    PermissionError,
+    "permission_error",
+    "`anthropic-workspace-id` names another workspace than the key's.",
+    "anthropic-workspace-id does not match the workspace of this API key."
+);
+error_response!(
+    /// 404.
+    NotFoundError,
+    "not_found_error",
+    "The batch does not exist in the key's workspace (or was deleted), its results are not \
+     available (not ended yet, or archived), or the path is unknown.",
+    "Message Batch msgbatch_01AHxNhUeZwskhx38tGz1QVj not found."
+);
+error_response!(
+    /// 405.
+    MethodNotAllowed,
+    "invalid_request_error",
+    "The path exists, but not with this method.",
+    "Method not allowed"
+);
+error_response!(
+    /// 413.
+    RequestTooLarge,
+    "request_too_large",
+    "The body is larger than the server's limit (256 MB by default).",
+    "Request exceeds the maximum size"
+);
+error_response!(
+    /// 500.
+    InternalError,
+    "api_error",
+    "An internal error; details are logged by the server, never returned.",
+    "Internal server error"
+);
+error_response!(
+    /// 529.
+    OverloadedError,
+    "overloaded_error",
+    "Storage is busy or full for the moment; retry later.",
+    "Overloaded"
+);
+
+fn error(
+    name: &str,
+    kind: &str,
+    description: &str,
+    message: &str,
+) -> RefOr<utoipa::openapi::Response> {
+    let retry = matches!(name, "InternalError" | "OverloadedError");
+    let example = serde_json::json!({
+        "type": "error",
+        "error": {"type": kind, "message": message},
+        "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy",
+    });
+    ResponseBuilder::new()
+        .description(description)
+        .header("request-id", request_id_header())
+        .header(
+            "x-should-retry",
+            HeaderBuilder::new()
+                .schema(Object::with_type(Type::String))
+                .description(Some(if retry {
+                    "`true`: the SDKs retry this response."
+                } else {
+                    "`false`: retrying the same request will not help."
+                }))
+                .build(),
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                .example(Some(example))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+fn request_id_header() -> Header {
+    HeaderBuilder::new()
+        .schema(Object::with_type(Type::String))
+        .description(Some(
+            "Unique id of this request (`req_` + 24 characters); error bodies repeat it as \
+             `request_id`.",
+        ))
+        .build()
+}
+
+/// Error responses every `/v1` operation can give, from the authentication layer (400, 401,
+/// 403), the batch lookup and the fallbacks (404, 405) and the store (500, 529).
+fn v1_errors() -> [(&'static str, &'static str); 7] {
+    [
+        ("400", InvalidRequestError::response().0),
+        ("401", AuthenticationError::response().0),
+        ("403", PermissionError::response().0),
+        ("404", NotFoundError::response().0),
+        ("405", MethodNotAllowed::response().0),
+        ("500", InternalError::response().0),
+        ("529", OverloadedError::response().0),
+    ]
+}
+
+/// Adds what routes share because of layers rather than handlers; see the module docs.
+pub struct Common;
+
+impl Modify for Common {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "ApiKeyAuth",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-api-key",
+                "An API key of the server (given at start-up or created with `batchd keys`).",
+            ))),
+        );
+        components.add_security_scheme(
+            "BearerAuth",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The same API key, sent as `Authorization: Bearer <key>`.",
+                    ))
+                    .build(),
+            ),
+        );
+
+        fix_schemas(components);
+
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let v1 = path.starts_with("/v1/");
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_common(operation, v1);
+            }
+        }
+    }
+}
+
+/// What the derives cannot say: create bodies refuse unknown keys (the server's own parser does,
+/// while the wire types stay lenient for clients), and the list page refers to `MessageBatch`
+/// rather than inlining a copy (utoipa inlines generic arguments).
+fn fix_schemas(components: &mut Components) {
+    for name in ["CreateBatch", "BatchRequest"] {
+        if let Some(object) = object_mut(components, name) {
+            object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+        }
+    }
+    let data = object_mut(components, "ListPage_MessageBatch")
+        .and_then(|page| page.properties.get_mut("data"));
+    if let Some(RefOr::T(Schema::Array(data))) = data {
+        data.items =
+            ArrayItems::RefOrSchema(Box::new(Ref::from_schema_name("MessageBatch").into()));
+    }
+}
+
+fn object_mut<'a>(components: &'a mut Components, name: &str) -> Option<&'a mut Object> {
+    match components.schemas.get_mut(name) {
+        Some(RefOr::T(Schema::Object(object))) => Some(object),
+        _ => None,
+    }
+}
+
+fn add_common(operation: &mut Operation, v1: bool) {
+    let responses = &mut operation.responses.responses;
+    for response in responses.values_mut() {
+        if let RefOr::T(response) = response {
+            response
+                .headers
+                .insert("request-id".into(), request_id_header());
+            if v1 {
+                response.headers.insert(
+                    "anthropic-workspace-id".into(),
+                    HeaderBuilder::new()
+                        .schema(Object::with_type(Type::String))
+                        .description(Some("The workspace of the API key."))
+                        .build(),
+                );
+            }
+        }
+    }
+    let errors: &[_] = if v1 {
+        &v1_errors()
+    } else {
+        &[("405", MethodNotAllowed::response().0)]
+    };
+    for (status, name) in errors {
+        responses
+            .entry((*status).into())
+            .or_insert_with(|| RefOr::Ref(Ref::from_response_name(*name)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
+
+    /// Every (method, path) the router serves, in the document's spelling of the id segment.
+    const ROUTES: &[(&str, &str)] = &[
+        ("post", "/v1/messages/batches"),
+        ("get", "/v1/messages/batches"),
+        ("get", "/v1/messages/batches/{message_batch_id}"),
+        ("delete", "/v1/messages/batches/{message_batch_id}"),
+        ("post", "/v1/messages/batches/{message_batch_id}/cancel"),
+        ("get", "/v1/messages/batches/{message_batch_id}/results"),
+        ("get", "/v1/messages/batches/{message_batch_id}/progress"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("get", "/openapi.json"),
+    ];
+
+    fn doc() -> Value {
+        serde_json::from_str(json()).unwrap()
+    }
+
+    #[test]
+    fn openapi_snapshot_is_up_to_date() {
+        let generated = json();
+        if std::env::var_os("UPDATE_OPENAPI").is_some_and(|v| v != "0") {
+            std::fs::write(SNAPSHOT, generated).expect("write crates/http/openapi.json");
+            return;
+        }
+        let committed = std::fs::read_to_string(SNAPSHOT).unwrap_or_default();
+        if committed != generated {
+            let line = committed
+                .lines()
+                .zip(generated.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or_else(|| committed.lines().count().min(generated.lines().count()));
+            panic!(
+                "crates/http/openapi.json is out of date with the code (first difference at line \
+                 {}).\nIf the API change is intended, regenerate it and commit the file:\n\n    \
+                 UPDATE_OPENAPI=1 cargo test -p batchd-http openapi\n",
+                line + 1
+            );
+        }
+    }
+
+    #[test]
+    fn openapi_is_3_1_with_title_version_and_compatibility_note() {
+        let doc = doc();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        assert_eq!(doc["info"]["title"], "batchd");
+        assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+        assert!(
+            doc["info"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("compatible with Anthropic's Message Batches API")
+        );
+    }
+
+    #[test]
+    fn openapi_documents_exactly_the_router_paths() {
+        let doc = doc();
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |method| (method.clone(), path.clone()))
+            })
+            .collect();
+        let expected: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        assert_eq!(documented, expected);
+        // Operation ids are unique, so generated clients get distinct method names.
+        let ids: BTreeSet<&str> = ROUTES
+            .iter()
+            .map(|(m, p)| doc["paths"][p][m]["operationId"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), ROUTES.len());
+    }
+
+    #[test]
+    fn openapi_v1_routes_need_a_key_and_others_do_not() {
+        let doc = doc();
+        let schemes = &doc["components"]["securitySchemes"];
+        assert_eq!(schemes["ApiKeyAuth"]["type"], "apiKey");
+        assert_eq!(schemes["ApiKeyAuth"]["in"], "header");
+        assert_eq!(schemes["ApiKeyAuth"]["name"], "x-api-key");
+        assert!(doc.get("security").is_none(), "no global security");
+        for (method, path) in ROUTES {
+            let operation = &doc["paths"][path][method];
+            let secured = operation.get("security").is_some();
+            assert_eq!(secured, path.starts_with("/v1/"), "{method} {path}");
+            let statuses = operation["responses"].as_object().unwrap();
+            assert!(statuses.contains_key("405"), "{method} {path}");
+            if path.starts_with("/v1/") {
+                for status in ["400", "401", "403", "404", "500", "529"] {
+                    assert!(statuses.contains_key(status), "{method} {path} {status}");
+                }
+                let params: Vec<&str> = operation["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["name"].as_str().unwrap())
+                    .collect();
+                for name in ["x-api-key", "anthropic-version", "anthropic-beta", "beta"] {
+                    assert!(params.contains(&name), "{method} {path} {name}");
+                }
+            }
+            let ok = &statuses["200"];
+            assert!(ok["headers"].get("request-id").is_some(), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn openapi_describes_create_body_and_list_paging() {
+        let doc = doc();
+        let create = &doc["paths"]["/v1/messages/batches"]["post"];
+        assert!(create["requestBody"]["required"].as_bool().unwrap());
+        assert!(create["responses"].get("413").is_some());
+        let schemas = &doc["components"]["schemas"];
+        let requests = &schemas["CreateBatch"]["properties"]["requests"];
+        assert_eq!(requests["minItems"], 1);
+        assert_eq!(requests["maxItems"], 100_000);
+        assert_eq!(schemas["CreateBatch"]["additionalProperties"], false);
+        assert_eq!(schemas["BatchRequest"]["additionalProperties"], false);
+        assert_eq!(
+            schemas["ListPage_MessageBatch"]["properties"]["data"]["items"]["$ref"],
+            "#/components/schemas/MessageBatch"
+        );
+        let custom_id = &schemas["BatchRequest"]["properties"]["custom_id"];
+        assert_eq!(custom_id["pattern"], "^[a-zA-Z0-9_-]{1,64}$");
+        assert_eq!(
+            schemas["MessageBatch"]["required"]
+                .as_array()
+                .unwrap()
+                .len(),
+            10,
+            "every MessageBatch key is always present"
+        );
+        let list = &doc["paths"]["/v1/messages/batches"]["get"];
+        let limit = list["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap();
+        assert_eq!(limit["schema"]["minimum"], 1);
+        assert_eq!(limit["schema"]["maximum"], 1000);
+        assert_eq!(limit["schema"]["default"], 20);
+        let results = &doc["paths"]["/v1/messages/batches/{message_batch_id}/results"]["get"];
+        assert!(results["responses"]["200"]["content"]["application/x-jsonl"].is_object());
+        let progress = &doc["paths"]["/v1/messages/batches/{message_batch_id}/progress"]["get"];
+        assert!(
+            progress["description"]
+                .as_str()
+                .unwrap()
+                .contains("batchd extension")
+        );
+    }
+
+    #[test]
+    fn openapi_error_responses_use_the_envelope() {
+        let doc = doc();
+        let responses = doc["components"]["responses"].as_object().unwrap();
+        assert_eq!(responses.len(), 8);
+        for (name, response) in responses {
+            assert_eq!(
+                response["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/ErrorEnvelope",
+                "{name}"
+            );
+            assert!(response["headers"].get("request-id").is_some(), "{name}");
+        }
+    }
+}
