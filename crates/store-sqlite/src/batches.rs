@@ -284,9 +284,10 @@ impl SqliteStore {
                     .map_err(db)?;
                 (rows, false)
             }
-            Cursor::After(id) => {
-                let (created_at, key) = self.cursor_position(workspace, &id).await?;
-                let rows = sqlx::query(LIST_OLDER)
+            Cursor::After(ref id) | Cursor::Before(ref id) => {
+                let newer = matches!(cursor, Cursor::Before(_));
+                let (created_at, key) = self.cursor_position(workspace, id).await?;
+                let rows = sqlx::query(if newer { LIST_NEWER } else { LIST_OLDER })
                     .bind(workspace)
                     .bind(created_at)
                     .bind(key)
@@ -294,19 +295,7 @@ impl SqliteStore {
                     .fetch_all(reader)
                     .await
                     .map_err(db)?;
-                (rows, false)
-            }
-            Cursor::Before(id) => {
-                let (created_at, key) = self.cursor_position(workspace, &id).await?;
-                let rows = sqlx::query(LIST_NEWER)
-                    .bind(workspace)
-                    .bind(created_at)
-                    .bind(key)
-                    .bind(fetch)
-                    .fetch_all(reader)
-                    .await
-                    .map_err(db)?;
-                (rows, true)
+                (rows, newer)
             }
         };
         let has_more = rows.len() as u64 > u64::from(limit);

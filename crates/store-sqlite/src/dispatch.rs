@@ -338,17 +338,11 @@ impl SqliteStore {
         let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
         let mut ended = Vec::new();
         for (key, answers) in by_batch {
-            let row = sqlx::query(RECORD_BATCH)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-            let Some(row) = row else { continue };
-            let state: i64 = get(&row, "state")?;
-            if get::<i64>(&row, "deleted")? != 0 || !(state == IN_PROGRESS || state == CANCELING) {
-                // Drafts cannot have claims; ended and deleted batches drop late answers.
+            // Drafts cannot have claims; ended and deleted batches drop late answers.
+            let Some(row) = live_batch(&mut tx, key).await? else {
                 continue;
-            }
+            };
+            let state: i64 = get(&row, "state")?;
             let id = parse_id(get(&row, "id")?)?;
             if Timestamp::from_micros(get(&row, "expires_at")?) <= now {
                 // Past its deadline: the batch expires now and the late answers are dropped,
@@ -601,16 +595,10 @@ async fn may_end_a_batch(
     now: Timestamp,
 ) -> Result<bool, StoreError> {
     for (&key, answers) in by_batch {
-        let row = sqlx::query(RECORD_BATCH)
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db)?;
-        let Some(row) = row else { continue };
-        let state: i64 = get(&row, "state")?;
-        if get::<i64>(&row, "deleted")? != 0 || !(state == IN_PROGRESS || state == CANCELING) {
+        let Some(row) = live_batch(conn, key).await? else {
             continue;
-        }
+        };
+        let state: i64 = get(&row, "state")?;
         let unanswered = get::<i64>(&row, "total")?
             - get::<i64>(&row, "succeeded")?
             - get::<i64>(&row, "errored")?;
@@ -622,6 +610,24 @@ async fn may_end_a_batch(
         }
     }
     Ok(false)
+}
+
+/// The row of a batch that still takes answers (in progress or canceling, not deleted).
+async fn live_batch(
+    conn: &mut SqliteConnection,
+    key: i64,
+) -> Result<Option<SqliteRow>, StoreError> {
+    let Some(row) = sqlx::query(RECORD_BATCH)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?
+    else {
+        return Ok(None);
+    };
+    let state: i64 = get(&row, "state")?;
+    let live = get::<i64>(&row, "deleted")? == 0 && (state == IN_PROGRESS || state == CANCELING);
+    Ok(live.then_some(row))
 }
 
 /// `INSERT OR IGNORE`s results of one outcome and returns how many rows were really new, so a
