@@ -1,10 +1,8 @@
 //! Retrieve, list, cancel, delete and results.
 
-use std::collections::HashMap;
-
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use batchd_domain::{Batch, BatchId, ErrorType};
@@ -15,6 +13,7 @@ use serde::Serialize;
 
 use crate::auth::Caller;
 use crate::error::parse_batch_id;
+use crate::extract::{IdParam, QueryParams};
 use crate::{ApiError, AppState};
 
 /// Rows read per results page: each page is one short read, so downloads never pin the database.
@@ -68,7 +67,7 @@ async fn find(state: &AppState, caller: &Caller, raw_id: &str) -> Result<Batch, 
 pub async fn retrieve(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    IdParam(id): IdParam,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let batch = find(&state, &caller, &id).await?;
@@ -98,7 +97,7 @@ pub async fn retrieve(
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Query(query): Query<HashMap<String, String>>,
+    QueryParams(query): QueryParams,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let limit = match query.get("limit") {
@@ -169,7 +168,7 @@ pub async fn list(
 pub async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(raw_id): Path<String>,
+    IdParam(raw_id): IdParam,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_batch_id(&raw_id)?;
@@ -206,7 +205,7 @@ pub async fn cancel(
 pub async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(raw_id): Path<String>,
+    IdParam(raw_id): IdParam,
 ) -> Result<Response, ApiError> {
     let id = parse_batch_id(&raw_id)?;
     match state
@@ -245,7 +244,7 @@ pub async fn delete(
 pub async fn results(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(raw_id): Path<String>,
+    IdParam(raw_id): IdParam,
 ) -> Result<Response, ApiError> {
     let batch = find(&state, &caller, &raw_id).await?;
     if !batch.is_ended() || batch.archived_at.is_some() {
@@ -419,7 +418,7 @@ impl Progress {
 pub async fn progress(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    IdParam(id): IdParam,
 ) -> Result<Response, ApiError> {
     let batch = find(&state, &caller, &id).await?;
     json(&Progress::of(&batch, batchd_domain::Timestamp::now()))

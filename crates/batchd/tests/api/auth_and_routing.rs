@@ -174,3 +174,19 @@ async fn workspace_header_is_reported_and_checked() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn malformed_urls_still_get_the_envelope() {
+    let app = spawn().await;
+    let resp = app.get("/v1/messages/batches/%FF").await;
+    assert_error(
+        resp,
+        400,
+        "invalid_request_error",
+        "Invalid URL: Invalid UTF-8 in `id`",
+    )
+    .await;
+    let resp = app.get("/v1/messages/batches/%FF/results").await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+}
