@@ -93,12 +93,25 @@ impl Pools {
         Ok(Self { writer, reader })
     }
 
-    /// Runs the embedded migrations on the writer.
+    /// Runs the embedded migrations on the writer. sqlx's migrator reads before it writes in a
+    /// deferred transaction, which SQLite refuses at once (no busy wait) when another process
+    /// wrote meanwhile, as a `batchd keys` command beside a server's first start can; such a
+    /// refusal is tried again.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        migrator().run(&self.writer).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => db(e),
-            e => other(e),
-        })
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let outcome = migrator().run(&self.writer).await.map_err(|e| match e {
+                sqlx::migrate::MigrateError::Execute(e) => db(e),
+                e => other(e),
+            });
+            match outcome {
+                Err(StoreError::Unavailable(_)) if delay < Duration::from_secs(3) => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The writer connection, with `synchronous` set for the transaction about to begin (it

@@ -52,7 +52,7 @@ pub async fn start_in(data_dir: PathBuf, tweak: impl FnOnce(&mut ServeOptions)) 
     let handle = tokio::spawn(batchd::serve(options, listener, async move {
         let _ = stopped.await;
     }));
-    TestApp {
+    let app = TestApp {
         base: format!("http://{addr}"),
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
         key: KEY_A,
@@ -60,10 +60,35 @@ pub async fn start_in(data_dir: PathBuf, tweak: impl FnOnce(&mut ServeOptions)) 
         stop: Some(stop),
         handle: Some(handle),
         _dir: None,
-    }
+    };
+    app.wait_ready().await;
+    app
 }
 
 impl TestApp {
+    /// The listener answers at once, but the store opens in the server task: wait until it is
+    /// ready, so a test never races the server's start-up (migrations) with its own actions.
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(resp) = self
+                .client
+                .get(format!("{}/readyz", self.base))
+                .send()
+                .await
+                && resp.status() == 200
+            {
+                return;
+            }
+            let finished = self.handle.as_ref().is_some_and(|h| h.is_finished());
+            assert!(
+                !finished && Instant::now() < deadline,
+                "server did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Graceful stop; returns the data dir's owner so a restart can reuse it.
     pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         if let Some(stop) = self.stop.take() {

@@ -1,26 +1,28 @@
 //! Durable API keys: `batchd keys create/list/revoke` against a data dir a server is using, and
 //! the key a first start creates when none is configured.
 
-use std::process::Command;
 use std::time::Duration;
 
 use reqwest::Method;
 
 use crate::helpers::*;
 
-fn batchd(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_batchd"))
+/// Runs the CLI without blocking the test's runtime: the server under test runs on that same
+/// runtime, and a blocking wait would freeze it mid-transaction while the CLI waits for its lock.
+async fn batchd(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_batchd"))
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
         .output()
+        .await
         .expect("run batchd")
 }
 
 #[tokio::test]
 async fn stored_keys_authenticate_until_revoked() {
     let app = spawn().await;
-    let out = batchd(&app.data_dir, &["keys", "create", "--workspace", "team-x"]);
+    let out = batchd(&app.data_dir, &["keys", "create", "--workspace", "team-x"]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -43,7 +45,7 @@ async fn stored_keys_authenticate_until_revoked() {
     };
     assert_eq!(call(key.clone()).await.status(), 200);
 
-    let list = batchd(&app.data_dir, &["keys", "list"]);
+    let list = batchd(&app.data_dir, &["keys", "list"]).await;
     let listing = String::from_utf8(list.stdout).unwrap();
     assert!(listing.contains("team-x"), "{listing}");
     assert!(!listing.contains(&key), "keys list must never show a key");
@@ -56,7 +58,7 @@ async fn stored_keys_authenticate_until_revoked() {
         .unwrap()
         .to_owned();
 
-    let out = batchd(&app.data_dir, &["keys", "revoke", &id]);
+    let out = batchd(&app.data_dir, &["keys", "revoke", &id]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -83,7 +85,7 @@ async fn first_start_without_keys_creates_one() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    let listing = String::from_utf8(batchd(&app.data_dir, &["keys", "list"]).stdout).unwrap();
+    let listing = String::from_utf8(batchd(&app.data_dir, &["keys", "list"]).await.stdout).unwrap();
     assert_eq!(
         listing.lines().filter(|l| l.contains("default")).count(),
         1,
@@ -93,7 +95,7 @@ async fn first_start_without_keys_creates_one() {
     // A second start does not create another.
     let app = start_in(dir.path().to_path_buf(), |o| o.api_keys.clear()).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let listing = String::from_utf8(batchd(&app.data_dir, &["keys", "list"]).stdout).unwrap();
+    let listing = String::from_utf8(batchd(&app.data_dir, &["keys", "list"]).await.stdout).unwrap();
     assert_eq!(
         listing.lines().filter(|l| l.contains("default")).count(),
         1,
