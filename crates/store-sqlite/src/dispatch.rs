@@ -296,14 +296,14 @@ impl SqliteStore {
 
     pub(crate) async fn record_impl(
         &self,
-        answers: Vec<Answer>,
+        answers: &[Answer],
         now: Timestamp,
     ) -> Result<Ended, StoreError> {
         if answers.is_empty() {
             return Ok(Ended::default());
         }
         let slots: Vec<Slot> = answers.iter().map(|a| a.slot).collect();
-        let mut by_batch: BTreeMap<i64, Vec<Answer>> = BTreeMap::new();
+        let mut by_batch: BTreeMap<i64, Vec<&Answer>> = BTreeMap::new();
         for answer in answers {
             by_batch
                 .entry(answer.slot.batch_key)
@@ -325,7 +325,7 @@ impl SqliteStore {
 
     async fn record_tx(
         &self,
-        by_batch: BTreeMap<i64, Vec<Answer>>,
+        by_batch: BTreeMap<i64, Vec<&Answer>>,
         now: Timestamp,
     ) -> Result<Vec<EndedBatch>, StoreError> {
         let mut conn = self.pools.writer.acquire().await.map_err(db)?;
@@ -591,7 +591,7 @@ impl SqliteStore {
 /// overestimates (duplicates are counted as new), which only costs an fsync.
 async fn may_end_a_batch(
     conn: &mut SqliteConnection,
-    by_batch: &BTreeMap<i64, Vec<Answer>>,
+    by_batch: &BTreeMap<i64, Vec<&Answer>>,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
     for (&key, answers) in by_batch {
@@ -635,7 +635,7 @@ async fn live_batch(
 async fn insert_results(
     conn: &mut SqliteConnection,
     outcome: Outcome,
-    answers: Vec<Answer>,
+    answers: Vec<&Answer>,
 ) -> Result<u64, StoreError> {
     let mut inserted = 0;
     let mut rows = answers.into_iter();
@@ -650,7 +650,7 @@ async fn insert_results(
             query = query
                 .bind(rid(answer.slot.batch_key, answer.slot.index))
                 .bind(outcome.code())
-                .bind(answer.body);
+                .bind(answer.body.as_str());
         }
         inserted += query.execute(&mut *conn).await.map_err(db)?.rows_affected();
     }

@@ -212,7 +212,7 @@ impl Store for SqliteStore {
         self.release_impl(slots).await
     }
 
-    async fn record(&self, answers: Vec<Answer>, now: Timestamp) -> Result<Ended, StoreError> {
+    async fn record(&self, answers: &[Answer], now: Timestamp) -> Result<Ended, StoreError> {
         self.record_impl(answers, now).await
     }
 

@@ -365,7 +365,7 @@ async fn delete_needs_an_ended_batch_and_purge_removes_its_rows() {
         .cloned()
         .collect();
     store
-        .record(answers(&mine, Outcome::Succeeded), at(2))
+        .record(&answers(&mine, Outcome::Succeeded), at(2))
         .await
         .unwrap();
     let theirs: Vec<_> = items
@@ -374,7 +374,7 @@ async fn delete_needs_an_ended_batch_and_purge_removes_its_rows() {
         .cloned()
         .collect();
     store
-        .record(answers(&theirs, Outcome::Succeeded), at(2))
+        .record(&answers(&theirs, Outcome::Succeeded), at(2))
         .await
         .unwrap();
     store.cancel_batch(WS, &b.id, at(3)).await.unwrap();
@@ -453,13 +453,20 @@ async fn claim_record_complete() {
 
     let mut group = answers(&items[..6], Outcome::Succeeded);
     group.extend(answers(&items[6..9], Outcome::Errored));
-    assert!(store.record(group, at(2)).await.unwrap().batches.is_empty());
+    assert!(
+        store
+            .record(&group, at(2))
+            .await
+            .unwrap()
+            .batches
+            .is_empty()
+    );
     let mid = get(&store, &b).await;
     assert_eq!((mid.succeeded, mid.errored), (6, 3));
     assert_eq!(mid.status, ProcessingStatus::InProgress);
 
     let ended = store
-        .record(answers(&items[9..], Outcome::Errored), at(3))
+        .record(&answers(&items[9..], Outcome::Errored), at(3))
         .await
         .unwrap();
     assert_eq!(ended.batches, vec![(b.id.clone(), EndReason::Completed)]);
@@ -488,7 +495,7 @@ async fn duplicate_answers_are_ignored() {
     // Twice in one group, once more in the next, even with another outcome.
     store
         .record(
-            vec![
+            &[
                 answer(s0, Outcome::Succeeded),
                 answer(s0, Outcome::Succeeded),
             ],
@@ -498,7 +505,7 @@ async fn duplicate_answers_are_ignored() {
         .unwrap();
     let ended = store
         .record(
-            vec![
+            &[
                 answer(s0, Outcome::Errored),
                 answer(items[1].slot(), Outcome::Succeeded),
             ],
@@ -511,13 +518,13 @@ async fn duplicate_answers_are_ignored() {
     assert_eq!((mid.succeeded, mid.errored), (2, 0));
     assert_eq!(rows(&store, "results").await, 2);
     let ended = store
-        .record(answers(&items[2..], Outcome::Succeeded), at(4))
+        .record(&answers(&items[2..], Outcome::Succeeded), at(4))
         .await
         .unwrap();
     assert_eq!(ended.batches.len(), 1);
     // After the end, even a new answer for a known slot changes nothing.
     store
-        .record(vec![answer(s0, Outcome::Errored)], at(5))
+        .record(&[answer(s0, Outcome::Errored)], at(5))
         .await
         .unwrap();
     let e = get(&store, &b).await;
@@ -535,7 +542,7 @@ async fn answers_after_expiry_are_dropped() {
     assert_eq!(items.len(), 4);
     assert_eq!(store.next_expiry().await.unwrap(), Some(a.expires_at));
     store
-        .record(answers(&items[..1], Outcome::Succeeded), at(2))
+        .record(&answers(&items[..1], Outcome::Succeeded), at(2))
         .await
         .unwrap();
     let late = at(DAY);
@@ -544,7 +551,7 @@ async fn answers_after_expiry_are_dropped() {
         "expired batches are not served"
     );
     let ended = store
-        .record(answers(&items[1..], Outcome::Succeeded), late)
+        .record(&answers(&items[1..], Outcome::Succeeded), late)
         .await
         .unwrap();
     assert_eq!(ended.batches, vec![(a.id.clone(), EndReason::Expired)]);
@@ -560,7 +567,7 @@ async fn answers_after_expiry_are_dropped() {
     assert_eq!(ended.batches, vec![(b.id.clone(), EndReason::Expired)]);
     assert!(
         store
-            .record(answers(&items, Outcome::Succeeded), at(11 + DAY))
+            .record(&answers(&items, Outcome::Succeeded), at(11 + DAY))
             .await
             .unwrap()
             .batches
@@ -585,7 +592,7 @@ async fn canceling_batch_ends_when_its_last_claim_is_recorded() {
     );
     assert!(
         store
-            .record(answers(&items[..1], Outcome::Succeeded), at(4))
+            .record(&answers(&items[..1], Outcome::Succeeded), at(4))
             .await
             .unwrap()
             .batches
@@ -594,7 +601,7 @@ async fn canceling_batch_ends_when_its_last_claim_is_recorded() {
     store.release(&[items[1].slot()]).await.unwrap();
     assert_eq!(get(&store, &b).await.status, ProcessingStatus::Canceling);
     let ended = store
-        .record(answers(&items[2..], Outcome::Succeeded), at(5))
+        .record(&answers(&items[2..], Outcome::Succeeded), at(5))
         .await
         .unwrap();
     assert_eq!(ended.batches, vec![(b.id.clone(), EndReason::Canceled)]);
@@ -670,7 +677,7 @@ async fn restart_resumes_and_skips_answered_requests() {
     let items = claim(&store, 20, at(1)).await;
     let answered: Vec<_> = items.iter().filter(|w| w.index % 3 == 0).cloned().collect();
     store
-        .record(answers(&answered, Outcome::Succeeded), at(2))
+        .record(&answers(&answered, Outcome::Succeeded), at(2))
         .await
         .unwrap();
     store.close().await;
@@ -682,7 +689,7 @@ async fn restart_resumes_and_skips_answered_requests() {
     let expected: Vec<u32> = (0..20).filter(|i| i % 3 != 0).collect();
     assert_eq!(indices, expected);
     let ended = store
-        .record(answers(&again, Outcome::Errored), at(4))
+        .record(&answers(&again, Outcome::Errored), at(4))
         .await
         .unwrap();
     assert_eq!(ended.batches, vec![(b.id.clone(), EndReason::Completed)]);
@@ -852,7 +859,7 @@ async fn throughput() {
     // The last group stays unanswered for the restart measurement below.
     let (claimed, last) = claimed.split_at(claimed.len() - GROUP);
     for group in claimed.chunks(GROUP) {
-        let answers = group
+        let answers: Vec<Answer> = group
             .iter()
             .map(|w| Answer {
                 slot: w.slot(),
@@ -860,7 +867,7 @@ async fn throughput() {
                 body: body.clone(),
             })
             .collect();
-        ended.extend(store.record(answers, at(2)).await.unwrap().batches);
+        ended.extend(store.record(&answers, at(2)).await.unwrap().batches);
     }
     let record = started.elapsed();
     let recorded = claimed.len() as f64;
@@ -887,7 +894,7 @@ async fn throughput() {
         resumed.iter().map(|w| w.index).collect::<Vec<_>>(),
         expected
     );
-    let answers = resumed
+    let answers: Vec<Answer> = resumed
         .iter()
         .map(|w| Answer {
             slot: w.slot(),
@@ -895,7 +902,7 @@ async fn throughput() {
             body: body.clone(),
         })
         .collect();
-    let ended = store.record(answers, at(2)).await.unwrap().batches;
+    let ended = store.record(&answers, at(2)).await.unwrap().batches;
     assert_eq!(ended, vec![(b.id.clone(), EndReason::Completed)]);
 
     let started = Instant::now();
@@ -972,7 +979,7 @@ async fn archival_keeps_the_batch_and_reclaims_its_rows() {
         .filter(|w| w.batch_key != running.key)
         .collect();
     store
-        .record(answers(&mine, Outcome::Succeeded), at(4))
+        .record(&answers(&mine, Outcome::Succeeded), at(4))
         .await
         .unwrap();
     assert!(get(&store, &old).await.is_ended() && get(&store, &young).await.is_ended());
@@ -1038,7 +1045,7 @@ async fn stats_count_unended_work() {
     let _b = create(&store, 5).await;
     let items = claim(&store, 3, at(1)).await;
     store
-        .record(answers(&items, Outcome::Succeeded), at(2))
+        .record(&answers(&items, Outcome::Succeeded), at(2))
         .await
         .unwrap();
     store.cancel_batch(WS, &a.id, at(3)).await.unwrap();

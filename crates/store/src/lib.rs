@@ -227,7 +227,7 @@ pub trait Store: Send + Sync + 'static {
     /// canceling batch, count as canceled).
     async fn release(&self, slots: &[Slot]) -> Result<()>;
     /// Records answers (group commit) and ends the batches they complete.
-    async fn record(&self, answers: Vec<Answer>, now: Timestamp) -> Result<Ended>;
+    async fn record(&self, answers: &[Answer], now: Timestamp) -> Result<Ended>;
     /// Ends batches past `expires_at`, and canceling batches with no request still claimed.
     async fn finish_due(&self, now: Timestamp) -> Result<Ended>;
     /// When the next batch expires, so maintenance can sleep until then.
