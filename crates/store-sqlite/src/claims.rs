@@ -15,7 +15,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use batchd_domain::{BatchId, Timestamp};
-use batchd_store::{Slot, WorkItem};
+use batchd_store::{Retry, Slot, WorkItem};
 
 /// What a claim needs to know about a batch to build work items.
 #[derive(Debug)]
@@ -42,6 +42,8 @@ struct Entry {
     serving: bool,
     next: u32,
     released: BTreeSet<u32>,
+    /// Deferred requests (see [`batchd_store::Store::defer`]) and when each may go again.
+    waiting: Vec<(Timestamp, u32)>,
     claimed: HashSet<u32>,
 }
 
@@ -52,12 +54,23 @@ impl Entry {
             serving: true,
             next: 0,
             released: BTreeSet::new(),
+            waiting: Vec::new(),
             claimed: HashSet::new(),
         }
     }
 
-    fn has_work(&self) -> bool {
-        self.serving && (!self.released.is_empty() || self.next < self.info.total)
+    fn has_work(&self, now: Timestamp) -> bool {
+        self.serving
+            && (!self.released.is_empty()
+                || self.next < self.info.total
+                || self.waiting.iter().any(|&(at, _)| at <= now))
+    }
+
+    /// Stops serving: what was given back is now simply unanswered and ends with the batch.
+    fn stop_serving(&mut self) {
+        self.serving = false;
+        self.released.clear();
+        self.waiting.clear();
     }
 }
 
@@ -124,8 +137,7 @@ impl Claims {
             };
             let mut entry = entry;
             if batch.canceling {
-                entry.serving = false;
-                entry.released.clear();
+                entry.stop_serving();
             } else {
                 entry.serving = true;
             }
@@ -145,8 +157,7 @@ impl Claims {
     pub fn canceling(&mut self, key: i64) {
         self.generation += 1;
         if let Some(entry) = self.entries.get_mut(&key) {
-            entry.serving = false;
-            entry.released.clear();
+            entry.stop_serving();
         }
     }
 
@@ -171,17 +182,25 @@ impl Claims {
         self.entries
             .range((start, Bound::Unbounded))
             .chain(self.entries.range((Bound::Unbounded, end)))
-            .filter(|(_, e)| e.has_work() && e.info.expires_at > now)
+            .filter(|(_, e)| e.has_work(now) && e.info.expires_at > now)
             .map(|(&key, _)| key)
             .collect()
     }
 
     /// Reserves up to `share` released indices of a batch and reports its cursor. `None` when
     /// the batch has nothing to hand out (any more).
-    pub fn take(&mut self, key: i64, share: usize) -> Option<Take> {
+    pub fn take(&mut self, key: i64, share: usize, now: Timestamp) -> Option<Take> {
         let entry = self.entries.get_mut(&key)?;
-        if !entry.has_work() {
+        if !entry.has_work(now) {
             return None;
+        }
+        let waiting = std::mem::take(&mut entry.waiting);
+        for (at, index) in waiting {
+            if at <= now {
+                entry.released.insert(index);
+            } else {
+                entry.waiting.push((at, index));
+            }
         }
         self.turn = Some(key);
         let mut released = Vec::new();
@@ -228,8 +247,18 @@ impl Claims {
 
     /// Gives claims back. Returns the canceling batches whose last claim this was.
     pub fn release(&mut self, slots: &[Slot]) -> Vec<i64> {
+        self.give_back(slots.iter().map(|&slot| (slot, None)))
+    }
+
+    /// Gives claims back to be handed out again only from the given time on. Returns the
+    /// canceling batches whose last claim this was.
+    pub fn defer(&mut self, retries: &[Retry]) -> Vec<i64> {
+        self.give_back(retries.iter().map(|r| (r.slot, Some(r.not_before))))
+    }
+
+    fn give_back(&mut self, slots: impl Iterator<Item = (Slot, Option<Timestamp>)>) -> Vec<i64> {
         let mut drained = Vec::new();
-        for slot in slots {
+        for (slot, not_before) in slots {
             let Some(entry) = self.entries.get_mut(&slot.batch_key) else {
                 continue;
             };
@@ -237,7 +266,12 @@ impl Claims {
                 continue;
             }
             if entry.serving {
-                entry.released.insert(slot.index);
+                match not_before {
+                    Some(at) => entry.waiting.push((at, slot.index)),
+                    None => {
+                        entry.released.insert(slot.index);
+                    }
+                }
             } else if entry.claimed.is_empty() && !drained.contains(&slot.batch_key) {
                 drained.push(slot.batch_key);
             }
@@ -389,6 +423,8 @@ mod tests {
         }
     }
 
+    const T0: Timestamp = Timestamp::from_micros(0);
+
     fn slot(batch_key: i64, index: u32) -> Slot {
         Slot { batch_key, index }
     }
@@ -401,7 +437,7 @@ mod tests {
         }
         let now = Timestamp::from_micros(0);
         assert_eq!(c.candidates(now), vec![1, 2, 3]);
-        c.take(2, 1).unwrap();
+        c.take(2, 1, now).unwrap();
         assert_eq!(c.candidates(now), vec![3, 1, 2]);
         // Expired batches are not served.
         assert!(c.candidates(Timestamp::from_micros(1_000)).is_empty());
@@ -411,27 +447,50 @@ mod tests {
     fn cursor_advances_and_exhausts() {
         let mut c = Claims::new();
         c.started(1, info(10));
-        let t = c.take(1, 4).unwrap();
+        let t = c.take(1, 4, T0).unwrap();
         assert_eq!((t.next, t.released.len()), (0, 0));
         assert!(c.claimed(1, &[], &[0, 1, 2, 3], 4));
-        assert_eq!(c.take(1, 4).unwrap().next, 4);
+        assert_eq!(c.take(1, 4, T0).unwrap().next, 4);
         // Fewer rows than asked: the rest of the range is answered already.
         assert!(c.claimed(1, &[], &[4], 4));
-        assert!(c.take(1, 4).is_none());
+        assert!(c.take(1, 4, T0).is_none());
         // A release makes the index claimable again.
         assert!(c.release(&[slot(1, 2)]).is_empty());
-        let t = c.take(1, 4).unwrap();
+        let t = c.take(1, 4, T0).unwrap();
         assert_eq!(t.released, vec![2]);
+    }
+
+    #[test]
+    fn deferred_requests_wait_for_their_time() {
+        let mut c = Claims::new();
+        c.started(1, info(1));
+        c.take(1, 1, T0).unwrap();
+        assert!(c.claimed(1, &[], &[0], 1));
+        let later = Timestamp::from_micros(500);
+        let retry = Retry {
+            slot: slot(1, 0),
+            attempts: 1,
+            not_before: later,
+        };
+        assert!(c.defer(&[retry]).is_empty());
+        assert!(c.candidates(T0).is_empty(), "not before its time");
+        assert!(c.take(1, 1, T0).is_none());
+        assert_eq!(c.candidates(later), vec![1]);
+        assert_eq!(c.take(1, 1, later).unwrap().released, vec![0]);
+        // A canceling batch drops what waits, and its last deferred claim drains it.
+        assert!(c.claimed(1, &[0], &[], 0));
+        c.canceling(1);
+        assert_eq!(c.defer(&[retry]), vec![1]);
     }
 
     #[test]
     fn canceling_batches_count_claims_until_the_last_goes() {
         let mut c = Claims::new();
         c.started(1, info(10));
-        c.take(1, 3).unwrap();
+        c.take(1, 3, T0).unwrap();
         assert!(c.claimed(1, &[], &[0, 1, 2], 3));
         c.canceling(1);
-        assert!(c.take(1, 3).is_none());
+        assert!(c.take(1, 3, T0).is_none());
         assert!(
             !c.claimed(1, &[], &[3], 1),
             "a canceled batch hands nothing out"
@@ -448,7 +507,7 @@ mod tests {
     fn dropped_handouts_and_records_give_their_claims_back() {
         let claims = Mutex::new(Claims::new());
         lock(&claims).started(1, info(4));
-        lock(&claims).take(1, 2).unwrap();
+        lock(&claims).take(1, 2, T0).unwrap();
         assert!(lock(&claims).claimed(1, &[], &[0, 1], 2));
         let mut handout = Handout::new(&claims);
         handout.items.push(WorkItem {
@@ -459,9 +518,11 @@ mod tests {
             params: "{}".into(),
             betas: vec![],
             expires_at: Timestamp::from_micros(1_000),
+            attempts: 0,
+            not_before: None,
         });
         drop(handout);
-        assert_eq!(lock(&claims).take(1, 4).unwrap().released, vec![0]);
+        assert_eq!(lock(&claims).take(1, 4, T0).unwrap().released, vec![0]);
         lock(&claims).canceling(1);
         assert!(lock(&claims).has_claims(1));
         drop(Recording::new(&claims, vec![slot(1, 1)]));

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use batchd_domain::{BatchId, EndReason, Outcome, Timestamp};
-use batchd_store::{Answer, Ended, Slot, Stats, StoreError, WorkItem};
+use batchd_store::{Answer, Ended, Retry, Slot, Stats, StoreError, WorkItem};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Connection as _, SqliteConnection};
 
@@ -22,13 +22,15 @@ const CLAIM_PASSES: usize = 3;
 /// Rows removed per purge transaction, whatever the caller's limit: keeps each one short.
 const PURGE_ROWS_PER_TX: u64 = 2_000;
 
-pub(crate) const CLAIM_FRESH: &str = "SELECT r.rid, r.custom_id, r.params FROM requests r \
+pub(crate) const CLAIM_FRESH: &str = "SELECT r.rid, r.custom_id, r.params, \
+     a.attempts, a.not_before FROM requests r LEFT JOIN attempts a ON a.rid = r.rid \
      WHERE r.rid >= ?1 AND r.rid < ?2 \
      AND NOT EXISTS (SELECT 1 FROM results s WHERE s.rid = r.rid) \
      ORDER BY r.rid LIMIT ?3";
 
 /// Released requests, by a JSON array of rids (one static statement for any number of them).
-pub(crate) const CLAIM_RELEASED: &str = "SELECT r.rid, r.custom_id, r.params FROM requests r \
+pub(crate) const CLAIM_RELEASED: &str = "SELECT r.rid, r.custom_id, r.params, \
+     a.attempts, a.not_before FROM requests r LEFT JOIN attempts a ON a.rid = r.rid \
      WHERE r.rid IN (SELECT value FROM json_each(?1)) \
      AND NOT EXISTS (SELECT 1 FROM results s WHERE s.rid = r.rid) \
      ORDER BY r.rid";
@@ -46,6 +48,8 @@ pub(crate) const EXPIRE_DUE: &str = "UPDATE batches SET state = ?1, end_reason =
 
 pub(crate) const CANCELING_BATCHES: &str = "SELECT key, id FROM batches WHERE state = ?1";
 
+pub(crate) const CANCELING_KEYS: &str = "SELECT key FROM batches WHERE state = ?1";
+
 pub(crate) const OLDEST_DELETED: &str =
     "SELECT key FROM batches WHERE deleted = 1 ORDER BY key LIMIT 1";
 
@@ -62,6 +66,15 @@ pub(crate) const PURGE_REQUESTS: &str = "DELETE FROM requests WHERE rid IN \
 
 pub(crate) const PURGE_RESULTS: &str = "DELETE FROM results WHERE rid IN \
      (SELECT rid FROM results WHERE rid >= ?1 AND rid < ?2 ORDER BY rid LIMIT ?3)";
+
+pub(crate) const PURGE_ATTEMPTS: &str = "DELETE FROM attempts WHERE rid IN \
+     (SELECT rid FROM attempts WHERE rid >= ?1 AND rid < ?2 ORDER BY rid LIMIT ?3)";
+
+/// Stores a request's attempt count; one static statement for a whole group (a JSON array of
+/// `[rid, attempts, not_before]`).
+pub(crate) const DEFER: &str = "INSERT INTO attempts (rid, attempts, not_before) \
+     SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true \
+     ON CONFLICT (rid) DO UPDATE SET attempts = excluded.attempts, not_before = excluded.not_before";
 
 pub(crate) const RECORD_BATCH: &str =
     "SELECT id, state, deleted, total, succeeded, errored, expires_at FROM batches WHERE key = ?1";
@@ -122,7 +135,7 @@ impl SqliteStore {
                     break;
                 }
                 let share = remaining.div_ceil(candidates.len() - i);
-                if let Err(e) = self.claim_from(key, share, &mut handout.items).await {
+                if let Err(e) = self.claim_from(key, share, now, &mut handout.items).await {
                     if handout.items.is_empty() {
                         return Err(e);
                     }
@@ -144,9 +157,10 @@ impl SqliteStore {
         &self,
         key: i64,
         share: usize,
+        now: Timestamp,
         items: &mut Vec<WorkItem>,
     ) -> Result<(), StoreError> {
-        let Some(take) = self.claims().take(key, share) else {
+        let Some(take) = self.claims().take(key, share, now) else {
             return Ok(());
         };
         let (released, fresh, asked) = match self.read_claimable(key, share, &take).await {
@@ -183,6 +197,14 @@ impl SqliteStore {
                         params: get(row, "params")?,
                         betas: take.info.betas.clone(),
                         expires_at: take.info.expires_at,
+                        attempts: count(
+                            get::<Option<i64>>(row, "attempts")?.unwrap_or(0),
+                            "attempts",
+                        )?
+                        .try_into()
+                        .unwrap_or(u32::MAX),
+                        not_before: get::<Option<i64>>(row, "not_before")?
+                            .map(Timestamp::from_micros),
                     })
                 })
                 .collect()
@@ -259,11 +281,44 @@ impl SqliteStore {
 
     pub(crate) async fn release_impl(&self, slots: &[Slot]) -> Result<(), StoreError> {
         let drained = self.claims().release(slots);
+        self.end_drained(drained).await
+    }
+
+    pub(crate) async fn defer_impl(&self, retries: &[Retry]) -> Result<(), StoreError> {
+        if retries.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<[i64; 3]> = retries
+            .iter()
+            .map(|r| {
+                [
+                    rid(r.slot.batch_key, r.slot.index),
+                    i64::from(r.attempts),
+                    r.not_before.as_micros(),
+                ]
+            })
+            .collect();
+        let json = serde_json::to_string(&rows).map_err(|e| StoreError::Other(Box::new(e)))?;
+        {
+            let mut conn = self.pools.writer(Durability::Normal).await?;
+            let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
+            sqlx::query(DEFER)
+                .bind(json)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+        }
+        let drained = self.claims().defer(retries);
+        self.end_drained(drained).await
+    }
+
+    /// Ends canceling batches whose last claim just came back, now rather than at the next
+    /// maintenance pass (which also catches them if this fails).
+    async fn end_drained(&self, drained: Vec<i64>) -> Result<(), StoreError> {
         if drained.is_empty() {
             return Ok(());
         }
-        // A canceling batch whose last claim came back ends now rather than at the next
-        // maintenance pass (which also catches it if this fails).
         let stale = self.stale_unless_done();
         let now = Timestamp::now();
         let mut conn = self.pools.writer(Durability::Full).await?;
@@ -458,6 +513,14 @@ impl SqliteStore {
         Ok(ended)
     }
 
+    pub(crate) async fn canceling_impl(&self) -> Result<Vec<i64>, StoreError> {
+        sqlx::query_scalar(CANCELING_KEYS)
+            .bind(CANCELING)
+            .fetch_all(&self.pools.reader)
+            .await
+            .map_err(db)
+    }
+
     pub(crate) async fn next_expiry_impl(&self) -> Result<Option<Timestamp>, StoreError> {
         let at: Option<i64> = sqlx::query_scalar(NEXT_EXPIRY)
             .bind(IN_PROGRESS)
@@ -550,7 +613,7 @@ impl SqliteStore {
         };
         let (lo, hi) = rid_range(key);
         let mut removed = 0;
-        for table in [PURGE_REQUESTS, PURGE_RESULTS] {
+        for table in [PURGE_REQUESTS, PURGE_RESULTS, PURGE_ATTEMPTS] {
             if removed < step {
                 removed += sqlx::query(table)
                     .bind(lo)

@@ -59,7 +59,7 @@ use batchd_domain::keys::KeyHash;
 use batchd_domain::{Batch, BatchId, Timestamp};
 use batchd_store::{
     Answer, BatchPage, CancelOutcome, Cursor, DeleteOutcome, Draft, Ended, KeyInfo, ListError,
-    NewBatch, NewRequest, ResultRow, Slot, Stats, Store, StoreError, WorkItem,
+    NewBatch, NewRequest, ResultRow, Retry, Slot, Stats, Store, StoreError, WorkItem,
 };
 
 use crate::claims::{Claims, StaleUnlessDone};
@@ -210,6 +210,14 @@ impl Store for SqliteStore {
 
     async fn release(&self, slots: &[Slot]) -> Result<(), StoreError> {
         self.release_impl(slots).await
+    }
+
+    async fn defer(&self, retries: &[Retry], _now: Timestamp) -> Result<(), StoreError> {
+        self.defer_impl(retries).await
+    }
+
+    async fn canceling(&self) -> Result<Vec<i64>, StoreError> {
+        self.canceling_impl().await
     }
 
     async fn record(&self, answers: &[Answer], now: Timestamp) -> Result<Ended, StoreError> {

@@ -9,8 +9,11 @@
 //!   batch visible atomically and durably. A draft that is aborted or whose process dies before
 //!   commit is never visible and its rows are reclaimed.
 //! * **Claims are leases.** [`Store::claim`] hands out requests to the dispatcher in groups,
-//!   fairly across batches; a claimed request is not handed out again until it is released,
-//!   answered, or its lease is lost (process death). Claims are not transactions held open.
+//!   fairly across workspaces and, within a workspace, across batches; a claimed request is not
+//!   handed out again until it is released, deferred, answered, or its lease is lost (process
+//!   death). Claims are not transactions held open.
+//! * **Retries are stored.** [`Store::defer`] gives a claim back with its attempt count and the
+//!   time before which it must not be handed out again; both survive a restart.
 //! * **Results are group-committed.** [`Store::record`] writes many results in one transaction,
 //!   at most one per request (duplicates are ignored), updates the batch tallies in the same
 //!   transaction, and ends a batch in that transaction when its last request is answered, so the
@@ -122,6 +125,12 @@ pub struct WorkItem {
     pub params: String,
     pub betas: Vec<String>,
     pub expires_at: Timestamp,
+    /// Upstream attempts already made for this request (stored, so a restart does not reset
+    /// the retry budget).
+    pub attempts: u32,
+    /// When a deferred request may be sent again; `None` when it may be sent now. A claim may
+    /// return a request before this time only after a restart; the dispatcher defers it again.
+    pub not_before: Option<Timestamp>,
 }
 
 impl WorkItem {
@@ -147,6 +156,15 @@ pub struct Answer {
     pub slot: Slot,
     pub outcome: Outcome,
     pub body: String,
+}
+
+/// A claimed request that failed in a way that may clear: it is to be sent again, not before
+/// `not_before`, with `attempts` upstream attempts already spent.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub slot: Slot,
+    pub attempts: u32,
+    pub not_before: Timestamp,
 }
 
 /// One row of a results download.
@@ -226,10 +244,18 @@ pub trait Store: Send + Sync + 'static {
     /// Returns claimed requests that were never sent, so they can be claimed again (or, in a
     /// canceling batch, count as canceled).
     async fn release(&self, slots: &[Slot]) -> Result<()>;
+    /// Stores the attempt counts of requests to try again (group commit) and gives their claims
+    /// back: none of them is claimed again before its `not_before`. A retry of a request that
+    /// has a result, or whose batch is no longer in progress, is ignored (a canceling batch may
+    /// end once nothing of it is claimed).
+    async fn defer(&self, retries: &[Retry], now: Timestamp) -> Result<()>;
     /// Records answers (group commit) and ends the batches they complete.
     async fn record(&self, answers: &[Answer], now: Timestamp) -> Result<Ended>;
     /// Ends batches past `expires_at`, and canceling batches with no request still claimed.
     async fn finish_due(&self, now: Timestamp) -> Result<Ended>;
+    /// Keys of the batches now `canceling`, so every process sharing the storage stops sending
+    /// their requests within a maintenance interval of the cancel, wherever it was called.
+    async fn canceling(&self) -> Result<Vec<i64>>;
     /// When the next batch expires, so maintenance can sleep until then.
     async fn next_expiry(&self) -> Result<Option<Timestamp>>;
     /// Archives ended batches created at or before `cutoff` (retention): `archived_at = now`,
