@@ -1,17 +1,33 @@
 //! Model backends: where the dispatcher sends one validated request and gets one Message back.
 //!
-//! [`Backend`] is the seam; [`mock::MockBackend`] is the built-in deterministic model used by
-//! default, on laptops and in CI.
+//! [`Backend`] is the seam. Its implementations: [`mock::MockBackend`], the built-in
+//! deterministic model used by default on laptops and in CI; [`anthropic::AnthropicBackend`]
+//! for servers speaking `/v1/messages`; [`openai::OpenAiBackend`] for servers speaking
+//! `/v1/chat/completions`, with the translation in [`openai::translate`].
+//!
+//! [`Router`] picks a backend by model name (the `[[backends]]` config entries, first matching
+//! glob wins) and carries each backend's admission limits ([`limits`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use batchd_domain::ErrorType;
 use batchd_domain::params::Params;
 
+pub mod anthropic;
+pub mod config;
+pub mod limits;
 pub mod mock;
+pub mod openai;
+mod upstream;
 
+pub use anthropic::AnthropicBackend;
+pub use config::{BackendConfig, BackendSpec, Kind, Secret};
 pub use mock::MockBackend;
+pub use openai::OpenAiBackend;
+
+use crate::limits::{Concurrency, RateLimit};
 
 /// One request as a backend sees it.
 #[derive(Debug, Clone, Copy)]
@@ -34,8 +50,34 @@ pub struct BackendError {
     pub message: String,
     /// Whether trying again later may succeed (429, 529, 5xx, timeouts, resets).
     pub retryable: bool,
+    /// The upstream said it is rate limited or overloaded (429, 529): send less at once.
+    pub throttled: bool,
     /// The upstream's `retry-after`, when it gave one.
     pub retry_after: Option<Duration>,
+}
+
+impl BackendError {
+    /// A failure that may clear if the request is sent again later.
+    pub fn retryable(kind: ErrorType, message: String, retry_after: Option<Duration>) -> Self {
+        Self {
+            kind,
+            message,
+            retryable: true,
+            throttled: false,
+            retry_after,
+        }
+    }
+
+    /// A failure that sending again would repeat; it becomes the request's `errored` result.
+    pub fn fatal(kind: ErrorType, message: String) -> Self {
+        Self {
+            kind,
+            message,
+            retryable: false,
+            throttled: false,
+            retry_after: None,
+        }
+    }
 }
 
 /// A model server.
@@ -47,4 +89,107 @@ pub trait Backend: Send + Sync + 'static {
     /// Sends one request. `Ok` is the serialized assistant `Message` JSON (compact, with
     /// `usage.service_tier` set to `"batch"`).
     async fn send(&self, request: BackendRequest<'_>) -> Result<String, BackendError>;
+}
+
+/// One `[[backends]]` entry, ready to serve: the backend and its admission limits.
+pub struct Route {
+    pub backend: Arc<dyn Backend>,
+    models: Vec<String>,
+    /// `None` when unbounded (the default mock, which bounds itself).
+    pub concurrency: Option<Concurrency>,
+    pub rate: RateLimit,
+    /// Upstream attempts per request, the first included.
+    pub max_attempts: u32,
+}
+
+impl Route {
+    pub fn new(backend: Arc<dyn Backend>, spec: &BackendSpec) -> Self {
+        Self {
+            backend,
+            models: spec.models.clone(),
+            concurrency: Some(Concurrency::new(
+                spec.max_concurrency,
+                // Throttling answers to requests sent together arrive together: count them once.
+                Duration::from_secs(1),
+            )),
+            rate: RateLimit::new(spec.requests_per_minute, spec.input_tokens_per_minute),
+            max_attempts: spec.max_attempts,
+        }
+    }
+
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.iter().any(|glob| config::glob_matches(glob, model))
+    }
+}
+
+/// Backends by model name.
+pub struct Router {
+    routes: Vec<Arc<Route>>,
+}
+
+impl Router {
+    /// Every model goes to one built-in mock (no config file).
+    pub fn mock(latency: Duration, concurrency: usize) -> Self {
+        Self {
+            routes: vec![Arc::new(Route {
+                backend: Arc::new(MockBackend::new(latency, concurrency)),
+                models: vec!["*".to_owned()],
+                concurrency: None,
+                rate: RateLimit::new(0, 0),
+                max_attempts: 1,
+            })],
+        }
+    }
+
+    /// Builds every configured backend. Errors name the backend.
+    pub fn from_specs(specs: &[BackendSpec]) -> Result<Self, String> {
+        let mut routes = Vec::with_capacity(specs.len());
+        for spec in specs {
+            if routes.iter().any(|r: &Arc<Route>| r.backend.name() == spec.name) {
+                return Err(format!("backend `{}` is configured twice", spec.name));
+            }
+            let backend: Arc<dyn Backend> = match spec.kind {
+                Kind::Anthropic => Arc::new(AnthropicBackend::new(spec)?),
+                Kind::Openai => Arc::new(OpenAiBackend::new(spec)?),
+                Kind::Mock => Arc::new(MockBackend::named(
+                    &spec.name,
+                    spec.latency,
+                    spec.max_concurrency,
+                )),
+            };
+            routes.push(Arc::new(Route::new(backend, spec)));
+        }
+        Ok(Self { routes })
+    }
+
+    /// The first backend serving `model`.
+    pub fn route(&self, model: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.serves(model))
+    }
+
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+}
+
+/// A cheap estimate of a request's input tokens, for `input_tokens_per_minute`: a quarter of
+/// the characters of its system prompt, messages and tool definitions (the usual rule of thumb
+/// for English text; exact counts need the upstream's tokenizer).
+pub fn estimate_input_tokens(params: &Params) -> u64 {
+    let chars: usize = ["system", "messages", "tools"]
+        .iter()
+        .filter_map(|k| params.body.get(*k))
+        .map(json_chars)
+        .sum();
+    (chars as u64).div_ceil(4).max(1)
+}
+
+fn json_chars(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.chars().count(),
+        Value::Array(items) => items.iter().map(json_chars).sum(),
+        Value::Object(map) => map.values().map(json_chars).sum(),
+        _ => 0,
+    }
 }

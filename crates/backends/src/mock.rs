@@ -31,6 +31,7 @@ pub const ECHO_WORDS: usize = 20;
 /// A deterministic model server; see the module docs for what it answers.
 #[derive(Debug)]
 pub struct MockBackend {
+    name: String,
     latency: Duration,
     /// Model slots, held for the simulated latency. Untouched when latency is zero: there is
     /// nothing to wait for, and the dispatcher bounds in-flight requests anyway.
@@ -43,7 +44,13 @@ impl MockBackend {
     /// `concurrency` is how many requests may be "on the model" at once (0 is taken as 1);
     /// `latency` is how long each one stays there.
     pub fn new(latency: Duration, concurrency: usize) -> Self {
+        Self::named("mock", latency, concurrency)
+    }
+
+    /// A mock configured as a `[[backends]]` entry, reported under its own name.
+    pub fn named(name: &str, latency: Duration, concurrency: usize) -> Self {
         Self {
+            name: name.to_owned(),
             latency,
             slots: Semaphore::new(concurrency.clamp(1, Semaphore::MAX_PERMITS)),
             #[cfg(test)]
@@ -55,27 +62,24 @@ impl MockBackend {
 #[async_trait]
 impl Backend for MockBackend {
     fn name(&self) -> &str {
-        "mock"
+        &self.name
     }
 
     async fn send(&self, request: BackendRequest<'_>) -> Result<String, BackendError> {
         if !self.latency.is_zero() {
-            let _slot = self.slots.acquire().await.map_err(|_| BackendError {
-                // The semaphore is never closed; if it ever were, the request could be retried.
-                kind: ErrorType::Overloaded,
-                message: "Overloaded".into(),
-                retryable: true,
-                retry_after: None,
+            // The semaphore is never closed; if it ever were, the request could be retried.
+            let _slot = self.slots.acquire().await.map_err(|_| {
+                BackendError::retryable(ErrorType::Overloaded, "Overloaded".into(), None)
             })?;
             #[cfg(test)]
             let _on_model = self.gauge.enter();
             tokio::time::sleep(self.latency).await;
         }
-        render(request.params, request.batch_id, request.custom_id).map_err(|err| BackendError {
-            kind: ErrorType::Api,
-            message: format!("mock backend could not serialize its answer: {err}"),
-            retryable: false,
-            retry_after: None,
+        render(request.params, request.batch_id, request.custom_id).map_err(|err| {
+            BackendError::fatal(
+                ErrorType::Api,
+                format!("mock backend could not serialize its answer: {err}"),
+            )
         })
     }
 }

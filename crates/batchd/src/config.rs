@@ -2,11 +2,16 @@
 //! flags. Precedence, highest first: command-line flag, `BATCHD_*` environment variable, the
 //! file, the built-in default. Unknown keys are refused, and every error names the file, the
 //! line and the field.
+//!
+//! The file is also the only place for `[[backends]]`: the model servers requests go to, by
+//! model name (see `batchd_backends::config` for the keys). Without any, every model goes to the
+//! built-in mock.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use batchd_backends::{BackendConfig, BackendSpec};
 use serde::Deserialize;
 
 /// The file's keys: the long names of the `serve` flags, with `_` for `-`.
@@ -24,13 +29,22 @@ pub struct FileConfig {
     pub results_retention: Option<String>,
     pub public_url: Option<String>,
     pub shutdown_grace: Option<String>,
+    /// Back-off before the second upstream attempt (doubling per attempt).
+    pub retry_base_delay: Option<String>,
+    /// Longest back-off between two upstream attempts.
+    pub retry_max_delay: Option<String>,
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    /// The file's text, for locating entries in error messages.
+    #[serde(skip)]
+    source: String,
 }
 
 impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        toml::from_str(&text).map_err(|err| {
+        let mut config: Self = toml::from_str(&text).map_err(|err| {
             let at = err.span().map(|span| {
                 let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
                 format!(":{line}")
@@ -41,7 +55,32 @@ impl FileConfig {
                 at.unwrap_or_default(),
                 err.message()
             )
-        })
+        })?;
+        config.source = text;
+        Ok(config)
+    }
+
+    /// Checks every `[[backends]]` entry and reads its key. Errors name the file, the line of
+    /// the entry's `[[backends]]` header, the backend and the field.
+    pub fn backend_specs(&self, path: &Path) -> anyhow::Result<Vec<BackendSpec>> {
+        let headers: Vec<usize> = self
+            .source
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| line.trim_start().starts_with("[[backends]]"))
+            .map(|(i, _)| i + 1)
+            .collect();
+        self.backends
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let name = entry.name.clone();
+                entry.clone().resolve().map_err(|e| {
+                    let line = headers.get(i).map(|l| format!(":{l}")).unwrap_or_default();
+                    anyhow!("{}{line}: backend `{name}`: {e}", path.display())
+                })
+            })
+            .collect()
     }
 }
 
@@ -75,6 +114,26 @@ mod tests {
         assert_eq!(c.listen.as_deref(), Some("0.0.0.0:9000"));
         assert_eq!(c.mock_concurrency, Some(8));
         assert_eq!(c.api_keys.unwrap(), vec!["k@w".to_owned()]);
+    }
+
+    #[test]
+    fn backends_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("batchd.toml");
+        std::fs::write(
+            &path,
+            "concurrency = 8\n\n[[backends]]\nname = \"vllm\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:8000\"\nmodels = [\"qwen*\"]\ntimeout = \"30s\"\n\n[[backends]]\nname = \"claude\"\nkind = \"anthropic\"\nbase_url = \"https://api.anthropic.com\"\napi_key_env = \"BATCHD_TEST_SURELY_UNSET\"\n",
+        )
+        .unwrap();
+        let file = FileConfig::load(&path).unwrap();
+        assert_eq!(file.backends.len(), 2);
+        let err = file.backend_specs(&path).unwrap_err().to_string();
+        assert!(err.contains("batchd.toml:10: backend `claude`: field `api_key_env`"), "{err}");
+        // A kind that does not exist is caught by the parser, with its line.
+        let err = load("[[backends]]\nname = \"x\"\nkind = \"grpc\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("batchd.toml:3:") && err.contains("grpc"), "{err}");
     }
 
     #[test]

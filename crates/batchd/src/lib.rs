@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt as _;
-use batchd_backends::mock::MockBackend;
+use batchd_backends::{BackendSpec, Router};
 use batchd_dispatcher::Dispatcher;
 use batchd_domain::Timestamp;
 use batchd_domain::keys::{self, KeyHash, StaticKey};
@@ -40,6 +40,11 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Largest accepted create body (256 MB, as the real API).
     pub max_create_bytes: u64,
+    /// Model servers by model name; empty means every model goes to the built-in mock.
+    pub backends: Vec<BackendSpec>,
+    /// Back-off before the second upstream attempt; doubles per attempt up to the maximum.
+    pub retry_base_delay: Duration,
+    pub retry_max_delay: Duration,
 }
 
 impl ServeOptions {
@@ -56,6 +61,9 @@ impl ServeOptions {
             dispatch_concurrency: 256,
             shutdown_grace: Duration::from_secs(30),
             max_create_bytes: HttpConfig::default().max_create_bytes,
+            backends: Vec::new(),
+            retry_base_delay: batchd_dispatcher::Config::default().retry_base,
+            retry_max_delay: batchd_dispatcher::Config::default().retry_max,
         }
     }
 }
@@ -79,16 +87,22 @@ pub async fn serve(
         ensure_first_key(store.as_ref()).await?;
     }
 
-    let backend = Arc::new(MockBackend::new(
-        options.mock_latency,
-        options.mock_concurrency,
-    ));
+    let router = if options.backends.is_empty() {
+        Router::mock(options.mock_latency, options.mock_concurrency)
+    } else {
+        Router::from_specs(&options.backends).map_err(|e| anyhow::anyhow!(e))?
+    };
+    for route in router.routes() {
+        tracing::info!(backend = route.backend.name(), "backend ready");
+    }
     let dispatcher = Dispatcher::start(
         store.clone(),
-        backend,
+        Arc::new(router),
         batchd_dispatcher::Config {
             concurrency: options.dispatch_concurrency,
             results_retention: options.results_retention,
+            retry_base: options.retry_base_delay,
+            retry_max: options.retry_max_delay,
             ..Default::default()
         },
     );

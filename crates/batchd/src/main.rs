@@ -93,6 +93,13 @@ struct ServeArgs {
     /// How long shutdown waits for in-flight requests and open downloads.
     #[arg(long, env = "BATCHD_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     shutdown_grace: Duration,
+    /// From the config file only.
+    #[arg(skip)]
+    retry_base_delay: Option<Duration>,
+    #[arg(skip)]
+    retry_max_delay: Option<Duration>,
+    #[arg(skip)]
+    backends: Vec<batchd_backends::BackendSpec>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,6 +162,7 @@ fn apply_config_file(
     args: &mut ServeArgs,
 ) -> anyhow::Result<()> {
     let file = config::FileConfig::load(path)?;
+    args.backends = file.backend_specs(path)?;
     let unset = |id: &str| {
         !matches!(
             matches.value_source(id),
@@ -195,6 +203,12 @@ fn apply_config_file(
     if let Some(v) = file.shutdown_grace.filter(|_| unset("shutdown_grace")) {
         args.shutdown_grace = duration("shutdown_grace", &v)?;
     }
+    if let Some(v) = &file.retry_base_delay {
+        args.retry_base_delay = Some(duration("retry_base_delay", v)?);
+    }
+    if let Some(v) = &file.retry_max_delay {
+        args.retry_max_delay = Some(duration("retry_max_delay", v)?);
+    }
     Ok(())
 }
 
@@ -218,6 +232,13 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
     options.results_retention = args.results_retention;
     options.public_url = args.public_url;
     options.shutdown_grace = args.shutdown_grace;
+    options.backends = args.backends;
+    if let Some(d) = args.retry_base_delay {
+        options.retry_base_delay = d;
+    }
+    if let Some(d) = args.retry_max_delay {
+        options.retry_max_delay = d;
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -5,16 +5,21 @@
 //! * the **claimer** leases requests from the store in groups (one store call per group, never
 //!   one per request) and spawns one task per request, bounded by a semaphore of
 //!   `concurrency` permits so the in-flight count never exceeds it;
-//! * each **request task** validates `params`, calls the backend, and hands the answer to
-//! * the **recorder**, which drains answers into groups and writes each group in one
+//! * each **request task** validates `params`, routes it to a backend by model, waits for that
+//!   backend's admission limits, calls it, and hands the answer (or, after a failure that may
+//!   clear, the retry with its back-off) to
+//! * the **recorder**, which drains answers and retries into groups and writes each group in one
 //!   transaction (group commit); the store ends a batch in the same transaction that records its
-//!   last result.
+//!   last result. A retry gives the request back to the store, which hands it out again once its
+//!   back-off is over, so a waiting request holds neither a slot nor memory.
 //!
 //! [`maintenance`] runs beside them: it ends expired batches and canceling batches with nothing in
-//! flight, and reclaims the rows of deleted batches.
+//! flight, reclaims the rows of deleted batches, and learns of cancels made by other processes
+//! sharing the store.
 
 pub mod maintenance;
 mod recorder;
+mod retry;
 mod worker;
 
 use std::collections::HashSet;
@@ -24,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
 
-use batchd_backends::Backend;
+use batchd_backends::Router;
 use batchd_store::Store;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -48,6 +53,9 @@ pub struct Config {
     pub maintenance_interval: Duration,
     /// How long after creation results are kept before the batch is archived.
     pub results_retention: Duration,
+    /// Back-off before the second upstream attempt; it doubles per attempt up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
 }
 
 impl Default for Config {
@@ -60,6 +68,8 @@ impl Default for Config {
             idle_poll: Duration::from_millis(500),
             maintenance_interval: Duration::from_secs(1),
             results_retention: Duration::from_secs(29 * 24 * 3600),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
         }
     }
 }
@@ -67,13 +77,15 @@ impl Default for Config {
 /// State shared by the dispatcher's tasks and its handle.
 struct Shared {
     store: Arc<dyn Store>,
-    backend: Arc<dyn Backend>,
+    router: Arc<Router>,
     config: Config,
     /// Signalled when there may be new work to claim (a batch was created).
     work: Notify,
     /// Signalled when maintenance should run now (a cancel, a release, a delete).
     maintenance: Notify,
-    /// Batches canceled since their requests were claimed: those requests must not be sent.
+    /// Batches now canceling: their claimed requests must not be sent. Filled at once by a
+    /// cancel made here, and replaced by what the store says every maintenance pass (cancels
+    /// made by other processes; batches that have ended since).
     canceled: Mutex<HashSet<i64>>,
     /// Stops claiming; in-flight requests still finish.
     stop: CancellationToken,
@@ -100,10 +112,10 @@ struct Tasks {
 
 impl Dispatcher {
     /// Starts the claimer, the recorder and maintenance on the current runtime.
-    pub fn start(store: Arc<dyn Store>, backend: Arc<dyn Backend>, config: Config) -> Self {
+    pub fn start(store: Arc<dyn Store>, router: Arc<Router>, config: Config) -> Self {
         let shared = Arc::new(Shared {
             store,
-            backend,
+            router,
             config,
             work: Notify::new(),
             maintenance: Notify::new(),
@@ -114,16 +126,16 @@ impl Dispatcher {
         });
         // Bounded so that a stalled store (disk full) pushes back on request tasks, which hold
         // their permits and so stop the claimer: answers wait in memory, none is dropped.
-        let (answers_tx, answers_rx) = mpsc::channel(shared.config.record_group * 8);
+        let (reports_tx, reports_rx) = mpsc::channel(shared.config.record_group * 8);
         let in_flight = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(shared.config.concurrency.max(1)));
         let claimer = tokio::spawn(worker::claim_loop(
             shared.clone(),
             permits,
-            answers_tx,
+            reports_tx,
             in_flight.clone(),
         ));
-        let recorder = tokio::spawn(recorder::record_loop(shared.clone(), answers_rx));
+        let recorder = tokio::spawn(recorder::record_loop(shared.clone(), reports_rx));
         let maintenance = tokio::spawn(maintenance::run(shared.clone()));
         Self {
             shared,

@@ -1,13 +1,15 @@
 //! Maintenance: ends batches that reached `expires_at`, ends canceling batches once nothing of
 //! theirs is in flight, archives batches past the results retention, and reclaims the rows of
-//! deleted and archived batches in small steps.
+//! deleted and archived batches in small steps. Each pass also refreshes the set of canceling
+//! batches from the store, which is how a cancel made by another process stops this one's
+//! requests within one maintenance interval.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use batchd_domain::Timestamp;
 
-use crate::{Shared, report_ended, timed};
+use crate::{Shared, lock, report_ended, timed};
 
 /// Rows removed per purge step: small enough that each step is a short transaction.
 const PURGE_STEP: u32 = 5_000;
@@ -15,6 +17,10 @@ const PURGE_STEP: u32 = 5_000;
 pub(crate) async fn run(shared: Arc<Shared>) {
     loop {
         let now = Timestamp::now();
+        match timed("canceling", shared.store.canceling()).await {
+            Ok(keys) => *lock(&shared.canceled) = keys.into_iter().collect(),
+            Err(err) => tracing::warn!(error = %err, "reading canceling batches failed; will retry"),
+        }
         match timed("finish_due", shared.store.finish_due(now)).await {
             Ok(ended) => report_ended(ended),
             Err(err) => tracing::warn!(error = %err, "ending due batches failed; will retry"),

@@ -1,23 +1,47 @@
-//! The recorder: group commit of answers.
+//! The recorder: group commit of answers, and of retries (attempt counts and back-off).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use batchd_domain::{Outcome, Timestamp};
-use batchd_store::Answer;
+use batchd_store::{Answer, Retry};
 use tokio::sync::mpsc;
 
+use crate::worker::Report;
 use crate::{Shared, report_ended, timed};
 
 /// Drains answers into groups of up to `record_group` and writes each group in one store call.
 /// A failed write is retried with backoff until it succeeds: an answer is never dropped, and the
 /// bounded channel behind us makes the request tasks wait meanwhile.
-pub(crate) async fn record_loop(shared: Arc<Shared>, mut answers: mpsc::Receiver<Answer>) {
+pub(crate) async fn record_loop(shared: Arc<Shared>, mut reports: mpsc::Receiver<Report>) {
     let group = shared.config.record_group.max(1);
-    let mut buf = Vec::with_capacity(group);
+    let mut received = Vec::with_capacity(group);
+    let mut buf: Vec<Answer> = Vec::with_capacity(group);
+    let mut retries: Vec<Retry> = Vec::new();
     loop {
-        if answers.recv_many(&mut buf, group).await == 0 {
+        if reports.recv_many(&mut received, group).await == 0 {
             return;
+        }
+        for report in received.drain(..) {
+            match report {
+                Report::Answer(answer) => buf.push(answer),
+                Report::Retry(retry) => retries.push(retry),
+            }
+        }
+        // Retries first: their claims go back only once their attempt counts are stored.
+        let mut backoff = Duration::from_millis(50);
+        while !retries.is_empty() {
+            match timed("defer", shared.store.defer(&retries, Timestamp::now())).await {
+                Ok(()) => retries.clear(),
+                Err(err) => {
+                    tracing::warn!(error = %err, retries = retries.len(), "storing retries failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        if buf.is_empty() {
+            continue;
         }
         let mut backoff = Duration::from_millis(50);
         loop {

@@ -3,23 +3,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use batchd_backends::BackendRequest;
+use std::time::Instant;
+
+use batchd_backends::{BackendRequest, estimate_input_tokens};
 use batchd_domain::params;
 use batchd_domain::{ErrorType, Outcome, Timestamp};
-use batchd_store::{Answer, WorkItem};
+use batchd_store::{Answer, Retry, WorkItem};
 use batchd_wire::ErrorEnvelope;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
 use std::sync::atomic::Ordering;
 
-use crate::{Shared, lock, timed};
+use crate::{Shared, lock, retry, timed};
 
 /// Claims work whenever a permit is free and spawns one task per claimed request.
 pub(crate) async fn claim_loop(
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
-    answers: mpsc::Sender<Answer>,
+    reports: mpsc::Sender<Report>,
     in_flight: TaskTracker,
 ) {
     let mut backoff = Duration::from_millis(50);
@@ -77,7 +79,7 @@ pub(crate) async fn claim_loop(
                 },
             };
             let abandon = shared.abandon.clone();
-            let run = run_item(shared.clone(), item, permit, answers.clone());
+            let run = run_item(shared.clone(), item, permit, reports.clone());
             in_flight.spawn(async move {
                 tokio::select! {
                     () = run => {}
@@ -88,58 +90,153 @@ pub(crate) async fn claim_loop(
     }
 }
 
-/// Runs one request to its answer, or gives it back unsent.
+/// What a request task hands to the recorder.
+#[derive(Debug)]
+pub(crate) enum Report {
+    Answer(Answer),
+    /// Try again later (stored, so a restart keeps the attempt count and the back-off).
+    Retry(Retry),
+}
+
+/// Runs one request to its answer (or its next attempt), or gives it back unsent.
 async fn run_item(
     shared: Arc<Shared>,
     item: WorkItem,
     _permit: OwnedSemaphorePermit,
-    answers: mpsc::Sender<Answer>,
+    reports: mpsc::Sender<Report>,
 ) {
-    let canceled = lock(&shared.canceled).contains(&item.batch_key);
-    if canceled || Timestamp::now() >= item.expires_at {
-        // Never sent: it ends as canceled or expired with its batch.
-        if let Err(err) = shared.store.release(&[item.slot()]).await {
-            tracing::warn!(error = %err, "releasing an unsent request failed");
-        }
-        shared.maintenance.notify_one();
-        return;
-    }
-    let (outcome, body) = match params::validate(&item.params) {
-        Err(err) => (Outcome::Errored, errored_body(err.kind, &err.message)),
-        Ok(params) => {
-            let request = BackendRequest {
-                params: &params,
-                raw_params: &item.params,
-                betas: &item.betas,
-                batch_id: item.batch_id.as_str(),
-                custom_id: &item.custom_id,
-            };
-            let _in_flight = InFlight::enter(&shared);
-            let started = std::time::Instant::now();
-            let answer = shared.backend.send(request).await;
-            let backend = shared.backend.name().to_owned();
-            metrics::histogram!("batchd_upstream_request_duration_seconds", "backend" => backend.clone())
-                .record(started.elapsed().as_secs_f64());
-            let result = match &answer {
-                Ok(_) => "ok",
-                Err(err) => err.kind.as_str(),
-            };
-            metrics::counter!("batchd_upstream_requests_total", "backend" => backend, "result" => result).increment(1);
-            match answer {
-                Ok(message) => (Outcome::Succeeded, succeeded_body(&message)),
-                Err(err) => (Outcome::Errored, errored_body(err.kind, &err.message)),
+    let report = match attempt(&shared, &item).await {
+        Some(report) => report,
+        None => {
+            // Never sent: it ends as canceled or expired with its batch.
+            if let Err(err) = shared.store.release(&[item.slot()]).await {
+                tracing::warn!(error = %err, "releasing an unsent request failed");
             }
+            shared.maintenance.notify_one();
+            return;
         }
     };
     // The recorder only goes away at shutdown after every sender is dropped, so this cannot fail
     // while we hold a sender.
-    let _ = answers
-        .send(Answer {
+    let _ = reports.send(report).await;
+}
+
+/// Whether the request must not be sent (now): its batch was canceled or has expired.
+fn stopped(shared: &Shared, item: &WorkItem) -> bool {
+    lock(&shared.canceled).contains(&item.batch_key) || Timestamp::now() >= item.expires_at
+}
+
+/// One upstream attempt. `None` when the request was not sent and must be released.
+async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
+    if stopped(shared, item) {
+        return None;
+    }
+    let answer = |outcome, body| {
+        Some(Report::Answer(Answer {
             slot: item.slot(),
             outcome,
             body,
-        })
-        .await;
+        }))
+    };
+    if let Some(at) = item.not_before.filter(|&at| at > Timestamp::now()) {
+        // Claimed again by a restarted process while its back-off is still running.
+        return Some(Report::Retry(Retry {
+            slot: item.slot(),
+            attempts: item.attempts,
+            not_before: at,
+        }));
+    }
+    let params = match params::validate(&item.params) {
+        Ok(params) => params,
+        Err(err) => return answer(Outcome::Errored, errored_body(err.kind, &err.message)),
+    };
+    let Some(route) = shared.router.route(&params.model) else {
+        // What the real API answers for a model it does not serve.
+        let message = format!("model: {}", params.model);
+        return answer(Outcome::Errored, errored_body(ErrorType::NotFound, &message));
+    };
+    let backend = route.backend.name();
+
+    // Admission: a slot at the upstream, then its rate limits. Both may wait long, so the
+    // request is checked again before it goes.
+    let _slot = match &route.concurrency {
+        Some(limit) => Some(limit.acquire().await),
+        None => None,
+    };
+    if !route.rate.is_unlimited() {
+        let waited = route.rate.admit(estimate_input_tokens(&params)).await;
+        metrics::histogram!("batchd_rate_limit_wait_seconds", "backend" => backend.to_owned())
+            .record(waited.as_secs_f64());
+    }
+    if stopped(shared, item) {
+        return None;
+    }
+
+    let attempts = item.attempts.saturating_add(1);
+    let request = BackendRequest {
+        params: &params,
+        raw_params: &item.params,
+        betas: &item.betas,
+        batch_id: item.batch_id.as_str(),
+        custom_id: &item.custom_id,
+    };
+    let started = Instant::now();
+    let sent = {
+        let _in_flight = InFlight::enter(shared);
+        route.backend.send(request).await
+    };
+    let result = match &sent {
+        Ok(_) => "ok",
+        Err(err) => err.kind.as_str(),
+    };
+    let attempt_label = if attempts == 1 { "first" } else { "retry" };
+    metrics::histogram!("batchd_upstream_request_duration_seconds", "backend" => backend.to_owned())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("batchd_upstream_requests_total", "backend" => backend.to_owned(), "result" => result, "attempt" => attempt_label)
+        .increment(1);
+    let err = match sent {
+        Ok(message) => {
+            if let Some(limit) = &route.concurrency {
+                limit.succeeded();
+            }
+            return answer(Outcome::Succeeded, succeeded_body(&message));
+        }
+        Err(err) => err,
+    };
+    if let Some(limit) = &route.concurrency {
+        if err.throttled {
+            limit.throttled();
+        }
+        metrics::gauge!("batchd_backend_concurrency_limit", "backend" => backend.to_owned())
+            .set(limit.limit() as f64);
+    }
+    if err.retryable && attempts < route.max_attempts {
+        let wait = retry::delay(
+            attempts,
+            err.retry_after,
+            shared.config.retry_base,
+            shared.config.retry_max,
+            rand::random(),
+        );
+        let at = Timestamp::now().plus(wait);
+        // No attempt past the batch's end: it would be thrown away.
+        if at < item.expires_at {
+            metrics::counter!("batchd_upstream_retries_total", "backend" => backend.to_owned(), "reason" => err.kind.as_str())
+                .increment(1);
+            tracing::debug!(batch = %item.batch_id, custom_id = %item.custom_id, attempts, ?wait, error = %err, "upstream attempt failed; will retry");
+            return Some(Report::Retry(Retry {
+                slot: item.slot(),
+                attempts,
+                not_before: at,
+            }));
+        }
+    }
+    let message = if err.retryable && attempts > 1 {
+        format!("{} (gave up after {attempts} attempts)", err.message)
+    } else {
+        err.message
+    };
+    answer(Outcome::Errored, errored_body(err.kind, &message))
 }
 
 /// Counts a request as in flight for as long as it lives.

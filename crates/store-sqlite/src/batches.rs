@@ -178,6 +178,7 @@ impl SqliteStore {
             batch.key,
             BatchInfo {
                 id: batch.id.clone(),
+                workspace: batch.workspace.clone(),
                 betas: batch.betas.clone(),
                 expires_at: batch.expires_at,
                 // Checked against MAX_REQUESTS above.

@@ -21,6 +21,7 @@ use batchd_store::{Retry, Slot, WorkItem};
 #[derive(Debug)]
 pub(crate) struct BatchInfo {
     pub id: BatchId,
+    pub workspace: String,
     pub betas: Vec<String>,
     pub expires_at: Timestamp,
     pub total: u32,
@@ -169,8 +170,24 @@ impl Claims {
         }
     }
 
-    /// Batches to serve in this round, in round-robin order after the last one served.
-    pub fn candidates(&self, now: Timestamp) -> Vec<i64> {
+    /// Batches to serve in this round, grouped by workspace: the workspaces in the order their
+    /// first batch comes in the round, each with its batches in round-robin order after the last
+    /// one served. A claim shares first between workspaces, then between a workspace's batches,
+    /// so a workspace with many batches does not crowd out one with a single batch.
+    pub fn candidates(&self, now: Timestamp) -> Vec<Vec<i64>> {
+        let mut groups: Vec<(&str, Vec<i64>)> = Vec::new();
+        for key in self.round(now) {
+            let workspace = self.entries[&key].info.workspace.as_str();
+            match groups.iter_mut().find(|(w, _)| *w == workspace) {
+                Some((_, keys)) => keys.push(key),
+                None => groups.push((workspace, vec![key])),
+            }
+        }
+        groups.into_iter().map(|(_, keys)| keys).collect()
+    }
+
+    /// Batches with work, in round-robin order after the last one served.
+    fn round(&self, now: Timestamp) -> Vec<i64> {
         let start = match self.turn {
             Some(turn) => Bound::Excluded(turn),
             None => Bound::Unbounded,
@@ -417,6 +434,7 @@ mod tests {
     fn info(total: u32) -> BatchInfo {
         BatchInfo {
             id: BatchId::generate(),
+            workspace: "w".into(),
             betas: vec![],
             expires_at: Timestamp::from_micros(1_000),
             total,
@@ -436,9 +454,18 @@ mod tests {
             c.started(key, info(10));
         }
         let now = Timestamp::from_micros(0);
-        assert_eq!(c.candidates(now), vec![1, 2, 3]);
+        assert_eq!(c.candidates(now), vec![vec![1, 2, 3]]);
         c.take(2, 1, now).unwrap();
-        assert_eq!(c.candidates(now), vec![3, 1, 2]);
+        assert_eq!(c.candidates(now), vec![vec![3, 1, 2]]);
+        // Another workspace's batch forms its own group, in round order.
+        c.started(
+            4,
+            BatchInfo {
+                workspace: "other".into(),
+                ..info(10)
+            },
+        );
+        assert_eq!(c.candidates(now), vec![vec![3, 1, 2], vec![4]]);
         // Expired batches are not served.
         assert!(c.candidates(Timestamp::from_micros(1_000)).is_empty());
     }
@@ -475,7 +502,7 @@ mod tests {
         assert!(c.defer(&[retry]).is_empty());
         assert!(c.candidates(T0).is_empty(), "not before its time");
         assert!(c.take(1, 1, T0).is_none());
-        assert_eq!(c.candidates(later), vec![1]);
+        assert_eq!(c.candidates(later), vec![vec![1]]);
         assert_eq!(c.take(1, 1, later).unwrap().released, vec![0]);
         // A canceling batch drops what waits, and its last deferred claim drains it.
         assert!(c.claimed(1, &[0], &[], 0));
@@ -547,6 +574,6 @@ mod tests {
             }]
         ));
         assert!(c.needs_rebuild().is_none());
-        assert_eq!(c.candidates(Timestamp::from_micros(0)), vec![5]);
+        assert_eq!(c.candidates(Timestamp::from_micros(0)), vec![vec![5]]);
     }
 }

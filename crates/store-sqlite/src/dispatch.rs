@@ -36,7 +36,7 @@ pub(crate) const CLAIM_RELEASED: &str = "SELECT r.rid, r.custom_id, r.params, \
      ORDER BY r.rid";
 
 pub(crate) const UNENDED: &str =
-    "SELECT key, id, state, total, expires_at, betas FROM batches WHERE state IN (?1, ?2)";
+    "SELECT key, id, workspace, state, total, expires_at, betas FROM batches WHERE state IN (?1, ?2)";
 
 pub(crate) const STATS: &str = "SELECT state, COUNT(*), COALESCE(SUM(total - succeeded - errored), 0) \
      FROM batches WHERE state IN (?1, ?2) GROUP BY state";
@@ -125,22 +125,27 @@ impl SqliteStore {
         self.rebuild_claims().await?;
         let mut handout = Handout::new(&self.claims);
         for _ in 0..CLAIM_PASSES {
-            let candidates = self.claims().candidates(now);
+            let workspaces = self.claims().candidates(now);
             let before = handout.items.len();
-            // An equal share of what is left for each batch still in the round, so a small
-            // batch behind a huge one is served in the first call after it is created.
-            for (i, &key) in candidates.iter().enumerate() {
-                let remaining = limit - handout.items.len();
-                if remaining == 0 {
-                    break;
-                }
-                let share = remaining.div_ceil(candidates.len() - i);
-                if let Err(e) = self.claim_from(key, share, now, &mut handout.items).await {
-                    if handout.items.is_empty() {
-                        return Err(e);
+            // An equal share of what is left for each workspace still in the round, and of that
+            // an equal share for each of its batches, so a small batch behind a huge one is
+            // served in the first call after it is created.
+            for (w, batches) in workspaces.iter().enumerate() {
+                let workspace_share = (limit - handout.items.len()).div_ceil(workspaces.len() - w);
+                let workspace_end = handout.items.len() + workspace_share;
+                for (i, &key) in batches.iter().enumerate() {
+                    let remaining = workspace_end.min(limit) - handout.items.len();
+                    if remaining == 0 {
+                        break;
                     }
-                    // What is claimed already is handed out; the next call meets the error.
-                    return Ok(handout.finish());
+                    let share = remaining.div_ceil(batches.len() - i);
+                    if let Err(e) = self.claim_from(key, share, now, &mut handout.items).await {
+                        if handout.items.is_empty() {
+                            return Err(e);
+                        }
+                        // What is claimed already is handed out; the next call meets the error.
+                        return Ok(handout.finish());
+                    }
                 }
             }
             let got = handout.items.len();
@@ -264,6 +269,7 @@ impl SqliteStore {
                         canceling: get::<i64>(row, "state")? == CANCELING,
                         info: BatchInfo {
                             id: parse_id(get(row, "id")?)?,
+                            workspace: get(row, "workspace")?,
                             betas: parse_betas(get(row, "betas")?)?,
                             expires_at: Timestamp::from_micros(get(row, "expires_at")?),
                             total: u32::try_from(total)

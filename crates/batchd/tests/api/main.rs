@@ -2,6 +2,7 @@
 //! data dir and drives it over HTTP, as a client would.
 
 mod auth_and_routing;
+mod backends;
 mod cancel;
 mod cli;
 mod client;

@@ -1,0 +1,174 @@
+//! The `anthropic` backend: any server that speaks `POST /v1/messages` (api.anthropic.com,
+//! LiteLLM, vLLM's and SGLang's Anthropic endpoints, another batchd's mock…).
+//!
+//! The request's `params` go upstream byte for byte, with `anthropic-version` and the batch's
+//! `anthropic-beta`; the Message that comes back is the result, its fields in the order the
+//! upstream sent them, with `usage.service_tier` set to `"batch"` as the real batch API reports.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use async_trait::async_trait;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde_json::value::RawValue;
+
+use crate::config::BackendSpec;
+use crate::upstream::{Dialect, Upstream};
+use crate::{Backend, BackendError, BackendRequest};
+
+#[derive(Debug)]
+pub struct AnthropicBackend {
+    name: String,
+    upstream: Upstream,
+}
+
+impl AnthropicBackend {
+    pub fn new(spec: &BackendSpec) -> Result<Self, String> {
+        let mut headers = HeaderMap::new();
+        let version = HeaderValue::from_str(&spec.anthropic_version).map_err(|_| {
+            format!(
+                "backend `{}`: field `anthropic_version`: not a valid header value",
+                spec.name
+            )
+        })?;
+        headers.insert("anthropic-version", version);
+        if let Some(key) = &spec.api_key {
+            let mut value = HeaderValue::from_str(key.expose())
+                .map_err(|_| format!("backend `{}`: the upstream key is not a valid header value", spec.name))?;
+            value.set_sensitive(true);
+            headers.insert("x-api-key", value);
+        }
+        Ok(Self {
+            name: spec.name.clone(),
+            upstream: Upstream::new(spec, "/v1/messages", headers, Dialect::Anthropic)?,
+        })
+    }
+}
+
+#[async_trait]
+impl Backend for AnthropicBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send(&self, request: BackendRequest<'_>) -> Result<String, BackendError> {
+        let mut extra = Vec::new();
+        if !request.betas.is_empty() {
+            // Values were checked to be `name-YYYY-MM-DD` tokens when the batch was created.
+            if let Ok(value) = HeaderValue::from_str(&request.betas.join(",")) {
+                extra.push((HeaderName::from_static("anthropic-beta"), value));
+            }
+        }
+        let body = self
+            .upstream
+            .post(request.raw_params.to_owned(), &extra)
+            .await?;
+        with_batch_tier(&body).map_err(|what| self.upstream.bad_body(&what))
+    }
+}
+
+/// Checks that `body` is a Message and sets `usage.service_tier` to `"batch"`, keeping every
+/// other byte of every field and their order.
+pub(crate) fn with_batch_tier(body: &[u8]) -> Result<String, String> {
+    let batch = RawValue::from_string("\"batch\"".to_owned()).map_err(|e| e.to_string())?;
+    let mut message: Ordered<'_> =
+        serde_json::from_slice(body).map_err(|e| format!("not a JSON object ({e})"))?;
+    let kind = message
+        .get("type")
+        .and_then(|raw| serde_json::from_str::<&str>(raw.get()).ok());
+    if kind != Some("message") {
+        return Err("not a Message (its `type` is not \"message\")".into());
+    }
+    let Some(usage) = message.get("usage") else {
+        return Err("a Message without `usage`".into());
+    };
+    let mut usage: Ordered<'_> =
+        serde_json::from_str(usage.get()).map_err(|_| "`usage` is not an object".to_owned())?;
+    usage.set("service_tier", &batch);
+    let usage = RawValue::from_string(serde_json::to_string(&usage).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    message.set("usage", &usage);
+    serde_json::to_string(&message).map_err(|e| e.to_string())
+}
+
+/// A JSON object as its members in document order, values left unparsed.
+struct Ordered<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Ordered<'a> {
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|&(_, v)| v)
+    }
+
+    /// Replaces the member in place, or appends it.
+    fn set(&mut self, key: &'static str, value: &'a RawValue) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some(member) => member.1 = value,
+            None => self.0.push((Cow::Borrowed(key), value)),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Ordered<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Ordered<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut members = Vec::new();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    members.push((key, value));
+                }
+                Ok(Ordered(members))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+impl serde::Serialize for Ordered<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tier_is_set_and_everything_else_kept_in_order() {
+        let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"h\u00e9"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":1,"service_tier":"standard"},"zeta":1}"#;
+        assert_eq!(
+            with_batch_tier(body).unwrap(),
+            r#"{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"h\u00e9"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":1,"service_tier":"batch"},"zeta":1}"#
+        );
+        let added = with_batch_tier(br#"{"type":"message","usage":{"output_tokens":1}}"#).unwrap();
+        assert_eq!(
+            added,
+            r#"{"type":"message","usage":{"output_tokens":1,"service_tier":"batch"}}"#
+        );
+    }
+
+    #[test]
+    fn anything_but_a_message_is_refused() {
+        for body in [
+            &b"not json"[..],
+            b"[1]",
+            br#"{"type":"error","error":{}}"#,
+            br#"{"type":"message"}"#,
+            br#"{"type":"message","usage":3}"#,
+        ] {
+            assert!(with_batch_tier(body).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+    }
+}

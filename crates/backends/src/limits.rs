@@ -1,0 +1,282 @@
+//! Per-backend admission: how many requests may be at an upstream at once, and how fast they may
+//! be sent.
+//!
+//! * [`Concurrency`] is a semaphore whose size adapts (AIMD, as TCP does): every throttling answer
+//!   (429, 529) halves the limit, at most once per `cooldown` so that one burst of refusals from
+//!   requests sent together counts once; every success adds `1/limit`, so the limit climbs back by
+//!   about one per round of successful requests, never above the configured maximum.
+//! * [`RateLimit`] paces requests per minute and estimated input tokens per minute with a
+//!   reservation clock: each caller reserves its cost at once and sleeps until its turn, so
+//!   waiters are served in arrival order and nothing spins. There is no burst allowance: sends
+//!   are spaced evenly, so the limit holds over every window, not just per calendar minute.
+//!
+//! Both are in-process: several batchd processes sharing one database each apply them on their
+//! own (documented in the README).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// An adaptive concurrency limit.
+#[derive(Debug)]
+pub struct Concurrency {
+    max: usize,
+    state: Mutex<State>,
+    freed: Notify,
+    cooldown: Duration,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Fractional, so that additive increase can grow it by `1/limit` per success.
+    limit: f64,
+    in_use: usize,
+    last_decrease: Option<Instant>,
+}
+
+/// A slot at the upstream; frees itself when dropped.
+#[derive(Debug)]
+pub struct Permit<'a> {
+    owner: &'a Concurrency,
+}
+
+impl Concurrency {
+    pub fn new(max: usize, cooldown: Duration) -> Self {
+        let max = max.max(1);
+        Self {
+            max,
+            state: Mutex::new(State {
+                limit: max as f64,
+                in_use: 0,
+                last_decrease: None,
+            }),
+            freed: Notify::new(),
+            cooldown,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // Plain numbers only; a panic elsewhere cannot leave them inconsistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a slot under the current limit.
+    pub async fn acquire(&self) -> Permit<'_> {
+        loop {
+            // Registered before checking, so a slot freed between the check and the wait wakes us.
+            let freed = self.freed.notified();
+            {
+                let mut s = self.state();
+                if s.in_use < s.limit as usize {
+                    s.in_use += 1;
+                    return Permit { owner: self };
+                }
+            }
+            freed.await;
+        }
+    }
+
+    /// The current limit (whole requests).
+    pub fn limit(&self) -> usize {
+        self.state().limit as usize
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.state().in_use
+    }
+
+    /// The upstream answered: grow the limit by `1/limit`.
+    pub fn succeeded(&self) {
+        let mut s = self.state();
+        if s.limit < self.max as f64 {
+            let grown = s.limit + 1.0 / s.limit.max(1.0);
+            s.limit = grown.min(self.max as f64);
+            drop(s);
+            self.freed.notify_one();
+        }
+    }
+
+    /// The upstream said it is overloaded or rate limited: halve the limit (not below 1), once
+    /// per cooldown.
+    pub fn throttled(&self) {
+        let now = Instant::now();
+        let mut s = self.state();
+        if s.last_decrease.is_some_and(|at| now - at < self.cooldown) {
+            return;
+        }
+        s.last_decrease = Some(now);
+        s.limit = (s.limit / 2.0).max(1.0);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.owner.state().in_use -= 1;
+        self.owner.freed.notify_one();
+    }
+}
+
+/// Requests-per-minute and tokens-per-minute pacing; a limit of 0 is no limit.
+#[derive(Debug)]
+pub struct RateLimit {
+    requests: Option<Clock>,
+    tokens: Option<Clock>,
+    /// Callers waiting for their turn right now (for metrics).
+    waiting: AtomicUsize,
+}
+
+/// A reservation clock: `next` is when the budget spent so far is paid off; the next caller
+/// goes then (or now, if that has passed) and pushes `next` on by its own cost.
+#[derive(Debug)]
+struct Clock {
+    /// Time one unit costs.
+    per_unit: Duration,
+    next: Mutex<Option<Instant>>,
+}
+
+impl Clock {
+    fn per_minute(limit: u64) -> Option<Self> {
+        (limit > 0).then(|| Self {
+            per_unit: Duration::from_secs(60).div_f64(limit as f64),
+            next: Mutex::new(None),
+        })
+    }
+
+    /// Reserves `units` and returns when the caller may go.
+    fn reserve(&self, units: u64, now: Instant) -> Instant {
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let start = next.map_or(now, |n| n.max(now));
+        let cost = self.per_unit.saturating_mul(units.min(u64::from(u32::MAX)) as u32);
+        *next = Some(start + cost);
+        start
+    }
+}
+
+impl RateLimit {
+    pub fn new(requests_per_minute: u64, tokens_per_minute: u64) -> Self {
+        Self {
+            requests: Clock::per_minute(requests_per_minute),
+            tokens: Clock::per_minute(tokens_per_minute),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn is_unlimited(&self) -> bool {
+        self.requests.is_none() && self.tokens.is_none()
+    }
+
+    /// Waits until one request of `tokens` estimated input tokens may be sent. Returns how long
+    /// it waited.
+    pub async fn admit(&self, tokens: u64) -> Duration {
+        if self.is_unlimited() {
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        let mut at = now;
+        if let Some(clock) = &self.requests {
+            at = at.max(clock.reserve(1, now));
+        }
+        if let Some(clock) = &self.tokens {
+            at = at.max(clock.reserve(tokens, now));
+        }
+        if at > now {
+            self.waiting.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep_until(at).await;
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+        at - now
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test(start_paused = true)]
+    async fn limit_halves_on_throttling_and_climbs_back() {
+        let c = Concurrency::new(8, Duration::from_secs(1));
+        assert_eq!(c.limit(), 8);
+        c.throttled();
+        c.throttled(); // same burst: counted once
+        assert_eq!(c.limit(), 4);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        c.throttled();
+        assert_eq!(c.limit(), 2);
+        // About one step per round of `limit` successes: 2 → 8 takes some 30.
+        for _ in 0..10 {
+            c.succeeded();
+        }
+        assert_eq!(c.limit(), 4);
+        for _ in 0..100 {
+            c.succeeded();
+        }
+        assert_eq!(c.limit(), 8, "climbs back, never above the maximum");
+        for _ in 0..100 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            c.throttled();
+        }
+        assert_eq!(c.limit(), 1, "never below one");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permits_never_exceed_the_limit() {
+        let c = Arc::new(Concurrency::new(3, Duration::from_secs(1)));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (c, peak) = (c.clone(), peak.clone());
+            tasks.push(tokio::spawn(async move {
+                let _p = c.acquire().await;
+                peak.fetch_max(c.in_use(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(peak.load(Ordering::Relaxed), 3);
+        assert_eq!(c.in_use(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_per_minute_hold_over_any_window() {
+        let r = Arc::new(RateLimit::new(600, 0)); // one every 100 ms
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let r = r.clone();
+            tasks.push(tokio::spawn(async move {
+                r.admit(1).await;
+                Instant::now() - start
+            }));
+        }
+        let mut at = Vec::new();
+        for t in tasks {
+            at.push(t.await.unwrap());
+        }
+        at.sort();
+        assert_eq!(at.iter().filter(|d| d.is_zero()).count(), 1);
+        assert_eq!(at[49], Duration::from_millis(4900));
+        for w in at.windows(11) {
+            assert!(w[10] - w[0] >= Duration::from_millis(999), "{w:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_per_minute_pace_large_requests() {
+        let r = RateLimit::new(0, 60_000); // 1,000 tokens/s
+        assert_eq!(r.admit(1_000).await, Duration::ZERO);
+        assert_eq!(r.admit(3_000).await, Duration::from_secs(1));
+        // Waits for the 3,000 reserved before it, not for its own cost.
+        assert_eq!(r.admit(500).await, Duration::from_secs(3));
+        assert!(RateLimit::new(0, 0).is_unlimited());
+    }
+}

@@ -1,0 +1,374 @@
+//! Real backends against the fake upstream: what is sent, what comes back, retries and their
+//! limits, admission limits, routing by model, fairness, and retry state across a restart.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use batchd_backends::{BackendSpec, Kind, Secret};
+use batchd_fake_upstream::{Endpoint, FakeConfig, FakeUpstream};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const UPSTREAM_KEY: &str = "sk-upstream-never-shown";
+
+fn backend(kind: Kind, upstream: &FakeUpstream) -> BackendSpec {
+    BackendSpec {
+        name: "fake".into(),
+        kind,
+        base_url: upstream.url(),
+        api_key: Some(Secret::new(UPSTREAM_KEY)),
+        models: vec!["*".into()],
+        max_concurrency: 64,
+        requests_per_minute: 0,
+        input_tokens_per_minute: 0,
+        timeout: Duration::from_secs(10),
+        max_attempts: 5,
+        top_k: false,
+        latency: Duration::ZERO,
+        anthropic_version: "2023-06-01".into(),
+    }
+}
+
+/// A server whose only backend is `spec`, with short retry back-off.
+async fn serve_with(spec: BackendSpec) -> TestApp {
+    spawn_with(|o| {
+        o.backends = vec![spec];
+        o.retry_base_delay = Duration::from_millis(20);
+    })
+    .await
+}
+
+/// A request whose prompt carries `text` (a fault directive, usually).
+fn saying(custom_id: &str, text: &str) -> Value {
+    json!({
+        "custom_id": custom_id,
+        "params": {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": format!("{custom_id}: {text}")}]
+        }
+    })
+}
+
+async fn run(app: &TestApp, requests: Vec<Value>) -> HashMap<String, Value> {
+    let batch = app.create(requests).await;
+    let id = batch["id"].as_str().unwrap().to_owned();
+    app.wait_ended(&id, Duration::from_secs(60)).await;
+    app.results(&id)
+        .await
+        .into_iter()
+        .map(|line| (line["custom_id"].as_str().unwrap().to_owned(), line["result"].clone()))
+        .collect()
+}
+
+fn error_of(result: &Value) -> (&str, &str) {
+    assert_eq!(result["type"], "errored", "{result}");
+    (
+        result["error"]["error"]["type"].as_str().unwrap(),
+        result["error"]["error"]["message"].as_str().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn anthropic_backend_forwards_params_and_headers_and_marks_the_batch_tier() {
+    let upstream = FakeUpstream::start(FakeConfig::default().record_requests(10))
+        .await
+        .unwrap();
+    let app = serve_with(backend(Kind::Anthropic, &upstream)).await;
+    let params = json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 64,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "Hello there"}],
+        "temperature": 0.5
+    });
+    let resp = app
+        .request(Method::POST, "/v1/messages/batches")
+        .header("anthropic-beta", "extended-cache-ttl-2025-04-11")
+        .json(&json!({"requests": [{"custom_id": "a", "params": params}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.wait_ended(&id, Duration::from_secs(20)).await;
+    let lines = app.results(&id).await;
+    let message = &lines[0]["result"]["message"];
+    assert_eq!(lines[0]["result"]["type"], "succeeded", "{}", lines[0]);
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["model"], "claude-sonnet-4-5");
+    assert_eq!(message["usage"]["service_tier"], "batch");
+
+    let seen = upstream.stats().last_request().expect("recorded");
+    assert_eq!(seen.path, "/v1/messages");
+    assert_eq!(seen.header("x-api-key"), Some(UPSTREAM_KEY));
+    assert_eq!(seen.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(
+        seen.header("anthropic-beta"),
+        Some("extended-cache-ttl-2025-04-11")
+    );
+    assert_eq!(seen.json(), params, "params go upstream as given");
+}
+
+#[tokio::test]
+async fn a_model_no_backend_serves_is_not_found() {
+    let upstream = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let mut spec = backend(Kind::Anthropic, &upstream);
+    spec.models = vec!["claude-*".into()];
+    let app = serve_with(spec).await;
+    let mut other = saying("gpt", "hi");
+    other["params"]["model"] = json!("gpt-4o");
+    let results = run(&app, vec![saying("claude", "hi"), other]).await;
+    assert_eq!(results["claude"]["type"], "succeeded");
+    assert_eq!(error_of(&results["gpt"]), ("not_found_error", "model: gpt-4o"));
+    assert_eq!(upstream.stats().total_requests(), 1);
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_until_they_clear() {
+    let upstream = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let mut spec = backend(Kind::Anthropic, &upstream);
+    spec.timeout = Duration::from_millis(500);
+    let app = serve_with(spec).await;
+    let faults = [
+        ("overloaded", "[[fake:fail=2,status=529]]", 3),
+        ("limited", "[[fake:fail=1,status=429,retry_after_ms=50]]", 2),
+        ("broken", "[[fake:fail=1,status=500]]", 2),
+        ("bad-gateway", "[[fake:fail=1,status=502]]", 2),
+        ("unavailable", "[[fake:fail=1,status=503]]", 2),
+        ("gateway-timeout", "[[fake:fail=1,status=504]]", 2),
+        ("reset", "[[fake:fail=1,kind=reset]]", 2),
+        ("hang", "[[fake:fail=1,kind=hang]]", 2),
+        ("garbage", "[[fake:fail=1,kind=malformed]]", 2),
+        ("fine", "no directive", 1),
+    ];
+    let results = run(
+        &app,
+        faults.iter().map(|(id, text, _)| saying(id, text)).collect(),
+    )
+    .await;
+    for (id, _, _) in &faults {
+        assert_eq!(results[*id]["type"], "succeeded", "{id}: {}", results[*id]);
+    }
+    let attempts: u64 = faults.iter().map(|f| f.2).sum();
+    assert_eq!(upstream.stats().total_requests(), attempts);
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_attempt_budget() {
+    let upstream = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let mut spec = backend(Kind::Anthropic, &upstream);
+    spec.max_attempts = 3;
+    let app = serve_with(spec).await;
+    let results = run(&app, vec![saying("doomed", "[[fake:always,status=529]]")]).await;
+    let (kind, message) = error_of(&results["doomed"]);
+    assert_eq!(kind, "overloaded_error");
+    assert!(message.ends_with("(gave up after 3 attempts)"), "{message}");
+    assert_eq!(upstream.stats().total_requests(), 3);
+}
+
+#[tokio::test]
+async fn upstream_validation_errors_are_final_and_keep_type_and_message() {
+    let upstream = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let app = serve_with(backend(Kind::Anthropic, &upstream)).await;
+    let results = run(
+        &app,
+        vec![
+            saying("invalid", "[[fake:always,status=400,message=max_tokens: 64 > 32 allowed]]"),
+            saying("missing", "[[fake:always,status=404,message=model: nope]]"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        error_of(&results["invalid"]),
+        ("invalid_request_error", "max_tokens: 64 > 32 allowed")
+    );
+    assert_eq!(error_of(&results["missing"]), ("not_found_error", "model: nope"));
+    assert_eq!(upstream.stats().total_requests(), 2, "never retried");
+    for result in results.values() {
+        assert!(!result.to_string().contains(UPSTREAM_KEY));
+    }
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let upstream = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let app = serve_with(backend(Kind::Anthropic, &upstream)).await;
+    let results = run(
+        &app,
+        vec![saying("later", "[[fake:fail=1,status=429,retry_after=1]]")],
+    )
+    .await;
+    assert_eq!(results["later"]["type"], "succeeded");
+    let arrivals = upstream.stats().arrivals();
+    assert_eq!(arrivals.len(), 2);
+    let waited = arrivals[1] - arrivals[0];
+    assert!(waited >= Duration::from_millis(990), "{waited:?}");
+}
+
+#[tokio::test]
+async fn no_retry_is_scheduled_past_the_batch_expiry() {
+    let upstream = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let spec = backend(Kind::Anthropic, &upstream);
+    let app = spawn_with(|o| {
+        o.backends = vec![spec];
+        o.batch_expiry = Duration::from_secs(3);
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let results = run(
+        &app,
+        vec![saying("too-late", "[[fake:fail=1,status=429,retry_after=30]]")],
+    )
+    .await;
+    let (kind, _) = error_of(&results["too-late"]);
+    assert_eq!(kind, "rate_limit_error");
+    assert!(started.elapsed() < Duration::from_secs(3), "answered at once, not at expiry");
+    assert_eq!(upstream.stats().total_requests(), 1);
+}
+
+#[tokio::test]
+async fn concurrency_never_exceeds_the_backend_limit() {
+    let upstream = FakeUpstream::start(FakeConfig::default().latency(Duration::from_millis(20)))
+        .await
+        .unwrap();
+    let mut spec = backend(Kind::Anthropic, &upstream);
+    spec.max_concurrency = 4;
+    let app = serve_with(spec).await;
+    let results = run(&app, (0..120).map(|i| saying(&format!("r{i}"), "go")).collect()).await;
+    assert_eq!(results.len(), 120);
+    assert!(results.values().all(|r| r["type"] == "succeeded"));
+    assert_eq!(upstream.stats().max_in_flight(), 4);
+}
+
+#[tokio::test]
+async fn requests_per_minute_are_paced() {
+    let upstream = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let mut spec = backend(Kind::Anthropic, &upstream);
+    spec.requests_per_minute = 1_200; // one every 50 ms
+    let app = serve_with(spec).await;
+    run(&app, (0..20).map(|i| saying(&format!("r{i}"), "go")).collect()).await;
+    let mut arrivals = upstream.stats().arrivals();
+    arrivals.sort();
+    assert_eq!(arrivals.len(), 20);
+    for pair in arrivals.windows(2) {
+        // A little slack for timer granularity; the pacing itself never bunches requests.
+        assert!(pair[1] - pair[0] >= Duration::from_millis(45), "{:?}", pair[1] - pair[0]);
+    }
+}
+
+#[tokio::test]
+async fn a_small_batch_is_not_stuck_behind_a_large_one() {
+    let upstream = FakeUpstream::start(FakeConfig::default().latency(Duration::from_millis(10)))
+        .await
+        .unwrap();
+    let mut spec = backend(Kind::Anthropic, &upstream);
+    spec.max_concurrency = 8;
+    let app = spawn_with(|o| {
+        o.backends = vec![spec];
+        o.dispatch_concurrency = 8;
+    })
+    .await;
+    // About 3,000 × 10 ms / 8 ≈ 4 s of work.
+    let large = app.create((0..3_000).map(|i| saying(&format!("l{i}"), "go")).collect()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let small = app.create((0..10).map(|i| saying(&format!("s{i}"), "go")).collect()).await;
+    app.wait_ended(small["id"].as_str().unwrap(), Duration::from_secs(20))
+        .await;
+    let large = app.batch(large["id"].as_str().unwrap()).await;
+    assert_eq!(
+        large["processing_status"], "in_progress",
+        "the small batch ended first"
+    );
+    // The other workspace's batch is served beside this one's too.
+    let other = app.as_key(KEY_B);
+    let theirs = other.create((0..10).map(|i| saying(&format!("b{i}"), "go")).collect()).await;
+    other
+        .wait_ended(theirs["id"].as_str().unwrap(), Duration::from_secs(20))
+        .await;
+    let large = app.batch(large["id"].as_str().unwrap()).await;
+    assert_eq!(large["processing_status"], "in_progress");
+}
+
+#[tokio::test]
+async fn attempt_counts_and_back_off_survive_a_restart() {
+    let upstream = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let mut spec = backend(Kind::Anthropic, &upstream);
+    spec.max_attempts = 2;
+    let restart_spec = spec.clone();
+    let app = spawn_with(|o| {
+        o.backends = vec![spec];
+        // Long enough to restart inside it.
+        o.retry_base_delay = Duration::from_secs(4);
+    })
+    .await;
+    let batch = app
+        .create(vec![saying("flaky", "[[fake:fail=2,status=503]]")])
+        .await;
+    let id = batch["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while upstream.stats().total_requests() < 1 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Give the recorder a moment to store the retry, then restart.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let data_dir = app.data_dir.clone();
+    let dir = app.stop().await;
+    let app = start_in(data_dir, |o| {
+        o.backends = vec![restart_spec];
+        o.retry_base_delay = Duration::from_secs(4);
+    })
+    .await;
+    app.wait_ended(&id, Duration::from_secs(30)).await;
+    let results = app.results(&id).await;
+    // Attempt 2 of 2 (not attempt 1 of a fresh budget): the stored count survived.
+    let (kind, message) = error_of(&results[0]["result"]);
+    assert_eq!(kind, "api_error");
+    assert!(message.ends_with("(gave up after 2 attempts)"), "{message}");
+    let arrivals = upstream.stats().arrivals();
+    assert_eq!(arrivals.len(), 2);
+    // Half the back-off at least (jitter), though the process restarted in between.
+    assert!(arrivals[1] - arrivals[0] >= Duration::from_secs(2));
+    drop(dir);
+}
+
+#[tokio::test]
+async fn openai_backend_translates_both_ways() {
+    let upstream = FakeUpstream::start(FakeConfig::default().record_requests(10))
+        .await
+        .unwrap();
+    let app = serve_with(backend(Kind::Openai, &upstream)).await;
+    let mut document = saying("document", "read this");
+    document["params"]["messages"][0]["content"] = json!([
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}
+    ]);
+    let mut chat = saying("chat", "Hello there friend");
+    chat["params"]["system"] = json!("Be brief.");
+    chat["params"]["stop_sequences"] = json!(["END"]);
+    let results = run(&app, vec![chat, document]).await;
+
+    let message = &results["chat"]["message"];
+    assert_eq!(results["chat"]["type"], "succeeded", "{}", results["chat"]);
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["stop_reason"], "end_turn");
+    assert_eq!(message["usage"]["service_tier"], "batch");
+    assert!(message["content"][0]["text"].as_str().unwrap().contains("Hello"));
+
+    let (kind, message) = error_of(&results["document"]);
+    assert_eq!(kind, "invalid_request_error");
+    assert!(message.contains("document"), "{message}");
+
+    assert_eq!(upstream.stats().requests(Endpoint::ChatCompletions), 1, "the document was never sent");
+    let seen = upstream.stats().last_request().unwrap();
+    assert_eq!(seen.header("authorization"), Some(&*format!("Bearer {UPSTREAM_KEY}")));
+    let body = seen.json();
+    assert_eq!(body["messages"][0], json!({"role": "system", "content": "Be brief."}));
+    assert_eq!(body["stop"], json!(["END"]));
+    assert_eq!(body["max_tokens"], 64);
+}
