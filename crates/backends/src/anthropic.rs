@@ -35,8 +35,12 @@ impl AnthropicBackend {
         })?;
         headers.insert("anthropic-version", version);
         if let Some(key) = &spec.api_key {
-            let mut value = HeaderValue::from_str(key.expose())
-                .map_err(|_| format!("backend `{}`: the upstream key is not a valid header value", spec.name))?;
+            let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
+                format!(
+                    "backend `{}`: the upstream key is not a valid header value",
+                    spec.name
+                )
+            })?;
             value.set_sensitive(true);
             headers.insert("x-api-key", value);
         }
@@ -168,7 +172,11 @@ mod tests {
             br#"{"type":"message"}"#,
             br#"{"type":"message","usage":3}"#,
         ] {
-            assert!(with_batch_tier(body).is_err(), "{}", String::from_utf8_lossy(body));
+            assert!(
+                with_batch_tier(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 }

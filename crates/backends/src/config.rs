@@ -95,9 +95,8 @@ fn default_attempts() -> u32 {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        serde::de::Error::custom(format!("{e} (examples: 0ms, 250ms, 30s, 10m)"))
-    })
+    humantime::parse_duration(text.trim())
+        .map_err(|e| serde::de::Error::custom(format!("{e} (examples: 0ms, 250ms, 30s, 10m)")))
 }
 
 fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -173,10 +172,7 @@ impl BackendConfig {
             (None, Some(path)) => match std::fs::read_to_string(&path) {
                 Ok(key) if !key.trim().is_empty() => Some(Secret(key.trim().to_owned())),
                 Ok(_) => {
-                    return Err(format!(
-                        "field `api_key_file`: {} is empty",
-                        path.display()
-                    ));
+                    return Err(format!("field `api_key_file`: {} is empty", path.display()));
                 }
                 Err(e) => {
                     return Err(format!(
@@ -307,7 +303,10 @@ mod tests {
 
         let err = entry("").unwrap().resolve().unwrap_err();
         assert!(err.contains("base_url"), "{err}");
-        let err = entry("base_url = \"h:1\"\n").unwrap().resolve().unwrap_err();
+        let err = entry("base_url = \"h:1\"\n")
+            .unwrap()
+            .resolve()
+            .unwrap_err();
         assert!(err.contains("http://"), "{err}");
         let err = entry("base_url = \"http://h\"\napi_key_env = \"BATCHD_TEST_UNSET_KEY_VAR\"\n")
             .unwrap()

@@ -118,7 +118,9 @@ impl Route {
     }
 
     pub fn serves(&self, model: &str) -> bool {
-        self.models.iter().any(|glob| config::glob_matches(glob, model))
+        self.models
+            .iter()
+            .any(|glob| config::glob_matches(glob, model))
     }
 }
 
@@ -145,7 +147,10 @@ impl Router {
     pub fn from_specs(specs: &[BackendSpec]) -> Result<Self, String> {
         let mut routes = Vec::with_capacity(specs.len());
         for spec in specs {
-            if routes.iter().any(|r: &Arc<Route>| r.backend.name() == spec.name) {
+            if routes
+                .iter()
+                .any(|r: &Arc<Route>| r.backend.name() == spec.name)
+            {
                 return Err(format!("backend `{}` is configured twice", spec.name));
             }
             let backend: Arc<dyn Backend> = match spec.kind {

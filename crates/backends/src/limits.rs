@@ -149,7 +149,9 @@ impl Clock {
     fn reserve(&self, units: u64, now: Instant) -> Instant {
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
         let start = next.map_or(now, |n| n.max(now));
-        let cost = self.per_unit.saturating_mul(units.min(u64::from(u32::MAX)) as u32);
+        let cost = self
+            .per_unit
+            .saturating_mul(units.min(u64::from(u32::MAX)) as u32);
         *next = Some(start + cost);
         start
     }

@@ -216,7 +216,12 @@ fn parse_error_body(dialect: Dialect, body: &[u8]) -> (Option<String>, Option<St
 mod tests {
     use super::*;
 
-    fn error(dialect: Dialect, code: u16, headers: &[(&'static str, &str)], body: &str) -> BackendError {
+    fn error(
+        dialect: Dialect,
+        code: u16,
+        headers: &[(&'static str, &str)],
+        body: &str,
+    ) -> BackendError {
         let mut h = HeaderMap::new();
         for (k, v) in headers {
             h.insert(*k, HeaderValue::from_str(v).unwrap());
@@ -244,7 +249,10 @@ mod tests {
             r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
         );
         assert!(e.retryable && e.throttled);
-        assert_eq!((e.kind, e.message.as_str()), (ErrorType::Overloaded, "Overloaded"));
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorType::Overloaded, "Overloaded")
+        );
         assert_eq!(e.retry_after, Some(Duration::from_millis(250)));
         for code in [500, 502, 503, 504] {
             let e = error(Dialect::OpenAi, code, &[], "<html>");
@@ -264,14 +272,20 @@ mod tests {
             r#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: too big"}}"#,
         );
         assert!(!e.retryable);
-        assert_eq!((e.kind, e.message.as_str()), (ErrorType::InvalidRequest, "max_tokens: too big"));
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorType::InvalidRequest, "max_tokens: too big")
+        );
         let e = error(
             Dialect::OpenAi,
             404,
             &[],
             r#"{"error":{"message":"The model `x` does not exist.","type":"NotFoundError","code":404}}"#,
         );
-        assert_eq!((e.kind, e.message.as_str()), (ErrorType::NotFound, "The model `x` does not exist."));
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorType::NotFound, "The model `x` does not exist.")
+        );
         let e = error(Dialect::OpenAi, 401, &[], "nope");
         assert_eq!(e.kind, ErrorType::Authentication);
         assert_eq!(e.message, "backend `up` answered 401 Unauthorized");

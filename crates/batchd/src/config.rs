@@ -128,12 +128,18 @@ mod tests {
         let file = FileConfig::load(&path).unwrap();
         assert_eq!(file.backends.len(), 2);
         let err = file.backend_specs(&path).unwrap_err().to_string();
-        assert!(err.contains("batchd.toml:10: backend `claude`: field `api_key_env`"), "{err}");
+        assert!(
+            err.contains("batchd.toml:10: backend `claude`: field `api_key_env`"),
+            "{err}"
+        );
         // A kind that does not exist is caught by the parser, with its line.
         let err = load("[[backends]]\nname = \"x\"\nkind = \"grpc\"\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("batchd.toml:3:") && err.contains("grpc"), "{err}");
+        assert!(
+            err.contains("batchd.toml:3:") && err.contains("grpc"),
+            "{err}"
+        );
     }
 
     #[test]

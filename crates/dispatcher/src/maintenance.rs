@@ -19,7 +19,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let now = Timestamp::now();
         match timed("canceling", shared.store.canceling()).await {
             Ok(keys) => *lock(&shared.canceled) = keys.into_iter().collect(),
-            Err(err) => tracing::warn!(error = %err, "reading canceling batches failed; will retry"),
+            Err(err) => {
+                tracing::warn!(error = %err, "reading canceling batches failed; will retry")
+            }
         }
         match timed("finish_due", shared.store.finish_due(now)).await {
             Ok(ended) => report_ended(ended),

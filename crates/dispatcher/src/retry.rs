@@ -19,7 +19,11 @@ pub(crate) fn delay(
 ) -> Duration {
     let exponent = attempts.saturating_sub(1).min(30);
     let backoff = base.saturating_mul(1 << exponent).min(max);
-    let jitter = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 0.0 };
+    let jitter = if jitter.is_finite() {
+        jitter.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let jittered = backoff.mul_f64(0.5 + 0.5 * jitter);
     jittered.max(retry_after.unwrap_or_default())
 }

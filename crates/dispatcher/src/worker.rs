@@ -153,7 +153,10 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
     let Some(route) = shared.router.route(&params.model) else {
         // What the real API answers for a model it does not serve.
         let message = format!("model: {}", params.model);
-        return answer(Outcome::Errored, errored_body(ErrorType::NotFound, &message));
+        return answer(
+            Outcome::Errored,
+            errored_body(ErrorType::NotFound, &message),
+        );
     };
     let backend = route.backend.name();
 

@@ -35,8 +35,7 @@ pub(crate) const CLAIM_RELEASED: &str = "SELECT r.rid, r.custom_id, r.params, \
      AND NOT EXISTS (SELECT 1 FROM results s WHERE s.rid = r.rid) \
      ORDER BY r.rid";
 
-pub(crate) const UNENDED: &str =
-    "SELECT key, id, workspace, state, total, expires_at, betas FROM batches WHERE state IN (?1, ?2)";
+pub(crate) const UNENDED: &str = "SELECT key, id, workspace, state, total, expires_at, betas FROM batches WHERE state IN (?1, ?2)";
 
 pub(crate) const STATS: &str = "SELECT state, COUNT(*), COALESCE(SUM(total - succeeded - errored), 0) \
      FROM batches WHERE state IN (?1, ?2) GROUP BY state";

@@ -59,7 +59,12 @@ async fn run(app: &TestApp, requests: Vec<Value>) -> HashMap<String, Value> {
     app.results(&id)
         .await
         .into_iter()
-        .map(|line| (line["custom_id"].as_str().unwrap().to_owned(), line["result"].clone()))
+        .map(|line| {
+            (
+                line["custom_id"].as_str().unwrap().to_owned(),
+                line["result"].clone(),
+            )
+        })
         .collect()
 }
 
@@ -125,7 +130,10 @@ async fn a_model_no_backend_serves_is_not_found() {
     other["params"]["model"] = json!("gpt-4o");
     let results = run(&app, vec![saying("claude", "hi"), other]).await;
     assert_eq!(results["claude"]["type"], "succeeded");
-    assert_eq!(error_of(&results["gpt"]), ("not_found_error", "model: gpt-4o"));
+    assert_eq!(
+        error_of(&results["gpt"]),
+        ("not_found_error", "model: gpt-4o")
+    );
     assert_eq!(upstream.stats().total_requests(), 1);
 }
 
@@ -149,7 +157,10 @@ async fn transient_failures_are_retried_until_they_clear() {
     ];
     let results = run(
         &app,
-        faults.iter().map(|(id, text, _)| saying(id, text)).collect(),
+        faults
+            .iter()
+            .map(|(id, text, _)| saying(id, text))
+            .collect(),
     )
     .await;
     for (id, _, _) in &faults {
@@ -179,7 +190,10 @@ async fn upstream_validation_errors_are_final_and_keep_type_and_message() {
     let results = run(
         &app,
         vec![
-            saying("invalid", "[[fake:always,status=400,message=max_tokens: 64 > 32 allowed]]"),
+            saying(
+                "invalid",
+                "[[fake:always,status=400,message=max_tokens: 64 > 32 allowed]]",
+            ),
             saying("missing", "[[fake:always,status=404,message=model: nope]]"),
         ],
     )
@@ -188,7 +202,10 @@ async fn upstream_validation_errors_are_final_and_keep_type_and_message() {
         error_of(&results["invalid"]),
         ("invalid_request_error", "max_tokens: 64 > 32 allowed")
     );
-    assert_eq!(error_of(&results["missing"]), ("not_found_error", "model: nope"));
+    assert_eq!(
+        error_of(&results["missing"]),
+        ("not_found_error", "model: nope")
+    );
     assert_eq!(upstream.stats().total_requests(), 2, "never retried");
     for result in results.values() {
         assert!(!result.to_string().contains(UPSTREAM_KEY));
@@ -223,12 +240,18 @@ async fn no_retry_is_scheduled_past_the_batch_expiry() {
     let started = std::time::Instant::now();
     let results = run(
         &app,
-        vec![saying("too-late", "[[fake:fail=1,status=429,retry_after=30]]")],
+        vec![saying(
+            "too-late",
+            "[[fake:fail=1,status=429,retry_after=30]]",
+        )],
     )
     .await;
     let (kind, _) = error_of(&results["too-late"]);
     assert_eq!(kind, "rate_limit_error");
-    assert!(started.elapsed() < Duration::from_secs(3), "answered at once, not at expiry");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered at once, not at expiry"
+    );
     assert_eq!(upstream.stats().total_requests(), 1);
 }
 
@@ -240,7 +263,11 @@ async fn concurrency_never_exceeds_the_backend_limit() {
     let mut spec = backend(Kind::Anthropic, &upstream);
     spec.max_concurrency = 4;
     let app = serve_with(spec).await;
-    let results = run(&app, (0..120).map(|i| saying(&format!("r{i}"), "go")).collect()).await;
+    let results = run(
+        &app,
+        (0..120).map(|i| saying(&format!("r{i}"), "go")).collect(),
+    )
+    .await;
     assert_eq!(results.len(), 120);
     assert!(results.values().all(|r| r["type"] == "succeeded"));
     assert_eq!(upstream.stats().max_in_flight(), 4);
@@ -252,13 +279,21 @@ async fn requests_per_minute_are_paced() {
     let mut spec = backend(Kind::Anthropic, &upstream);
     spec.requests_per_minute = 1_200; // one every 50 ms
     let app = serve_with(spec).await;
-    run(&app, (0..20).map(|i| saying(&format!("r{i}"), "go")).collect()).await;
+    run(
+        &app,
+        (0..20).map(|i| saying(&format!("r{i}"), "go")).collect(),
+    )
+    .await;
     let mut arrivals = upstream.stats().arrivals();
     arrivals.sort();
     assert_eq!(arrivals.len(), 20);
     for pair in arrivals.windows(2) {
         // A little slack for timer granularity; the pacing itself never bunches requests.
-        assert!(pair[1] - pair[0] >= Duration::from_millis(45), "{:?}", pair[1] - pair[0]);
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(45),
+            "{:?}",
+            pair[1] - pair[0]
+        );
     }
 }
 
@@ -275,9 +310,13 @@ async fn a_small_batch_is_not_stuck_behind_a_large_one() {
     })
     .await;
     // About 3,000 × 10 ms / 8 ≈ 4 s of work.
-    let large = app.create((0..3_000).map(|i| saying(&format!("l{i}"), "go")).collect()).await;
+    let large = app
+        .create((0..3_000).map(|i| saying(&format!("l{i}"), "go")).collect())
+        .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let small = app.create((0..10).map(|i| saying(&format!("s{i}"), "go")).collect()).await;
+    let small = app
+        .create((0..10).map(|i| saying(&format!("s{i}"), "go")).collect())
+        .await;
     app.wait_ended(small["id"].as_str().unwrap(), Duration::from_secs(20))
         .await;
     let large = app.batch(large["id"].as_str().unwrap()).await;
@@ -287,7 +326,9 @@ async fn a_small_batch_is_not_stuck_behind_a_large_one() {
     );
     // The other workspace's batch is served beside this one's too.
     let other = app.as_key(KEY_B);
-    let theirs = other.create((0..10).map(|i| saying(&format!("b{i}"), "go")).collect()).await;
+    let theirs = other
+        .create((0..10).map(|i| saying(&format!("b{i}"), "go")).collect())
+        .await;
     other
         .wait_ended(theirs["id"].as_str().unwrap(), Duration::from_secs(20))
         .await;
@@ -358,17 +399,32 @@ async fn openai_backend_translates_both_ways() {
     assert_eq!(message["type"], "message");
     assert_eq!(message["stop_reason"], "end_turn");
     assert_eq!(message["usage"]["service_tier"], "batch");
-    assert!(message["content"][0]["text"].as_str().unwrap().contains("Hello"));
+    assert!(
+        message["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Hello")
+    );
 
     let (kind, message) = error_of(&results["document"]);
     assert_eq!(kind, "invalid_request_error");
     assert!(message.contains("document"), "{message}");
 
-    assert_eq!(upstream.stats().requests(Endpoint::ChatCompletions), 1, "the document was never sent");
+    assert_eq!(
+        upstream.stats().requests(Endpoint::ChatCompletions),
+        1,
+        "the document was never sent"
+    );
     let seen = upstream.stats().last_request().unwrap();
-    assert_eq!(seen.header("authorization"), Some(&*format!("Bearer {UPSTREAM_KEY}")));
+    assert_eq!(
+        seen.header("authorization"),
+        Some(&*format!("Bearer {UPSTREAM_KEY}"))
+    );
     let body = seen.json();
-    assert_eq!(body["messages"][0], json!({"role": "system", "content": "Be brief."}));
+    assert_eq!(
+        body["messages"][0],
+        json!({"role": "system", "content": "Be brief."})
+    );
     assert_eq!(body["stop"], json!(["END"]));
     assert_eq!(body["max_tokens"], 64);
 }
