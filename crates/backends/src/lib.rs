@@ -18,6 +18,7 @@ use batchd_domain::params::Params;
 pub mod anthropic;
 pub mod config;
 pub mod limits;
+mod message;
 pub mod mock;
 pub mod openai;
 mod upstream;

@@ -19,10 +19,10 @@ use async_trait::async_trait;
 use batchd_domain::ErrorType;
 use batchd_domain::ids;
 use batchd_domain::params::Params;
-use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+use crate::message::{Block, Message, Usage};
 use crate::{Backend, BackendError, BackendRequest};
 
 /// How many words of the user's last message the reply quotes.
@@ -82,45 +82,6 @@ impl Backend for MockBackend {
             )
         })
     }
-}
-
-// The wire shape, field order included: serde derive keeps declaration order.
-
-#[derive(Serialize)]
-struct Message<'a> {
-    id: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    role: &'static str,
-    model: &'a str,
-    content: [TextBlock<'a>; 1],
-    stop_reason: &'static str,
-    stop_sequence: Option<&'a str>,
-    usage: Usage,
-}
-
-#[derive(Serialize)]
-struct TextBlock<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    text: &'a str,
-}
-
-#[derive(Serialize)]
-struct Usage {
-    input_tokens: u64,
-    cache_creation_input_tokens: u64,
-    cache_read_input_tokens: u64,
-    cache_creation: CacheCreation,
-    output_tokens: u64,
-    service_tier: &'static str,
-    inference_geo: &'static str,
-}
-
-#[derive(Serialize)]
-struct CacheCreation {
-    ephemeral_5m_input_tokens: u64,
-    ephemeral_1h_input_tokens: u64,
 }
 
 /// The serialized `Message` answering `params`.
@@ -183,30 +144,13 @@ fn render(params: &Params, batch_id: &str, custom_id: &str) -> serde_json::Resul
     };
 
     let id = message_id(batch_id, custom_id);
-    serde_json::to_string(&Message {
-        id: &id,
-        kind: "message",
-        role: "assistant",
-        model: &params.model,
-        content: [TextBlock {
-            kind: "text",
-            text: &reply.text,
-        }],
-        stop_reason,
-        stop_sequence,
-        usage: Usage {
-            input_tokens: input_chars.div_ceil(4).max(1) as u64,
-            cache_creation_input_tokens: 0,
-            cache_read_input_tokens: 0,
-            cache_creation: CacheCreation {
-                ephemeral_5m_input_tokens: 0,
-                ephemeral_1h_input_tokens: 0,
-            },
-            output_tokens: reply.words,
-            service_tier: "batch",
-            inference_geo: "not_available",
-        },
-    })
+    serde_json::to_string(&Message::assistant(
+        &id,
+        &params.model,
+        vec![Block::text(&reply.text)],
+        (stop_reason, stop_sequence),
+        Usage::batch(input_chars.div_ceil(4).max(1) as u64, 0, reply.words),
+    ))
 }
 
 /// The reply under construction, one word per output token, capped at `max_tokens`.
@@ -261,16 +205,11 @@ fn char_count(content: &Value) -> usize {
     texts(content).map(|t| t.chars().count()).sum()
 }
 
-/// `msg_` plus a body seeded by FNV-1a over (batch id, custom id): stable across runs,
-/// platforms and Rust versions, unlike `std`'s hasher.
+/// `msg_` plus a body seeded by FNV-1a over (batch id, custom id).
 fn message_id(batch_id: &str, custom_id: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     // 0xFF never occurs in UTF-8, so it separates the two parts unambiguously.
-    let bytes = batch_id.bytes().chain([0xFF]).chain(custom_id.bytes());
-    for byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01B3);
-    }
+    let hash = ids::fnv1a(ids::FNV_OFFSET, batch_id.as_bytes());
+    let hash = ids::fnv1a(ids::fnv1a(hash, &[0xFF]), custom_id.as_bytes());
     let body = ids::deterministic_body(hash);
     let mut id = String::with_capacity(4 + body.len());
     id.push_str("msg_");

@@ -21,6 +21,19 @@ fn random_body() -> String {
     s
 }
 
+/// Seed of [`fnv1a`].
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a continued from `hash`: stable across runs, platforms and Rust versions, unlike `std`'s
+/// hasher, which is what deterministic ids need.
+pub fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    hash
+}
+
 /// Body derived from a 64-bit seed, for ids that must be deterministic (mock messages).
 pub fn deterministic_body(mut seed: u64) -> String {
     let mut s = String::with_capacity(BODY_LEN);

@@ -37,7 +37,9 @@
 use std::fmt::Display;
 
 use batchd_domain::ids;
-use serde::{Deserialize, Serialize};
+
+use crate::message::{Block, Message, ToolUseBlock, Usage};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
@@ -711,62 +713,6 @@ struct PromptTokensDetails {
     cached_tokens: Option<u64>,
 }
 
-// The Message wire shape, field order included (serde derive keeps declaration order): the same
-// as the real API's captured results and the built-in mock's.
-
-#[derive(Serialize)]
-struct Message<'a> {
-    id: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    role: &'static str,
-    model: &'a str,
-    content: Vec<Block<'a>>,
-    stop_reason: &'static str,
-    stop_sequence: Option<&'a str>,
-    usage: Usage,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Block<'a> {
-    Text(TextBlock<'a>),
-    ToolUse(ToolUseBlock),
-}
-
-#[derive(Serialize)]
-struct TextBlock<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    text: &'a str,
-}
-
-#[derive(Serialize)]
-struct ToolUseBlock {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    id: String,
-    name: String,
-    input: Box<RawValue>,
-}
-
-#[derive(Serialize)]
-struct Usage {
-    input_tokens: u64,
-    cache_creation_input_tokens: u64,
-    cache_read_input_tokens: u64,
-    cache_creation: CacheCreation,
-    output_tokens: u64,
-    service_tier: &'static str,
-    inference_geo: &'static str,
-}
-
-#[derive(Serialize)]
-struct CacheCreation {
-    ephemeral_5m_input_tokens: u64,
-    ephemeral_1h_input_tokens: u64,
-}
-
 fn bad(message: impl Display) -> BadUpstream {
     BadUpstream(message.to_string())
 }
@@ -787,7 +733,7 @@ pub fn message_from_chat(
     response: &[u8],
     params: &Map<String, Value>,
 ) -> Result<String, BadUpstream> {
-    let seed = fnv1a(FNV_OFFSET, response);
+    let seed = ids::fnv1a(ids::FNV_OFFSET, response);
     let response: ChatResponse = serde_json::from_slice(response)
         .map_err(|e| bad(format_args!("not a Chat Completions response: {e}")))?;
     let Some(choices) = response.choices else {
@@ -881,10 +827,7 @@ pub fn message_from_chat(
 
     let mut content = Vec::with_capacity(1 + tool_uses.len());
     if !text.is_empty() {
-        content.push(Block::Text(TextBlock {
-            kind: "text",
-            text: &text,
-        }));
+        content.push(Block::text(&text));
     }
     content.extend(tool_uses.into_iter().map(Block::ToolUse));
 
@@ -894,30 +837,17 @@ pub fn message_from_chat(
         .and_then(|d| d.cached_tokens)
         .unwrap_or(0)
         .min(usage.prompt_tokens);
-    let message = Message {
-        id: format!("msg_{}", ids::deterministic_body(seed)),
-        kind: "message",
-        role: "assistant",
-        model: params
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or_default(),
-        content,
-        stop_reason,
-        stop_sequence,
-        usage: Usage {
-            input_tokens: usage.prompt_tokens - cached,
-            cache_creation_input_tokens: 0,
-            cache_read_input_tokens: cached,
-            cache_creation: CacheCreation {
-                ephemeral_5m_input_tokens: 0,
-                ephemeral_1h_input_tokens: 0,
-            },
-            output_tokens: usage.completion_tokens,
-            service_tier: "batch",
-            inference_geo: "not_available",
-        },
-    };
+    let id = format!("msg_{}", ids::deterministic_body(seed));
+    let model = params
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let usage = Usage::batch(
+        usage.prompt_tokens - cached,
+        cached,
+        usage.completion_tokens,
+    );
+    let message = Message::assistant(&id, model, content, (stop_reason, stop_sequence), usage);
     serde_json::to_string(&message).map_err(|e| bad(format_args!("serializing the Message: {e}")))
 }
 
@@ -1011,15 +941,10 @@ fn tool_use(
         Some(id) if usable_tool_id(&id) && earlier.iter().all(|b| b.id != id) => id,
         _ => format!(
             "toolu_{}",
-            ids::deterministic_body(fnv1a(seed, &(index as u64).to_le_bytes()))
+            ids::deterministic_body(ids::fnv1a(seed, &(index as u64).to_le_bytes()))
         ),
     };
-    Ok(ToolUseBlock {
-        kind: "tool_use",
-        id,
-        name,
-        input,
-    })
+    Ok(ToolUseBlock::new(id, name, input))
 }
 
 /// Anthropic's `tool_use_id` pattern, `^[a-zA-Z0-9_-]+$`.
@@ -1053,18 +978,6 @@ fn compact(json: &str) -> String {
         }
     }
     out
-}
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// FNV-1a continued from `hash`: stable across runs, platforms and Rust versions, unlike
-/// `std`'s hasher, which is what deterministic ids need.
-fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
-    for &byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01B3);
-    }
-    hash
 }
 
 #[cfg(test)]
