@@ -27,14 +27,24 @@ impl KeyHash {
     }
 }
 
+const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+fn random_chars(n: usize) -> String {
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
 /// A fresh random key, `sk-batchd-` plus 40 characters (about 238 bits).
 pub fn generate_key() -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    let body: String = (0..40)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
-    format!("sk-batchd-{body}")
+    format!("sk-batchd-{}", random_chars(40))
+}
+
+/// A fresh key id, `key_` plus 24 random characters: ids are shown and typed by operators
+/// (`keys revoke ID`) and must not be guessable from one another.
+pub fn generate_key_id() -> String {
+    format!("key_{}", random_chars(24))
 }
 
 /// The first characters of a key, safe to show in `keys list`.

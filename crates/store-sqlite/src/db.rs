@@ -1,16 +1,14 @@
 //! Connections: the single writer, the read pool, the durability switch, schema migrations, and
 //! the mapping of SQLite failures onto [`StoreError`].
 
-use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr as _;
 use std::time::Duration;
 
 use batchd_store::StoreError;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection as _, SqlStr, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Connection as _, Sqlite, SqliteConnection, SqlitePool};
 
 /// The database file inside the data dir.
 pub(crate) const DB_FILE: &str = "batchd.sqlite3";
@@ -149,22 +147,6 @@ pub(crate) async fn set_durability(
 pub(crate) const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
 
 include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
-
-fn migrator() -> Migrator {
-    let migrations = MIGRATIONS
-        .iter()
-        .map(|&(version, description, sql)| {
-            Migration::new(
-                version,
-                Cow::Borrowed(description),
-                MigrationType::Simple,
-                SqlStr::from_static(sql),
-                false,
-            )
-        })
-        .collect();
-    Migrator::with_migrations(migrations)
-}
 
 /// SQLite primary result codes that mean "try again later" rather than "bug".
 const SQLITE_IOERR: i64 = 10;

@@ -1,27 +1,14 @@
 //! API keys: stored as SHA-256 hashes with a display prefix, looked up by hash.
 
 use batchd_domain::Timestamp;
-use batchd_domain::keys::KeyHash;
+use batchd_domain::keys::{self, KeyHash};
 use batchd_store::{KeyInfo, StoreError};
-use rand::Rng as _;
 use sqlx::Connection as _;
 use sqlx::sqlite::SqliteRow;
 
 use crate::SqliteStore;
 use crate::db::{BEGIN_IMMEDIATE, Durability, db};
 use crate::rows::{count, get};
-
-const ID_ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-/// `key_` plus 24 random characters: ids are shown and typed by operators (`keys revoke ID`)
-/// and must not be guessable from one another.
-fn key_id() -> String {
-    let mut rng = rand::rng();
-    let body: String = (0..24)
-        .map(|_| ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())] as char)
-        .collect();
-    format!("key_{body}")
-}
 
 pub(crate) const WORKSPACE_FOR_KEY: &str =
     "SELECT workspace FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL";
@@ -51,7 +38,7 @@ impl SqliteStore {
              VALUES (?1, ?2, ?3, ?4, ?5) \
              RETURNING id, workspace, prefix, created_at, revoked_at",
         )
-        .bind(key_id())
+        .bind(keys::generate_key_id())
         .bind(workspace)
         .bind(&hash.0[..])
         .bind(prefix)

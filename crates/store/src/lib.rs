@@ -1,7 +1,8 @@
 //! The storage seam: everything batchd keeps durably goes through [`Store`].
 //!
-//! Each database engine has its own crate implementing this trait (`store-sqlite`, later
-//! `store-postgres`). The contract, which every implementation must honour:
+//! Each database engine has its own crate implementing this trait (`store-sqlite`,
+//! `store-postgres`); `conformance` (feature `testkit`) runs this contract against each of
+//! them. The contract, which every implementation must honour:
 //!
 //! * **Create is staged.** [`Store::begin_batch`] reserves an invisible batch,
 //!   [`Store::append_requests`] adds requests in chunks (each chunk its own short transaction, so
@@ -22,6 +23,9 @@
 //!   without a result count as `canceled`/`expired` (see `batchd_domain::batch`).
 //! * **Delete is O(1).** The batch disappears at once; [`Store::purge_deleted`] reclaims its rows
 //!   in the background, as it does for batches archived by [`Store::archive_due`].
+
+#[cfg(feature = "testkit")]
+pub mod conformance;
 
 use std::time::Duration;
 

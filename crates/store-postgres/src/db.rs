@@ -1,0 +1,94 @@
+//! Connections: the pool, schema migrations, and the mapping of PostgreSQL failures onto
+//! [`StoreError`].
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use batchd_store::StoreError;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+/// Waiting this long for a connection means the database is saturated or gone; callers retry.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections per process: the dispatcher (claims, record groups, maintenance), API calls and
+/// result downloads share them. Each call holds one only for its own short transaction.
+const MAX_CONNECTIONS: u32 = 16;
+
+pub(crate) async fn connect(url: &str) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(other)?
+        .application_name("batchd");
+    PgPoolOptions::new()
+        .max_connections(MAX_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(db)
+}
+
+/// Runs the embedded migrations. sqlx takes a PostgreSQL advisory lock for them, so processes
+/// starting together migrate one at a time and the later ones find nothing to do.
+pub(crate) async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    migrator().run(pool).await.map_err(|e| match e {
+        sqlx::migrate::MigrateError::Execute(e) => db(e),
+        e => other(e),
+    })
+}
+
+include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+
+/// SQLSTATE classes and codes that mean "try again" rather than "bug": connection exceptions
+/// (08), serialization failure and deadlock (40001, 40P01), insufficient resources (53),
+/// operator intervention such as a restart (57), and system errors (58).
+fn transient_sqlstate(code: &str) -> bool {
+    matches!(code.get(..2), Some("08" | "53" | "57" | "58")) || matches!(code, "40001" | "40P01")
+}
+
+/// Maps a sqlx error: conditions that can clear by themselves are `Unavailable`.
+pub(crate) fn db(e: sqlx::Error) -> StoreError {
+    let transient = match &e {
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| transient_sqlstate(&c)),
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            return StoreError::Corrupt(e.to_string());
+        }
+        _ => false,
+    };
+    if transient {
+        StoreError::Unavailable(Box::new(e))
+    } else {
+        StoreError::Other(Box::new(e))
+    }
+}
+
+pub(crate) fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Other(Box::new(e))
+}
+
+/// A misuse of the store by its caller (a broken invariant, not a database failure).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Misuse(pub String);
+
+pub(crate) fn misuse(msg: impl Into<String>) -> StoreError {
+    StoreError::Other(Box::new(Misuse(msg.into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_conditions_that_clear_are_transient() {
+        for code in ["08006", "40001", "40P01", "53300", "57P01"] {
+            assert!(transient_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "42P01", "22P02"] {
+            assert!(!transient_sqlstate(code), "{code}");
+        }
+    }
+}

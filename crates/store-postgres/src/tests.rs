@@ -1,0 +1,308 @@
+//! Tests of the PostgreSQL store: the engine-agnostic contract suite (`batchd_store::conformance`)
+//! on a fresh database per test, then what is particular to this engine: several processes on
+//! one database, reaping dead ones, exact request bytes, and query plans. Every test is skipped
+//! (saying so) unless `BATCHD_TEST_DATABASE_URL` names a server.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use batchd_domain::{Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
+use batchd_store::conformance::Harness;
+use batchd_store::{Answer, NewBatch, NewRequest, Store, WorkItem};
+
+use crate::PostgresStore;
+use crate::testkit::fresh_database;
+
+/// One fresh database per test.
+struct Postgres(String);
+
+impl Postgres {
+    async fn new(test: &str) -> Option<Self> {
+        fresh_database(test).await.map(Self)
+    }
+}
+
+#[async_trait]
+impl Harness for Postgres {
+    type Store = PostgresStore;
+
+    async fn open(&self) -> PostgresStore {
+        PostgresStore::open(&self.0).await.expect("open store")
+    }
+
+    async fn close(&self, store: PostgresStore) {
+        store.close().await;
+    }
+
+    async fn rows(&self, store: &PostgresStore, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    }
+}
+
+batchd_store::conformance_tests!(Postgres::new("the PostgreSQL conformance suite"));
+
+const WS: &str = "default";
+const LEASE: Duration = Duration::from_secs(600);
+const T0: i64 = 1_700_000_000_000_000;
+const DAY: i64 = 86_400_000_000;
+
+fn at(offset: i64) -> Timestamp {
+    Timestamp::from_micros(T0 + offset)
+}
+
+async fn create(store: &PostgresStore, params: impl Fn(u32) -> String, n: u32) -> Batch {
+    let draft = store
+        .begin_batch(NewBatch {
+            id: BatchId::generate(),
+            workspace: WS.into(),
+            created_at: at(0),
+            expires_at: at(DAY),
+            betas: vec![],
+        })
+        .await
+        .unwrap();
+    let requests = (0..n)
+        .map(|index| NewRequest {
+            index,
+            custom_id: CustomId::parse(&format!("req-{index}")).unwrap(),
+            params: params(index),
+        })
+        .collect();
+    store.append_requests(&draft, requests).await.unwrap();
+    store.commit_batch(draft, u64::from(n)).await.unwrap()
+}
+
+fn succeeded(items: &[WorkItem]) -> Vec<Answer> {
+    items
+        .iter()
+        .map(|w| Answer {
+            slot: w.slot(),
+            outcome: Outcome::Succeeded,
+            body: format!(r#"{{"type":"succeeded","i":{}}}"#, w.index),
+        })
+        .collect()
+}
+
+/// Makes `store`'s process look dead to the others (as after SIGKILL: no heartbeat any more).
+async fn kill(store: PostgresStore) -> i64 {
+    let me = store.worker.unwrap();
+    if let Some(heartbeat) = &store.heartbeat {
+        heartbeat.abort();
+    }
+    sqlx::query("UPDATE workers SET heartbeat = now() - interval '1 hour' WHERE id = $1")
+        .bind(me)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    // Dropped without `close`: its claims stay in the database until someone reaps them.
+    drop(store);
+    me
+}
+
+#[tokio::test]
+async fn processes_claim_disjoint_requests_and_complete_a_batch_together() {
+    let Some(db) = Postgres::new("processes_claim_disjoint_requests…").await else {
+        return;
+    };
+    let stores = [db.open().await, db.open().await, db.open().await];
+    let b = create(&stores[0], |_| "{}".into(), 3_000).await;
+    let mut seen = HashSet::new();
+    let mut ended = Vec::new();
+    loop {
+        let claims = futures_join3(
+            stores[0].claim(97, LEASE, at(1)),
+            stores[1].claim(97, LEASE, at(1)),
+            stores[2].claim(97, LEASE, at(1)),
+        )
+        .await;
+        let mut any = false;
+        for (store, items) in stores.iter().zip(claims) {
+            let items = items.unwrap();
+            any |= !items.is_empty();
+            for w in &items {
+                assert!(seen.insert(w.index), "request {} claimed twice", w.index);
+            }
+            ended.extend(
+                store
+                    .record(&succeeded(&items), at(2))
+                    .await
+                    .unwrap()
+                    .batches,
+            );
+        }
+        if !any {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 3_000);
+    assert_eq!(ended, vec![(b.id.clone(), EndReason::Completed)]);
+    let e = stores[1].get_batch(WS, &b.id).await.unwrap().unwrap();
+    assert_eq!((e.succeeded, e.errored), (3_000, 0));
+    assert_eq!(db.rows(&stores[2], "results").await, 3_000);
+    assert_eq!(db.rows(&stores[2], "pending").await, 0);
+}
+
+async fn futures_join3<A: Future, B: Future, C: Future>(a: A, b: B, c: C) -> [A::Output; 3]
+where
+    A::Output: Sized,
+    B: Future<Output = A::Output>,
+    C: Future<Output = A::Output>,
+{
+    let (a, b, c) = tokio::join!(a, b, c);
+    [a, b, c]
+}
+
+#[tokio::test]
+async fn a_dead_process_loses_its_claims_and_its_drafts() {
+    let Some(db) = Postgres::new("a_dead_process_loses_its_claims…").await else {
+        return;
+    };
+    let survivor = db.open().await;
+    let doomed = db.open().await;
+    let b = create(&doomed, |_| "{}".into(), 10).await;
+    let draft = doomed
+        .begin_batch(NewBatch {
+            id: BatchId::generate(),
+            workspace: WS.into(),
+            created_at: at(0),
+            expires_at: at(DAY),
+            betas: vec![],
+        })
+        .await
+        .unwrap();
+    let held = doomed.claim(4, LEASE, at(1)).await.unwrap();
+    assert_eq!(held.len(), 4);
+    // A late answer from the doomed process still counts once.
+    doomed.record(&succeeded(&held[..1]), at(2)).await.unwrap();
+    let rest = survivor.claim(100, LEASE, at(3)).await.unwrap();
+    assert_eq!(rest.len(), 6, "live claims are not taken over");
+    let doomed_id = kill(doomed).await;
+
+    assert_eq!(
+        crate::workers::beat(&survivor.pool, survivor.worker.unwrap())
+            .await
+            .unwrap(),
+        1
+    );
+    let taken_over = survivor.claim(100, LEASE, at(4)).await.unwrap();
+    let indices: HashSet<u32> = taken_over.iter().map(|w| w.index).collect();
+    let expected: HashSet<u32> = held[1..].iter().map(|w| w.index).collect();
+    assert_eq!(indices, expected);
+    let mut all = rest;
+    all.extend(taken_over);
+    let ended = survivor.record(&succeeded(&all), at(5)).await.unwrap();
+    assert_eq!(ended.batches, vec![(b.id.clone(), EndReason::Completed)]);
+    assert_eq!(db.rows(&survivor, "results").await, 10);
+
+    // Its draft is abandoned and reclaimed; its worker row is gone.
+    let draft_state: (bool,) = sqlx::query_as("SELECT deleted FROM batches WHERE key = $1")
+        .bind(draft.key)
+        .fetch_one(&survivor.pool)
+        .await
+        .unwrap();
+    assert!(draft_state.0);
+    let workers: Vec<i64> = sqlx::query_scalar("SELECT id FROM workers")
+        .fetch_all(&survivor.pool)
+        .await
+        .unwrap();
+    assert!(!workers.contains(&doomed_id));
+}
+
+#[tokio::test]
+async fn a_cancel_on_one_process_is_seen_by_the_others() {
+    let Some(db) = Postgres::new("a_cancel_on_one_process…").await else {
+        return;
+    };
+    let a = db.open().await;
+    let b = db.open().await;
+    let batch = create(&a, |_| "{}".into(), 50).await;
+    let held = b.claim(5, LEASE, at(1)).await.unwrap();
+    assert_eq!(held.len(), 5);
+    a.cancel_batch(WS, &batch.id, at(2)).await.unwrap();
+    assert_eq!(b.canceling().await.unwrap(), vec![batch.key]);
+    assert!(b.claim(10, LEASE, at(3)).await.unwrap().is_empty());
+    // B still holds claims: no process may end it yet.
+    assert!(a.finish_due(at(4)).await.unwrap().batches.is_empty());
+    b.record(&succeeded(&held[..2]), at(5)).await.unwrap();
+    let slots: Vec<_> = held[2..].iter().map(WorkItem::slot).collect();
+    b.release(&slots).await.unwrap();
+    let e = a.get_batch(WS, &batch.id).await.unwrap().unwrap();
+    assert_eq!(e.end_reason, Some(EndReason::Canceled));
+    assert_eq!(
+        (e.request_counts().succeeded, e.request_counts().canceled),
+        (2, 48)
+    );
+    assert!(a.canceling().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn params_come_back_byte_for_byte() {
+    let Some(db) = Postgres::new("params_come_back_byte_for_byte").await else {
+        return;
+    };
+    let store = db.open().await;
+    // Key order, spacing, number spelling and escapes that jsonb would normalise.
+    let params = |i: u32| format!("{{\"z\":1.50,  \"a\":[1e3, {i}],\"s\":\"\\u00e9\"}}");
+    create(&store, params, 3).await;
+    let items = store.claim(10, LEASE, at(1)).await.unwrap();
+    for w in &items {
+        assert_eq!(w.params, params(w.index));
+    }
+}
+
+/// Every hot statement must be answerable from an index: with sequential scans priced out, a
+/// plan that still has one (or sorts a whole table) would crawl at a million batches.
+#[tokio::test]
+async fn hot_queries_use_indexes() {
+    let Some(db) = Postgres::new("hot_queries_use_indexes").await else {
+        return;
+    };
+    let store = db.open().await;
+    let mut conn = store.pool.acquire().await.unwrap();
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let statements: &[(&str, &str)] = &[
+        (crate::batches::GET, "('x', 'w')"),
+        (crate::batches::LIST_START, "('w', 10)"),
+        (crate::batches::LIST_OLDER, "('w', 1, 1, 10)"),
+        (crate::batches::LIST_NEWER, "('w', 1, 1, 10)"),
+        (crate::batches::CURSOR, "('x', 'w')"),
+        (crate::batches::RESULTS_PAGE, "(1, 0, 1000)"),
+        (crate::dispatch::CANDIDATES, "(1, 10)"),
+        (crate::dispatch::SERVE, "(1, 1)"),
+        (crate::dispatch::CLAIM, "(1, 1, 10, 1)"),
+        (crate::dispatch::EXPIRE_DUE, "(3::smallint, 3::smallint, 1)"),
+        (crate::dispatch::CANCELING_KEYS, ""),
+        (crate::dispatch::NEXT_EXPIRY, ""),
+        (crate::dispatch::STATS, ""),
+        (crate::dispatch::ARCHIVE_DUE, "(1, 1, 3::smallint)"),
+        (crate::dispatch::OLDEST_DELETED, ""),
+        (crate::dispatch::OLDEST_ARCHIVED, ""),
+    ];
+    for (i, (sql, args)) in statements.iter().enumerate() {
+        // PREPARE + EXPLAIN EXECUTE plans the statement with its real parameter types.
+        sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE hot{i} AS {sql}")))
+            .execute(&mut *conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let plan: Vec<String> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN EXECUTE hot{i}{args}")))
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let plan = plan.join("\n");
+        assert!(
+            !plan.contains("Seq Scan on batches")
+                && !plan.contains("Seq Scan on requests")
+                && !plan.contains("Seq Scan on results")
+                && !plan.contains("Seq Scan on pending"),
+            "{sql}\n{plan}"
+        );
+    }
+}
