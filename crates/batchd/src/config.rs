@@ -20,6 +20,8 @@ use serde::Deserialize;
 pub struct FileConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL URL; see `--database-url`.
+    pub database_url: Option<String>,
     /// `KEY@WORKSPACE` entries. Prefer `BATCHD_API_KEYS` or `batchd keys` for real secrets.
     pub api_keys: Option<Vec<String>>,
     pub mock_latency: Option<String>,

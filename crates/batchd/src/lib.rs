@@ -1,6 +1,8 @@
-//! The composition root: builds the store, the mock model, the dispatcher and the HTTP layer
-//! from [`ServeOptions`] and runs them until shutdown. `main` parses flags into options; the
-//! integration tests call [`serve`] directly with a listener on port 0.
+//! The composition root: builds the store (see [`storage`]), the mock model, the dispatcher and
+//! the HTTP layer from [`ServeOptions`] and runs them until shutdown. `main` parses flags into
+//! options; the integration tests call [`serve`] directly with a listener on port 0.
+
+pub mod storage;
 
 use std::future::Future;
 use std::io;
@@ -19,7 +21,6 @@ use batchd_domain::Timestamp;
 use batchd_domain::keys::{self, KeyHash, StaticKey};
 use batchd_http::{AppState, HttpConfig, Keys};
 use batchd_store::Store;
-use batchd_store_sqlite::SqliteStore;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -27,7 +28,10 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 /// Everything `batchd serve` can be told.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    /// Where the embedded SQLite database lives, unless `database_url` is set.
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL: the data lives there, shared with other batchd processes.
+    pub database_url: Option<String>,
     pub api_keys: Vec<StaticKey>,
     pub mock_latency: Duration,
     pub mock_concurrency: usize,
@@ -52,6 +56,7 @@ impl ServeOptions {
     pub fn new(data_dir: PathBuf) -> Self {
         Self {
             data_dir,
+            database_url: None,
             api_keys: Vec::new(),
             mock_latency: Duration::ZERO,
             mock_concurrency: 64,
@@ -78,11 +83,12 @@ pub async fn serve(
         .local_addr()
         .context("reading the listen address")?;
     batchd_http::ops::install_metrics();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&options.data_dir)
-            .await
-            .with_context(|| format!("opening the data dir {}", options.data_dir.display()))?,
-    );
+    let location = storage::Location {
+        data_dir: &options.data_dir,
+        database_url: options.database_url.as_deref(),
+    };
+    let storage = storage::Storage::open(location).await?;
+    let store: Arc<dyn Store> = storage.store();
     if options.api_keys.is_empty() {
         ensure_first_key(store.as_ref()).await?;
     }
@@ -117,7 +123,7 @@ pub async fn serve(
         },
     );
     let app = batchd_http::router(state);
-    tracing::info!(%addr, data_dir = %options.data_dir.display(), "batchd listening");
+    tracing::info!(%addr, storage = %location.describe(), "batchd listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let cut = CancellationToken::new();
@@ -159,6 +165,7 @@ pub async fn serve(
             tokio::join!(http, dispatcher.shutdown(grace));
         }
     }
+    storage.close().await;
     tracing::info!("batchd stopped");
     Ok(())
 }

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use batchd::ServeOptions;
+use batchd::storage::{Location, Storage};
 use batchd_domain::Timestamp;
 use batchd_domain::keys::{self, KeyHash, StaticKey};
-use batchd_store::Store;
-use batchd_store_sqlite::SqliteStore;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
@@ -29,6 +28,16 @@ struct Cli {
         default_value = "./batchd-data"
     )]
     data_dir: PathBuf,
+    /// A PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE): keep the data there
+    /// instead of the data dir, shared by any number of batchd processes.
+    #[arg(
+        long,
+        global = true,
+        env = "BATCHD_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long, global = true, env = "BATCHD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -46,9 +55,11 @@ enum LogFormat {
 enum Command {
     /// Run the API server.
     Serve(ServeArgs),
-    /// Manage API keys stored in the data dir (works while a server runs).
+    /// Manage API keys stored in the data dir or database (works while a server runs).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Apply the storage schema's migrations and exit (`serve` also applies them on start).
+    Migrate,
     /// Use a Message Batches API (batchd or api.anthropic.com) as a client.
     Batches(cli::BatchesArgs),
 }
@@ -143,13 +154,16 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(mut args) => {
             let mut data_dir = cli.data_dir;
+            let mut database_url = cli.database_url;
             if let Some(path) = args.config.clone() {
                 let serve_matches = matches.subcommand_matches("serve").unwrap_or(&matches);
                 apply_config_file(&path, serve_matches, &mut data_dir, &mut args)?;
+                apply_database_url(&path, serve_matches, &mut database_url)?;
             }
-            serve(data_dir, args).await
+            serve(data_dir, database_url, args).await
         }
-        Command::Keys(cmd) => keys_command(cli.data_dir, cmd).await,
+        Command::Keys(cmd) => keys_command(&cli.data_dir, cli.database_url.as_deref(), cmd).await,
+        Command::Migrate => migrate(&cli.data_dir, cli.database_url.as_deref()).await,
         Command::Batches(args) => std::process::exit(cli::run(args).await),
     }
 }
@@ -212,8 +226,29 @@ fn apply_config_file(
     Ok(())
 }
 
-async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
+/// `database_url` from the config file, unless given as a flag or in the environment.
+fn apply_database_url(
+    path: &std::path::Path,
+    matches: &ArgMatches,
+    database_url: &mut Option<String>,
+) -> anyhow::Result<()> {
+    let given = matches!(
+        matches.value_source("database_url"),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    );
+    if !given && let Some(url) = config::FileConfig::load(path)?.database_url {
+        *database_url = Some(url);
+    }
+    Ok(())
+}
+
+async fn serve(
+    data_dir: PathBuf,
+    database_url: Option<String>,
+    args: ServeArgs,
+) -> anyhow::Result<()> {
     let mut options = ServeOptions::new(data_dir);
+    options.database_url = database_url;
     for spec in args
         .api_keys
         .iter()
@@ -267,10 +302,28 @@ async fn shutdown_signal() {
     }
 }
 
-async fn keys_command(data_dir: PathBuf, cmd: KeysCommand) -> anyhow::Result<()> {
-    let store = SqliteStore::open_for_admin(&data_dir)
-        .await
-        .with_context(|| format!("opening the data dir {}", data_dir.display()))?;
+fn location<'a>(data_dir: &'a std::path::Path, database_url: Option<&'a str>) -> Location<'a> {
+    Location {
+        data_dir,
+        database_url,
+    }
+}
+
+async fn migrate(data_dir: &std::path::Path, database_url: Option<&str>) -> anyhow::Result<()> {
+    let at = location(data_dir, database_url);
+    // Opening applies the migrations, as `serve` does on start.
+    Storage::open_for_admin(at).await?.close().await;
+    eprintln!("The {} is migrated and ready.", at.describe());
+    Ok(())
+}
+
+async fn keys_command(
+    data_dir: &std::path::Path,
+    database_url: Option<&str>,
+    cmd: KeysCommand,
+) -> anyhow::Result<()> {
+    let storage = Storage::open_for_admin(location(data_dir, database_url)).await?;
+    let store = storage.store();
     match cmd {
         KeysCommand::Create { workspace } => {
             if !keys::valid_workspace(&workspace) {
@@ -358,6 +411,35 @@ mod tests {
         assert_eq!(args.mock_latency, Duration::from_millis(250));
         assert_eq!(args.batch_expiry, Duration::from_secs(7200));
         assert_eq!(args.listen, "127.0.0.1:8080", "untouched default");
+    }
+
+    #[test]
+    fn database_url_comes_from_the_file_unless_given() {
+        let url = |argv: &[&str]| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("batchd.toml");
+            std::fs::write(&path, "database_url = \"postgres://file/db\"\n").unwrap();
+            let p = path.to_str().unwrap().to_owned();
+            let mut full = vec!["batchd"];
+            full.extend_from_slice(argv);
+            full.extend(["serve", "--config", &p]);
+            let matches = Cli::command().try_get_matches_from(full).unwrap();
+            let cli = Cli::from_arg_matches(&matches).unwrap();
+            let mut database_url = cli.database_url;
+            apply_database_url(
+                &path,
+                matches.subcommand_matches("serve").unwrap(),
+                &mut database_url,
+            )
+            .unwrap();
+            database_url
+        };
+        assert_eq!(url(&[]).as_deref(), Some("postgres://file/db"));
+        assert_eq!(
+            url(&["--database-url", "postgres://flag/db"]).as_deref(),
+            Some("postgres://flag/db"),
+            "the flag wins"
+        );
     }
 
     #[test]

@@ -926,20 +926,24 @@ async fn recovery_figure() {
 }
 
 /// Results recorded so far for a batch, read beside the running server. The live tallies are
-/// not shown by the API before a batch ends, so this opens the database the way the `keys`
-/// commands do (without the data-dir lock) and only reads.
+/// not shown by the API before a batch ends, so this opens the storage the way the `keys`
+/// commands do (on SQLite without the data-dir lock) and only reads.
 async fn recorded(data_dir: &Path, id: &str) -> u64 {
-    use batchd_store::Store as _;
-    let store = batchd_store_sqlite::SqliteStore::open_for_admin(data_dir)
-        .await
-        .expect("open the database beside the server");
+    let url = batchd_store_postgres::testkit::database_of(data_dir);
+    let storage = batchd::storage::Storage::open_for_admin(batchd::storage::Location {
+        data_dir,
+        database_url: url.as_deref(),
+    })
+    .await
+    .expect("open the storage beside the server");
     let id = batchd_domain::BatchId::parse(id).expect("batch id");
-    let batch = store
+    let batch = storage
+        .store()
         .get_batch(server::WORKSPACE, &id)
         .await
         .expect("read the batch")
         .expect("batch exists");
-    store.close().await;
+    storage.close().await;
     batch.succeeded + batch.errored
 }
 

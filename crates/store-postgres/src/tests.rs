@@ -113,12 +113,12 @@ async fn processes_claim_disjoint_requests_and_complete_a_batch_together() {
     let mut seen = HashSet::new();
     let mut ended = Vec::new();
     loop {
-        let claims = futures_join3(
+        let (a, b, c) = tokio::join!(
             stores[0].claim(97, LEASE, at(1)),
             stores[1].claim(97, LEASE, at(1)),
             stores[2].claim(97, LEASE, at(1)),
-        )
-        .await;
+        );
+        let claims = [a, b, c];
         let mut any = false;
         for (store, items) in stores.iter().zip(claims) {
             let items = items.unwrap();
@@ -144,16 +144,6 @@ async fn processes_claim_disjoint_requests_and_complete_a_batch_together() {
     assert_eq!((e.succeeded, e.errored), (3_000, 0));
     assert_eq!(db.rows(&stores[2], "results").await, 3_000);
     assert_eq!(db.rows(&stores[2], "pending").await, 0);
-}
-
-async fn futures_join3<A: Future, B: Future, C: Future>(a: A, b: B, c: C) -> [A::Output; 3]
-where
-    A::Output: Sized,
-    B: Future<Output = A::Output>,
-    C: Future<Output = A::Output>,
-{
-    let (a, b, c) = tokio::join!(a, b, c);
-    [a, b, c]
 }
 
 #[tokio::test]

@@ -1,6 +1,11 @@
 //! The test harness: a running batchd per test, and helpers that speak its API.
+//!
+//! The suite runs on SQLite by default, and on PostgreSQL with `BATCHD_TEST_STORE=postgres`
+//! and `BATCHD_TEST_DATABASE_URL` (see `scripts/test.sh`): each data dir then stands for a fresh
+//! database of its own, the same one for every server a test starts on that data dir.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use batchd::ServeOptions;
@@ -35,9 +40,46 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut ServeOptions)) -> TestApp {
     app
 }
 
+use batchd_store_postgres::testkit::{database_for, database_of as database_url};
+
+/// Whether this run of the suite is on PostgreSQL (`BATCHD_TEST_STORE=postgres`).
+pub fn on_postgres() -> bool {
+    batchd_store_postgres::testkit::selected()
+}
+
+/// For tests that only make sense on one engine: true (after saying so) when they must skip.
+pub fn skip_on_postgres(test: &str, why: &str) -> bool {
+    if on_postgres() {
+        println!("skipped {test} under PostgreSQL: {why}");
+    }
+    on_postgres()
+}
+
+/// The storage flags of the `batchd` command for a data dir: `--data-dir`, plus
+/// `--database-url` on PostgreSQL.
+pub fn storage_args(data_dir: &Path) -> Vec<OsString> {
+    let mut args = vec!["--data-dir".into(), data_dir.into()];
+    if let Some(url) = database_url(data_dir) {
+        args.extend(["--database-url".into(), url.into()]);
+    }
+    args
+}
+
+/// Opens the storage a stopped server used, as an operator would (either engine).
+pub async fn open_storage(data_dir: &Path) -> batchd::storage::Storage {
+    let url = database_url(data_dir);
+    batchd::storage::Storage::open(batchd::storage::Location {
+        data_dir,
+        database_url: url.as_deref(),
+    })
+    .await
+    .expect("storage must be free once stop() returned")
+}
+
 /// Starts a server on an existing data dir (for restart tests).
 pub async fn start_in(data_dir: PathBuf, tweak: impl FnOnce(&mut ServeOptions)) -> TestApp {
     let mut options = ServeOptions::new(data_dir.clone());
+    options.database_url = database_for(&data_dir).await;
     options.api_keys = vec![
         StaticKey::parse(&format!("{KEY_A}@ws-a")).unwrap(),
         StaticKey::parse(&format!("{KEY_B}@ws-b")).unwrap(),

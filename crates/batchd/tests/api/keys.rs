@@ -11,8 +11,7 @@ use crate::helpers::*;
 /// runtime, and a blocking wait would freeze it mid-transaction while the CLI waits for its lock.
 async fn batchd(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_batchd"))
-        .arg("--data-dir")
-        .arg(data_dir)
+        .args(storage_args(data_dir))
         .args(args)
         .output()
         .await
@@ -102,4 +101,26 @@ async fn first_start_without_keys_creates_one() {
         "{listing}"
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn migrate_prepares_the_storage_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    // A server first (so on PostgreSQL the data dir has its database), then migrate beside it:
+    // migrations already applied are a no-op, and the server keeps answering.
+    let app = start_in(dir.path().to_path_buf(), |_| {}).await;
+    let out = batchd(&app.data_dir, &["migrate"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("is migrated and ready"), "{stderr}");
+    assert_eq!(app.get("/v1/messages/batches").await.status(), 200);
+    app.stop().await;
+
+    // On a fresh data dir it creates the database file without starting a server.
+    if !on_postgres() {
+        let fresh = tempfile::tempdir().unwrap();
+        let out = batchd(fresh.path(), &["migrate"]).await;
+        assert!(out.status.success());
+        assert!(fresh.path().join("batchd.sqlite3").exists());
+    }
 }

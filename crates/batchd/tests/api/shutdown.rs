@@ -5,23 +5,20 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use batchd_domain::BatchId;
-use batchd_store::Store as _;
-use batchd_store_sqlite::SqliteStore;
 
 use crate::helpers::*;
 
-/// The live tallies of a stopped server's batch, read straight from its data dir. Opening the
-/// store also proves the stopped server let go of the data-dir lock.
+/// The live tallies of a stopped server's batch, read straight from its storage. Opening the
+/// store also proves the stopped server let go of the data-dir lock (on SQLite).
 async fn recorded_after_stop(data_dir: &std::path::Path, id: &str) -> (u64, bool) {
-    let store = SqliteStore::open(data_dir)
-        .await
-        .expect("the data dir must be free once stop() returned");
-    let batch = store
+    let storage = open_storage(data_dir).await;
+    let batch = storage
+        .store()
         .get_batch("ws-a", &BatchId::parse(id).unwrap())
         .await
         .unwrap()
         .expect("batch");
-    store.close().await;
+    storage.close().await;
     (batch.succeeded + batch.errored, batch.is_ended())
 }
 

@@ -104,7 +104,12 @@ pub async fn start(data_dir: &Path, extra: &[&str], log: &Log, run: &str) -> Ser
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .env_remove("BATCHD_DATABASE_URL")
         .kill_on_drop(true);
+    // On PostgreSQL runs (BATCHD_TEST_STORE=postgres) the data dir stands for a database.
+    if let Some(url) = batchd_store_postgres::testkit::database_for(data_dir).await {
+        cmd.env("BATCHD_DATABASE_URL", url);
+    }
     let spawned_at = Instant::now();
     let mut child = cmd.spawn().expect("spawn batchd");
     let stderr = child.stderr.take().expect("stderr pipe");
