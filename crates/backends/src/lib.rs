@@ -170,7 +170,12 @@ impl Router {
 
     /// The first backend serving `model`.
     pub fn route(&self, model: &str) -> Option<&Arc<Route>> {
-        self.routes.iter().find(|r| r.serves(model))
+        self.position(model).map(|i| &self.routes[i])
+    }
+
+    /// Index in [`Router::routes`] of the first backend serving `model`.
+    pub fn position(&self, model: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.serves(model))
     }
 
     pub fn routes(&self) -> &[Arc<Route>] {

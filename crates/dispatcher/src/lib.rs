@@ -3,8 +3,9 @@
 //! Three tasks cooperate, none of which holds a transaction across an upstream call:
 //!
 //! * the **claimer** leases requests from the store in groups (one store call per group, never
-//!   one per request) and spawns one task per request, bounded by a semaphore of
-//!   `concurrency` permits so the in-flight count never exceeds it;
+//!   one per request), keeping a few milliseconds' worth ready so claiming overlaps with
+//!   sending, and spawns one task per request, bounded by a semaphore of `concurrency` permits
+//!   so the in-flight count never exceeds it;
 //! * each **request task** validates `params`, routes it to a backend by model, waits for that
 //!   backend's admission limits, calls it, and hands the answer (or, after a failure that may
 //!   clear, the retry with its back-off) to
@@ -87,6 +88,8 @@ struct Shared {
     /// cancel made here, and replaced by what the store says every maintenance pass (cancels
     /// made by other processes; batches that have ended since).
     canceled: Mutex<HashSet<i64>>,
+    /// Signalled by a cancel made here: the claimer drops that batch's requests it holds ready.
+    canceled_ready: Notify,
     /// Stops claiming; in-flight requests still finish.
     stop: CancellationToken,
     /// Shutdown's grace period is over: request tasks still running give up at once, unanswered
@@ -94,6 +97,25 @@ struct Shared {
     abandon: CancellationToken,
     /// Requests sent to the backend and not yet answered (for metrics and `/metrics`).
     in_flight: AtomicUsize,
+    in_flight_gauge: metrics::Gauge,
+    /// Per route (same order as the router's), the metrics every request touches, registered
+    /// once: a registry lookup per request is measurable at full rate.
+    route_metrics: Vec<RouteMetrics>,
+}
+
+struct RouteMetrics {
+    duration: metrics::Histogram,
+    ok_first: metrics::Counter,
+}
+
+impl RouteMetrics {
+    fn new(backend: &str) -> Self {
+        let backend = backend.to_owned();
+        Self {
+            duration: metrics::histogram!("batchd_upstream_request_duration_seconds", "backend" => backend.clone()),
+            ok_first: metrics::counter!("batchd_upstream_requests_total", "backend" => backend, "result" => "ok", "attempt" => "first"),
+        }
+    }
 }
 
 /// Handle to a running dispatcher, held by the HTTP layer and `main`.
@@ -113,13 +135,21 @@ struct Tasks {
 impl Dispatcher {
     /// Starts the claimer, the recorder and maintenance on the current runtime.
     pub fn start(store: Arc<dyn Store>, router: Arc<Router>, config: Config) -> Self {
+        let route_metrics = router
+            .routes()
+            .iter()
+            .map(|r| RouteMetrics::new(r.backend.name()))
+            .collect();
         let shared = Arc::new(Shared {
+            route_metrics,
+            in_flight_gauge: metrics::gauge!("batchd_requests_in_flight"),
             store,
             router,
             config,
             work: Notify::new(),
             maintenance: Notify::new(),
             canceled: Mutex::new(HashSet::new()),
+            canceled_ready: Notify::new(),
             stop: CancellationToken::new(),
             abandon: CancellationToken::new(),
             in_flight: AtomicUsize::new(0),
@@ -158,6 +188,7 @@ impl Dispatcher {
     /// and the batch ends as soon as nothing of it is in flight.
     pub fn notify_canceled(&self, batch_key: i64) {
         lock(&self.shared.canceled).insert(batch_key);
+        self.shared.canceled_ready.notify_one();
         self.shared.maintenance.notify_one();
     }
 

@@ -1,9 +1,10 @@
 //! The claimer and the per-request tasks.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
-
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use batchd_backends::{BackendRequest, estimate_input_tokens};
 use batchd_domain::params;
@@ -17,76 +18,147 @@ use std::sync::atomic::Ordering;
 
 use crate::{Shared, lock, retry, timed};
 
-/// Claims work whenever a permit is free and spawns one task per claimed request.
+/// How much claimed work to keep ready, in time: the claimer prefetches what the request tasks
+/// are expected to take in this long, so a claim's round trip overlaps with spawning instead of
+/// stalling it, while a new batch or a cancel never waits behind more than this much work.
+const PREFETCH: Duration = Duration::from_millis(20);
+/// The consumption rate is re-estimated over windows of this length.
+const RATE_WINDOW: Duration = Duration::from_millis(50);
+
+type ClaimFuture =
+    Pin<Box<dyn Future<Output = (usize, batchd_store::Result<Vec<WorkItem>>)> + Send>>;
+
+/// Claims work in groups and spawns one task per claimed request as permits free up.
+///
+/// Claims run concurrently with spawning: the next group is fetched while the last one is
+/// handed out. How much is kept ready is the larger of the free permits (a start, a burst) and
+/// what [`PREFETCH`] worth of the measured rate would consume, capped by `claim_group`.
 pub(crate) async fn claim_loop(
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
     reports: mpsc::Sender<Report>,
     in_flight: TaskTracker,
 ) {
+    let mut ready: VecDeque<WorkItem> = VecDeque::new();
+    let mut claiming: Option<ClaimFuture> = None;
+    // The store may have more to hand out right now.
+    let mut more = true;
     let mut backoff = Duration::from_millis(50);
+    let mut rate = Rate::new();
     loop {
-        let first = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            () = shared.stop.cancelled() => return,
-        };
-        // Claim as many as there are free permits, so claimed requests never wait in memory for
-        // a slot (a cancel then finds little to drop) and the store sees one call per group.
-        let want = (permits.available_permits() + 1).min(shared.config.claim_group);
-        let items = match timed(
-            "claim",
-            shared
-                .store
-                .claim(want, shared.config.lease, Timestamp::now()),
-        )
-        .await
-        {
-            Ok(items) => {
-                backoff = Duration::from_millis(50);
-                items
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "claiming work failed; retrying");
-                drop(first);
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shared.stop.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        if items.is_empty() {
-            drop(first);
-            tokio::select! {
-                () = shared.work.notified() => {}
-                () = tokio::time::sleep(shared.config.idle_poll) => {}
-                () = shared.stop.cancelled() => return,
-            }
-            continue;
+        let target = (permits.available_permits() + rate.expected(PREFETCH))
+            .clamp(1, shared.config.claim_group.max(1));
+        // Refill at half the target, so each claim brings a real group rather than the one or
+        // two requests taken while the last claim was out.
+        if claiming.is_none() && more && ready.len() <= target / 2 {
+            let want = target - ready.len();
+            let store = shared.store.clone();
+            let lease = shared.config.lease;
+            claiming = Some(Box::pin(async move {
+                let items = timed("claim", store.claim(want, lease, Timestamp::now())).await;
+                (want, items)
+            }));
         }
-        let mut first = Some(first);
-        for item in items {
-            let permit = match first.take() {
-                Some(p) => p,
-                // Only this loop takes permits, and it claimed no more than were free.
-                None => match permits.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            };
-            let abandon = shared.abandon.clone();
-            let run = run_item(shared.clone(), item, permit, reports.clone());
-            in_flight.spawn(async move {
-                tokio::select! {
-                    () = run => {}
-                    () = abandon.cancelled() => {}
+        let idle = !more && ready.is_empty() && claiming.is_none();
+        tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => break,
+            permit = permits.clone().acquire_owned(), if !ready.is_empty() => {
+                let Ok(permit) = permit else { break };
+                let Some(item) = ready.pop_front() else { continue };
+                rate.consumed(1);
+                let abandon = shared.abandon.clone();
+                let run = run_item(shared.clone(), item, permit, reports.clone());
+                in_flight.spawn(async move {
+                    tokio::select! {
+                        () = run => {}
+                        () = abandon.cancelled() => {}
+                    }
+                });
+            }
+            (want, items) = async { claiming.as_mut().expect("guarded").await }, if claiming.is_some() => {
+                claiming = None;
+                match items {
+                    Ok(items) => {
+                        backoff = Duration::from_millis(50);
+                        more = items.len() >= want;
+                        ready.extend(items);
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "claiming work failed; retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = shared.stop.cancelled() => break,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
                 }
-            });
+            }
+            () = shared.canceled_ready.notified() => {
+                // Requests of a just-canceled batch must not wait for a permit to be dropped.
+                let canceled = lock(&shared.canceled).clone();
+                let (drop, keep): (Vec<_>, Vec<_>) =
+                    ready.drain(..).partition(|item| canceled.contains(&item.batch_key));
+                ready = keep.into();
+                release(&shared, &drop).await;
+            }
+            () = shared.work.notified() => more = true,
+            () = tokio::time::sleep(shared.config.idle_poll), if idle => more = true,
         }
+    }
+    // Stopping: what was claimed but never started goes back.
+    if let Some(claim) = claiming.take()
+        && let (_, Ok(items)) = claim.await
+    {
+        ready.extend(items);
+    }
+    let unsent: Vec<WorkItem> = ready.into();
+    release(&shared, &unsent).await;
+}
+
+/// Gives claimed, unsent requests back to the store.
+async fn release(shared: &Shared, items: &[WorkItem]) {
+    if items.is_empty() {
+        return;
+    }
+    let slots: Vec<_> = items.iter().map(WorkItem::slot).collect();
+    if let Err(err) = shared.store.release(&slots).await {
+        tracing::warn!(error = %err, "releasing unsent requests failed");
+    }
+    shared.maintenance.notify_one();
+}
+
+/// Requests handed to tasks per second, re-estimated every [`RATE_WINDOW`].
+struct Rate {
+    per_second: f64,
+    window_start: Instant,
+    in_window: u64,
+}
+
+impl Rate {
+    fn new() -> Self {
+        Self {
+            per_second: 0.0,
+            window_start: Instant::now(),
+            in_window: 0,
+        }
+    }
+
+    fn consumed(&mut self, n: u64) {
+        self.in_window += n;
+        let elapsed = self.window_start.elapsed();
+        if elapsed >= RATE_WINDOW {
+            let now = self.in_window as f64 / elapsed.as_secs_f64();
+            // Half the weight on the newest window: follows a change within a few windows.
+            self.per_second = 0.5 * self.per_second + 0.5 * now;
+            self.window_start = Instant::now();
+            self.in_window = 0;
+        }
+    }
+
+    /// Requests expected to be taken within `horizon`.
+    fn expected(&self, horizon: Duration) -> usize {
+        (self.per_second * horizon.as_secs_f64()).ceil() as usize
     }
 }
 
@@ -105,16 +177,10 @@ async fn run_item(
     _permit: OwnedSemaphorePermit,
     reports: mpsc::Sender<Report>,
 ) {
-    let report = match attempt(&shared, &item).await {
-        Some(report) => report,
-        None => {
-            // Never sent: it ends as canceled or expired with its batch.
-            if let Err(err) = shared.store.release(&[item.slot()]).await {
-                tracing::warn!(error = %err, "releasing an unsent request failed");
-            }
-            shared.maintenance.notify_one();
-            return;
-        }
+    let Some(report) = attempt(&shared, &item).await else {
+        // Never sent: it ends as canceled or expired with its batch.
+        release(&shared, std::slice::from_ref(&item)).await;
+        return;
     };
     // The recorder only goes away at shutdown after every sender is dropped, so this cannot fail
     // while we hold a sender.
@@ -150,7 +216,7 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
         Ok(params) => params,
         Err(err) => return answer(Outcome::Errored, errored_body(err.kind, &err.message)),
     };
-    let Some(route) = shared.router.route(&params.model) else {
+    let Some(index) = shared.router.position(&params.model) else {
         // What the real API answers for a model it does not serve.
         let message = format!("model: {}", params.model);
         return answer(
@@ -158,6 +224,8 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
             errored_body(ErrorType::NotFound, &message),
         );
     };
+    let route = &shared.router.routes()[index];
+    let handles = &shared.route_metrics[index];
     let backend = route.backend.name();
 
     // Admission: a slot at the upstream, then its rate limits. Both may wait long, so the
@@ -193,10 +261,12 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
         Err(err) => err.kind.as_str(),
     };
     let attempt_label = if attempts == 1 { "first" } else { "retry" };
-    metrics::histogram!("batchd_upstream_request_duration_seconds", "backend" => backend.to_owned())
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!("batchd_upstream_requests_total", "backend" => backend.to_owned(), "result" => result, "attempt" => attempt_label)
-        .increment(1);
+    handles.duration.record(started.elapsed().as_secs_f64());
+    match (&sent, attempts) {
+        (Ok(_), 1) => handles.ok_first.increment(1),
+        _ => metrics::counter!("batchd_upstream_requests_total", "backend" => backend.to_owned(), "result" => result, "attempt" => attempt_label)
+            .increment(1),
+    }
     let err = match sent {
         Ok(message) => {
             if let Some(limit) = &route.concurrency {
@@ -248,7 +318,7 @@ struct InFlight<'a>(&'a Shared);
 impl<'a> InFlight<'a> {
     fn enter(shared: &'a Shared) -> Self {
         let now = shared.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::gauge!("batchd_requests_in_flight").set(now as f64);
+        shared.in_flight_gauge.set(now as f64);
         Self(shared)
     }
 }
@@ -260,7 +330,7 @@ impl Drop for InFlight<'_> {
             .in_flight
             .fetch_sub(1, Ordering::Relaxed)
             .saturating_sub(1);
-        metrics::gauge!("batchd_requests_in_flight").set(now as f64);
+        self.0.in_flight_gauge.set(now as f64);
     }
 }
 

@@ -56,7 +56,7 @@ async fn metrics_describe_http_dispatch_and_storage() {
         "batchd_http_request_duration_seconds_bucket{method=\"GET\",route=\"/v1/messages/batches/{id}\"",
         "batchd_requests_finished_total{outcome=\"succeeded\"}",
         "batchd_batches_ended_total{reason=\"completed\"}",
-        "batchd_upstream_requests_total{backend=\"mock\",result=\"ok\"}",
+        "batchd_upstream_requests_total{backend=\"mock\",result=\"ok\",attempt=\"first\"}",
         "batchd_upstream_request_duration_seconds_bucket{backend=\"mock\"",
         "batchd_store_operation_duration_seconds_bucket{op=\"record\"",
         "batchd_batches{processing_status=\"in_progress\"}",
