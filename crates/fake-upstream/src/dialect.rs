@@ -15,9 +15,9 @@ pub enum Dialect {
     OpenAi,
 }
 
-/// Words of the last user turn echoed back: enough to check which request an answer belongs
-/// to, small enough that answers stay cheap.
-const ECHO_WORDS: usize = 8;
+/// Words of the last user turn echoed back by default: enough to check which request an answer
+/// belongs to, small enough that answers stay cheap.
+pub const ECHO_WORDS: usize = 8;
 
 #[derive(Deserialize)]
 struct Request<'a> {
@@ -49,8 +49,10 @@ pub struct Parsed<'a> {
 }
 
 /// Parses the parts of a request body both dialects share (`model`, `messages[].role`,
-/// `messages[].content` as a string or an array of blocks with `text`).
-pub fn parse(body: &[u8]) -> Result<Parsed<'_>, String> {
+/// `messages[].content` as a string or an array of blocks with `text`), and builds the echo:
+/// the first [`ECHO_WORDS`] words of the last user turn, or exactly `words` words (cycling the
+/// turn when it is shorter) so a benchmark can ask for answers as large as real ones.
+pub fn parse(body: &[u8], words: Option<usize>) -> Result<Parsed<'_>, String> {
     let request: Request<'_> =
         serde_json::from_slice(body).map_err(|e| format!("could not parse request body: {e}"))?;
     let last_user = request
@@ -78,7 +80,12 @@ pub fn parse(body: &[u8]) -> Result<Parsed<'_>, String> {
         }
     };
     let mut echo = String::with_capacity(64);
-    for word in text.split_whitespace().take(ECHO_WORDS) {
+    let all = text.split_whitespace();
+    let chosen: Box<dyn Iterator<Item = &str>> = match words {
+        None => Box::new(all.take(ECHO_WORDS)),
+        Some(n) => Box::new(all.cycle().take(n)),
+    };
+    for word in chosen {
         if !echo.is_empty() {
             echo.push(' ');
         }
@@ -277,7 +284,11 @@ mod tests {
     #[test]
     fn echoes_the_last_user_turn_in_both_content_forms() {
         let body = br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"one two"},{"role":"assistant","content":"x"},{"role":"user","content":[{"type":"text","text":"a b c d e f g h i j"}]}]}"#;
-        let p = parse(body).unwrap();
+        let p = parse(body, None).unwrap();
+        assert_eq!(
+            parse(body, Some(12)).unwrap().echo,
+            "a b c d e f g h i j a b"
+        );
         assert_eq!(p.model, "m");
         assert_eq!(p.echo, "a b c d e f g h");
         let v: serde_json::Value =
@@ -293,8 +304,8 @@ mod tests {
 
     #[test]
     fn refuses_bodies_without_model_or_messages() {
-        assert!(parse(b"{").is_err());
-        assert!(parse(br#"{"messages":[]}"#).is_err());
-        assert!(parse(br#"{"model":"m"}"#).is_err());
+        assert!(parse(b"{", None).is_err());
+        assert!(parse(br#"{"messages":[]}"#, None).is_err());
+        assert!(parse(br#"{"model":"m"}"#, None).is_err());
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! * `POST /v1/messages` (Anthropic) answers a Message: `id`, `"type": "message"`,
 //!   `"role": "assistant"`, the request's `model`, one text block echoing the first 8 words of
-//!   the last user turn (`"ok"` if there are none), `"stop_reason": "end_turn"`,
+//!   the last user turn (cycled up to [`FakeConfig::answer_words`]; `"ok"` if there are none), `"stop_reason": "end_turn"`,
 //!   `"stop_sequence": null` and `usage` (`input_tokens` = body bytes / 4, `output_tokens` =
 //!   echoed words).
 //! * `POST /v1/chat/completions` (OpenAI) answers a `chat.completion` with the same text in
@@ -95,6 +95,9 @@ pub struct FakeConfig {
     pub record_arrivals: usize,
     /// Copies of the last requests kept (a ring of this many; 0 = off, the fast default).
     pub record_requests: usize,
+    /// Words in each answer: `None` echoes the first 8 words of the last user turn; `Some(n)`
+    /// answers exactly `n`, cycling the turn's words, so benchmarks get realistic sizes.
+    pub answer_words: Option<usize>,
 }
 
 impl Default for FakeConfig {
@@ -104,6 +107,7 @@ impl Default for FakeConfig {
             latency: Duration::ZERO,
             record_arrivals: 10_000,
             record_requests: 0,
+            answer_words: None,
         }
     }
 }
@@ -115,6 +119,7 @@ impl FakeConfig {
             latency: Duration::ZERO,
             record_arrivals: 0,
             record_requests: 0,
+            answer_words: None,
         }
     }
 
@@ -130,6 +135,11 @@ impl FakeConfig {
 
     pub fn record_requests(mut self, n: usize) -> Self {
         self.record_requests = n;
+        self
+    }
+
+    pub fn answer_words(mut self, n: usize) -> Self {
+        self.answer_words = Some(n.max(1));
         self
     }
 }
@@ -440,7 +450,7 @@ async fn handle(shared: Arc<Shared>, reset: Arc<AtomicBool>, request: Request<In
 }
 
 fn answer(shared: &Shared, dialect: Dialect, body: &[u8]) -> Response<Full<Bytes>> {
-    match dialect::parse(body) {
+    match dialect::parse(body, shared.config.answer_words) {
         Ok(parsed) => {
             let seq = shared.seq.fetch_add(1, Relaxed) + 1;
             let created = SystemTime::now()

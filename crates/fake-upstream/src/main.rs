@@ -19,6 +19,9 @@ struct Args {
     /// Latency before every answer (`0ms`, `50ms`, `2s`).
     #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
     latency: Duration,
+    /// Words per answer (the last user turn's words, cycled); default: its first 8 words.
+    #[arg(long)]
+    answer_words: Option<usize>,
     /// Runtime worker threads (default: one per CPU).
     #[arg(long)]
     workers: Option<usize>,
@@ -40,7 +43,9 @@ fn main() -> anyhow::Result<()> {
             stdout.flush()?;
         }
         // A process has nobody to read recordings, so it runs the benchmark configuration.
-        FakeUpstream::serve_forever(listener, FakeConfig::fast().latency(args.latency)).await;
+        let mut config = FakeConfig::fast().latency(args.latency);
+        config.answer_words = args.answer_words;
+        FakeUpstream::serve_forever(listener, config).await;
         Ok(())
     })
 }
