@@ -1,0 +1,826 @@
+//! The benchmark run: starts batchd (and fake upstreams) as children, measures each row of
+//! issue #7 together with the machine limit it is held against, and reports the table.
+//!
+//! Phases, each on a fresh batchd and data dir so rows do not disturb each other:
+//! 1. fake upstream at 0 ms: footprint, ingest, dispatch at 0 ms, results, delete;
+//! 2. fake upstream at `--latency` (50 ms): dispatch;
+//! 3. fake upstream at `--api-latency` (slow, so the batch keeps processing): API under load;
+//! 4. built-in mock at 0 ms: dispatch.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Parser;
+use http::Method;
+
+use crate::client::{Api, Conn, LoadResult, Until, closed_loop, count_body, request};
+use crate::process::{Batchd, RssSampler, start_batchd, start_fake, tail};
+use crate::staticfile::StaticServer;
+use crate::table::{Row, Verdict};
+use crate::workload::Workload;
+use crate::{machine, table};
+
+const KEY: &str = "sk-bench";
+const ALL_ROWS: &[&str] = &[
+    "upstream",
+    "footprint",
+    "ingest",
+    "dispatch",
+    "results",
+    "delete",
+    "api",
+    "mock",
+];
+const MB: f64 = 1_000_000.0;
+
+/// Benchmarks batchd against this machine's limits (issue #7) and writes BENCHMARKS.md.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "batchd-bench")]
+pub struct Args {
+    /// Rows to run, comma-separated: upstream, footprint, ingest, dispatch, results, delete,
+    /// api, mock.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "upstream,footprint,ingest,dispatch,results,delete,api,mock"
+    )]
+    pub rows: Vec<String>,
+    /// Requests per large batch.
+    #[arg(long, default_value_t = 100_000)]
+    pub requests: usize,
+    /// Bytes of `params` per request (2,560 × 100,000 ≈ 256 MB).
+    #[arg(long, default_value_t = 2560)]
+    pub param_bytes: usize,
+    /// Words in each fake-upstream answer (≈ 330 makes results as large as the requests).
+    #[arg(long, default_value_t = 330)]
+    pub answer_words: usize,
+    /// Concurrency of batchd's dispatch and of the direct load generator.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Upstream latency of the slow dispatch row.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub latency: Duration,
+    /// Upstream latency while the API is loaded (keeps the batch processing).
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub api_latency: Duration,
+    /// Seconds of load per API measurement.
+    #[arg(long, default_value_t = 5.0)]
+    pub api_seconds: f64,
+    /// DELETE samples per batch size.
+    #[arg(long, default_value_t = 5)]
+    pub delete_samples: usize,
+    /// A quick smoke run: 2,000 requests, 1 s API loads, 3 delete samples, no BENCHMARKS.md.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Where to write the Markdown report (default BENCHMARKS.md; none in --smoke mode).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Directory holding `batchd` and `fake-upstream` (default: next to this binary).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// Parent of the run's temp dir (data dirs and the disk-limit files); it should be on the
+    /// disk batchd would use.
+    #[arg(long, default_value = "target/bench-work")]
+    pub work_dir: PathBuf,
+}
+
+impl Args {
+    fn wants(&self, row: &str) -> bool {
+        self.rows.iter().any(|r| r == row)
+    }
+
+    fn apply_smoke(&mut self) {
+        if self.smoke {
+            self.requests = self.requests.min(2_000);
+            self.api_seconds = self.api_seconds.min(1.0);
+            self.delete_samples = self.delete_samples.min(3);
+        }
+    }
+}
+
+/// Everything one run accumulates.
+struct Run {
+    args: Args,
+    batchd_bin: PathBuf,
+    fake_bin: PathBuf,
+    work: PathBuf,
+    rows: Vec<Row>,
+    notes: Vec<String>,
+    servers: usize,
+}
+
+fn fmt_n(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn rate(per_second: f64) -> String {
+    fmt_n(per_second.round() as usize)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Writes `bytes` to a new file and fsyncs it: the disk's limit for ingest.
+fn write_fsync(path: &Path, bytes: &[u8]) -> anyhow::Result<Duration> {
+    use std::io::Write;
+    let start = Instant::now();
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    let elapsed = start.elapsed();
+    drop(f);
+    std::fs::remove_file(path)?;
+    Ok(elapsed)
+}
+
+impl Run {
+    fn progress(&self, what: &str) {
+        eprintln!("[bench] {what}");
+    }
+
+    fn data_dir(&mut self) -> PathBuf {
+        self.servers += 1;
+        self.work.join(format!("batchd-{}", self.servers))
+    }
+
+    /// Starts batchd pointed at a fake upstream through `[[backends]]`. If this batchd does not
+    /// know that config yet, falls back to the built-in mock with `mock_flags` and says so.
+    async fn start_with_upstream(
+        &mut self,
+        upstream: std::net::SocketAddr,
+        mock_flags: &[String],
+    ) -> anyhow::Result<(Batchd, bool)> {
+        let dir = self.data_dir();
+        let config = dir.with_extension("toml");
+        let c = self.args.concurrency;
+        std::fs::write(
+            &config,
+            format!(
+                "concurrency = {c}\n\n[[backends]]\nname = \"fake\"\nkind = \"anthropic\"\n\
+                 base_url = \"http://{upstream}\"\nmodels = [\"*\"]\nmax_concurrency = {c}\n"
+            ),
+        )?;
+        let flags = vec!["--config".to_owned(), config.to_string_lossy().into_owned()];
+        match start_batchd(&self.batchd_bin, &dir, KEY, &flags).await {
+            Ok(server) => Ok((server, true)),
+            Err(err) if err.to_string().contains("backends") => {
+                let note = "this batchd does not accept a `[[backends]]` config yet, so rows that need a \
+                            real upstream are not run and their batches ran on the built-in mock";
+                if !self.notes.iter().any(|n| n == note) {
+                    self.notes.push(note.into());
+                }
+                let mut flags = mock_flags.to_vec();
+                flags.extend(["--concurrency".into(), c.to_string()]);
+                let dir = self.data_dir();
+                let server = start_batchd(&self.batchd_bin, &dir, KEY, &flags).await?;
+                Ok((server, false))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The direct load generator: `n` requests with the workload's params straight at the
+    /// fake upstream over `concurrency` keep-alive connections.
+    async fn direct(
+        &self,
+        upstream: std::net::SocketAddr,
+        workload: &Workload,
+    ) -> anyhow::Result<LoadResult> {
+        let params = workload.params.clone();
+        let r = closed_loop(
+            upstream,
+            self.args.concurrency,
+            Until::Requests(self.args.requests),
+            false,
+            move |i| {
+                request(
+                    Method::POST,
+                    upstream,
+                    "/v1/messages",
+                    "sk-upstream",
+                    params[i % params.len()].clone(),
+                )
+            },
+        )
+        .await?;
+        if r.failed > 0 {
+            bail!("direct load generator: {} requests failed", r.failed);
+        }
+        Ok(r)
+    }
+
+    /// Waits for a batch to end, checking every request succeeded; returns the end instant.
+    async fn ended(&mut self, api: &Api, id: &str, what: &str) -> anyhow::Result<Instant> {
+        let (at, batch) = api
+            .wait_ended(id, Duration::from_millis(50), Duration::from_secs(1200))
+            .await?;
+        let counts = &batch["request_counts"];
+        if counts["succeeded"].as_u64() != Some(self.args.requests as u64) {
+            self.notes
+                .push(format!("{what}: not every request succeeded: {counts}"));
+        }
+        Ok(at)
+    }
+
+    async fn phase_fast_upstream(&mut self, workload: &Workload) -> anyhow::Result<()> {
+        let a = &self.args;
+        let n = a.requests;
+        let (fake, fake_addr) = start_fake(&self.fake_bin, Duration::ZERO, a.answer_words)?;
+        let (server, upstream) = self
+            .start_with_upstream(
+                fake_addr,
+                &[
+                    "--mock-latency".into(),
+                    "0ms".into(),
+                    "--mock-concurrency".into(),
+                    self.args.concurrency.to_string(),
+                ],
+            )
+            .await?;
+        let api = Api::new(server.addr, KEY);
+
+        if self.args.wants("footprint") {
+            self.progress("footprint");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let idle = server.rss() as f64 / MB;
+            self.rows.push(Row::new(
+                "Footprint: start to first answered request",
+                ms(server.startup),
+                "—".into(),
+                None,
+                "—",
+                Verdict::Info,
+            ));
+            self.rows.push(Row::new(
+                "Footprint: idle RSS",
+                format!("{idle:.1} MB"),
+                "—".into(),
+                None,
+                "—",
+                Verdict::Info,
+            ));
+        }
+        let needs_batch = ["ingest", "dispatch", "results", "delete"]
+            .iter()
+            .any(|r| self.args.wants(r));
+        if !needs_batch {
+            return Ok(());
+        }
+
+        self.progress(&format!(
+            "ingest: creating a {}-request batch of {:.0} MB",
+            fmt_n(n),
+            workload.body.len() as f64 / MB
+        ));
+        let rss0 = server.rss();
+        let sampler = RssSampler::start(server.pid());
+        let t0 = Instant::now();
+        let id = api.create(workload.body.clone()).await?;
+        let created = Instant::now();
+        let peak = sampler.stop();
+        let ingest = created - t0;
+        if self.args.wants("ingest") {
+            let size = workload.body.len() as f64 / MB;
+            let disk = write_fsync(&self.work.join("ingest-limit.bin"), &workload.body)?;
+            let (rate, disk_rate) = (size / ingest.as_secs_f64(), size / disk.as_secs_f64());
+            let ratio = rate / disk_rate;
+            self.rows.push(Row::new(
+                &format!("Ingest: create {} requests, {size:.0} MB → 200", fmt_n(n)),
+                format!("{:.2} s = {rate:.0} MB/s", ingest.as_secs_f64()),
+                format!(
+                    "disk write+fsync {disk_rate:.0} MB/s ({:.2} s)",
+                    disk.as_secs_f64()
+                ),
+                Some(ratio),
+                "≥ 0.5",
+                Verdict::check(ratio >= 0.5),
+            ));
+            let growth = peak.saturating_sub(rss0) as f64 / MB;
+            let ratio = growth / size;
+            self.rows.push(Row::new(
+                "Ingest: peak RSS growth",
+                format!("{growth:.0} MB (peak {:.0} MB)", peak as f64 / MB),
+                format!("body {size:.0} MB"),
+                Some(ratio),
+                "≤ 0.5",
+                Verdict::check(ratio <= 0.5),
+            ));
+        }
+
+        self.progress("dispatch at 0 ms: waiting for the batch to end");
+        let ended = self.ended(&api, &id, "dispatch 0 ms").await?;
+        let batchd_rate = n as f64 / (ended - created).as_secs_f64();
+        if self.args.wants("dispatch") {
+            self.progress("dispatch at 0 ms: direct load generator");
+            let direct = self.direct(fake_addr, workload).await?;
+            let name = format!(
+                "Dispatch: {} req, 0 ms upstream, concurrency {}",
+                fmt_n(n),
+                self.args.concurrency
+            );
+            let limit = format!("direct {} req/s", rate(direct.rate()));
+            if upstream {
+                let ratio = batchd_rate / direct.rate();
+                self.rows.push(Row::new(
+                    &name,
+                    format!("{} req/s", rate(batchd_rate)),
+                    limit,
+                    Some(ratio),
+                    "≥ 0.9",
+                    Verdict::check(ratio >= 0.9),
+                ));
+            } else {
+                let mut row = Row::not_run(&name, "≥ 0.9", "batchd has no [[backends]] config yet");
+                row.limit = limit;
+                self.rows.push(row);
+            }
+        }
+
+        if self.args.wants("results") {
+            self.progress("results: streaming from batchd");
+            let rss0 = server.rss();
+            let sampler = RssSampler::start(server.pid());
+            let t = Instant::now();
+            let response = api
+                .send(
+                    Method::GET,
+                    &format!("/v1/messages/batches/{id}/results"),
+                    Bytes::new(),
+                )
+                .await?;
+            if !response.status().is_success() {
+                bail!("results answered {}", response.status());
+            }
+            let bytes = count_body(response).await?;
+            let took = t.elapsed();
+            let peak = sampler.stop();
+            self.progress("results: static file baseline");
+            let file = self.work.join("results-limit.bin");
+            {
+                use std::io::Write;
+                let mut f = std::io::BufWriter::new(std::fs::File::create(&file)?);
+                let mut left = bytes as usize;
+                while left > 0 {
+                    let chunk = &workload.body[..left.min(workload.body.len())];
+                    f.write_all(chunk)?;
+                    left -= chunk.len();
+                }
+                f.flush()?;
+            }
+            let server_static = StaticServer::start(file.clone()).await?;
+            let mut conn = Conn::connect(server_static.addr).await?;
+            let t = Instant::now();
+            let got = count_body(
+                conn.send(request(
+                    Method::GET,
+                    server_static.addr,
+                    "/file",
+                    KEY,
+                    Bytes::new(),
+                ))
+                .await?,
+            )
+            .await?;
+            let base = t.elapsed();
+            drop(server_static);
+            std::fs::remove_file(&file)?;
+            if got != bytes {
+                bail!("static server sent {got} bytes, expected {bytes}");
+            }
+            let size = bytes as f64 / MB;
+            let (rate, base_rate) = (size / took.as_secs_f64(), size / base.as_secs_f64());
+            self.rows.push(Row::new(
+                &format!("Results: stream {size:.0} MB ({} lines)", fmt_n(n)),
+                format!("{rate:.0} MB/s ({:.2} s)", took.as_secs_f64()),
+                format!("static file server {base_rate:.0} MB/s"),
+                Some(rate / base_rate),
+                "≥ 0.5",
+                Verdict::check(rate / base_rate >= 0.5),
+            ));
+            let growth = peak.saturating_sub(rss0) as f64 / MB;
+            self.rows.push(Row::new(
+                "Results: RSS growth while streaming",
+                format!("{growth:.0} MB"),
+                "—".into(),
+                None,
+                "< 100 MB",
+                Verdict::check(growth < 100.0),
+            ));
+        }
+
+        if self.args.wants("delete") {
+            let samples = self.args.delete_samples.max(1);
+            self.progress(&format!(
+                "delete: preparing {samples} large and {samples} small batches"
+            ));
+            let mut large = vec![id.clone()];
+            let compact = Workload::compact(n);
+            for _ in 1..samples {
+                large.push(api.create(compact.clone()).await?);
+            }
+            let mut small = Vec::new();
+            for _ in 0..samples {
+                small.push(api.create(Workload::compact(10)).await?);
+            }
+            for id in large.iter().chain(&small) {
+                api.wait_ended(id, Duration::from_millis(100), Duration::from_secs(1200))
+                    .await?;
+            }
+            let (mut large_t, mut small_t) = (Vec::new(), Vec::new());
+            // Interleaved, so drift in machine load hits both sizes alike.
+            for (l, s) in large.iter().zip(&small) {
+                small_t.push(api.delete(s).await?);
+                large_t.push(api.delete(l).await?);
+            }
+            let (l, s) = (median(large_t), median(small_t));
+            let ratio = l.as_secs_f64() / s.as_secs_f64();
+            self.rows.push(Row::new(
+                &format!(
+                    "Delete: median of {samples}, {}-req vs 10-req batch",
+                    fmt_n(n)
+                ),
+                ms(l),
+                format!("10-req batch {}", ms(s)),
+                Some(ratio),
+                "≤ 2",
+                Verdict::check(ratio <= 2.0),
+            ));
+        }
+        drop(server);
+        drop(fake);
+        Ok(())
+    }
+
+    async fn phase_slow_dispatch(&mut self, workload: &Workload) -> anyhow::Result<()> {
+        let n = self.args.requests;
+        let latency = self.args.latency;
+        let (fake, fake_addr) = start_fake(&self.fake_bin, latency, self.args.answer_words)?;
+        let lat = format!("{}ms", latency.as_millis());
+        let (server, upstream) = self
+            .start_with_upstream(
+                fake_addr,
+                &[
+                    "--mock-latency".into(),
+                    lat.clone(),
+                    "--mock-concurrency".into(),
+                    self.args.concurrency.to_string(),
+                ],
+            )
+            .await?;
+        let api = Api::new(server.addr, KEY);
+        self.progress(&format!("dispatch at {lat}: batchd"));
+        let id = api.create(workload.body.clone()).await?;
+        let created = Instant::now();
+        let ended = self.ended(&api, &id, &format!("dispatch {lat}")).await?;
+        let batchd_rate = n as f64 / (ended - created).as_secs_f64();
+        drop(server);
+        self.progress(&format!("dispatch at {lat}: direct load generator"));
+        let direct = self.direct(fake_addr, workload).await?;
+        drop(fake);
+        let name = format!(
+            "Dispatch: {} req, {lat} upstream, concurrency {}",
+            fmt_n(n),
+            self.args.concurrency
+        );
+        let limit = format!("direct {} req/s", rate(direct.rate()));
+        if upstream {
+            let ratio = batchd_rate / direct.rate();
+            self.rows.push(Row::new(
+                &name,
+                format!("{} req/s", rate(batchd_rate)),
+                limit,
+                Some(ratio),
+                "≥ 0.98",
+                Verdict::check(ratio >= 0.98),
+            ));
+        } else {
+            let mut row = Row::not_run(&name, "≥ 0.98", "batchd has no [[backends]] config yet");
+            row.limit = limit;
+            self.rows.push(row);
+        }
+        Ok(())
+    }
+
+    async fn phase_api(&mut self) -> anyhow::Result<()> {
+        let n = self.args.requests;
+        let latency = self.args.api_latency;
+        let (fake, fake_addr) = start_fake(&self.fake_bin, latency, self.args.answer_words)?;
+        let lat = format!("{}ms", latency.as_millis());
+        let (server, _) = self
+            .start_with_upstream(
+                fake_addr,
+                &[
+                    "--mock-latency".into(),
+                    lat.clone(),
+                    "--mock-concurrency".into(),
+                    self.args.concurrency.to_string(),
+                ],
+            )
+            .await?;
+        let api = Api::new(server.addr, KEY);
+        // Some finished batches too, so list has pages to read.
+        for _ in 0..20 {
+            api.create(Workload::compact(10)).await?;
+        }
+        let id = api.create(Workload::compact(n)).await?;
+        let addr = server.addr;
+        let c = self.args.concurrency;
+        let time = Until::Time(Duration::from_secs_f64(self.args.api_seconds));
+        self.progress(&format!("API under load: /healthz, retrieve, list at {c} connections while {} requests process at {lat}", fmt_n(n)));
+        let health = closed_loop(addr, c, time, true, move |_| {
+            request(Method::GET, addr, "/healthz", KEY, Bytes::new())
+        })
+        .await?;
+        let path = format!("/v1/messages/batches/{id}");
+        let retrieve = closed_loop(addr, c, time, true, move |_| {
+            request(Method::GET, addr, &path, KEY, Bytes::new())
+        })
+        .await?;
+        let list = closed_loop(addr, c, time, true, move |_| {
+            request(
+                Method::GET,
+                addr,
+                "/v1/messages/batches?limit=20",
+                KEY,
+                Bytes::new(),
+            )
+        })
+        .await?;
+        let batch = api.retrieve(&id).await?;
+        if batch["processing_status"] != "in_progress" {
+            self.notes.push(format!(
+                "API under load: the batch was {} by the end of the load, not in_progress",
+                batch["processing_status"]
+            ));
+        }
+        let progress: serde_json::Value = api
+            .call(
+                Method::GET,
+                &format!("/v1/messages/batches/{id}/progress"),
+                Bytes::new(),
+            )
+            .await
+            .unwrap_or_default();
+        let _ = api
+            .call(
+                Method::POST,
+                &format!("/v1/messages/batches/{id}/cancel"),
+                Bytes::new(),
+            )
+            .await;
+        for (what, r) in [("retrieve", &retrieve), ("list (limit=20)", &list)] {
+            if r.failed > 0 {
+                self.notes.push(format!(
+                    "API under load: {what}: {} requests failed",
+                    r.failed
+                ));
+            }
+            self.rows.push(Row::new(
+                &format!("API under load: {what}, {c} connections"),
+                format!(
+                    "{} req/s, p50 {}, p99 {}",
+                    rate(r.rate()),
+                    ms(r.quantile(0.5)),
+                    ms(r.quantile(0.99))
+                ),
+                format!(
+                    "/healthz {} req/s, p99 {}",
+                    rate(health.rate()),
+                    ms(health.quantile(0.99))
+                ),
+                Some(r.rate() / health.rate()),
+                "—",
+                Verdict::Info,
+            ));
+        }
+        if let Some(done) = progress["request_counts"]["succeeded"].as_u64() {
+            self.notes.push(format!(
+                "API under load: the batch kept processing during the load ({} of {} requests done when it ended, {:.0} req/s)",
+                fmt_n(done as usize),
+                fmt_n(n),
+                progress["requests_per_second"].as_f64().unwrap_or(0.0)
+            ));
+        }
+        drop(server);
+        drop(fake);
+        Ok(())
+    }
+
+    /// The fake upstream's own capacity with small bodies: it must be far above anything
+    /// batchd reaches, or the dispatch rows would measure the fake instead of batchd.
+    async fn phase_upstream(&mut self) -> anyhow::Result<()> {
+        let n = self.args.requests;
+        let (fake, addr) = start_fake(&self.fake_bin, Duration::ZERO, 8)?;
+        self.progress("fake upstream capacity: small bodies, direct load generator");
+        let body = Bytes::from(crate::workload::compact_params(7));
+        // Best of three: a capacity is a maximum, and the other users of these cores only
+        // ever push a single run down.
+        let mut best: Option<LoadResult> = None;
+        for _ in 0..3 {
+            let body = body.clone();
+            let r = closed_loop(
+                addr,
+                self.args.concurrency,
+                Until::Requests(n),
+                false,
+                move |_| {
+                    request(
+                        Method::POST,
+                        addr,
+                        "/v1/messages",
+                        "sk-upstream",
+                        body.clone(),
+                    )
+                },
+            )
+            .await?;
+            if r.failed > 0 {
+                bail!("fake upstream: {} requests failed", r.failed);
+            }
+            if best.as_ref().is_none_or(|b| r.rate() > b.rate()) {
+                best = Some(r);
+            }
+        }
+        let r = best.expect("three runs");
+        drop(fake);
+        self.rows.push(Row::new(
+            &format!(
+                "Fake upstream: {} small requests, 0 ms, concurrency {}",
+                fmt_n(n),
+                self.args.concurrency
+            ),
+            format!(
+                "{} req/s (best of 3; load generator on the same cores)",
+                rate(r.rate())
+            ),
+            "—".into(),
+            None,
+            "> 50,000 req/s",
+            Verdict::check(r.rate() > 50_000.0),
+        ));
+        Ok(())
+    }
+
+    async fn phase_mock(&mut self, workload: &Workload) -> anyhow::Result<()> {
+        let n = self.args.requests;
+        let c = self.args.concurrency.to_string();
+        let dir = self.data_dir();
+        let flags: Vec<String> = [
+            "--mock-latency",
+            "0ms",
+            "--mock-concurrency",
+            &c,
+            "--concurrency",
+            &c,
+        ]
+        .map(String::from)
+        .to_vec();
+        let server = start_batchd(&self.batchd_bin, &dir, KEY, &flags).await?;
+        let api = Api::new(server.addr, KEY);
+        self.progress("dispatch on the built-in mock at 0 ms");
+        let id = api.create(workload.body.clone()).await?;
+        let created = Instant::now();
+        let ended = self.ended(&api, &id, "mock 0 ms").await?;
+        let per_second = n as f64 / (ended - created).as_secs_f64();
+        self.rows.push(Row::new(
+            &format!("Dispatch: {} req, built-in mock, 0 ms", fmt_n(n)),
+            format!("{} req/s", rate(per_second)),
+            "—".into(),
+            None,
+            "≥ 50,000 req/s",
+            Verdict::check(per_second >= 50_000.0),
+        ));
+        Ok(())
+    }
+}
+
+/// What a run produced: the table and the notes (phase failures among them).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub rows: Vec<Row>,
+    pub notes: Vec<String>,
+}
+
+/// Runs the selected rows, prints the table and writes the report.
+pub async fn run(mut args: Args) -> anyhow::Result<Outcome> {
+    args.apply_smoke();
+    for r in &args.rows {
+        if !ALL_ROWS.contains(&r.as_str()) {
+            bail!("unknown row {r:?}; rows are {}", ALL_ROWS.join(", "));
+        }
+    }
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("binary has no directory")?
+            .to_owned(),
+    };
+    let (batchd_bin, fake_bin) = (bin_dir.join("batchd"), bin_dir.join("fake-upstream"));
+    for bin in [&batchd_bin, &fake_bin] {
+        if !bin.exists() {
+            bail!("{} not found (build it, or pass --bin-dir)", bin.display());
+        }
+    }
+    std::fs::create_dir_all(&args.work_dir)?;
+    let temp = tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(&args.work_dir)?;
+    let started = Instant::now();
+    let machine = machine::describe(temp.path());
+    let mut run = Run {
+        args: args.clone(),
+        batchd_bin,
+        fake_bin,
+        work: temp.path().to_owned(),
+        rows: Vec::new(),
+        notes: Vec::new(),
+        servers: 0,
+    };
+    let needs_workload = ["ingest", "dispatch", "results", "delete", "mock"]
+        .iter()
+        .any(|r| args.wants(r));
+    let workload = if needs_workload {
+        run.progress(&format!(
+            "generating {} requests of ~{} B params",
+            fmt_n(args.requests),
+            args.param_bytes
+        ));
+        Workload::realistic(args.requests, args.param_bytes)
+    } else {
+        Workload {
+            params: vec![Bytes::from_static(b"{}")],
+            body: Bytes::new(),
+        }
+    };
+    let phases: [(&[&str], u8); 5] = [
+        (&["upstream"], 4),
+        (&["footprint", "ingest", "dispatch", "results", "delete"], 0),
+        (&["dispatch"], 1),
+        (&["api"], 2),
+        (&["mock"], 3),
+    ];
+    for (rows, phase) in phases {
+        if !rows.iter().any(|r| args.wants(r)) {
+            continue;
+        }
+        let outcome = match phase {
+            0 => run.phase_fast_upstream(&workload).await,
+            1 => run.phase_slow_dispatch(&workload).await,
+            2 => run.phase_api().await,
+            4 => run.phase_upstream().await,
+            _ => run.phase_mock(&workload).await,
+        };
+        if let Err(err) = outcome {
+            // One broken phase should not lose the others' figures.
+            let logs: Vec<String> = (1..=run.servers)
+                .map(|i| tail(&run.work.join(format!("batchd-{i}.log")), 5))
+                .filter(|t| !t.is_empty())
+                .collect();
+            run.notes.push(format!("phase {rows:?} failed: {err:#}"));
+            eprintln!(
+                "[bench] phase {rows:?} failed: {err:#}\n{}",
+                logs.join("\n")
+            );
+        }
+    }
+
+    let elapsed = started.elapsed();
+    let table_text = table::text(&run.rows);
+    println!("\n{table_text}");
+    for note in &run.notes {
+        println!("note: {note}");
+    }
+    println!("whole run: {:.0} s", elapsed.as_secs_f64());
+    let out = args
+        .out
+        .clone()
+        .or_else(|| (!args.smoke).then(|| PathBuf::from("BENCHMARKS.md")));
+    if let Some(out) = out {
+        let previous = std::fs::read_to_string(&out).unwrap_or_default();
+        let report =
+            crate::report::markdown(&args, &machine, &run.rows, &run.notes, elapsed, &previous);
+        std::fs::write(&out, report).with_context(|| format!("writing {}", out.display()))?;
+        println!("wrote {}", out.display());
+    }
+    Ok(Outcome {
+        rows: run.rows,
+        notes: run.notes,
+    })
+}
