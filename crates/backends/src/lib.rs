@@ -28,7 +28,7 @@ pub use config::{BackendConfig, BackendSpec, Kind, Secret};
 pub use mock::MockBackend;
 pub use openai::OpenAiBackend;
 
-use crate::limits::{Concurrency, RateLimit};
+use crate::limits::{Breaker, Concurrency, RateLimit};
 
 /// One request as a backend sees it.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +53,9 @@ pub struct BackendError {
     pub retryable: bool,
     /// The upstream said it is rate limited or overloaded (429, 529): send less at once.
     pub throttled: bool,
+    /// The upstream looks unwell rather than this request bad: no connection, no answer in
+    /// time, or a 5xx. Enough of these in a row pause the backend (see `limits::Breaker`).
+    pub unwell: bool,
     /// The upstream's `retry-after`, when it gave one.
     pub retry_after: Option<Duration>,
 }
@@ -65,7 +68,17 @@ impl BackendError {
             message,
             retryable: true,
             throttled: false,
+            unwell: false,
             retry_after,
+        }
+    }
+
+    /// The upstream could not be reached or did not answer: retried, and counted by the
+    /// backend's breaker.
+    pub fn unwell(kind: ErrorType, message: String) -> Self {
+        Self {
+            unwell: true,
+            ..Self::retryable(kind, message, None)
         }
     }
 
@@ -76,6 +89,7 @@ impl BackendError {
             message,
             retryable: false,
             throttled: false,
+            unwell: false,
             retry_after: None,
         }
     }
@@ -99,6 +113,7 @@ pub struct Route {
     /// `None` when unbounded (the default mock, which bounds itself).
     pub concurrency: Option<Concurrency>,
     pub rate: RateLimit,
+    pub breaker: Breaker,
     /// Upstream attempts per request, the first included.
     pub max_attempts: u32,
 }
@@ -114,6 +129,7 @@ impl Route {
                 Duration::from_secs(1),
             )),
             rate: RateLimit::new(spec.requests_per_minute, spec.input_tokens_per_minute),
+            breaker: Breaker::default(),
             max_attempts: spec.max_attempts,
         }
     }
@@ -139,6 +155,7 @@ impl Router {
                 models: vec!["*".to_owned()],
                 concurrency: None,
                 rate: RateLimit::new(0, 0),
+                breaker: Breaker::default(),
                 max_attempts: 1,
             })],
         }

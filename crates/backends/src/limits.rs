@@ -10,7 +10,13 @@
 //!   waiters are served in arrival order and nothing spins. There is no burst allowance: sends
 //!   are spaced evenly, so the limit holds over every window, not just per calendar minute.
 //!
-//! Both are in-process: several batchd processes sharing one database each apply them on their
+//! * [`Breaker`] stops sending to an upstream that keeps failing (refused connections, resets,
+//!   timeouts, 5xx, 529): after a few failures in a row it opens, requests wait without spending
+//!   their attempt budget, and one probe at a time tests whether the upstream is back. So an
+//!   outage of minutes costs no request; a request that fails while others succeed still uses up
+//!   its attempts and ends `errored`.
+//!
+//! All are in-process: several batchd processes sharing one database each apply them on their
 //! own (documented in the README).
 
 use std::sync::Mutex;
@@ -197,6 +203,84 @@ impl RateLimit {
     }
 }
 
+/// Consecutive failures that open the breaker.
+const BREAKER_THRESHOLD: u32 = 3;
+
+/// A circuit breaker over one upstream.
+#[derive(Debug, Default)]
+pub struct Breaker {
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Debug, Default)]
+struct BreakerState {
+    /// Failures since the last success.
+    failures: u32,
+    /// How many times it opened since the last success (for the growing wait).
+    opened: u32,
+    /// Open until then; `None` when closed.
+    open_until: Option<Instant>,
+    /// A probe is out: everybody else waits for its answer.
+    probing: bool,
+}
+
+/// What [`Breaker::admit`] allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Send as usual.
+    Closed,
+    /// Send: this request tests whether the upstream is back. Its failure spends no attempt.
+    Probe,
+    /// Do not send; ask again after this long.
+    Open(Duration),
+}
+
+impl Breaker {
+    fn state(&self) -> std::sync::MutexGuard<'_, BreakerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn admit(&self) -> Admission {
+        let now = Instant::now();
+        let mut s = self.state();
+        match s.open_until {
+            None => Admission::Closed,
+            Some(until) if now < until || s.probing => Admission::Open(
+                until
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(10)),
+            ),
+            Some(_) => {
+                s.probing = true;
+                Admission::Probe
+            }
+        }
+    }
+
+    /// The upstream answered (whatever the answer): close.
+    pub fn succeeded(&self) {
+        *self.state() = BreakerState::default();
+    }
+
+    /// The upstream failed in a way that says it is unwell. `open_for` gives how long to stay
+    /// open after the `n`-th opening. Returns whether this failure opened (or re-opened) it.
+    pub fn failed(&self, open_for: impl FnOnce(u32) -> Duration) -> bool {
+        let mut s = self.state();
+        s.failures += 1;
+        let reopen = s.probing || (s.open_until.is_none() && s.failures >= BREAKER_THRESHOLD);
+        if reopen {
+            s.probing = false;
+            s.opened += 1;
+            s.open_until = Some(Instant::now() + open_for(s.opened));
+        }
+        reopen
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.state().open_until.is_some()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +354,32 @@ mod tests {
         for w in at.windows(11) {
             assert!(w[10] - w[0] >= Duration::from_millis(999), "{w:?}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_after_failures_in_a_row_and_probes_one_at_a_time() {
+        let b = Breaker::default();
+        let open_for = |n: u32| Duration::from_secs(u64::from(n));
+        assert!(!b.failed(open_for));
+        b.succeeded(); // a success in between resets the count
+        assert!(!b.failed(open_for));
+        assert!(!b.failed(open_for));
+        assert_eq!(b.admit(), Admission::Closed);
+        assert!(b.failed(open_for), "third in a row opens it");
+        assert_eq!(b.admit(), Admission::Open(Duration::from_secs(1)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(b.admit(), Admission::Probe);
+        assert!(
+            matches!(b.admit(), Admission::Open(_)),
+            "one probe at a time"
+        );
+        assert!(b.failed(open_for), "a failed probe re-opens it, for longer");
+        assert_eq!(b.admit(), Admission::Open(Duration::from_secs(2)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(b.admit(), Admission::Probe);
+        b.succeeded();
+        assert_eq!(b.admit(), Admission::Closed);
+        assert!(!b.is_open());
     }
 
     #[tokio::test(start_paused = true)]

@@ -103,14 +103,13 @@ impl Upstream {
     /// Timeouts and connection failures may clear: they are retried.
     fn transport(&self, err: &reqwest::Error) -> BackendError {
         if err.is_timeout() {
-            return BackendError::retryable(
+            return BackendError::unwell(
                 ErrorType::Timeout,
                 format!(
                     "backend `{}` did not answer within {}",
                     self.name,
                     humantime::format_duration(self.timeout)
                 ),
-                None,
             );
         }
         // The innermost cause says what happened (refused, reset, EOF); reqwest's own text adds
@@ -119,10 +118,9 @@ impl Upstream {
         while let Some(inner) = cause.source() {
             cause = inner;
         }
-        BackendError::retryable(
+        BackendError::unwell(
             ErrorType::Api,
             format!("backend `{}` could not be reached: {cause}", self.name),
-            None,
         )
     }
 
@@ -172,6 +170,7 @@ pub(crate) fn status_error(
         message,
         retryable,
         throttled,
+        unwell: code >= 500,
         retry_after,
     }
 }

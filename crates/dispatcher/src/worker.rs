@@ -6,7 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use batchd_backends::{BackendRequest, estimate_input_tokens};
+use batchd_backends::limits::Admission;
+use batchd_backends::{BackendRequest, Route, estimate_input_tokens};
 use batchd_domain::params;
 use batchd_domain::{ErrorType, Outcome, Timestamp};
 use batchd_store::{Answer, Retry, WorkItem};
@@ -227,6 +228,18 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
     let route = &shared.router.routes()[index];
     let handles = &shared.route_metrics[index];
     let backend = route.backend.name();
+    // The same attempt count and a later time: waiting for a paused backend spends nothing.
+    let wait = |wait: Duration| {
+        Some(Report::Retry(Retry {
+            slot: item.slot(),
+            attempts: item.attempts,
+            not_before: Timestamp::now().plus(wait),
+        }))
+    };
+    let admission = route.breaker.admit();
+    if let Admission::Open(until) = admission {
+        return wait(until);
+    }
 
     // Admission: a slot at the upstream, then its rate limits. Both may wait long, so the
     // request is checked again before it goes.
@@ -272,10 +285,38 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
             if let Some(limit) = &route.concurrency {
                 limit.succeeded();
             }
+            if admission == Admission::Probe || route.breaker.is_open() {
+                close_breaker(route, backend);
+            }
             return answer(Outcome::Succeeded, succeeded_body(&message));
         }
         Err(err) => err,
     };
+    if err.unwell {
+        let opened = route.breaker.failed(|n| {
+            retry::delay(
+                n,
+                None,
+                shared.config.retry_base,
+                shared.config.retry_max,
+                1.0,
+            )
+        });
+        if opened {
+            tracing::warn!(backend, error = %err, "backend keeps failing; pausing it, one probe at a time until it answers");
+            metrics::gauge!("batchd_backend_paused", "backend" => backend.to_owned()).set(1.0);
+        }
+        if admission == Admission::Probe {
+            // A failed probe re-opened the breaker: wait for it like everyone else.
+            return wait(match route.breaker.admit() {
+                Admission::Open(until) => until,
+                _ => Duration::ZERO,
+            });
+        }
+    } else if admission == Admission::Probe || route.breaker.is_open() {
+        // It answered, if only to refuse this request: it is up.
+        close_breaker(route, backend);
+    }
     if let Some(limit) = &route.concurrency {
         if err.throttled {
             limit.throttled();
@@ -310,6 +351,14 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
         err.message
     };
     answer(Outcome::Errored, errored_body(err.kind, &message))
+}
+
+fn close_breaker(route: &Route, backend: &str) {
+    if route.breaker.is_open() {
+        tracing::info!(backend, "backend answers again; resuming");
+    }
+    route.breaker.succeeded();
+    metrics::gauge!("batchd_backend_paused", "backend" => backend.to_owned()).set(0.0);
 }
 
 /// Counts a request as in flight for as long as it lives.

@@ -428,3 +428,52 @@ async fn openai_backend_translates_both_ways() {
     assert_eq!(body["stop"], json!(["END"]));
     assert_eq!(body["max_tokens"], 64);
 }
+
+#[tokio::test]
+async fn an_upstream_outage_costs_no_request() {
+    // A port with nothing listening yet: every connection is refused until the upstream starts.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut spec = BackendSpec {
+        base_url: format!("http://{addr}"),
+        max_attempts: 2,
+        ..backend(
+            Kind::Anthropic,
+            &FakeUpstream::start(FakeConfig::default()).await.unwrap(),
+        )
+    };
+    spec.name = "down".into();
+    let app = spawn_with(|o| {
+        o.backends = vec![spec];
+        o.retry_base_delay = Duration::from_millis(20);
+        o.retry_max_delay = Duration::from_millis(200);
+    })
+    .await;
+    let batch = app
+        .create((0..20).map(|i| saying(&format!("r{i}"), "go")).collect())
+        .await;
+    let id = batch["id"].as_str().unwrap().to_owned();
+    // Two attempts each would be spent within a few dozen milliseconds without the breaker.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let progress: Value = app
+        .get(&format!("/v1/messages/batches/{id}/progress"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(progress["processing_status"], "in_progress", "{progress}");
+    assert_eq!(progress["request_counts"]["errored"], 0, "{progress}");
+
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let upstream = FakeUpstream::start_on(listener, FakeConfig::default()).unwrap();
+    app.wait_ended(&id, Duration::from_secs(30)).await;
+    let results = app.results(&id).await;
+    assert_eq!(results.len(), 20);
+    assert!(
+        results.iter().all(|l| l["result"]["type"] == "succeeded"),
+        "{results:?}"
+    );
+    assert_eq!(upstream.stats().total_requests(), 20);
+}
