@@ -21,32 +21,60 @@ const CLAIM_PASSES: usize = 3;
 /// Rows removed per purge transaction, whatever the caller's limit: keeps each one short.
 const PURGE_ROWS_PER_TX: u64 = 2_000;
 
-/// In-progress batches with something to hand out, in serving order: the first batch of every
-/// workspace (the one served longest ago), then the second of every workspace, and so on.
-/// `last_served` comes from one sequence, so the rotation is the same whichever process claims.
-/// A batch whose requests are all in flight or waiting out a back-off takes no share.
-pub(crate) const CANDIDATES: &str = "SELECT key FROM (SELECT key, last_served, \
-         row_number() OVER (PARTITION BY workspace ORDER BY last_served, key) AS turn \
-         FROM batches b WHERE state = 1 AND expires_at > $1 AND EXISTS (SELECT 1 FROM pending p \
-             WHERE p.batch_key = b.key AND p.worker IS NULL \
-             AND (p.not_before IS NULL OR p.not_before <= $1))) t \
-     ORDER BY turn, last_served, key LIMIT $2";
-
-/// Locks a batch that is still served and stamps it as served now. The lock orders this claim
-/// against a cancel of the batch: whichever commits first, the other sees its effect.
-pub(crate) const SERVE: &str = "UPDATE batches SET last_served = nextval('serve_turns') \
-     WHERE key = $1 AND state = 1 AND expires_at > $2 RETURNING id, betas, expires_at";
-
-/// Claims free requests of one batch in index order, skipping rows other processes are claiming
-/// right now, and returns them with their request data.
-pub(crate) const CLAIM: &str = "WITH picked AS (SELECT batch_key, idx FROM pending \
-         WHERE batch_key = $1 AND worker IS NULL AND (not_before IS NULL OR not_before <= $2) \
-         ORDER BY idx LIMIT $3 FOR UPDATE SKIP LOCKED), \
-     claimed AS (UPDATE pending p SET worker = $4 FROM picked \
+/// One claim pass in one statement (one round trip, one implicit transaction): picks the
+/// in-progress batches with something to hand out, in serving order (the first batch of every
+/// workspace, the one served longest ago, then the second of every workspace, and so on; a batch
+/// whose requests are all in flight or waiting out a back-off takes no share), gives each an equal
+/// share of `$2` (the earlier ones one more while the division leaves some over), claims that
+/// many free requests of each in index order, skipping rows other processes are claiming right
+/// now, stamps the served batches, and returns the claimed requests with their batch and request
+/// data. `$1` now, `$3` this worker, `$4` batches to leave out (found short in an earlier pass).
+///
+/// * The batch row is locked FOR KEY SHARE: a cancel locks it FOR UPDATE, so whichever commits
+///   first, the other sees its effect (no claim is added to a canceling batch); a record group's
+///   tally update does not conflict with it, so claims and record groups no longer queue behind
+///   each other.
+/// * Stamps (`serving`, from one sequence, so the rotation is the same whichever process claims)
+///   are taken in serving order; a stamp row another process is writing right now is skipped:
+///   that process is stamping the same batch as served.
+/// * `synchronous_commit` is off for this transaction only. A claim lost with a PostgreSQL crash
+///   just makes its requests free again: if the process that sent them records their answers,
+///   the results table's primary key still keeps one result per request, and nothing a client
+///   was told depends on a claim. (A later durable commit flushes it anyway: WAL is flushed in
+///   order.)
+pub(crate) const CLAIM_ALL: &str = "WITH cfg AS MATERIALIZED \
+         (SELECT set_config('synchronous_commit', 'off', true) AS v), \
+     cand AS MATERIALIZED (SELECT key, row_number() OVER (ORDER BY turn, last_served, key) - 1 \
+             AS pos, COUNT(*) OVER () AS n FROM (SELECT key, last_served, turn FROM \
+         (SELECT b.key, COALESCE(s.last_served, 0) AS last_served, row_number() OVER \
+             (PARTITION BY b.workspace ORDER BY COALESCE(s.last_served, 0), b.key) AS turn \
+         FROM batches b LEFT JOIN serving s ON s.batch_key = b.key \
+         WHERE b.state = 1 AND b.expires_at > $1 AND b.key <> ALL($4) \
+             AND EXISTS (SELECT 1 FROM pending p WHERE p.batch_key = b.key \
+                 AND p.worker IS NULL AND (p.not_before IS NULL OR p.not_before <= $1))) w \
+         ORDER BY turn, last_served, key LIMIT $2) t, cfg WHERE cfg.v IS NOT NULL), \
+     locked AS MATERIALIZED (SELECT b.key, b.id, b.betas, b.expires_at, c.pos, \
+             ($2 + c.n - 1 - c.pos) / c.n AS share \
+         FROM batches b JOIN cand c ON c.key = b.key \
+         WHERE b.state = 1 AND b.expires_at > $1 FOR KEY SHARE OF b), \
+     picked AS (SELECT p.batch_key, p.idx FROM locked l CROSS JOIN LATERAL \
+         (SELECT batch_key, idx FROM pending WHERE batch_key = l.key AND worker IS NULL \
+             AND (not_before IS NULL OR not_before <= $1) \
+             ORDER BY idx LIMIT l.share FOR UPDATE SKIP LOCKED) p), \
+     claimed AS (UPDATE pending p SET worker = $3 FROM picked \
          WHERE p.batch_key = picked.batch_key AND p.idx = picked.idx \
-         RETURNING p.idx, p.attempts, p.not_before) \
-     SELECT c.idx, c.attempts, c.not_before, r.custom_id, r.params FROM claimed c \
-     JOIN requests r ON r.batch_key = $1 AND r.idx = c.idx ORDER BY c.idx";
+         RETURNING p.batch_key, p.idx, p.attempts, p.not_before), \
+     turns AS MATERIALIZED (SELECT key, nextval('serve_turns') AS turn \
+         FROM (SELECT key FROM locked ORDER BY pos) o), \
+     stamped AS (UPDATE serving s SET last_served = t.turn FROM turns t \
+         WHERE s.batch_key = t.key AND s.batch_key IN (SELECT x.batch_key FROM serving x \
+             WHERE x.batch_key IN (SELECT key FROM turns) FOR UPDATE SKIP LOCKED)), \
+     first AS (INSERT INTO serving (batch_key, last_served) SELECT t.key, t.turn FROM turns t \
+         WHERE NOT EXISTS (SELECT 1 FROM serving s WHERE s.batch_key = t.key) \
+         ON CONFLICT DO NOTHING) \
+     SELECT c.batch_key, l.id, l.betas, l.expires_at, l.share, c.idx, c.attempts, c.not_before, \
+         r.custom_id, r.params FROM claimed c JOIN locked l ON l.key = c.batch_key \
+     JOIN requests r ON r.batch_key = c.batch_key AND r.idx = c.idx ORDER BY l.pos, c.idx";
 
 /// Gives claims of this process back.
 const RELEASE: &str = "UPDATE pending p SET worker = NULL \
@@ -66,8 +94,11 @@ const END_IDLE_CANCELING: &str = "UPDATE batches b SET state = $1, end_reason = 
 
 /// The batches of a record group, locked in key order (so groups touching the same batches
 /// never deadlock).
+/// FOR NO KEY UPDATE, the lock the tally update takes anyway: it serialises record groups of a
+/// batch and a cancel (FOR UPDATE), but not the claims (FOR KEY SHARE), which no longer wait for
+/// a record group to commit.
 const RECORD_BATCHES: &str = "SELECT key, id, state, deleted, total, succeeded, errored, \
-     expires_at FROM batches WHERE key = ANY($1) ORDER BY key FOR UPDATE";
+     expires_at FROM batches WHERE key = ANY($1) ORDER BY key FOR NO KEY UPDATE";
 
 /// Inserts a group's results, at most one per request, and takes the answered requests off the
 /// queue; returns how many rows of each outcome were really new, per batch.
@@ -158,96 +189,91 @@ impl PostgresStore {
     ) -> Result<Vec<WorkItem>, StoreError> {
         let me = self.me()?;
         let mut items = Vec::new();
-        if limit == 0 {
-            return Ok(items);
-        }
-        let mut exhausted = HashSet::new();
+        // Batches that had fewer free requests than their share: a later pass leaves them out
+        // and shares what is left among the others.
+        let mut short: Vec<i64> = Vec::new();
         for _ in 0..CLAIM_PASSES {
-            let candidates: Vec<i64> = sqlx::query_scalar(CANDIDATES)
-                .bind(now.as_micros())
-                .bind(limit as i64)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            let candidates: Vec<i64> = candidates
-                .into_iter()
-                .filter(|k| !exhausted.contains(k))
-                .collect();
-            let before = items.len();
-            // An equal share of what is left for each batch still in the round, so a small
-            // batch behind a huge one is served in the first call after it is created.
-            for (i, &key) in candidates.iter().enumerate() {
-                let remaining = limit - items.len();
-                if remaining == 0 {
-                    break;
-                }
-                let share = remaining.div_ceil(candidates.len() - i);
-                match self.claim_from(me, key, share, now).await {
-                    Ok(got) => {
-                        if got.len() < share {
-                            exhausted.insert(key);
-                        }
-                        items.extend(got);
-                    }
-                    // What is claimed already is handed out; the next call meets the error.
-                    Err(_) if !items.is_empty() => return Ok(items),
-                    Err(e) => return Err(e),
-                }
+            let remaining = limit - items.len();
+            if remaining == 0 {
+                break;
             }
-            if items.len() == limit || items.len() == before {
+            let got = match self.claim_pass(me, remaining, now, &short).await {
+                Ok(got) => got,
+                // What is claimed already is handed out; the next call meets the error.
+                Err(_) if !items.is_empty() => return Ok(items),
+                Err(e) => return Err(e),
+            };
+            if got.is_empty() {
+                break;
+            }
+            let mut per_batch: BTreeMap<i64, (usize, usize)> = BTreeMap::new();
+            for (item, share) in got {
+                per_batch.entry(item.batch_key).or_insert((0, share)).0 += 1;
+                items.push(item);
+            }
+            let before = short.len();
+            short.extend(
+                per_batch
+                    .into_iter()
+                    .filter(|(_, (n, share))| n < share)
+                    .map(|(key, _)| key),
+            );
+            // Every batch served got its full share: more passes would only find the same.
+            if short.len() == before {
                 break;
             }
         }
         Ok(items)
     }
 
-    /// Claims up to `share` free requests of one batch in one short transaction.
-    async fn claim_from(
+    /// One pass of [`CLAIM_ALL`]: the claimed items, each with its batch's share in this pass.
+    async fn claim_pass(
         &self,
         me: i64,
-        key: i64,
-        share: usize,
+        limit: usize,
         now: Timestamp,
-    ) -> Result<Vec<WorkItem>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        let Some(batch) = sqlx::query(SERVE)
-            .bind(key)
+        short: &[i64],
+    ) -> Result<Vec<(WorkItem, usize)>, StoreError> {
+        let rows = sqlx::query(CLAIM_ALL)
             .bind(now.as_micros())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?
-        else {
-            return Ok(Vec::new());
-        };
-        let batch_id = parse_id(get(&batch, "id")?)?;
-        let betas = parse_betas(get(&batch, "betas")?)?;
-        let expires_at = Timestamp::from_micros(get(&batch, "expires_at")?);
-        let rows = sqlx::query(CLAIM)
-            .bind(key)
-            .bind(now.as_micros())
-            .bind(share as i64)
+            .bind(limit as i64)
             .bind(me)
-            .fetch_all(&mut *tx)
+            .bind(short)
+            .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        let items = rows
-            .iter()
+        // Batch columns repeat on every row of the batch: parse them once per batch.
+        let mut batch: Option<(i64, BatchId, Vec<String>, Timestamp)> = None;
+        rows.iter()
             .map(|row| {
-                Ok(WorkItem {
-                    batch_key: key,
-                    batch_id: batch_id.clone(),
-                    index: index(get(row, "idx")?)?,
-                    custom_id: get(row, "custom_id")?,
-                    params: get(row, "params")?,
-                    betas: betas.clone(),
-                    expires_at,
-                    attempts: u32::try_from(get::<i32>(row, "attempts")?).unwrap_or(0),
-                    not_before: get::<Option<i64>>(row, "not_before")?.map(Timestamp::from_micros),
-                })
+                let key: i64 = get(row, "batch_key")?;
+                if batch.as_ref().is_none_or(|b| b.0 != key) {
+                    batch = Some((
+                        key,
+                        parse_id(get(row, "id")?)?,
+                        parse_betas(get(row, "betas")?)?,
+                        Timestamp::from_micros(get(row, "expires_at")?),
+                    ));
+                }
+                let (_, batch_id, betas, expires_at) = batch.as_ref().expect("set above");
+                let share = usize::try_from(get::<i64>(row, "share")?).unwrap_or(0);
+                Ok((
+                    WorkItem {
+                        batch_key: key,
+                        batch_id: batch_id.clone(),
+                        index: index(get(row, "idx")?)?,
+                        custom_id: get(row, "custom_id")?,
+                        params: get(row, "params")?,
+                        betas: betas.clone(),
+                        expires_at: *expires_at,
+                        attempts: u32::try_from(get::<i32>(row, "attempts")?).unwrap_or(0),
+                        not_before: get::<Option<i64>>(row, "not_before")?
+                            .map(Timestamp::from_micros),
+                    },
+                    share,
+                ))
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        tx.commit().await.map_err(db)?;
-        Ok(items)
+            .collect()
     }
 
     pub(crate) async fn release_impl(&self, slots: &[Slot]) -> Result<(), StoreError> {
@@ -612,6 +638,12 @@ impl PostgresStore {
                 .await
                 .map_err(db)?
                 .rows_affected();
+            // Its serving stamp (not counted: it is bookkeeping, not the batch's data).
+            sqlx::query("DELETE FROM serving WHERE batch_key = $1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
         Ok(removed)

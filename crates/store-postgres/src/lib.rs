@@ -7,11 +7,13 @@
 //! table, `pending`, with one small row per request that has no result yet:
 //!
 //! * **Claim** (`dispatch`): batches are served in round-robin order of a per-batch stamp
-//!   (`last_served`, from a sequence, so the rotation is cluster-wide), first batches of every
-//!   workspace, then second ones, and so on. Each batch's share is claimed in one short
-//!   transaction that locks the batch row (so a cancel cannot slip in between the state check
-//!   and the claim), picks free rows with `FOR UPDATE SKIP LOCKED` (so processes never wait for
-//!   or collide with each other) and sets `worker` to this process. No transaction is held
+//!   (`serving.last_served`, from a sequence, so the rotation is cluster-wide), first batches of
+//!   every workspace, then second ones, and so on. A claim pass is one statement (one round trip,
+//!   one implicit transaction) for all the batches it serves: it locks their rows FOR KEY SHARE
+//!   (so a cancel, which locks FOR UPDATE, cannot slip in between the state check and the claim,
+//!   while record groups updating the tallies do not wait for claims nor claims for them), picks
+//!   free rows with `FOR UPDATE SKIP LOCKED` (so processes never wait for or collide with each
+//!   other), sets `worker` to this process and stamps the batches served. No transaction is held
 //!   across anything but the database.
 //! * **A claim dies with its process**: claims have no expiry time; the reaper of any live
 //!   process frees the claims of a process whose heartbeat is stale. The `lease` argument of
@@ -25,8 +27,12 @@
 //!
 //! # Durability
 //!
-//! Every commit is durable (PostgreSQL's default `synchronous_commit = on`): unlike SQLite there
-//! is no cheaper mode worth a separate path, and group commit keeps the number of commits low.
+//! Every commit that a client can observe is durable (PostgreSQL's default
+//! `synchronous_commit = on`): creates, cancels, deletes, keys, record groups. Claims alone commit
+//! with `synchronous_commit = off` (see `dispatch::CLAIM_ALL`): a claim lost with a PostgreSQL
+//! crash only makes its requests claimable again, and the results table's primary key keeps one
+//! result per request whoever answers. WAL is flushed in order, so the next durable commit (a
+//! record group) makes every earlier claim durable too.
 //!
 //! # Layout
 //!
