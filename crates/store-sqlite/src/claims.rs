@@ -44,7 +44,9 @@ struct Entry {
     next: u32,
     released: BTreeSet<u32>,
     /// Deferred requests (see [`batchd_store::Store::defer`]) and when each may go again.
-    waiting: Vec<(Timestamp, u32)>,
+    /// Ordered by time, so the due ones are taken from the front without scanning the rest (a
+    /// paused backend can leave a whole batch waiting here).
+    waiting: BTreeSet<(Timestamp, u32)>,
     claimed: HashSet<u32>,
 }
 
@@ -55,7 +57,7 @@ impl Entry {
             serving: true,
             next: 0,
             released: BTreeSet::new(),
-            waiting: Vec::new(),
+            waiting: BTreeSet::new(),
             claimed: HashSet::new(),
         }
     }
@@ -64,7 +66,7 @@ impl Entry {
         self.serving
             && (!self.released.is_empty()
                 || self.next < self.info.total
-                || self.waiting.iter().any(|&(at, _)| at <= now))
+                || self.waiting.first().is_some_and(|&(at, _)| at <= now))
     }
 
     /// Stops serving: what was given back is now simply unanswered and ends with the batch.
@@ -211,13 +213,11 @@ impl Claims {
         if !entry.has_work(now) {
             return None;
         }
-        let waiting = std::mem::take(&mut entry.waiting);
-        for (at, index) in waiting {
-            if at <= now {
-                entry.released.insert(index);
-            } else {
-                entry.waiting.push((at, index));
-            }
+        while let Some(&(at, index)) = entry.waiting.first()
+            && at <= now
+        {
+            entry.waiting.pop_first();
+            entry.released.insert(index);
         }
         self.turn = Some(key);
         let mut released = Vec::new();
@@ -284,7 +284,9 @@ impl Claims {
             }
             if entry.serving {
                 match not_before {
-                    Some(at) => entry.waiting.push((at, slot.index)),
+                    Some(at) => {
+                        entry.waiting.insert((at, slot.index));
+                    }
                     None => {
                         entry.released.insert(slot.index);
                     }
