@@ -6,9 +6,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use batchd_domain::{Batch, BatchId, ErrorType};
-use batchd_store::{CancelOutcome, Cursor, DeleteOutcome, ResultRow};
+use batchd_store::{CancelOutcome, Cursor, DeleteOutcome, Store, StoreError};
 use batchd_wire::{DeletedMessageBatch, DeletedType, ListPage};
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use serde::Serialize;
 
 use crate::auth::Caller;
@@ -17,7 +18,14 @@ use crate::extract::{IdParam, QueryParams};
 use crate::{ApiError, AppState};
 
 /// Rows read per results page: each page is one short read, so downloads never pin the database.
-const RESULTS_PAGE: u32 = 1_000;
+/// With ~2.8 KB results a page is ~360 KB, small enough to stay in cache through its copies and
+/// to be recycled by the allocators; 1,000-row pages cost a third more CPU, mostly in page faults
+/// on freshly mapped memory.
+const RESULTS_PAGE: u32 = 128;
+/// Pages read at once for one download, each its own query. Reading is most of a download's CPU
+/// and one page at a time left the cores half idle: 2 took a download from ~680 to ~870 MB/s (3
+/// reached ~970 MB/s but would hold most of the read pool, which the API and the claimer share).
+const RESULTS_READ_AHEAD: usize = 2;
 
 /// A compact JSON 200 with the content type the SDKs expect.
 pub(crate) fn json<T: Serialize>(value: &T) -> Result<Response, ApiError> {
@@ -262,20 +270,20 @@ pub async fn results(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     let store = state.inner.store.clone();
     tokio::spawn(async move {
-        let mut after = None;
-        loop {
-            let rows = match store.results_page(batch.key, after, RESULTS_PAGE).await {
-                Ok(rows) => rows,
+        let mut pages = futures_util::stream::iter(0..batch.total.div_ceil(RESULTS_PAGE.into()))
+            .map(|k| fetch_results_page(store.as_ref(), batch.key, batch.total, k, leftover))
+            .buffered(RESULTS_READ_AHEAD);
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(page) => page,
                 Err(err) => {
                     tracing::error!(error = %err, batch = %batch.id, "results stream failed");
                     let _ = tx.send(Err(std::io::Error::other(err))).await;
                     return;
                 }
             };
-            let Some(last) = rows.last() else { return };
-            after = Some(last.index);
-            let chunk = render_lines(&rows, leftover);
-            if tx.send(Ok(chunk)).await.is_err() {
+            // One frame per page: the Vec becomes the frame without a copy.
+            if tx.send(Ok(Bytes::from(page))).await.is_err() {
                 return; // client went away
             }
         }
@@ -292,48 +300,30 @@ pub async fn results(
     Ok(response)
 }
 
-/// One compact JSON object per line, each `\n`-terminated, no blank lines.
-fn render_lines(rows: &[ResultRow], leftover: &str) -> Bytes {
-    let size: usize = rows
-        .iter()
-        .map(|r| r.custom_id.len() + r.body.as_ref().map_or(24, String::len) + 32)
-        .sum();
-    let mut out = Vec::with_capacity(size);
-    for row in rows {
-        out.extend_from_slice(b"{\"custom_id\":");
-        // custom_ids are [A-Za-z0-9_-] by construction, but escaping keeps this correct regardless.
-        // Writing a string into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, &row.custom_id);
-        out.extend_from_slice(b",\"result\":");
-        out.extend_from_slice(row.body.as_deref().unwrap_or(leftover).as_bytes());
-        out.extend_from_slice(b"}\n");
-    }
-    Bytes::from(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_are_compact_and_newline_terminated() {
-        let rows = vec![
-            ResultRow {
-                index: 0,
-                custom_id: "a".into(),
-                body: Some(r#"{"type":"succeeded","message":{}}"#.into()),
-            },
-            ResultRow {
-                index: 1,
-                custom_id: "b".into(),
-                body: None,
-            },
-        ];
-        let out = render_lines(&rows, r#"{"type":"canceled"}"#);
-        assert_eq!(
-            std::str::from_utf8(&out).unwrap(),
-            "{\"custom_id\":\"a\",\"result\":{\"type\":\"succeeded\",\"message\":{}}}\n{\"custom_id\":\"b\",\"result\":{\"type\":\"canceled\"}}\n"
-        );
+/// The JSONL of page `k` of a batch of `total` requests: indices `[k × RESULTS_PAGE, (k + 1) ×
+/// RESULTS_PAGE)`. A batch's indices are exactly `0..total` (a create commits only with all of
+/// them), which is what lets pages be fetched by number, several at a time, rather than each
+/// waiting for the previous one's last index. A page that does not end where that says is an
+/// error, never a duplicated or missing line.
+async fn fetch_results_page(
+    store: &dyn Store,
+    batch_key: i64,
+    total: u64,
+    k: u64,
+    leftover: &str,
+) -> Result<Vec<u8>, StoreError> {
+    let size = u64::from(RESULTS_PAGE);
+    // Indices are below 2^20 (the store's limit), so these fit in a u32.
+    let after = (k > 0).then(|| (k * size - 1) as u32);
+    let end = ((k + 1) * size).min(total) - 1;
+    match store
+        .results_lines(batch_key, after, RESULTS_PAGE, leftover)
+        .await?
+    {
+        Some(page) if u64::from(page.last_index) == end => Ok(page.lines),
+        _ => Err(StoreError::Corrupt(format!(
+            "results page {k} does not end at index {end}"
+        ))),
     }
 }
 

@@ -59,7 +59,7 @@ use batchd_domain::keys::KeyHash;
 use batchd_domain::{Batch, BatchId, Timestamp};
 use batchd_store::{
     Answer, BatchPage, CancelOutcome, Cursor, DeleteOutcome, Draft, Ended, KeyInfo, ListError,
-    NewBatch, NewRequest, ResultRow, Retry, Slot, Stats, Store, StoreError, WorkItem,
+    NewBatch, NewRequest, ResultLines, ResultRow, Retry, Slot, Stats, Store, StoreError, WorkItem,
 };
 
 use crate::claims::{Claims, StaleUnlessDone};
@@ -195,6 +195,17 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<ResultRow>, StoreError> {
         self.results_page_impl(batch_key, after, limit).await
+    }
+
+    async fn results_lines(
+        &self,
+        batch_key: i64,
+        after: Option<u32>,
+        limit: u32,
+        leftover: &str,
+    ) -> Result<Option<ResultLines>, StoreError> {
+        self.results_lines_impl(batch_key, after, limit, leftover)
+            .await
     }
 
     /// `lease` is unused: leases here last as long as the process, which holds the data-dir

@@ -15,8 +15,8 @@ use batchd_domain::{Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
 use batchd_wire::ProcessingStatus;
 
 use crate::{
-    Answer, CancelOutcome, Cursor, DeleteOutcome, Draft, ListError, NewBatch, NewRequest, Retry,
-    Slot, Store, StoreError, WorkItem,
+    Answer, CancelOutcome, Cursor, DeleteOutcome, Draft, ListError, NewBatch, NewRequest,
+    ResultLines, Retry, Slot, Store, StoreError, WorkItem, render_result_lines,
 };
 
 /// Opens an engine's store on storage that belongs to one test.
@@ -47,6 +47,7 @@ macro_rules! conformance_tests {
             cancel_moves_through_canceling_to_ended,
             delete_needs_an_ended_batch_and_purge_removes_its_rows,
             claim_record_complete,
+            results_lines_render_the_result_rows,
             duplicate_answers_are_ignored,
             answers_after_expiry_are_dropped,
             canceling_batch_ends_when_its_last_claim_is_recorded,
@@ -501,6 +502,68 @@ pub async fn claim_record_complete<H: Harness>(h: &H) {
     );
     assert_eq!(page[9].body.as_deref(), Some(r#"{"type":"errored","i":9}"#));
     assert_eq!(store.next_expiry().await.unwrap(), None);
+}
+
+/// Engines may assemble the download's lines themselves; they must match the reference rendering
+/// of [`Store::results_page`] byte for byte, in every page, with rows that have no result.
+pub async fn results_lines_render_the_result_rows<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let b = create(&store, 25).await;
+    let items = claim(&store, 100, at(1)).await;
+    // Every other request answered, with bodies that a careless concatenation could mangle.
+    let body =
+        |i: u32| format!(r#"{{"type":"succeeded","text":"é 日本 \"q\" \\ \n\u0000","i":{i}}}"#);
+    let group: Vec<Answer> = items
+        .iter()
+        .step_by(2)
+        .map(|w| Answer {
+            slot: w.slot(),
+            outcome: Outcome::Succeeded,
+            body: body(w.index),
+        })
+        .collect();
+    store.record(&group, at(2)).await.unwrap();
+    let leftover = r#"{"type":"canceled"}"#;
+    for limit in [1, 7, 25, 100] {
+        let mut after = None;
+        let mut all = Vec::new();
+        loop {
+            let rows = store.results_page(b.key, after, limit).await.unwrap();
+            let lines = store
+                .results_lines(b.key, after, limit, leftover)
+                .await
+                .unwrap();
+            let Some(last) = rows.last() else {
+                assert_eq!(lines, None);
+                break;
+            };
+            let expected = ResultLines {
+                last_index: last.index,
+                lines: render_result_lines(&rows, leftover),
+            };
+            assert_eq!(
+                lines.as_ref(),
+                Some(&expected),
+                "limit {limit}, after {after:?}"
+            );
+            all.extend(expected.lines);
+            after = Some(last.index);
+        }
+        let text = String::from_utf8(all).unwrap();
+        assert_eq!(text.lines().count(), 25);
+        let line =
+            |i: u32, result: &str| format!("{{\"custom_id\":\"req-{i}\",\"result\":{result}}}\n");
+        assert!(text.starts_with(&line(0, &body(0))));
+        assert!(text.ends_with(&line(24, &body(24))));
+        assert!(text.contains(&line(1, leftover)));
+    }
+    assert_eq!(
+        store
+            .results_lines(b.key, Some(u32::MAX - 1), 10, leftover)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 pub async fn duplicate_answers_are_ignored<H: Harness>(h: &H) {

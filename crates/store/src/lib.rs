@@ -180,6 +180,36 @@ pub struct ResultRow {
     pub body: Option<String>,
 }
 
+/// One page of a results download, already rendered: what [`Store::results_lines`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultLines {
+    /// Index of the page's last row: the `after` of the next page.
+    pub last_index: u32,
+    /// The page's JSONL, as [`render_result_lines`] writes it.
+    pub lines: Vec<u8>,
+}
+
+/// The results download's JSONL for `rows`: one compact `{"custom_id":…,"result":…}` object per
+/// row, each `\n`-terminated, with `leftover` as the `result` of rows that have none. This is
+/// the reference for engines that assemble the lines in the database instead.
+pub fn render_result_lines(rows: &[ResultRow], leftover: &str) -> Vec<u8> {
+    let size: usize = rows
+        .iter()
+        .map(|r| r.custom_id.len() + r.body.as_ref().map_or(leftover.len(), String::len) + 32)
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    for row in rows {
+        out.extend_from_slice(b"{\"custom_id\":");
+        // custom_ids are [A-Za-z0-9_-] by construction, but escaping keeps this correct regardless.
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &row.custom_id);
+        out.extend_from_slice(b",\"result\":");
+        out.extend_from_slice(row.body.as_deref().unwrap_or(leftover).as_bytes());
+        out.extend_from_slice(b"}\n");
+    }
+    out
+}
+
 /// An API key as listed (never the key itself).
 #[derive(Debug, Clone)]
 pub struct KeyInfo {
@@ -240,6 +270,23 @@ pub trait Store: Send + Sync + 'static {
         after: Option<u32>,
         limit: u32,
     ) -> Result<Vec<ResultRow>>;
+    /// The page [`Store::results_page`] would return, rendered by [`render_result_lines`]
+    /// (`None` past the last row). This is what downloads stream; engines override it to build
+    /// the lines inside the database, which saves the per-row values, allocations and copies
+    /// that dominate a large download.
+    async fn results_lines(
+        &self,
+        batch_key: i64,
+        after: Option<u32>,
+        limit: u32,
+        leftover: &str,
+    ) -> Result<Option<ResultLines>> {
+        let rows = self.results_page(batch_key, after, limit).await?;
+        Ok(rows.last().map(|last| ResultLines {
+            last_index: last.index,
+            lines: render_result_lines(&rows, leftover),
+        }))
+    }
 
     // --- the dispatcher's side -------------------------------------------------------------------
 
@@ -293,4 +340,30 @@ pub trait Store: Send + Sync + 'static {
     async fn count_keys(&self) -> Result<u64>;
     /// The workspace of an unrevoked key.
     async fn workspace_for_key(&self, hash: &KeyHash) -> Result<Option<String>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_compact_and_newline_terminated() {
+        let rows = vec![
+            ResultRow {
+                index: 0,
+                custom_id: "a".into(),
+                body: Some(r#"{"type":"succeeded","message":{}}"#.into()),
+            },
+            ResultRow {
+                index: 1,
+                custom_id: "b".into(),
+                body: None,
+            },
+        ];
+        let out = render_result_lines(&rows, r#"{"type":"canceled"}"#);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "{\"custom_id\":\"a\",\"result\":{\"type\":\"succeeded\",\"message\":{}}}\n{\"custom_id\":\"b\",\"result\":{\"type\":\"canceled\"}}\n"
+        );
+    }
 }
