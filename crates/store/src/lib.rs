@@ -26,6 +26,7 @@
 
 #[cfg(feature = "testkit")]
 pub mod conformance;
+pub mod rows;
 
 use std::time::Duration;
 

@@ -1,0 +1,89 @@
+//! Decoding a stored `batches` row into a [`Batch`], for every engine: the state codes, the
+//! checks that turn anything unexpected into [`StoreError::Corrupt`], and the column list. An
+//! engine only says how to read one column of its row type ([`Columns`]).
+
+use batchd_domain::{Batch, BatchId, EndReason, Timestamp};
+use batchd_wire::ProcessingStatus;
+
+use crate::StoreError;
+
+/// `batches.state`. Drafts are invisible to everything but their creator and the purge.
+pub const DRAFT: i64 = 0;
+pub const IN_PROGRESS: i64 = 1;
+pub const CANCELING: i64 = 2;
+pub const ENDED: i64 = 3;
+
+/// Columns of `batches` that [`batch`] reads, for `concat!`ing into static SQL.
+#[macro_export]
+macro_rules! batch_columns {
+    () => {
+        "key, id, workspace, state, total, succeeded, errored, end_reason, created_at, \
+         expires_at, ended_at, cancel_initiated_at, archived_at, betas"
+    };
+}
+
+/// Reading one column of an engine's row; integers of any width come back as `i64`.
+pub trait Columns {
+    fn int(&self, column: &str) -> Result<i64, StoreError>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError>;
+    fn text(&self, column: &str) -> Result<String, StoreError>;
+}
+
+pub fn count(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what}: {value}")))
+}
+
+pub fn parse_id(id: &str) -> Result<BatchId, StoreError> {
+    BatchId::parse(id).ok_or_else(|| StoreError::Corrupt(format!("bad batch id {id:?}")))
+}
+
+pub fn parse_betas(json: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("betas {json:?}: {e}")))
+}
+
+fn status(state: i64) -> Result<ProcessingStatus, StoreError> {
+    match state {
+        IN_PROGRESS => Ok(ProcessingStatus::InProgress),
+        CANCELING => Ok(ProcessingStatus::Canceling),
+        ENDED => Ok(ProcessingStatus::Ended),
+        other => Err(StoreError::Corrupt(format!(
+            "batch state {other} where a visible batch was expected"
+        ))),
+    }
+}
+
+/// A visible batch from a row holding [`batch_columns!`].
+pub fn batch(row: &impl Columns) -> Result<Batch, StoreError> {
+    let end_reason = row
+        .opt_int("end_reason")?
+        .map(|code| {
+            EndReason::from_code(code)
+                .ok_or_else(|| StoreError::Corrupt(format!("end_reason {code}")))
+        })
+        .transpose()?;
+    let status = status(row.int("state")?)?;
+    if (status == ProcessingStatus::Ended) != end_reason.is_some() {
+        return Err(StoreError::Corrupt(format!(
+            "batch in state {status:?} with end_reason {end_reason:?}"
+        )));
+    }
+    let ts = |column: &str| -> Result<Option<Timestamp>, StoreError> {
+        Ok(row.opt_int(column)?.map(Timestamp::from_micros))
+    };
+    Ok(Batch {
+        key: row.int("key")?,
+        id: parse_id(&row.text("id")?)?,
+        workspace: row.text("workspace")?,
+        status,
+        total: count(row.int("total")?, "total")?,
+        succeeded: count(row.int("succeeded")?, "succeeded")?,
+        errored: count(row.int("errored")?, "errored")?,
+        end_reason,
+        created_at: Timestamp::from_micros(row.int("created_at")?),
+        expires_at: Timestamp::from_micros(row.int("expires_at")?),
+        ended_at: ts("ended_at")?,
+        cancel_initiated_at: ts("cancel_initiated_at")?,
+        archived_at: ts("archived_at")?,
+        betas: parse_betas(&row.text("betas")?)?,
+    })
+}
