@@ -58,25 +58,10 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
         }
         _ => false,
     };
-    if transient {
-        StoreError::Unavailable(Box::new(e))
-    } else {
-        StoreError::Other(Box::new(e))
-    }
+    StoreError::database(e, transient)
 }
 
-pub(crate) fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Other(Box::new(e))
-}
-
-/// A misuse of the store by its caller (a broken invariant, not a database failure).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct Misuse(pub String);
-
-pub(crate) fn misuse(msg: impl Into<String>) -> StoreError {
-    StoreError::Other(Box::new(Misuse(msg.into())))
-}
+pub(crate) use batchd_store::{misuse, other};
 
 #[cfg(test)]
 mod tests {

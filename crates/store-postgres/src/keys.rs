@@ -7,16 +7,10 @@ use sqlx::postgres::PgRow;
 
 use crate::PostgresStore;
 use crate::db::db;
-use crate::rows::{count, get};
+use crate::rows::{Cols, count};
 
 fn key_from_row(row: &PgRow) -> Result<KeyInfo, StoreError> {
-    Ok(KeyInfo {
-        id: get(row, "id")?,
-        workspace: get(row, "workspace")?,
-        prefix: get(row, "prefix")?,
-        created_at: Timestamp::from_micros(get(row, "created_at")?),
-        revoked_at: get::<Option<i64>>(row, "revoked_at")?.map(Timestamp::from_micros),
-    })
+    batchd_store::rows::key_info(&Cols(row))
 }
 
 impl PostgresStore {

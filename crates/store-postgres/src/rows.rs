@@ -34,7 +34,7 @@ pub(crate) fn end_reason_code(reason: EndReason) -> i16 {
 }
 
 /// PostgreSQL rows as the shared decoder reads them: state codes are SMALLINT here.
-struct Cols<'r>(&'r PgRow);
+pub(crate) struct Cols<'r>(pub &'r PgRow);
 
 impl Columns for Cols<'_> {
     fn int(&self, column: &str) -> Result<i64, StoreError> {

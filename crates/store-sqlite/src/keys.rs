@@ -8,19 +8,13 @@ use sqlx::sqlite::SqliteRow;
 
 use crate::SqliteStore;
 use crate::db::{BEGIN_IMMEDIATE, Durability, db};
-use crate::rows::{count, get};
+use crate::rows::{Cols, count};
 
 pub(crate) const WORKSPACE_FOR_KEY: &str =
     "SELECT workspace FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL";
 
 fn key_from_row(row: &SqliteRow) -> Result<KeyInfo, StoreError> {
-    Ok(KeyInfo {
-        id: get(row, "id")?,
-        workspace: get(row, "workspace")?,
-        prefix: get(row, "prefix")?,
-        created_at: Timestamp::from_micros(get(row, "created_at")?),
-        revoked_at: get::<Option<i64>>(row, "revoked_at")?.map(Timestamp::from_micros),
-    })
+    batchd_store::rows::key_info(&Cols(row))
 }
 
 impl SqliteStore {

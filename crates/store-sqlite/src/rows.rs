@@ -39,7 +39,7 @@ where
 }
 
 /// SQLite rows as the shared decoder reads them.
-struct Cols<'r>(&'r SqliteRow);
+pub(crate) struct Cols<'r>(pub &'r SqliteRow);
 
 impl Columns for Cols<'_> {
     fn int(&self, column: &str) -> Result<i64, StoreError> {

@@ -49,6 +49,30 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// A database error: `Unavailable` when the engine says it may clear.
+    pub fn database(e: impl std::error::Error + Send + Sync + 'static, transient: bool) -> Self {
+        if transient {
+            Self::Unavailable(Box::new(e))
+        } else {
+            Self::Other(Box::new(e))
+        }
+    }
+}
+
+pub fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Other(Box::new(e))
+}
+
+/// A misuse of the store by its caller (a broken invariant, not a database failure).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Misuse(pub String);
+
+pub fn misuse(msg: impl Into<String>) -> StoreError {
+    StoreError::Other(Box::new(Misuse(msg.into())))
+}
+
 /// A batch about to be created.
 #[derive(Debug, Clone)]
 pub struct NewBatch {

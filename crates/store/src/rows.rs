@@ -1,11 +1,12 @@
-//! Decoding a stored `batches` row into a [`Batch`], for every engine: the state codes, the
-//! checks that turn anything unexpected into [`StoreError::Corrupt`], and the column list. An
-//! engine only says how to read one column of its row type ([`Columns`]).
+//! Decoding stored rows into domain values, for every engine: a `batches` row into a [`Batch`]
+//! (the state codes, the checks that turn anything unexpected into [`StoreError::Corrupt`], the
+//! column list) and an `api_keys` row into a [`KeyInfo`]. An engine only says how to read one
+//! column of its row type ([`Columns`]).
 
 use batchd_domain::{Batch, BatchId, EndReason, Timestamp};
 use batchd_wire::ProcessingStatus;
 
-use crate::StoreError;
+use crate::{KeyInfo, StoreError};
 
 /// `batches.state`. Drafts are invisible to everything but their creator and the purge.
 pub const DRAFT: i64 = 0;
@@ -85,5 +86,16 @@ pub fn batch(row: &impl Columns) -> Result<Batch, StoreError> {
         cancel_initiated_at: ts("cancel_initiated_at")?,
         archived_at: ts("archived_at")?,
         betas: parse_betas(&row.text("betas")?)?,
+    })
+}
+
+/// An API key as listed, from a row holding `id, workspace, prefix, created_at, revoked_at`.
+pub fn key_info(row: &impl Columns) -> Result<KeyInfo, StoreError> {
+    Ok(KeyInfo {
+        id: row.text("id")?,
+        workspace: row.text("workspace")?,
+        prefix: row.text("prefix")?,
+        created_at: Timestamp::from_micros(row.int("created_at")?),
+        revoked_at: row.opt_int("revoked_at")?.map(Timestamp::from_micros),
     })
 }
