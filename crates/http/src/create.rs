@@ -1,7 +1,8 @@
 //! `POST /v1/messages/batches`: a streaming, bounded-memory create.
 //!
 //! The body (up to 256 MB) is never held whole. It is parsed as it arrives by a serde visitor
-//! running on a blocking thread; requests are validated one by one (`custom_id` grammar and
+//! running on a blocking thread (each request from a slice the `create_scan` scanner splits off,
+//! for speed); requests are validated one by one (`custom_id` grammar and
 //! uniqueness, the `requests` list bounds, unknown keys) and handed in chunks over a small
 //! channel to the store, which appends them to an invisible draft. Only when the whole body has
 //! parsed cleanly is the draft committed (durably) and the 200 sent; on any error the draft is
@@ -30,6 +31,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::auth::Caller;
 use crate::batches::batch_response;
+use crate::create_scan::Scanner;
 use crate::{ApiError, AppState};
 
 /// Most requests in one batch.
@@ -107,9 +109,7 @@ pub async fn create(
     });
     let reader = SyncIoBridge::new(StreamReader::new(stream));
     let (tx, mut rx) = mpsc::channel::<Vec<NewRequest>>(2);
-    let parser = tokio::task::spawn_blocking(move || {
-        parse(BufReader::with_capacity(256 * 1024, reader), tx)
-    });
+    let parser = tokio::task::spawn_blocking(move || parse(reader, tx));
 
     let mut stored = Ok(());
     while let Some(chunk) = rx.recv().await {
@@ -164,20 +164,16 @@ fn parse<R: Read>(reader: R, tx: mpsc::Sender<Vec<NewRequest>>) -> Result<u64, R
         count: 0,
         refusal: None,
     };
-    let mut de = serde_json::Deserializer::from_reader(reader);
-    let outcome = CreateBody(&mut sink)
-        .deserialize(&mut de)
-        .and_then(|()| de.end());
+    let mut scanner = Scanner::new(reader);
+    let outcome = match scanner.requests_prefix() {
+        Ok(true) => parse_elements(&mut scanner, &mut sink),
+        Ok(false) => parse_stream(BufReader::new(scanner.into_rest()), &mut sink),
+        Err(_) => Err(Refusal::Aborted),
+    };
     if let Some(refusal) = sink.refusal.take() {
         return Err(refusal);
     }
-    if let Err(err) = outcome {
-        return Err(if err.is_io() {
-            Refusal::Aborted
-        } else {
-            Refusal::NotJson(err.to_string())
-        });
-    }
+    outcome?;
     if sink.count == 0 {
         return Err(Refusal::Invalid(
             "requests: List should have at least 1 item after validation, not 0".into(),
@@ -191,6 +187,92 @@ fn parse<R: Read>(reader: R, tx: mpsc::Sender<Vec<NewRequest>>) -> Result<u64, R
     }
     sink.flush().map_err(|()| Refusal::Aborted)?;
     Ok(sink.count)
+}
+
+/// Any body, through the visitors on serde_json's streaming reader.
+fn parse_stream<R: Read>(reader: R, sink: &mut Sink) -> Result<(), Refusal> {
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    CreateBody(sink)
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|err| {
+            if err.is_io() {
+                Refusal::Aborted
+            } else {
+                Refusal::NotJson(err.to_string())
+            }
+        })
+}
+
+/// The rest of a body that began `{"requests": [`: each element split off by the scanner and
+/// parsed from a slice by the same [`Item`] visitor; then the envelope's end.
+fn parse_elements<R: Read>(scanner: &mut Scanner<R>, sink: &mut Sink) -> Result<(), Refusal> {
+    let io = |_: io::Error| Refusal::Aborted;
+    let cut = || Refusal::NotJson("EOF while parsing the request body".into());
+    let mut element = Vec::new();
+    if scanner.peek().map_err(io)? == Some(b']') {
+        scanner.bump();
+    } else {
+        loop {
+            element.clear();
+            if !scanner.value_into(&mut element).map_err(io)? {
+                return Err(cut());
+            }
+            if sink.count >= MAX_REQUESTS {
+                // Over the limit: keep counting for the message, store nothing more.
+                sink.count += 1;
+            } else {
+                let index = sink.count;
+                let mut de = serde_json::Deserializer::from_slice(&element);
+                let request = Item { sink, index }
+                    .deserialize(&mut de)
+                    .and_then(|request| de.end().map(|()| request))
+                    .map_err(|err| Refusal::NotJson(err.to_string()))?;
+                sink.push(request).map_err(|()| Refusal::Aborted)?;
+            }
+            match scanner.peek().map_err(io)? {
+                Some(b',') => scanner.bump(),
+                Some(b']') => {
+                    scanner.bump();
+                    break;
+                }
+                Some(_) => {
+                    return Err(Refusal::NotJson("expected `,` or `]` in `requests`".into()));
+                }
+                None => return Err(cut()),
+            }
+        }
+    }
+    match scanner.peek().map_err(io)? {
+        Some(b'}') => scanner.bump(),
+        Some(b',') => {
+            // Another key after `requests`: the same refusal the visitor gives.
+            scanner.bump();
+            element.clear();
+            if !scanner.value_into(&mut element).map_err(io)? {
+                return Err(cut());
+            }
+            let key: String = serde_json::from_slice(&element)
+                .map_err(|err| Refusal::NotJson(err.to_string()))?;
+            return Err(Refusal::Invalid(if key == "requests" {
+                "requests: duplicate key".into()
+            } else {
+                format!("{key}: Extra inputs are not permitted")
+            }));
+        }
+        Some(_) => {
+            return Err(Refusal::NotJson(
+                "expected `,` or `}` after `requests`".into(),
+            ));
+        }
+        None => return Err(cut()),
+    }
+    match scanner.peek().map_err(io)? {
+        None => Ok(()),
+        Some(_) => Err(Refusal::NotJson(
+            "trailing characters after the request body".into(),
+        )),
+    }
 }
 
 /// Parser state shared by the visitors.
@@ -215,6 +297,17 @@ impl Sink {
 
     fn invalid<E: de::Error>(&mut self, message: String) -> E {
         self.refuse(Refusal::Invalid(message))
+    }
+
+    /// Takes a validated request, handing a full chunk to the store.
+    fn push(&mut self, request: NewRequest) -> Result<(), ()> {
+        self.count += 1;
+        self.chunk_bytes += request.params.len();
+        self.chunk.push(request);
+        if self.chunk.len() >= CHUNK_REQUESTS || self.chunk_bytes >= CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), ()> {
@@ -347,12 +440,8 @@ impl<'de> Visitor<'de> for RequestsVisitor<'_> {
                 return Ok(());
             };
             let sink = &mut *self.sink;
-            sink.count += 1;
-            sink.chunk_bytes += request.params.len();
-            sink.chunk.push(request);
-            if sink.chunk.len() >= CHUNK_REQUESTS || sink.chunk_bytes >= CHUNK_BYTES {
-                sink.flush().map_err(|()| sink.refuse(Refusal::Aborted))?;
-            }
+            sink.push(request)
+                .map_err(|()| sink.refuse(Refusal::Aborted))?;
         }
     }
 }

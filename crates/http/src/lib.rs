@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod batches;
 pub mod create;
+mod create_scan;
 pub mod error;
 pub mod extract;
 pub mod openapi;
