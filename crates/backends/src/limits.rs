@@ -152,14 +152,19 @@ impl Clock {
     }
 
     /// Reserves `units` and returns when the caller may go.
-    fn reserve(&self, units: u64, now: Instant) -> Instant {
+    /// Reserves `units` and returns when the caller may go; reserves nothing and returns how
+    /// far off its turn is when that is more than `horizon` away.
+    fn reserve(&self, units: u64, now: Instant, horizon: Duration) -> Result<Instant, Duration> {
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
         let start = next.map_or(now, |n| n.max(now));
+        if start - now > horizon {
+            return Err(start - now);
+        }
         let cost = self
             .per_unit
             .saturating_mul(units.min(u64::from(u32::MAX)) as u32);
         *next = Some(start + cost);
-        start
+        Ok(start)
     }
 }
 
@@ -176,26 +181,28 @@ impl RateLimit {
         self.requests.is_none() && self.tokens.is_none()
     }
 
-    /// Waits until one request of `tokens` estimated input tokens may be sent. Returns how long
-    /// it waited.
-    pub async fn admit(&self, tokens: u64) -> Duration {
+    /// Waits until one request of `tokens` estimated input tokens may be sent, and returns how
+    /// long it waited; or, when its turn is more than `horizon` away, waits for nothing and
+    /// returns `Err` with how far off it is, so the caller can put the request aside instead of
+    /// holding a dispatch slot meanwhile.
+    pub async fn admit(&self, tokens: u64, horizon: Duration) -> Result<Duration, Duration> {
         if self.is_unlimited() {
-            return Duration::ZERO;
+            return Ok(Duration::ZERO);
         }
         let now = Instant::now();
         let mut at = now;
         if let Some(clock) = &self.requests {
-            at = at.max(clock.reserve(1, now));
+            at = at.max(clock.reserve(1, now, horizon)?);
         }
         if let Some(clock) = &self.tokens {
-            at = at.max(clock.reserve(tokens, now));
+            at = at.max(clock.reserve(tokens, now, horizon)?);
         }
         if at > now {
             self.waiting.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep_until(at).await;
             self.waiting.fetch_sub(1, Ordering::Relaxed);
         }
-        at - now
+        Ok(at - now)
     }
 
     pub fn waiting(&self) -> usize {
@@ -341,7 +348,7 @@ mod tests {
         for _ in 0..50 {
             let r = r.clone();
             tasks.push(tokio::spawn(async move {
-                r.admit(1).await;
+                r.admit(1, Duration::MAX).await.unwrap();
                 Instant::now() - start
             }));
         }
@@ -387,10 +394,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn tokens_per_minute_pace_large_requests() {
         let r = RateLimit::new(0, 60_000); // 1,000 tokens/s
-        assert_eq!(r.admit(1_000).await, Duration::ZERO);
-        assert_eq!(r.admit(3_000).await, Duration::from_secs(1));
+        let forever = Duration::MAX;
+        assert_eq!(r.admit(1_000, forever).await, Ok(Duration::ZERO));
+        assert_eq!(r.admit(3_000, forever).await, Ok(Duration::from_secs(1)));
         // Waits for the 3,000 reserved before it, not for its own cost.
-        assert_eq!(r.admit(500).await, Duration::from_secs(3));
+        assert_eq!(r.admit(500, forever).await, Ok(Duration::from_secs(3)));
+        // Further off than the caller wants to wait: nothing reserved, the distance returned.
+        let horizon = Duration::from_millis(100);
+        assert_eq!(r.admit(10, horizon).await, Err(Duration::from_millis(500)));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(r.admit(10, horizon).await, Ok(Duration::ZERO));
         assert!(RateLimit::new(0, 0).is_unlimited());
     }
 }

@@ -23,6 +23,9 @@ use crate::{Shared, lock, retry, timed};
 /// are expected to take in this long, so a claim's round trip overlaps with spawning instead of
 /// stalling it, while a new batch or a cancel never waits behind more than this much work.
 const PREFETCH: Duration = Duration::from_millis(20);
+/// Longest wait for a rate-limit turn while holding a dispatch slot; a later turn is waited for
+/// in the store.
+const RATE_WAIT_HERE: Duration = Duration::from_secs(1);
 /// The consumption rate is re-estimated over windows of this length.
 const RATE_WINDOW: Duration = Duration::from_millis(50);
 
@@ -241,17 +244,20 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
         return wait(until);
     }
 
-    // Admission: a slot at the upstream, then its rate limits. Both may wait long, so the
-    // request is checked again before it goes.
+    // Admission: the backend's rate limits, then a slot at the upstream. A turn far off is
+    // waited for in the store, not here: a request waiting here holds a dispatch slot that
+    // another backend's requests could use.
+    if !route.rate.is_unlimited() {
+        match route.rate.admit(estimate_input_tokens(&params), RATE_WAIT_HERE).await {
+            Ok(waited) => metrics::histogram!("batchd_rate_limit_wait_seconds", "backend" => backend.to_owned())
+                .record(waited.as_secs_f64()),
+            Err(turn) => return wait(turn),
+        }
+    }
     let _slot = match &route.concurrency {
         Some(limit) => Some(limit.acquire().await),
         None => None,
     };
-    if !route.rate.is_unlimited() {
-        let waited = route.rate.admit(estimate_input_tokens(&params)).await;
-        metrics::histogram!("batchd_rate_limit_wait_seconds", "backend" => backend.to_owned())
-            .record(waited.as_secs_f64());
-    }
     if stopped(shared, item) {
         return None;
     }

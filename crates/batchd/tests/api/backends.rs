@@ -477,3 +477,39 @@ async fn an_upstream_outage_costs_no_request() {
     );
     assert_eq!(upstream.stats().total_requests(), 20);
 }
+
+#[tokio::test]
+async fn a_rate_limited_backend_does_not_hold_the_dispatch_slots_of_another() {
+    let upstream = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let slow = BackendSpec {
+        name: "slow".into(),
+        models: vec!["slow-*".into()],
+        requests_per_minute: 60, // one a second
+        ..backend(Kind::Anthropic, &upstream)
+    };
+    let fast = BackendSpec {
+        name: "fast".into(),
+        ..backend(Kind::Anthropic, &upstream)
+    };
+    let app = spawn_with(|o| {
+        o.backends = vec![slow, fast];
+        o.dispatch_concurrency = 4;
+    })
+    .await;
+    let to = |model: &str, i: usize| {
+        let mut r = saying(&format!("{model}{i}"), "go");
+        r["params"]["model"] = json!(model);
+        r
+    };
+    // Twenty seconds of work for the slow backend, queued first.
+    let slow_batch = app.create((0..20).map(|i| to("slow-model", i)).collect()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let fast_batch = app.create((0..40).map(|i| to("claude-fast", i)).collect()).await;
+    app.wait_ended(fast_batch["id"].as_str().unwrap(), Duration::from_secs(30))
+        .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "the fast batch took {took:?}");
+    let slow_batch = app.batch(slow_batch["id"].as_str().unwrap()).await;
+    assert_eq!(slow_batch["processing_status"], "in_progress");
+}
