@@ -264,6 +264,19 @@ impl Breaker {
         }
     }
 
+    /// How long to wait if the breaker is open with no probe to take; `None` when a request
+    /// may go on towards sending. Takes nothing: call [`Breaker::admit`] right before sending,
+    /// so that a probe, once granted, is always sent.
+    pub fn wait(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let s = self.state();
+        match s.open_until {
+            Some(until) if now < until => Some(until - now),
+            Some(_) if s.probing => Some(s.interval.max(Duration::from_millis(10))),
+            _ => None,
+        }
+    }
+
     /// The upstream answered (whatever the answer): close.
     pub fn succeeded(&self) {
         *self.state() = BreakerState::default();
@@ -374,9 +387,13 @@ mod tests {
         assert!(!b.failed(open_for));
         assert_eq!(b.admit(), Admission::Closed);
         assert!(b.failed(open_for), "third in a row opens it");
+        assert_eq!(b.wait(), Some(Duration::from_secs(1)));
         assert_eq!(b.admit(), Admission::Open(Duration::from_secs(1)));
         tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(b.wait(), None, "a probe is there to take; looking takes nothing");
+        assert_eq!(b.wait(), None);
         assert_eq!(b.admit(), Admission::Probe);
+        assert_eq!(b.wait(), Some(Duration::from_secs(1)));
         assert_eq!(
             b.admit(),
             Admission::Open(Duration::from_secs(1)),

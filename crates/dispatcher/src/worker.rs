@@ -239,9 +239,8 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
             not_before: Timestamp::now().plus(wait),
         }))
     };
-    let admission = route.breaker.admit();
-    if let Admission::Open(until) = admission {
-        return wait(until);
+    if let Some(paused) = route.breaker.wait() {
+        return wait(paused);
     }
 
     // Admission: the backend's rate limits, then a slot at the upstream. A turn far off is
@@ -260,6 +259,12 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
     };
     if stopped(shared, item) {
         return None;
+    }
+    // Taken last: a probe, once granted, is sent (nothing above may drop it on the floor, which
+    // would leave the breaker waiting for an answer that never comes).
+    let admission = route.breaker.admit();
+    if let Admission::Open(paused) = admission {
+        return wait(paused);
     }
 
     let attempts = item.attempts.saturating_add(1);
