@@ -390,7 +390,11 @@ mod tests {
         assert_eq!(b.wait(), Some(Duration::from_secs(1)));
         assert_eq!(b.admit(), Admission::Open(Duration::from_secs(1)));
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(b.wait(), None, "a probe is there to take; looking takes nothing");
+        assert_eq!(
+            b.wait(),
+            None,
+            "a probe is there to take; looking takes nothing"
+        );
         assert_eq!(b.wait(), None);
         assert_eq!(b.admit(), Admission::Probe);
         assert_eq!(b.wait(), Some(Duration::from_secs(1)));

@@ -502,14 +502,21 @@ async fn a_rate_limited_backend_does_not_hold_the_dispatch_slots_of_another() {
         r
     };
     // Twenty seconds of work for the slow backend, queued first.
-    let slow_batch = app.create((0..20).map(|i| to("slow-model", i)).collect()).await;
+    let slow_batch = app
+        .create((0..20).map(|i| to("slow-model", i)).collect())
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
-    let fast_batch = app.create((0..40).map(|i| to("claude-fast", i)).collect()).await;
+    let fast_batch = app
+        .create((0..40).map(|i| to("claude-fast", i)).collect())
+        .await;
     app.wait_ended(fast_batch["id"].as_str().unwrap(), Duration::from_secs(30))
         .await;
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(3), "the fast batch took {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "the fast batch took {took:?}"
+    );
     let slow_batch = app.batch(slow_batch["id"].as_str().unwrap()).await;
     assert_eq!(slow_batch["processing_status"], "in_progress");
 }
