@@ -16,7 +16,7 @@ use clap::Parser;
 use http::Method;
 
 use crate::client::{Api, Conn, LoadResult, Until, closed_loop, count_body, request};
-use crate::process::{Batchd, RssSampler, start_batchd, start_fake, tail};
+use crate::process::{Batchd, Guarded, RssSampler, start_batchd, start_fake, tail};
 use crate::staticfile::StaticServer;
 use crate::table::{Row, Verdict};
 use crate::workload::Workload;
@@ -449,7 +449,27 @@ impl Run {
 
     async fn phase_slow_dispatch(&mut self, workload: &Workload) -> anyhow::Result<()> {
         let n = self.args.requests;
-        let latency = self.args.latency;
+        let (fake, fake_addr, server, upstream, lat) = self.start_slow(self.args.latency).await?;
+        let api = Api::new(server.addr, KEY);
+        self.progress(&format!("dispatch at {lat}: batchd"));
+        let id = api.create(workload.body.clone()).await?;
+        let created = Instant::now();
+        let ended = self.ended(&api, &id, &format!("dispatch {lat}")).await?;
+        let batchd_rate = n as f64 / (ended - created).as_secs_f64();
+        drop(server);
+        self.progress(&format!("dispatch at {lat}: direct load generator"));
+        let direct = self.direct(fake_addr, workload).await?;
+        drop(fake);
+        self.dispatch_row(&lat, batchd_rate, direct.rate(), upstream, 0.98);
+        Ok(())
+    }
+
+    /// A fake upstream answering after `latency`, and batchd pointed at it (its mock given the
+    /// same latency, in case the config is refused). Returns the latency as text too, for labels.
+    async fn start_slow(
+        &mut self,
+        latency: Duration,
+    ) -> anyhow::Result<(Guarded, std::net::SocketAddr, Batchd, bool, String)> {
         let (fake, fake_addr) = start_fake(&self.fake_bin, latency, self.args.answer_words)?;
         let lat = format!("{}ms", latency.as_millis());
         let (server, upstream) = self
@@ -463,18 +483,7 @@ impl Run {
                 ],
             )
             .await?;
-        let api = Api::new(server.addr, KEY);
-        self.progress(&format!("dispatch at {lat}: batchd"));
-        let id = api.create(workload.body.clone()).await?;
-        let created = Instant::now();
-        let ended = self.ended(&api, &id, &format!("dispatch {lat}")).await?;
-        let batchd_rate = n as f64 / (ended - created).as_secs_f64();
-        drop(server);
-        self.progress(&format!("dispatch at {lat}: direct load generator"));
-        let direct = self.direct(fake_addr, workload).await?;
-        drop(fake);
-        self.dispatch_row(&lat.to_string(), batchd_rate, direct.rate(), upstream, 0.98);
-        Ok(())
+        Ok((fake, fake_addr, server, upstream, lat))
     }
 
     /// A dispatch row: batchd's completed/s against the direct load generator's, at `latency`.
@@ -513,20 +522,7 @@ impl Run {
 
     async fn phase_api(&mut self) -> anyhow::Result<()> {
         let n = self.args.requests;
-        let latency = self.args.api_latency;
-        let (fake, fake_addr) = start_fake(&self.fake_bin, latency, self.args.answer_words)?;
-        let lat = format!("{}ms", latency.as_millis());
-        let (server, _) = self
-            .start_with_upstream(
-                fake_addr,
-                &[
-                    "--mock-latency".into(),
-                    lat.clone(),
-                    "--mock-concurrency".into(),
-                    self.args.concurrency.to_string(),
-                ],
-            )
-            .await?;
+        let (fake, _, server, _, lat) = self.start_slow(self.args.api_latency).await?;
         let api = Api::new(server.addr, KEY);
         // Some finished batches too, so list has pages to read.
         for _ in 0..20 {
