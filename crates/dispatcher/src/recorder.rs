@@ -1,5 +1,6 @@
 //! The recorder: group commit of answers, and of retries (attempt counts and back-off).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,49 +30,54 @@ pub(crate) async fn record_loop(shared: Arc<Shared>, mut reports: mpsc::Receiver
             }
         }
         // Retries first: their claims go back only once their attempt counts are stored.
-        let mut backoff = Duration::from_millis(50);
-        while !retries.is_empty() {
-            match timed("defer", shared.store.defer(&retries, Timestamp::now())).await {
-                Ok(()) => retries.clear(),
-                Err(err) => {
-                    tracing::warn!(error = %err, retries = retries.len(), "storing retries failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
+        if !retries.is_empty() {
+            until_stored("defer", retries.len(), || {
+                shared.store.defer(&retries, Timestamp::now())
+            })
+            .await;
+            retries.clear();
         }
         if buf.is_empty() {
             continue;
         }
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match timed("record", shared.store.record(&buf, Timestamp::now())).await {
-                Ok(ended) => {
-                    metrics::histogram!("batchd_record_group_size").record(buf.len() as f64);
-                    // One registry lookup per outcome, not per answer: this runs at full rate.
-                    let succeeded = buf
-                        .iter()
-                        .filter(|a| a.outcome == Outcome::Succeeded)
-                        .count();
-                    for (outcome, n) in [
-                        (Outcome::Succeeded, succeeded),
-                        (Outcome::Errored, buf.len() - succeeded),
-                    ] {
-                        if n > 0 {
-                            metrics::counter!("batchd_requests_finished_total", "outcome" => outcome.as_str())
-                                .increment(n as u64);
-                        }
-                    }
-                    report_ended(ended);
-                    break;
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, answers = buf.len(), "recording results failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+        let ended = until_stored("record", buf.len(), || {
+            shared.store.record(&buf, Timestamp::now())
+        })
+        .await;
+        metrics::histogram!("batchd_record_group_size").record(buf.len() as f64);
+        // One registry lookup per outcome, not per answer: this runs at full rate.
+        let succeeded = buf
+            .iter()
+            .filter(|a| a.outcome == Outcome::Succeeded)
+            .count();
+        for (outcome, n) in [
+            (Outcome::Succeeded, succeeded),
+            (Outcome::Errored, buf.len() - succeeded),
+        ] {
+            if n > 0 {
+                metrics::counter!("batchd_requests_finished_total", "outcome" => outcome.as_str())
+                    .increment(n as u64);
             }
         }
+        report_ended(ended);
         buf.clear();
+    }
+}
+
+/// Runs a store write of `rows` rows until it succeeds, with back-off, logging each failure.
+async fn until_stored<T, F>(op: &'static str, rows: usize, mut write: impl FnMut() -> F) -> T
+where
+    F: Future<Output = batchd_store::Result<T>>,
+{
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match timed(op, write()).await {
+            Ok(done) => return done,
+            Err(err) => {
+                tracing::warn!(error = %err, op, rows, "storage write failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
     }
 }
