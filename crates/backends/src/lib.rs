@@ -185,11 +185,6 @@ impl Router {
         Ok(Self { routes })
     }
 
-    /// The first backend serving `model`.
-    pub fn route(&self, model: &str) -> Option<&Arc<Route>> {
-        self.position(model).map(|i| &self.routes[i])
-    }
-
     /// Index in [`Router::routes`] of the first backend serving `model`.
     pub fn position(&self, model: &str) -> Option<usize> {
         self.routes.iter().position(|r| r.serves(model))

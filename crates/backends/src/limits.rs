@@ -20,7 +20,6 @@
 //! own (documented in the README).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -130,8 +129,6 @@ impl Drop for Permit<'_> {
 pub struct RateLimit {
     requests: Option<Clock>,
     tokens: Option<Clock>,
-    /// Callers waiting for their turn right now (for metrics).
-    waiting: AtomicUsize,
 }
 
 /// A reservation clock: `next` is when the budget spent so far is paid off; the next caller
@@ -173,7 +170,6 @@ impl RateLimit {
         Self {
             requests: Clock::per_minute(requests_per_minute),
             tokens: Clock::per_minute(tokens_per_minute),
-            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -198,15 +194,9 @@ impl RateLimit {
             at = at.max(clock.reserve(tokens, now, horizon)?);
         }
         if at > now {
-            self.waiting.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep_until(at).await;
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
         }
         Ok(at - now)
-    }
-
-    pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
     }
 }
 
@@ -306,6 +296,7 @@ impl Breaker {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test(start_paused = true)]
     async fn limit_halves_on_throttling_and_climbs_back() {
