@@ -47,6 +47,9 @@ pub(crate) async fn claim_loop(
     let mut claiming: Option<ClaimFuture> = None;
     // The store may have more to hand out right now.
     let mut more = true;
+    // New work was announced while a claim was out: that claim may have read the store before
+    // the work was committed, so its short answer must not put the loop to sleep.
+    let mut announced_during_claim = false;
     let mut backoff = Duration::from_millis(50);
     let mut rate = Rate::new();
     loop {
@@ -82,10 +85,11 @@ pub(crate) async fn claim_loop(
             }
             (want, items) = async { claiming.as_mut().expect("guarded").await }, if claiming.is_some() => {
                 claiming = None;
+                let announced = std::mem::take(&mut announced_during_claim);
                 match items {
                     Ok(items) => {
                         backoff = Duration::from_millis(50);
-                        more = items.len() >= want;
+                        more = items.len() >= want || announced;
                         ready.extend(items);
                     }
                     Err(err) => {
@@ -106,7 +110,10 @@ pub(crate) async fn claim_loop(
                 ready = keep.into();
                 release(&shared, &drop).await;
             }
-            () = shared.work.notified() => more = true,
+            () = shared.work.notified() => {
+                more = true;
+                announced_during_claim = claiming.is_some();
+            }
             () = tokio::time::sleep(shared.config.idle_poll), if idle => more = true,
         }
     }

@@ -1,0 +1,145 @@
+//! The claimer never sleeps through announced work: a batch committed while a claim is out (so
+//! that claim may have read the store before the commit) is claimed at once, not at the next
+//! idle poll. Run against a store whose claims the test holds open.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use batchd_backends::Router;
+use batchd_dispatcher::{Config, Dispatcher};
+use batchd_domain::keys::KeyHash;
+use batchd_domain::{Batch, BatchId, Timestamp};
+use batchd_store::*;
+use tokio::sync::Semaphore;
+
+/// Claims wait for a permit the test hands out, and find nothing; everything the dispatcher
+/// does beside claiming finds nothing either.
+struct GatedStore {
+    gate: Semaphore,
+    claims_started: AtomicUsize,
+}
+
+#[async_trait]
+impl Store for GatedStore {
+    async fn claim(&self, _: usize, _: Duration, _: Timestamp) -> Result<Vec<WorkItem>> {
+        self.claims_started.fetch_add(1, Ordering::SeqCst);
+        self.gate.acquire().await.expect("open").forget();
+        Ok(Vec::new())
+    }
+    async fn finish_due(&self, _: Timestamp) -> Result<Ended> {
+        Ok(Ended::default())
+    }
+    async fn canceling(&self) -> Result<Vec<i64>> {
+        Ok(Vec::new())
+    }
+    async fn next_expiry(&self) -> Result<Option<Timestamp>> {
+        Ok(None)
+    }
+    async fn archive_due(&self, _: Timestamp, _: Timestamp) -> Result<u64> {
+        Ok(0)
+    }
+    async fn purge_deleted(&self, _: u32) -> Result<u64> {
+        Ok(0)
+    }
+    async fn release(&self, _: &[Slot]) -> Result<()> {
+        Ok(())
+    }
+
+    // Nothing below is reached by a dispatcher that never gets work.
+    async fn begin_batch(&self, _: NewBatch) -> Result<Draft> {
+        unreachable!()
+    }
+    async fn append_requests(&self, _: &Draft, _: Vec<NewRequest>) -> Result<()> {
+        unreachable!()
+    }
+    async fn commit_batch(&self, _: Draft, _: u64) -> Result<Batch> {
+        unreachable!()
+    }
+    async fn abort_batch(&self, _: Draft) -> Result<()> {
+        unreachable!()
+    }
+    async fn get_batch(&self, _: &str, _: &BatchId) -> Result<Option<Batch>> {
+        unreachable!()
+    }
+    async fn list_batches(&self, _: &str, _: Cursor, _: u32) -> Result<BatchPage, ListError> {
+        unreachable!()
+    }
+    async fn cancel_batch(&self, _: &str, _: &BatchId, _: Timestamp) -> Result<CancelOutcome> {
+        unreachable!()
+    }
+    async fn delete_batch(&self, _: &str, _: &BatchId) -> Result<DeleteOutcome> {
+        unreachable!()
+    }
+    async fn results_page(&self, _: i64, _: Option<u32>, _: u32) -> Result<Vec<ResultRow>> {
+        unreachable!()
+    }
+    async fn defer(&self, _: &[Retry], _: Timestamp) -> Result<()> {
+        unreachable!()
+    }
+    async fn record(&self, _: &[Answer], _: Timestamp) -> Result<Ended> {
+        unreachable!()
+    }
+    async fn ping(&self) -> Result<()> {
+        unreachable!()
+    }
+    async fn stats(&self) -> Result<Stats> {
+        unreachable!()
+    }
+    async fn create_key(&self, _: &str, _: KeyHash, _: &str, _: Timestamp) -> Result<KeyInfo> {
+        unreachable!()
+    }
+    async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        unreachable!()
+    }
+    async fn revoke_key(&self, _: &str, _: Timestamp) -> Result<bool> {
+        unreachable!()
+    }
+    async fn count_keys(&self) -> Result<u64> {
+        unreachable!()
+    }
+    async fn workspace_for_key(&self, _: &KeyHash) -> Result<Option<String>> {
+        unreachable!()
+    }
+}
+
+async fn wait_for_claims(store: &GatedStore, n: usize) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while store.claims_started.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn work_announced_during_a_claim_is_claimed_without_waiting_for_the_idle_poll() {
+    let store = Arc::new(GatedStore {
+        gate: Semaphore::new(0),
+        claims_started: AtomicUsize::new(0),
+    });
+    let dispatcher = Dispatcher::start(
+        store.clone(),
+        Arc::new(Router::mock(Duration::ZERO, 1)),
+        Config {
+            // Far beyond the test's timeout: only the announcement can start the next claim.
+            idle_poll: Duration::from_secs(3600),
+            ..Config::default()
+        },
+    );
+    // The start-up claim is out; a batch is committed and announced before it answers.
+    assert!(wait_for_claims(&store, 1).await, "the start-up claim");
+    dispatcher.notify_created();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store.gate.add_permits(1);
+    // That claim read nothing, but the announced batch must be looked for again.
+    let claimed_again = wait_for_claims(&store, 2).await;
+    store.gate.add_permits(1);
+    dispatcher.shutdown(Duration::from_secs(1)).await;
+    assert!(
+        claimed_again,
+        "an announcement that arrived during a claim was lost"
+    );
+}
