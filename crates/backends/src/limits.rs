@@ -39,6 +39,8 @@ struct State {
     /// Fractional, so that additive increase can grow it by `1/limit` per success.
     limit: f64,
     in_use: usize,
+    /// Callers waiting in [`Concurrency::acquire`].
+    waiting: usize,
     last_decrease: Option<Instant>,
 }
 
@@ -56,6 +58,7 @@ impl Concurrency {
             state: Mutex::new(State {
                 limit: max as f64,
                 in_use: 0,
+                waiting: 0,
                 last_decrease: None,
             }),
             freed: Notify::new(),
@@ -68,8 +71,12 @@ impl Concurrency {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for a slot under the current limit.
-    pub async fn acquire(&self) -> Permit<'_> {
+    /// Takes a slot under the current limit, waiting for one only while fewer callers than the
+    /// limit are waiting already; `None` when that queue is full. Each waiter holds a dispatch
+    /// slot, so an unbounded queue would let one slow backend take every slot from the others,
+    /// while a queue as long as the limit keeps the upstream busy as its slots free.
+    pub async fn acquire(&self) -> Option<Permit<'_>> {
+        let mut queued: Option<Queued<'_>> = None;
         loop {
             // Registered before checking, so a slot freed between the check and the wait wakes us.
             let freed = self.freed.notified();
@@ -77,11 +84,26 @@ impl Concurrency {
                 let mut s = self.state();
                 if s.in_use < s.limit as usize {
                     s.in_use += 1;
-                    return Permit { owner: self };
+                    drop(s);
+                    drop(queued);
+                    return Some(Permit { owner: self });
+                }
+                if queued.is_none() {
+                    if s.waiting >= s.limit as usize {
+                        return None;
+                    }
+                    s.waiting += 1;
+                    queued = Some(Queued { owner: self });
                 }
             }
             freed.await;
         }
+    }
+
+    /// Whether [`Concurrency::acquire`] would turn a caller away now.
+    pub fn queue_full(&self) -> bool {
+        let s = self.state();
+        s.in_use >= s.limit as usize && s.waiting >= s.limit as usize
     }
 
     /// The current limit (whole requests).
@@ -114,6 +136,18 @@ impl Concurrency {
         }
         s.last_decrease = Some(now);
         s.limit = (s.limit / 2.0).max(1.0);
+    }
+}
+
+/// A place in [`Concurrency::acquire`]'s queue; left when dropped, also by a caller that gives
+/// up waiting.
+struct Queued<'a> {
+    owner: &'a Concurrency,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.owner.state().waiting -= 1;
     }
 }
 
@@ -325,23 +359,43 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn permits_never_exceed_the_limit() {
+    async fn permits_never_exceed_the_limit_and_the_queue_is_as_long_as_the_limit() {
         let c = Arc::new(Concurrency::new(3, Duration::from_secs(1)));
         let peak = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..20 {
             let (c, peak) = (c.clone(), peak.clone());
             tasks.push(tokio::spawn(async move {
-                let _p = c.acquire().await;
+                let Some(_p) = c.acquire().await else {
+                    return false;
+                };
                 peak.fetch_max(c.in_use(), Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(10)).await;
+                true
             }));
         }
+        tokio::task::yield_now().await;
+        assert!(c.queue_full());
+        let mut served = 0;
         for t in tasks {
-            t.await.unwrap();
+            served += usize::from(t.await.unwrap());
         }
+        assert_eq!(
+            served, 6,
+            "three at the upstream, three queued, the rest turned away"
+        );
         assert_eq!(peak.load(Ordering::Relaxed), 3);
         assert_eq!(c.in_use(), 0);
+        assert!(!c.queue_full());
+        // A waiter that gives up leaves the queue.
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(c.acquire().await.expect("free"));
+        }
+        let gave_up = tokio::time::timeout(Duration::from_millis(5), c.acquire()).await;
+        assert!(gave_up.is_err());
+        drop(held);
+        assert_eq!(c.state().waiting, 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,8 +7,9 @@
 //!   sending, and spawns one task per request, bounded by a semaphore of `concurrency` permits
 //!   so the in-flight count never exceeds it;
 //! * each **request task** validates `params`, routes it to a backend by model, waits for that
-//!   backend's admission limits, calls it, and hands the answer (or, after a failure that may
-//!   clear, the retry with its back-off) to
+//!   backend's admission limits (a turn far off, or a full queue at the backend, sends it back
+//!   to the store instead, so one slow backend cannot hold every slot), calls it, and hands the
+//!   answer (or, after a failure that may clear, the retry with its back-off) to
 //! * the **recorder**, which drains answers and retries into groups and writes each group in one
 //!   transaction (group commit); the store ends a batch in the same transaction that records its
 //!   last result. A retry gives the request back to the store, which hands it out again once its
@@ -23,7 +24,7 @@ mod recorder;
 mod retry;
 mod worker;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -90,6 +91,10 @@ struct Shared {
     canceled: Mutex<HashSet<i64>>,
     /// Signalled by a cancel made here: the claimer drops that batch's requests it holds ready.
     canceled_ready: Notify,
+    /// Batches (by key) that met a full queue at a backend, with that backend's route index:
+    /// claims skip them while the queue stays full, so its requests wait in the store rather
+    /// than in dispatch slots that other backends could use.
+    saturated: Mutex<HashMap<i64, usize>>,
     /// Stops claiming; in-flight requests still finish.
     stop: CancellationToken,
     /// Shutdown's grace period is over: request tasks still running give up at once, unanswered
@@ -150,6 +155,7 @@ impl Dispatcher {
             maintenance: Notify::new(),
             canceled: Mutex::new(HashSet::new()),
             canceled_ready: Notify::new(),
+            saturated: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
             abandon: CancellationToken::new(),
             in_flight: AtomicUsize::new(0),

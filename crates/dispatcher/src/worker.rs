@@ -61,8 +61,9 @@ pub(crate) async fn claim_loop(
             let want = target - ready.len();
             let store = shared.store.clone();
             let lease = shared.config.lease;
+            let skip = saturated_batches(&shared);
             claiming = Some(Box::pin(async move {
-                let items = timed("claim", store.claim(want, lease, Timestamp::now())).await;
+                let items = timed("claim", store.claim(want, lease, Timestamp::now(), &skip)).await;
                 (want, items)
             }));
         }
@@ -125,6 +126,20 @@ pub(crate) async fn claim_loop(
     }
     let unsent: Vec<WorkItem> = ready.into();
     release(&shared, &unsent).await;
+}
+
+/// The batches claims leave out: those that met a full queue at a backend whose queue is still
+/// full. The others are forgotten here, so their next claim serves them again.
+fn saturated_batches(shared: &Shared) -> Vec<i64> {
+    let routes = shared.router.routes();
+    let mut saturated = lock(&shared.saturated);
+    saturated.retain(|_, &mut route| {
+        routes[route]
+            .concurrency
+            .as_ref()
+            .is_some_and(|limit| limit.queue_full())
+    });
+    saturated.keys().copied().collect()
 }
 
 /// Gives claimed, unsent requests back to the store.
@@ -261,7 +276,22 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
         }
     }
     let _slot = match &route.concurrency {
-        Some(limit) => Some(limit.acquire().await),
+        Some(limit) => match limit.acquire().await {
+            Some(slot) => {
+                // The queue just shortened: batches skipped for it may be claimed again.
+                if !lock(&shared.saturated).is_empty() {
+                    shared.work.notify_one();
+                }
+                Some(slot)
+            }
+            None => {
+                // The backend is busy and as many requests already queue for it: this one goes
+                // back to the store unsent, and its batch is not claimed again until the queue
+                // shortens, leaving the dispatch slots to other backends' requests.
+                lock(&shared.saturated).insert(item.batch_key, index);
+                return None;
+            }
+        },
         None => None,
     };
     if stopped(shared, item) {

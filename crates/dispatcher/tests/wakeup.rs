@@ -23,7 +23,7 @@ struct GatedStore {
 
 #[async_trait]
 impl Store for GatedStore {
-    async fn claim(&self, _: usize, _: Duration, _: Timestamp) -> Result<Vec<WorkItem>> {
+    async fn claim(&self, _: usize, _: Duration, _: Timestamp, _: &[i64]) -> Result<Vec<WorkItem>> {
         self.claims_started.fetch_add(1, Ordering::SeqCst);
         self.gate.acquire().await.expect("open").forget();
         Ok(Vec::new())

@@ -186,12 +186,13 @@ impl PostgresStore {
         &self,
         limit: usize,
         now: Timestamp,
+        skip: &[i64],
     ) -> Result<Vec<WorkItem>, StoreError> {
         let me = self.me()?;
         let mut items = Vec::new();
-        // Batches that had fewer free requests than their share: a later pass leaves them out
-        // and shares what is left among the others.
-        let mut short: Vec<i64> = Vec::new();
+        // Batches left out of a pass: those the caller skips, and those that had fewer free
+        // requests than their share, so that a later pass shares what is left among the others.
+        let mut short: Vec<i64> = skip.to_vec();
         for _ in 0..CLAIM_PASSES {
             let remaining = limit - items.len();
             if remaining == 0 {

@@ -114,9 +114,9 @@ async fn processes_claim_disjoint_requests_and_complete_a_batch_together() {
     let mut ended = Vec::new();
     loop {
         let (a, b, c) = tokio::join!(
-            stores[0].claim(97, LEASE, at(1)),
-            stores[1].claim(97, LEASE, at(1)),
-            stores[2].claim(97, LEASE, at(1)),
+            stores[0].claim(97, LEASE, at(1), &[]),
+            stores[1].claim(97, LEASE, at(1), &[]),
+            stores[2].claim(97, LEASE, at(1), &[]),
         );
         let claims = [a, b, c];
         let mut any = false;
@@ -164,11 +164,11 @@ async fn a_dead_process_loses_its_claims_and_its_drafts() {
         })
         .await
         .unwrap();
-    let held = doomed.claim(4, LEASE, at(1)).await.unwrap();
+    let held = doomed.claim(4, LEASE, at(1), &[]).await.unwrap();
     assert_eq!(held.len(), 4);
     // A late answer from the doomed process still counts once.
     doomed.record(&succeeded(&held[..1]), at(2)).await.unwrap();
-    let rest = survivor.claim(100, LEASE, at(3)).await.unwrap();
+    let rest = survivor.claim(100, LEASE, at(3), &[]).await.unwrap();
     assert_eq!(rest.len(), 6, "live claims are not taken over");
     let doomed_id = kill(doomed).await;
 
@@ -178,7 +178,7 @@ async fn a_dead_process_loses_its_claims_and_its_drafts() {
             .unwrap(),
         1
     );
-    let taken_over = survivor.claim(100, LEASE, at(4)).await.unwrap();
+    let taken_over = survivor.claim(100, LEASE, at(4), &[]).await.unwrap();
     let indices: HashSet<u32> = taken_over.iter().map(|w| w.index).collect();
     let expected: HashSet<u32> = held[1..].iter().map(|w| w.index).collect();
     assert_eq!(indices, expected);
@@ -210,11 +210,11 @@ async fn a_cancel_on_one_process_is_seen_by_the_others() {
     let a = db.open().await;
     let b = db.open().await;
     let batch = create(&a, |_| "{}".into(), 50).await;
-    let held = b.claim(5, LEASE, at(1)).await.unwrap();
+    let held = b.claim(5, LEASE, at(1), &[]).await.unwrap();
     assert_eq!(held.len(), 5);
     a.cancel_batch(WS, &batch.id, at(2)).await.unwrap();
     assert_eq!(b.canceling().await.unwrap(), vec![batch.key]);
-    assert!(b.claim(10, LEASE, at(3)).await.unwrap().is_empty());
+    assert!(b.claim(10, LEASE, at(3), &[]).await.unwrap().is_empty());
     // B still holds claims: no process may end it yet.
     assert!(a.finish_due(at(4)).await.unwrap().batches.is_empty());
     b.record(&succeeded(&held[..2]), at(5)).await.unwrap();
@@ -238,7 +238,7 @@ async fn params_come_back_byte_for_byte() {
     // Key order, spacing, number spelling and escapes that jsonb would normalise.
     let params = |i: u32| format!("{{\"z\":1.50,  \"a\":[1e3, {i}],\"s\":\"\\u00e9\"}}");
     create(&store, params, 3).await;
-    let items = store.claim(10, LEASE, at(1)).await.unwrap();
+    let items = store.claim(10, LEASE, at(1), &[]).await.unwrap();
     for w in &items {
         assert_eq!(w.params, params(w.index));
     }

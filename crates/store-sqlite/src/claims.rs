@@ -175,10 +175,11 @@ impl Claims {
     /// Batches to serve in this round, grouped by workspace: the workspaces in the order their
     /// first batch comes in the round, each with its batches in round-robin order after the last
     /// one served. A claim shares first between workspaces, then between a workspace's batches,
-    /// so a workspace with many batches does not crowd out one with a single batch.
-    pub fn candidates(&self, now: Timestamp) -> Vec<Vec<i64>> {
+    /// so a workspace with many batches does not crowd out one with a single batch. Batches in
+    /// `skip` are left out.
+    pub fn candidates(&self, now: Timestamp, skip: &[i64]) -> Vec<Vec<i64>> {
         let mut groups: Vec<(&str, Vec<i64>)> = Vec::new();
-        for key in self.round(now) {
+        for key in self.round(now).into_iter().filter(|k| !skip.contains(k)) {
             let workspace = self.entries[&key].info.workspace.as_str();
             match groups.iter_mut().find(|(w, _)| *w == workspace) {
                 Some((_, keys)) => keys.push(key),
@@ -456,9 +457,9 @@ mod tests {
             c.started(key, info(10));
         }
         let now = Timestamp::from_micros(0);
-        assert_eq!(c.candidates(now), vec![vec![1, 2, 3]]);
+        assert_eq!(c.candidates(now, &[]), vec![vec![1, 2, 3]]);
         c.take(2, 1, now).unwrap();
-        assert_eq!(c.candidates(now), vec![vec![3, 1, 2]]);
+        assert_eq!(c.candidates(now, &[]), vec![vec![3, 1, 2]]);
         // Another workspace's batch forms its own group, in round order.
         c.started(
             4,
@@ -467,9 +468,9 @@ mod tests {
                 ..info(10)
             },
         );
-        assert_eq!(c.candidates(now), vec![vec![3, 1, 2], vec![4]]);
+        assert_eq!(c.candidates(now, &[]), vec![vec![3, 1, 2], vec![4]]);
         // Expired batches are not served.
-        assert!(c.candidates(Timestamp::from_micros(1_000)).is_empty());
+        assert!(c.candidates(Timestamp::from_micros(1_000), &[]).is_empty());
     }
 
     #[test]
@@ -502,9 +503,9 @@ mod tests {
             not_before: later,
         };
         assert!(c.defer(&[retry]).is_empty());
-        assert!(c.candidates(T0).is_empty(), "not before its time");
+        assert!(c.candidates(T0, &[]).is_empty(), "not before its time");
         assert!(c.take(1, 1, T0).is_none());
-        assert_eq!(c.candidates(later), vec![vec![1]]);
+        assert_eq!(c.candidates(later, &[]), vec![vec![1]]);
         assert_eq!(c.take(1, 1, later).unwrap().released, vec![0]);
         // A canceling batch drops what waits, and its last deferred claim drains it.
         assert!(c.claimed(1, &[0], &[], 0));
@@ -576,6 +577,6 @@ mod tests {
             }]
         ));
         assert!(c.needs_rebuild().is_none());
-        assert_eq!(c.candidates(Timestamp::from_micros(0)), vec![vec![5]]);
+        assert_eq!(c.candidates(Timestamp::from_micros(0), &[]), vec![vec![5]]);
     }
 }

@@ -116,6 +116,7 @@ impl SqliteStore {
         &self,
         limit: usize,
         now: Timestamp,
+        skip: &[i64],
     ) -> Result<Vec<WorkItem>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -124,7 +125,7 @@ impl SqliteStore {
         self.rebuild_claims().await?;
         let mut handout = Handout::new(&self.claims);
         for _ in 0..CLAIM_PASSES {
-            let workspaces = self.claims().candidates(now);
+            let workspaces = self.claims().candidates(now, skip);
             let before = handout.items.len();
             // An equal share of what is left for each workspace still in the round, and of that
             // an equal share for each of its batches, so a small batch behind a huge one is

@@ -215,8 +215,9 @@ impl Store for SqliteStore {
         limit: usize,
         _lease: Duration,
         now: Timestamp,
+        skip: &[i64],
     ) -> Result<Vec<WorkItem>, StoreError> {
-        self.claim_impl(limit, now).await
+        self.claim_impl(limit, now, skip).await
     }
 
     async fn release(&self, slots: &[Slot]) -> Result<(), StoreError> {

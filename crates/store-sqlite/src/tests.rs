@@ -77,7 +77,7 @@ async fn draft(store: &SqliteStore, nb: NewBatch, n: u32) -> Draft {
 }
 
 async fn claim(store: &SqliteStore, limit: usize, now: Timestamp) -> Vec<WorkItem> {
-    store.claim(limit, LEASE, now).await.unwrap()
+    store.claim(limit, LEASE, now, &[]).await.unwrap()
 }
 
 #[tokio::test]

@@ -54,7 +54,7 @@ macro_rules! conformance_tests {
             canceling_batch_ends_when_its_last_claim_is_released,
             released_requests_are_claimed_again,
             deferred_requests_wait_and_keep_their_attempts,
-            a_small_batch_is_not_starved_by_a_big_one,
+            a_small_batch_is_not_starved_by_a_big_one_nor_a_skipped_batch_served,
             restart_resumes_and_skips_answered_requests,
             keys_create_list_revoke_lookup,
             archival_keeps_the_batch_and_reclaims_its_rows,
@@ -146,7 +146,7 @@ async fn get(store: &impl Store, b: &Batch) -> Batch {
 }
 
 async fn claim(store: &impl Store, limit: usize, now: Timestamp) -> Vec<WorkItem> {
-    store.claim(limit, LEASE, now).await.unwrap()
+    store.claim(limit, LEASE, now, &[]).await.unwrap()
 }
 
 fn ids(page: &[Batch]) -> Vec<BatchId> {
@@ -769,7 +769,9 @@ pub async fn deferred_requests_wait_and_keep_their_attempts<H: Harness>(h: &H) {
     assert!(store.canceling().await.unwrap().is_empty());
 }
 
-pub async fn a_small_batch_is_not_starved_by_a_big_one<H: Harness>(h: &H) {
+pub async fn a_small_batch_is_not_starved_by_a_big_one_nor_a_skipped_batch_served<H: Harness>(
+    h: &H,
+) {
     let store = h.open().await;
     let big = create_in(&store, WS, at(0), 5_000).await;
     // The big one is already being worked on when the small one arrives.
@@ -794,6 +796,19 @@ pub async fn a_small_batch_is_not_starved_by_a_big_one<H: Harness>(h: &H) {
     let items = claim(&store, 64, at(5)).await;
     let of_other = items.iter().filter(|w| w.batch_key == other.key).count();
     assert_eq!((items.len(), of_other), (64, 32));
+
+    // A skipped batch (its backend is full) leaves the whole claim to the others.
+    let items = store.claim(64, LEASE, at(6), &[big.key]).await.unwrap();
+    assert_eq!(items.len(), 64);
+    assert!(items.iter().all(|w| w.batch_key == other.key));
+    let both = [big.key, other.key];
+    assert!(
+        store
+            .claim(64, LEASE, at(7), &both)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn restart_resumes_and_skips_answered_requests<H: Harness>(h: &H) {

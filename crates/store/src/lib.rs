@@ -315,8 +315,15 @@ pub trait Store: Send + Sync + 'static {
 
     // --- the dispatcher's side -------------------------------------------------------------------
 
-    /// Leases up to `limit` unanswered requests of `in_progress` batches, fairly across batches.
-    async fn claim(&self, limit: usize, lease: Duration, now: Timestamp) -> Result<Vec<WorkItem>>;
+    /// Leases up to `limit` unanswered requests of `in_progress` batches, fairly across batches,
+    /// leaving out the batches in `skip` (whose backend cannot take more now).
+    async fn claim(
+        &self,
+        limit: usize,
+        lease: Duration,
+        now: Timestamp,
+        skip: &[i64],
+    ) -> Result<Vec<WorkItem>>;
     /// Returns claimed requests that were never sent, so they can be claimed again (or, in a
     /// canceling batch, count as canceled).
     async fn release(&self, slots: &[Slot]) -> Result<()>;

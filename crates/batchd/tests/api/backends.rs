@@ -478,18 +478,18 @@ async fn an_upstream_outage_costs_no_request() {
     assert_eq!(upstream.stats().total_requests(), 20);
 }
 
-#[tokio::test]
-async fn a_rate_limited_backend_does_not_hold_the_dispatch_slots_of_another() {
-    let upstream = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+/// How long a 40-request batch for `fast` (models `claude-*`) takes when a 20-request batch for
+/// `slow` (models `slow-*`), many seconds of work, was queued 300 ms before it, with 4 dispatch
+/// slots in all. The slow batch must still be running at the end.
+async fn fast_batch_behind_a_slow_one(slow: BackendSpec, fast: BackendSpec) -> Duration {
     let slow = BackendSpec {
         name: "slow".into(),
         models: vec!["slow-*".into()],
-        requests_per_minute: 60, // one a second
-        ..backend(Kind::Anthropic, &upstream)
+        ..slow
     };
     let fast = BackendSpec {
         name: "fast".into(),
-        ..backend(Kind::Anthropic, &upstream)
+        ..fast
     };
     let app = spawn_with(|o| {
         o.backends = vec![slow, fast];
@@ -501,7 +501,6 @@ async fn a_rate_limited_backend_does_not_hold_the_dispatch_slots_of_another() {
         r["params"]["model"] = json!(model);
         r
     };
-    // Twenty seconds of work for the slow backend, queued first.
     let slow_batch = app
         .create((0..20).map(|i| to("slow-model", i)).collect())
         .await;
@@ -510,13 +509,45 @@ async fn a_rate_limited_backend_does_not_hold_the_dispatch_slots_of_another() {
     let fast_batch = app
         .create((0..40).map(|i| to("claude-fast", i)).collect())
         .await;
-    app.wait_ended(fast_batch["id"].as_str().unwrap(), Duration::from_secs(30))
+    app.wait_ended(fast_batch["id"].as_str().unwrap(), Duration::from_secs(60))
         .await;
     let took = started.elapsed();
+    let slow_batch = app.batch(slow_batch["id"].as_str().unwrap()).await;
+    assert_eq!(slow_batch["processing_status"], "in_progress");
+    took
+}
+
+#[tokio::test]
+async fn a_rate_limited_backend_does_not_hold_the_dispatch_slots_of_another() {
+    let upstream = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let slow = BackendSpec {
+        requests_per_minute: 60, // one a second: twenty seconds of work
+        ..backend(Kind::Anthropic, &upstream)
+    };
+    let took = fast_batch_behind_a_slow_one(slow, backend(Kind::Anthropic, &upstream)).await;
     assert!(
         took < Duration::from_secs(3),
         "the fast batch took {took:?}"
     );
-    let slow_batch = app.batch(slow_batch["id"].as_str().unwrap()).await;
-    assert_eq!(slow_batch["processing_status"], "in_progress");
+}
+
+#[tokio::test]
+async fn a_backend_at_its_concurrency_limit_does_not_hold_the_dispatch_slots_of_another() {
+    // One at a time, two seconds each: forty seconds of work. At most two of the four dispatch
+    // slots may wait for it (one at the upstream, one queued); without that bound all four
+    // would, and the fast batch would move one request per slow answer.
+    let slow_upstream = FakeUpstream::start(FakeConfig::default().latency(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let fast_upstream = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let slow = BackendSpec {
+        max_concurrency: 1,
+        ..backend(Kind::Anthropic, &slow_upstream)
+    };
+    let took = fast_batch_behind_a_slow_one(slow, backend(Kind::Anthropic, &fast_upstream)).await;
+    assert!(
+        took < Duration::from_secs(3),
+        "the fast batch took {took:?}"
+    );
+    assert!(slow_upstream.stats().total_requests() <= 3);
 }
