@@ -223,13 +223,7 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
     if stopped(shared, item) {
         return None;
     }
-    let answer = |outcome, body| {
-        Some(Report::Answer(Answer {
-            slot: item.slot(),
-            outcome,
-            body,
-        }))
-    };
+    let answer = |outcome, body| Some(Report::Answer(item.answer(outcome, body)));
     if let Some(at) = item.not_before.filter(|&at| at > Timestamp::now()) {
         // Claimed again by a restarted process while its back-off is still running.
         return Some(Report::Retry(Retry {

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use batchd_domain::{Batch, BatchId, ErrorType};
+use batchd_domain::{Batch, BatchId, ErrorType, Outcome};
 use batchd_store::{CancelOutcome, Cursor, DeleteOutcome, Store, StoreError};
 use batchd_wire::{DeletedMessageBatch, DeletedType, ListPage};
 use bytes::Bytes;
@@ -261,9 +261,14 @@ pub async fn results(
             format!("Message Batch {raw_id} has no available results."),
         ));
     }
-    let leftover: &'static str = match batch.end_reason.map(|r| r.leftover_outcome()) {
-        Some(batchd_domain::Outcome::Canceled) => r#"{"type":"canceled"}"#,
-        _ => r#"{"type":"expired"}"#,
+    // A batch whose every request has a result needs no leftover, and the store may then read
+    // the results alone.
+    let leftover: Option<&'static str> = if batch.unanswered() == 0 {
+        None
+    } else if batch.end_reason.map(|r| r.leftover_outcome()) == Some(Outcome::Canceled) {
+        Some(r#"{"type":"canceled"}"#)
+    } else {
+        Some(r#"{"type":"expired"}"#)
     };
     // Pages are produced by a task and handed over through a small channel: memory stays bounded
     // by a few pages whatever the batch size, and a slow client only slows its own producer.
@@ -310,7 +315,7 @@ async fn fetch_results_page(
     batch_key: i64,
     total: u64,
     k: u64,
-    leftover: &str,
+    leftover: Option<&str>,
 ) -> Result<Vec<u8>, StoreError> {
     let size = u64::from(RESULTS_PAGE);
     // Indices are below 2^20 (the store's limit), so these fit in a u32.

@@ -79,10 +79,11 @@ async fn create(store: &PostgresStore, params: impl Fn(u32) -> String, n: u32) -
 fn succeeded(items: &[WorkItem]) -> Vec<Answer> {
     items
         .iter()
-        .map(|w| Answer {
-            slot: w.slot(),
-            outcome: Outcome::Succeeded,
-            body: format!(r#"{{"type":"succeeded","i":{}}}"#, w.index),
+        .map(|w| {
+            w.answer(
+                Outcome::Succeeded,
+                format!(r#"{{"type":"succeeded","i":{}}}"#, w.index),
+            )
         })
         .collect()
 }

@@ -108,13 +108,37 @@ pub(crate) const RESULTS_PAGE: &str = "SELECT r.rid, r.custom_id, s.body FROM re
 /// The limit is spliced in as a literal (`{limit}`): SQLite re-prepares a statement whenever a
 /// parameter used in `LIMIT` is bound again, which at one statement per page was 5% of a
 /// download.
-fn results_lines_sql(limit: u32) -> String {
+///
+/// This one walks the requests, so that those without a result get `leftover` (`?1`).
+pub(crate) fn results_lines_sql(limit: u32) -> String {
     format!(
         "SELECT max(rid) AS last, group_concat(line, '') AS lines \
-         FROM (SELECT r.rid, concat('{{\"custom_id\":', json_quote(r.custom_id), ',\"result\":', \
-         coalesce(s.body, ?3), '}}', char(10)) AS line FROM requests r \
+         FROM (SELECT r.rid, {} AS line FROM requests r \
          LEFT JOIN results s ON s.rid = r.rid \
-         WHERE r.rid >= ?1 AND r.rid < ?2 ORDER BY r.rid LIMIT {limit})"
+         WHERE r.rid >= ?2 AND r.rid < ?3 ORDER BY r.rid LIMIT {limit})",
+        line_sql("r.custom_id", "coalesce(s.body, ?1)")
+    )
+}
+
+/// [`results_lines_sql`] for a batch whose every request has a result: it reads the results
+/// alone, half the pages (a request row is mostly its params). Rows recorded before results
+/// kept their `custom_id` look it up in `requests`.
+pub(crate) fn answered_lines_sql(limit: u32) -> String {
+    format!(
+        "SELECT max(rid) AS last, group_concat(line, '') AS lines \
+         FROM (SELECT s.rid, {} AS line FROM results s \
+         WHERE s.rid >= ?1 AND s.rid < ?2 ORDER BY s.rid LIMIT {limit})",
+        line_sql(
+            "coalesce(s.custom_id, (SELECT r.custom_id FROM requests r WHERE r.rid = s.rid))",
+            "s.body"
+        )
+    )
+}
+
+/// One JSONL line of a download, from SQL expressions for its `custom_id` and its `result`.
+fn line_sql(custom_id: &str, result: &str) -> String {
+    format!(
+        "concat('{{\"custom_id\":', json_quote({custom_id}), ',\"result\":', {result}, '}}', char(10))"
     )
 }
 
@@ -467,15 +491,18 @@ impl SqliteStore {
         batch_key: i64,
         after: Option<u32>,
         limit: u32,
-        leftover: &str,
+        leftover: Option<&str>,
     ) -> Result<Option<ResultLines>, StoreError> {
         let Some((from, hi)) = results_range(batch_key, after) else {
             return Ok(None);
         };
-        let row = sqlx::query(AssertSqlSafe(results_lines_sql(limit)))
+        let query = match leftover {
+            Some(leftover) => sqlx::query(AssertSqlSafe(results_lines_sql(limit))).bind(leftover),
+            None => sqlx::query(AssertSqlSafe(answered_lines_sql(limit))),
+        };
+        let row = query
             .bind(from)
             .bind(hi)
-            .bind(leftover)
             .fetch_one(&self.pools.reader)
             .await
             .map_err(db)?;

@@ -710,8 +710,8 @@ async fn insert_results(
     let mut rows = answers.into_iter();
     for size in insert_sizes(rows.len()) {
         let sql = values_sql(
-            "INSERT OR IGNORE INTO results (rid, outcome, body) VALUES ",
-            "(?,?,?)",
+            "INSERT OR IGNORE INTO results (rid, outcome, body, custom_id) VALUES ",
+            "(?,?,?,?)",
             size,
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -719,7 +719,8 @@ async fn insert_results(
             query = query
                 .bind(rid(answer.slot.batch_key, answer.slot.index))
                 .bind(outcome.code())
-                .bind(answer.body.as_str());
+                .bind(answer.body.as_str())
+                .bind(answer.custom_id.as_str());
         }
         inserted += query.execute(&mut *conn).await.map_err(db)?.rows_affected();
     }

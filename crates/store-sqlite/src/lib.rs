@@ -202,7 +202,7 @@ impl Store for SqliteStore {
         batch_key: i64,
         after: Option<u32>,
         limit: u32,
-        leftover: &str,
+        leftover: Option<&str>,
     ) -> Result<Option<ResultLines>, StoreError> {
         self.results_lines_impl(batch_key, after, limit, leftover)
             .await

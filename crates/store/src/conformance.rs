@@ -128,6 +128,7 @@ async fn create(store: &impl Store, n: u32) -> Batch {
 fn answer(slot: Slot, outcome: Outcome) -> Answer {
     Answer {
         slot,
+        custom_id: format!("req-{}", slot.index),
         outcome,
         body: format!(r#"{{"type":"{}","i":{}}}"#, outcome.as_str(), slot.index),
     }
@@ -505,7 +506,8 @@ pub async fn claim_record_complete<H: Harness>(h: &H) {
 }
 
 /// Engines may assemble the download's lines themselves; they must match the reference rendering
-/// of [`Store::results_page`] byte for byte, in every page, with rows that have no result.
+/// of [`Store::results_page`] byte for byte, in every page, with rows that have no result, and
+/// once every request has one, when told so.
 pub async fn results_lines_render_the_result_rows<H: Harness>(h: &H) {
     let store = h.open().await;
     let b = create(&store, 25).await;
@@ -513,17 +515,30 @@ pub async fn results_lines_render_the_result_rows<H: Harness>(h: &H) {
     // Every other request answered, with bodies that a careless concatenation could mangle.
     let body =
         |i: u32| format!(r#"{{"type":"succeeded","text":"é 日本 \"q\" \\ \n\u0000","i":{i}}}"#);
-    let group: Vec<Answer> = items
-        .iter()
-        .step_by(2)
-        .map(|w| Answer {
-            slot: w.slot(),
-            outcome: Outcome::Succeeded,
-            body: body(w.index),
-        })
-        .collect();
+    let (even, odd): (Vec<&WorkItem>, Vec<&WorkItem>) =
+        items.iter().partition(|w| w.index % 2 == 0);
+    let answer = |w: &&WorkItem| w.answer(Outcome::Succeeded, body(w.index));
+    let group: Vec<Answer> = even.iter().map(answer).collect();
     store.record(&group, at(2)).await.unwrap();
+    let line =
+        |i: u32, result: &str| format!("{{\"custom_id\":\"req-{i}\",\"result\":{result}}}\n");
     let leftover = r#"{"type":"canceled"}"#;
+    let text = assert_pages_match(&store, &b, Some(leftover)).await;
+    assert!(text.starts_with(&line(0, &body(0))));
+    assert!(text.ends_with(&line(24, &body(24))));
+    assert!(text.contains(&line(1, leftover)));
+
+    let group: Vec<Answer> = odd.iter().map(answer).collect();
+    store.record(&group, at(3)).await.unwrap();
+    let text = assert_pages_match(&store, &b, None).await;
+    assert!(text.contains(&line(1, &body(1))));
+    assert_eq!(text, assert_pages_match(&store, &b, Some(leftover)).await);
+}
+
+/// Pages `b`'s results with several page sizes through both [`Store::results_page`] and
+/// [`Store::results_lines`], asserts they render alike, and returns the whole download.
+async fn assert_pages_match(store: &impl Store, b: &Batch, leftover: Option<&str>) -> String {
+    let mut text = String::new();
     for limit in [1, 7, 25, 100] {
         let mut after = None;
         let mut all = Vec::new();
@@ -539,7 +554,7 @@ pub async fn results_lines_render_the_result_rows<H: Harness>(h: &H) {
             };
             let expected = ResultLines {
                 last_index: last.index,
-                lines: render_result_lines(&rows, leftover),
+                lines: render_result_lines(&rows, leftover.unwrap_or_default()),
             };
             assert_eq!(
                 lines.as_ref(),
@@ -549,21 +564,12 @@ pub async fn results_lines_render_the_result_rows<H: Harness>(h: &H) {
             all.extend(expected.lines);
             after = Some(last.index);
         }
-        let text = String::from_utf8(all).unwrap();
+        text = String::from_utf8(all).unwrap();
         assert_eq!(text.lines().count(), 25);
-        let line =
-            |i: u32, result: &str| format!("{{\"custom_id\":\"req-{i}\",\"result\":{result}}}\n");
-        assert!(text.starts_with(&line(0, &body(0))));
-        assert!(text.ends_with(&line(24, &body(24))));
-        assert!(text.contains(&line(1, leftover)));
     }
-    assert_eq!(
-        store
-            .results_lines(b.key, Some(u32::MAX - 1), 10, leftover)
-            .await
-            .unwrap(),
-        None
-    );
+    let past_the_end = store.results_lines(b.key, Some(u32::MAX - 1), 10, leftover);
+    assert_eq!(past_the_end.await.unwrap(), None);
+    text
 }
 
 pub async fn duplicate_answers_are_ignored<H: Harness>(h: &H) {

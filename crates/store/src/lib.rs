@@ -169,6 +169,16 @@ impl WorkItem {
             index: self.index,
         }
     }
+
+    /// Its answer: `body` is the line's `result` object.
+    pub fn answer(&self, outcome: Outcome, body: String) -> Answer {
+        Answer {
+            slot: self.slot(),
+            custom_id: self.custom_id.clone(),
+            outcome,
+            body,
+        }
+    }
 }
 
 /// Identifies one request inside storage.
@@ -183,6 +193,9 @@ pub struct Slot {
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub slot: Slot,
+    /// The request's `custom_id`, so an engine can keep it beside the result and serve a download
+    /// without reading the requests.
+    pub custom_id: String,
     pub outcome: Outcome,
     pub body: String,
 }
@@ -296,20 +309,26 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<ResultRow>>;
     /// The page [`Store::results_page`] would return, rendered by [`render_result_lines`]
-    /// (`None` past the last row). This is what downloads stream; engines override it to build
-    /// the lines inside the database, which saves the per-row values, allocations and copies
-    /// that dominate a large download.
+    /// (`None` past the last row), with `leftover` as the `result` of rows that have none. This
+    /// is what downloads stream; engines override it to build the lines inside the database,
+    /// which saves the per-row values, allocations and copies that dominate a large download.
+    /// `leftover` is `None` when every request of the batch has a result, which lets an engine
+    /// read only the results. Were one missing, its line would be missing too, so callers check
+    /// that each page ends where it should.
     async fn results_lines(
         &self,
         batch_key: i64,
         after: Option<u32>,
         limit: u32,
-        leftover: &str,
+        leftover: Option<&str>,
     ) -> Result<Option<ResultLines>> {
-        let rows = self.results_page(batch_key, after, limit).await?;
+        let mut rows = self.results_page(batch_key, after, limit).await?;
+        if leftover.is_none() {
+            rows.retain(|r| r.body.is_some());
+        }
         Ok(rows.last().map(|last| ResultLines {
             last_index: last.index,
-            lines: render_result_lines(&rows, leftover),
+            lines: render_result_lines(&rows, leftover.unwrap_or_default()),
         }))
     }
 
