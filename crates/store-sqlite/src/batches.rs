@@ -105,6 +105,10 @@ pub(crate) const RESULTS_PAGE: &str = "SELECT r.rid, r.custom_id, s.body FROM re
 /// inside `group_concat` would be explicit but sorts a copy of every line (twice the CPU).
 /// `json_quote` escapes as serde_json does (and custom_ids never need escaping).
 ///
+/// The page is cast to a BLOB: read as TEXT, SQLite copied the whole page once more to add a
+/// terminator, and the driver copied it again and checked its UTF-8 (every piece already is).
+/// That cast took a download from ~390 to ~270 ms of CPU for 241 MB.
+///
 /// The limit is spliced in as a literal (`{limit}`): SQLite re-prepares a statement whenever a
 /// parameter used in `LIMIT` is bound again, which at one statement per page was 5% of a
 /// download.
@@ -112,7 +116,7 @@ pub(crate) const RESULTS_PAGE: &str = "SELECT r.rid, r.custom_id, s.body FROM re
 /// This one walks the requests, so that those without a result get `leftover` (`?1`).
 pub(crate) fn results_lines_sql(limit: u32) -> String {
     format!(
-        "SELECT max(rid) AS last, group_concat(line, '') AS lines \
+        "SELECT max(rid) AS last, CAST(group_concat(line, '') AS BLOB) AS lines \
          FROM (SELECT r.rid, {} AS line FROM requests r \
          LEFT JOIN results s ON s.rid = r.rid \
          WHERE r.rid >= ?2 AND r.rid < ?3 ORDER BY r.rid LIMIT {limit})",
@@ -125,7 +129,7 @@ pub(crate) fn results_lines_sql(limit: u32) -> String {
 /// kept their `custom_id` look it up in `requests`.
 pub(crate) fn answered_lines_sql(limit: u32) -> String {
     format!(
-        "SELECT max(rid) AS last, group_concat(line, '') AS lines \
+        "SELECT max(rid) AS last, CAST(group_concat(line, '') AS BLOB) AS lines \
          FROM (SELECT s.rid, {} AS line FROM results s \
          WHERE s.rid >= ?1 AND s.rid < ?2 ORDER BY s.rid LIMIT {limit})",
         line_sql(
@@ -511,7 +515,7 @@ impl SqliteStore {
         };
         Ok(Some(ResultLines {
             last_index: rows::index_of(last),
-            lines: get(&row, "lines")?,
+            lines: get::<Vec<u8>>(&row, "lines")?,
         }))
     }
 }
