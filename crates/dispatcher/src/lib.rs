@@ -10,10 +10,10 @@
 //!   backend's admission limits (a turn far off, or a full queue at the backend, sends it back
 //!   to the store instead, so one slow backend cannot hold every slot), calls it, and hands the
 //!   answer (or, after a failure that may clear, the retry with its back-off) to
-//! * the **recorder**, which drains answers and retries into groups and writes each group in one
-//!   transaction (group commit); the store ends a batch in the same transaction that records its
-//!   last result. A retry gives the request back to the store, which hands it out again once its
-//!   back-off is over, so a waiting request holds neither a slot nor memory.
+//! * the **recorder**, which drains answers, retries and unsent requests into groups and writes
+//!   each group in one transaction (group commit); the store ends a batch in the same transaction
+//!   that records its last result. A retry gives the request back to the store, which hands it
+//!   out again once its back-off is over, so a waiting request holds neither a slot nor memory.
 //!
 //! [`maintenance`] runs beside them: it ends expired batches and canceling batches with nothing in
 //! flight, reclaims the rows of deleted batches, and learns of cancels made by other processes

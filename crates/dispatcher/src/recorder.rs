@@ -1,11 +1,12 @@
-//! The recorder: group commit of answers, and of retries (attempt counts and back-off).
+//! The recorder: group commit of answers, of retries (attempt counts and back-off), and of
+//! requests given back unsent.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use batchd_domain::{Outcome, Timestamp};
-use batchd_store::{Answer, Retry};
+use batchd_store::{Answer, Retry, Slot};
 use tokio::sync::mpsc;
 
 use crate::worker::Report;
@@ -19,6 +20,7 @@ pub(crate) async fn record_loop(shared: Arc<Shared>, mut reports: mpsc::Receiver
     let mut received = Vec::with_capacity(group);
     let mut buf: Vec<Answer> = Vec::with_capacity(group);
     let mut retries: Vec<Retry> = Vec::new();
+    let mut released: Vec<Slot> = Vec::new();
     loop {
         if reports.recv_many(&mut received, group).await == 0 {
             return;
@@ -27,7 +29,17 @@ pub(crate) async fn record_loop(shared: Arc<Shared>, mut reports: mpsc::Receiver
             match report {
                 Report::Answer(answer) => buf.push(answer),
                 Report::Retry(retry) => retries.push(retry),
+                Report::Release(slot) => released.push(slot),
             }
+        }
+        if !released.is_empty() {
+            until_stored("release", released.len(), || {
+                shared.store.release(&released)
+            })
+            .await;
+            released.clear();
+            // A canceling batch may have nothing claimed any more.
+            shared.maintenance.notify_one();
         }
         // Retries first: their claims go back only once their attempt counts are stored.
         if !retries.is_empty() {

@@ -10,7 +10,7 @@ use batchd_backends::limits::Admission;
 use batchd_backends::{BackendRequest, Route, estimate_input_tokens};
 use batchd_domain::params;
 use batchd_domain::{ErrorType, Outcome, Timestamp};
-use batchd_store::{Answer, Retry, WorkItem};
+use batchd_store::{Answer, Retry, Slot, WorkItem};
 use batchd_wire::ErrorEnvelope;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
@@ -194,6 +194,10 @@ pub(crate) enum Report {
     Answer(Answer),
     /// Try again later (stored, so a restart keeps the attempt count and the back-off).
     Retry(Retry),
+    /// Never sent: back to the store, to be claimed again or to end with its batch as canceled
+    /// or expired. Grouped like the rest, which matters when a full backend queue turns many
+    /// away at once.
+    Release(Slot),
 }
 
 /// Runs one request to its answer (or its next attempt), or gives it back unsent.
@@ -203,11 +207,9 @@ async fn run_item(
     _permit: OwnedSemaphorePermit,
     reports: mpsc::Sender<Report>,
 ) {
-    let Some(report) = attempt(&shared, &item).await else {
-        // Never sent: it ends as canceled or expired with its batch.
-        release(&shared, std::slice::from_ref(&item)).await;
-        return;
-    };
+    let report = attempt(&shared, &item)
+        .await
+        .unwrap_or(Report::Release(item.slot()));
     // The recorder only goes away at shutdown after every sender is dropped, so this cannot fail
     // while we hold a sender.
     let _ = reports.send(report).await;
@@ -218,7 +220,7 @@ fn stopped(shared: &Shared, item: &WorkItem) -> bool {
     lock(&shared.canceled).contains(&item.batch_key) || Timestamp::now() >= item.expires_at
 }
 
-/// One upstream attempt. `None` when the request was not sent and must be released.
+/// One upstream attempt. `None` when the request was not sent and goes back to the store.
 async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
     if stopped(shared, item) {
         return None;
