@@ -106,6 +106,15 @@ impl Concurrency {
         s.in_use >= s.limit as usize && s.waiting >= s.limit as usize
     }
 
+    /// Whether the queue has room for a real group of new requests: a slot is free or the queue
+    /// is under half the limit. Callers that stopped bringing requests on a full queue start
+    /// again at this, not at the first free place, which would bring a group to fill one place
+    /// and turn the rest away.
+    pub fn has_room(&self) -> bool {
+        let s = self.state();
+        s.in_use < s.limit as usize || s.waiting < (s.limit as usize).div_ceil(2)
+    }
+
     /// The current limit (whole requests).
     pub fn limit(&self) -> usize {
         self.state().limit as usize
@@ -375,7 +384,7 @@ mod tests {
             }));
         }
         tokio::task::yield_now().await;
-        assert!(c.queue_full());
+        assert!(c.queue_full() && !c.has_room());
         let mut served = 0;
         for t in tasks {
             served += usize::from(t.await.unwrap());
@@ -386,7 +395,7 @@ mod tests {
         );
         assert_eq!(peak.load(Ordering::Relaxed), 3);
         assert_eq!(c.in_use(), 0);
-        assert!(!c.queue_full());
+        assert!(!c.queue_full() && c.has_room());
         // A waiter that gives up leaves the queue.
         let mut held = Vec::new();
         for _ in 0..3 {

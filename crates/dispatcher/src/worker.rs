@@ -74,6 +74,12 @@ pub(crate) async fn claim_loop(
             permit = permits.clone().acquire_owned(), if !ready.is_empty() => {
                 let Ok(permit) = permit else { break };
                 let Some(item) = ready.pop_front() else { continue };
+                if skipped(&shared, item.batch_key) {
+                    // Claimed before its backend's queue filled: straight back, without a task.
+                    drop(permit);
+                    let _ = reports.send(Report::Release(item.slot())).await;
+                    continue;
+                }
                 rate.consumed(1);
                 let abandon = shared.abandon.clone();
                 let run = run_item(shared.clone(), item, permit, reports.clone());
@@ -128,18 +134,39 @@ pub(crate) async fn claim_loop(
     release(&shared, &unsent).await;
 }
 
-/// The batches claims leave out: those that met a full queue at a backend whose queue is still
-/// full. The others are forgotten here, so their next claim serves them again.
+/// The batches claims leave out: those that met a full queue at a backend whose queue has no
+/// room yet. The others are forgotten here, so their next claim serves them again.
 fn saturated_batches(shared: &Shared) -> Vec<i64> {
-    let routes = shared.router.routes();
     let mut saturated = lock(&shared.saturated);
-    saturated.retain(|_, &mut route| {
-        routes[route]
-            .concurrency
-            .as_ref()
-            .is_some_and(|limit| limit.queue_full())
-    });
+    saturated.retain(|_, &mut route| !has_room(shared, route));
     saturated.keys().copied().collect()
+}
+
+/// Whether requests of this batch are to go back to the store rather than to a task.
+fn skipped(shared: &Shared, batch_key: i64) -> bool {
+    lock(&shared.saturated)
+        .get(&batch_key)
+        .is_some_and(|&route| !has_room(shared, route))
+}
+
+/// Whether route `index` can take a real group of new requests (see `Concurrency::has_room`).
+fn has_room(shared: &Shared, index: usize) -> bool {
+    shared.router.routes()[index]
+        .concurrency
+        .as_ref()
+        .is_none_or(|limit| limit.has_room())
+}
+
+/// Turns a request away from a backend whose queue is full: it goes back to the store unsent,
+/// and its batch is not claimed again until the queue has room, which leaves the dispatch slots
+/// to other backends' requests.
+fn turn_away(shared: &Shared, item: &WorkItem, route: usize) -> Option<Report> {
+    lock(&shared.saturated).insert(item.batch_key, route);
+    // The queue may have made room between the refusal and the insert, with nobody left to say.
+    if has_room(shared, route) {
+        shared.work.notify_one();
+    }
+    None
 }
 
 /// Gives claimed, unsent requests back to the store.
@@ -261,9 +288,13 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
         return wait(paused);
     }
 
-    // Admission: the backend's rate limits, then a slot at the upstream. A turn far off is
-    // waited for in the store, not here: a request waiting here holds a dispatch slot that
-    // another backend's requests could use.
+    // Admission: the backend's rate limits, then a slot at the upstream. A turn far off, or a
+    // full queue at the upstream, is waited for in the store, not here: a request waiting here
+    // holds a dispatch slot that another backend's requests could use. The queue is looked at
+    // first so that a request turned away has not taken a rate-limit turn.
+    if route.concurrency.as_ref().is_some_and(|c| c.queue_full()) {
+        return turn_away(shared, item, index);
+    }
     if !route.rate.is_unlimited() {
         match route.rate.admit(estimate_input_tokens(&params), RATE_WAIT_HERE).await {
             Ok(waited) => metrics::histogram!("batchd_rate_limit_wait_seconds", "backend" => backend.to_owned())
@@ -275,18 +306,12 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
         Some(limit) => match limit.acquire().await {
             Some(slot) => {
                 // The queue just shortened: batches skipped for it may be claimed again.
-                if !lock(&shared.saturated).is_empty() {
+                if limit.has_room() && !lock(&shared.saturated).is_empty() {
                     shared.work.notify_one();
                 }
                 Some(slot)
             }
-            None => {
-                // The backend is busy and as many requests already queue for it: this one goes
-                // back to the store unsent, and its batch is not claimed again until the queue
-                // shortens, leaving the dispatch slots to other backends' requests.
-                lock(&shared.saturated).insert(item.batch_key, index);
-                return None;
-            }
+            None => return turn_away(shared, item, index),
         },
         None => None,
     };

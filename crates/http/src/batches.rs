@@ -308,8 +308,8 @@ pub async fn results(
 /// The JSONL of page `k` of a batch of `total` requests: indices `[k × RESULTS_PAGE, (k + 1) ×
 /// RESULTS_PAGE)`. A batch's indices are exactly `0..total` (a create commits only with all of
 /// them), which is what lets pages be fetched by number, several at a time, rather than each
-/// waiting for the previous one's last index. A page that does not end where that says is an
-/// error, never a duplicated or missing line.
+/// waiting for the previous one's last index. A page that does not end where that says, or does
+/// not hold a line for each index, is an error, never a duplicated or missing line.
 async fn fetch_results_page(
     store: &dyn Store,
     batch_key: i64,
@@ -321,13 +321,17 @@ async fn fetch_results_page(
     // Indices are below 2^20 (the store's limit), so these fit in a u32.
     let after = (k > 0).then(|| (k * size - 1) as u32);
     let end = ((k + 1) * size).min(total) - 1;
+    let lines = end + 1 - k * size;
     match store
         .results_lines(batch_key, after, RESULTS_PAGE, leftover)
         .await?
     {
-        Some(page) if u64::from(page.last_index) == end => Ok(page.lines),
+        Some(page) if u64::from(page.last_index) == end && u64::from(page.rows) == lines => {
+            Ok(page.lines)
+        }
         _ => Err(StoreError::Corrupt(format!(
-            "results page {k} does not end at index {end}"
+            "results page {k} does not hold indices {} to {end}",
+            k * size
         ))),
     }
 }

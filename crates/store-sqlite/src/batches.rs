@@ -116,7 +116,7 @@ pub(crate) const RESULTS_PAGE: &str = "SELECT r.rid, r.custom_id, s.body FROM re
 /// This one walks the requests, so that those without a result get `leftover` (`?1`).
 pub(crate) fn results_lines_sql(limit: u32) -> String {
     format!(
-        "SELECT max(rid) AS last, CAST(group_concat(line, '') AS BLOB) AS lines \
+        "SELECT max(rid) AS last, count(*) AS rows, CAST(group_concat(line, '') AS BLOB) AS lines \
          FROM (SELECT r.rid, {} AS line FROM requests r \
          LEFT JOIN results s ON s.rid = r.rid \
          WHERE r.rid >= ?2 AND r.rid < ?3 ORDER BY r.rid LIMIT {limit})",
@@ -129,7 +129,7 @@ pub(crate) fn results_lines_sql(limit: u32) -> String {
 /// kept their `custom_id` look it up in `requests`.
 pub(crate) fn answered_lines_sql(limit: u32) -> String {
     format!(
-        "SELECT max(rid) AS last, CAST(group_concat(line, '') AS BLOB) AS lines \
+        "SELECT max(rid) AS last, count(*) AS rows, CAST(group_concat(line, '') AS BLOB) AS lines \
          FROM (SELECT s.rid, {} AS line FROM results s \
          WHERE s.rid >= ?1 AND s.rid < ?2 ORDER BY s.rid LIMIT {limit})",
         line_sql(
@@ -515,6 +515,7 @@ impl SqliteStore {
         };
         Ok(Some(ResultLines {
             last_index: rows::index_of(last),
+            rows: u32::try_from(get::<i64>(&row, "rows")?).unwrap_or(u32::MAX),
             lines: get::<Vec<u8>>(&row, "lines")?,
         }))
     }

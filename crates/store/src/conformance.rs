@@ -554,6 +554,7 @@ async fn assert_pages_match(store: &impl Store, b: &Batch, leftover: Option<&str
             };
             let expected = ResultLines {
                 last_index: last.index,
+                rows: rows.len() as u32,
                 lines: render_result_lines(&rows, leftover.unwrap_or_default()),
             };
             assert_eq!(

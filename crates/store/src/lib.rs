@@ -193,8 +193,9 @@ pub struct Slot {
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub slot: Slot,
-    /// The request's `custom_id`, so an engine can keep it beside the result and serve a download
-    /// without reading the requests.
+    /// The request's `custom_id` (the one its [`WorkItem`] carried; [`WorkItem::answer`] copies
+    /// it), so an engine can keep it beside the result and serve a download without reading the
+    /// requests.
     pub custom_id: String,
     pub outcome: Outcome,
     pub body: String,
@@ -223,6 +224,8 @@ pub struct ResultRow {
 pub struct ResultLines {
     /// Index of the page's last row: the `after` of the next page.
     pub last_index: u32,
+    /// Lines in the page, so that a caller can tell a page with a line missing.
+    pub rows: u32,
     /// The page's JSONL, as [`render_result_lines`] writes it.
     pub lines: Vec<u8>,
 }
@@ -328,6 +331,7 @@ pub trait Store: Send + Sync + 'static {
         }
         Ok(rows.last().map(|last| ResultLines {
             last_index: last.index,
+            rows: rows.len() as u32,
             lines: render_result_lines(&rows, leftover.unwrap_or_default()),
         }))
     }

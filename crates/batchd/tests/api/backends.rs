@@ -549,5 +549,4 @@ async fn a_backend_at_its_concurrency_limit_does_not_hold_the_dispatch_slots_of_
         took < Duration::from_secs(3),
         "the fast batch took {took:?}"
     );
-    assert!(slow_upstream.stats().total_requests() <= 3);
 }
