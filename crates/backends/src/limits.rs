@@ -124,15 +124,18 @@ impl Concurrency {
         self.state().in_use
     }
 
-    /// The upstream answered: grow the limit by `1/limit`.
-    pub fn succeeded(&self) {
+    /// The upstream answered: grow the limit by `1/limit`. Returns whether it was below its
+    /// maximum (so that a gauge of it needs updating).
+    pub fn succeeded(&self) -> bool {
         let mut s = self.state();
         if s.limit < self.max as f64 {
             let grown = s.limit + 1.0 / s.limit.max(1.0);
             s.limit = grown.min(self.max as f64);
             drop(s);
             self.freed.notify_one();
+            return true;
         }
+        false
     }
 
     /// The upstream said it is overloaded or rate limited: halve the limit (not below 1), once

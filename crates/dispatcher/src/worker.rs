@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use batchd_backends::limits::Admission;
+use batchd_backends::limits::{Admission, Concurrency};
 use batchd_backends::{BackendRequest, Route, estimate_input_tokens};
 use batchd_domain::params;
 use batchd_domain::{ErrorType, Outcome, Timestamp};
@@ -155,6 +155,12 @@ fn has_room(shared: &Shared, index: usize) -> bool {
         .concurrency
         .as_ref()
         .is_none_or(|limit| limit.has_room())
+}
+
+/// Publishes a backend's adaptive concurrency limit.
+fn concurrency_gauge(backend: &str, limit: &Concurrency) {
+    metrics::gauge!("batchd_backend_concurrency_limit", "backend" => backend.to_owned())
+        .set(limit.limit() as f64);
 }
 
 /// Turns a request away from a backend whose queue is full: it goes back to the store unsent,
@@ -351,8 +357,10 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
     }
     let err = match sent {
         Ok(message) => {
-            if let Some(limit) = &route.concurrency {
-                limit.succeeded();
+            if let Some(limit) = &route.concurrency
+                && limit.succeeded()
+            {
+                concurrency_gauge(backend, limit);
             }
             if admission == Admission::Probe || route.breaker.is_open() {
                 close_breaker(route, backend);
@@ -390,8 +398,7 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
         if err.throttled {
             limit.throttled();
         }
-        metrics::gauge!("batchd_backend_concurrency_limit", "backend" => backend.to_owned())
-            .set(limit.limit() as f64);
+        concurrency_gauge(backend, limit);
     }
     if err.retryable && attempts < route.max_attempts {
         let wait = retry::delay(

@@ -550,3 +550,57 @@ async fn a_backend_at_its_concurrency_limit_does_not_hold_the_dispatch_slots_of_
         "the fast batch took {took:?}"
     );
 }
+
+/// The value of `batchd_backend_concurrency_limit` for `backend` on `/metrics`.
+async fn concurrency_limit(app: &TestApp, backend: &str) -> f64 {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("batchd_backend_concurrency_limit{{backend=\"{backend}\"}} ");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&series))
+        .unwrap_or_else(|| panic!("no {series}in\n{text}"));
+    line[series.len()..].parse().unwrap()
+}
+
+#[tokio::test]
+async fn adaptive_concurrency_halves_on_429_and_climbs_back_on_success() {
+    let upstream = FakeUpstream::start(FakeConfig::default().latency(Duration::from_millis(20)))
+        .await
+        .unwrap();
+    let app = serve_with(BackendSpec {
+        name: "aimd".into(),
+        max_concurrency: 8,
+        ..backend(Kind::Anthropic, &upstream)
+    })
+    .await;
+    // Every first attempt is rate limited. Those answers arrive within one cooldown, so the
+    // limit halves once (8 → 4), then each success grows it by 1/limit: 16 of them reach ~7.
+    let throttled = (0..16)
+        .map(|i| saying(&format!("t{i}"), "[[fake:fail=1,status=429]]"))
+        .collect();
+    let results = run(&app, throttled).await;
+    assert!(results.values().all(|r| r["type"] == "succeeded"));
+    let after_throttling = concurrency_limit(&app, "aimd").await;
+    assert!(
+        (4.0..8.0).contains(&after_throttling),
+        "limit after the 429s: {after_throttling}"
+    );
+    run(
+        &app,
+        (0..40).map(|i| saying(&format!("ok{i}"), "go")).collect(),
+    )
+    .await;
+    assert_eq!(
+        concurrency_limit(&app, "aimd").await,
+        8.0,
+        "back to its maximum"
+    );
+}
