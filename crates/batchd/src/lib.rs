@@ -173,18 +173,18 @@ pub async fn serve(
 /// With no key configured at all, the first start creates one for workspace `default` and
 /// prints it once; it is stored only as a hash.
 async fn ensure_first_key(store: &dyn Store) -> anyhow::Result<()> {
-    if store.count_keys().await? > 0 {
-        return Ok(());
-    }
     let key = keys::generate_key();
-    store
-        .create_key(
+    let created = store
+        .create_first_key(
             "default",
             KeyHash::of(&key),
             &keys::display_prefix(&key),
             Timestamp::now(),
         )
         .await?;
+    if created.is_none() {
+        return Ok(());
+    }
     println!("No API key was configured, so batchd created one for workspace \"default\".");
     println!("It is shown only this once; store it now:\n\n    {key}\n");
     Ok(())

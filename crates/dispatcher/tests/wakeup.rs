@@ -96,7 +96,13 @@ impl Store for GatedStore {
     async fn revoke_key(&self, _: &str, _: Timestamp) -> Result<bool> {
         unreachable!()
     }
-    async fn count_keys(&self) -> Result<u64> {
+    async fn create_first_key(
+        &self,
+        _: &str,
+        _: KeyHash,
+        _: &str,
+        _: Timestamp,
+    ) -> Result<Option<KeyInfo>> {
         unreachable!()
     }
     async fn workspace_for_key(&self, _: &KeyHash) -> Result<Option<String>> {

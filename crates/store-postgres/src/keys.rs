@@ -7,34 +7,54 @@ use sqlx::postgres::PgRow;
 
 use crate::PostgresStore;
 use crate::db::db;
-use crate::rows::{Cols, count};
+use crate::rows::Cols;
+
+/// The advisory lock that serializes first-key creation (an arbitrary constant: "bk" + 1).
+const FIRST_KEY_LOCK: i64 = 0x626b_0001;
 
 fn key_from_row(row: &PgRow) -> Result<KeyInfo, StoreError> {
     batchd_store::rows::key_info(&Cols(row))
 }
 
 impl PostgresStore {
-    pub(crate) async fn create_key_impl(
+    /// Inserts a key; with `only_first`, only into an empty table. Concurrent first-key inserts
+    /// queue on one transaction-scoped advisory lock, and each statement, taking its snapshot
+    /// after the lock, sees the key a predecessor committed.
+    pub(crate) async fn insert_key(
         &self,
         workspace: &str,
         hash: KeyHash,
         prefix: &str,
         now: Timestamp,
-    ) -> Result<KeyInfo, StoreError> {
-        let row = sqlx::query(
+        only_first: bool,
+    ) -> Result<Option<KeyInfo>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let sql = if only_first {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(FIRST_KEY_LOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            "INSERT INTO api_keys (id, workspace, hash, prefix, created_at) \
+             SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM api_keys) \
+             RETURNING id, workspace, prefix, created_at, revoked_at"
+        } else {
             "INSERT INTO api_keys (id, workspace, hash, prefix, created_at) \
              VALUES ($1, $2, $3, $4, $5) \
-             RETURNING id, workspace, prefix, created_at, revoked_at",
-        )
-        .bind(keys::generate_key_id())
-        .bind(workspace)
-        .bind(&hash.0[..])
-        .bind(prefix)
-        .bind(now.as_micros())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?;
-        key_from_row(&row)
+             RETURNING id, workspace, prefix, created_at, revoked_at"
+        };
+        let row = sqlx::query(sql)
+            .bind(keys::generate_key_id())
+            .bind(workspace)
+            .bind(&hash.0[..])
+            .bind(prefix)
+            .bind(now.as_micros())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        let info = row.as_ref().map(key_from_row).transpose()?;
+        tx.commit().await.map_err(db)?;
+        Ok(info)
     }
 
     pub(crate) async fn list_keys_impl(&self) -> Result<Vec<KeyInfo>, StoreError> {
@@ -61,14 +81,6 @@ impl PostgresStore {
                 .await
                 .map_err(db)?;
         Ok(done.rows_affected() == 1)
-    }
-
-    pub(crate) async fn count_keys_impl(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)?;
-        count(n, "key count")
     }
 
     /// An indexed equality lookup on the hash: the hash is of a ~238-bit random key, so timing

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use batchd_domain::keys::KeyHash;
 use batchd_domain::{Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
 use batchd_store::conformance::Harness;
 use batchd_store::{Answer, NewBatch, NewRequest, Store, WorkItem};
@@ -294,4 +295,27 @@ async fn hot_queries_use_indexes() {
             "{sql}\n{plan}"
         );
     }
+}
+
+/// Servers starting together on an empty database make one first key between them.
+#[tokio::test]
+async fn processes_starting_together_create_one_first_key() {
+    let Some(db) = Postgres::new("processes_starting_together_create_one_first_key").await else {
+        return;
+    };
+    let stores = [db.open().await, db.open().await, db.open().await];
+    let first = |i: usize| {
+        let key = format!("sk-first-{i}");
+        let store = &stores[i];
+        async move {
+            store
+                .create_first_key("default", KeyHash::of(&key), "sk-first…", at(1))
+                .await
+                .unwrap()
+        }
+    };
+    let (a, b, c) = tokio::join!(first(0), first(1), first(2));
+    let created = [a, b, c].iter().filter(|k| k.is_some()).count();
+    assert_eq!(created, 1, "exactly one process creates the first key");
+    assert_eq!(stores[0].list_keys().await.unwrap().len(), 1);
 }

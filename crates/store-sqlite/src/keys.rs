@@ -8,7 +8,7 @@ use sqlx::sqlite::SqliteRow;
 
 use crate::SqliteStore;
 use crate::db::{BEGIN_IMMEDIATE, Durability, db};
-use crate::rows::{Cols, count};
+use crate::rows::Cols;
 
 pub(crate) const WORKSPACE_FOR_KEY: &str =
     "SELECT workspace FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL";
@@ -18,29 +18,37 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyInfo, StoreError> {
 }
 
 impl SqliteStore {
-    pub(crate) async fn create_key_impl(
+    /// Inserts a key; with `only_first`, only into an empty table (the write lock taken by
+    /// `BEGIN IMMEDIATE` makes the check and the insert one step).
+    pub(crate) async fn insert_key(
         &self,
         workspace: &str,
         hash: KeyHash,
         prefix: &str,
         now: Timestamp,
-    ) -> Result<KeyInfo, StoreError> {
+        only_first: bool,
+    ) -> Result<Option<KeyInfo>, StoreError> {
         let mut conn = self.pools.writer(Durability::Full).await?;
         let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
-        let row = sqlx::query(
+        let sql = if only_first {
+            "INSERT INTO api_keys (id, workspace, hash, prefix, created_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM api_keys) \
+             RETURNING id, workspace, prefix, created_at, revoked_at"
+        } else {
             "INSERT INTO api_keys (id, workspace, hash, prefix, created_at) \
              VALUES (?1, ?2, ?3, ?4, ?5) \
-             RETURNING id, workspace, prefix, created_at, revoked_at",
-        )
-        .bind(keys::generate_key_id())
-        .bind(workspace)
-        .bind(&hash.0[..])
-        .bind(prefix)
-        .bind(now.as_micros())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
-        let info = key_from_row(&row)?;
+             RETURNING id, workspace, prefix, created_at, revoked_at"
+        };
+        let row = sqlx::query(sql)
+            .bind(keys::generate_key_id())
+            .bind(workspace)
+            .bind(&hash.0[..])
+            .bind(prefix)
+            .bind(now.as_micros())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        let info = row.as_ref().map(key_from_row).transpose()?;
         tx.commit().await.map_err(db)?;
         Ok(info)
     }
@@ -72,14 +80,6 @@ impl SqliteStore {
                 .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(done.rows_affected() == 1)
-    }
-
-    pub(crate) async fn count_keys_impl(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
-            .fetch_one(&self.pools.reader)
-            .await
-            .map_err(db)?;
-        count(n, "key count")
     }
 
     /// An indexed equality lookup on the hash: the hash is of a ~238-bit random key, so timing

@@ -267,7 +267,9 @@ impl Store for SqliteStore {
         prefix: &str,
         now: Timestamp,
     ) -> Result<KeyInfo, StoreError> {
-        self.create_key_impl(workspace, hash, prefix, now).await
+        self.insert_key(workspace, hash, prefix, now, false)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("an INSERT of a key returned no row".into()))
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
@@ -278,8 +280,14 @@ impl Store for SqliteStore {
         self.revoke_key_impl(id, now).await
     }
 
-    async fn count_keys(&self) -> Result<u64, StoreError> {
-        self.count_keys_impl().await
+    async fn create_first_key(
+        &self,
+        workspace: &str,
+        hash: KeyHash,
+        prefix: &str,
+        now: Timestamp,
+    ) -> Result<Option<KeyInfo>, StoreError> {
+        self.insert_key(workspace, hash, prefix, now, true).await
     }
 
     async fn workspace_for_key(&self, hash: &KeyHash) -> Result<Option<String>, StoreError> {

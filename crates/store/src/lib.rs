@@ -391,8 +391,16 @@ pub trait Store: Send + Sync + 'static {
     async fn list_keys(&self) -> Result<Vec<KeyInfo>>;
     /// Revokes by id; false when no such unrevoked key exists.
     async fn revoke_key(&self, id: &str, now: Timestamp) -> Result<bool>;
-    /// Number of keys ever created, revoked ones included.
-    async fn count_keys(&self) -> Result<u64>;
+    /// Creates this key only if no key was ever created (revoked ones count), in one atomic
+    /// step, so that servers starting together on an empty database make one first key between
+    /// them. `None` when a key exists.
+    async fn create_first_key(
+        &self,
+        workspace: &str,
+        hash: KeyHash,
+        prefix: &str,
+        now: Timestamp,
+    ) -> Result<Option<KeyInfo>>;
     /// The workspace of an unrevoked key.
     async fn workspace_for_key(&self, hash: &KeyHash) -> Result<Option<String>>;
 }
