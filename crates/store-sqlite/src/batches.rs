@@ -97,55 +97,6 @@ pub(crate) const RESULTS_PAGE: &str = "SELECT r.rid, r.custom_id, s.body FROM re
      LEFT JOIN results s ON s.rid = r.rid \
      WHERE r.rid >= ?1 AND r.rid < ?2 ORDER BY r.rid LIMIT ?3";
 
-/// A results page rendered inside SQLite, as `batchd_store::render_result_lines` renders it: one
-/// TEXT value per page instead of three values per row. sqlx hands every row to the async side
-/// through a channel and copies each value twice (`sqlite3_value_dup`, then into a `String` with
-/// a UTF-8 check), which cost more than the bytes themselves. The subquery's `ORDER BY … LIMIT`
-/// keeps it from being flattened, so the aggregate sees its rows in `rid` order; an `ORDER BY`
-/// inside `group_concat` would be explicit but sorts a copy of every line (twice the CPU).
-/// `json_quote` escapes as serde_json does (and custom_ids never need escaping).
-///
-/// The page is cast to a BLOB: read as TEXT, SQLite copied the whole page once more to add a
-/// terminator, and the driver copied it again and checked its UTF-8 (every piece already is).
-/// That cast took a download from ~390 to ~270 ms of CPU for 241 MB.
-///
-/// The limit is spliced in as a literal (`{limit}`): SQLite re-prepares a statement whenever a
-/// parameter used in `LIMIT` is bound again, which at one statement per page was 5% of a
-/// download.
-///
-/// This one walks the requests, so that those without a result get `leftover` (`?1`).
-pub(crate) fn results_lines_sql(limit: u32) -> String {
-    format!(
-        "SELECT max(rid) AS last, count(*) AS rows, CAST(group_concat(line, '') AS BLOB) AS lines \
-         FROM (SELECT r.rid, {} AS line FROM requests r \
-         LEFT JOIN results s ON s.rid = r.rid \
-         WHERE r.rid >= ?2 AND r.rid < ?3 ORDER BY r.rid LIMIT {limit})",
-        line_sql("r.custom_id", "coalesce(s.body, ?1)")
-    )
-}
-
-/// [`results_lines_sql`] for a batch whose every request has a result: it reads the results
-/// alone, half the pages (a request row is mostly its params). Rows recorded before results
-/// kept their `custom_id` look it up in `requests`.
-pub(crate) fn answered_lines_sql(limit: u32) -> String {
-    format!(
-        "SELECT max(rid) AS last, count(*) AS rows, CAST(group_concat(line, '') AS BLOB) AS lines \
-         FROM (SELECT s.rid, {} AS line FROM results s \
-         WHERE s.rid >= ?1 AND s.rid < ?2 ORDER BY s.rid LIMIT {limit})",
-        line_sql(
-            "coalesce(s.custom_id, (SELECT r.custom_id FROM requests r WHERE r.rid = s.rid))",
-            "s.body"
-        )
-    )
-}
-
-/// One JSONL line of a download, from SQL expressions for its `custom_id` and its `result`.
-fn line_sql(custom_id: &str, result: &str) -> String {
-    format!(
-        "concat('{{\"custom_id\":', json_quote({custom_id}), ',\"result\":', {result}, '}}', char(10))"
-    )
-}
-
 impl SqliteStore {
     pub(crate) async fn begin_batch_impl(&self, batch: NewBatch) -> Result<Draft, StoreError> {
         let betas = serde_json::to_string(&batch.betas).map_err(other)?;
@@ -500,24 +451,11 @@ impl SqliteStore {
         let Some((from, hi)) = results_range(batch_key, after) else {
             return Ok(None);
         };
-        let query = match leftover {
-            Some(leftover) => sqlx::query(AssertSqlSafe(results_lines_sql(limit))).bind(leftover),
-            None => sqlx::query(AssertSqlSafe(answered_lines_sql(limit))),
-        };
-        let row = query
-            .bind(from)
-            .bind(hi)
-            .fetch_one(&self.pools.reader)
+        let downloads = self.downloads.clone();
+        let leftover = leftover.map(str::to_owned);
+        tokio::task::spawn_blocking(move || downloads.page(from, hi, limit, leftover.as_deref()))
             .await
-            .map_err(db)?;
-        let Some(last) = get::<Option<i64>>(&row, "last")? else {
-            return Ok(None);
-        };
-        Ok(Some(ResultLines {
-            last_index: rows::index_of(last),
-            rows: u32::try_from(get::<i64>(&row, "rows")?).unwrap_or(u32::MAX),
-            lines: get::<Vec<u8>>(&row, "lines")?,
-        }))
+            .map_err(other)?
     }
 }
 

@@ -15,7 +15,7 @@ pub(crate) const DB_FILE: &str = "batchd.sqlite3";
 
 /// Long enough to ride out a checkpoint or a `keys` command holding the write lock, short enough
 /// that a wedged database surfaces as an error rather than a hang.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Waiting this long for the writer means something is badly stuck; callers retry.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Readers serve list/get calls, result downloads and claim scans concurrently.

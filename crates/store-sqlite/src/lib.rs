@@ -43,6 +43,7 @@ mod batches;
 mod claims;
 mod db;
 mod dispatch;
+mod download;
 mod keys;
 mod lock;
 mod rows;
@@ -51,7 +52,7 @@ mod rows;
 mod tests;
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -64,6 +65,7 @@ use batchd_store::{
 
 use crate::claims::{Claims, StaleUnlessDone};
 use crate::db::Pools;
+use crate::download::Downloads;
 use crate::lock::DirLock;
 
 pub use crate::lock::DataDirInUse;
@@ -75,6 +77,8 @@ pub struct SqliteStore {
     /// Claim calls run one at a time: each moves cursors based on what it read, and two
     /// interleaved reads of the same cursor would hand out the same requests twice.
     claim_serial: tokio::sync::Mutex<()>,
+    /// Connections of their own for result downloads (see [`download`]).
+    downloads: Arc<Downloads>,
     /// `None` for an admin store.
     _lock: Option<DirLock>,
 }
@@ -116,6 +120,7 @@ impl SqliteStore {
             pools,
             claims: Mutex::new(Claims::new()),
             claim_serial: tokio::sync::Mutex::new(()),
+            downloads: Arc::new(Downloads::new(data_dir)),
             _lock: lock,
         })
     }
@@ -123,6 +128,7 @@ impl SqliteStore {
     /// Closes every connection. Dropping the store also closes them, but asynchronously; call
     /// this at shutdown to know the database is closed (and the WAL checkpointed) on return.
     pub async fn close(&self) {
+        self.downloads.close();
         self.pools.close().await;
     }
 
