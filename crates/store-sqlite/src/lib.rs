@@ -5,9 +5,10 @@
 //!
 //! SQLite allows one writer at a time, so the store has exactly one write connection (a pool of
 //! one: writers queue for it instead of failing with `SQLITE_BUSY`) and every write transaction
-//! starts with `BEGIN IMMEDIATE`, taking the write lock before it reads. Reads (get, list, result
-//! pages, claim scans) use a separate pool of read-only connections and, thanks to WAL, never
-//! wait for the writer. Transactions are short: none spans an `.await` on anything but the
+//! starts with `BEGIN IMMEDIATE`, taking the write lock before it reads. Reads (get, list, claim
+//! scans) use a separate pool of read-only connections and, thanks to WAL, never wait for the
+//! writer; result downloads have connections of their own, stepped by blocking tasks
+//! (`download`). Transactions are short: none spans an `.await` on anything but the
 //! database, and bulk work (creates, purges) is split into chunks, each its own transaction.
 //!
 //! A server takes an exclusive lock on `DATA_DIR/batchd.lock` for its lifetime
@@ -21,7 +22,7 @@
 //!
 //! * `FULL` (the WAL is fsynced at commit) for what the API promises once it has answered:
 //!   [`Store::commit_batch`], [`Store::cancel_batch`], [`Store::delete_batch`],
-//!   [`Store::create_key`], [`Store::revoke_key`]; and for every transaction that ends a batch
+//!   [`Store::create_key`], [`Store::create_first_key`], [`Store::revoke_key`]; and for every transaction that ends a batch
 //!   (the [`Store::record`] group that completes or finishes canceling it, [`Store::finish_due`],
 //!   a [`Store::release`] that drains a canceling batch), so that a batch seen ended, its results
 //!   perhaps downloaded, never comes back unended with fewer results after an OS crash.
@@ -37,7 +38,7 @@
 //!
 //! Schema in `migrations/` (embedded by `build.rs`); connections in `db`; row encodings in
 //! `rows`; leases in `claims`; the data-dir lock in `lock`; batch lifecycle calls in `batches`;
-//! the dispatcher's side in `dispatch`; API keys in `keys`.
+//! the dispatcher's side in `dispatch`; result downloads in `download`; API keys in `keys`.
 
 mod batches;
 mod claims;
