@@ -18,8 +18,9 @@ fn key_from_row(row: &PgRow) -> Result<KeyInfo, StoreError> {
 
 impl PostgresStore {
     /// Inserts a key; with `only_first`, only into an empty table. Concurrent first-key inserts
-    /// queue on one transaction-scoped advisory lock, and each statement, taking its snapshot
-    /// after the lock, sees the key a predecessor committed.
+    /// queue on one transaction-scoped advisory lock, and the insert, taking its snapshot after
+    /// the lock, sees the key a predecessor committed. That needs READ COMMITTED, which is set
+    /// explicitly: under a server default of REPEATABLE READ the snapshot would predate the lock.
     pub(crate) async fn insert_key(
         &self,
         workspace: &str,
@@ -28,7 +29,11 @@ impl PostgresStore {
         now: Timestamp,
         only_first: bool,
     ) -> Result<Option<KeyInfo>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await
+            .map_err(db)?;
         let sql = if only_first {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(FIRST_KEY_LOCK)

@@ -451,11 +451,7 @@ impl SqliteStore {
         let Some((from, hi)) = results_range(batch_key, after) else {
             return Ok(None);
         };
-        let downloads = self.downloads.clone();
-        let leftover = leftover.map(str::to_owned);
-        tokio::task::spawn_blocking(move || downloads.page(from, hi, limit, leftover.as_deref()))
-            .await
-            .map_err(other)?
+        self.downloads.page(from, hi, limit, leftover).await
     }
 }
 

@@ -155,19 +155,21 @@ const SQLITE_LOCKED: i64 = 6;
 const SQLITE_FULL: i64 = 13;
 const SQLITE_CANTOPEN: i64 = 14;
 
+/// Whether a SQLite result code (primary or extended) names a condition that can clear by itself.
+pub(crate) fn transient(code: i64) -> bool {
+    matches!(
+        code & 0xff,
+        SQLITE_BUSY | SQLITE_LOCKED | SQLITE_FULL | SQLITE_IOERR | SQLITE_CANTOPEN
+    )
+}
+
 /// Maps a sqlx error: conditions that can clear by themselves are `Unavailable`.
 pub(crate) fn db(e: sqlx::Error) -> StoreError {
     let transient = match &e {
-        sqlx::Error::Database(d) => {
-            d.code()
-                .and_then(|c| c.parse::<i64>().ok())
-                .is_some_and(|code| {
-                    matches!(
-                        code & 0xff,
-                        SQLITE_BUSY | SQLITE_LOCKED | SQLITE_FULL | SQLITE_IOERR | SQLITE_CANTOPEN
-                    )
-                })
-        }
+        sqlx::Error::Database(d) => d
+            .code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .is_some_and(transient),
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
             return StoreError::Corrupt(e.to_string());

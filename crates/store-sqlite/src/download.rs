@@ -4,21 +4,25 @@
 //! copied four times on its way into a page (SQLite's `concat` and `group_concat` building the
 //! page, then `sqlite3_value_dup` and the decode into a `Vec` on the async side). Here a blocking
 //! task steps the query with rusqlite and copies each `custom_id` and body once, straight from
-//! SQLite's row into the page. Connections are read-only in effect (`query_only`), kept in a
-//! small pool so the pages a download reads ahead each have one, and see the same WAL snapshot
-//! rules as every other reader.
+//! SQLite's row into the page. Connections are read-only in effect (`query_only`), at most
+//! [`PAGES`] of them, one per page being read, and see the same WAL snapshot rules as every
+//! other reader. Closing waits for the pages being read, so that no connection outlives the
+//! store (the last connection to close checkpoints the WAL).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use batchd_store::{ResultLines, StoreError};
 use rusqlite::{Connection, OpenFlags, params};
+use tokio::sync::Semaphore;
 
 use crate::db::BUSY_TIMEOUT;
 
-/// Connections kept between pages; a download reads two pages at once, and several downloads
-/// may run together (more connections are opened when needed and closed after).
-const KEEP: usize = 4;
+/// Pages read at once, across downloads (a download reads two ahead): each holds a connection
+/// and a blocking thread, which stay bounded however many clients download.
+const PAGES: u32 = 4;
+/// Most bytes reserved up front for a page, whatever its first row suggests.
+const MAX_RESERVE: usize = 1 << 20;
 
 /// Every request of the page's rid range `[?1, ?2)`, with its result if it has one. The page
 /// size is spliced in (`LIMIT n`): SQLite re-prepares a statement whose `LIMIT` parameter is
@@ -37,68 +41,92 @@ pub(crate) const ANSWERED: &str = "SELECT s.rid, \
 /// Opens and lends the download connections.
 pub(crate) struct Downloads {
     path: PathBuf,
-    /// `None` once the store is closed: a page still being read then drops its connection.
-    idle: Mutex<Option<Vec<Connection>>>,
+    /// One permit per page being read; closed when the store closes.
+    pages: Arc<Semaphore>,
+    idle: Mutex<Vec<Connection>>,
 }
 
 impl Downloads {
     pub fn new(data_dir: &Path) -> Self {
         Self {
             path: data_dir.join(crate::db::DB_FILE),
-            idle: Mutex::new(Some(Vec::new())),
+            pages: Arc::new(Semaphore::new(PAGES as usize)),
+            idle: Mutex::new(Vec::new()),
         }
     }
 
     /// Renders up to `limit` rows of the rid range `[from, hi)` as JSONL (see
     /// `batchd_store::render_result_lines`), with `leftover` as the result of requests without
-    /// one, or only the requests that have one when `leftover` is `None`. Blocking.
-    pub fn page(
+    /// one, or only the requests that have one when `leftover` is `None`.
+    pub async fn page(
+        self: &Arc<Self>,
+        from: i64,
+        hi: i64,
+        limit: u32,
+        leftover: Option<&str>,
+    ) -> Result<Option<ResultLines>, StoreError> {
+        let permit = self
+            .pages
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        let this = self.clone();
+        let leftover = leftover.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            // Held until the page is read, even if the caller stops waiting: `close` waits for it.
+            let _permit = permit;
+            this.read(from, hi, limit, leftover.as_deref())
+        })
+        .await
+        .map_err(crate::db::other)?
+    }
+
+    /// Waits for the pages being read, then closes every connection; later pages fail.
+    pub async fn close(&self) {
+        if let Ok(all) = self.pages.acquire_many(PAGES).await {
+            all.forget();
+        }
+        self.pages.close();
+        self.idle().clear();
+    }
+
+    fn read(
         &self,
         from: i64,
         hi: i64,
         limit: u32,
         leftover: Option<&str>,
     ) -> Result<Option<ResultLines>, StoreError> {
-        let conn = self.take()?;
+        let conn = match self.idle().pop() {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
         let page = render(&conn, from, hi, limit, leftover);
         // A connection that failed is dropped rather than lent again.
-        if page.is_ok()
-            && let Some(idle) = self.idle().as_mut()
-            && idle.len() < KEEP
-        {
-            idle.push(conn);
+        if page.is_ok() {
+            self.idle().push(conn);
         }
         page
     }
 
-    /// Closes the idle connections, and those lent out as they come back: the store is closing.
-    pub fn close(&self) {
-        self.idle().take();
-    }
-
-    fn idle(&self) -> std::sync::MutexGuard<'_, Option<Vec<Connection>>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
         // A plain list: a panic elsewhere cannot leave it inconsistent.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take(&self) -> Result<Connection, StoreError> {
-        let idle = self.idle().as_mut().map(Vec::pop);
-        match idle {
-            None => return Err(StoreError::Unavailable("the store is closed".into())),
-            Some(Some(conn)) => return Ok(conn),
-            Some(None) => {}
-        }
+    fn open(&self) -> Result<Connection, StoreError> {
         // `query_only` rather than SQLITE_OPEN_READONLY, as for the sqlx readers: a read-only
         // handle on a WAL database cannot always create the shared-memory index.
         let conn = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(unavailable)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+        .map_err(query)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(query)?;
         // Pages stream past once; a big cache would only hold RSS.
         conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -2048;")
-            .map_err(unavailable)?;
+            .map_err(query)?;
         Ok(conn)
     }
 }
@@ -133,7 +161,8 @@ fn render(
         };
         if lines.is_empty() {
             // Sized for the page from its first line: one allocation, no regrowth.
-            lines.reserve((body.len() + custom_id.len() + 32) * limit as usize);
+            let estimate = (body.len() + custom_id.len() + 32) * limit as usize;
+            lines.reserve(estimate.min(MAX_RESERVE));
         }
         lines.extend_from_slice(b"{\"custom_id\":");
         serde_json::to_writer(&mut lines, custom_id).map_err(|e| corrupt(&e))?;
@@ -150,21 +179,12 @@ fn render(
     }))
 }
 
-fn unavailable(e: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(Box::new(e))
-}
-
-/// A failed read: SQLite's busy and I/O conditions may clear, so they are transient.
+/// A failed open or read; busy, locked, I/O, full-disk and cannot-open conditions may clear.
 fn query(e: rusqlite::Error) -> StoreError {
-    let transient = matches!(
-        e.sqlite_error_code(),
-        Some(
-            rusqlite::ErrorCode::DatabaseBusy
-                | rusqlite::ErrorCode::DatabaseLocked
-                | rusqlite::ErrorCode::SystemIoFailure
-        )
-    );
-    batchd_store::StoreError::database(e, transient)
+    let transient = e
+        .sqlite_error()
+        .is_some_and(|f| crate::db::transient(i64::from(f.extended_code)));
+    StoreError::database(e, transient)
 }
 
 fn corrupt(e: &dyn std::fmt::Display) -> StoreError {

@@ -129,7 +129,7 @@ impl SqliteStore {
     /// Closes every connection. Dropping the store also closes them, but asynchronously; call
     /// this at shutdown to know the database is closed (and the WAL checkpointed) on return.
     pub async fn close(&self) {
-        self.downloads.close();
+        self.downloads.close().await;
         self.pools.close().await;
     }
 

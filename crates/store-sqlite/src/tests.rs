@@ -319,3 +319,18 @@ async fn results_recorded_without_their_custom_id_still_download_with_it() {
         .collect();
     assert_eq!(text, expected);
 }
+
+/// A download page asked for after the store closed fails cleanly; the close did not wait for
+/// anything (no page was being read).
+#[tokio::test]
+async fn pages_after_close_are_refused() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let d = draft(&store, new_batch(WS, at(0)), 2).await;
+    let b = store.commit_batch(d, 2).await.unwrap();
+    let page = store.results_lines(b.key, None, 10, Some("{}")).await;
+    assert_eq!(page.unwrap().expect("two leftover lines").rows, 2);
+    store.close().await;
+    let err = store.results_lines(b.key, None, 10, Some("{}")).await;
+    assert!(matches!(err, Err(StoreError::Unavailable(_))), "{err:?}");
+}
