@@ -213,6 +213,12 @@ async fn canceler(shared: Arc<Shared>, mut rng: Rng) {
             }
         };
         let Some(id) = target else { continue };
+        // Marked before sending: a poll may see the cancel before its answer comes back.
+        {
+            let mut ledger = shared.ledger();
+            let tracked = ledger.batches.get_mut(&id).unwrap();
+            tracked.cancel = tracked.cancel.max(Call::Attempted);
+        }
         let sent = {
             let _busy = InFlight::new(&shared.canceling);
             match shared
@@ -231,9 +237,7 @@ async fn canceler(shared: Arc<Shared>, mut rng: Rng) {
         let mut ledger = shared.ledger();
         let tracked = ledger.batches.get_mut(&id).unwrap();
         match sent {
-            Err(_) => {
-                tracked.cancel = tracked.cancel.max(Call::Attempted);
-            }
+            Err(_) => {}
             Ok((200, text)) => {
                 tracked.cancel = Call::Acked;
                 let b: Value = serde_json::from_str(&text).unwrap_or_default();
@@ -396,6 +400,9 @@ async fn poller(shared: Arc<Shared>, mut rng: Rng) {
             rng.pick(&candidates).map(|s| (*s).clone())
         };
         let Some(id) = target else { continue };
+        // What was acknowledged before the GET was sent must show in its answer; what was only
+        // sent by then, or acknowledged while the GET was out, may or may not.
+        let before = shared.ledger().batches[&id].clone();
         let Some((status, batch)) = get_json(&shared.client, &shared.url(&format!("/{id}"))).await
         else {
             continue;
@@ -410,7 +417,7 @@ async fn poller(shared: Arc<Shared>, mut rng: Rng) {
                 if sum != Some(tracked.n as u64) {
                     problems.push(format!("request_counts do not sum to {}", tracked.n));
                 }
-                if tracked.cancel == Call::Acked
+                if before.cancel == Call::Acked
                     && (batch["processing_status"] == "in_progress"
                         || !batch["cancel_initiated_at"].is_string())
                 {
@@ -419,7 +426,7 @@ async fn poller(shared: Arc<Shared>, mut rng: Rng) {
                 if tracked.cancel == Call::None && !batch["cancel_initiated_at"].is_null() {
                     problems.push("canceled without a cancel call".into());
                 }
-                if tracked.delete == Call::Acked {
+                if before.delete == Call::Acked {
                     problems.push("deleted, yet retrievable".into());
                 }
                 if problems.is_empty() {
@@ -430,7 +437,7 @@ async fn poller(shared: Arc<Shared>, mut rng: Rng) {
                     ledger.violation(format!("batch {id}: {}: {batch}", problems.join("; ")));
                 }
             }
-            404 if tracked.delete == Call::Attempted => {
+            404 if tracked.delete != Call::None => {
                 ledger.batches.get_mut(&id).unwrap().delete = Call::Acked;
             }
             _ => ledger.violation(format!(
