@@ -77,7 +77,7 @@ pub(crate) async fn claim_loop(
                 if skipped(&shared, item.batch_key) {
                     // Claimed before its backend's queue filled: straight back, without a task.
                     drop(permit);
-                    let _ = reports.send(Report::Release(item.slot())).await;
+                    give_back(&reports, [item]).await;
                     continue;
                 }
                 rate.consumed(1);
@@ -115,7 +115,7 @@ pub(crate) async fn claim_loop(
                 let (drop, keep): (Vec<_>, Vec<_>) =
                     ready.drain(..).partition(|item| canceled.contains(&item.batch_key));
                 ready = keep.into();
-                release(&shared, &drop).await;
+                give_back(&reports, drop).await;
             }
             () = shared.work.notified() => {
                 more = true;
@@ -130,8 +130,7 @@ pub(crate) async fn claim_loop(
     {
         ready.extend(items);
     }
-    let unsent: Vec<WorkItem> = ready.into();
-    release(&shared, &unsent).await;
+    give_back(&reports, ready).await;
 }
 
 /// The batches claims leave out: those that met a full queue at a backend whose queue has no
@@ -175,16 +174,12 @@ fn turn_away(shared: &Shared, item: &WorkItem, route: usize) -> Option<Report> {
     None
 }
 
-/// Gives claimed, unsent requests back to the store.
-async fn release(shared: &Shared, items: &[WorkItem]) {
-    if items.is_empty() {
-        return;
+/// Hands claimed, unsent requests to the recorder, which gives them back to the store in groups.
+async fn give_back(reports: &mpsc::Sender<Report>, items: impl IntoIterator<Item = WorkItem>) {
+    for item in items {
+        // The recorder outlives every sender.
+        let _ = reports.send(Report::Release(item.slot())).await;
     }
-    let slots: Vec<_> = items.iter().map(WorkItem::slot).collect();
-    if let Err(err) = shared.store.release(&slots).await {
-        tracing::warn!(error = %err, "releasing unsent requests failed");
-    }
-    shared.maintenance.notify_one();
 }
 
 /// Requests handed to tasks per second, re-estimated every [`RATE_WINDOW`].

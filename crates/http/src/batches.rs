@@ -319,19 +319,20 @@ async fn fetch_results_page(
 ) -> Result<Vec<u8>, StoreError> {
     let size = u64::from(RESULTS_PAGE);
     // Indices are below 2^20 (the store's limit), so these fit in a u32.
-    let after = (k > 0).then(|| (k * size - 1) as u32);
-    let end = ((k + 1) * size).min(total) - 1;
-    let lines = end + 1 - k * size;
+    let start = k * size;
+    let after = (k > 0).then(|| (start - 1) as u32);
+    let end = (start + size).min(total) - 1;
     match store
         .results_lines(batch_key, after, RESULTS_PAGE, leftover)
         .await?
     {
-        Some(page) if u64::from(page.last_index) == end && u64::from(page.rows) == lines => {
+        Some(page)
+            if u64::from(page.last_index) == end && u64::from(page.rows) == end + 1 - start =>
+        {
             Ok(page.lines)
         }
         _ => Err(StoreError::Corrupt(format!(
-            "results page {k} does not hold indices {} to {end}",
-            k * size
+            "results page {k} does not hold indices {start} to {end}"
         ))),
     }
 }

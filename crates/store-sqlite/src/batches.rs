@@ -93,10 +93,6 @@ pub(crate) const CURSOR: &str = concat!(
     visible!()
 );
 
-pub(crate) const RESULTS_PAGE: &str = "SELECT r.rid, r.custom_id, s.body FROM requests r \
-     LEFT JOIN results s ON s.rid = r.rid \
-     WHERE r.rid >= ?1 AND r.rid < ?2 ORDER BY r.rid LIMIT ?3";
-
 impl SqliteStore {
     pub(crate) async fn begin_batch_impl(&self, batch: NewBatch) -> Result<Draft, StoreError> {
         let betas = serde_json::to_string(&batch.betas).map_err(other)?;
@@ -423,10 +419,11 @@ impl SqliteStore {
         let Some((from, hi)) = results_range(batch_key, after) else {
             return Ok(Vec::new());
         };
-        let rows = sqlx::query(RESULTS_PAGE)
+        // The rows a download renders (see `download`), here as values.
+        let sql = format!("{} {limit}", crate::download::WITH_LEFTOVERS);
+        let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(from)
             .bind(hi)
-            .bind(i64::from(limit))
             .fetch_all(&self.pools.reader)
             .await
             .map_err(db)?;

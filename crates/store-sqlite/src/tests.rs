@@ -268,7 +268,6 @@ async fn hot_queries_use_indexes() {
         crate::dispatch::ARCHIVE_DUE,
         crate::dispatch::PURGE_REQUESTS,
         crate::dispatch::PURGE_RESULTS,
-        crate::batches::RESULTS_PAGE,
         crate::keys::WORKSPACE_FOR_KEY,
     ];
     for sql in consts.into_iter().chain(pages.iter().map(String::as_str)) {

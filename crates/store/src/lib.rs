@@ -313,8 +313,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<ResultRow>>;
     /// The page [`Store::results_page`] would return, rendered by [`render_result_lines`]
     /// (`None` past the last row), with `leftover` as the `result` of rows that have none. This
-    /// is what downloads stream; engines override it to build the lines inside the database,
-    /// which saves the per-row values, allocations and copies that dominate a large download.
+    /// is what downloads stream; engines override it to render pages with fewer per-row values,
+    /// allocations and copies, which dominate a large download.
     /// `leftover` is `None` when every request of the batch has a result, which lets an engine
     /// read only the results. Were one missing, its line would be missing too, so callers check
     /// that each page ends where it should.
