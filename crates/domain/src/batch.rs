@@ -11,6 +11,9 @@ use batchd_wire::{MessageBatch, MessageBatchType, ProcessingStatus, RequestCount
 
 use crate::{BatchId, Timestamp};
 
+/// Most requests in one batch, as the real API allows.
+pub const MAX_REQUESTS: u64 = 100_000;
+
 /// The outcome of one request, as stored and as shown in `result.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {

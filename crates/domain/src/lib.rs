@@ -3,7 +3,8 @@
 //!
 //! Storage engines, the dispatcher and the HTTP layer all speak these types, so the rules live in
 //! one place: the counts semantics in [`batch`], identifier formats in [`ids`], the `custom_id`
-//! grammar in [`custom_id`], per-request `params` validation in [`params`].
+//! grammar in [`custom_id`], per-request `params` validation in [`params`], and the validation
+//! texts all of them share in [`validation`].
 
 pub mod batch;
 pub mod custom_id;
@@ -12,6 +13,7 @@ pub mod ids;
 pub mod keys;
 pub mod params;
 pub mod timestamp;
+pub mod validation;
 
 pub use batch::{Batch, EndReason, Outcome};
 pub use custom_id::CustomId;

@@ -2,9 +2,8 @@
 //! when the request is processed. Failures become `errored` results, never create-time errors.
 //!
 //! The real API validates with Pydantic and reports the first failure as `<location>: <message>`,
-//! so the texts here copy Pydantic's wording (`Field required`, `Input should be a valid list`,
-//! `Extra inputs are not permitted`, …). The checks run in two phases, like the real service:
-//! first the schema (fields in the published schema's order, then unknown keys), then the rules
+//! so the texts come from [`crate::validation`]. The checks run in two phases, like the real
+//! service: first the schema (fields in the published schema's order, then unknown keys), then the rules
 //! that are not expressible in the schema (what batches refuse, an empty `messages`).
 //!
 //! Only what the spec documents is checked. Content blocks, tools and nested configuration
@@ -14,6 +13,10 @@
 use serde_json::{Map, Number, Value};
 
 use crate::ErrorType;
+use crate::validation::{
+    EXTRA, FRACTIONAL, NOT_BOOL, NOT_DICT, NOT_INT, NOT_LIST, NOT_NUMBER, NOT_STRING, REQUIRED,
+    ROLE,
+};
 
 /// `params` that passed validation.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +39,7 @@ pub struct ParamsError {
 const USER_ID_MAX_CHARS: usize = 512;
 
 /// Fields of the Messages create body that the Message Batches API refuses per request
-/// (spec 4.1, 8.7). `stream` is absent: only `stream: true` is refused, with its own text.
+/// (the batch API's documented refusals). `stream` is absent: only `stream: true` is refused, with its own text.
 const BATCH_REFUSED: &[&str] = &[
     "speed",
     "store",
@@ -45,16 +48,6 @@ const BATCH_REFUSED: &[&str] = &[
     "context_hint",
     "research_preview_2026_02",
 ];
-
-const REQUIRED: &str = "Field required";
-const NOT_STRING: &str = "Input should be a valid string";
-const NOT_LIST: &str = "Input should be a valid list";
-const NOT_DICT: &str = "Input should be a valid dictionary";
-const NOT_INT: &str = "Input should be a valid integer";
-const FRACTIONAL: &str = "Input should be a valid integer, got a number with a fractional part";
-const NOT_NUMBER: &str = "Input should be a valid number";
-const NOT_BOOL: &str = "Input should be a valid boolean";
-const EXTRA: &str = "Extra inputs are not permitted";
 
 fn invalid(message: String) -> ParamsError {
     ParamsError {
@@ -65,7 +58,7 @@ fn invalid(message: String) -> ParamsError {
 
 /// `<loc>: <msg>`; only built on the error path, so formatting cost does not matter.
 fn at(loc: impl std::fmt::Display, msg: &str) -> ParamsError {
-    invalid(format!("{loc}: {msg}"))
+    invalid(crate::validation::at(loc, msg))
 }
 
 /// Whether a top-level key belongs to the Messages create schema. Batch-refused fields count as
@@ -188,10 +181,7 @@ fn check_message(i: usize, message: &Value) -> Result<(), ParamsError> {
         None => return Err(at(format_args!("messages.{i}.role"), REQUIRED)),
         Some(Value::String(r)) if r == "user" || r == "assistant" => {}
         Some(_) => {
-            return Err(at(
-                format_args!("messages.{i}.role"),
-                "Input should be 'user' or 'assistant'",
-            ));
+            return Err(at(format_args!("messages.{i}.role"), ROLE));
         }
     }
     match message.get("content") {

@@ -20,7 +20,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use batchd_domain::batch::MAX_REQUESTS;
 use batchd_domain::custom_id::CustomId;
+use batchd_domain::validation::{
+    DUPLICATE_KEY, EXTRA, NOT_DICT, NOT_LIST, NOT_STRING, REQUIRED, at, too_few_items,
+    too_many_items,
+};
 use batchd_domain::{BatchId, ErrorType, Timestamp};
 use batchd_store::{NewBatch, NewRequest};
 use futures_util::StreamExt;
@@ -34,8 +39,6 @@ use crate::batches::batch_response;
 use crate::create_scan::Scanner;
 use crate::{ApiError, AppState};
 
-/// Most requests in one batch.
-pub const MAX_REQUESTS: u64 = 100_000;
 /// A chunk is handed to the store when it holds this many requests or bytes of params.
 const CHUNK_REQUESTS: usize = 2_000;
 const CHUNK_BYTES: usize = 4 * 1024 * 1024;
@@ -175,14 +178,12 @@ fn parse<R: Read>(reader: R, tx: mpsc::Sender<Vec<NewRequest>>) -> Result<u64, R
     }
     outcome?;
     if sink.count == 0 {
-        return Err(Refusal::Invalid(
-            "requests: List should have at least 1 item after validation, not 0".into(),
-        ));
+        return Err(Refusal::Invalid(at("requests", too_few_items(1, 0))));
     }
     if sink.count > MAX_REQUESTS {
-        return Err(Refusal::Invalid(format!(
-            "requests: List should have at most {MAX_REQUESTS} items after validation, not {}",
-            sink.count
+        return Err(Refusal::Invalid(at(
+            "requests",
+            too_many_items(MAX_REQUESTS, sink.count),
         )));
     }
     sink.flush().map_err(|()| Refusal::Aborted)?;
@@ -255,9 +256,9 @@ fn parse_elements<R: Read>(scanner: &mut Scanner<R>, sink: &mut Sink) -> Result<
             let key: String = serde_json::from_slice(&element)
                 .map_err(|err| Refusal::NotJson(err.to_string()))?;
             return Err(Refusal::Invalid(if key == "requests" {
-                "requests: duplicate key".into()
+                at(key, DUPLICATE_KEY)
             } else {
-                format!("{key}: Extra inputs are not permitted")
+                at(key, EXTRA)
             }));
         }
         Some(_) => {
@@ -369,11 +370,9 @@ impl<'de> Visitor<'de> for BodyVisitor<'_> {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
-    refuse_other_types!(|_: &Self| "Input should be a valid dictionary".to_owned());
+    refuse_other_types!(|_: &Self| NOT_DICT.to_owned());
     fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        Err(self
-            .sink
-            .invalid("Input should be a valid dictionary".into()))
+        Err(self.sink.invalid(NOT_DICT.into()))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut saw_requests = false;
@@ -382,15 +381,13 @@ impl<'de> Visitor<'de> for BodyVisitor<'_> {
                 saw_requests = true;
                 map.next_value_seed(Requests(self.sink))?;
             } else if key == "requests" {
-                return Err(self.sink.invalid("requests: duplicate key".into()));
+                return Err(self.sink.invalid(at(key, DUPLICATE_KEY)));
             } else {
-                return Err(self
-                    .sink
-                    .invalid(format!("{key}: Extra inputs are not permitted")));
+                return Err(self.sink.invalid(at(key, EXTRA)));
             }
         }
         if !saw_requests {
-            return Err(self.sink.invalid("requests: Field required".into()));
+            return Err(self.sink.invalid(at("requests", REQUIRED)));
         }
         Ok(())
     }
@@ -415,11 +412,9 @@ impl<'de> Visitor<'de> for RequestsVisitor<'_> {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a list of requests")
     }
-    refuse_other_types!(|_: &Self| "requests: Input should be a valid list".to_owned());
+    refuse_other_types!(|_: &Self| at("requests", NOT_LIST));
     fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        Err(self
-            .sink
-            .invalid("requests: Input should be a valid list".into()))
+        Err(self.sink.invalid(at("requests", NOT_LIST)))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         loop {
@@ -464,15 +459,10 @@ impl<'de> Visitor<'de> for Item<'_> {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a request object")
     }
-    refuse_other_types!(|me: &Self| format!(
-        "requests.{}: Input should be a valid dictionary",
-        me.index
-    ));
+    refuse_other_types!(|me: &Self| at(format_args!("requests.{}", me.index), NOT_DICT));
     fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<NewRequest, A::Error> {
-        Err(self.sink.invalid(format!(
-            "requests.{}: Input should be a valid dictionary",
-            self.index
-        )))
+        let loc = format!("requests.{}", self.index);
+        Err(self.sink.invalid(at(loc, NOT_DICT)))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NewRequest, A::Error> {
         let i = self.index;
@@ -483,44 +473,44 @@ impl<'de> Visitor<'de> for Item<'_> {
                 "custom_id" => {
                     let value: serde_json::Value = map.next_value()?;
                     let serde_json::Value::String(raw) = value else {
-                        return Err(self.sink.invalid(format!(
-                            "requests.{i}.custom_id: Input should be a valid string"
-                        )));
+                        return Err(self
+                            .sink
+                            .invalid(at(format_args!("requests.{i}.custom_id"), NOT_STRING)));
                     };
                     match CustomId::parse(&raw) {
                         Ok(id) => custom_id = Some(id),
                         Err(why) => {
                             return Err(self
                                 .sink
-                                .invalid(format!("requests.{i}.custom_id: {why}")));
+                                .invalid(at(format_args!("requests.{i}.custom_id"), why)));
                         }
                     }
                 }
                 "params" => {
                     let raw: Box<RawValue> = map.next_value()?;
                     if !raw.get().starts_with('{') {
-                        return Err(self.sink.invalid(format!(
-                            "requests.{i}.params: Input should be a valid dictionary"
-                        )));
+                        return Err(self
+                            .sink
+                            .invalid(at(format_args!("requests.{i}.params"), NOT_DICT)));
                     }
                     params = Some(raw);
                 }
                 other => {
-                    return Err(self.sink.invalid(format!(
-                        "requests.{i}.{other}: Extra inputs are not permitted"
-                    )));
+                    return Err(self
+                        .sink
+                        .invalid(at(format_args!("requests.{i}.{other}"), EXTRA)));
                 }
             }
         }
         let Some(custom_id) = custom_id else {
             return Err(self
                 .sink
-                .invalid(format!("requests.{i}.custom_id: Field required")));
+                .invalid(at(format_args!("requests.{i}.custom_id"), REQUIRED)));
         };
         let Some(params) = params else {
             return Err(self
                 .sink
-                .invalid(format!("requests.{i}.params: Field required")));
+                .invalid(at(format_args!("requests.{i}.params"), REQUIRED)));
         };
         if !self.sink.seen.insert(custom_id.as_str().to_owned()) {
             return Err(self.sink.invalid(format!(

@@ -568,7 +568,7 @@ mod tests {
         let schemas = &doc["components"]["schemas"];
         let requests = &schemas["CreateBatch"]["properties"]["requests"];
         assert_eq!(requests["minItems"], 1);
-        assert_eq!(requests["maxItems"], 100_000);
+        assert_eq!(requests["maxItems"], batchd_domain::batch::MAX_REQUESTS);
         assert_eq!(schemas["CreateBatch"]["additionalProperties"], false);
         assert_eq!(schemas["BatchRequest"]["additionalProperties"], false);
         assert_eq!(

@@ -37,6 +37,7 @@
 use std::fmt::Display;
 
 use batchd_domain::ids;
+use batchd_domain::validation::{self, NOT_DICT, NOT_LIST, NOT_STRING, REQUIRED, ROLE};
 
 use crate::message::{Block, Message, ToolUseBlock, Usage};
 use serde::Deserialize;
@@ -72,13 +73,8 @@ fn refuse(path: impl Display, what: impl Display) -> Unsupported {
 /// A malformed part of `params` that validation does not look into (it checks blocks and tools
 /// for shape only); worded like the real API's validation messages.
 fn invalid(path: impl Display, message: &str) -> Unsupported {
-    Unsupported(format!("{path}: {message}"))
+    Unsupported(validation::at(path, message))
 }
-
-const REQUIRED: &str = "Field required";
-const NOT_STRING: &str = "Input should be a valid string";
-const NOT_LIST: &str = "Input should be a valid list";
-const NOT_DICT: &str = "Input should be a valid dictionary";
 
 /// The first key of `object` outside `allowed`, refused: an unknown key may change the answer
 /// (new Anthropic features arrive as new keys), so it is never ignored.
@@ -189,10 +185,7 @@ pub fn chat_request(
             }
             "assistant" => messages.push(assistant_turn(i, content)?),
             _ => {
-                return Err(invalid(
-                    format_args!("messages.{i}.role"),
-                    "Input should be 'user' or 'assistant'",
-                ));
+                return Err(invalid(format_args!("messages.{i}.role"), ROLE));
             }
         }
     }
