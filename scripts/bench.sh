@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# batchd's benchmarks (issue #7): builds release binaries, then runs crates/bench, which starts
+# batchd's benchmarks: builds release binaries, then runs crates/bench, which starts
 # batchd and the fake upstream itself, prints the table and writes BENCHMARKS.md.
 #   scripts/bench.sh                      the full run (~5-10 min on 2 cores)
 #   scripts/bench.sh --smoke              a quick scaled-down run; writes no report

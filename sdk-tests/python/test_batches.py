@@ -168,7 +168,7 @@ def test_create_and_retrieve(fast_a: anthropic.Anthropic, fast_url: str, ns: Nam
     res = ns.of(fast_a)
     before = datetime.now(timezone.utc)
     raw = res.with_raw_response.create(requests=requests_for(3, "cr"))
-    assert raw.status_code == 200  # spec 1: 200, not 201
+    assert raw.status_code == 200  # the API answers 200, not 201
     assert raw.headers.get("content-type", "").startswith("application/json"), raw.headers
     assert raw.headers.get("request-id", "").startswith("req_"), raw.headers
     batch = raw.parse()
@@ -193,7 +193,7 @@ def test_create_and_retrieve(fast_a: anthropic.Anthropic, fast_url: str, ns: Nam
     assert counts(ended) == {"processing": 0, "succeeded": 3, "errored": 0, "canceled": 0, "expired": 0}
     assert ended.ended_at is not None and ended.ended_at >= ended.created_at
     assert ended.cancel_initiated_at is None
-    # results_url is absolute and points at this server (spec 7.2), not at api.anthropic.com.
+    # results_url is absolute and points at this server, not at api.anthropic.com.
     assert ended.results_url is not None
     assert ended.results_url.startswith(f"{fast_url}/v1/messages/batches/{batch.id}/results"), ended.results_url
 
@@ -303,7 +303,7 @@ def test_results_stream_succeeded_and_errored(fast_a: anthropic.Anthropic, ns: N
     requests = requests_for(3, "ok")
     requests.append({"custom_id": "no-messages", "params": {"model": MODEL, "max_tokens": 64}})
     batch = res.create(requests=requests)
-    assert batch.processing_status == "in_progress"  # params are validated late (spec 4.1)
+    assert batch.processing_status == "in_progress"  # params are validated late, at processing
     assert batch.request_counts.processing == 4
 
     ended = wait_ended(res, batch.id)
@@ -341,7 +341,7 @@ def test_results_stream_succeeded_and_errored(fast_a: anthropic.Anthropic, ns: N
 
 
 DEFERRED_ERRORS = {
-    # custom_id: (params patch, errored message) -- spec 4.1 "Deferred (asynchronous) validation"
+    # custom_id: (params patch, errored message) -- params are validated when processed
     "zero-max-tokens": ({"max_tokens": 0}, "max_tokens: must be greater than or equal to 1"),
     "stream-true": ({"stream": True}, '"stream=True" is not supported in the Message Batches API'),
     "no-max-tokens": ({"max_tokens": None}, "max_tokens: Field required"),
@@ -449,14 +449,14 @@ def test_in_progress_retrieve_and_results(slow_a: anthropic.Anthropic, track_slo
     track_slow(res, batch.id)
     try:
         # 1.3 s in, the first request has been answered (1 s mock latency), but the counts only
-        # move when the whole batch ends (spec 3.2, the documented behaviour).
+        # move when the whole batch ends (the documented behaviour).
         time.sleep(max(0.0, 1.3 - (time.monotonic() - t0)))
         raw = res.with_raw_response.retrieve(batch.id)
         polled = raw.parse()
         assert polled.processing_status == "in_progress"
         assert counts(polled) == {"processing": 3, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
         assert polled.results_url is None and polled.ended_at is None
-        assert raw.headers.get("retry-after") == "10", dict(raw.headers)  # spec 4.2
+        assert raw.headers.get("retry-after") == "10", dict(raw.headers)
 
         # The SDK refuses client-side while results_url is null …
         with pytest.raises(anthropic.AnthropicError) as info:
@@ -464,7 +464,7 @@ def test_in_progress_retrieve_and_results(slow_a: anthropic.Anthropic, track_slo
         assert not isinstance(info.value, anthropic.APIStatusError)
         assert "No `results_url`" in str(info.value) and "in_progress" in str(info.value)
 
-        # … and the endpoint itself answers 404 "has no available results." (spec 4.6).
+        # … and the endpoint itself answers 404 "has no available results.".
         with pytest.raises(anthropic.NotFoundError) as info:
             raw_results(slow_a, ns, batch.id)
         assert_error_envelope(

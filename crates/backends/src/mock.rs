@@ -1,5 +1,5 @@
 //! The built-in mock model: answers any model with a deterministic assistant `Message` derived
-//! from the request, shaped exactly like a 2026 batch result (spec 3.5/3.6), optionally after a
+//! from the request, shaped exactly like a 2026 batch result, optionally after a
 //! simulated latency under a bounded number of concurrent "model slots".
 //!
 //! What it says: `You said: ` followed by the first [`ECHO_WORDS`] words of the last user

@@ -1,4 +1,4 @@
-//! batchd's benchmark harness (issue #7): a Rust load generator, process control for batchd and
+//! batchd's benchmark harness: a Rust load generator, process control for batchd and
 //! the fake upstream, the machine limits each figure is held against, and the report.
 //!
 //! Run it through `scripts/bench.sh`, which builds release binaries first; `--smoke` is a quick

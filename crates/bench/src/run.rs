@@ -1,5 +1,5 @@
-//! The benchmark run: starts batchd (and fake upstreams) as children, measures each row of
-//! issue #7 together with the machine limit it is held against, and reports the table.
+//! The benchmark run: starts batchd (and fake upstreams) as children, measures each row
+//! together with the machine limit it is held against, and reports the table.
 //!
 //! Phases, each on a fresh batchd and data dir so rows do not disturb each other:
 //! 1. fake upstream at 0 ms: footprint, ingest, dispatch at 0 ms, results, delete;
@@ -35,7 +35,7 @@ const ALL_ROWS: &[&str] = &[
 ];
 const MB: f64 = 1_000_000.0;
 
-/// Benchmarks batchd against this machine's limits (issue #7) and writes BENCHMARKS.md.
+/// Benchmarks batchd against this machine's limits and writes BENCHMARKS.md.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "batchd-bench")]
 pub struct Args {

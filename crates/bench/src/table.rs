@@ -1,5 +1,5 @@
 //! The result table: one row per figure, with the limit measured in the same run, the ratio
-//! to it, the target from issue #7 and whether it was met. Rendered as aligned text for the
+//! to it, its target and whether it was met. Rendered as aligned text for the
 //! terminal and as Markdown for BENCHMARKS.md.
 
 use std::fmt::Write;

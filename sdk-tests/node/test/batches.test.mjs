@@ -108,7 +108,7 @@ function assertBatchShape(b) {
 const counts = (b) => ({ ...b.request_counts });
 const zeroCounts = (over) => ({ processing: 0, succeeded: 0, errored: 0, canceled: 0, expired: 0, ...over });
 
-// Awaits `promise`, expects it to reject with `cls`, and checks the error envelope (spec 2.3).
+// Awaits `promise`, expects it to reject with `cls`, and checks the error envelope.
 async function expectApiError(promise, cls, status, type, message) {
   let err;
   try {

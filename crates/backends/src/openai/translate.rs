@@ -1032,7 +1032,7 @@ mod tests {
 
     #[test]
     fn message_fields_come_in_the_real_apis_order() {
-        // A succeeded row's Message as captured from api.anthropic.com (spec 3.5).
+        // A succeeded row's Message as captured from api.anthropic.com.
         let captured = r#"{"id":"msg_x","type":"message","role":"assistant","model":"claude-haiku-4-5-20251001","content":[{"type":"text","text":"1"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":16,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":5,"service_tier":"batch","inference_geo":"not_available"}}"#;
         let ours = message_from_chat(
             answer(r#"{"message":{"content":"1"},"finish_reason":"stop"}"#).as_bytes(),
