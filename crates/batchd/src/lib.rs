@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt as _;
-use batchd_backends::{BackendSpec, Router};
+use batchd_backends::{BackendSpec, BackendTable};
 use batchd_dispatcher::Dispatcher;
 use batchd_domain::Timestamp;
 use batchd_domain::keys::{self, KeyHash, StaticKey};
@@ -93,17 +93,17 @@ pub async fn serve(
         ensure_first_key(store.as_ref()).await?;
     }
 
-    let router = if options.backends.is_empty() {
-        Router::mock(options.mock_latency, options.mock_concurrency)
+    let backends = if options.backends.is_empty() {
+        BackendTable::mock(options.mock_latency, options.mock_concurrency)
     } else {
-        Router::from_specs(&options.backends).map_err(|e| anyhow::anyhow!(e))?
+        BackendTable::from_specs(&options.backends).map_err(|e| anyhow::anyhow!(e))?
     };
-    for route in router.routes() {
-        tracing::info!(backend = route.backend.name(), "backend ready");
+    for guarded in backends.backends() {
+        tracing::info!(backend = guarded.backend.name(), "backend ready");
     }
     let dispatcher = Dispatcher::start(
         store.clone(),
-        Arc::new(router),
+        Arc::new(backends),
         batchd_dispatcher::Config {
             concurrency: options.dispatch_concurrency,
             results_retention: options.results_retention,
@@ -183,7 +183,7 @@ impl WorkSignals for DispatcherSignals {
     }
 
     fn notify_reclaimable(&self) {
-        self.0.notify_deleted();
+        self.0.notify_reclaimable();
     }
 
     fn in_flight(&self) -> usize {

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
 
-use batchd_backends::Router;
+use batchd_backends::BackendTable;
 use batchd_store::Store;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -79,7 +79,7 @@ impl Default for Config {
 /// State shared by the dispatcher's tasks and its handle.
 struct Shared {
     store: Arc<dyn Store>,
-    router: Arc<Router>,
+    backends: Arc<BackendTable>,
     config: Config,
     /// Signalled when there may be new work to claim (a batch was created).
     work: Notify,
@@ -88,10 +88,10 @@ struct Shared {
     /// Batches now canceling: their claimed requests must not be sent. Filled at once by a
     /// cancel made here, and replaced by what the store says every maintenance pass (cancels
     /// made by other processes; batches that have ended since).
-    canceled: Mutex<HashSet<i64>>,
+    canceling: Mutex<HashSet<i64>>,
     /// Signalled by a cancel made here: the claimer drops that batch's requests it holds ready.
-    canceled_ready: Notify,
-    /// Batches (by key) that met a full queue at a backend, with that backend's route index:
+    canceled_here: Notify,
+    /// Batches (by key) that met a full queue at a backend, with that backend's index in the table:
     /// claims skip them while the queue stays full, so its requests wait in the store rather
     /// than in dispatch slots that other backends could use.
     saturated: Mutex<HashMap<i64, usize>>,
@@ -103,17 +103,17 @@ struct Shared {
     /// Requests sent to the backend and not yet answered (for metrics and `/metrics`).
     in_flight: AtomicUsize,
     in_flight_gauge: metrics::Gauge,
-    /// Per route (same order as the router's), the metrics every request touches, registered
-    /// once: a registry lookup per request is measurable at full rate.
-    route_metrics: Vec<RouteMetrics>,
+    /// Per backend (in the table's order), the metrics every request touches, registered once: a
+    /// registry lookup per request is measurable at full rate.
+    backend_metrics: Vec<BackendMetrics>,
 }
 
-struct RouteMetrics {
+struct BackendMetrics {
     duration: metrics::Histogram,
     ok_first: metrics::Counter,
 }
 
-impl RouteMetrics {
+impl BackendMetrics {
     fn new(backend: &str) -> Self {
         let backend = backend.to_owned();
         Self {
@@ -139,22 +139,22 @@ struct Tasks {
 
 impl Dispatcher {
     /// Starts the claimer, the recorder and maintenance on the current runtime.
-    pub fn start(store: Arc<dyn Store>, router: Arc<Router>, config: Config) -> Self {
-        let route_metrics = router
-            .routes()
+    pub fn start(store: Arc<dyn Store>, backends: Arc<BackendTable>, config: Config) -> Self {
+        let backend_metrics = backends
+            .backends()
             .iter()
-            .map(|r| RouteMetrics::new(r.backend.name()))
+            .map(|b| BackendMetrics::new(b.backend.name()))
             .collect();
         let shared = Arc::new(Shared {
-            route_metrics,
+            backend_metrics,
             in_flight_gauge: metrics::gauge!("batchd_requests_in_flight"),
             store,
-            router,
+            backends,
             config,
             work: Notify::new(),
             maintenance: Notify::new(),
-            canceled: Mutex::new(HashSet::new()),
-            canceled_ready: Notify::new(),
+            canceling: Mutex::new(HashSet::new()),
+            canceled_here: Notify::new(),
             saturated: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
             abandon: CancellationToken::new(),
@@ -193,8 +193,8 @@ impl Dispatcher {
     /// A batch entered `canceling`: requests of it that are claimed but not yet sent are dropped,
     /// and the batch ends as soon as nothing of it is in flight.
     pub fn notify_canceled(&self, batch_key: i64) {
-        lock(&self.shared.canceled).insert(batch_key);
-        self.shared.canceled_ready.notify_one();
+        lock(&self.shared.canceling).insert(batch_key);
+        self.shared.canceled_here.notify_one();
         self.shared.maintenance.notify_one();
     }
 
@@ -203,8 +203,8 @@ impl Dispatcher {
         self.shared.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Rows are waiting to be reclaimed (a delete).
-    pub fn notify_deleted(&self) {
+    /// Rows are waiting to be reclaimed (a batch deleted, or a create aborted): wake the purge.
+    pub fn notify_reclaimable(&self) {
         self.shared.maintenance.notify_one();
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use batchd_backends::limits::{Admission, Concurrency};
-use batchd_backends::{BackendRequest, Route, estimate_input_tokens};
+use batchd_backends::{BackendRequest, GuardedBackend, estimate_input_tokens};
 use batchd_domain::params;
 use batchd_domain::{ErrorType, Outcome, Timestamp};
 use batchd_store::{Answer, Retry, Slot, WorkItem};
@@ -109,9 +109,9 @@ pub(crate) async fn claim_loop(
                     }
                 }
             }
-            () = shared.canceled_ready.notified() => {
+            () = shared.canceled_here.notified() => {
                 // Requests of a just-canceled batch must not wait for a permit to be dropped.
-                let canceled = lock(&shared.canceled).clone();
+                let canceled = lock(&shared.canceling).clone();
                 let (drop, keep): (Vec<_>, Vec<_>) =
                     ready.drain(..).partition(|item| canceled.contains(&item.batch_key));
                 ready = keep.into();
@@ -150,7 +150,7 @@ fn skipped(shared: &Shared, batch_key: i64) -> bool {
 
 /// Whether route `index` can take a real group of new requests (see `Concurrency::has_room`).
 fn has_room(shared: &Shared, index: usize) -> bool {
-    shared.router.routes()[index]
+    shared.backends.backends()[index]
         .concurrency
         .as_ref()
         .is_none_or(|limit| limit.has_room())
@@ -245,7 +245,7 @@ async fn run_item(
 
 /// Whether the request must not be sent (now): its batch was canceled or has expired.
 fn stopped(shared: &Shared, item: &WorkItem) -> bool {
-    lock(&shared.canceled).contains(&item.batch_key) || Timestamp::now() >= item.expires_at
+    lock(&shared.canceling).contains(&item.batch_key) || Timestamp::now() >= item.expires_at
 }
 
 /// One upstream attempt. `None` when the request was not sent and goes back to the store.
@@ -266,7 +266,7 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
         Ok(params) => params,
         Err(err) => return answer(Outcome::Errored, errored_body(err.kind, &err.message)),
     };
-    let Some(index) = shared.router.position(&params.model) else {
+    let Some(index) = shared.backends.index_for(&params.model) else {
         // What the real API answers for a model it does not serve.
         let message = format!("model: {}", params.model);
         return answer(
@@ -274,8 +274,8 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
             errored_body(ErrorType::NotFound, &message),
         );
     };
-    let route = &shared.router.routes()[index];
-    let handles = &shared.route_metrics[index];
+    let route = &shared.backends.backends()[index];
+    let handles = &shared.backend_metrics[index];
     let backend = route.backend.name();
     // The same attempt count and a later time: waiting for a paused backend spends nothing.
     let wait = |wait: Duration| {
@@ -424,7 +424,7 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
     answer(Outcome::Errored, errored_body(err.kind, &message))
 }
 
-fn close_breaker(route: &Route, backend: &str) {
+fn close_breaker(route: &GuardedBackend, backend: &str) {
     if route.breaker.is_open() {
         tracing::info!(backend, "backend answers again; resuming");
     }
