@@ -1,28 +1,30 @@
 //! The dispatcher: turns stored requests into stored results.
 //!
-//! Three tasks cooperate, none of which holds a transaction across an upstream call:
+//! Three kinds of task cooperate, none of which holds a transaction across an upstream call:
 //!
-//! * the **claimer** leases requests from the store in groups (one store call per group, never
-//!   one per request), keeping a few milliseconds' worth ready so claiming overlaps with
-//!   sending, and spawns one task per request, bounded by a semaphore of `concurrency` permits
-//!   so the in-flight count never exceeds it;
-//! * each **request task** validates `params`, routes it to a backend by model, waits for that
-//!   backend's admission limits (a turn far off, or a full queue at the backend, sends it back
-//!   to the store instead, so one slow backend cannot hold every slot), calls it, and hands the
-//!   answer (or, after a failure that may clear, the retry with its back-off) to
-//! * the **recorder**, which drains answers, retries and unsent requests into groups and writes
-//!   each group in one transaction (group commit); the store ends a batch in the same transaction
-//!   that records its last result. A retry gives the request back to the store, which hands it
-//!   out again once its back-off is over, so a waiting request holds neither a slot nor memory.
+//! * the **claimer** (`claimer.rs`) leases requests from the store in groups (one store call per
+//!   group, never one per request), keeping a few milliseconds' worth ready so claiming overlaps
+//!   with sending, and spawns one task per request, bounded by a semaphore of `concurrency`
+//!   permits so the in-flight count never exceeds it;
+//! * each **request task** (`request.rs`) validates `params`, picks a backend by model, waits for
+//!   that backend's admission limits (a turn far off, or a full queue at the backend, sends it
+//!   back to the store instead, so one slow backend cannot hold every slot), calls it, and hands
+//!   the answer (or, after a failure that may clear, the retry with its back-off) to
+//! * the **recorder** (`recorder.rs`), which drains answers, retries and unsent requests into
+//!   groups and writes each group in one transaction (group commit); the store ends a batch in
+//!   the same transaction that records its last result. A retry gives the request back to the
+//!   store, which hands it out again once its back-off is over, so a waiting request holds
+//!   neither a slot nor memory.
 //!
 //! [`maintenance`] runs beside them: it ends expired batches and canceling batches with nothing in
 //! flight, reclaims the rows of deleted batches, and learns of cancels made by other processes
-//! sharing the store.
+//! sharing the store. `retry.rs` computes the back-off between attempts.
 
+mod claimer;
 pub mod maintenance;
 mod recorder;
+mod request;
 mod retry;
-mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -165,7 +167,7 @@ impl Dispatcher {
         let (reports_tx, reports_rx) = mpsc::channel(shared.config.record_group * 8);
         let in_flight = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(shared.config.concurrency.max(1)));
-        let claimer = tokio::spawn(worker::claim_loop(
+        let claimer = tokio::spawn(claimer::claim_loop(
             shared.clone(),
             permits,
             reports_tx,
