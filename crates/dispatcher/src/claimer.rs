@@ -37,7 +37,7 @@ pub(crate) async fn claim_loop(
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
     reports: mpsc::Sender<Report>,
-    in_flight: TaskTracker,
+    request_tasks: TaskTracker,
 ) {
     let mut ready: VecDeque<WorkItem> = VecDeque::new();
     let mut claiming: Option<ClaimFuture> = None;
@@ -79,7 +79,7 @@ pub(crate) async fn claim_loop(
                 rate.consumed(1);
                 let abandon = shared.abandon.clone();
                 let run = request::run(shared.clone(), item, permit, reports.clone());
-                in_flight.spawn(async move {
+                request_tasks.spawn(async move {
                     tokio::select! {
                         () = run => {}
                         () = abandon.cancelled() => {}

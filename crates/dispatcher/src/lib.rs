@@ -125,7 +125,8 @@ impl BackendMetrics {
     }
 }
 
-/// Handle to a running dispatcher, held by the HTTP layer and `main`.
+/// Handle to a running dispatcher, held by the composition root, which also hands it to the HTTP
+/// layer behind that layer's own narrow signal trait.
 #[derive(Clone)]
 pub struct Dispatcher {
     shared: Arc<Shared>,
@@ -136,7 +137,8 @@ struct Tasks {
     claimer: JoinHandle<()>,
     recorder: JoinHandle<()>,
     maintenance: JoinHandle<()>,
-    in_flight: TaskTracker,
+    /// Every request task, from its spawn to its report (waiting for admission included).
+    request_tasks: TaskTracker,
 }
 
 impl Dispatcher {
@@ -165,13 +167,13 @@ impl Dispatcher {
         // Bounded so that a stalled store (disk full) pushes back on request tasks, which hold
         // their permits and so stop the claimer: answers wait in memory, none is dropped.
         let (reports_tx, reports_rx) = mpsc::channel(shared.config.record_group * 8);
-        let in_flight = TaskTracker::new();
+        let request_tasks = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(shared.config.concurrency.max(1)));
         let claimer = tokio::spawn(claimer::claim_loop(
             shared.clone(),
             permits,
             reports_tx,
-            in_flight.clone(),
+            request_tasks.clone(),
         ));
         let recorder = tokio::spawn(recorder::record_loop(shared.clone(), reports_rx));
         let maintenance = tokio::spawn(maintenance::run(shared.clone()));
@@ -181,7 +183,7 @@ impl Dispatcher {
                 claimer,
                 recorder,
                 maintenance,
-                in_flight,
+                request_tasks,
             }))),
         }
     }
@@ -219,18 +221,18 @@ impl Dispatcher {
         };
         self.shared.stop.cancel();
         let _ = tasks.claimer.await;
-        tasks.in_flight.close();
-        if tokio::time::timeout(grace, tasks.in_flight.wait())
+        tasks.request_tasks.close();
+        if tokio::time::timeout(grace, tasks.request_tasks.wait())
             .await
             .is_err()
         {
             tracing::warn!(
-                abandoned = tasks.in_flight.len(),
+                abandoned = tasks.request_tasks.len(),
                 "shutdown grace period over; unfinished requests will run again after restart"
             );
             // They stop at their next await, dropping their answer senders.
             self.shared.abandon.cancel();
-            tasks.in_flight.wait().await;
+            tasks.request_tasks.wait().await;
         }
         // Every sender is gone: the recorder writes the answers that came back, then ends. A
         // store that keeps failing (disk full) must not hold the shutdown forever.
