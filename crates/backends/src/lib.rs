@@ -5,8 +5,9 @@
 //! for servers speaking `/v1/messages`; [`openai::OpenAiBackend`] for servers speaking
 //! `/v1/chat/completions`, with the translation in [`openai::translate`].
 //!
-//! [`Router`] picks a backend by model name (the `[[backends]]` config entries, first matching
-//! glob wins) and carries each backend's admission limits ([`limits`]).
+//! [`BackendTable`] picks a backend by model name (the `[[backends]]` config entries, first
+//! matching glob wins); each entry is a [`GuardedBackend`], the backend behind its admission
+//! limits and breaker ([`limits`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,8 +107,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn send(&self, request: BackendRequest<'_>) -> Result<String, BackendError>;
 }
 
-/// One `[[backends]]` entry, ready to serve: the backend and its admission limits.
-pub struct Route {
+/// One `[[backends]]` entry, ready to serve: the backend behind its admission limits and breaker.
+pub struct GuardedBackend {
     pub backend: Arc<dyn Backend>,
     models: Vec<String>,
     /// `None` when unbounded (the default mock, which bounds itself).
@@ -118,7 +119,7 @@ pub struct Route {
     pub max_attempts: u32,
 }
 
-impl Route {
+impl GuardedBackend {
     pub fn new(backend: Arc<dyn Backend>, spec: &BackendSpec) -> Self {
         Self {
             backend,
@@ -141,16 +142,16 @@ impl Route {
     }
 }
 
-/// Backends by model name.
-pub struct Router {
-    routes: Vec<Arc<Route>>,
+/// The configured backends, looked up by model name.
+pub struct BackendTable {
+    backends: Vec<Arc<GuardedBackend>>,
 }
 
-impl Router {
+impl BackendTable {
     /// Every model goes to one built-in mock (no config file).
     pub fn mock(latency: Duration, concurrency: usize) -> Self {
         Self {
-            routes: vec![Arc::new(Route {
+            backends: vec![Arc::new(GuardedBackend {
                 backend: Arc::new(MockBackend::new(latency, concurrency)),
                 models: vec!["*".to_owned()],
                 concurrency: None,
@@ -163,11 +164,11 @@ impl Router {
 
     /// Builds every configured backend. Errors name the backend.
     pub fn from_specs(specs: &[BackendSpec]) -> Result<Self, String> {
-        let mut routes = Vec::with_capacity(specs.len());
+        let mut backends = Vec::with_capacity(specs.len());
         for spec in specs {
-            if routes
+            if backends
                 .iter()
-                .any(|r: &Arc<Route>| r.backend.name() == spec.name)
+                .any(|b: &Arc<GuardedBackend>| b.backend.name() == spec.name)
             {
                 return Err(format!("backend `{}` is configured twice", spec.name));
             }
@@ -180,18 +181,19 @@ impl Router {
                     spec.max_concurrency,
                 )),
             };
-            routes.push(Arc::new(Route::new(backend, spec)));
+            backends.push(Arc::new(GuardedBackend::new(backend, spec)));
         }
-        Ok(Self { routes })
+        Ok(Self { backends })
     }
 
-    /// Index in [`Router::routes`] of the first backend serving `model`.
-    pub fn position(&self, model: &str) -> Option<usize> {
-        self.routes.iter().position(|r| r.serves(model))
+    /// Index in [`BackendTable::backends`] of the first backend serving `model`.
+    pub fn index_for(&self, model: &str) -> Option<usize> {
+        self.backends.iter().position(|b| b.serves(model))
     }
 
-    pub fn routes(&self) -> &[Arc<Route>] {
-        &self.routes
+    /// In configuration order.
+    pub fn backends(&self) -> &[Arc<GuardedBackend>] {
+        &self.backends
     }
 }
 

@@ -162,7 +162,8 @@ pub(crate) fn status_error(
     };
     let retryable = matches!(code, 408 | 409 | 429) || code >= 500;
     let throttled = matches!(code, 429 | 529);
-    let retry_after = batchd_client::retry::parse_retry_after(headers, now)
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let retry_after = batchd_wire::retry_after::seconds(header, now)
         .filter(|s| *s > 0.0 && s.is_finite())
         .map(|s| Duration::from_secs_f64(s).min(MAX_RETRY_AFTER));
     BackendError {

@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt as _;
-use batchd_backends::{BackendSpec, Router};
+use batchd_backends::{BackendSpec, BackendTable};
 use batchd_dispatcher::Dispatcher;
 use batchd_domain::Timestamp;
 use batchd_domain::keys::{self, KeyHash, StaticKey};
-use batchd_http::{AppState, HttpConfig, Keys};
+use batchd_http::{AppState, HttpConfig, Keys, WorkSignals};
 use batchd_store::Store;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -93,17 +93,17 @@ pub async fn serve(
         ensure_first_key(store.as_ref()).await?;
     }
 
-    let router = if options.backends.is_empty() {
-        Router::mock(options.mock_latency, options.mock_concurrency)
+    let backends = if options.backends.is_empty() {
+        BackendTable::mock(options.mock_latency, options.mock_concurrency)
     } else {
-        Router::from_specs(&options.backends).map_err(|e| anyhow::anyhow!(e))?
+        BackendTable::from_specs(&options.backends).map_err(|e| anyhow::anyhow!(e))?
     };
-    for route in router.routes() {
-        tracing::info!(backend = route.backend.name(), "backend ready");
+    for guarded in backends.backends() {
+        tracing::info!(backend = guarded.backend.name(), "backend ready");
     }
     let dispatcher = Dispatcher::start(
         store.clone(),
-        Arc::new(router),
+        Arc::new(backends),
         batchd_dispatcher::Config {
             concurrency: options.dispatch_concurrency,
             results_retention: options.results_retention,
@@ -114,7 +114,7 @@ pub async fn serve(
     );
     let state = AppState::new(
         store.clone(),
-        dispatcher.clone(),
+        Arc::new(DispatcherSignals(dispatcher.clone())),
         Keys::new(options.api_keys.clone(), store.clone()),
         HttpConfig {
             public_url: options.public_url.clone(),
@@ -168,6 +168,27 @@ pub async fn serve(
     storage.close().await;
     tracing::info!("batchd stopped");
     Ok(())
+}
+
+/// The dispatcher as the HTTP layer sees it.
+struct DispatcherSignals(Dispatcher);
+
+impl WorkSignals for DispatcherSignals {
+    fn notify_created(&self) {
+        self.0.notify_created();
+    }
+
+    fn notify_canceled(&self, batch_key: i64) {
+        self.0.notify_canceled(batch_key);
+    }
+
+    fn notify_reclaimable(&self) {
+        self.0.notify_reclaimable();
+    }
+
+    fn in_flight(&self) -> usize {
+        self.0.in_flight()
+    }
 }
 
 /// With no key configured at all, the first start creates one for workspace `default` and

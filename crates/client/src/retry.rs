@@ -38,25 +38,10 @@ pub fn should_retry_status(status: u16, headers: &HeaderMap) -> bool {
     matches!(status, 408 | 409 | 429) || status >= 500
 }
 
-/// The server's requested delay in seconds, from `retry-after-ms` or `retry-after`.
-///
-/// The value may be zero, negative (an HTTP date in the past) or not finite; [`retry_delay`]
-/// decides whether to honour it. `None` when neither header parses.
+/// The server's requested delay in seconds, from `retry-after-ms` or `retry-after` (see
+/// [`batchd_wire::retry_after::seconds`]); [`retry_delay`] decides whether to honour it.
 pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<f64> {
-    if let Some(ms) =
-        header_str(headers, "retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok())
-    {
-        return Some(ms / 1000.0);
-    }
-    let value = header_str(headers, "retry-after")?.trim();
-    if let Ok(seconds) = value.parse::<f64>() {
-        return Some(seconds);
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(match at.duration_since(now) {
-        Ok(ahead) => ahead.as_secs_f64(),
-        Err(behind) => -behind.duration().as_secs_f64(),
-    })
+    batchd_wire::retry_after::seconds(|name| header_str(headers, name), now)
 }
 
 /// How long to sleep before the next retry.
@@ -147,61 +132,6 @@ mod tests {
             400,
             &headers(&[("x-should-retry", "yes")])
         ));
-    }
-
-    #[test]
-    fn parses_retry_after_ms_seconds_and_dates() {
-        let t = now();
-        assert_eq!(
-            parse_retry_after(&headers(&[("retry-after-ms", "1500")]), t),
-            Some(1.5)
-        );
-        assert_eq!(
-            parse_retry_after(&headers(&[("retry-after-ms", " 20.5 ")]), t),
-            Some(0.0205)
-        );
-        assert_eq!(
-            parse_retry_after(&headers(&[("retry-after", "3")]), t),
-            Some(3.0)
-        );
-        assert_eq!(
-            parse_retry_after(&headers(&[("retry-after", "0.25")]), t),
-            Some(0.25)
-        );
-        assert_eq!(
-            parse_retry_after(
-                &headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:07 GMT")]),
-                t
-            ),
-            Some(7.0)
-        );
-        assert_eq!(
-            parse_retry_after(
-                &headers(&[("retry-after", "Wed, 21 Oct 2015 07:27:50 GMT")]),
-                t
-            ),
-            Some(-10.0)
-        );
-        // retry-after-ms wins over retry-after; an unparsable ms value falls through.
-        assert_eq!(
-            parse_retry_after(
-                &headers(&[("retry-after-ms", "100"), ("retry-after", "5")]),
-                t
-            ),
-            Some(0.1)
-        );
-        assert_eq!(
-            parse_retry_after(
-                &headers(&[("retry-after-ms", "soon"), ("retry-after", "5")]),
-                t
-            ),
-            Some(5.0)
-        );
-        assert_eq!(
-            parse_retry_after(&headers(&[("retry-after", "later")]), t),
-            None
-        );
-        assert_eq!(parse_retry_after(&HeaderMap::new(), t), None);
     }
 
     #[test]

@@ -1,28 +1,30 @@
 //! The dispatcher: turns stored requests into stored results.
 //!
-//! Three tasks cooperate, none of which holds a transaction across an upstream call:
+//! Three kinds of task cooperate, none of which holds a transaction across an upstream call:
 //!
-//! * the **claimer** leases requests from the store in groups (one store call per group, never
-//!   one per request), keeping a few milliseconds' worth ready so claiming overlaps with
-//!   sending, and spawns one task per request, bounded by a semaphore of `concurrency` permits
-//!   so the in-flight count never exceeds it;
-//! * each **request task** validates `params`, routes it to a backend by model, waits for that
-//!   backend's admission limits (a turn far off, or a full queue at the backend, sends it back
-//!   to the store instead, so one slow backend cannot hold every slot), calls it, and hands the
-//!   answer (or, after a failure that may clear, the retry with its back-off) to
-//! * the **recorder**, which drains answers, retries and unsent requests into groups and writes
-//!   each group in one transaction (group commit); the store ends a batch in the same transaction
-//!   that records its last result. A retry gives the request back to the store, which hands it
-//!   out again once its back-off is over, so a waiting request holds neither a slot nor memory.
+//! * the **claimer** (`claimer.rs`) leases requests from the store in groups (one store call per
+//!   group, never one per request), keeping a few milliseconds' worth ready so claiming overlaps
+//!   with sending, and spawns one task per request, bounded by a semaphore of `concurrency`
+//!   permits so the in-flight count never exceeds it;
+//! * each **request task** (`request.rs`) validates `params`, picks a backend by model, waits for
+//!   that backend's admission limits (a turn far off, or a full queue at the backend, sends it
+//!   back to the store instead, so one slow backend cannot hold every slot), calls it, and hands
+//!   the answer (or, after a failure that may clear, the retry with its back-off) to
+//! * the **recorder** (`recorder.rs`), which drains answers, retries and unsent requests into
+//!   groups and writes each group in one transaction (group commit); the store ends a batch in
+//!   the same transaction that records its last result. A retry gives the request back to the
+//!   store, which hands it out again once its back-off is over, so a waiting request holds
+//!   neither a slot nor memory.
 //!
 //! [`maintenance`] runs beside them: it ends expired batches and canceling batches with nothing in
 //! flight, reclaims the rows of deleted batches, and learns of cancels made by other processes
-//! sharing the store.
+//! sharing the store. `retry.rs` computes the back-off between attempts.
 
+mod claimer;
 pub mod maintenance;
 mod recorder;
+mod request;
 mod retry;
-mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -31,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
 
-use batchd_backends::Router;
+use batchd_backends::BackendTable;
 use batchd_store::Store;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -79,7 +81,7 @@ impl Default for Config {
 /// State shared by the dispatcher's tasks and its handle.
 struct Shared {
     store: Arc<dyn Store>,
-    router: Arc<Router>,
+    backends: Arc<BackendTable>,
     config: Config,
     /// Signalled when there may be new work to claim (a batch was created).
     work: Notify,
@@ -88,10 +90,10 @@ struct Shared {
     /// Batches now canceling: their claimed requests must not be sent. Filled at once by a
     /// cancel made here, and replaced by what the store says every maintenance pass (cancels
     /// made by other processes; batches that have ended since).
-    canceled: Mutex<HashSet<i64>>,
+    canceling: Mutex<HashSet<i64>>,
     /// Signalled by a cancel made here: the claimer drops that batch's requests it holds ready.
-    canceled_ready: Notify,
-    /// Batches (by key) that met a full queue at a backend, with that backend's route index:
+    canceled_here: Notify,
+    /// Batches (by key) that met a full queue at a backend, with that backend's index in the table:
     /// claims skip them while the queue stays full, so its requests wait in the store rather
     /// than in dispatch slots that other backends could use.
     saturated: Mutex<HashMap<i64, usize>>,
@@ -103,17 +105,17 @@ struct Shared {
     /// Requests sent to the backend and not yet answered (for metrics and `/metrics`).
     in_flight: AtomicUsize,
     in_flight_gauge: metrics::Gauge,
-    /// Per route (same order as the router's), the metrics every request touches, registered
-    /// once: a registry lookup per request is measurable at full rate.
-    route_metrics: Vec<RouteMetrics>,
+    /// Per backend (in the table's order), the metrics every request touches, registered once: a
+    /// registry lookup per request is measurable at full rate.
+    backend_metrics: Vec<BackendMetrics>,
 }
 
-struct RouteMetrics {
+struct BackendMetrics {
     duration: metrics::Histogram,
     ok_first: metrics::Counter,
 }
 
-impl RouteMetrics {
+impl BackendMetrics {
     fn new(backend: &str) -> Self {
         let backend = backend.to_owned();
         Self {
@@ -123,7 +125,8 @@ impl RouteMetrics {
     }
 }
 
-/// Handle to a running dispatcher, held by the HTTP layer and `main`.
+/// Handle to a running dispatcher, held by the composition root, which also hands it to the HTTP
+/// layer behind that layer's own narrow signal trait.
 #[derive(Clone)]
 pub struct Dispatcher {
     shared: Arc<Shared>,
@@ -134,27 +137,28 @@ struct Tasks {
     claimer: JoinHandle<()>,
     recorder: JoinHandle<()>,
     maintenance: JoinHandle<()>,
-    in_flight: TaskTracker,
+    /// Every request task, from its spawn to its report (waiting for admission included).
+    request_tasks: TaskTracker,
 }
 
 impl Dispatcher {
     /// Starts the claimer, the recorder and maintenance on the current runtime.
-    pub fn start(store: Arc<dyn Store>, router: Arc<Router>, config: Config) -> Self {
-        let route_metrics = router
-            .routes()
+    pub fn start(store: Arc<dyn Store>, backends: Arc<BackendTable>, config: Config) -> Self {
+        let backend_metrics = backends
+            .backends()
             .iter()
-            .map(|r| RouteMetrics::new(r.backend.name()))
+            .map(|b| BackendMetrics::new(b.backend.name()))
             .collect();
         let shared = Arc::new(Shared {
-            route_metrics,
+            backend_metrics,
             in_flight_gauge: metrics::gauge!("batchd_requests_in_flight"),
             store,
-            router,
+            backends,
             config,
             work: Notify::new(),
             maintenance: Notify::new(),
-            canceled: Mutex::new(HashSet::new()),
-            canceled_ready: Notify::new(),
+            canceling: Mutex::new(HashSet::new()),
+            canceled_here: Notify::new(),
             saturated: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
             abandon: CancellationToken::new(),
@@ -163,13 +167,13 @@ impl Dispatcher {
         // Bounded so that a stalled store (disk full) pushes back on request tasks, which hold
         // their permits and so stop the claimer: answers wait in memory, none is dropped.
         let (reports_tx, reports_rx) = mpsc::channel(shared.config.record_group * 8);
-        let in_flight = TaskTracker::new();
+        let request_tasks = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(shared.config.concurrency.max(1)));
-        let claimer = tokio::spawn(worker::claim_loop(
+        let claimer = tokio::spawn(claimer::claim_loop(
             shared.clone(),
             permits,
             reports_tx,
-            in_flight.clone(),
+            request_tasks.clone(),
         ));
         let recorder = tokio::spawn(recorder::record_loop(shared.clone(), reports_rx));
         let maintenance = tokio::spawn(maintenance::run(shared.clone()));
@@ -179,7 +183,7 @@ impl Dispatcher {
                 claimer,
                 recorder,
                 maintenance,
-                in_flight,
+                request_tasks,
             }))),
         }
     }
@@ -193,8 +197,8 @@ impl Dispatcher {
     /// A batch entered `canceling`: requests of it that are claimed but not yet sent are dropped,
     /// and the batch ends as soon as nothing of it is in flight.
     pub fn notify_canceled(&self, batch_key: i64) {
-        lock(&self.shared.canceled).insert(batch_key);
-        self.shared.canceled_ready.notify_one();
+        lock(&self.shared.canceling).insert(batch_key);
+        self.shared.canceled_here.notify_one();
         self.shared.maintenance.notify_one();
     }
 
@@ -203,8 +207,8 @@ impl Dispatcher {
         self.shared.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Rows are waiting to be reclaimed (a delete).
-    pub fn notify_deleted(&self) {
+    /// Rows are waiting to be reclaimed (a batch deleted, or a create aborted): wake the purge.
+    pub fn notify_reclaimable(&self) {
         self.shared.maintenance.notify_one();
     }
 
@@ -217,18 +221,18 @@ impl Dispatcher {
         };
         self.shared.stop.cancel();
         let _ = tasks.claimer.await;
-        tasks.in_flight.close();
-        if tokio::time::timeout(grace, tasks.in_flight.wait())
+        tasks.request_tasks.close();
+        if tokio::time::timeout(grace, tasks.request_tasks.wait())
             .await
             .is_err()
         {
             tracing::warn!(
-                abandoned = tasks.in_flight.len(),
+                abandoned = tasks.request_tasks.len(),
                 "shutdown grace period over; unfinished requests will run again after restart"
             );
             // They stop at their next await, dropping their answer senders.
             self.shared.abandon.cancel();
-            tasks.in_flight.wait().await;
+            tasks.request_tasks.wait().await;
         }
         // Every sender is gone: the recorder writes the answers that came back, then ends. A
         // store that keeps failing (disk full) must not hold the shutdown forever.

@@ -18,7 +18,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     loop {
         let now = Timestamp::now();
         match timed("canceling", shared.store.canceling()).await {
-            Ok(keys) => *lock(&shared.canceled) = keys.into_iter().collect(),
+            Ok(keys) => *lock(&shared.canceling) = keys.into_iter().collect(),
             Err(err) => {
                 tracing::warn!(error = %err, "reading canceling batches failed; will retry")
             }

@@ -9,8 +9,19 @@ use batchd_domain::{Outcome, Timestamp};
 use batchd_store::{Answer, Retry, Slot};
 use tokio::sync::mpsc;
 
-use crate::worker::Report;
 use crate::{Shared, report_ended, timed};
+
+/// What a request task hands to the recorder.
+#[derive(Debug)]
+pub(crate) enum Report {
+    Answer(Answer),
+    /// Try again later (stored, so a restart keeps the attempt count and the back-off).
+    Retry(Retry),
+    /// Never sent: back to the store, to be claimed again or to end with its batch as canceled
+    /// or expired. Grouped like the rest, which matters when a full backend queue turns many
+    /// away at once.
+    Release(Slot),
+}
 
 /// Drains answers into groups of up to `record_group` and writes each group in one store call.
 /// A failed write is retried with backoff until it succeeds: an answer is never dropped, and the

@@ -4,7 +4,7 @@
 //! second half of the interval is random) so that requests failed together by one overload do
 //! not come back together; an upstream's `retry-after` is a floor, never shortened by jitter.
 //! Whether there is a next attempt at all (attempt budget, the batch's `expires_at`) is the
-//! worker's call.
+//! request task's call.
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use batchd_backends::Router;
+use batchd_backends::BackendTable;
 use batchd_dispatcher::{Config, Dispatcher};
 use batchd_domain::keys::KeyHash;
 use batchd_domain::{Batch, BatchId, Timestamp};
@@ -128,7 +128,7 @@ async fn work_announced_during_a_claim_is_claimed_without_waiting_for_the_idle_p
     });
     let dispatcher = Dispatcher::start(
         store.clone(),
-        Arc::new(Router::mock(Duration::ZERO, 1)),
+        Arc::new(BackendTable::mock(Duration::ZERO, 1)),
         Config {
             // Far beyond the test's timeout: only the announcement can start the next claim.
             idle_poll: Duration::from_secs(3600),

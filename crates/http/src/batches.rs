@@ -191,7 +191,7 @@ pub async fn cancel(
             "Message Batch {raw_id} has already ended and cannot be canceled."
         ))),
         CancelOutcome::Canceling(batch) => {
-            state.inner.dispatcher.notify_canceled(batch.key);
+            state.inner.work.notify_canceled(batch.key);
             batch_response(&state, &headers, &batch)
         }
     }
@@ -227,7 +227,7 @@ pub async fn delete(
             "In progress batches cannot be deleted. Consider canceling the batch instead.",
         )),
         DeleteOutcome::Deleted => {
-            state.inner.dispatcher.notify_deleted();
+            state.inner.work.notify_reclaimable();
             json(&DeletedMessageBatch {
                 id: raw_id,
                 kind: DeletedType::MessageBatchDeleted,

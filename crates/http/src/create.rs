@@ -128,7 +128,7 @@ pub async fn create(
     let refusal = match (stored, parsed) {
         (Ok(()), Ok(total)) => {
             let batch = store.commit_batch(draft, total).await?;
-            state.inner.dispatcher.notify_created();
+            state.inner.work.notify_created();
             return batch_response(&state, &headers, &batch);
         }
         (Err(err), _) => Err(err),
@@ -137,7 +137,7 @@ pub async fn create(
     if let Err(err) = store.abort_batch(draft).await {
         tracing::warn!(error = %err, "could not abort a draft batch; it is reclaimed at next start");
     }
-    state.inner.dispatcher.notify_deleted();
+    state.inner.work.notify_reclaimable();
     match refusal? {
         _ if exceeded.load(Ordering::Relaxed) => Err(too_large()),
         Refusal::Invalid(message) => Err(ApiError::invalid(message)),

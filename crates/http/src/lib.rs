@@ -3,6 +3,9 @@
 //! Layers, outermost first: [`request_id`] (ids, access log), [`auth`] (key, version, betas),
 //! then the handlers in [`batches`] and [`create`]. Every failure is an [`ApiError`] rendered as
 //! the API's envelope, unknown routes (404) and wrong methods (405) included.
+//!
+//! The work behind the API is reached only through [`WorkSignals`], defined here so that this
+//! crate depends on the store and nothing of the dispatcher or its upstream clients.
 
 pub mod auth;
 pub mod batches;
@@ -22,7 +25,6 @@ use axum::Router;
 use axum::http::HeaderMap;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
-use batchd_dispatcher::Dispatcher;
 use batchd_domain::ErrorType;
 use batchd_store::Store;
 
@@ -50,6 +52,19 @@ impl Default for HttpConfig {
     }
 }
 
+/// What the handlers tell the work behind the API, and the one figure they read back from it.
+/// The composition root satisfies it with the dispatcher.
+pub trait WorkSignals: Send + Sync + 'static {
+    /// A batch was committed: claim its requests now rather than at the next poll.
+    fn notify_created(&self);
+    /// A batch entered `canceling`: its requests not yet sent must not be.
+    fn notify_canceled(&self, batch_key: i64);
+    /// Rows wait to be reclaimed (a batch was deleted, or a create was aborted).
+    fn notify_reclaimable(&self);
+    /// Requests currently at a backend.
+    fn in_flight(&self) -> usize;
+}
+
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
@@ -58,7 +73,7 @@ pub struct AppState {
 
 struct Inner {
     store: Arc<dyn Store>,
-    dispatcher: Dispatcher,
+    work: Arc<dyn WorkSignals>,
     keys: Keys,
     config: HttpConfig,
 }
@@ -66,14 +81,14 @@ struct Inner {
 impl AppState {
     pub fn new(
         store: Arc<dyn Store>,
-        dispatcher: Dispatcher,
+        work: Arc<dyn WorkSignals>,
         keys: Keys,
         config: HttpConfig,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
-                dispatcher,
+                work,
                 keys,
                 config,
             }),

@@ -153,7 +153,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             metrics::gauge!("batchd_batches", "processing_status" => "canceling")
                 .set(stats.canceling as f64);
             metrics::gauge!("batchd_requests_unanswered").set(stats.unanswered as f64);
-            let in_flight = state.inner.dispatcher.in_flight() as u64;
+            let in_flight = state.inner.work.in_flight() as u64;
             metrics::gauge!("batchd_requests_queued")
                 .set(stats.unanswered.saturating_sub(in_flight) as f64);
         }

@@ -3,7 +3,10 @@
 //! Field order in every struct is the order the real API emits (serde serialises in declaration
 //! order), nullable fields serialise as `null` rather than being skipped, and timestamps are kept
 //! as the already formatted RFC 3339 strings so that server and client agree byte for byte.
-//! This crate has no async or HTTP dependencies so the client can share it.
+//! This crate has no async or HTTP dependencies so the client can share it; [`retry_after`]
+//! reads the one response header both sides interpret.
+
+pub mod retry_after;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

@@ -1,0 +1,410 @@
+//! One claimed request's life: an upstream attempt in named phases, each of which may end it
+//! with the report the recorder gets.
+//!
+//! * [`route`]: is it still wanted, is it due, is it valid, which backend serves its model;
+//! * [`admit`]: that backend's breaker, queue, rate limit and concurrency slot;
+//! * [`send`]: the call itself, counted as in flight, timed and labelled;
+//! * [`settle`]: what the outcome teaches the backend's guards, then the answer or the next
+//!   attempt.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use batchd_backends::limits::{Admission, Concurrency, Permit};
+use batchd_backends::{BackendError, BackendRequest, GuardedBackend, estimate_input_tokens};
+use batchd_domain::params::{self, Params};
+use batchd_domain::{ErrorType, Outcome, Timestamp};
+use batchd_store::{Retry, WorkItem};
+use batchd_wire::ErrorEnvelope;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use crate::recorder::Report;
+use crate::{BackendMetrics, Shared, claimer, lock, retry};
+
+/// Longest wait for a rate-limit turn while holding a dispatch slot; a later turn is waited for
+/// in the store.
+const RATE_WAIT_HERE: Duration = Duration::from_secs(1);
+
+/// Runs one request to its answer (or its next attempt), or gives it back unsent.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    item: WorkItem,
+    _permit: OwnedSemaphorePermit,
+    reports: mpsc::Sender<Report>,
+) {
+    let report = match attempt(&shared, &item).await {
+        Ok(report) | Err(report) => report,
+    };
+    // The recorder only goes away at shutdown after every sender is dropped, so this cannot fail
+    // while we hold a sender.
+    let _ = reports.send(report).await;
+}
+
+/// One upstream attempt. `Err` is the report of an attempt that ended before sending.
+async fn attempt(shared: &Shared, item: &WorkItem) -> Result<Report, Report> {
+    let routed = route(shared, item)?;
+    let admitted = admit(shared, item, &routed).await?;
+    let sent = send(shared, item, &routed).await;
+    Ok(settle(shared, item, &routed, admitted, sent))
+}
+
+/// A valid request and the backend that serves its model.
+struct Routed<'s> {
+    params: Params,
+    /// Position of `backend` in the backend table, which is also that of `metrics`.
+    index: usize,
+    backend: &'s GuardedBackend,
+    metrics: &'s BackendMetrics,
+}
+
+impl Routed<'_> {
+    fn name(&self) -> &str {
+        self.backend.backend.name()
+    }
+}
+
+/// Phase 1: whether the request is to be sent at all, and where.
+fn route<'s>(shared: &'s Shared, item: &WorkItem) -> Result<Routed<'s>, Report> {
+    if stopped(shared, item) {
+        return Err(Report::Release(item.slot()));
+    }
+    if let Some(at) = item.not_before.filter(|&at| at > Timestamp::now()) {
+        // Claimed again by a restarted process while its back-off is still running.
+        return Err(retry_at(item, item.attempts, at));
+    }
+    let params =
+        params::validate(&item.params).map_err(|err| errored(item, err.kind, &err.message))?;
+    let Some(index) = shared.backends.index_for(&params.model) else {
+        // What the real API answers for a model it does not serve.
+        let message = format!("model: {}", params.model);
+        return Err(errored(item, ErrorType::NotFound, &message));
+    };
+    Ok(Routed {
+        params,
+        index,
+        backend: &shared.backends.backends()[index],
+        metrics: &shared.backend_metrics[index],
+    })
+}
+
+/// Leave to send now.
+struct Admitted<'s> {
+    /// `Probe` when this attempt tests whether a paused backend is back.
+    admission: Admission,
+    /// The backend's concurrency slot, held until the attempt is settled.
+    _slot: Option<Permit<'s>>,
+}
+
+/// Phase 2: the backend's admission limits. A turn far off, or a full queue at the upstream, is
+/// waited for in the store, not here: a request waiting here holds a dispatch slot that another
+/// backend's requests could use.
+async fn admit<'s>(
+    shared: &Shared,
+    item: &WorkItem,
+    routed: &Routed<'s>,
+) -> Result<Admitted<'s>, Report> {
+    let backend = routed.backend;
+    if let Some(paused) = backend.breaker.wait() {
+        return Err(later(item, paused));
+    }
+    // The queue is looked at first so that a request turned away has not taken a rate-limit
+    // turn.
+    if backend.concurrency.as_ref().is_some_and(|c| c.queue_full()) {
+        return Err(claimer::turn_away(shared, item, routed.index));
+    }
+    if !backend.rate.is_unlimited() {
+        match backend
+            .rate
+            .admit(estimate_input_tokens(&routed.params), RATE_WAIT_HERE)
+            .await
+        {
+            Ok(waited) => metrics::histogram!("batchd_rate_limit_wait_seconds", "backend" => routed.name().to_owned())
+                .record(waited.as_secs_f64()),
+            Err(turn) => return Err(later(item, turn)),
+        }
+    }
+    let slot = match &backend.concurrency {
+        Some(limit) => match limit.acquire().await {
+            Some(slot) => {
+                claimer::queue_shortened(shared, limit);
+                Some(slot)
+            }
+            None => return Err(claimer::turn_away(shared, item, routed.index)),
+        },
+        None => None,
+    };
+    if stopped(shared, item) {
+        return Err(Report::Release(item.slot()));
+    }
+    // Taken last: a probe, once granted, is sent (nothing above may drop it on the floor, which
+    // would leave the breaker waiting for an answer that never comes).
+    let admission = backend.breaker.admit();
+    if let Admission::Open(paused) = admission {
+        return Err(later(item, paused));
+    }
+    Ok(Admitted {
+        admission,
+        _slot: slot,
+    })
+}
+
+/// What the backend gave back, and how many attempts the request has now had.
+struct Sent {
+    attempts: u32,
+    result: Result<String, BackendError>,
+}
+
+/// Phase 3: the call.
+async fn send(shared: &Shared, item: &WorkItem, routed: &Routed<'_>) -> Sent {
+    let attempts = item.attempts.saturating_add(1);
+    let request = BackendRequest {
+        params: &routed.params,
+        raw_params: &item.params,
+        betas: &item.betas,
+        batch_id: item.batch_id.as_str(),
+        custom_id: &item.custom_id,
+    };
+    let started = Instant::now();
+    let result = {
+        let _in_flight = InFlight::enter(shared);
+        routed.backend.backend.send(request).await
+    };
+    routed
+        .metrics
+        .duration
+        .record(started.elapsed().as_secs_f64());
+    match (&result, attempts) {
+        (Ok(_), 1) => routed.metrics.ok_first.increment(1),
+        _ => {
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(err) => err.kind.as_str(),
+            };
+            let attempt = if attempts == 1 { "first" } else { "retry" };
+            metrics::counter!("batchd_upstream_requests_total", "backend" => routed.name().to_owned(), "result" => outcome, "attempt" => attempt)
+                .increment(1)
+        }
+    }
+    Sent { attempts, result }
+}
+
+/// Phase 4: the answer, or the next attempt. The concurrency slot is given back only after the
+/// backend's guards have learned the outcome.
+fn settle(
+    shared: &Shared,
+    item: &WorkItem,
+    routed: &Routed<'_>,
+    admitted: Admitted<'_>,
+    sent: Sent,
+) -> Report {
+    let probe = admitted.admission == Admission::Probe;
+    match sent.result {
+        Ok(message) => {
+            learn_from_success(routed, probe);
+            answer(item, Outcome::Succeeded, succeeded_body(&message))
+        }
+        Err(err) => match learn_from_failure(shared, item, routed, probe, &err) {
+            Ok(()) => retry_or_give_up(shared, item, routed, sent.attempts, err),
+            Err(report) => report,
+        },
+    }
+}
+
+/// The upstream answered: its concurrency limit may grow, and a paused backend resumes.
+fn learn_from_success(routed: &Routed<'_>, probe: bool) {
+    let backend = routed.backend;
+    if let Some(limit) = &backend.concurrency
+        && limit.succeeded()
+    {
+        concurrency_gauge(routed.name(), limit);
+    }
+    if probe || backend.breaker.is_open() {
+        close_breaker(backend, routed.name());
+    }
+}
+
+/// What a failure teaches the backend's guards. `Err` when it was the probe of a paused backend
+/// and the backend is still unwell: the request then waits for the breaker like every other.
+fn learn_from_failure(
+    shared: &Shared,
+    item: &WorkItem,
+    routed: &Routed<'_>,
+    probe: bool,
+    err: &BackendError,
+) -> Result<(), Report> {
+    let backend = routed.backend;
+    let name = routed.name();
+    if err.unwell {
+        let opened = backend.breaker.failed(|n| {
+            retry::delay(
+                n,
+                None,
+                shared.config.retry_base,
+                shared.config.retry_max,
+                1.0,
+            )
+        });
+        if opened {
+            tracing::warn!(backend = name, error = %err, "backend keeps failing; pausing it, one probe at a time until it answers");
+            metrics::gauge!("batchd_backend_paused", "backend" => name.to_owned()).set(1.0);
+        }
+        if probe {
+            // A failed probe re-opened the breaker: wait for it like everyone else.
+            return Err(later(
+                item,
+                match backend.breaker.admit() {
+                    Admission::Open(until) => until,
+                    _ => Duration::ZERO,
+                },
+            ));
+        }
+    } else if probe || backend.breaker.is_open() {
+        // It answered, if only to refuse this request: it is up.
+        close_breaker(backend, name);
+    }
+    if let Some(limit) = &backend.concurrency {
+        if err.throttled {
+            limit.throttled();
+        }
+        concurrency_gauge(name, limit);
+    }
+    Ok(())
+}
+
+/// Another attempt when the failure may clear, the backend's attempt budget allows one and the
+/// batch still runs by then; otherwise the errored result.
+fn retry_or_give_up(
+    shared: &Shared,
+    item: &WorkItem,
+    routed: &Routed<'_>,
+    attempts: u32,
+    err: BackendError,
+) -> Report {
+    if err.retryable && attempts < routed.backend.max_attempts {
+        let wait = retry::delay(
+            attempts,
+            err.retry_after,
+            shared.config.retry_base,
+            shared.config.retry_max,
+            rand::random(),
+        );
+        let at = Timestamp::now().plus(wait);
+        // No attempt past the batch's end: it would be thrown away.
+        if at < item.expires_at {
+            metrics::counter!("batchd_upstream_retries_total", "backend" => routed.name().to_owned(), "reason" => err.kind.as_str())
+                .increment(1);
+            tracing::debug!(batch = %item.batch_id, custom_id = %item.custom_id, attempts, ?wait, error = %err, "upstream attempt failed; will retry");
+            return retry_at(item, attempts, at);
+        }
+    }
+    let message = if err.retryable && attempts > 1 {
+        format!("{} (gave up after {attempts} attempts)", err.message)
+    } else {
+        err.message
+    };
+    errored(item, err.kind, &message)
+}
+
+/// Whether the request must not be sent (now): its batch was canceled or has expired.
+fn stopped(shared: &Shared, item: &WorkItem) -> bool {
+    lock(&shared.canceling).contains(&item.batch_key) || Timestamp::now() >= item.expires_at
+}
+
+/// The same attempt count and a later time: waiting for a paused or busy backend spends nothing
+/// of the attempt budget.
+fn later(item: &WorkItem, wait: Duration) -> Report {
+    retry_at(item, item.attempts, Timestamp::now().plus(wait))
+}
+
+fn retry_at(item: &WorkItem, attempts: u32, not_before: Timestamp) -> Report {
+    Report::Retry(Retry {
+        slot: item.slot(),
+        attempts,
+        not_before,
+    })
+}
+
+fn answer(item: &WorkItem, outcome: Outcome, body: String) -> Report {
+    Report::Answer(item.answer(outcome, body))
+}
+
+fn errored(item: &WorkItem, kind: ErrorType, message: &str) -> Report {
+    answer(item, Outcome::Errored, errored_body(kind, message))
+}
+
+/// Publishes a backend's adaptive concurrency limit.
+fn concurrency_gauge(backend: &str, limit: &Concurrency) {
+    metrics::gauge!("batchd_backend_concurrency_limit", "backend" => backend.to_owned())
+        .set(limit.limit() as f64);
+}
+
+fn close_breaker(backend: &GuardedBackend, name: &str) {
+    if backend.breaker.is_open() {
+        tracing::info!(backend = name, "backend answers again; resuming");
+    }
+    backend.breaker.succeeded();
+    metrics::gauge!("batchd_backend_paused", "backend" => name.to_owned()).set(0.0);
+}
+
+/// Counts a request as in flight for as long as it lives.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        let now = shared.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        shared.in_flight_gauge.set(now as f64);
+        Self(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let now = self
+            .0
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
+        self.0.in_flight_gauge.set(now as f64);
+    }
+}
+
+/// `result` object of a succeeded row around an already serialized Message.
+pub(crate) fn succeeded_body(message: &str) -> String {
+    let mut body = String::with_capacity(message.len() + 36);
+    body.push_str(r#"{"type":"succeeded","message":"#);
+    body.push_str(message);
+    body.push('}');
+    body
+}
+
+/// `result` object of an errored row. `request_id` is null, as the real API writes for requests
+/// refused before reaching a model.
+pub(crate) fn errored_body(kind: ErrorType, message: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct Errored<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        error: &'a ErrorEnvelope,
+    }
+    let envelope = ErrorEnvelope::new(kind.as_str(), message, None);
+    serde_json::to_string(&Errored { kind: "errored", error: &envelope })
+        .unwrap_or_else(|_| r#"{"type":"errored","error":{"type":"error","error":{"type":"api_error","message":"Internal server error"},"request_id":null}}"#.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_bodies_have_the_documented_shape() {
+        assert_eq!(
+            succeeded_body(r#"{"id":"msg_1"}"#),
+            r#"{"type":"succeeded","message":{"id":"msg_1"}}"#
+        );
+        assert_eq!(
+            errored_body(ErrorType::NotFound, "model: x"),
+            r#"{"type":"errored","error":{"type":"error","error":{"type":"not_found_error","message":"model: x"},"request_id":null}}"#
+        );
+    }
+}
