@@ -1,4 +1,8 @@
-//! The storage seam: everything batchd keeps durably goes through [`Store`].
+//! The storage seam: everything batchd keeps durably goes through [`Store`]. Engine-neutral
+//! logic that every engine runs after its own SQL lives here too, one module per concern, so
+//! that it is written once: row decoding (`rows`), paging a list (`paging`), cancel (`cancel`),
+//! ending a batch (`ending`), reclaiming rows (`purge`) and folding health figures
+//! ([`Stats::fold`]).
 //!
 //! Each database engine has its own crate implementing this trait (`store-sqlite`,
 //! `store-postgres`); `conformance` (feature `testkit`) runs this contract against each of
@@ -24,8 +28,12 @@
 //! * **Delete is O(1).** The batch disappears at once; [`Store::purge_deleted`] reclaims its rows
 //!   in the background, as it does for batches archived by [`Store::archive_due`].
 
+pub mod cancel;
 #[cfg(feature = "testkit")]
 pub mod conformance;
+pub mod ending;
+pub mod paging;
+pub mod purge;
 pub mod rows;
 
 use std::time::Duration;
@@ -270,6 +278,25 @@ pub struct Stats {
     pub unanswered: u64,
 }
 
+impl Stats {
+    /// Folds `(state, batches, unanswered)` rows, one per unended state (the `batches.state`
+    /// codes of [`rows`]), as engines count them in one grouped query. A count that does not fit
+    /// (never: they are `COUNT`s and sums of non-negative tallies) reads as 0.
+    pub fn fold(rows: impl IntoIterator<Item = (i64, i64, i64)>) -> Self {
+        let mut stats = Stats::default();
+        for (state, batches, unanswered) in rows {
+            let batches = u64::try_from(batches).unwrap_or(0);
+            if state == rows::CANCELING {
+                stats.canceling = batches;
+            } else {
+                stats.in_progress = batches;
+            }
+            stats.unanswered += u64::try_from(unanswered).unwrap_or(0);
+        }
+        stats
+    }
+}
+
 /// Batches whose state changed in a maintenance pass or a record call.
 #[derive(Debug, Clone, Default)]
 pub struct Ended {
@@ -406,8 +433,45 @@ pub trait Store: Send + Sync + 'static {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use batchd_wire::ProcessingStatus;
+
     use super::*;
+
+    /// A visible batch with `key` in `status`, for the pure functions' tests.
+    pub(crate) fn batch(key: i64, status: ProcessingStatus) -> Batch {
+        let ended = status == ProcessingStatus::Ended;
+        Batch {
+            key,
+            id: BatchId::generate(),
+            workspace: "w".into(),
+            status,
+            total: 1,
+            succeeded: 0,
+            errored: 0,
+            end_reason: ended.then_some(EndReason::Canceled),
+            created_at: Timestamp::from_micros(key),
+            expires_at: Timestamp::from_micros(key + 1),
+            ended_at: None,
+            cancel_initiated_at: None,
+            archived_at: None,
+            betas: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn stats_fold_one_row_per_state() {
+        let stats = Stats::fold([(rows::IN_PROGRESS, 3, 40), (rows::CANCELING, 1, 2)]);
+        assert_eq!(
+            stats,
+            Stats {
+                in_progress: 3,
+                canceling: 1,
+                unanswered: 42
+            }
+        );
+        assert_eq!(Stats::fold([]), Stats::default());
+    }
 
     #[test]
     fn lines_are_compact_and_newline_terminated() {
