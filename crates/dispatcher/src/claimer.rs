@@ -56,10 +56,9 @@ pub(crate) async fn claim_loop(
         if claiming.is_none() && more && ready.len() <= target / 2 {
             let want = target - ready.len();
             let store = shared.store.clone();
-            let lease = shared.config.lease;
             let skip = saturated_batches(&shared);
             claiming = Some(Box::pin(async move {
-                let items = timed("claim", store.claim(want, lease, Timestamp::now(), &skip)).await;
+                let items = timed("claim", store.claim(want, Timestamp::now(), &skip)).await;
                 (want, items)
             }));
         }

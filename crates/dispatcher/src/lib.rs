@@ -49,8 +49,6 @@ pub struct Config {
     pub claim_group: usize,
     /// Most answers written by one store transaction.
     pub record_group: usize,
-    /// Lease length for engines that keep leases in the database.
-    pub lease: Duration,
     /// How often to look for work when nobody signalled any.
     pub idle_poll: Duration,
     /// How often maintenance runs at the latest.
@@ -68,7 +66,6 @@ impl Default for Config {
             concurrency: 256,
             claim_group: 512,
             record_group: 1024,
-            lease: Duration::from_secs(600),
             idle_poll: Duration::from_millis(500),
             maintenance_interval: Duration::from_secs(1),
             results_retention: Duration::from_secs(29 * 24 * 3600),

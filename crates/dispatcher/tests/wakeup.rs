@@ -22,8 +22,8 @@ struct GatedStore {
 }
 
 #[async_trait]
-impl Store for GatedStore {
-    async fn claim(&self, _: usize, _: Duration, _: Timestamp, _: &[i64]) -> Result<Vec<WorkItem>> {
+impl DispatchStore for GatedStore {
+    async fn claim(&self, _: usize, _: Timestamp, _: &[i64]) -> Result<Vec<WorkItem>> {
         self.claims_started.fetch_add(1, Ordering::SeqCst);
         self.gate.acquire().await.expect("open").forget();
         Ok(Vec::new())
@@ -47,7 +47,17 @@ impl Store for GatedStore {
         Ok(())
     }
 
-    // Nothing below is reached by a dispatcher that never gets work.
+    async fn defer(&self, _: &[Retry], _: Timestamp) -> Result<()> {
+        unreachable!()
+    }
+    async fn record(&self, _: &[Answer], _: Timestamp) -> Result<Ended> {
+        unreachable!()
+    }
+}
+
+// Nothing below is reached by a dispatcher that never gets work.
+#[async_trait]
+impl BatchStore for GatedStore {
     async fn begin_batch(&self, _: NewBatch) -> Result<Draft> {
         unreachable!()
     }
@@ -75,18 +85,16 @@ impl Store for GatedStore {
     async fn results_page(&self, _: i64, _: Option<u32>, _: u32) -> Result<Vec<ResultRow>> {
         unreachable!()
     }
-    async fn defer(&self, _: &[Retry], _: Timestamp) -> Result<()> {
-        unreachable!()
-    }
-    async fn record(&self, _: &[Answer], _: Timestamp) -> Result<Ended> {
-        unreachable!()
-    }
     async fn ping(&self) -> Result<()> {
         unreachable!()
     }
     async fn stats(&self) -> Result<Stats> {
         unreachable!()
     }
+}
+
+#[async_trait]
+impl KeyStore for GatedStore {
     async fn create_key(&self, _: &str, _: KeyHash, _: &str, _: Timestamp) -> Result<KeyInfo> {
         unreachable!()
     }

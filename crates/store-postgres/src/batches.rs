@@ -1,13 +1,17 @@
-//! Batches as the API sees them: the staged create, get, list, cancel, delete and result pages.
+//! Batches as the API sees them, [`BatchStore`] for PostgreSQL: the staged create, get, list,
+//! cancel, delete, result pages, and the health figures.
 
+use std::ops::ControlFlow;
+
+use async_trait::async_trait;
 use batchd_domain::{Batch, BatchId, Timestamp};
 use batchd_store::{
-    BatchPage, CancelOutcome, Cursor, DeleteOutcome, Draft, ListError, NewBatch, NewRequest,
-    ResultRow, StoreError,
+    BatchPage, BatchStore, CancelOutcome, Cursor, DeleteOutcome, Draft, ListError, NewBatch,
+    NewRequest, ResultRow, Stats, StoreError, cancel, paging,
 };
 
 use crate::PostgresStore;
-use crate::db::{db, misuse, other};
+use crate::db::{misuse, other, query_error};
 use crate::rows::{
     CANCELING, DRAFT, ENDED, IN_PROGRESS, batch_columns, batch_from_row, get, index,
 };
@@ -51,6 +55,10 @@ pub(crate) const LIST_NEWER: &str = concat!(
     " AND (created_at, key) > ($2, $3) ORDER BY created_at ASC, key ASC LIMIT $4"
 );
 
+pub(crate) const STATS: &str = "SELECT state, COUNT(*), \
+     COALESCE(SUM(total - succeeded - errored), 0)::bigint \
+     FROM batches WHERE state IN (1, 2) GROUP BY state";
+
 pub(crate) const CURSOR: &str = concat!(
     "SELECT created_at, key FROM batches WHERE id = $1 AND workspace = $2 AND ",
     visible!()
@@ -70,8 +78,9 @@ pub(crate) const RESULTS_PAGE: &str = "SELECT r.idx, r.custom_id, s.body FROM re
      LEFT JOIN results s ON s.batch_key = r.batch_key AND s.idx = r.idx \
      WHERE r.batch_key = $1 AND r.idx > $2 ORDER BY r.idx LIMIT $3";
 
-impl PostgresStore {
-    pub(crate) async fn begin_batch_impl(&self, batch: NewBatch) -> Result<Draft, StoreError> {
+#[async_trait]
+impl BatchStore for PostgresStore {
+    async fn begin_batch(&self, batch: NewBatch) -> Result<Draft, StoreError> {
         let betas = serde_json::to_string(&batch.betas).map_err(other)?;
         let key: i64 = sqlx::query_scalar(
             "INSERT INTO batches (id, workspace, state, created_at, expires_at, betas, owner) \
@@ -86,11 +95,11 @@ impl PostgresStore {
         .bind(self.me()?)
         .fetch_one(&self.pool)
         .await
-        .map_err(db)?;
+        .map_err(query_error)?;
         Ok(Draft { key, batch })
     }
 
-    pub(crate) async fn append_requests_impl(
+    async fn append_requests(
         &self,
         draft: &Draft,
         requests: Vec<NewRequest>,
@@ -117,7 +126,7 @@ impl PostgresStore {
             .bind(params)
             .execute(&self.pool)
             .await
-            .map_err(db)?
+            .map_err(query_error)?
             .rows_affected();
         if inserted != n {
             return Err(misuse(format!("batch {} is not an open draft", draft.key)));
@@ -125,15 +134,11 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(crate) async fn commit_batch_impl(
-        &self,
-        draft: Draft,
-        total: u64,
-    ) -> Result<Batch, StoreError> {
+    async fn commit_batch(&self, draft: Draft, total: u64) -> Result<Batch, StoreError> {
         if total == 0 || total > i32::MAX as u64 {
             return Err(misuse(format!("a batch cannot hold {total} requests")));
         }
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.map_err(query_error)?;
         // O(log n) sanity check that the caller appended what it commits: a batch whose last
         // request is missing could never complete.
         let last: Option<i32> =
@@ -141,7 +146,7 @@ impl PostgresStore {
                 .bind(draft.key)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(db)?;
+                .map_err(query_error)?;
         if last.map(i64::from) != Some(total as i64 - 1) {
             return Err(misuse(format!(
                 "draft {} holds requests up to index {last:?}, committed with total {total}",
@@ -159,96 +164,77 @@ impl PostgresStore {
         .bind(DRAFT)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(db)?
+        .map_err(query_error)?
         .ok_or_else(|| misuse(format!("batch {} is not an open draft", draft.key)))?;
         let batch = batch_from_row(&row)?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.map_err(query_error)?;
         Ok(batch)
     }
 
-    pub(crate) async fn abort_batch_impl(&self, draft: Draft) -> Result<(), StoreError> {
+    async fn abort_batch(&self, draft: Draft) -> Result<(), StoreError> {
         sqlx::query("UPDATE batches SET deleted = true WHERE key = $1 AND state = $2")
             .bind(draft.key)
             .bind(DRAFT)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .map_err(query_error)?;
         Ok(())
     }
 
-    pub(crate) async fn get_batch_impl(
-        &self,
-        workspace: &str,
-        id: &BatchId,
-    ) -> Result<Option<Batch>, StoreError> {
+    async fn get_batch(&self, workspace: &str, id: &BatchId) -> Result<Option<Batch>, StoreError> {
         let row = sqlx::query(GET)
             .bind(id.as_str())
             .bind(workspace)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?;
+            .map_err(query_error)?;
         row.as_ref().map(batch_from_row).transpose()
     }
 
-    pub(crate) async fn list_batches_impl(
+    async fn list_batches(
         &self,
         workspace: &str,
         cursor: Cursor,
         limit: u32,
     ) -> Result<BatchPage, ListError> {
-        // One extra row says whether there is more in that direction.
-        let fetch = i64::from(limit) + 1;
-        let (rows, newer) = match cursor {
-            Cursor::Start => {
-                let rows = sqlx::query(LIST_START)
-                    .bind(workspace)
-                    .bind(fetch)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db)?;
-                (rows, false)
-            }
-            Cursor::After(ref id) | Cursor::Before(ref id) => {
-                let newer = matches!(cursor, Cursor::Before(_));
+        let fetch = paging::rows_to_read(limit);
+        let rows = match &cursor {
+            Cursor::Start => sqlx::query(LIST_START)
+                .bind(workspace)
+                .bind(fetch)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_error)?,
+            Cursor::After(id) | Cursor::Before(id) => {
                 let row = sqlx::query(CURSOR)
                     .bind(id.as_str())
                     .bind(workspace)
                     .fetch_optional(&self.pool)
                     .await
-                    .map_err(db)?
+                    .map_err(query_error)?
                     .ok_or_else(|| ListError::UnknownCursor(id.clone()))?;
                 let (created_at, key): (i64, i64) = (get(&row, "created_at")?, get(&row, "key")?);
-                let rows = sqlx::query(if newer { LIST_NEWER } else { LIST_OLDER })
+                let newer = paging::reads_oldest_first(&cursor);
+                sqlx::query(if newer { LIST_NEWER } else { LIST_OLDER })
                     .bind(workspace)
                     .bind(created_at)
                     .bind(key)
                     .bind(fetch)
                     .fetch_all(&self.pool)
                     .await
-                    .map_err(db)?;
-                (rows, newer)
+                    .map_err(query_error)?
             }
         };
-        let has_more = rows.len() as u64 > u64::from(limit);
-        let mut batches = rows
-            .iter()
-            .take(limit as usize)
-            .map(batch_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        if newer {
-            // Read oldest first to get the ones closest to the cursor; the page is newest first.
-            batches.reverse();
-        }
-        Ok(BatchPage { batches, has_more })
+        Ok(paging::page(&rows, limit, &cursor, batch_from_row)?)
     }
 
-    pub(crate) async fn cancel_batch_impl(
+    async fn cancel_batch(
         &self,
         workspace: &str,
         id: &BatchId,
         now: Timestamp,
     ) -> Result<CancelOutcome, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.map_err(query_error)?;
         // Locks the row: a claim of this batch (which locks it too) either committed before, and
         // its claims count, or starts after and sees the batch canceling.
         let Some(row) = sqlx::query(concat!(
@@ -262,16 +248,14 @@ impl PostgresStore {
         .bind(workspace)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(db)?
+        .map_err(query_error)?
         else {
             return Ok(CancelOutcome::NotFound);
         };
-        let batch = batch_from_row(&row)?;
-        match get::<i16>(&row, "state")? {
-            IN_PROGRESS => {}
-            CANCELING => return Ok(CancelOutcome::Canceling(batch)),
-            _ => return Ok(CancelOutcome::AlreadyEnded(batch)),
-        }
+        let batch = match cancel::switch(batch_from_row(&row)?) {
+            ControlFlow::Continue(batch) => batch,
+            ControlFlow::Break(outcome) => return Ok(outcome),
+        };
         let row = sqlx::query(concat!(
             "UPDATE batches SET state = $1, cancel_initiated_at = $2 WHERE key = $3 RETURNING ",
             batch_columns!()
@@ -281,13 +265,13 @@ impl PostgresStore {
         .bind(batch.key)
         .fetch_one(&mut *tx)
         .await
-        .map_err(db)?;
+        .map_err(query_error)?;
         let batch = batch_from_row(&row)?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.map_err(query_error)?;
         Ok(CancelOutcome::Canceling(batch))
     }
 
-    pub(crate) async fn delete_batch_impl(
+    async fn delete_batch(
         &self,
         workspace: &str,
         id: &BatchId,
@@ -306,7 +290,7 @@ impl PostgresStore {
         .bind(ENDED)
         .fetch_optional(&self.pool)
         .await
-        .map_err(db)?;
+        .map_err(query_error)?;
         Ok(match state {
             None => DeleteOutcome::NotFound,
             Some(ENDED) => DeleteOutcome::Deleted,
@@ -314,7 +298,7 @@ impl PostgresStore {
         })
     }
 
-    pub(crate) async fn results_page_impl(
+    async fn results_page(
         &self,
         batch_key: i64,
         after: Option<u32>,
@@ -330,7 +314,7 @@ impl PostgresStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
-            .map_err(db)?;
+            .map_err(query_error)?;
         rows.iter()
             .map(|row| {
                 Ok(ResultRow {
@@ -340,5 +324,23 @@ impl PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(query_error)?;
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        let rows: Vec<(i16, i64, i64)> = sqlx::query_as(STATS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error)?;
+        Ok(Stats::fold(rows.into_iter().map(
+            |(state, batches, unanswered)| (i64::from(state), batches, unanswered),
+        )))
     }
 }

@@ -23,14 +23,14 @@ pub(crate) async fn connect(url: &str) -> Result<PgPool, StoreError> {
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await
-        .map_err(db)
+        .map_err(query_error)
 }
 
 /// Runs the embedded migrations. sqlx takes a PostgreSQL advisory lock for them, so processes
 /// starting together migrate one at a time and the later ones find nothing to do.
 pub(crate) async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     migrator().run(pool).await.map_err(|e| match e {
-        sqlx::migrate::MigrateError::Execute(e) => db(e),
+        sqlx::migrate::MigrateError::Execute(e) => query_error(e),
         e => other(e),
     })
 }
@@ -45,7 +45,7 @@ fn transient_sqlstate(code: &str) -> bool {
 }
 
 /// Maps a sqlx error: conditions that can clear by themselves are `Unavailable`.
-pub(crate) fn db(e: sqlx::Error) -> StoreError {
+pub(crate) fn query_error(e: sqlx::Error) -> StoreError {
     let transient = match &e {
         sqlx::Error::Database(d) => d.code().is_some_and(|c| transient_sqlstate(&c)),
         sqlx::Error::PoolTimedOut

@@ -21,7 +21,7 @@ where
     T: Decode<'r, Postgres> + Type<Postgres>,
 {
     row.try_get(column)
-        .map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
+        .map_err(|e| rows::column_error(column, e))
 }
 
 pub(crate) fn index(value: i32) -> Result<u32, StoreError> {

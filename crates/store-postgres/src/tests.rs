@@ -4,13 +4,12 @@
 //! (saying so) unless `BATCHD_TEST_DATABASE_URL` names a server.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use batchd_domain::keys::KeyHash;
 use batchd_domain::{Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
 use batchd_store::conformance::Harness;
-use batchd_store::{Answer, NewBatch, NewRequest, Store, WorkItem};
+use batchd_store::{Answer, BatchStore, DispatchStore, KeyStore, NewBatch, NewRequest, WorkItem};
 
 use crate::PostgresStore;
 use crate::testkit::fresh_database;
@@ -47,7 +46,6 @@ impl Harness for Postgres {
 batchd_store::conformance_tests!(Postgres::new("the PostgreSQL conformance suite"));
 
 const WS: &str = "default";
-const LEASE: Duration = Duration::from_secs(600);
 const T0: i64 = 1_700_000_000_000_000;
 const DAY: i64 = 86_400_000_000;
 
@@ -116,9 +114,9 @@ async fn processes_claim_disjoint_requests_and_complete_a_batch_together() {
     let mut ended = Vec::new();
     loop {
         let (a, b, c) = tokio::join!(
-            stores[0].claim(97, LEASE, at(1), &[]),
-            stores[1].claim(97, LEASE, at(1), &[]),
-            stores[2].claim(97, LEASE, at(1), &[]),
+            stores[0].claim(97, at(1), &[]),
+            stores[1].claim(97, at(1), &[]),
+            stores[2].claim(97, at(1), &[]),
         );
         let claims = [a, b, c];
         let mut any = false;
@@ -166,21 +164,21 @@ async fn a_dead_process_loses_its_claims_and_its_drafts() {
         })
         .await
         .unwrap();
-    let held = doomed.claim(4, LEASE, at(1), &[]).await.unwrap();
+    let held = doomed.claim(4, at(1), &[]).await.unwrap();
     assert_eq!(held.len(), 4);
     // A late answer from the doomed process still counts once.
     doomed.record(&succeeded(&held[..1]), at(2)).await.unwrap();
-    let rest = survivor.claim(100, LEASE, at(3), &[]).await.unwrap();
+    let rest = survivor.claim(100, at(3), &[]).await.unwrap();
     assert_eq!(rest.len(), 6, "live claims are not taken over");
     let doomed_id = kill(doomed).await;
 
     assert_eq!(
-        crate::workers::beat(&survivor.pool, survivor.worker.unwrap())
+        crate::liveness::beat(&survivor.pool, survivor.worker.unwrap())
             .await
             .unwrap(),
         1
     );
-    let taken_over = survivor.claim(100, LEASE, at(4), &[]).await.unwrap();
+    let taken_over = survivor.claim(100, at(4), &[]).await.unwrap();
     let indices: HashSet<u32> = taken_over.iter().map(|w| w.index).collect();
     let expected: HashSet<u32> = held[1..].iter().map(|w| w.index).collect();
     assert_eq!(indices, expected);
@@ -212,11 +210,11 @@ async fn a_cancel_on_one_process_is_seen_by_the_others() {
     let a = db.open().await;
     let b = db.open().await;
     let batch = create(&a, |_| "{}".into(), 50).await;
-    let held = b.claim(5, LEASE, at(1), &[]).await.unwrap();
+    let held = b.claim(5, at(1), &[]).await.unwrap();
     assert_eq!(held.len(), 5);
     a.cancel_batch(WS, &batch.id, at(2)).await.unwrap();
     assert_eq!(b.canceling().await.unwrap(), vec![batch.key]);
-    assert!(b.claim(10, LEASE, at(3), &[]).await.unwrap().is_empty());
+    assert!(b.claim(10, at(3), &[]).await.unwrap().is_empty());
     // B still holds claims: no process may end it yet.
     assert!(a.finish_due(at(4)).await.unwrap().batches.is_empty());
     b.record(&succeeded(&held[..2]), at(5)).await.unwrap();
@@ -240,7 +238,7 @@ async fn params_come_back_byte_for_byte() {
     // Key order, spacing, number spelling and escapes that jsonb would normalise.
     let params = |i: u32| format!("{{\"z\":1.50,  \"a\":[1e3, {i}],\"s\":\"\\u00e9\"}}");
     create(&store, params, 3).await;
-    let items = store.claim(10, LEASE, at(1), &[]).await.unwrap();
+    let items = store.claim(10, at(1), &[]).await.unwrap();
     for w in &items {
         assert_eq!(w.params, params(w.index));
     }
@@ -266,14 +264,17 @@ async fn hot_queries_use_indexes() {
         (crate::batches::LIST_NEWER, "('w', 1, 1, 10)"),
         (crate::batches::CURSOR, "('x', 'w')"),
         (crate::batches::RESULTS_PAGE, "(1, 0, 1000)"),
-        (crate::dispatch::CLAIM_ALL, "(1, 10, 1, '{}')"),
-        (crate::dispatch::EXPIRE_DUE, "(3::smallint, 3::smallint, 1)"),
-        (crate::dispatch::CANCELING_KEYS, ""),
-        (crate::dispatch::NEXT_EXPIRY, ""),
-        (crate::dispatch::STATS, ""),
-        (crate::dispatch::ARCHIVE_DUE, "(1, 1, 3::smallint)"),
-        (crate::dispatch::OLDEST_DELETED, ""),
-        (crate::dispatch::OLDEST_ARCHIVED, ""),
+        (crate::claim::CLAIM_ALL, "(1, 10, 1, '{}')"),
+        (
+            crate::maintenance::EXPIRE_DUE,
+            "(3::smallint, 3::smallint, 1)",
+        ),
+        (crate::maintenance::CANCELING_KEYS, ""),
+        (crate::maintenance::NEXT_EXPIRY, ""),
+        (crate::batches::STATS, ""),
+        (crate::maintenance::ARCHIVE_DUE, "(1, 1, 3::smallint)"),
+        (crate::maintenance::OLDEST_DELETED, ""),
+        (crate::maintenance::OLDEST_ARCHIVED, ""),
     ];
     for (i, (sql, args)) in statements.iter().enumerate() {
         // PREPARE + EXPLAIN EXECUTE plans the statement with its real parameter types.

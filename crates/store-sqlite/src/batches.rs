@@ -1,17 +1,21 @@
-//! Batches as the API sees them: the staged create, get, list, cancel, delete and result pages.
+//! Batches as the API sees them, [`BatchStore`] for SQLite: the staged create, get, list,
+//! cancel, delete, result pages, and the health figures.
 
+use std::ops::ControlFlow;
+
+use async_trait::async_trait;
 use batchd_domain::{Batch, BatchId, Timestamp};
 use batchd_store::{
-    BatchPage, CancelOutcome, Cursor, DeleteOutcome, Draft, ListError, NewBatch, NewRequest,
-    ResultLines, ResultRow, StoreError,
+    BatchPage, BatchStore, CancelOutcome, Cursor, DeleteOutcome, Draft, ListError, NewBatch,
+    NewRequest, ResultLines, ResultRow, Stats, StoreError, cancel, paging,
 };
 use sqlx::{AssertSqlSafe, Connection as _};
 
 use crate::SqliteStore;
-use crate::claims::BatchInfo;
-use crate::db::{BEGIN_IMMEDIATE, Durability, db, misuse, other};
+use crate::db::{BEGIN_IMMEDIATE, Durability, misuse, other, query_error};
+use crate::leases::BatchInfo;
 use crate::rows::{
-    self, CANCELING, DRAFT, ENDED, IN_PROGRESS, MAX_REQUESTS, batch_columns, batch_from_row, get,
+    self, CANCELING, DRAFT, ENDED, IN_PROGRESS, RID_INDICES, batch_columns, batch_from_row, get,
     rid, rid_range,
 };
 
@@ -88,17 +92,24 @@ pub(crate) const LIST_NEWER: &str = concat!(
     " AND (created_at, key) > (?2, ?3) ORDER BY created_at ASC, key ASC LIMIT ?4"
 );
 
+pub(crate) const STATS: &str = "SELECT state, COUNT(*), COALESCE(SUM(total - succeeded - errored), 0) \
+     FROM batches WHERE state IN (?1, ?2) GROUP BY state";
+
 pub(crate) const CURSOR: &str = concat!(
     "SELECT created_at, key FROM batches WHERE id = ?1 AND workspace = ?2 AND ",
     visible!()
 );
 
-impl SqliteStore {
-    pub(crate) async fn begin_batch_impl(&self, batch: NewBatch) -> Result<Draft, StoreError> {
+#[async_trait]
+impl BatchStore for SqliteStore {
+    async fn begin_batch(&self, batch: NewBatch) -> Result<Draft, StoreError> {
         let betas = serde_json::to_string(&batch.betas).map_err(other)?;
         // A draft is invisible and disposable until commit, so it needs no fsync.
         let mut conn = self.pools.writer(Durability::Normal).await?;
-        let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
+        let mut tx = conn
+            .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .map_err(query_error)?;
         let key: i64 = sqlx::query_scalar(
             "INSERT INTO batches (id, workspace, state, created_at, expires_at, betas) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING key",
@@ -111,31 +122,34 @@ impl SqliteStore {
         .bind(betas)
         .fetch_one(&mut *tx)
         .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        .map_err(query_error)?;
+        tx.commit().await.map_err(query_error)?;
         Ok(Draft { key, batch })
     }
 
-    pub(crate) async fn append_requests_impl(
+    async fn append_requests(
         &self,
         draft: &Draft,
         requests: Vec<NewRequest>,
     ) -> Result<(), StoreError> {
-        if let Some(bad) = requests.iter().find(|r| u64::from(r.index) >= MAX_REQUESTS) {
+        if let Some(bad) = requests.iter().find(|r| u64::from(r.index) >= RID_INDICES) {
             return Err(misuse(format!(
-                "request index {} is beyond this engine's limit of {MAX_REQUESTS}",
+                "request index {} is beyond this engine's limit of {RID_INDICES}",
                 bad.index
             )));
         }
         let mut conn = self.pools.writer(Durability::Normal).await?;
-        let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
+        let mut tx = conn
+            .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .map_err(query_error)?;
         let open: Option<bool> =
             sqlx::query_scalar("SELECT state = ?2 AND deleted = 0 FROM batches WHERE key = ?1")
                 .bind(draft.key)
                 .bind(DRAFT)
                 .fetch_optional(&mut *tx)
                 .await
-                .map_err(db)?;
+                .map_err(query_error)?;
         if open != Some(true) {
             return Err(misuse(format!("batch {} is not an open draft", draft.key)));
         }
@@ -153,19 +167,15 @@ impl SqliteStore {
                     .bind(request.custom_id.into_string())
                     .bind(request.params);
             }
-            query.execute(&mut *tx).await.map_err(db)?;
+            query.execute(&mut *tx).await.map_err(query_error)?;
         }
-        tx.commit().await.map_err(db)
+        tx.commit().await.map_err(query_error)
     }
 
-    pub(crate) async fn commit_batch_impl(
-        &self,
-        draft: Draft,
-        total: u64,
-    ) -> Result<Batch, StoreError> {
-        if total == 0 || total > MAX_REQUESTS {
+    async fn commit_batch(&self, draft: Draft, total: u64) -> Result<Batch, StoreError> {
+        if total == 0 || total > RID_INDICES {
             return Err(misuse(format!(
-                "a batch holds 1 to {MAX_REQUESTS} requests, not {total}"
+                "a batch holds 1 to {RID_INDICES} requests, not {total}"
             )));
         }
         let stale = self.stale_unless_done();
@@ -177,7 +187,7 @@ impl SqliteStore {
                 workspace: batch.workspace.clone(),
                 betas: batch.betas.clone(),
                 expires_at: batch.expires_at,
-                // Checked against MAX_REQUESTS above.
+                // Checked against RID_INDICES above.
                 total: total as u32,
             },
         );
@@ -185,9 +195,180 @@ impl SqliteStore {
         Ok(batch)
     }
 
+    async fn abort_batch(&self, draft: Draft) -> Result<(), StoreError> {
+        let mut conn = self.pools.writer(Durability::Normal).await?;
+        let mut tx = conn
+            .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .map_err(query_error)?;
+        sqlx::query("UPDATE batches SET deleted = 1 WHERE key = ?1 AND state = ?2")
+            .bind(draft.key)
+            .bind(DRAFT)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+        tx.commit().await.map_err(query_error)
+    }
+
+    async fn get_batch(&self, workspace: &str, id: &BatchId) -> Result<Option<Batch>, StoreError> {
+        let row = sqlx::query(GET)
+            .bind(id.as_str())
+            .bind(workspace)
+            .fetch_optional(&self.pools.reader)
+            .await
+            .map_err(query_error)?;
+        row.as_ref().map(batch_from_row).transpose()
+    }
+
+    async fn list_batches(
+        &self,
+        workspace: &str,
+        cursor: Cursor,
+        limit: u32,
+    ) -> Result<BatchPage, ListError> {
+        let fetch = paging::rows_to_read(limit);
+        let reader = &self.pools.reader;
+        let rows = match &cursor {
+            Cursor::Start => sqlx::query(LIST_START)
+                .bind(workspace)
+                .bind(fetch)
+                .fetch_all(reader)
+                .await
+                .map_err(query_error)?,
+            Cursor::After(id) | Cursor::Before(id) => {
+                let (created_at, key) = self.cursor_position(workspace, id).await?;
+                let newer = paging::reads_oldest_first(&cursor);
+                sqlx::query(if newer { LIST_NEWER } else { LIST_OLDER })
+                    .bind(workspace)
+                    .bind(created_at)
+                    .bind(key)
+                    .bind(fetch)
+                    .fetch_all(reader)
+                    .await
+                    .map_err(query_error)?
+            }
+        };
+        Ok(paging::page(&rows, limit, &cursor, batch_from_row)?)
+    }
+
+    async fn cancel_batch(
+        &self,
+        workspace: &str,
+        id: &BatchId,
+        now: Timestamp,
+    ) -> Result<CancelOutcome, StoreError> {
+        let stale = self.stale_unless_done();
+        let outcome = self.cancel_batch_tx(workspace, id, now).await?;
+        if let CancelOutcome::Canceling(batch) = &outcome {
+            self.claims().canceling(batch.key);
+        }
+        stale.done();
+        Ok(outcome)
+    }
+
+    async fn delete_batch(
+        &self,
+        workspace: &str,
+        id: &BatchId,
+    ) -> Result<DeleteOutcome, StoreError> {
+        let mut conn = self.pools.writer(Durability::Full).await?;
+        let mut tx = conn
+            .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .map_err(query_error)?;
+        let row = sqlx::query(concat!(
+            "SELECT key, state FROM batches WHERE id = ?1 AND workspace = ?2 AND ",
+            visible!()
+        ))
+        .bind(id.as_str())
+        .bind(workspace)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(query_error)?;
+        let Some(row) = row else {
+            return Ok(DeleteOutcome::NotFound);
+        };
+        let key: i64 = get(&row, "key")?;
+        if get::<i64>(&row, "state")? != ENDED {
+            return Ok(DeleteOutcome::NotEnded);
+        }
+        // Only the flag: the rows go later, in purge steps, so this is O(1) for any size.
+        sqlx::query("UPDATE batches SET deleted = 1 WHERE key = ?1")
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+        tx.commit().await.map_err(query_error)?;
+        Ok(DeleteOutcome::Deleted)
+    }
+
+    async fn results_page(
+        &self,
+        batch_key: i64,
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<ResultRow>, StoreError> {
+        let Some((from, hi)) = results_range(batch_key, after) else {
+            return Ok(Vec::new());
+        };
+        // The rows a download renders (see `download`), here as values.
+        let sql = format!("{} {limit}", crate::download::WITH_UNANSWERED);
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(from)
+            .bind(hi)
+            .fetch_all(&self.pools.reader)
+            .await
+            .map_err(query_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(ResultRow {
+                    index: rows::index_of(get(row, "rid")?),
+                    custom_id: get(row, "custom_id")?,
+                    body: get(row, "body")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn results_lines(
+        &self,
+        batch_key: i64,
+        after: Option<u32>,
+        limit: u32,
+        unanswered: Option<&str>,
+    ) -> Result<Option<ResultLines>, StoreError> {
+        let Some((from, hi)) = results_range(batch_key, after) else {
+            return Ok(None);
+        };
+        self.downloads.page(from, hi, limit, unanswered).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pools.reader)
+            .await
+            .map_err(query_error)?;
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(STATS)
+            .bind(IN_PROGRESS)
+            .bind(CANCELING)
+            .fetch_all(&self.pools.reader)
+            .await
+            .map_err(query_error)?;
+        Ok(Stats::fold(rows))
+    }
+}
+
+impl SqliteStore {
     async fn commit_batch_tx(&self, draft: &Draft, total: u64) -> Result<Batch, StoreError> {
         let mut conn = self.pools.writer(Durability::Full).await?;
-        let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
+        let mut tx = conn
+            .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .map_err(query_error)?;
         let (lo, hi) = rid_range(draft.key);
         // O(log n) sanity check that the caller appended what it commits: a batch whose last
         // request is missing could never complete.
@@ -197,7 +378,7 @@ impl SqliteStore {
                 .bind(hi)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(db)?;
+                .map_err(query_error)?;
         let expected = rid(draft.key, (total - 1) as u32);
         if last != Some(expected) {
             return Err(misuse(format!(
@@ -217,95 +398,26 @@ impl SqliteStore {
         .bind(DRAFT)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(db)?
+        .map_err(query_error)?
         .ok_or_else(|| misuse(format!("batch {} is not an open draft", draft.key)))?;
         let batch = batch_from_row(&row)?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.map_err(query_error)?;
         Ok(batch)
-    }
-
-    pub(crate) async fn abort_batch_impl(&self, draft: Draft) -> Result<(), StoreError> {
-        let mut conn = self.pools.writer(Durability::Normal).await?;
-        let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
-        sqlx::query("UPDATE batches SET deleted = 1 WHERE key = ?1 AND state = ?2")
-            .bind(draft.key)
-            .bind(DRAFT)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)
     }
 
     /// At startup: drafts of a dead process will never be committed.
     pub(crate) async fn abandon_drafts(&self) -> Result<(), StoreError> {
         let mut conn = self.pools.writer(Durability::Normal).await?;
-        let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
+        let mut tx = conn
+            .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .map_err(query_error)?;
         sqlx::query("UPDATE batches SET deleted = 1 WHERE state = ?1 AND deleted = 0")
             .bind(DRAFT)
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)
-    }
-
-    pub(crate) async fn get_batch_impl(
-        &self,
-        workspace: &str,
-        id: &BatchId,
-    ) -> Result<Option<Batch>, StoreError> {
-        let row = sqlx::query(GET)
-            .bind(id.as_str())
-            .bind(workspace)
-            .fetch_optional(&self.pools.reader)
-            .await
-            .map_err(db)?;
-        row.as_ref().map(batch_from_row).transpose()
-    }
-
-    pub(crate) async fn list_batches_impl(
-        &self,
-        workspace: &str,
-        cursor: Cursor,
-        limit: u32,
-    ) -> Result<BatchPage, ListError> {
-        // One extra row says whether there is more in that direction.
-        let fetch = i64::from(limit) + 1;
-        let reader = &self.pools.reader;
-        let (rows, newer) = match cursor {
-            Cursor::Start => {
-                let rows = sqlx::query(LIST_START)
-                    .bind(workspace)
-                    .bind(fetch)
-                    .fetch_all(reader)
-                    .await
-                    .map_err(db)?;
-                (rows, false)
-            }
-            Cursor::After(ref id) | Cursor::Before(ref id) => {
-                let newer = matches!(cursor, Cursor::Before(_));
-                let (created_at, key) = self.cursor_position(workspace, id).await?;
-                let rows = sqlx::query(if newer { LIST_NEWER } else { LIST_OLDER })
-                    .bind(workspace)
-                    .bind(created_at)
-                    .bind(key)
-                    .bind(fetch)
-                    .fetch_all(reader)
-                    .await
-                    .map_err(db)?;
-                (rows, newer)
-            }
-        };
-        let has_more = rows.len() as u64 > u64::from(limit);
-        let mut batches = rows
-            .iter()
-            .take(limit as usize)
-            .map(batch_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        if newer {
-            // Read oldest first to get the ones closest to the cursor; the page is newest first.
-            batches.reverse();
-        }
-        Ok(BatchPage { batches, has_more })
+            .map_err(query_error)?;
+        tx.commit().await.map_err(query_error)
     }
 
     async fn cursor_position(
@@ -318,24 +430,9 @@ impl SqliteStore {
             .bind(workspace)
             .fetch_optional(&self.pools.reader)
             .await
-            .map_err(db)?
+            .map_err(query_error)?
             .ok_or_else(|| ListError::UnknownCursor(id.clone()))?;
         Ok((get(&row, "created_at")?, get(&row, "key")?))
-    }
-
-    pub(crate) async fn cancel_batch_impl(
-        &self,
-        workspace: &str,
-        id: &BatchId,
-        now: Timestamp,
-    ) -> Result<CancelOutcome, StoreError> {
-        let stale = self.stale_unless_done();
-        let outcome = self.cancel_batch_tx(workspace, id, now).await?;
-        if let CancelOutcome::Canceling(batch) = &outcome {
-            self.claims().canceling(batch.key);
-        }
-        stale.done();
-        Ok(outcome)
     }
 
     async fn cancel_batch_tx(
@@ -345,23 +442,23 @@ impl SqliteStore {
         now: Timestamp,
     ) -> Result<CancelOutcome, StoreError> {
         let mut conn = self.pools.writer(Durability::Full).await?;
-        let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
+        let mut tx = conn
+            .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .map_err(query_error)?;
         let Some(row) = sqlx::query(GET)
             .bind(id.as_str())
             .bind(workspace)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(db)?
+            .map_err(query_error)?
         else {
             return Ok(CancelOutcome::NotFound);
         };
-        let batch = batch_from_row(&row)?;
-        let state: i64 = get(&row, "state")?;
-        match state {
-            IN_PROGRESS => {}
-            CANCELING => return Ok(CancelOutcome::Canceling(batch)),
-            _ => return Ok(CancelOutcome::AlreadyEnded(batch)),
-        }
+        let batch = match cancel::switch(batch_from_row(&row)?) {
+            ControlFlow::Continue(batch) => batch,
+            ControlFlow::Break(outcome) => return Ok(outcome),
+        };
         let row = sqlx::query(concat!(
             "UPDATE batches SET state = ?1, cancel_initiated_at = ?2 WHERE key = ?3 RETURNING ",
             batch_columns!()
@@ -371,84 +468,10 @@ impl SqliteStore {
         .bind(batch.key)
         .fetch_one(&mut *tx)
         .await
-        .map_err(db)?;
+        .map_err(query_error)?;
         let batch = batch_from_row(&row)?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.map_err(query_error)?;
         Ok(CancelOutcome::Canceling(batch))
-    }
-
-    pub(crate) async fn delete_batch_impl(
-        &self,
-        workspace: &str,
-        id: &BatchId,
-    ) -> Result<DeleteOutcome, StoreError> {
-        let mut conn = self.pools.writer(Durability::Full).await?;
-        let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
-        let row = sqlx::query(concat!(
-            "SELECT key, state FROM batches WHERE id = ?1 AND workspace = ?2 AND ",
-            visible!()
-        ))
-        .bind(id.as_str())
-        .bind(workspace)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        let Some(row) = row else {
-            return Ok(DeleteOutcome::NotFound);
-        };
-        let key: i64 = get(&row, "key")?;
-        if get::<i64>(&row, "state")? != ENDED {
-            return Ok(DeleteOutcome::NotEnded);
-        }
-        // Only the flag: the rows go later, in purge steps, so this is O(1) for any size.
-        sqlx::query("UPDATE batches SET deleted = 1 WHERE key = ?1")
-            .bind(key)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(DeleteOutcome::Deleted)
-    }
-
-    pub(crate) async fn results_page_impl(
-        &self,
-        batch_key: i64,
-        after: Option<u32>,
-        limit: u32,
-    ) -> Result<Vec<ResultRow>, StoreError> {
-        let Some((from, hi)) = results_range(batch_key, after) else {
-            return Ok(Vec::new());
-        };
-        // The rows a download renders (see `download`), here as values.
-        let sql = format!("{} {limit}", crate::download::WITH_LEFTOVERS);
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(from)
-            .bind(hi)
-            .fetch_all(&self.pools.reader)
-            .await
-            .map_err(db)?;
-        rows.iter()
-            .map(|row| {
-                Ok(ResultRow {
-                    index: rows::index_of(get(row, "rid")?),
-                    custom_id: get(row, "custom_id")?,
-                    body: get(row, "body")?,
-                })
-            })
-            .collect()
-    }
-
-    pub(crate) async fn results_lines_impl(
-        &self,
-        batch_key: i64,
-        after: Option<u32>,
-        limit: u32,
-        leftover: Option<&str>,
-    ) -> Result<Option<ResultLines>, StoreError> {
-        let Some((from, hi)) = results_range(batch_key, after) else {
-            return Ok(None);
-        };
-        self.downloads.page(from, hi, limit, leftover).await
     }
 }
 
@@ -458,7 +481,7 @@ fn results_range(batch_key: i64, after: Option<u32>) -> Option<(i64, i64)> {
     let (lo, hi) = rid_range(batch_key);
     match after {
         None => Some((lo, hi)),
-        Some(after) if u64::from(after) + 1 >= MAX_REQUESTS => None,
+        Some(after) if u64::from(after) + 1 >= RID_INDICES => None,
         Some(after) => Some((rid(batch_key, after + 1), hi)),
     }
 }

@@ -78,7 +78,7 @@ impl Pools {
             .before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .connect_with(writer_options)
             .await
-            .map_err(db)?;
+            .map_err(query_error)?;
         // `query_only` rather than SQLITE_OPEN_READONLY: a read-only handle on a WAL database
         // cannot always create the shared-memory index, which fails opens at awkward moments.
         let reader_options = base
@@ -99,7 +99,7 @@ impl Pools {
         let mut delay = Duration::from_millis(20);
         loop {
             let outcome = migrator().run(&self.writer).await.map_err(|e| match e {
-                sqlx::migrate::MigrateError::Execute(e) => db(e),
+                sqlx::migrate::MigrateError::Execute(e) => query_error(e),
                 e => other(e),
             });
             match outcome {
@@ -119,7 +119,7 @@ impl Pools {
         &self,
         durability: Durability,
     ) -> Result<PoolConnection<Sqlite>, StoreError> {
-        let mut conn = self.writer.acquire().await.map_err(db)?;
+        let mut conn = self.writer.acquire().await.map_err(query_error)?;
         set_durability(&mut conn, durability).await?;
         Ok(conn)
     }
@@ -139,7 +139,10 @@ pub(crate) async fn set_durability(
         Durability::Full => "PRAGMA synchronous = FULL",
         Durability::Normal => "PRAGMA synchronous = NORMAL",
     };
-    sqlx::query(pragma).execute(conn).await.map_err(db)?;
+    sqlx::query(pragma)
+        .execute(conn)
+        .await
+        .map_err(query_error)?;
     Ok(())
 }
 
@@ -164,7 +167,7 @@ pub(crate) fn transient(code: i64) -> bool {
 }
 
 /// Maps a sqlx error: conditions that can clear by themselves are `Unavailable`.
-pub(crate) fn db(e: sqlx::Error) -> StoreError {
+pub(crate) fn query_error(e: sqlx::Error) -> StoreError {
     let transient = match &e {
         sqlx::Error::Database(d) => d
             .code()

@@ -27,7 +27,7 @@ const MAX_RESERVE: usize = 1 << 20;
 /// Every request of the page's rid range `[?1, ?2)`, with its result if it has one. The page
 /// size is spliced in (`LIMIT n`): SQLite re-prepares a statement whose `LIMIT` parameter is
 /// bound again, which at one statement per page cost 5% of a download.
-pub(crate) const WITH_LEFTOVERS: &str = "SELECT r.rid, r.custom_id, s.body FROM requests r \
+pub(crate) const WITH_UNANSWERED: &str = "SELECT r.rid, r.custom_id, s.body FROM requests r \
      LEFT JOIN results s ON s.rid = r.rid \
      WHERE r.rid >= ?1 AND r.rid < ?2 ORDER BY r.rid LIMIT";
 
@@ -56,14 +56,14 @@ impl Downloads {
     }
 
     /// Renders up to `limit` rows of the rid range `[from, hi)` as JSONL (see
-    /// `batchd_store::render_result_lines`), with `leftover` as the result of requests without
-    /// one, or only the requests that have one when `leftover` is `None`.
+    /// `batchd_store::render_result_lines`), with `unanswered` as the result of requests without
+    /// one, or only the requests that have one when `unanswered` is `None`.
     pub async fn page(
         self: &Arc<Self>,
         from: i64,
         hi: i64,
         limit: u32,
-        leftover: Option<&str>,
+        unanswered: Option<&str>,
     ) -> Result<Option<ResultLines>, StoreError> {
         let permit = self
             .pages
@@ -72,11 +72,11 @@ impl Downloads {
             .await
             .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
         let this = self.clone();
-        let leftover = leftover.map(str::to_owned);
+        let unanswered = unanswered.map(str::to_owned);
         tokio::task::spawn_blocking(move || {
             // Held until the page is read, even if the caller stops waiting: `close` waits for it.
             let _permit = permit;
-            this.read(from, hi, limit, leftover.as_deref())
+            this.read(from, hi, limit, unanswered.as_deref())
         })
         .await
         .map_err(crate::db::other)?
@@ -96,13 +96,13 @@ impl Downloads {
         from: i64,
         hi: i64,
         limit: u32,
-        leftover: Option<&str>,
+        unanswered: Option<&str>,
     ) -> Result<Option<ResultLines>, StoreError> {
         let conn = match self.idle().pop() {
             Some(conn) => conn,
             None => self.open()?,
         };
-        let page = render(&conn, from, hi, limit, leftover);
+        let page = render(&conn, from, hi, limit, unanswered);
         // A connection that failed is dropped rather than lent again.
         if page.is_ok() {
             self.idle().push(conn);
@@ -136,10 +136,10 @@ fn render(
     from: i64,
     hi: i64,
     limit: u32,
-    leftover: Option<&str>,
+    unanswered: Option<&str>,
 ) -> Result<Option<ResultLines>, StoreError> {
-    let sql = if leftover.is_some() {
-        WITH_LEFTOVERS
+    let sql = if unanswered.is_some() {
+        WITH_UNANSWERED
     } else {
         ANSWERED
     };
@@ -157,7 +157,7 @@ fn render(
         let body = match body.as_str_or_null().map_err(|e| corrupt(&e))? {
             Some(body) => body,
             // Only the join yields requests without a result.
-            None => leftover.unwrap_or_default(),
+            None => unanswered.unwrap_or_default(),
         };
         if lines.is_empty() {
             // Sized for the page from its first line: one allocation, no regrowth.

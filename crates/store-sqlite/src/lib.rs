@@ -1,5 +1,6 @@
 //! The SQLite storage engine of batchd: [`SqliteStore`] implements [`batchd_store::Store`] on one
-//! database file, `DATA_DIR/batchd.sqlite3`.
+//! database file, `DATA_DIR/batchd.sqlite3`. This module holds the store itself, opening and
+//! closing it; each of the store's traits is implemented in the module named for it.
 //!
 //! # Concurrency
 //!
@@ -12,7 +13,7 @@
 //! database, and bulk work (creates, purges) is split into chunks, each its own transaction.
 //!
 //! A server takes an exclusive lock on `DATA_DIR/batchd.lock` for its lifetime
-//! ([`SqliteStore::open`]), which is what allows leases to live in memory (see `claims`). The
+//! ([`SqliteStore::open`]), which is what allows leases to live in memory (see `leases`). The
 //! `keys` commands use [`SqliteStore::open_for_admin`], which skips the lock: they only touch
 //! `api_keys`, so they can run beside a live server.
 //!
@@ -21,11 +22,12 @@
 //! The writer switches `PRAGMA synchronous` per transaction (it cannot change inside one):
 //!
 //! * `FULL` (the WAL is fsynced at commit) for what the API promises once it has answered:
-//!   [`Store::commit_batch`], [`Store::cancel_batch`], [`Store::delete_batch`],
-//!   [`Store::create_key`], [`Store::create_first_key`], [`Store::revoke_key`]; and for every transaction that ends a batch
-//!   (the [`Store::record`] group that completes or finishes canceling it, [`Store::finish_due`],
-//!   a [`Store::release`] that drains a canceling batch), so that a batch seen ended, its results
-//!   perhaps downloaded, never comes back unended with fewer results after an OS crash.
+//!   [`BatchStore::commit_batch`], [`BatchStore::cancel_batch`], [`BatchStore::delete_batch`],
+//!   [`KeyStore::create_key`], [`KeyStore::create_first_key`], [`KeyStore::revoke_key`]; and for
+//!   every transaction that ends a batch (the [`DispatchStore::record`] group that completes or
+//!   finishes canceling it, [`DispatchStore::finish_due`], a [`DispatchStore::release`] that
+//!   drains a canceling batch), so that a batch seen ended, its results perhaps downloaded, never
+//!   comes back unended with fewer results after an OS crash.
 //! * `NORMAL` (no fsync at commit) for the bulk: draft chunks, the other record groups, purges.
 //!   In WAL mode a `NORMAL` commit survives a process kill; only an OS crash or power loss can
 //!   lose it, and only until the next `FULL` commit or checkpoint, which syncs every earlier
@@ -37,41 +39,40 @@
 //! # Layout
 //!
 //! Schema in `migrations/` (embedded by `build.rs`); connections in `db`; row encodings in
-//! `rows`; leases in `claims`; the data-dir lock in `lock`; batch lifecycle calls in `batches`;
-//! the dispatcher's side in `dispatch`; result downloads in `download`; API keys in `keys`.
+//! `rows`; leases in `leases`; the data-dir lock in `lock`; batches as the API sees them
+//! (`BatchStore`) in `batches`, with result downloads in `download`; the dispatcher's side
+//! (`DispatchStore`) in `dispatch`, whose steps live in `claim`, `record` and `maintenance`;
+//! API keys (`KeyStore`) in `keys`.
 
 mod batches;
-mod claims;
+mod claim;
 mod db;
 mod dispatch;
 mod download;
 mod keys;
+mod leases;
 mod lock;
+mod maintenance;
+mod record;
 mod rows;
 
 #[cfg(test)]
 mod tests;
 
+use batchd_store::StoreError;
+#[cfg(doc)]
+use batchd_store::{BatchStore, DispatchStore, KeyStore};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
-use async_trait::async_trait;
-use batchd_domain::keys::KeyHash;
-use batchd_domain::{Batch, BatchId, Timestamp};
-use batchd_store::{
-    Answer, BatchPage, CancelOutcome, Cursor, DeleteOutcome, Draft, Ended, KeyInfo, ListError,
-    NewBatch, NewRequest, ResultLines, ResultRow, Retry, Slot, Stats, Store, StoreError, WorkItem,
-};
-
-use crate::claims::{Claims, StaleUnlessDone};
 use crate::db::Pools;
 use crate::download::Downloads;
+use crate::leases::{Claims, StaleUnlessDone};
 use crate::lock::DirLock;
 
 pub use crate::lock::DataDirInUse;
 
-/// The SQLite implementation of [`Store`].
+/// The SQLite implementation of [`batchd_store::Store`].
 pub struct SqliteStore {
     pools: Pools,
     claims: Mutex<Claims>,
@@ -135,169 +136,10 @@ impl SqliteStore {
 
     /// Never held across an `.await`.
     fn claims(&self) -> MutexGuard<'_, Claims> {
-        claims::lock(&self.claims)
+        leases::lock(&self.claims)
     }
 
     fn stale_unless_done(&self) -> StaleUnlessDone<'_> {
         StaleUnlessDone::new(&self.claims)
-    }
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn begin_batch(&self, batch: NewBatch) -> Result<Draft, StoreError> {
-        self.begin_batch_impl(batch).await
-    }
-
-    async fn append_requests(
-        &self,
-        draft: &Draft,
-        requests: Vec<NewRequest>,
-    ) -> Result<(), StoreError> {
-        self.append_requests_impl(draft, requests).await
-    }
-
-    async fn commit_batch(&self, draft: Draft, total: u64) -> Result<Batch, StoreError> {
-        self.commit_batch_impl(draft, total).await
-    }
-
-    async fn abort_batch(&self, draft: Draft) -> Result<(), StoreError> {
-        self.abort_batch_impl(draft).await
-    }
-
-    async fn get_batch(&self, workspace: &str, id: &BatchId) -> Result<Option<Batch>, StoreError> {
-        self.get_batch_impl(workspace, id).await
-    }
-
-    async fn list_batches(
-        &self,
-        workspace: &str,
-        cursor: Cursor,
-        limit: u32,
-    ) -> Result<BatchPage, ListError> {
-        self.list_batches_impl(workspace, cursor, limit).await
-    }
-
-    async fn cancel_batch(
-        &self,
-        workspace: &str,
-        id: &BatchId,
-        now: Timestamp,
-    ) -> Result<CancelOutcome, StoreError> {
-        self.cancel_batch_impl(workspace, id, now).await
-    }
-
-    async fn delete_batch(
-        &self,
-        workspace: &str,
-        id: &BatchId,
-    ) -> Result<DeleteOutcome, StoreError> {
-        self.delete_batch_impl(workspace, id).await
-    }
-
-    async fn results_page(
-        &self,
-        batch_key: i64,
-        after: Option<u32>,
-        limit: u32,
-    ) -> Result<Vec<ResultRow>, StoreError> {
-        self.results_page_impl(batch_key, after, limit).await
-    }
-
-    async fn results_lines(
-        &self,
-        batch_key: i64,
-        after: Option<u32>,
-        limit: u32,
-        leftover: Option<&str>,
-    ) -> Result<Option<ResultLines>, StoreError> {
-        self.results_lines_impl(batch_key, after, limit, leftover)
-            .await
-    }
-
-    /// `lease` is unused: leases here last as long as the process, which holds the data-dir
-    /// lock, so no other process can take over a request while this one is alive.
-    async fn claim(
-        &self,
-        limit: usize,
-        _lease: Duration,
-        now: Timestamp,
-        skip: &[i64],
-    ) -> Result<Vec<WorkItem>, StoreError> {
-        self.claim_impl(limit, now, skip).await
-    }
-
-    async fn release(&self, slots: &[Slot]) -> Result<(), StoreError> {
-        self.release_impl(slots).await
-    }
-
-    async fn defer(&self, retries: &[Retry], _now: Timestamp) -> Result<(), StoreError> {
-        self.defer_impl(retries).await
-    }
-
-    async fn canceling(&self) -> Result<Vec<i64>, StoreError> {
-        self.canceling_impl().await
-    }
-
-    async fn record(&self, answers: &[Answer], now: Timestamp) -> Result<Ended, StoreError> {
-        self.record_impl(answers, now).await
-    }
-
-    async fn finish_due(&self, now: Timestamp) -> Result<Ended, StoreError> {
-        self.finish_due_impl(now).await
-    }
-
-    async fn next_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.next_expiry_impl().await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.ping_impl().await
-    }
-
-    async fn stats(&self) -> Result<Stats, StoreError> {
-        self.stats_impl().await
-    }
-
-    async fn archive_due(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
-        self.archive_due_impl(cutoff, now).await
-    }
-
-    async fn purge_deleted(&self, limit: u32) -> Result<u64, StoreError> {
-        self.purge_deleted_impl(limit).await
-    }
-
-    async fn create_key(
-        &self,
-        workspace: &str,
-        hash: KeyHash,
-        prefix: &str,
-        now: Timestamp,
-    ) -> Result<KeyInfo, StoreError> {
-        self.insert_key(workspace, hash, prefix, now, false)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("an INSERT of a key returned no row".into()))
-    }
-
-    async fn list_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
-        self.list_keys_impl().await
-    }
-
-    async fn revoke_key(&self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
-        self.revoke_key_impl(id, now).await
-    }
-
-    async fn create_first_key(
-        &self,
-        workspace: &str,
-        hash: KeyHash,
-        prefix: &str,
-        now: Timestamp,
-    ) -> Result<Option<KeyInfo>, StoreError> {
-        self.insert_key(workspace, hash, prefix, now, true).await
-    }
-
-    async fn workspace_for_key(&self, hash: &KeyHash) -> Result<Option<String>, StoreError> {
-        self.workspace_for_key_impl(hash).await
     }
 }

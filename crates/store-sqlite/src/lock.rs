@@ -1,6 +1,6 @@
 //! The data-dir lock: one batchd server per data dir.
 //!
-//! Leases live in the server's memory (see [`crate::claims`]), which is only sound while no other
+//! Leases live in the server's memory (see [`crate::leases`]), which is only sound while no other
 //! process hands out the same requests. An OS file lock is released by the kernel when the
 //! process dies, so a crash never leaves a stale lock behind.
 

@@ -11,7 +11,9 @@ pub(crate) use batchd_store::rows::{CANCELING, DRAFT, ENDED, IN_PROGRESS};
 
 /// Bits of `rid` that hold the request index. 2^20 > 100,000, the API's request limit.
 pub(crate) const INDEX_BITS: u32 = 20;
-pub(crate) const MAX_REQUESTS: u64 = 1 << INDEX_BITS;
+/// How many request indices a batch's rid range holds: what this encoding allows a batch, not
+/// what the API does.
+pub(crate) const RID_INDICES: u64 = 1 << INDEX_BITS;
 
 pub(crate) fn rid(batch_key: i64, index: u32) -> i64 {
     (batch_key << INDEX_BITS) | i64::from(index)
@@ -35,7 +37,7 @@ where
     T: Decode<'r, Sqlite> + Type<Sqlite>,
 {
     row.try_get(column)
-        .map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
+        .map_err(|e| rows::column_error(column, e))
 }
 
 /// SQLite rows as the shared decoder reads them.

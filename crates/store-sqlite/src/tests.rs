@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use batchd_domain::keys::KeyHash;
 use batchd_domain::{BatchId, CustomId, EndReason, Outcome, Timestamp};
 use batchd_store::conformance::Harness;
-use batchd_store::{Answer, Draft, NewBatch, NewRequest, Store, StoreError, WorkItem};
+use batchd_store::{
+    Answer, BatchStore, DispatchStore, Draft, KeyStore, NewBatch, NewRequest, StoreError, WorkItem,
+};
 use tempfile::TempDir;
 
 use crate::SqliteStore;
@@ -40,7 +42,6 @@ impl Harness for Sqlite {
 batchd_store::conformance_tests!(async { Some(Sqlite(TempDir::new().unwrap())) });
 
 const WS: &str = "default";
-const LEASE: Duration = Duration::from_secs(600);
 /// A fixed clock: tests pass times explicitly.
 const T0: i64 = 1_700_000_000_000_000;
 const DAY: i64 = 86_400_000_000;
@@ -77,7 +78,7 @@ async fn draft(store: &SqliteStore, nb: NewBatch, n: u32) -> Draft {
 }
 
 async fn claim(store: &SqliteStore, limit: usize, now: Timestamp) -> Vec<WorkItem> {
-    store.claim(limit, LEASE, now, &[]).await.unwrap()
+    store.claim(limit, now, &[]).await.unwrap()
 }
 
 #[tokio::test]
@@ -246,7 +247,7 @@ async fn hot_queries_use_indexes() {
     let dir = TempDir::new().unwrap();
     let store = open(dir.path()).await;
     let pages = [
-        format!("{} 128", crate::download::WITH_LEFTOVERS),
+        format!("{} 128", crate::download::WITH_UNANSWERED),
         format!("{} 128", crate::download::ANSWERED),
     ];
     let consts = [
@@ -255,19 +256,19 @@ async fn hot_queries_use_indexes() {
         crate::batches::LIST_NEWER,
         crate::batches::GET,
         crate::batches::CURSOR,
-        crate::dispatch::CLAIM_FRESH,
-        crate::dispatch::CLAIM_RELEASED,
-        crate::dispatch::UNENDED,
-        crate::dispatch::RECORD_BATCH,
-        crate::dispatch::NEXT_EXPIRY,
-        crate::dispatch::STATS,
-        crate::dispatch::EXPIRE_DUE,
-        crate::dispatch::CANCELING_BATCHES,
-        crate::dispatch::OLDEST_DELETED,
-        crate::dispatch::OLDEST_ARCHIVED,
-        crate::dispatch::ARCHIVE_DUE,
-        crate::dispatch::PURGE_REQUESTS,
-        crate::dispatch::PURGE_RESULTS,
+        crate::claim::CLAIM_FRESH,
+        crate::claim::CLAIM_RELEASED,
+        crate::claim::UNENDED,
+        crate::record::RECORD_BATCH,
+        crate::maintenance::NEXT_EXPIRY,
+        crate::batches::STATS,
+        crate::maintenance::EXPIRE_DUE,
+        crate::maintenance::CANCELING_BATCHES,
+        crate::maintenance::OLDEST_DELETED,
+        crate::maintenance::OLDEST_ARCHIVED,
+        crate::maintenance::ARCHIVE_DUE,
+        crate::maintenance::PURGE_REQUESTS,
+        crate::maintenance::PURGE_RESULTS,
         crate::keys::WORKSPACE_FOR_KEY,
     ];
     for sql in consts.into_iter().chain(pages.iter().map(String::as_str)) {
@@ -328,7 +329,7 @@ async fn pages_after_close_are_refused() {
     let d = draft(&store, new_batch(WS, at(0)), 2).await;
     let b = store.commit_batch(d, 2).await.unwrap();
     let page = store.results_lines(b.key, None, 10, Some("{}")).await;
-    assert_eq!(page.unwrap().expect("two leftover lines").rows, 2);
+    assert_eq!(page.unwrap().expect("two unanswered lines").rows, 2);
     store.close().await;
     let err = store.results_lines(b.key, None, 10, Some("{}")).await;
     assert!(matches!(err, Err(StoreError::Unavailable(_))), "{err:?}");

@@ -15,8 +15,9 @@ use batchd_domain::{Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
 use batchd_wire::ProcessingStatus;
 
 use crate::{
-    Answer, CancelOutcome, Cursor, DeleteOutcome, Draft, ListError, NewBatch, NewRequest,
-    ResultLines, Retry, Slot, Store, StoreError, WorkItem, render_result_lines,
+    Answer, BatchStore, CancelOutcome, Cursor, DeleteOutcome, DispatchStore, Draft, KeyStore,
+    ListError, NewBatch, NewRequest, ResultLines, Retry, Slot, Store, StoreError, WorkItem,
+    render_result_lines,
 };
 
 /// Opens an engine's store on storage that belongs to one test.
@@ -75,7 +76,6 @@ macro_rules! conformance_tests {
 }
 
 const WS: &str = "default";
-const LEASE: Duration = Duration::from_secs(600);
 /// A fixed clock: tests pass times explicitly.
 const T0: i64 = 1_700_000_000_000_000;
 const DAY: i64 = 86_400_000_000;
@@ -147,7 +147,7 @@ async fn get(store: &impl Store, b: &Batch) -> Batch {
 }
 
 async fn claim(store: &impl Store, limit: usize, now: Timestamp) -> Vec<WorkItem> {
-    store.claim(limit, LEASE, now, &[]).await.unwrap()
+    store.claim(limit, now, &[]).await.unwrap()
 }
 
 fn ids(page: &[Batch]) -> Vec<BatchId> {
@@ -506,7 +506,7 @@ pub async fn claim_record_complete<H: Harness>(h: &H) {
 }
 
 /// Engines may assemble the download's lines themselves; they must match the reference rendering
-/// of [`Store::results_page`] byte for byte, in every page, with rows that have no result, and
+/// of [`BatchStore::results_page`] byte for byte, in every page, with rows that have no result, and
 /// once every request has one, when told so.
 pub async fn results_lines_render_the_result_rows<H: Harness>(h: &H) {
     let store = h.open().await;
@@ -522,22 +522,22 @@ pub async fn results_lines_render_the_result_rows<H: Harness>(h: &H) {
     store.record(&group, at(2)).await.unwrap();
     let line =
         |i: u32, result: &str| format!("{{\"custom_id\":\"req-{i}\",\"result\":{result}}}\n");
-    let leftover = r#"{"type":"canceled"}"#;
-    let text = assert_pages_match(&store, &b, Some(leftover)).await;
+    let unanswered = r#"{"type":"canceled"}"#;
+    let text = assert_pages_match(&store, &b, Some(unanswered)).await;
     assert!(text.starts_with(&line(0, &body(0))));
     assert!(text.ends_with(&line(24, &body(24))));
-    assert!(text.contains(&line(1, leftover)));
+    assert!(text.contains(&line(1, unanswered)));
 
     let group: Vec<Answer> = odd.iter().map(answer).collect();
     store.record(&group, at(3)).await.unwrap();
     let text = assert_pages_match(&store, &b, None).await;
     assert!(text.contains(&line(1, &body(1))));
-    assert_eq!(text, assert_pages_match(&store, &b, Some(leftover)).await);
+    assert_eq!(text, assert_pages_match(&store, &b, Some(unanswered)).await);
 }
 
-/// Pages `b`'s results with several page sizes through both [`Store::results_page`] and
-/// [`Store::results_lines`], asserts they render alike, and returns the whole download.
-async fn assert_pages_match(store: &impl Store, b: &Batch, leftover: Option<&str>) -> String {
+/// Pages `b`'s results with several page sizes through both [`BatchStore::results_page`] and
+/// [`BatchStore::results_lines`], asserts they render alike, and returns the whole download.
+async fn assert_pages_match(store: &impl Store, b: &Batch, unanswered: Option<&str>) -> String {
     let mut text = String::new();
     for limit in [1, 7, 25, 100] {
         let mut after = None;
@@ -545,7 +545,7 @@ async fn assert_pages_match(store: &impl Store, b: &Batch, leftover: Option<&str
         loop {
             let rows = store.results_page(b.key, after, limit).await.unwrap();
             let lines = store
-                .results_lines(b.key, after, limit, leftover)
+                .results_lines(b.key, after, limit, unanswered)
                 .await
                 .unwrap();
             let Some(last) = rows.last() else {
@@ -555,7 +555,7 @@ async fn assert_pages_match(store: &impl Store, b: &Batch, leftover: Option<&str
             let expected = ResultLines {
                 last_index: last.index,
                 rows: rows.len() as u32,
-                lines: render_result_lines(&rows, leftover.unwrap_or_default()),
+                lines: render_result_lines(&rows, unanswered.unwrap_or_default()),
             };
             assert_eq!(
                 lines.as_ref(),
@@ -568,7 +568,7 @@ async fn assert_pages_match(store: &impl Store, b: &Batch, leftover: Option<&str
         text = String::from_utf8(all).unwrap();
         assert_eq!(text.lines().count(), 25);
     }
-    let past_the_end = store.results_lines(b.key, Some(u32::MAX - 1), 10, leftover);
+    let past_the_end = store.results_lines(b.key, Some(u32::MAX - 1), 10, unanswered);
     assert_eq!(past_the_end.await.unwrap(), None);
     text
 }
@@ -805,17 +805,11 @@ pub async fn a_small_batch_is_not_starved_by_a_big_one_nor_a_skipped_batch_serve
     assert_eq!((items.len(), of_other), (64, 32));
 
     // A skipped batch (its backend is full) leaves the whole claim to the others.
-    let items = store.claim(64, LEASE, at(6), &[big.key]).await.unwrap();
+    let items = store.claim(64, at(6), &[big.key]).await.unwrap();
     assert_eq!(items.len(), 64);
     assert!(items.iter().all(|w| w.batch_key == other.key));
     let both = [big.key, other.key];
-    assert!(
-        store
-            .claim(64, LEASE, at(7), &both)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.claim(64, at(7), &both).await.unwrap().is_empty());
 }
 
 pub async fn restart_resumes_and_skips_answered_requests<H: Harness>(h: &H) {

@@ -1,34 +1,43 @@
-//! The storage seam: everything batchd keeps durably goes through [`Store`].
+//! The storage seam: everything batchd keeps durably goes through [`Store`], the sum of
+//! [`BatchStore`] (what the API needs), [`DispatchStore`] (what the dispatcher needs) and
+//! [`KeyStore`] (API keys). Engine-neutral logic that every engine runs after its own SQL lives
+//! here too, one module per concern, so that it is written once: row decoding (`rows`), paging
+//! a list (`paging`), cancel (`cancel`), ending a batch (`ending`), reclaiming rows (`purge`)
+//! and folding health figures ([`Stats::fold`]).
 //!
-//! Each database engine has its own crate implementing this trait (`store-sqlite`,
+//! Each database engine has its own crate implementing these traits (`store-sqlite`,
 //! `store-postgres`); `conformance` (feature `testkit`) runs this contract against each of
 //! them. The contract, which every implementation must honour:
 //!
-//! * **Create is staged.** [`Store::begin_batch`] reserves an invisible batch,
-//!   [`Store::append_requests`] adds requests in chunks (each chunk its own short transaction, so
-//!   a 256 MB create never blocks result writes for long), and [`Store::commit_batch`] makes the
-//!   batch visible atomically and durably. A draft that is aborted or whose process dies before
-//!   commit is never visible and its rows are reclaimed.
-//! * **Claims are leases.** [`Store::claim`] hands out requests to the dispatcher in groups,
-//!   fairly across workspaces and, within a workspace, across batches; a claimed request is not
-//!   handed out again until it is released, deferred, answered, or its lease is lost (process
-//!   death). Claims are not transactions held open.
-//! * **Retries are stored.** [`Store::defer`] gives a claim back with its attempt count and the
-//!   time before which it must not be handed out again; both survive a restart.
-//! * **Results are group-committed.** [`Store::record`] writes many results in one transaction,
-//!   at most one per request (duplicates are ignored), updates the batch tallies in the same
-//!   transaction, and ends a batch in that transaction when its last request is answered, so the
-//!   summary can never disagree with the rows. Results for a batch that already ended are dropped.
-//! * **Cancel and expiry are O(1).** Ending a batch early records only the [`EndReason`]; requests
-//!   without a result count as `canceled`/`expired` (see `batchd_domain::batch`).
-//! * **Delete is O(1).** The batch disappears at once; [`Store::purge_deleted`] reclaims its rows
-//!   in the background, as it does for batches archived by [`Store::archive_due`].
+//! * **Create is staged.** [`BatchStore::begin_batch`] reserves an invisible batch,
+//!   [`BatchStore::append_requests`] adds requests in chunks (each chunk its own short
+//!   transaction, so a 256 MB create never blocks result writes for long), and
+//!   [`BatchStore::commit_batch`] makes the batch visible atomically and durably. A draft that
+//!   is aborted or whose process dies before commit is never visible and its rows are reclaimed.
+//! * **Claims are leases.** [`DispatchStore::claim`] hands out requests to the dispatcher in
+//!   groups, fairly across workspaces and, within a workspace, across batches; a claimed request
+//!   is not handed out again until it is released, deferred, answered, or its lease is lost
+//!   (process death). Claims are not transactions held open.
+//! * **Retries are stored.** [`DispatchStore::defer`] gives a claim back with its attempt count
+//!   and the time before which it must not be handed out again; both survive a restart.
+//! * **Results are group-committed.** [`DispatchStore::record`] writes many results in one
+//!   transaction, at most one per request (duplicates are ignored), updates the batch tallies in
+//!   the same transaction, and ends a batch in that transaction when its last request is
+//!   answered, so the summary can never disagree with the rows. Results for a batch that already
+//!   ended are dropped.
+//! * **Cancel and expiry are O(1).** Ending a batch early records only the [`EndReason`];
+//!   requests without a result count as `canceled`/`expired` (see `batchd_domain::batch`).
+//! * **Delete is O(1).** The batch disappears at once; [`DispatchStore::purge_deleted`] reclaims
+//!   its rows in the background, as it does for batches archived by
+//!   [`DispatchStore::archive_due`].
 
+pub mod cancel;
 #[cfg(feature = "testkit")]
 pub mod conformance;
+pub mod ending;
+pub mod paging;
+pub mod purge;
 pub mod rows;
-
-use std::time::Duration;
 
 use async_trait::async_trait;
 use batchd_domain::keys::KeyHash;
@@ -219,7 +228,7 @@ pub struct ResultRow {
     pub body: Option<String>,
 }
 
-/// One page of a results download, already rendered: what [`Store::results_lines`] returns.
+/// One page of a results download, already rendered: what [`BatchStore::results_lines`] returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultLines {
     /// Index of the page's last row: the `after` of the next page.
@@ -231,12 +240,12 @@ pub struct ResultLines {
 }
 
 /// The results download's JSONL for `rows`: one compact `{"custom_id":…,"result":…}` object per
-/// row, each `\n`-terminated, with `leftover` as the `result` of rows that have none. This is
+/// row, each `\n`-terminated, with `unanswered` as the `result` of rows that have none. This is
 /// the reference for engines that assemble the lines in the database instead.
-pub fn render_result_lines(rows: &[ResultRow], leftover: &str) -> Vec<u8> {
+pub fn render_result_lines(rows: &[ResultRow], unanswered: &str) -> Vec<u8> {
     let size: usize = rows
         .iter()
-        .map(|r| r.custom_id.len() + r.body.as_ref().map_or(leftover.len(), String::len) + 32)
+        .map(|r| r.custom_id.len() + r.body.as_ref().map_or(unanswered.len(), String::len) + 32)
         .sum();
     let mut out = Vec::with_capacity(size);
     for row in rows {
@@ -245,7 +254,7 @@ pub fn render_result_lines(rows: &[ResultRow], leftover: &str) -> Vec<u8> {
         // Writing a string into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut out, &row.custom_id);
         out.extend_from_slice(b",\"result\":");
-        out.extend_from_slice(row.body.as_deref().unwrap_or(leftover).as_bytes());
+        out.extend_from_slice(row.body.as_deref().unwrap_or(unanswered).as_bytes());
         out.extend_from_slice(b"}\n");
     }
     out
@@ -270,17 +279,42 @@ pub struct Stats {
     pub unanswered: u64,
 }
 
+impl Stats {
+    /// Folds `(state, batches, unanswered)` rows, one per unended state (the `batches.state`
+    /// codes of [`rows`]), as engines count them in one grouped query. A count that does not fit
+    /// (never: they are `COUNT`s and sums of non-negative tallies) reads as 0.
+    pub fn fold(rows: impl IntoIterator<Item = (i64, i64, i64)>) -> Self {
+        let mut stats = Stats::default();
+        for (state, batches, unanswered) in rows {
+            let batches = u64::try_from(batches).unwrap_or(0);
+            if state == rows::CANCELING {
+                stats.canceling = batches;
+            } else {
+                stats.in_progress = batches;
+            }
+            stats.unanswered += u64::try_from(unanswered).unwrap_or(0);
+        }
+        stats
+    }
+}
+
 /// Batches whose state changed in a maintenance pass or a record call.
 #[derive(Debug, Clone, Default)]
 pub struct Ended {
     pub batches: Vec<(BatchId, EndReason)>,
 }
 
-/// The storage interface. See the crate documentation for the contract.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    // --- batches, as the API sees them ---------------------------------------------------------
+/// Everything batchd stores, as one object: the sum of what the API needs ([`BatchStore`]),
+/// what the dispatcher needs ([`DispatchStore`]) and API keys ([`KeyStore`]). See the crate
+/// documentation for the contract. Implemented for every type that implements the three.
+pub trait Store: BatchStore + DispatchStore + KeyStore {}
 
+impl<T: BatchStore + DispatchStore + KeyStore> Store for T {}
+
+/// Batches as the API sees them: the staged create, reads, cancel, delete, result downloads,
+/// and the health figures the API reports.
+#[async_trait]
+pub trait BatchStore: Send + Sync + 'static {
     async fn begin_batch(&self, batch: NewBatch) -> Result<Draft>;
     /// Appends requests to a draft. Chunks arrive in index order.
     async fn append_requests(&self, draft: &Draft, requests: Vec<NewRequest>) -> Result<()>;
@@ -311,11 +345,11 @@ pub trait Store: Send + Sync + 'static {
         after: Option<u32>,
         limit: u32,
     ) -> Result<Vec<ResultRow>>;
-    /// The page [`Store::results_page`] would return, rendered by [`render_result_lines`]
-    /// (`None` past the last row), with `leftover` as the `result` of rows that have none. This
-    /// is what downloads stream; engines override it to render pages with fewer per-row values,
-    /// allocations and copies, which dominate a large download.
-    /// `leftover` is `None` when every request of the batch has a result, which lets an engine
+    /// The page [`BatchStore::results_page`] would return, rendered by [`render_result_lines`]
+    /// (`None` past the last row), with `unanswered` as the `result` of rows that have none.
+    /// This is what downloads stream; engines override it to render pages with fewer per-row
+    /// values, allocations and copies, which dominate a large download.
+    /// `unanswered` is `None` when every request of the batch has a result, which lets an engine
     /// read only the results. Were one missing, its line would be missing too, so callers check
     /// that each page ends where it should.
     async fn results_lines(
@@ -323,30 +357,33 @@ pub trait Store: Send + Sync + 'static {
         batch_key: i64,
         after: Option<u32>,
         limit: u32,
-        leftover: Option<&str>,
+        unanswered: Option<&str>,
     ) -> Result<Option<ResultLines>> {
         let mut rows = self.results_page(batch_key, after, limit).await?;
-        if leftover.is_none() {
+        if unanswered.is_none() {
             rows.retain(|r| r.body.is_some());
         }
         Ok(rows.last().map(|last| ResultLines {
             last_index: last.index,
             rows: rows.len() as u32,
-            lines: render_result_lines(&rows, leftover.unwrap_or_default()),
+            lines: render_result_lines(&rows, unanswered.unwrap_or_default()),
         }))
     }
 
-    // --- the dispatcher's side -------------------------------------------------------------------
+    /// Succeeds when storage answers queries (migrations are applied when the store opens).
+    async fn ping(&self) -> Result<()>;
+    /// Counts of unended batches and their unanswered requests; cheap (reads only unended rows).
+    async fn stats(&self) -> Result<Stats>;
+}
 
-    /// Leases up to `limit` unanswered requests of `in_progress` batches, fairly across batches,
-    /// leaving out the batches in `skip` (whose backend cannot take more now).
-    async fn claim(
-        &self,
-        limit: usize,
-        lease: Duration,
-        now: Timestamp,
-        skip: &[i64],
-    ) -> Result<Vec<WorkItem>>;
+/// The dispatcher's side: claiming work, giving it back, recording answers, and the
+/// maintenance that ends, archives and reclaims batches.
+#[async_trait]
+pub trait DispatchStore: Send + Sync + 'static {
+    /// Claims up to `limit` unanswered requests of `in_progress` batches, fairly across batches,
+    /// leaving out the batches in `skip` (whose backend cannot take more now). A claim lasts as
+    /// long as the process that holds it.
+    async fn claim(&self, limit: usize, now: Timestamp, skip: &[i64]) -> Result<Vec<WorkItem>>;
     /// Returns claimed requests that were never sent, so they can be claimed again (or, in a
     /// canceling batch, count as canceled).
     async fn release(&self, slots: &[Slot]) -> Result<()>;
@@ -371,16 +408,11 @@ pub trait Store: Send + Sync + 'static {
     /// Reclaims the rows of deleted, aborted and archived batches, at most `limit` rows per call.
     /// Returns how many rows were removed (0 when nothing is left).
     async fn purge_deleted(&self, limit: u32) -> Result<u64>;
+}
 
-    // --- operations ---------------------------------------------------------------------------
-
-    /// Succeeds when storage answers queries (migrations are applied when the store opens).
-    async fn ping(&self) -> Result<()>;
-    /// Counts of unended batches and their unanswered requests; cheap (reads only unended rows).
-    async fn stats(&self) -> Result<Stats>;
-
-    // --- API keys --------------------------------------------------------------------------------
-
+/// API keys: created and revoked by the `keys` commands, looked up on every API call.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
     async fn create_key(
         &self,
         workspace: &str,
@@ -406,8 +438,45 @@ pub trait Store: Send + Sync + 'static {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use batchd_wire::ProcessingStatus;
+
     use super::*;
+
+    /// A visible batch with `key` in `status`, for the pure functions' tests.
+    pub(crate) fn batch(key: i64, status: ProcessingStatus) -> Batch {
+        let ended = status == ProcessingStatus::Ended;
+        Batch {
+            key,
+            id: BatchId::generate(),
+            workspace: "w".into(),
+            status,
+            total: 1,
+            succeeded: 0,
+            errored: 0,
+            end_reason: ended.then_some(EndReason::Canceled),
+            created_at: Timestamp::from_micros(key),
+            expires_at: Timestamp::from_micros(key + 1),
+            ended_at: None,
+            cancel_initiated_at: None,
+            archived_at: None,
+            betas: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn stats_fold_one_row_per_state() {
+        let stats = Stats::fold([(rows::IN_PROGRESS, 3, 40), (rows::CANCELING, 1, 2)]);
+        assert_eq!(
+            stats,
+            Stats {
+                in_progress: 3,
+                canceling: 1,
+                unanswered: 42
+            }
+        );
+        assert_eq!(Stats::fold([]), Stats::default());
+    }
 
     #[test]
     fn lines_are_compact_and_newline_terminated() {

@@ -89,7 +89,26 @@ pub fn batch(row: &impl Columns) -> Result<Batch, StoreError> {
     })
 }
 
-/// An API key as listed, from a row holding `id, workspace, prefix, created_at, revoked_at`.
+/// Columns of `api_keys` that [`key_info`] reads, for `concat!`ing into static SQL.
+#[macro_export]
+macro_rules! key_columns {
+    () => {
+        "id, workspace, prefix, created_at, revoked_at"
+    };
+}
+
+/// The key an `INSERT … RETURNING` of one key gave back; an insert without a condition always
+/// returns its row.
+pub fn inserted_key(row: Option<KeyInfo>) -> Result<KeyInfo, StoreError> {
+    row.ok_or_else(|| StoreError::Corrupt("an INSERT of a key returned no row".into()))
+}
+
+/// A column that cannot be read as the type the store wrote into it.
+pub fn column_error(column: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("column {column}: {e}"))
+}
+
+/// An API key as listed, from a row holding [`key_columns!`].
 pub fn key_info(row: &impl Columns) -> Result<KeyInfo, StoreError> {
     Ok(KeyInfo {
         id: row.text("id")?,

@@ -1,5 +1,6 @@
-//! Process liveness: the `workers` table, this process's heartbeat, and the reaper that frees the
-//! claims (and abandons the drafts) of processes that stopped beating.
+//! Process liveness: the `workers` table (one row per live batchd process), this process's
+//! heartbeat, and the reaper that frees the claims (and abandons the drafts) of processes that
+//! stopped beating.
 //!
 //! A claim is a `pending.worker` value, not a lease time: it lasts as long as its process does,
 //! however long the upstream call takes, and no clock but the database's is involved. Every
@@ -16,7 +17,7 @@ use std::time::Duration;
 use batchd_store::StoreError;
 use sqlx::PgPool;
 
-use crate::db::db;
+use crate::db::query_error;
 use crate::rows::DRAFT;
 
 /// How often a process refreshes its heartbeat and reaps dead ones.
@@ -31,7 +32,7 @@ pub(crate) async fn register(pool: &PgPool) -> Result<i64, StoreError> {
         .bind(host())
         .fetch_one(pool)
         .await
-        .map_err(db)
+        .map_err(query_error)
 }
 
 fn host() -> String {
@@ -50,26 +51,26 @@ pub(crate) async fn beat(pool: &PgPool, me: i64) -> Result<u64, StoreError> {
     .bind(host())
     .execute(pool)
     .await
-    .map_err(db)?;
+    .map_err(query_error)?;
     reap(pool, DEAD_AFTER).await
 }
 
 /// Frees the claims and abandons the drafts of workers not seen for `stale`. Returns how many
 /// workers were reaped.
 pub(crate) async fn reap(pool: &PgPool, stale: Duration) -> Result<u64, StoreError> {
-    let mut tx = pool.begin().await.map_err(db)?;
+    let mut tx = pool.begin().await.map_err(query_error)?;
     let dead: Vec<i64> = sqlx::query_scalar(
         "DELETE FROM workers WHERE heartbeat < now() - make_interval(secs => $1) RETURNING id",
     )
     .bind(stale.as_secs_f64())
     .fetch_all(&mut *tx)
     .await
-    .map_err(db)?;
+    .map_err(query_error)?;
     if !dead.is_empty() {
         forget(&mut tx, &dead).await?;
         tracing::warn!(workers = ?dead, "reaped batchd processes that stopped beating; their claims are free again");
     }
-    tx.commit().await.map_err(db)?;
+    tx.commit().await.map_err(query_error)?;
     Ok(dead.len() as u64)
 }
 
@@ -82,7 +83,7 @@ pub(crate) async fn forget(
         .bind(workers)
         .execute(&mut *conn)
         .await
-        .map_err(db)?;
+        .map_err(query_error)?;
     sqlx::query(
         "UPDATE batches SET deleted = true WHERE state = $1 AND NOT deleted AND owner = ANY($2)",
     )
@@ -90,7 +91,7 @@ pub(crate) async fn forget(
     .bind(workers)
     .execute(&mut *conn)
     .await
-    .map_err(db)?;
+    .map_err(query_error)?;
     Ok(())
 }
 

@@ -43,7 +43,7 @@ struct Entry {
     serving: bool,
     next: u32,
     released: BTreeSet<u32>,
-    /// Deferred requests (see [`batchd_store::Store::defer`]) and when each may go again.
+    /// Deferred requests (see [`batchd_store::DispatchStore::defer`]) and when each may go again.
     /// Ordered by time, so the due ones are taken from the front without scanning the rest (a
     /// paused backend can leave a whole batch waiting here).
     waiting: BTreeSet<(Timestamp, u32)>,

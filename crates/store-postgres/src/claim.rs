@@ -1,0 +1,174 @@
+//! Claiming work across processes in one statement per pass, and giving claims back (released,
+//! or deferred with their retry state), ending canceling batches whose last claim came back.
+
+use batchd_domain::{BatchId, EndReason, Timestamp};
+use batchd_store::{Slot, StoreError, WorkItem};
+use sqlx::PgConnection;
+use sqlx::postgres::PgRow;
+
+use crate::PostgresStore;
+use crate::db::query_error;
+use crate::rows::{CANCELING, ENDED, end_reason_code, get, index, parse_betas, parse_id};
+
+/// One claim pass in one statement (one round trip, one implicit transaction): picks the
+/// in-progress batches with something to hand out, in serving order (the first batch of every
+/// workspace, the one served longest ago, then the second of every workspace, and so on; a batch
+/// whose requests are all in flight or waiting out a back-off takes no share), gives each an equal
+/// share of `$2` (the earlier ones one more while the division leaves some over), claims that
+/// many free requests of each in index order, skipping rows other processes are claiming right
+/// now, stamps the served batches, and returns the claimed requests with their batch and request
+/// data. `$1` now, `$3` this worker, `$4` batches to leave out (found short in an earlier pass).
+///
+/// * The batch row is locked FOR KEY SHARE: a cancel locks it FOR UPDATE, so whichever commits
+///   first, the other sees its effect (no claim is added to a canceling batch); a record group's
+///   tally update does not conflict with it, so claims and record groups no longer queue behind
+///   each other.
+/// * Stamps (`serving`, from one sequence, so the rotation is the same whichever process claims)
+///   are taken in serving order; a stamp row another process is writing right now is skipped:
+///   that process is stamping the same batch as served.
+/// * `synchronous_commit` is off for this transaction only. A claim lost with a PostgreSQL crash
+///   just makes its requests free again: if the process that sent them records their answers,
+///   the results table's primary key still keeps one result per request, and nothing a client
+///   was told depends on a claim. (A later durable commit flushes it anyway: WAL is flushed in
+///   order.)
+pub(crate) const CLAIM_ALL: &str = "WITH cfg AS MATERIALIZED \
+         (SELECT set_config('synchronous_commit', 'off', true) AS v), \
+     cand AS MATERIALIZED (SELECT key, row_number() OVER (ORDER BY turn, last_served, key) - 1 \
+             AS pos, COUNT(*) OVER () AS n FROM (SELECT key, last_served, turn FROM \
+         (SELECT b.key, COALESCE(s.last_served, 0) AS last_served, row_number() OVER \
+             (PARTITION BY b.workspace ORDER BY COALESCE(s.last_served, 0), b.key) AS turn \
+         FROM batches b LEFT JOIN serving s ON s.batch_key = b.key \
+         WHERE b.state = 1 AND b.expires_at > $1 AND b.key <> ALL($4) \
+             AND EXISTS (SELECT 1 FROM pending p WHERE p.batch_key = b.key \
+                 AND p.worker IS NULL AND (p.not_before IS NULL OR p.not_before <= $1))) w \
+         ORDER BY turn, last_served, key LIMIT $2) t, cfg WHERE cfg.v IS NOT NULL), \
+     locked AS MATERIALIZED (SELECT b.key, b.id, b.betas, b.expires_at, c.pos, \
+             ($2 + c.n - 1 - c.pos) / c.n AS share \
+         FROM batches b JOIN cand c ON c.key = b.key \
+         WHERE b.state = 1 AND b.expires_at > $1 FOR KEY SHARE OF b), \
+     picked AS (SELECT p.batch_key, p.idx FROM locked l CROSS JOIN LATERAL \
+         (SELECT batch_key, idx FROM pending WHERE batch_key = l.key AND worker IS NULL \
+             AND (not_before IS NULL OR not_before <= $1) \
+             ORDER BY idx LIMIT l.share FOR UPDATE SKIP LOCKED) p), \
+     claimed AS (UPDATE pending p SET worker = $3 FROM picked \
+         WHERE p.batch_key = picked.batch_key AND p.idx = picked.idx \
+         RETURNING p.batch_key, p.idx, p.attempts, p.not_before), \
+     turns AS MATERIALIZED (SELECT key, nextval('serve_turns') AS turn \
+         FROM (SELECT key FROM locked ORDER BY pos) o), \
+     stamped AS (UPDATE serving s SET last_served = t.turn FROM turns t \
+         WHERE s.batch_key = t.key AND s.batch_key IN (SELECT x.batch_key FROM serving x \
+             WHERE x.batch_key IN (SELECT key FROM turns) FOR UPDATE SKIP LOCKED)), \
+     first AS (INSERT INTO serving (batch_key, last_served) SELECT t.key, t.turn FROM turns t \
+         WHERE NOT EXISTS (SELECT 1 FROM serving s WHERE s.batch_key = t.key) \
+         ON CONFLICT DO NOTHING) \
+     SELECT c.batch_key, l.id, l.betas, l.expires_at, l.share, c.idx, c.attempts, c.not_before, \
+         r.custom_id, r.params FROM claimed c JOIN locked l ON l.key = c.batch_key \
+     JOIN requests r ON r.batch_key = c.batch_key AND r.idx = c.idx ORDER BY l.pos, c.idx";
+
+/// Gives claims of this process back.
+pub(crate) const RELEASE: &str = "UPDATE pending p SET worker = NULL \
+     FROM UNNEST($1::bigint[], $2::int[]) AS u(k, i) \
+     WHERE p.batch_key = u.k AND p.idx = u.i AND p.worker = $3";
+
+/// Gives claims of this process back with their retry state (one statement per group).
+pub(crate) const DEFER: &str = "UPDATE pending p SET worker = NULL, attempts = u.a, not_before = u.nb \
+     FROM UNNEST($1::bigint[], $2::int[], $3::int[], $4::bigint[]) AS u(k, i, a, nb) \
+     WHERE p.batch_key = u.k AND p.idx = u.i AND p.worker = $5";
+
+/// Ends canceling batches that have nothing claimed any more (by any process).
+const END_IDLE_CANCELING: &str = "UPDATE batches b SET state = $1, end_reason = $2, ended_at = $3 \
+     WHERE b.key = ANY($4) AND b.state = $5 AND NOT EXISTS \
+     (SELECT 1 FROM pending p WHERE p.batch_key = b.key AND p.worker IS NOT NULL) \
+     RETURNING key, id";
+
+pub(crate) fn slot_arrays(slots: impl Iterator<Item = Slot>) -> (Vec<i64>, Vec<i32>) {
+    slots
+        .map(|s| (s.batch_key, i32::try_from(s.index).unwrap_or(i32::MAX)))
+        .unzip()
+}
+
+impl PostgresStore {
+    /// One pass of [`CLAIM_ALL`]: the claimed items, each with its batch's share in this pass.
+    pub(crate) async fn claim_pass(
+        &self,
+        me: i64,
+        limit: usize,
+        now: Timestamp,
+        short: &[i64],
+    ) -> Result<Vec<(WorkItem, usize)>, StoreError> {
+        let rows = sqlx::query(CLAIM_ALL)
+            .bind(now.as_micros())
+            .bind(limit as i64)
+            .bind(me)
+            .bind(short)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error)?;
+        // Batch columns repeat on every row of the batch: parse them once per batch.
+        let mut batch: Option<(i64, BatchId, Vec<String>, Timestamp)> = None;
+        rows.iter()
+            .map(|row| {
+                let key: i64 = get(row, "batch_key")?;
+                if batch.as_ref().is_none_or(|b| b.0 != key) {
+                    batch = Some((
+                        key,
+                        parse_id(get(row, "id")?)?,
+                        parse_betas(get(row, "betas")?)?,
+                        Timestamp::from_micros(get(row, "expires_at")?),
+                    ));
+                }
+                let (_, batch_id, betas, expires_at) = batch.as_ref().expect("set above");
+                let share = usize::try_from(get::<i64>(row, "share")?).unwrap_or(0);
+                Ok((
+                    WorkItem {
+                        batch_key: key,
+                        batch_id: batch_id.clone(),
+                        index: index(get(row, "idx")?)?,
+                        custom_id: get(row, "custom_id")?,
+                        params: get(row, "params")?,
+                        betas: betas.clone(),
+                        expires_at: *expires_at,
+                        attempts: u32::try_from(get::<i32>(row, "attempts")?).unwrap_or(0),
+                        not_before: get::<Option<i64>>(row, "not_before")?
+                            .map(Timestamp::from_micros),
+                    },
+                    share,
+                ))
+            })
+            .collect()
+    }
+
+    /// Ends canceling batches among `keys` whose last claim just came back, now rather than at
+    /// the next maintenance pass (which also catches them if this fails).
+    pub(crate) async fn end_idle_canceling(
+        &self,
+        mut keys: Vec<i64>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        keys.sort_unstable();
+        keys.dedup();
+        let mut conn = self.pool.acquire().await.map_err(query_error)?;
+        end_idle_canceling(&mut conn, keys, now).await?;
+        Ok(())
+    }
+}
+
+/// Ends the canceling batches among `keys` that have nothing claimed any more (by any process).
+pub(crate) async fn end_idle_canceling(
+    conn: &mut PgConnection,
+    keys: Vec<i64>,
+    now: Timestamp,
+) -> Result<Vec<PgRow>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query(END_IDLE_CANCELING)
+        .bind(ENDED)
+        .bind(end_reason_code(EndReason::Canceled))
+        .bind(now.as_micros())
+        .bind(keys)
+        .bind(CANCELING)
+        .fetch_all(conn)
+        .await
+        .map_err(query_error)
+}

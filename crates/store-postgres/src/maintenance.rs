@@ -1,0 +1,114 @@
+//! Maintenance: ending batches that are due (expired, or canceling with nothing claimed by any
+//! process), retention, and reclaiming the rows of deleted, aborted and archived batches in
+//! short steps.
+
+use batchd_domain::{BatchId, EndReason};
+use batchd_store::StoreError;
+use batchd_store::purge::{Budget, Target};
+use sqlx::postgres::PgRow;
+
+use crate::PostgresStore;
+use crate::db::query_error;
+use crate::rows::{get, parse_id};
+
+pub(crate) const EXPIRE_DUE: &str = "UPDATE batches SET state = $1, end_reason = $2, ended_at = $3 \
+     WHERE state IN (1, 2) AND expires_at <= $3 RETURNING key, id";
+
+pub(crate) const CANCELING_KEYS: &str = "SELECT key FROM batches WHERE state = 2";
+
+pub(crate) const NEXT_EXPIRY: &str = "SELECT MIN(expires_at) FROM batches WHERE state IN (1, 2)";
+
+/// Ended batches created at or before the cutoff become archived.
+pub(crate) const ARCHIVE_DUE: &str = "UPDATE batches SET archived_at = $1 \
+     WHERE archived_at IS NULL AND NOT deleted AND created_at <= $2 AND state = $3";
+
+pub(crate) const OLDEST_DELETED: &str =
+    "SELECT key FROM batches WHERE deleted ORDER BY key LIMIT 1";
+
+/// Archived batches whose rows are still there (they stay visible; only their rows go).
+pub(crate) const OLDEST_ARCHIVED: &str = "SELECT key FROM batches \
+     WHERE archived_at IS NOT NULL AND NOT rows_reclaimed ORDER BY key LIMIT 1";
+
+/// One bounded step of reclaiming a batch's rows in each table.
+const PURGE: [&str; 3] = [
+    "DELETE FROM requests WHERE batch_key = $1 AND idx IN \
+     (SELECT idx FROM requests WHERE batch_key = $1 ORDER BY idx LIMIT $2)",
+    "DELETE FROM results WHERE batch_key = $1 AND idx IN \
+     (SELECT idx FROM results WHERE batch_key = $1 ORDER BY idx LIMIT $2)",
+    "DELETE FROM pending WHERE batch_key = $1 AND idx IN \
+     (SELECT idx FROM pending WHERE batch_key = $1 ORDER BY idx LIMIT $2)",
+];
+
+pub(crate) fn ended_rows(
+    rows: &[PgRow],
+    reason: EndReason,
+) -> Result<Vec<(BatchId, EndReason)>, StoreError> {
+    rows.iter()
+        .map(|row| Ok((parse_id(get(row, "id")?)?, reason)))
+        .collect()
+}
+
+impl PostgresStore {
+    /// Removes up to `step` rows of the oldest deleted batch (or, when none is left, of the
+    /// oldest archived one), then its batch row once nothing else of it is left (an archived
+    /// batch keeps its row and is only marked reclaimed). One short transaction. Processes
+    /// purging the same batch at once only wait for each other's row locks.
+    pub(crate) async fn purge_step(&self, step: u64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(query_error)?;
+        let mut found = None;
+        for target in Target::ORDER {
+            let oldest = match target {
+                Target::Deleted => OLDEST_DELETED,
+                Target::Archived => OLDEST_ARCHIVED,
+            };
+            let key: Option<i64> = sqlx::query_scalar(oldest)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(query_error)?;
+            if let Some(key) = key {
+                found = Some((key, target));
+                break;
+            }
+        }
+        let Some((key, target)) = found else {
+            return Ok(0);
+        };
+        let mut budget = Budget::new(step);
+        for table in PURGE {
+            if let Some(max) = budget.left() {
+                budget.spend(
+                    sqlx::query(table)
+                        .bind(key)
+                        .bind(max as i64)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_error)?
+                        .rows_affected(),
+                );
+            }
+        }
+        if budget.tables_emptied() {
+            // Every table is empty for it now, the batch row goes last.
+            let last = match target {
+                Target::Deleted => "DELETE FROM batches WHERE key = $1",
+                Target::Archived => "UPDATE batches SET rows_reclaimed = true WHERE key = $1",
+            };
+            budget.spend(
+                sqlx::query(last)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_error)?
+                    .rows_affected(),
+            );
+            // Its serving stamp (not counted: it is bookkeeping, not the batch's data).
+            sqlx::query("DELETE FROM serving WHERE batch_key = $1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error)?;
+        }
+        tx.commit().await.map_err(query_error)?;
+        Ok(budget.removed())
+    }
+}
