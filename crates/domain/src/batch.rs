@@ -59,18 +59,18 @@ impl Outcome {
 pub enum EndReason {
     /// Every request got a result; nothing is left over.
     Completed,
-    /// Canceled: leftover requests are `canceled`.
+    /// Canceled: unanswered requests are `canceled`.
     Canceled,
-    /// Reached `expires_at`: leftover requests are `expired`.
+    /// Reached `expires_at`: unanswered requests are `expired`.
     Expired,
 }
 
 impl EndReason {
     /// The outcome of a request that has no stored result in a batch that ended this way.
-    pub fn leftover_outcome(self) -> Outcome {
+    pub fn unanswered_outcome(self) -> Outcome {
         match self {
             Self::Canceled => Outcome::Canceled,
-            // A completed batch has no leftovers; expired is the safe reading if one ever shows up.
+            // A completed batch has no unanswered requests; expired is the safe reading if one ever shows up.
             Self::Completed | Self::Expired => Outcome::Expired,
         }
     }
@@ -145,7 +145,7 @@ impl Batch {
         match self
             .end_reason
             .unwrap_or(EndReason::Completed)
-            .leftover_outcome()
+            .unanswered_outcome()
         {
             Outcome::Canceled => counts.canceled = self.unanswered(),
             _ => counts.expired = self.unanswered(),
@@ -216,7 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn leftovers_land_in_the_end_reason_bucket() {
+    fn unanswered_requests_land_in_the_end_reason_bucket() {
         let c = batch(ProcessingStatus::Ended, Some(EndReason::Canceled)).request_counts();
         assert_eq!(
             (c.succeeded, c.errored, c.canceled, c.expired, c.processing),

@@ -261,11 +261,11 @@ pub async fn results(
             format!("Message Batch {raw_id} has no available results."),
         ));
     }
-    // A batch whose every request has a result needs no leftover, and the store may then read
-    // the results alone.
-    let leftover: Option<&'static str> = if batch.unanswered() == 0 {
+    // The `result` of requests without a stored one. A batch whose every request has a result
+    // needs none, and the store may then read the results alone.
+    let unanswered: Option<&'static str> = if batch.unanswered() == 0 {
         None
-    } else if batch.end_reason.map(|r| r.leftover_outcome()) == Some(Outcome::Canceled) {
+    } else if batch.end_reason.map(|r| r.unanswered_outcome()) == Some(Outcome::Canceled) {
         Some(r#"{"type":"canceled"}"#)
     } else {
         Some(r#"{"type":"expired"}"#)
@@ -276,7 +276,7 @@ pub async fn results(
     let store = state.inner.store.clone();
     tokio::spawn(async move {
         let mut pages = futures_util::stream::iter(0..batch.total.div_ceil(RESULTS_PAGE.into()))
-            .map(|k| fetch_results_page(store.as_ref(), batch.key, batch.total, k, leftover))
+            .map(|k| fetch_results_page(store.as_ref(), batch.key, batch.total, k, unanswered))
             .buffered(RESULTS_READ_AHEAD);
         while let Some(page) = pages.next().await {
             let page = match page {
@@ -315,7 +315,7 @@ async fn fetch_results_page(
     batch_key: i64,
     total: u64,
     k: u64,
-    leftover: Option<&str>,
+    unanswered: Option<&str>,
 ) -> Result<Vec<u8>, StoreError> {
     let size = u64::from(RESULTS_PAGE);
     // Indices are below 2^20 (the store's limit), so these fit in a u32.
@@ -323,7 +323,7 @@ async fn fetch_results_page(
     let after = (k > 0).then(|| (start - 1) as u32);
     let end = (start + size).min(total) - 1;
     match store
-        .results_lines(batch_key, after, RESULTS_PAGE, leftover)
+        .results_lines(batch_key, after, RESULTS_PAGE, unanswered)
         .await?
     {
         Some(page)
