@@ -369,8 +369,8 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
             retry::delay(
                 n,
                 None,
-                shared.config.retry_base,
-                shared.config.retry_max,
+                shared.config.retry_base_delay,
+                shared.config.retry_max_delay,
                 1.0,
             )
         });
@@ -399,8 +399,8 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Option<Report> {
         let wait = retry::delay(
             attempts,
             err.retry_after,
-            shared.config.retry_base,
-            shared.config.retry_max,
+            shared.config.retry_base_delay,
+            shared.config.retry_max_delay,
             rand::random(),
         );
         let at = Timestamp::now().plus(wait);
