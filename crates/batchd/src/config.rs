@@ -192,7 +192,7 @@ impl ServeOptions {
     }
 
     /// Reads a config file over the defaults, and checks and resolves its `[[backends]]`.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
         let mut options: Self = toml::from_str(&text).map_err(|err| located(path, &text, err))?;
@@ -202,7 +202,7 @@ impl ServeOptions {
     }
 }
 
-/// A file's parse error as `FILE:LINE: field `KEY`: message`.
+/// A file's parse error as FILE:LINE: field `KEY`: message.
 fn located(path: &Path, text: &str, err: toml::de::Error) -> anyhow::Error {
     let line = err
         .span()
