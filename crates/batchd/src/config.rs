@@ -1,7 +1,8 @@
-//! `--config FILE`: the serve options as a TOML file, for deployments that prefer a file to
-//! flags. Precedence, highest first: command-line flag, `BATCHD_*` environment variable, the
-//! file, the built-in default. Unknown keys are refused, and every error names the file, the
-//! line and the field.
+//! The options of `batchd serve`: one struct that clap reads from flags and `BATCHD_*` variables
+//! and serde reads from the `--config` TOML file, one [`Default`], and the merge of the three
+//! ([`ServeOptions::resolve`]). Precedence, highest first: command-line flag, environment
+//! variable, the file, the default. The file's keys are the long names of the flags, with `_`
+//! for `-`; unknown keys are refused, and every error names the file, the line and the field.
 //!
 //! The file is also the only place for `[[backends]]`: the model servers requests go to, by
 //! model name (see `batchd_backends::config` for the keys). Without any, every model goes to the
@@ -12,128 +13,320 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use batchd_backends::{BackendConfig, BackendSpec};
-use serde::Deserialize;
+use batchd_http::HttpConfig;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, FromArgMatches};
+use serde::{Deserialize, Deserializer};
 
-/// The file's keys: the long names of the `serve` flags, with `_` for `-`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    /// A PostgreSQL URL; see `--database-url`.
+/// Everything `batchd serve` can be told. Each option's default is in [`Default`]; the crates
+/// that use a setting (the dispatcher, the HTTP layer) own its value there.
+#[derive(Clone, clap::Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeOptions {
+    /// Where the embedded SQLite database lives, unless `database_url` is set. A global flag
+    /// (`keys` and `migrate` read it too), declared on the command and merged by `resolve`.
+    #[arg(skip)]
+    pub data_dir: PathBuf,
+    /// A PostgreSQL URL: the data lives there, shared with other batchd processes. Global like
+    /// `data_dir`.
+    #[arg(skip)]
     pub database_url: Option<String>,
-    /// `KEY@WORKSPACE` entries. Prefer `BATCHD_API_KEYS` or `batchd keys` for real secrets.
-    pub api_keys: Option<Vec<String>>,
-    pub mock_latency: Option<String>,
-    pub mock_concurrency: Option<usize>,
-    pub concurrency: Option<usize>,
-    pub batch_expiry: Option<String>,
-    pub results_retention: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "BATCHD_LISTEN", default_value_t = ServeOptions::default().listen)]
+    pub listen: String,
+    /// An API key and the workspace it belongs to, as KEY@WORKSPACE. Repeatable; the
+    /// environment variable takes a comma-separated list.
+    // Kept as given and parsed on start, so that an empty entry is skipped and an error never
+    // echoes the key. Prefer `BATCHD_API_KEYS` or `batchd keys` to the file for real secrets.
+    #[arg(
+        long = "api-key",
+        env = "BATCHD_API_KEYS",
+        value_delimiter = ',',
+        value_name = "KEY@WORKSPACE",
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Simulated model latency per request: 0ms, 250ms, 3s…
+    #[arg(
+        long,
+        env = "BATCHD_MOCK_LATENCY",
+        default_value = shown(ServeOptions::default().mock_latency),
+        value_parser = parse_duration
+    )]
+    #[serde(deserialize_with = "duration")]
+    pub mock_latency: Duration,
+    /// Requests the mock model works on at once.
+    #[arg(long, env = "BATCHD_MOCK_CONCURRENCY", default_value_t = ServeOptions::default().mock_concurrency)]
+    pub mock_concurrency: usize,
+    /// Requests in flight at once across all batches.
+    #[arg(long, env = "BATCHD_CONCURRENCY", default_value_t = ServeOptions::default().concurrency)]
+    pub concurrency: usize,
+    /// How long after creation a batch expires.
+    #[arg(
+        long,
+        env = "BATCHD_BATCH_EXPIRY",
+        default_value = shown(ServeOptions::default().batch_expiry),
+        value_parser = parse_duration
+    )]
+    #[serde(deserialize_with = "duration")]
+    pub batch_expiry: Duration,
+    /// How long after creation results are kept.
+    #[arg(
+        long,
+        env = "BATCHD_RESULTS_RETENTION",
+        default_value = shown(ServeOptions::default().results_retention),
+        value_parser = parse_duration
+    )]
+    #[serde(deserialize_with = "duration")]
+    pub results_retention: Duration,
+    /// Public base URL for `results_url` (default: derived from each request's Host header).
+    #[arg(long, env = "BATCHD_PUBLIC_URL")]
     pub public_url: Option<String>,
-    pub shutdown_grace: Option<String>,
-    /// Back-off before the second upstream attempt (doubling per attempt).
-    pub retry_base_delay: Option<String>,
-    /// Longest back-off between two upstream attempts.
-    pub retry_max_delay: Option<String>,
-    #[serde(default)]
-    pub backends: Vec<BackendConfig>,
-    /// The file's text, for locating entries in error messages.
+    /// How long shutdown waits for in-flight requests and open downloads.
+    #[arg(
+        long,
+        env = "BATCHD_SHUTDOWN_GRACE",
+        default_value = shown(ServeOptions::default().shutdown_grace),
+        value_parser = parse_duration
+    )]
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+    /// Back-off before the second upstream attempt; doubles per attempt up to the maximum. From
+    /// the file only.
+    #[arg(skip)]
+    #[serde(deserialize_with = "duration")]
+    pub retry_base_delay: Duration,
+    /// Longest back-off between two upstream attempts. From the file only.
+    #[arg(skip)]
+    #[serde(deserialize_with = "duration")]
+    pub retry_max_delay: Duration,
+    /// Largest accepted create body. Not an option of the command; tests lower it.
+    #[arg(skip)]
     #[serde(skip)]
-    source: String,
+    pub max_create_bytes: u64,
+    /// Model servers by model name; empty means every model goes to the built-in mock. Read
+    /// from the file's `[[backends]]`, once their keys are read.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub backends: Vec<BackendSpec>,
+    /// The `[[backends]]` entries as written, until [`ServeOptions::load`] resolves them into
+    /// `backends` (with the line of each entry at hand for errors).
+    #[arg(skip)]
+    #[serde(rename = "backends")]
+    backend_entries: Vec<BackendConfig>,
 }
 
-impl FileConfig {
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+/// Opaque, as `api_keys` holds keys.
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions").finish_non_exhaustive()
+    }
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        let dispatch = batchd_dispatcher::Config::default();
+        let http = HttpConfig::default();
+        Self {
+            data_dir: PathBuf::from("./batchd-data"),
+            database_url: None,
+            listen: "127.0.0.1:8080".into(),
+            api_keys: Vec::new(),
+            mock_latency: Duration::ZERO,
+            mock_concurrency: 64,
+            concurrency: dispatch.concurrency,
+            batch_expiry: http.batch_expiry,
+            results_retention: dispatch.results_retention,
+            public_url: http.public_url,
+            shutdown_grace: Duration::from_secs(30),
+            retry_base_delay: dispatch.retry_base_delay,
+            retry_max_delay: dispatch.retry_max_delay,
+            max_create_bytes: http.max_create_bytes,
+            backends: Vec::new(),
+            backend_entries: Vec::new(),
+        }
+    }
+}
+
+impl ServeOptions {
+    /// Defaults for everything but the data directory.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            ..Self::default()
+        }
+    }
+
+    /// Merges the options of a `serve` command line: its flags and environment variables over
+    /// the file (when `file` is given) over the defaults. `matches` are the `serve`
+    /// subcommand's, which also carry the global `--data-dir` and `--database-url`.
+    pub fn resolve(file: Option<&Path>, matches: &ArgMatches) -> anyhow::Result<Self> {
+        let mut options = match file {
+            Some(path) => Self::load(path)?,
+            None => Self::default(),
+        };
+        // clap fills in every flag that was not given with its default, which must not hide the
+        // file's value: keep only what came from the command line or the environment.
+        let mut given = matches.clone();
+        let defaulted: Vec<String> = given
+            .ids()
+            .filter(|id| {
+                !matches!(
+                    given.value_source(id.as_str()),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                )
+            })
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        for id in defaulted {
+            given.try_clear_id(&id)?;
+        }
+        options.update_from_arg_matches(&given)?;
+        if let Some(dir) = given.get_one::<PathBuf>("data_dir") {
+            options.data_dir = dir.clone();
+        }
+        if let Some(url) = given.get_one::<String>("database_url") {
+            options.database_url = Some(url.clone());
+        }
+        Ok(options)
+    }
+
+    /// Reads a config file over the defaults, and checks and resolves its `[[backends]]`.
+    fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        let mut config: Self = toml::from_str(&text).map_err(|err| {
-            let at = err.span().map(|span| {
-                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                format!(":{line}")
-            });
-            anyhow!(
-                "{}{}: {}",
-                path.display(),
-                at.unwrap_or_default(),
-                err.message()
-            )
-        })?;
-        config.source = text;
-        Ok(config)
-    }
-
-    /// Checks every `[[backends]]` entry and reads its key. Errors name the file, the line of
-    /// the entry's `[[backends]]` header, the backend and the field.
-    pub fn backend_specs(&self, path: &Path) -> anyhow::Result<Vec<BackendSpec>> {
-        let headers: Vec<usize> = self
-            .source
-            .lines()
-            .enumerate()
-            .filter(|(_, line)| line.trim_start().starts_with("[[backends]]"))
-            .map(|(i, _)| i + 1)
-            .collect();
-        self.backends
-            .iter()
-            .enumerate()
-            .map(|(i, entry)| {
-                let name = entry.name.clone();
-                entry.clone().resolve().map_err(|e| {
-                    let line = headers.get(i).map(|l| format!(":{l}")).unwrap_or_default();
-                    anyhow!("{}{line}: backend `{name}`: {e}", path.display())
-                })
-            })
-            .collect()
+        let mut options: Self = toml::from_str(&text).map_err(|err| located(path, &text, err))?;
+        options.backends =
+            resolve_backends(path, &text, std::mem::take(&mut options.backend_entries))?;
+        Ok(options)
     }
 }
 
-/// Parses a duration from the file, naming the field and the file when it is malformed.
-pub fn duration(path: &Path, field: &str, value: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(value.trim()).map_err(|e| {
-        anyhow!(
-            "{}: field `{field}`: {e} (examples: 0ms, 250ms, 3s, 24h, 29d)",
-            path.display()
-        )
-    })
+/// A file's parse error as FILE:LINE: field `KEY`: message.
+fn located(path: &Path, text: &str, err: toml::de::Error) -> anyhow::Error {
+    let line = err
+        .span()
+        .map(|span| {
+            format!(
+                ":{}",
+                text[..span.start.min(text.len())].matches('\n').count() + 1
+            )
+        })
+        .unwrap_or_default();
+    // Without the input to quote, toml ends its message with the path of the key instead.
+    let mut bare = err.clone();
+    bare.set_input(None);
+    let field = bare
+        .to_string()
+        .lines()
+        .last()
+        .and_then(|l| Some(format!("field {}: ", l.strip_prefix("in ")?)))
+        .unwrap_or_default();
+    anyhow!("{}{line}: {field}{}", path.display(), err.message())
+}
+
+/// Checks every `[[backends]]` entry and reads its key. Errors name the file, the line of the
+/// entry's `[[backends]]` header, the backend and the field.
+fn resolve_backends(
+    path: &Path,
+    text: &str,
+    entries: Vec<BackendConfig>,
+) -> anyhow::Result<Vec<BackendSpec>> {
+    let headers: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| line.trim_start().starts_with("[[backends]]"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let name = entry.name.clone();
+            entry.resolve().map_err(|e| {
+                let line = headers.get(i).map(|l| format!(":{l}")).unwrap_or_default();
+                anyhow!("{}{line}: backend `{name}`: {e}", path.display())
+            })
+        })
+        .collect()
+}
+
+/// Parses a duration as flags, variables and the file write them.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e} (examples: 0ms, 250ms, 3s, 24h, 29d)"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// A default duration as `--help` shows it: in the largest unit that gives a whole number
+/// above one, as people write them (24h rather than 1d). clap keeps it for the life of the
+/// process, and builds the command once.
+fn shown(d: Duration) -> &'static str {
+    let ms = d.as_millis();
+    let units = [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ];
+    let text = units
+        .iter()
+        .find(|(_, size)| ms.is_multiple_of(*size) && ms / size > 1)
+        .map(|(unit, size)| format!("{}{unit}", ms / size))
+        .unwrap_or_else(|| format!("{ms}ms"));
+    text.leak()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn load(text: &str) -> anyhow::Result<FileConfig> {
+    fn load(text: &str) -> anyhow::Result<ServeOptions> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("batchd.toml");
         std::fs::write(&path, text).unwrap();
-        FileConfig::load(&path)
+        ServeOptions::load(&path)
     }
 
     #[test]
     fn reads_every_serve_option() {
         let c = load(
-            "listen = \"0.0.0.0:9000\"\nmock_latency = \"250ms\"\nmock_concurrency = 8\napi_keys = [\"k@w\"]\n",
+            "listen = \"0.0.0.0:9000\"\nmock_latency = \"250ms\"\nmock_concurrency = 8\napi_keys = [\"k@w\"]\nretry_base_delay = \"2s\"\n",
         )
         .unwrap();
-        assert_eq!(c.listen.as_deref(), Some("0.0.0.0:9000"));
-        assert_eq!(c.mock_concurrency, Some(8));
-        assert_eq!(c.api_keys.unwrap(), vec!["k@w".to_owned()]);
+        assert_eq!(c.listen, "0.0.0.0:9000");
+        assert_eq!(c.mock_latency, Duration::from_millis(250));
+        assert_eq!(c.mock_concurrency, 8);
+        assert_eq!(c.api_keys, vec!["k@w".to_owned()]);
+        assert_eq!(c.retry_base_delay, Duration::from_secs(2));
+        assert_eq!(
+            c.concurrency,
+            ServeOptions::default().concurrency,
+            "a key left out keeps its default"
+        );
     }
 
     #[test]
     fn backends_are_read_and_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("batchd.toml");
-        std::fs::write(
-            &path,
+        let err = load(
             "concurrency = 8\n\n[[backends]]\nname = \"vllm\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:8000\"\nmodels = [\"qwen*\"]\ntimeout = \"30s\"\n\n[[backends]]\nname = \"claude\"\nkind = \"anthropic\"\nbase_url = \"https://api.anthropic.com\"\napi_key_env = \"BATCHD_TEST_SURELY_UNSET\"\n",
         )
-        .unwrap();
-        let file = FileConfig::load(&path).unwrap();
-        assert_eq!(file.backends.len(), 2);
-        let err = file.backend_specs(&path).unwrap_err().to_string();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("batchd.toml:10: backend `claude`: field `api_key_env`"),
             "{err}"
         );
+        let ok = load(
+            "[[backends]]\nname = \"vllm\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:8000\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.backends.len(), 1);
+        assert_eq!(ok.backends[0].name, "vllm");
         // A kind that does not exist is caught by the parser, with its line.
         let err = load("[[backends]]\nname = \"x\"\nkind = \"grpc\"\n")
             .unwrap_err()
@@ -155,9 +348,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("batchd.toml:1:"), "{err}");
-        let err = duration(Path::new("f.toml"), "batch_expiry", "soon")
+        let err = load("listen = \"x\"\nbatch_expiry = \"soon\"\n")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("f.toml: field `batch_expiry`:"), "{err}");
+        assert!(
+            err.contains("batchd.toml:2: field `batch_expiry`:") && err.contains("examples"),
+            "{err}"
+        );
+        // A file may not name the file.
+        let err = load("config = \"other.toml\"\n").unwrap_err().to_string();
+        assert!(err.contains("batchd.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn help_shows_defaults_as_people_write_them() {
+        assert_eq!(shown(Duration::ZERO), "0ms");
+        assert_eq!(shown(Duration::from_secs(30)), "30s");
+        assert_eq!(shown(Duration::from_secs(24 * 3600)), "24h");
+        assert_eq!(shown(Duration::from_secs(29 * 24 * 3600)), "29d");
+        assert_eq!(shown(Duration::from_millis(1500)), "1500ms");
     }
 }

@@ -1,13 +1,16 @@
 //! The composition root: builds the store (see [`storage`]), the mock model, the dispatcher and
-//! the HTTP layer from [`ServeOptions`] and runs them until shutdown. `main` parses flags into
-//! options; the integration tests call [`serve`] directly with a listener on port 0.
+//! the HTTP layer from [`ServeOptions`] (see [`config`]) and runs them until shutdown. `main`
+//! merges flags, environment and file into options; the integration tests call [`serve`]
+//! directly with a listener on port 0.
 
+pub mod config;
 pub mod storage;
+
+pub use config::ServeOptions;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -15,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt as _;
-use batchd_backends::{BackendSpec, BackendTable};
+use batchd_backends::BackendTable;
 use batchd_dispatcher::Dispatcher;
 use batchd_domain::Timestamp;
 use batchd_domain::keys::{self, KeyHash, StaticKey};
@@ -25,60 +28,22 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// Everything `batchd serve` can be told.
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    /// Where the embedded SQLite database lives, unless `database_url` is set.
-    pub data_dir: PathBuf,
-    /// A PostgreSQL URL: the data lives there, shared with other batchd processes.
-    pub database_url: Option<String>,
-    pub api_keys: Vec<StaticKey>,
-    pub mock_latency: Duration,
-    pub mock_concurrency: usize,
-    pub batch_expiry: Duration,
-    pub results_retention: Duration,
-    pub public_url: Option<String>,
-    /// Requests in flight at once across all batches.
-    pub dispatch_concurrency: usize,
-    /// How long shutdown waits for in-flight requests and open downloads.
-    pub shutdown_grace: Duration,
-    /// Largest accepted create body (256 MB, as the real API).
-    pub max_create_bytes: u64,
-    /// Model servers by model name; empty means every model goes to the built-in mock.
-    pub backends: Vec<BackendSpec>,
-    /// Back-off before the second upstream attempt; doubles per attempt up to the maximum.
-    pub retry_base_delay: Duration,
-    pub retry_max_delay: Duration,
-}
-
-impl ServeOptions {
-    /// Defaults for everything but the data directory.
-    pub fn new(data_dir: PathBuf) -> Self {
-        Self {
-            data_dir,
-            database_url: None,
-            api_keys: Vec::new(),
-            mock_latency: Duration::ZERO,
-            mock_concurrency: 64,
-            batch_expiry: Duration::from_secs(24 * 3600),
-            results_retention: Duration::from_secs(29 * 24 * 3600),
-            public_url: None,
-            dispatch_concurrency: 256,
-            shutdown_grace: Duration::from_secs(30),
-            max_create_bytes: HttpConfig::default().max_create_bytes,
-            backends: Vec::new(),
-            retry_base_delay: batchd_dispatcher::Config::default().retry_base,
-            retry_max_delay: batchd_dispatcher::Config::default().retry_max,
-        }
-    }
-}
-
 /// Runs the server on `listener` until `shutdown` resolves, then drains within the grace period.
 pub async fn serve(
     options: ServeOptions,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let api_keys = options
+        .api_keys
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        // Never echo the spec: it contains the key.
+        .map(|spec| {
+            StaticKey::parse(spec).map_err(|e| anyhow::anyhow!("--api-key / BATCHD_API_KEYS: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;
@@ -89,7 +54,7 @@ pub async fn serve(
     };
     let storage = storage::Storage::open(location).await?;
     let store: Arc<dyn Store> = storage.store();
-    if options.api_keys.is_empty() {
+    if api_keys.is_empty() {
         ensure_first_key(store.as_ref()).await?;
     }
 
@@ -105,17 +70,17 @@ pub async fn serve(
         store.clone(),
         Arc::new(backends),
         batchd_dispatcher::Config {
-            concurrency: options.dispatch_concurrency,
+            concurrency: options.concurrency,
             results_retention: options.results_retention,
-            retry_base: options.retry_base_delay,
-            retry_max: options.retry_max_delay,
+            retry_base_delay: options.retry_base_delay,
+            retry_max_delay: options.retry_max_delay,
             ..Default::default()
         },
     );
     let state = AppState::new(
         store.clone(),
         Arc::new(DispatcherSignals(dispatcher.clone())),
-        Keys::new(options.api_keys.clone(), store.clone()),
+        Keys::new(api_keys, store.clone()),
         HttpConfig {
             public_url: options.public_url.clone(),
             batch_expiry: options.batch_expiry,

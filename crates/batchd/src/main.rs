@@ -2,7 +2,6 @@
 //! a client for the Message Batches API.
 
 mod cli;
-mod config;
 
 /// glibc's allocator showed up at a tenth of the dispatch profile (many small, short-lived
 /// buffers per upstream request, freed on another thread); mimalloc's per-thread free lists fit
@@ -11,19 +10,17 @@ mod config;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use batchd::ServeOptions;
 use batchd::storage::{Location, Storage};
 use batchd_domain::Timestamp;
-use batchd_domain::keys::{self, KeyHash, StaticKey};
-use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use batchd_domain::keys::{self, KeyHash};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 /// A self-hostable, Anthropic-compatible Message Batches API server.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "batchd", version, about)]
 struct Cli {
     /// Where the embedded database lives.
@@ -31,7 +28,7 @@ struct Cli {
         long,
         global = true,
         env = "BATCHD_DATA_DIR",
-        default_value = "./batchd-data"
+        default_value_os_t = ServeOptions::default().data_dir
     )]
     data_dir: PathBuf,
     /// A PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE): keep the data there
@@ -57,7 +54,7 @@ enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum Command {
     /// Run the API server.
     Serve(ServeArgs),
@@ -70,53 +67,16 @@ enum Command {
     Batches(cli::BatchesArgs),
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 struct ServeArgs {
     /// A TOML file with any of these options (keys as the long flags, `_` for `-`); flags and
     /// environment variables take precedence over it.
     #[arg(long, env = "BATCHD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address to listen on.
-    #[arg(long, env = "BATCHD_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: String,
-    /// An API key and the workspace it belongs to, as KEY@WORKSPACE. Repeatable; the
-    /// environment variable takes a comma-separated list.
-    #[arg(
-        long = "api-key",
-        env = "BATCHD_API_KEYS",
-        value_delimiter = ',',
-        value_name = "KEY@WORKSPACE",
-        hide_env_values = true
-    )]
-    api_keys: Vec<String>,
-    /// Simulated model latency per request: 0ms, 250ms, 3s…
-    #[arg(long, env = "BATCHD_MOCK_LATENCY", default_value = "0ms", value_parser = parse_duration)]
-    mock_latency: Duration,
-    /// Requests the mock model works on at once.
-    #[arg(long, env = "BATCHD_MOCK_CONCURRENCY", default_value_t = 64)]
-    mock_concurrency: usize,
-    /// Requests in flight at once across all batches.
-    #[arg(long, env = "BATCHD_CONCURRENCY", default_value_t = 256)]
-    concurrency: usize,
-    /// How long after creation a batch expires.
-    #[arg(long, env = "BATCHD_BATCH_EXPIRY", default_value = "24h", value_parser = parse_duration)]
-    batch_expiry: Duration,
-    /// How long after creation results are kept.
-    #[arg(long, env = "BATCHD_RESULTS_RETENTION", default_value = "29d", value_parser = parse_duration)]
-    results_retention: Duration,
-    /// Public base URL for `results_url` (default: derived from each request's Host header).
-    #[arg(long, env = "BATCHD_PUBLIC_URL")]
-    public_url: Option<String>,
-    /// How long shutdown waits for in-flight requests and open downloads.
-    #[arg(long, env = "BATCHD_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
-    shutdown_grace: Duration,
-    /// From the config file only.
-    #[arg(skip)]
-    retry_base_delay: Option<Duration>,
-    #[arg(skip)]
-    retry_max_delay: Option<Duration>,
-    #[arg(skip)]
-    backends: Vec<batchd_backends::BackendSpec>,
+    /// Only declares the flags: `ServeOptions::resolve` reads them back from the matches, over
+    /// the file.
+    #[command(flatten)]
+    _options: ServeOptions,
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,11 +90,6 @@ enum KeysCommand {
     List,
     /// Revoke a key by id.
     Revoke { id: String },
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{e} (examples: 0ms, 250ms, 3s, 24h, 29d)"))
 }
 
 fn init_logging(format: LogFormat) {
@@ -158,15 +113,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging(cli.log_format);
     match cli.command {
-        Command::Serve(mut args) => {
-            let mut data_dir = cli.data_dir;
-            let mut database_url = cli.database_url;
-            if let Some(path) = args.config.clone() {
-                let serve_matches = matches.subcommand_matches("serve").unwrap_or(&matches);
-                apply_config_file(&path, serve_matches, &mut data_dir, &mut args)?;
-                apply_database_url(&path, serve_matches, &mut database_url)?;
-            }
-            serve(data_dir, database_url, args).await
+        Command::Serve(args) => {
+            let serve_matches = matches.subcommand_matches("serve").unwrap_or(&matches);
+            serve(ServeOptions::resolve(
+                args.config.as_deref(),
+                serve_matches,
+            )?)
+            .await
         }
         Command::Keys(cmd) => keys_command(&cli.data_dir, cli.database_url.as_deref(), cmd).await,
         Command::Migrate => migrate(&cli.data_dir, cli.database_url.as_deref()).await,
@@ -174,115 +127,10 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Fills in every option that was given neither as a flag nor in the environment from the file.
-fn apply_config_file(
-    path: &std::path::Path,
-    matches: &ArgMatches,
-    data_dir: &mut PathBuf,
-    args: &mut ServeArgs,
-) -> anyhow::Result<()> {
-    let file = config::FileConfig::load(path)?;
-    args.backends = file.backend_specs(path)?;
-    let unset = |id: &str| {
-        !matches!(
-            matches.value_source(id),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        )
-    };
-    let duration = |field: &str, value: &str| config::duration(path, field, value);
-    if let Some(v) = file.data_dir.filter(|_| unset("data_dir")) {
-        *data_dir = v;
-    }
-    if let Some(v) = file.listen.filter(|_| unset("listen")) {
-        args.listen = v;
-    }
-    if let Some(v) = file.api_keys.filter(|_| unset("api_keys")) {
-        args.api_keys = v;
-    }
-    if let Some(v) = file.mock_latency.filter(|_| unset("mock_latency")) {
-        args.mock_latency = duration("mock_latency", &v)?;
-    }
-    if let Some(v) = file.mock_concurrency.filter(|_| unset("mock_concurrency")) {
-        args.mock_concurrency = v;
-    }
-    if let Some(v) = file.concurrency.filter(|_| unset("concurrency")) {
-        args.concurrency = v;
-    }
-    if let Some(v) = file.batch_expiry.filter(|_| unset("batch_expiry")) {
-        args.batch_expiry = duration("batch_expiry", &v)?;
-    }
-    if let Some(v) = file
-        .results_retention
-        .filter(|_| unset("results_retention"))
-    {
-        args.results_retention = duration("results_retention", &v)?;
-    }
-    if let Some(v) = file.public_url.filter(|_| unset("public_url")) {
-        args.public_url = Some(v);
-    }
-    if let Some(v) = file.shutdown_grace.filter(|_| unset("shutdown_grace")) {
-        args.shutdown_grace = duration("shutdown_grace", &v)?;
-    }
-    if let Some(v) = &file.retry_base_delay {
-        args.retry_base_delay = Some(duration("retry_base_delay", v)?);
-    }
-    if let Some(v) = &file.retry_max_delay {
-        args.retry_max_delay = Some(duration("retry_max_delay", v)?);
-    }
-    Ok(())
-}
-
-/// `database_url` from the config file, unless given as a flag or in the environment.
-fn apply_database_url(
-    path: &std::path::Path,
-    matches: &ArgMatches,
-    database_url: &mut Option<String>,
-) -> anyhow::Result<()> {
-    let given = matches!(
-        matches.value_source("database_url"),
-        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-    );
-    if !given && let Some(url) = config::FileConfig::load(path)?.database_url {
-        *database_url = Some(url);
-    }
-    Ok(())
-}
-
-async fn serve(
-    data_dir: PathBuf,
-    database_url: Option<String>,
-    args: ServeArgs,
-) -> anyhow::Result<()> {
-    let mut options = ServeOptions::new(data_dir);
-    options.database_url = database_url;
-    for spec in args
-        .api_keys
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-    {
-        // Never echo the spec: it contains the key.
-        let key = StaticKey::parse(spec)
-            .map_err(|e| anyhow::anyhow!("--api-key / BATCHD_API_KEYS: {e}"))?;
-        options.api_keys.push(key);
-    }
-    options.mock_latency = args.mock_latency;
-    options.mock_concurrency = args.mock_concurrency;
-    options.dispatch_concurrency = args.concurrency;
-    options.batch_expiry = args.batch_expiry;
-    options.results_retention = args.results_retention;
-    options.public_url = args.public_url;
-    options.shutdown_grace = args.shutdown_grace;
-    options.backends = args.backends;
-    if let Some(d) = args.retry_base_delay {
-        options.retry_base_delay = d;
-    }
-    if let Some(d) = args.retry_max_delay {
-        options.retry_max_delay = d;
-    }
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&options.listen)
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
+        .with_context(|| format!("binding {}", options.listen))?;
     batchd::serve(options, listener, shutdown_signal()).await
 }
 
@@ -380,86 +228,123 @@ async fn keys_command(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
-    fn serve_args(argv: &[&str], file: &str) -> anyhow::Result<(PathBuf, ServeArgs)> {
+    /// The options `batchd ARGV...` would serve with, with `file` as its config file (placed
+    /// after `serve` unless ARGV already names `serve`).
+    fn resolve_with(
+        command: clap::Command,
+        argv: &[&str],
+        file: &str,
+    ) -> anyhow::Result<ServeOptions> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("batchd.toml");
         std::fs::write(&path, file).unwrap();
-        let mut full = vec!["batchd", "serve", "--config"];
         let p = path.to_str().unwrap().to_owned();
-        full.push(&p);
+        let mut full = vec!["batchd"];
+        if !argv.contains(&"serve") {
+            full.push("serve");
+        }
         full.extend_from_slice(argv);
-        let matches = Cli::command().try_get_matches_from(full)?;
-        let cli = Cli::from_arg_matches(&matches)?;
-        let Command::Serve(mut args) = cli.command else {
+        full.extend(["--config", &p]);
+        let matches = command.try_get_matches_from(full)?;
+        let Command::Serve(args) = Cli::from_arg_matches(&matches)?.command else {
             unreachable!()
         };
-        let mut data_dir = cli.data_dir;
-        apply_config_file(
-            &path,
+        ServeOptions::resolve(
+            args.config.as_deref(),
             matches.subcommand_matches("serve").unwrap(),
-            &mut data_dir,
-            &mut args,
-        )?;
-        Ok((data_dir, args))
+        )
+    }
+
+    fn resolve(argv: &[&str], file: &str) -> anyhow::Result<ServeOptions> {
+        resolve_with(Cli::command(), argv, file)
     }
 
     #[test]
     fn flags_beat_the_file_and_the_file_beats_defaults() {
-        let (data_dir, args) = serve_args(
+        let options = resolve(
             &["--mock-concurrency", "3"],
             "data_dir = \"/srv/batchd\"\nmock_concurrency = 9\nmock_latency = \"250ms\"\nbatch_expiry = \"2h\"\n",
         )
         .unwrap();
-        assert_eq!(data_dir, PathBuf::from("/srv/batchd"));
-        assert_eq!(args.mock_concurrency, 3, "the flag wins");
-        assert_eq!(args.mock_latency, Duration::from_millis(250));
-        assert_eq!(args.batch_expiry, Duration::from_secs(7200));
-        assert_eq!(args.listen, "127.0.0.1:8080", "untouched default");
+        assert_eq!(options.data_dir, PathBuf::from("/srv/batchd"));
+        assert_eq!(options.mock_concurrency, 3, "the flag wins");
+        assert_eq!(options.mock_latency, Duration::from_millis(250));
+        assert_eq!(options.batch_expiry, Duration::from_secs(7200));
+        assert_eq!(options.listen, "127.0.0.1:8080", "untouched default");
+    }
+
+    #[test]
+    fn the_environment_beats_the_file() {
+        // Setting a variable is unsafe in a threaded test run; point `--listen` at one that is
+        // surely set instead.
+        let Some(path) = std::env::var("PATH").ok().filter(|p| !p.is_empty()) else {
+            return;
+        };
+        let command = Cli::command().mut_subcommand("serve", |serve| {
+            serve.mut_arg("listen", |arg| arg.env("PATH"))
+        });
+        let options = resolve_with(command, &[], "listen = \"0.0.0.0:9000\"\n").unwrap();
+        assert_eq!(options.listen, path, "the variable wins");
+        let command = Cli::command().mut_subcommand("serve", |serve| {
+            serve.mut_arg("listen", |arg| arg.env("PATH"))
+        });
+        let options = resolve_with(
+            command,
+            &["--listen", "[::1]:1"],
+            "listen = \"0.0.0.0:9000\"\n",
+        )
+        .unwrap();
+        assert_eq!(options.listen, "[::1]:1", "the flag beats the variable");
     }
 
     #[test]
     fn database_url_comes_from_the_file_unless_given() {
-        let url = |argv: &[&str]| {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("batchd.toml");
-            std::fs::write(&path, "database_url = \"postgres://file/db\"\n").unwrap();
-            let p = path.to_str().unwrap().to_owned();
-            let mut full = vec!["batchd"];
-            full.extend_from_slice(argv);
-            full.extend(["serve", "--config", &p]);
-            let matches = Cli::command().try_get_matches_from(full).unwrap();
-            let cli = Cli::from_arg_matches(&matches).unwrap();
-            let mut database_url = cli.database_url;
-            apply_database_url(
-                &path,
-                matches.subcommand_matches("serve").unwrap(),
-                &mut database_url,
-            )
-            .unwrap();
-            database_url
-        };
+        let file = "database_url = \"postgres://file/db\"\n";
+        let url = |argv: &[&str]| resolve(argv, file).unwrap().database_url;
         assert_eq!(url(&[]).as_deref(), Some("postgres://file/db"));
         assert_eq!(
-            url(&["--database-url", "postgres://flag/db"]).as_deref(),
+            url(&["--database-url", "postgres://flag/db", "serve"]).as_deref(),
             Some("postgres://flag/db"),
+            "the flag wins"
+        );
+        assert_eq!(
+            resolve(&["--data-dir", "/flag"], "data_dir = \"/file\"\n")
+                .unwrap()
+                .data_dir,
+            PathBuf::from("/flag"),
             "the flag wins"
         );
     }
 
     #[test]
     fn bad_files_stop_start_up_with_file_line_and_field() {
-        let err = serve_args(&[], "listen = \"x\"\nbackend = 1\n")
+        let err = resolve(&[], "listen = \"x\"\nbackend = 1\n")
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("batchd.toml:2") && err.contains("backend"),
             "{err}"
         );
-        let err = serve_args(&[], "batch_expiry = \"tomorrow\"\n")
+        let err = resolve(&[], "batch_expiry = \"tomorrow\"\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("field `batch_expiry`"), "{err}");
+    }
+
+    #[test]
+    fn without_a_file_the_flags_beat_the_defaults() {
+        let matches = Cli::command()
+            .try_get_matches_from(["batchd", "serve", "--concurrency", "7"])
+            .unwrap();
+        let options =
+            ServeOptions::resolve(None, matches.subcommand_matches("serve").unwrap()).unwrap();
+        assert_eq!(options.concurrency, 7);
+        let defaults = ServeOptions::default();
+        assert_eq!(options.batch_expiry, defaults.batch_expiry);
+        assert_eq!(options.data_dir, defaults.data_dir);
     }
 }

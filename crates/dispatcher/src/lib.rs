@@ -43,7 +43,8 @@ use tokio_util::task::TaskTracker;
 /// Tuning knobs. The defaults suit a local model server.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Requests in flight at once, across all batches.
+    /// Requests in flight at once, across all batches: the permits of the claimer's semaphore,
+    /// one per dispatch slot.
     pub concurrency: usize,
     /// Most requests claimed by one store call.
     pub claim_group: usize,
@@ -55,9 +56,10 @@ pub struct Config {
     pub maintenance_interval: Duration,
     /// How long after creation results are kept before the batch is archived.
     pub results_retention: Duration,
-    /// Back-off before the second upstream attempt; it doubles per attempt up to `retry_max`.
-    pub retry_base: Duration,
-    pub retry_max: Duration,
+    /// Back-off before the second upstream attempt; it doubles per attempt up to
+    /// `retry_max_delay`.
+    pub retry_base_delay: Duration,
+    pub retry_max_delay: Duration,
 }
 
 impl Default for Config {
@@ -69,8 +71,8 @@ impl Default for Config {
             idle_poll: Duration::from_millis(500),
             maintenance_interval: Duration::from_secs(1),
             results_retention: Duration::from_secs(29 * 24 * 3600),
-            retry_base: Duration::from_secs(1),
-            retry_max: Duration::from_secs(60),
+            retry_base_delay: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(60),
         }
     }
 }

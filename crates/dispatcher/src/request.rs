@@ -240,8 +240,8 @@ fn learn_from_failure(
             retry::delay(
                 n,
                 None,
-                shared.config.retry_base,
-                shared.config.retry_max,
+                shared.config.retry_base_delay,
+                shared.config.retry_max_delay,
                 1.0,
             )
         });
@@ -285,8 +285,8 @@ fn retry_or_give_up(
         let wait = retry::delay(
             attempts,
             err.retry_after,
-            shared.config.retry_base,
-            shared.config.retry_max,
+            shared.config.retry_base_delay,
+            shared.config.retry_max_delay,
             rand::random(),
         );
         let at = Timestamp::now().plus(wait);

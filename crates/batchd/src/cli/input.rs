@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use batchd_client::BatchRequest;
+use batchd_domain::CustomId;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -58,9 +59,10 @@ fn parse_line(line: &str) -> Result<(BatchRequest, bool), String> {
         Some(raw) => serde_json::from_str::<String>(raw.get())
             .map_err(|_| "`custom_id` must be a string".to_owned())?,
     };
-    if !valid_custom_id(&custom_id) {
+    if CustomId::parse(&custom_id).is_err() {
         return Err(format!(
-            "custom_id `{custom_id}` must be 1-64 characters of letters, digits, `_` and `-`"
+            "custom_id `{custom_id}` must be 1-{} characters of letters, digits, `_` and `-`",
+            CustomId::MAX_LEN
         ));
     }
 
@@ -119,14 +121,6 @@ fn field<T: serde::de::DeserializeOwned>(
         .get(key)
         .map(|raw| serde_json::from_str(raw.get()).map_err(|e| format!("`{key}`: {e}")))
         .transpose()
-}
-
-/// The API's rule: `^[a-zA-Z0-9_-]{1,64}$`.
-fn valid_custom_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]

@@ -306,7 +306,7 @@ async fn a_small_batch_is_not_stuck_behind_a_large_one() {
     spec.max_concurrency = 8;
     let app = spawn_with(|o| {
         o.backends = vec![spec];
-        o.dispatch_concurrency = 8;
+        o.concurrency = 8;
     })
     .await;
     // About 3,000 × 10 ms / 8 ≈ 4 s of work.
@@ -493,7 +493,7 @@ async fn fast_batch_behind_a_slow_one(slow: BackendSpec, fast: BackendSpec) -> D
     };
     let app = spawn_with(|o| {
         o.backends = vec![slow, fast];
-        o.dispatch_concurrency = 4;
+        o.concurrency = 4;
     })
     .await;
     let to = |model: &str, i: usize| {

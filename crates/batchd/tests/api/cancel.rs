@@ -12,7 +12,7 @@ async fn cancel_moves_to_canceling_then_ends_with_canceled_rows() {
     let app = spawn_with(|o| {
         o.mock_latency = Duration::from_millis(300);
         o.mock_concurrency = 2;
-        o.dispatch_concurrency = 2;
+        o.concurrency = 2;
     })
     .await;
     let id = app.create_n(40).await["id"].as_str().unwrap().to_owned();
@@ -73,7 +73,7 @@ async fn cancel_is_idempotent_while_canceling_and_needs_no_body() {
     let app = spawn_with(|o| {
         o.mock_latency = Duration::from_secs(2);
         o.mock_concurrency = 1;
-        o.dispatch_concurrency = 1;
+        o.concurrency = 1;
     })
     .await;
     let id = app.create_n(5).await["id"].as_str().unwrap().to_owned();

@@ -234,7 +234,7 @@ async fn cancel_and_delete_errors_through_the_cli() {
     let app = spawn_with(|o| {
         o.mock_latency = std::time::Duration::from_secs(3);
         o.mock_concurrency = 1;
-        o.dispatch_concurrency = 1;
+        o.concurrency = 1;
     })
     .await;
     let id = app.create_n(3).await["id"].as_str().unwrap().to_owned();

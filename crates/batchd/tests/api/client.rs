@@ -299,7 +299,7 @@ async fn in_progress_batches_cannot_be_deleted_and_cancel_ends_them() {
     let app = spawn_with(|o| {
         o.mock_latency = Duration::from_secs(3);
         o.mock_concurrency = 1;
-        o.dispatch_concurrency = 1;
+        o.concurrency = 1;
     })
     .await;
     let c = client(&app);

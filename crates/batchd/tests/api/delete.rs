@@ -67,7 +67,7 @@ async fn in_progress_and_canceling_batches_cannot_be_deleted() {
     let app = spawn_with(|o| {
         o.mock_latency = Duration::from_secs(3);
         o.mock_concurrency = 1;
-        o.dispatch_concurrency = 1;
+        o.concurrency = 1;
     })
     .await;
     let id = app.create_n(3).await["id"].as_str().unwrap().to_owned();

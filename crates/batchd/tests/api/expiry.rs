@@ -12,7 +12,7 @@ async fn unfinished_requests_expire_and_finished_ones_are_kept() {
         o.batch_expiry = Duration::from_millis(1500);
         o.mock_latency = Duration::from_millis(400);
         o.mock_concurrency = 2;
-        o.dispatch_concurrency = 2;
+        o.concurrency = 2;
     })
     .await;
     let created = app.create_n(30).await;

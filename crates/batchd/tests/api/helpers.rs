@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use batchd::ServeOptions;
-use batchd_domain::keys::StaticKey;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -80,10 +79,7 @@ pub async fn open_storage(data_dir: &Path) -> batchd::storage::Storage {
 pub async fn start_in(data_dir: PathBuf, tweak: impl FnOnce(&mut ServeOptions)) -> TestApp {
     let mut options = ServeOptions::new(data_dir.clone());
     options.database_url = database_for(&data_dir).await;
-    options.api_keys = vec![
-        StaticKey::parse(&format!("{KEY_A}@ws-a")).unwrap(),
-        StaticKey::parse(&format!("{KEY_B}@ws-b")).unwrap(),
-    ];
+    options.api_keys = vec![format!("{KEY_A}@ws-a"), format!("{KEY_B}@ws-b")];
     options.shutdown_grace = Duration::from_secs(5);
     tweak(&mut options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -80,7 +80,7 @@ async fn progress_moves_while_the_documented_counts_wait_for_the_end() {
     let app = spawn_with(|o| {
         o.mock_latency = Duration::from_millis(150);
         o.mock_concurrency = 2;
-        o.dispatch_concurrency = 2;
+        o.concurrency = 2;
     })
     .await;
     let id = app.create_n(12).await["id"].as_str().unwrap().to_owned();

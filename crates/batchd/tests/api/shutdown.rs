@@ -48,7 +48,7 @@ async fn in_flight_requests_finish_and_are_recorded_before_shutdown_returns() {
     let app = spawn_with(|o| {
         o.mock_latency = Duration::from_secs(1);
         o.mock_concurrency = 8;
-        o.dispatch_concurrency = 8;
+        o.concurrency = 8;
         o.shutdown_grace = Duration::from_secs(8);
     })
     .await;
@@ -75,7 +75,7 @@ async fn in_flight_requests_finish_and_are_recorded_before_shutdown_returns() {
     let app = start_in(data_dir.clone(), |o| {
         o.mock_latency = Duration::from_millis(300);
         o.mock_concurrency = 8;
-        o.dispatch_concurrency = 8;
+        o.concurrency = 8;
     })
     .await;
     assert_complete(&app, &id, 20).await;
@@ -89,7 +89,7 @@ async fn a_short_grace_returns_promptly_and_nothing_is_lost() {
     let app = spawn_with(|o| {
         o.mock_latency = Duration::from_secs(20);
         o.mock_concurrency = 16;
-        o.dispatch_concurrency = 16;
+        o.concurrency = 16;
         o.shutdown_grace = Duration::from_millis(100);
     })
     .await;
