@@ -1,7 +1,7 @@
 //! The claimer: leases requests from the store in groups, keeps some ready ahead of the
-//! request tasks (sized by the rate they are taken at), hands each to a task of its own as
-//! dispatch permits free up, and keeps the batches whose backend's queue is full out of its
-//! claims until that queue has room.
+//! request tasks (sized by the rate they are taken at), and hands each to a task of its own as
+//! dispatch permits free up. Batches whose backend's queue is full are left out of its claims
+//! ([`crate::saturation`]).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -9,13 +9,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use batchd_backends::limits::Concurrency;
 use batchd_domain::Timestamp;
 use batchd_store::WorkItem;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
 use crate::recorder::Report;
+use crate::saturation::{saturated_batches, skipped};
 use crate::{Shared, lock, request, timed};
 
 /// How much claimed work to keep ready, in time: the claimer prefetches what the request tasks
@@ -126,50 +126,6 @@ pub(crate) async fn claim_loop(
         ready.extend(items);
     }
     give_back(&reports, ready).await;
-}
-
-/// The batches claims leave out: those that met a full queue at a backend whose queue has no
-/// room yet. The others are forgotten here, so their next claim serves them again.
-fn saturated_batches(shared: &Shared) -> Vec<i64> {
-    let mut saturated = lock(&shared.saturated);
-    saturated.retain(|_, &mut index| !has_room(shared, index));
-    saturated.keys().copied().collect()
-}
-
-/// Whether requests of this batch are to go back to the store rather than to a task.
-fn skipped(shared: &Shared, batch_key: i64) -> bool {
-    lock(&shared.saturated)
-        .get(&batch_key)
-        .is_some_and(|&index| !has_room(shared, index))
-}
-
-/// Whether the backend at `index` can take a real group of new requests (see
-/// `Concurrency::has_room`).
-fn has_room(shared: &Shared, index: usize) -> bool {
-    shared.backends.backends()[index]
-        .concurrency
-        .as_ref()
-        .is_none_or(|limit| limit.has_room())
-}
-
-/// Turns a request away from a backend whose queue is full: it goes back to the store unsent,
-/// and its batch is not claimed again until the queue has room, which leaves the dispatch slots
-/// to other backends' requests.
-pub(crate) fn turn_away(shared: &Shared, item: &WorkItem, index: usize) -> Report {
-    lock(&shared.saturated).insert(item.batch_key, index);
-    // The queue may have made room between the refusal and the insert, with nobody left to say.
-    if has_room(shared, index) {
-        shared.work.notify_one();
-    }
-    Report::Release(item.slot())
-}
-
-/// A request took a slot at a backend, so its queue just shortened: batches skipped for it may
-/// be claimed again.
-pub(crate) fn queue_shortened(shared: &Shared, limit: &Concurrency) {
-    if limit.has_room() && !lock(&shared.saturated).is_empty() {
-        shared.work.notify_one();
-    }
 }
 
 /// Hands claimed, unsent requests to the recorder, which gives them back to the store in groups.

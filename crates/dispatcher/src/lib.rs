@@ -25,6 +25,7 @@ pub mod maintenance;
 mod recorder;
 mod request;
 mod retry;
+mod saturation;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;

@@ -20,7 +20,7 @@ use batchd_wire::ErrorEnvelope;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::recorder::Report;
-use crate::{BackendMetrics, Shared, claimer, lock, retry};
+use crate::{BackendMetrics, Shared, lock, retry, saturation};
 
 /// Longest wait for a rate-limit turn while holding a dispatch slot; a later turn is waited for
 /// in the store.
@@ -111,7 +111,7 @@ async fn admit<'s>(
     // The queue is looked at first so that a request turned away has not taken a rate-limit
     // turn.
     if backend.concurrency.as_ref().is_some_and(|c| c.queue_full()) {
-        return Err(claimer::turn_away(shared, item, routed.index));
+        return Err(saturation::turn_away(shared, item, routed.index));
     }
     if !backend.rate.is_unlimited() {
         match backend
@@ -127,10 +127,10 @@ async fn admit<'s>(
     let slot = match &backend.concurrency {
         Some(limit) => match limit.acquire().await {
             Some(slot) => {
-                claimer::queue_shortened(shared, limit);
+                saturation::queue_shortened(shared, limit);
                 Some(slot)
             }
-            None => return Err(claimer::turn_away(shared, item, routed.index)),
+            None => return Err(saturation::turn_away(shared, item, routed.index)),
         },
         None => None,
     };

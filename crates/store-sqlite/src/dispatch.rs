@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use batchd_domain::{BatchId, EndReason, Timestamp};
+use batchd_domain::Timestamp;
 use batchd_store::{Answer, DispatchStore, Ended, Retry, Slot, StoreError, WorkItem, purge};
-use sqlx::{Connection as _, SqliteConnection};
+use sqlx::Connection as _;
 
 use crate::SqliteStore;
 use crate::db::{BEGIN_IMMEDIATE, Durability, query_error};
+use crate::ending::report;
 use crate::leases::{Handout, Recording};
 use crate::maintenance::{ARCHIVE_DUE, CANCELING_KEYS, NEXT_EXPIRY};
 use crate::rows::{CANCELING, ENDED, IN_PROGRESS};
@@ -18,37 +19,6 @@ use crate::rows::{CANCELING, ENDED, IN_PROGRESS};
 /// Most passes of one claim call. A pass gives every batch with work a share; a later pass only
 /// matters when some batches had less than their share, leaving room for the others.
 const CLAIM_PASSES: usize = 3;
-
-const END: &str = "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ?3 WHERE key = ?4";
-
-/// A batch ended by this call: its key (for the lease bookkeeping) and what the caller sees.
-pub(crate) type EndedBatch = (i64, BatchId, EndReason);
-
-fn report(ended: &[EndedBatch]) -> Ended {
-    Ended {
-        batches: ended
-            .iter()
-            .map(|(_, id, reason)| (id.clone(), *reason))
-            .collect(),
-    }
-}
-
-pub(crate) async fn end_batch(
-    conn: &mut SqliteConnection,
-    key: i64,
-    reason: EndReason,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    sqlx::query(END)
-        .bind(ENDED)
-        .bind(reason.code())
-        .bind(now.as_micros())
-        .bind(key)
-        .execute(conn)
-        .await
-        .map_err(query_error)?;
-    Ok(())
-}
 
 #[async_trait]
 impl DispatchStore for SqliteStore {

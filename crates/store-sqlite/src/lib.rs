@@ -41,14 +41,15 @@
 //! Schema in `migrations/` (embedded by `build.rs`); connections in `db`; row encodings in
 //! `rows`; leases in `leases`; the data-dir lock in `lock`; batches as the API sees them
 //! (`BatchStore`) in `batches`, with result downloads in `download`; the dispatcher's side
-//! (`DispatchStore`) in `dispatch`, whose steps live in `claim`, `record` and `maintenance`;
-//! API keys (`KeyStore`) in `keys`.
+//! (`DispatchStore`) in `dispatch`, whose steps live in `claim`, `record` and `maintenance`
+//! (the last two end batches through `ending`); API keys (`KeyStore`) in `keys`.
 
 mod batches;
 mod claim;
 mod db;
 mod dispatch;
 mod download;
+mod ending;
 mod keys;
 mod leases;
 mod lock;

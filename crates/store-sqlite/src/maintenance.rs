@@ -8,7 +8,7 @@ use sqlx::Connection as _;
 
 use crate::SqliteStore;
 use crate::db::{BEGIN_IMMEDIATE, Durability, query_error};
-use crate::dispatch::{EndedBatch, end_batch};
+use crate::ending::{EndedBatch, end_batch};
 use crate::rows::{CANCELING, ENDED, IN_PROGRESS, get, parse_id, rid_range};
 
 pub(crate) const NEXT_EXPIRY: &str = "SELECT MIN(expires_at) FROM batches WHERE state IN (?1, ?2)";

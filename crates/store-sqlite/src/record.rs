@@ -12,7 +12,7 @@ use sqlx::{AssertSqlSafe, Connection as _, SqliteConnection};
 use crate::SqliteStore;
 use crate::batches::{insert_sizes, values_sql};
 use crate::db::{BEGIN_IMMEDIATE, Durability, query_error, set_durability};
-use crate::dispatch::{EndedBatch, end_batch};
+use crate::ending::{EndedBatch, end_batch};
 use crate::rows::{CANCELING, ENDED, IN_PROGRESS, count, get, parse_id, rid};
 
 pub(crate) const RECORD_BATCH: &str =
