@@ -3,6 +3,7 @@
 //! ([`ServeOptions::resolve`]). Precedence, highest first: command-line flag, environment
 //! variable, the file, the default. The file's keys are the long names of the flags, with `_`
 //! for `-`; unknown keys are refused, and every error names the file, the line and the field.
+//! The file is checked whole: a malformed value stops start-up even where a flag overrides it.
 //!
 //! The file is also the only place for `[[backends]]`: the model servers requests go to, by
 //! model name (see `batchd_backends::config` for the keys). Without any, every model goes to the
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use batchd_backends::{BackendConfig, BackendSpec};
+use batchd_domain::keys::StaticKey;
 use batchd_http::HttpConfig;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, FromArgMatches};
@@ -189,6 +191,19 @@ impl ServeOptions {
             options.database_url = Some(url.clone());
         }
         Ok(options)
+    }
+
+    /// The `--api-key` entries, parsed; empty entries (a trailing comma) are skipped. Errors
+    /// never echo an entry: it holds the key.
+    pub fn static_keys(&self) -> anyhow::Result<Vec<StaticKey>> {
+        self.api_keys
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|spec| {
+                StaticKey::parse(spec).map_err(|e| anyhow!("--api-key / BATCHD_API_KEYS: {e}"))
+            })
+            .collect()
     }
 
     /// Reads a config file over the defaults, and checks and resolves its `[[backends]]`.

@@ -21,9 +21,9 @@ use axum::serve::ListenerExt as _;
 use batchd_backends::BackendTable;
 use batchd_dispatcher::Dispatcher;
 use batchd_domain::Timestamp;
-use batchd_domain::keys::{self, KeyHash, StaticKey};
+use batchd_domain::keys::{self, KeyHash};
 use batchd_http::{AppState, HttpConfig, Keys, WorkSignals};
-use batchd_store::Store;
+use batchd_store::{KeyStore, Store};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -34,16 +34,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let api_keys = options
-        .api_keys
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-        // Never echo the spec: it contains the key.
-        .map(|spec| {
-            StaticKey::parse(spec).map_err(|e| anyhow::anyhow!("--api-key / BATCHD_API_KEYS: {e}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let api_keys = options.static_keys()?;
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;
@@ -158,7 +149,7 @@ impl WorkSignals for DispatcherSignals {
 
 /// With no key configured at all, the first start creates one for workspace `default` and
 /// prints it once; it is stored only as a hash.
-async fn ensure_first_key(store: &dyn Store) -> anyhow::Result<()> {
+async fn ensure_first_key(store: &dyn KeyStore) -> anyhow::Result<()> {
     let key = keys::generate_key();
     let created = store
         .create_first_key(

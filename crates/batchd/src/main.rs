@@ -128,6 +128,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    // A bad key is reported before the port is taken.
+    options.static_keys()?;
     let listener = tokio::net::TcpListener::bind(&options.listen)
         .await
         .with_context(|| format!("binding {}", options.listen))?;

@@ -35,7 +35,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use batchd_backends::BackendTable;
-use batchd_store::Store;
+use batchd_store::DispatchStore;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -80,7 +80,7 @@ impl Default for Config {
 
 /// State shared by the dispatcher's tasks and its handle.
 struct Shared {
-    store: Arc<dyn Store>,
+    store: Arc<dyn DispatchStore>,
     backends: Arc<BackendTable>,
     config: Config,
     /// Signalled when there may be new work to claim (a batch was created).
@@ -143,7 +143,11 @@ struct Tasks {
 
 impl Dispatcher {
     /// Starts the claimer, the recorder and maintenance on the current runtime.
-    pub fn start(store: Arc<dyn Store>, backends: Arc<BackendTable>, config: Config) -> Self {
+    pub fn start(
+        store: Arc<dyn DispatchStore>,
+        backends: Arc<BackendTable>,
+        config: Config,
+    ) -> Self {
         let backend_metrics = backends
             .backends()
             .iter()

@@ -9,13 +9,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use batchd_backends::BackendTable;
 use batchd_dispatcher::{Config, Dispatcher};
-use batchd_domain::keys::KeyHash;
-use batchd_domain::{Batch, BatchId, Timestamp};
+use batchd_domain::Timestamp;
 use batchd_store::*;
 use tokio::sync::Semaphore;
 
 /// Claims wait for a permit the test hands out, and find nothing; everything the dispatcher
-/// does beside claiming finds nothing either.
+/// does beside claiming finds nothing either. The dispatcher sees only [`DispatchStore`].
 struct GatedStore {
     gate: Semaphore,
     claims_started: AtomicUsize,
@@ -51,69 +50,6 @@ impl DispatchStore for GatedStore {
         unreachable!()
     }
     async fn record(&self, _: &[Answer], _: Timestamp) -> Result<Ended> {
-        unreachable!()
-    }
-}
-
-// Nothing below is reached by a dispatcher that never gets work.
-#[async_trait]
-impl BatchStore for GatedStore {
-    async fn begin_batch(&self, _: NewBatch) -> Result<Draft> {
-        unreachable!()
-    }
-    async fn append_requests(&self, _: &Draft, _: Vec<NewRequest>) -> Result<()> {
-        unreachable!()
-    }
-    async fn commit_batch(&self, _: Draft, _: u64) -> Result<Batch> {
-        unreachable!()
-    }
-    async fn abort_batch(&self, _: Draft) -> Result<()> {
-        unreachable!()
-    }
-    async fn get_batch(&self, _: &str, _: &BatchId) -> Result<Option<Batch>> {
-        unreachable!()
-    }
-    async fn list_batches(&self, _: &str, _: Cursor, _: u32) -> Result<BatchPage, ListError> {
-        unreachable!()
-    }
-    async fn cancel_batch(&self, _: &str, _: &BatchId, _: Timestamp) -> Result<CancelOutcome> {
-        unreachable!()
-    }
-    async fn delete_batch(&self, _: &str, _: &BatchId) -> Result<DeleteOutcome> {
-        unreachable!()
-    }
-    async fn results_page(&self, _: i64, _: Option<u32>, _: u32) -> Result<Vec<ResultRow>> {
-        unreachable!()
-    }
-    async fn ping(&self) -> Result<()> {
-        unreachable!()
-    }
-    async fn stats(&self) -> Result<Stats> {
-        unreachable!()
-    }
-}
-
-#[async_trait]
-impl KeyStore for GatedStore {
-    async fn create_key(&self, _: &str, _: KeyHash, _: &str, _: Timestamp) -> Result<KeyInfo> {
-        unreachable!()
-    }
-    async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
-        unreachable!()
-    }
-    async fn revoke_key(&self, _: &str, _: Timestamp) -> Result<bool> {
-        unreachable!()
-    }
-    async fn create_first_key(
-        &self,
-        _: &str,
-        _: KeyHash,
-        _: &str,
-        _: Timestamp,
-    ) -> Result<Option<KeyInfo>> {
-        unreachable!()
-    }
-    async fn workspace_for_key(&self, _: &KeyHash) -> Result<Option<String>> {
         unreachable!()
     }
 }

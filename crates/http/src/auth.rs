@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use batchd_domain::ErrorType;
 use batchd_domain::keys::{KeyHash, StaticKey};
-use batchd_store::{Store, StoreError};
+use batchd_store::{KeyStore, StoreError};
 
 use crate::{ApiError, AppState};
 
@@ -25,11 +25,11 @@ pub struct Caller {
 /// Resolves keys to workspaces: keys given at start-up first, then keys stored by `batchd keys`.
 pub struct Keys {
     static_keys: Vec<StaticKey>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn KeyStore>,
 }
 
 impl Keys {
-    pub fn new(static_keys: Vec<StaticKey>, store: Arc<dyn Store>) -> Self {
+    pub fn new(static_keys: Vec<StaticKey>, store: Arc<dyn KeyStore>) -> Self {
         Self { static_keys, store }
     }
 

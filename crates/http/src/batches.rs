@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use batchd_domain::{Batch, BatchId, ErrorType, Outcome};
-use batchd_store::{CancelOutcome, Cursor, DeleteOutcome, Store, StoreError};
+use batchd_store::{BatchStore, CancelOutcome, Cursor, DeleteOutcome, StoreError};
 use batchd_wire::{DeletedMessageBatch, DeletedType, ListPage};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -311,7 +311,7 @@ pub async fn results(
 /// waiting for the previous one's last index. A page that does not end where that says, or does
 /// not hold a line for each index, is an error, never a duplicated or missing line.
 async fn fetch_results_page(
-    store: &dyn Store,
+    store: &dyn BatchStore,
     batch_key: i64,
     total: u64,
     k: u64,

@@ -26,7 +26,7 @@ use axum::http::HeaderMap;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use batchd_domain::ErrorType;
-use batchd_store::Store;
+use batchd_store::BatchStore;
 
 pub use auth::Keys;
 pub use error::ApiError;
@@ -72,7 +72,7 @@ pub struct AppState {
 }
 
 struct Inner {
-    store: Arc<dyn Store>,
+    store: Arc<dyn BatchStore>,
     work: Arc<dyn WorkSignals>,
     keys: Keys,
     config: HttpConfig,
@@ -80,7 +80,7 @@ struct Inner {
 
 impl AppState {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn BatchStore>,
         work: Arc<dyn WorkSignals>,
         keys: Keys,
         config: HttpConfig,
