@@ -1,8 +1,8 @@
 """batchd against the official Anthropic Python SDK: Message Batches.
 
 Every test runs through the SDK exactly as a user would (`client.messages.batches.*` and
-`client.beta.messages.batches.*`); a few also look at the raw HTTP exchange where the spec
-(shared/spec/message-batches.md) pins wire details the SDK relies on.
+`client.beta.messages.batches.*`); a few also look at the raw HTTP exchange where the API's documented wire details matter to
+the SDK.
 
 Workspaces are shared by all tests (and by the node suite that runs afterwards), so list tests
 only reason about the batches they created themselves, which are always the newest ones in

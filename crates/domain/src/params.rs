@@ -6,7 +6,7 @@
 //! service: first the schema (fields in the published schema's order, then unknown keys), then the rules
 //! that are not expressible in the schema (what batches refuse, an empty `messages`).
 //!
-//! Only what the spec documents is checked. Content blocks, tools and nested configuration
+//! Only what the API documents is checked. Content blocks, tools and nested configuration
 //! objects are checked for shape, not deeply: new block and tool types appear often and a request
 //! the real API accepts must never be turned into an errored row here.
 

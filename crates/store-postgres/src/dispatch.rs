@@ -15,10 +15,6 @@ use crate::maintenance::{ARCHIVE_DUE, CANCELING_KEYS, EXPIRE_DUE, NEXT_EXPIRY, e
 use crate::record;
 use crate::rows::{ENDED, end_reason_code};
 
-/// Most passes of one claim call. A pass gives every batch with work a share; a later pass only
-/// matters when some batches had less than their share, leaving room for the others.
-const CLAIM_PASSES: usize = 3;
-
 #[async_trait]
 impl DispatchStore for PostgresStore {
     async fn claim(
@@ -32,7 +28,7 @@ impl DispatchStore for PostgresStore {
         // Batches left out of a pass: those the caller skips, and those that had fewer free
         // requests than their share, so that a later pass shares what is left among the others.
         let mut short: Vec<i64> = skip.to_vec();
-        for _ in 0..CLAIM_PASSES {
+        for _ in 0..batchd_store::CLAIM_PASSES {
             let remaining = limit - items.len();
             if remaining == 0 {
                 break;

@@ -16,10 +16,6 @@ use crate::leases::{Handout, Recording};
 use crate::maintenance::{ARCHIVE_DUE, CANCELING_KEYS, NEXT_EXPIRY};
 use crate::rows::{CANCELING, ENDED, IN_PROGRESS};
 
-/// Most passes of one claim call. A pass gives every batch with work a share; a later pass only
-/// matters when some batches had less than their share, leaving room for the others.
-const CLAIM_PASSES: usize = 3;
-
 #[async_trait]
 impl DispatchStore for SqliteStore {
     async fn claim(
@@ -34,7 +30,7 @@ impl DispatchStore for SqliteStore {
         let _serial = self.claim_serial.lock().await;
         self.rebuild_claims().await?;
         let mut handout = Handout::new(&self.claims);
-        for _ in 0..CLAIM_PASSES {
+        for _ in 0..batchd_store::CLAIM_PASSES {
             let workspaces = self.claims().candidates(now, skip);
             let before = handout.items.len();
             // An equal share of what is left for each workspace still in the round, and of that

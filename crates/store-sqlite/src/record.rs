@@ -60,8 +60,7 @@ impl SqliteStore {
                 match answer.outcome {
                     Outcome::Succeeded => succeeded.push(answer),
                     Outcome::Errored => errored.push(answer),
-                    // Canceled and expired are what a batch's end reason says about requests
-                    // without a result; they are never stored, so such an answer is dropped.
+                    // Never stored: see `batchd_store::ending::is_stored`.
                     Outcome::Canceled | Outcome::Expired => {}
                 }
             }

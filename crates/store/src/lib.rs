@@ -376,6 +376,11 @@ pub trait BatchStore: Send + Sync + 'static {
     async fn stats(&self) -> Result<Stats>;
 }
 
+/// Most passes of one [`DispatchStore::claim`] call, in every engine. A pass gives every batch
+/// with work a share; a later pass only matters when some batches had less than their share,
+/// leaving room for the others.
+pub const CLAIM_PASSES: usize = 3;
+
 /// The dispatcher's side: claiming work, giving it back, recording answers, and the
 /// maintenance that ends, archives and reclaims batches.
 #[async_trait]

@@ -210,6 +210,8 @@ pub struct BatchRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateBatch {
+    // The limit is `batchd_domain::batch::MAX_REQUESTS` (the derive takes only a literal; the
+    // OpenAPI test holds the two together).
     #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 100_000))]
     pub requests: Vec<BatchRequest>,
 }

@@ -37,7 +37,7 @@
 use std::fmt::Display;
 
 use batchd_domain::ids;
-use batchd_domain::validation::{self, NOT_DICT, NOT_LIST, NOT_STRING, REQUIRED, ROLE};
+use batchd_domain::validation::{self, NOT_BOOL, NOT_DICT, NOT_LIST, NOT_STRING, REQUIRED, ROLE};
 
 use crate::message::{Block, Message, ToolUseBlock, Usage};
 use serde::Deserialize;
@@ -474,10 +474,7 @@ fn tool_message(
             };
         }
         Some(_) => {
-            return Err(invalid(
-                format_args!("{}.is_error", path()),
-                "Input should be a valid boolean",
-            ));
+            return Err(invalid(format_args!("{}.is_error", path()), NOT_BOOL));
         }
     }
     Ok(json!({"role": "tool", "tool_call_id": id, "content": text}))
@@ -602,10 +599,7 @@ fn tool_choice(choice: &Value, body: &mut Map<String, Value>) -> Result<(), Unsu
             body.insert("parallel_tool_calls".into(), false.into());
         }
         Some(_) => {
-            return Err(invalid(
-                "tool_choice.disable_parallel_tool_use",
-                "Input should be a valid boolean",
-            ));
+            return Err(invalid("tool_choice.disable_parallel_tool_use", NOT_BOOL));
         }
     }
     Ok(())
