@@ -1,5 +1,6 @@
 //! Authentication and the common request headers, checked before any route runs: the API key
-//! (`x-api-key` or `Authorization: Bearer`), `anthropic-version` and `anthropic-beta`.
+//! (`x-api-key` or `Authorization: Bearer`, the scheme in any case), `anthropic-version` and
+//! `anthropic-beta`.
 //! Keys are only ever handled as hashes and compared in constant time; they are never logged.
 
 use std::sync::Arc;
@@ -79,10 +80,7 @@ async fn check(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError
             headers
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                })
+                .and_then(bearer_token)
         })
         .map(str::trim)
         .filter(|k| !k.is_empty())
@@ -131,6 +129,13 @@ async fn check(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError
     Ok(Caller { workspace, betas })
 }
 
+/// The credentials of an `Authorization: Bearer` value. Auth schemes are case-insensitive
+/// (RFC 9110 §11.1), so `BEARER` and `bearer` name the same scheme as `Bearer`.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
 /// Every published beta name ends in its release date (`message-batches-2024-09-24`). New betas
 /// appear all the time, so rather than a list that goes stale, accept that shape and refuse
 /// anything else, which is what typos and garbage look like.
@@ -156,7 +161,17 @@ fn plausible_beta(beta: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::plausible_beta;
+    use super::{bearer_token, plausible_beta};
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer k", "bearer k", "BEARER k", "bEaReR k"] {
+            assert_eq!(bearer_token(value), Some("k"), "{value}");
+        }
+        assert_eq!(bearer_token("Basic k"), None);
+        assert_eq!(bearer_token("Bearerk"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
 
     #[test]
     fn betas_are_name_dash_date() {

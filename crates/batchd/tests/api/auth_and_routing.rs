@@ -34,15 +34,18 @@ async fn keys_are_required_and_checked() {
         .unwrap();
     assert_error(resp, 401, "authentication_error", "invalid x-api-key").await;
 
-    let resp = app
-        .client
-        .get(&url)
-        .header("authorization", format!("Bearer {KEY_A}"))
-        .header("anthropic-version", "2023-06-01")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    // Auth schemes are case-insensitive: every spelling of the scheme is the same one.
+    for scheme in ["Bearer", "BEARER", "bearer"] {
+        let resp = app
+            .client
+            .get(&url)
+            .header("authorization", format!("{scheme} {KEY_A}"))
+            .header("anthropic-version", "2023-06-01")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "scheme {scheme}");
+    }
 }
 
 #[tokio::test]
