@@ -44,12 +44,14 @@ fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "batchd_http_requests_total",
-        "HTTP requests by route, method and status."
+        "HTTP requests by route (the route template, or unmatched), method (the standard \
+         methods, or other) and status."
     );
     describe_histogram!(
         "batchd_http_request_duration_seconds",
         Unit::Seconds,
-        "HTTP request latency to the response head."
+        "HTTP request latency to the response head, by route (the route template, or \
+         unmatched) and method (the standard methods, or other)."
     );
     describe_gauge!("batchd_batches", "Unended batches by processing_status.");
     describe_gauge!(
@@ -72,12 +74,12 @@ fn describe() {
     describe_counter!("batchd_batches_ended_total", "Batches ended, by reason.");
     describe_counter!(
         "batchd_upstream_requests_total",
-        "Model calls by backend and result."
+        "Model calls by backend (as configured), result and attempt (first or retry)."
     );
     describe_histogram!(
         "batchd_upstream_request_duration_seconds",
         Unit::Seconds,
-        "Model call latency by backend."
+        "Model call latency by backend (as configured)."
     );
     describe_histogram!(
         "batchd_store_operation_duration_seconds",
