@@ -61,7 +61,11 @@ impl Storage {
                 .await
                 .map(|s| Self::Sqlite(Arc::new(s))),
         };
-        opened.with_context(|| format!("opening the {}", at.describe()))
+        let opened = opened.with_context(|| format!("opening the {}", at.describe()))?;
+        if let Self::Sqlite(_) = opened {
+            warn_if_readable_by_others(at.data_dir);
+        }
+        Ok(opened)
     }
 
     /// Opens storage for the `keys` and `migrate` commands, beside any running server.
@@ -91,6 +95,28 @@ impl Storage {
             Self::Sqlite(s) => s.close().await,
             Self::Postgres(s) => s.close().await,
         }
+    }
+}
+
+/// The data dir holds every workspace's prompts and results. batchd makes what it creates
+/// owner-only, but leaves a directory or file the operator made as it is: it only says so.
+fn warn_if_readable_by_others(data_dir: &Path) {
+    match batchd_store_sqlite::loose_permissions(data_dir) {
+        Ok(loose) => {
+            for (path, mode) in loose {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{mode:04o}"),
+                    "other users may access this part of the data dir; 0700 for the directory \
+                     and 0600 for its files keep every workspace's data to batchd's user"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(
+            data_dir = %data_dir.display(),
+            error = %e,
+            "could not check the data dir's permissions"
+        ),
     }
 }
 

@@ -44,6 +44,11 @@ pub(crate) struct Pools {
 
 impl Pools {
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        // SQLite would create the file with the umask's permissions; made here first, it is
+        // owner-only, and SQLite gives the WAL and shared-memory files the same permissions.
+        // SQLite takes an empty file for a new database.
+        crate::files::open_private(&data_dir.join(DB_FILE))
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         let base = SqliteConnectOptions::from_str("sqlite://")
             .map_err(other)?
             .filename(data_dir.join(DB_FILE))

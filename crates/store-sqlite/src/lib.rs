@@ -39,7 +39,7 @@
 //! # Layout
 //!
 //! Schema in `migrations/` (embedded by `build.rs`); connections in `db`; row encodings in
-//! `rows`; leases in `leases`; the data-dir lock in `lock`; batches as the API sees them
+//! `rows`; leases in `leases`; the data-dir lock in `lock`; file permissions in `files`; batches as the API sees them
 //! (`BatchStore`) in `batches`, with result downloads in `download`; the dispatcher's side
 //! (`DispatchStore`) in `dispatch`, whose steps live in `claim`, `record` and `maintenance`
 //! (the last two end batches through `ending`); API keys (`KeyStore`) in `keys`.
@@ -50,6 +50,7 @@ mod db;
 mod dispatch;
 mod download;
 mod ending;
+mod files;
 mod keys;
 mod leases;
 mod lock;
@@ -71,6 +72,7 @@ use crate::download::Downloads;
 use crate::leases::{Claims, StaleUnlessDone};
 use crate::lock::DirLock;
 
+pub use crate::files::loose_permissions;
 pub use crate::lock::DataDirInUse;
 
 /// The SQLite implementation of [`batchd_store::Store`].
@@ -99,7 +101,7 @@ impl SqliteStore {
     /// [`DataDirInUse`] if another process holds it), migrates the schema, and marks drafts left
     /// by a previous process as deleted so the purge reclaims them.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        files::create_dir(data_dir).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         // Before touching the database: a second server must not mark the first one's live
         // drafts as abandoned.
         let lock = DirLock::acquire(data_dir)?;
@@ -112,7 +114,7 @@ impl SqliteStore {
     /// server runs. Only the key methods may be used on it: without the lock, leases and drafts
     /// are not this process's to manage.
     pub async fn open_for_admin(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        files::create_dir(data_dir).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         Self::open_unlocked(data_dir, None).await
     }
 

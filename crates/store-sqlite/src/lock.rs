@@ -4,7 +4,7 @@
 //! process hands out the same requests. An OS file lock is released by the kernel when the
 //! process dies, so a crash never leaves a stale lock behind.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -26,12 +26,8 @@ pub(crate) struct DirLock {
 impl DirLock {
     pub fn acquire(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        let mut file =
+            crate::files::open_private(&path).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {

@@ -7,6 +7,8 @@ mod cancel;
 mod cli;
 mod client;
 mod create;
+#[cfg(unix)]
+mod data_dir;
 mod delete;
 mod expiry;
 mod helpers;
