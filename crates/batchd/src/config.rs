@@ -107,6 +107,16 @@ pub struct ServeOptions {
     )]
     #[serde(deserialize_with = "duration")]
     pub header_timeout: Duration,
+    /// How long a create body may wait for the client before it must arrive at the minimum
+    /// rate (64 KiB/s on average); a slower body is refused with 408 and nothing is created.
+    #[arg(
+        long,
+        env = "BATCHD_BODY_TIMEOUT",
+        default_value = shown(ServeOptions::default().body_timeout),
+        value_parser = parse_duration
+    )]
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
     /// Back-off before the second upstream attempt; doubles per attempt up to the maximum. From
     /// the file only.
     #[arg(skip)]
@@ -158,6 +168,7 @@ impl Default for ServeOptions {
             shutdown_grace: Duration::from_secs(30),
             max_connections: listen.max_connections,
             header_timeout: listen.header_timeout,
+            body_timeout: http.body_timeout,
             retry_base_delay: dispatch.retry_base_delay,
             retry_max_delay: dispatch.retry_max_delay,
             max_create_bytes: http.max_create_bytes,
@@ -327,7 +338,7 @@ mod tests {
     #[test]
     fn reads_every_serve_option() {
         let c = load(
-            "listen = \"0.0.0.0:9000\"\nmock_latency = \"250ms\"\nmock_concurrency = 8\napi_keys = [\"k@w\"]\nretry_base_delay = \"2s\"\nmax_connections = 100\nheader_timeout = \"5s\"\n",
+            "listen = \"0.0.0.0:9000\"\nmock_latency = \"250ms\"\nmock_concurrency = 8\napi_keys = [\"k@w\"]\nretry_base_delay = \"2s\"\nmax_connections = 100\nheader_timeout = \"5s\"\nbody_timeout = \"1m\"\n",
         )
         .unwrap();
         assert_eq!(c.listen, "0.0.0.0:9000");
@@ -337,6 +348,7 @@ mod tests {
         assert_eq!(c.retry_base_delay, Duration::from_secs(2));
         assert_eq!(c.max_connections, 100);
         assert_eq!(c.header_timeout, Duration::from_secs(5));
+        assert_eq!(c.body_timeout, Duration::from_secs(60));
         assert_eq!(
             c.concurrency,
             ServeOptions::default().concurrency,

@@ -71,6 +71,7 @@ pub async fn serve(
             public_url: options.public_url.clone(),
             batch_expiry: options.batch_expiry,
             max_create_bytes: options.max_create_bytes,
+            body_timeout: options.body_timeout,
         },
     );
     let app = batchd_http::router(state);

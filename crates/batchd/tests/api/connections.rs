@@ -1,5 +1,6 @@
 //! Clients that hold connections or trickle their requests: the header timeout closes slow and
-//! idle connections, and the connection cap holds new ones back until one closes.
+//! idle connections, the connection cap holds new ones back until one closes, and a create
+//! whose body falls behind is cut with a 408 and creates nothing.
 
 use std::time::{Duration, Instant};
 
@@ -164,5 +165,77 @@ async fn connections_over_the_cap_wait_until_one_closes() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     drop(held);
     drop(waiting);
+    app.stop().await;
+}
+
+/// Sends the head of a create and the start of its body, then `trickle`s the rest one byte at a
+/// time (or nothing at all); returns what the server answered, if anything, within the slack.
+async fn slow_create(app: &TestApp, trickle: Option<Duration>) -> Option<String> {
+    let stream = TcpStream::connect(addr(app)).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let head = format!(
+        "POST /v1/messages/batches HTTP/1.1\r\nHost: batchd\r\nx-api-key: {}\r\nanthropic-version: 2023-06-01\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n",
+        app.key
+    );
+    write.write_all(head.as_bytes()).await.unwrap();
+    write
+        .write_all(
+            br#"{"requests":[{"custom_id":"a","params":{"model":"m","max_tokens":1,"messages":["#,
+        )
+        .await
+        .unwrap();
+    let writer = tokio::spawn(async move {
+        let Some(every) = trickle else {
+            // Hold the connection open, sending nothing more.
+            tokio::time::sleep(SLACK * 2).await;
+            return;
+        };
+        loop {
+            tokio::time::sleep(every).await;
+            if write.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let read_all = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+            if seen.ends_with(b"}") {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(SLACK, read_all).await;
+    writer.abort();
+    (!seen.is_empty()).then(|| String::from_utf8_lossy(&seen).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_body_stalls_or_trickles_is_cut_and_creates_nothing() {
+    let app = spawn_with(|o| o.body_timeout = Duration::from_secs(1)).await;
+    // A pause between two bytes never as long as the timeout: only the rate catches it.
+    for trickle in [None, Some(Duration::from_millis(100))] {
+        let started = Instant::now();
+        let answer = slow_create(&app, trickle)
+            .await
+            .unwrap_or_else(|| panic!("no answer to a create trickling {trickle:?}"));
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(
+            answer.contains(
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"The request body was not received in time."}"#
+            ),
+            "{answer}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(900));
+    }
+    let list: serde_json::Value = app.get("/v1/messages/batches").await.json().await.unwrap();
+    assert_eq!(list["data"], serde_json::json!([]), "{list}");
+    // A create at a normal pace is unaffected.
+    app.create_n(3).await;
     app.stop().await;
 }
