@@ -93,6 +93,30 @@ pub struct ServeOptions {
     )]
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// Connections open at once; beyond it new connections wait in the kernel's backlog until
+    /// one closes.
+    #[arg(long, env = "BATCHD_MAX_CONNECTIONS", default_value_t = ServeOptions::default().max_connections)]
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers; also how long a keep-alive
+    /// connection may stay idle between requests. The connection is closed after it.
+    #[arg(
+        long,
+        env = "BATCHD_HEADER_TIMEOUT",
+        default_value = shown(ServeOptions::default().header_timeout),
+        value_parser = parse_duration
+    )]
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// How long a create body may wait for the client before it must arrive at the minimum
+    /// rate (64 KiB/s on average); a slower body is refused with 408 and nothing is created.
+    #[arg(
+        long,
+        env = "BATCHD_BODY_TIMEOUT",
+        default_value = shown(ServeOptions::default().body_timeout),
+        value_parser = parse_duration
+    )]
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
     /// Back-off before the second upstream attempt; doubles per attempt up to the maximum. From
     /// the file only.
     #[arg(skip)]
@@ -129,6 +153,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         let dispatch = batchd_dispatcher::Config::default();
         let http = HttpConfig::default();
+        let listen = crate::listen::Limits::default();
         Self {
             data_dir: PathBuf::from("./batchd-data"),
             database_url: None,
@@ -141,6 +166,9 @@ impl Default for ServeOptions {
             results_retention: dispatch.results_retention,
             public_url: http.public_url,
             shutdown_grace: Duration::from_secs(30),
+            max_connections: listen.max_connections,
+            header_timeout: listen.header_timeout,
+            body_timeout: http.body_timeout,
             retry_base_delay: dispatch.retry_base_delay,
             retry_max_delay: dispatch.retry_max_delay,
             max_create_bytes: http.max_create_bytes,
@@ -310,7 +338,7 @@ mod tests {
     #[test]
     fn reads_every_serve_option() {
         let c = load(
-            "listen = \"0.0.0.0:9000\"\nmock_latency = \"250ms\"\nmock_concurrency = 8\napi_keys = [\"k@w\"]\nretry_base_delay = \"2s\"\n",
+            "listen = \"0.0.0.0:9000\"\nmock_latency = \"250ms\"\nmock_concurrency = 8\napi_keys = [\"k@w\"]\nretry_base_delay = \"2s\"\nmax_connections = 100\nheader_timeout = \"5s\"\nbody_timeout = \"1m\"\n",
         )
         .unwrap();
         assert_eq!(c.listen, "0.0.0.0:9000");
@@ -318,6 +346,9 @@ mod tests {
         assert_eq!(c.mock_concurrency, 8);
         assert_eq!(c.api_keys, vec!["k@w".to_owned()]);
         assert_eq!(c.retry_base_delay, Duration::from_secs(2));
+        assert_eq!(c.max_connections, 100);
+        assert_eq!(c.header_timeout, Duration::from_secs(5));
+        assert_eq!(c.body_timeout, Duration::from_secs(60));
         assert_eq!(
             c.concurrency,
             ServeOptions::default().concurrency,

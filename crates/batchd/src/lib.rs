@@ -4,29 +4,24 @@
 //! directly with a listener on port 0.
 
 pub mod config;
+pub mod listen;
 pub mod storage;
 
 pub use config::ServeOptions;
 
 use std::future::Future;
-use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt as _;
 use batchd_backends::BackendTable;
 use batchd_dispatcher::Dispatcher;
 use batchd_domain::Timestamp;
 use batchd_domain::keys::{self, KeyHash};
 use batchd_http::{AppState, HttpConfig, Keys, WorkSignals};
 use batchd_store::{KeyStore, Store};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// Runs the server on `listener` until `shutdown` resolves, then drains within the grace period.
 pub async fn serve(
@@ -76,6 +71,7 @@ pub async fn serve(
             public_url: options.public_url.clone(),
             batch_expiry: options.batch_expiry,
             max_create_bytes: options.max_create_bytes,
+            body_timeout: options.body_timeout,
         },
     );
     let app = batchd_http::router(state);
@@ -83,25 +79,14 @@ pub async fn serve(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let cut = CancellationToken::new();
-    let listener = CutListener {
-        inner: listener,
-        cut: cut.clone(),
-    }
-    // Only for its `Connected` impl, which keeps `ConnectInfo<SocketAddr>` available.
-    .tap_io(|_| {});
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let mut rx = stop_rx;
-        let _ = rx.wait_for(|stop| *stop).await;
-    });
-    let mut server = std::pin::pin!(server.into_future());
+    let limits = listen::Limits {
+        max_connections: options.max_connections,
+        header_timeout: options.header_timeout,
+    };
+    let mut server = std::pin::pin!(listen::serve(listener, app, limits, stop_rx, cut.clone()));
     let grace = options.shutdown_grace;
     tokio::select! {
-        result = &mut server => {
-            result.context("serving HTTP")?;
+        () = &mut server => {
             dispatcher.shutdown(grace).await;
         }
         () = shutdown => {
@@ -165,95 +150,4 @@ async fn ensure_first_key(store: &dyn KeyStore) -> anyhow::Result<()> {
     println!("No API key was configured, so batchd created one for workspace \"default\".");
     println!("It is shown only this once; store it now:\n\n    {key}\n");
     Ok(())
-}
-
-/// The listener of [`serve`]: its connections can be cut at once when the grace period is over.
-struct CutListener {
-    inner: TcpListener,
-    cut: CancellationToken,
-}
-
-impl axum::serve::Listener for CutListener {
-    type Io = CutStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (CutStream, SocketAddr) {
-        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        let cut = Box::pin(self.cut.clone().cancelled_owned());
-        (CutStream { io, cut }, addr)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-/// A connection that fails every read and write once it is cut. Its task is woken by the cut,
-/// so a connection waiting on a client that stopped reading fails and closes too.
-struct CutStream {
-    io: TcpStream,
-    cut: Pin<Box<WaitForCancellationFutureOwned>>,
-}
-
-impl CutStream {
-    fn check(&mut self, cx: &mut std::task::Context<'_>) -> io::Result<()> {
-        match self.cut.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "server shut down",
-            )),
-            Poll::Pending => Ok(()),
-        }
-    }
-}
-
-impl AsyncRead for CutStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        this.check(cx)?;
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for CutStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.check(cx)?;
-        Pin::new(&mut this.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.check(cx)?;
-        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        this.check(cx)?;
-        Pin::new(&mut this.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
 }

@@ -57,7 +57,8 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the API server.
-    Serve(ServeArgs),
+    // Boxed: the serve options are many times the size of the other commands.
+    Serve(Box<ServeArgs>),
     /// Manage API keys stored in the data dir or database (works while a server runs).
     #[command(subcommand)]
     Keys(KeysCommand),

@@ -7,18 +7,21 @@
 //! channel to the store, which appends them to an invisible draft. Only when the whole body has
 //! parsed cleanly is the draft committed (durably) and the 200 sent; on any error the draft is
 //! aborted and nothing is ever visible. `params` are kept as the raw JSON the client sent: their
-//! validation is deferred to processing, as the real API does.
+//! validation is deferred to processing, as the real API does. A body that keeps the server
+//! waiting falls behind a minimum pace ([`MIN_BODY_RATE`]) and is cut with a 408, so a client
+//! cannot hold a blocking thread and a draft by trickling.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::io::{self, BufReader, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use batchd_domain::batch::MAX_REQUESTS;
 use batchd_domain::custom_id::CustomId;
@@ -28,6 +31,7 @@ use batchd_domain::validation::{
 };
 use batchd_domain::{BatchId, ErrorType, Timestamp};
 use batchd_store::{NewBatch, NewRequest};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -38,6 +42,15 @@ use crate::auth::Caller;
 use crate::batches::batch_response;
 use crate::create_scan::Scanner;
 use crate::{ApiError, AppState};
+
+/// The average rate, in bytes per second, a create body must keep up once it has waited for the
+/// client longer than [`crate::HttpConfig::body_timeout`]: a body trickling in holds a blocking
+/// thread and a draft, so it may not take longer than its size at this rate.
+pub const MIN_BODY_RATE: u64 = 64 * 1024;
+
+/// The message of the 408 for a body that did not arrive in time. The API has no error type for
+/// it, so it goes out as `invalid_request_error`.
+const BODY_TOO_SLOW: &str = "The request body was not received in time.";
 
 /// A chunk is handed to the store when it holds this many requests or bytes of params.
 const CHUNK_REQUESTS: usize = 2_000;
@@ -101,8 +114,14 @@ pub async fn create(
     let exceeded = Arc::new(AtomicBool::new(false));
     let flag = exceeded.clone();
     let mut seen: u64 = 0;
-    let stream = body.into_data_stream().map(move |chunk| {
-        let chunk = chunk.map_err(io::Error::other)?;
+    let too_slow = Arc::new(AtomicBool::new(false));
+    let stream = Box::pin(paced(
+        body.into_data_stream(),
+        state.inner.config.body_timeout,
+        too_slow.clone(),
+    ))
+    .map(move |chunk| {
+        let chunk = chunk?;
         seen += chunk.len() as u64;
         if seen > max {
             flag.store(true, Ordering::Relaxed);
@@ -140,6 +159,10 @@ pub async fn create(
     state.inner.work.notify_reclaimable();
     match refusal? {
         _ if exceeded.load(Ordering::Relaxed) => Err(too_large()),
+        _ if too_slow.load(Ordering::Relaxed) => {
+            tracing::info!(workspace = %caller.workspace, "create cut: its body arrived too slowly");
+            Err(ApiError::invalid(BODY_TOO_SLOW).with_status(StatusCode::REQUEST_TIMEOUT))
+        }
         Refusal::Invalid(message) => Err(ApiError::invalid(message)),
         Refusal::NotJson(detail) => Err(ApiError::invalid(format!(
             "The request body is not valid JSON: {detail}"
@@ -148,6 +171,57 @@ pub async fn create(
             "The request body could not be read completely.",
         )),
     }
+}
+
+/// `body` as long as it keeps pace: the time spent waiting for it may exceed `grace` only as far
+/// as the bytes received so far would have taken at [`MIN_BODY_RATE`]. Only waiting counts, so a
+/// server slow to take the chunks never makes a client late. When the body falls behind, the
+/// stream ends with an error and `too_slow` is set.
+fn paced(
+    body: axum::body::BodyDataStream,
+    grace: Duration,
+    too_slow: Arc<AtomicBool>,
+) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send {
+    let pace = Pace {
+        body,
+        grace,
+        waited: Duration::ZERO,
+        received: 0,
+        too_slow,
+    };
+    futures_util::stream::unfold(Some(pace), |pace| async move {
+        let mut pace = pace?;
+        let allowed = pace.grace.max(Duration::from_secs_f64(
+            pace.received as f64 / MIN_BODY_RATE as f64,
+        ));
+        let started = Instant::now();
+        let next = tokio::time::timeout(allowed.saturating_sub(pace.waited), pace.body.next());
+        match next.await {
+            Err(_) => {
+                pace.too_slow.store(true, Ordering::Relaxed);
+                let err = io::Error::new(io::ErrorKind::TimedOut, "request body too slow");
+                Some((Err(err), None))
+            }
+            Ok(None) => None,
+            Ok(Some(chunk)) => {
+                pace.waited += started.elapsed();
+                let chunk = chunk.map_err(io::Error::other);
+                if let Ok(bytes) = &chunk {
+                    pace.received += bytes.len() as u64;
+                }
+                Some((chunk, Some(pace)))
+            }
+        }
+    })
+}
+
+/// The state of [`paced`].
+struct Pace {
+    body: axum::body::BodyDataStream,
+    grace: Duration,
+    waited: Duration,
+    received: u64,
+    too_slow: Arc<AtomicBool>,
 }
 
 fn too_large() -> ApiError {

@@ -40,6 +40,9 @@ pub struct HttpConfig {
     pub batch_expiry: Duration,
     /// Largest accepted create body.
     pub max_create_bytes: u64,
+    /// How long a create body may wait for the client before it must keep up the minimum rate
+    /// (see [`create::MIN_BODY_RATE`]).
+    pub body_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -48,6 +51,7 @@ impl Default for HttpConfig {
             public_url: None,
             batch_expiry: Duration::from_secs(24 * 3600),
             max_create_bytes: 256 * 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }

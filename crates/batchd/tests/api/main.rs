@@ -6,6 +6,7 @@ mod backends;
 mod cancel;
 mod cli;
 mod client;
+mod connections;
 mod create;
 #[cfg(unix)]
 mod data_dir;

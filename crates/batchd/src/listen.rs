@@ -1,0 +1,291 @@
+//! Serving HTTP/1.1 connections: the accept loop with its cap on open connections, the header
+//! timeout each connection runs under, graceful shutdown, and the cut that ends connections still
+//! open when the grace period is over (`CutListener`).
+//!
+//! Connections are served with hyper directly rather than `axum::serve`, because only hyper's
+//! own builder takes a timer and so a header timeout; the shutdown follows `axum::serve`'s: stop
+//! accepting, ask every connection to finish its request in progress, wait for them all.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tower::ServiceExt as _;
+
+/// How often, at most, each kind of refused or closed connection is logged above debug.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What bounds the connections of [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections open at once; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's headers, counted from when it is
+    /// ready for the next request: so also how long a keep-alive connection may stay idle.
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            // Under the common `ulimit -n 1024`, leaves a quarter of the descriptors to the
+            // database, the upstream clients and the logs.
+            max_connections: 768,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `stop` turns true, then waits for the open connections to
+/// finish their requests. `cut` fails every read and write of every connection at once.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+    cut: CancellationToken,
+) {
+    let mut listener = CutListener {
+        inner: listener,
+        cut,
+    };
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let full = Throttle::default();
+    let stalled = Arc::new(Throttle::default());
+    // Every connection task holds a receiver; the sender's `closed` is all of them finished.
+    let (close_tx, close_rx) = watch::channel(());
+    loop {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if let Some(missed) = full.due() {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        times_since_last_warning = missed,
+                        "connection cap reached: new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    permit = permits.clone().acquire_owned() => permit.expect("never closed"),
+                    _ = stop.wait_for(|stop| *stop) => break,
+                }
+            }
+        };
+        let (io, addr) = tokio::select! {
+            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let app = app.clone();
+        let mut stop = stop.clone();
+        let close_rx = close_rx.clone();
+        let stalled = stalled.clone();
+        let header_timeout = limits.header_timeout;
+        tokio::spawn(async move {
+            let unanswered = io.unanswered.clone();
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(addr));
+                app.clone().oneshot(req.map(Body::new))
+            });
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(err) = result {
+                            closed(&err, &addr, unanswered.load(Ordering::Relaxed), &stalled);
+                        }
+                        break;
+                    }
+                    _ = stop.wait_for(|stop| *stop), if !stopping => {
+                        stopping = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(permit);
+            drop(close_rx);
+        });
+    }
+    drop(close_rx);
+    drop(listener);
+    close_tx.closed().await;
+}
+
+/// Logs a connection that ended with an error. A header timeout on a connection that sent
+/// nothing since its last answer is an idle keep-alive ending, as expected; one in the middle of
+/// a request is a client too slow or hostile, worth an operator's eye now and then.
+fn closed(err: &hyper::Error, addr: &SocketAddr, unanswered: bool, stalled: &Throttle) {
+    if !err.is_timeout() {
+        tracing::debug!(%addr, error = %err, "connection ended with an error");
+    } else if !unanswered {
+        tracing::debug!(%addr, "idle connection closed");
+    } else {
+        tracing::debug!(%addr, "connection closed: request headers not received in time");
+        if let Some(missed) = stalled.due() {
+            tracing::warn!(
+                %addr,
+                times_since_last_warning = missed,
+                "closed a connection that did not send its request headers in time"
+            );
+        }
+    }
+}
+
+/// Lets an event through at most once per [`LOG_INTERVAL`], counting the ones held back.
+#[derive(Default)]
+struct Throttle {
+    last: Mutex<Option<Instant>>,
+    missed: AtomicU64,
+}
+
+impl Throttle {
+    /// `Some(events held back since the last one let through)` when this one may be logged.
+    fn due(&self) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < LOG_INTERVAL) {
+            self.missed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.missed.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// The listener of [`serve`]: its connections can be cut at once when the grace period is over.
+struct CutListener {
+    inner: TcpListener,
+    cut: CancellationToken,
+}
+
+impl axum::serve::Listener for CutListener {
+    type Io = CutStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (CutStream, SocketAddr) {
+        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        let cut = Box::pin(self.cut.clone().cancelled_owned());
+        let unanswered = Arc::new(AtomicBool::new(false));
+        (
+            CutStream {
+                io,
+                cut,
+                unanswered,
+            },
+            addr,
+        )
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection that fails every read and write once it is cut. Its task is woken by the cut,
+/// so a connection waiting on a client that stopped reading fails and closes too.
+struct CutStream {
+    io: TcpStream,
+    cut: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Whether the client sent bytes since the server last wrote: what tells a stalled request
+    /// from an idle connection when the header timeout closes it.
+    unanswered: Arc<AtomicBool>,
+}
+
+impl CutStream {
+    fn check(&mut self, cx: &mut std::task::Context<'_>) -> io::Result<()> {
+        match self.cut.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "server shut down",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+
+    fn wrote(&self, result: &Poll<io::Result<usize>>) {
+        if matches!(result, Poll::Ready(Ok(n)) if *n > 0) {
+            self.unanswered.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+impl AsyncRead for CutStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.unanswered.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl AsyncWrite for CutStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        let result = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.wrote(&result);
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.wrote(&result);
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
