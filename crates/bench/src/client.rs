@@ -34,6 +34,11 @@ impl Conn {
         Ok(Self { sender })
     }
 
+    /// Whether the server has closed the connection (as it does with idle ones).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     pub async fn send(
         &mut self,
         request: Request<Full<Bytes>>,
@@ -106,7 +111,9 @@ impl Api {
         body: Bytes,
     ) -> anyhow::Result<Response<Incoming>> {
         let mut slot = self.conn.lock().await;
-        if slot.is_none() {
+        // The server closes keep-alive connections left idle past its header timeout; like the
+        // SDKs' pools, start a new one instead of sending on a closed one.
+        if slot.as_ref().is_none_or(Conn::is_closed) {
             *slot = Some(Conn::connect(self.addr).await?);
         }
         let request = request(method.clone(), self.addr, path, &self.key, body);
