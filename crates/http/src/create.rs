@@ -50,7 +50,7 @@ pub const MIN_BODY_RATE: u64 = 64 * 1024;
 
 /// The message of the 408 for a body that did not arrive in time. The API has no error type for
 /// it, so it goes out as `invalid_request_error`.
-const BODY_TOO_SLOW: &str = "The request body was not received in time.";
+pub(crate) const BODY_TOO_SLOW: &str = "The request body was not received in time.";
 
 /// A chunk is handed to the store when it holds this many requests or bytes of params.
 const CHUNK_REQUESTS: usize = 2_000;
@@ -78,6 +78,7 @@ enum Refusal {
     request_body(content = batchd_wire::CreateBatch, description = "The requests of the batch.", content_type = "application/json"),
     responses(
         (status = 200, description = "The new batch: `in_progress`, every request counted as `processing`.", body = batchd_wire::MessageBatch),
+        (status = 408, response = crate::openapi::RequestTimeout),
         (status = 413, response = crate::openapi::RequestTooLarge),
     ),
     security(("ApiKeyAuth" = []), ("BearerAuth" = [])),

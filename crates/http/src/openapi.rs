@@ -68,6 +68,7 @@ with another method answer 405, both with the error envelope.";
             PermissionError,
             NotFoundError,
             MethodNotAllowed,
+            RequestTimeout,
             RequestTooLarge,
             InternalError,
             OverloadedError,
@@ -200,7 +201,7 @@ pub struct OpsStatus {
 // headers that `ApiError` sets.
 
 macro_rules! error_response {
-    ($(#[$doc:meta])* $name:ident, $kind:literal, $description:literal, $message:literal) => {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $description:literal, $message:expr) => {
         $(#[$doc])*
         pub struct $name;
 
@@ -251,6 +252,14 @@ error_response!(
     "Method not allowed"
 );
 error_response!(
+    /// 408.
+    RequestTimeout,
+    "invalid_request_error",
+    "The create body arrived slower than the server's body timeout allows (`body_timeout`, 30 s \
+     by default, then at least 64 KiB/s); nothing was created.",
+    crate::create::BODY_TOO_SLOW
+);
+error_response!(
     /// 413.
     RequestTooLarge,
     "request_too_large",
@@ -278,7 +287,8 @@ fn error(
     description: &str,
     message: &str,
 ) -> RefOr<utoipa::openapi::Response> {
-    let retry = matches!(name, "InternalError" | "OverloadedError");
+    // As `ApiError` sets the header: 408 and 5xx are worth retrying.
+    let retry = matches!(name, "RequestTimeout" | "InternalError" | "OverloadedError");
     let example = serde_json::json!({
         "type": "error",
         "error": {"type": kind, "message": message},
@@ -610,7 +620,7 @@ mod tests {
     fn openapi_error_responses_use_the_envelope() {
         let doc = doc();
         let responses = doc["components"]["responses"].as_object().unwrap();
-        assert_eq!(responses.len(), 8);
+        assert_eq!(responses.len(), 9);
         for (name, response) in responses {
             assert_eq!(
                 response["content"]["application/json"]["schema"]["$ref"],
