@@ -5,7 +5,7 @@
 # 1. installs the pinned Python SDK + pytest into sdk-tests/python/.venv and the pinned TypeScript
 #    SDK into sdk-tests/node/node_modules (npm ci);
 # 2. builds the server unless BATCHD_BIN points at one;
-# 3. starts two servers on free loopback ports with fresh data dirs:
+# 3. starts three servers on free loopback ports with fresh data dirs:
 #      FAST  no mock latency
 #      SLOW  --mock-latency 1s --mock-concurrency 1 --concurrency 1
 #    both with keys sk-sdk-a@ws-a and sk-sdk-b@ws-b;
@@ -43,12 +43,18 @@ ensure_batchd_bin
 KEYS=(--api-key "$KEY_A@ws-a" --api-key "$KEY_B@ws-b" --api-key "sk-batchd-local@readme")
 start_server fast "${KEYS[@]}"
 start_server slow "${KEYS[@]}" --mock-latency 1s --mock-concurrency 1 --concurrency 1
+# TLS: the FAST server's settings over https, with the test certificates and CA.
+TLS_FIXTURES="$ROOT/crates/batchd/tests/fixtures/tls"
+SERVER_CA="$TLS_FIXTURES/ca.pem" start_server tls "${KEYS[@]}" \
+  --tls-cert "$TLS_FIXTURES/server-a.pem" --tls-key "$TLS_FIXTURES/server-a.key"
 
 export BATCHD_FAST_URL="$URL_FAST"
 # The README's snippets use the quickstart key, which lives in its own workspace here.
 export BATCHD_README_URL="$URL_FAST"
 export BATCHD_BIN
 export BATCHD_SLOW_URL="$URL_SLOW"
+export BATCHD_TLS_URL="$URL_TLS"
+export BATCHD_TLS_CA="$TLS_FIXTURES/ca.pem"
 export BATCHD_KEY_A="$KEY_A"
 export BATCHD_KEY_B="$KEY_B"
 # The SDKs must talk only to our servers, with our keys.

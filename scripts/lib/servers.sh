@@ -56,17 +56,19 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-# wait_healthy URL PID NAME: until GET /healthz answers 200, the process dies, or the timeout.
+# wait_healthy URL PID NAME [CA]: until GET /healthz answers 200, the process dies, or the
+# timeout. CA (PEM) is the certificate authority to trust for an https URL.
 wait_healthy() {
-  local url="$1" pid="$2" name="$3"
+  local url="$1" pid="$2" name="$3" ca="${4:-}"
   local deadline=$((SECONDS + START_TIMEOUT))
   while ((SECONDS < deadline)); do
     if ! kill -0 "$pid" 2>/dev/null; then
       log "$name server exited during startup"
       return 1
     fi
-    if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
-      "$url/healthz" 2>/dev/null; then
+    if python3 -c 'import ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[2]) if sys.argv[2] else None
+urllib.request.urlopen(sys.argv[1], timeout=1, context=ctx)' "$url/healthz" "$ca" 2>/dev/null; then
       return 0
     fi
     sleep 0.2
@@ -76,9 +78,13 @@ wait_healthy() {
 }
 
 # start_server NAME [serve args…]: sets URL_<NAME>. Retries if the picked port was taken meanwhile.
+# With --tls-cert among the args the server speaks https; SERVER_CA names the CA to trust then.
 start_server() {
-  local name="$1" attempt port pid
+  local name="$1" attempt port pid arg scheme=http
   shift
+  for arg in "$@"; do
+    [[ "$arg" == --tls-cert* ]] && scheme=https
+  done
   SERVER_NAMES+=("$name")
   for attempt in 1 2 3; do
     port="$(free_port)"
@@ -90,9 +96,9 @@ start_server() {
       "$@" >"$SERVERS_WORK/$name.log" 2>&1 &
     pid=$!
     SERVER_PIDS+=("$pid")
-    if wait_healthy "http://127.0.0.1:$port" "$pid" "$name"; then
-      printf -v "URL_${name^^}" '%s' "http://127.0.0.1:$port"
-      log "$name server: http://127.0.0.1:$port (pid $pid)"
+    if wait_healthy "$scheme://127.0.0.1:$port" "$pid" "$name" "${SERVER_CA:-}"; then
+      printf -v "URL_${name^^}" '%s' "$scheme://127.0.0.1:$port"
+      log "$name server: $scheme://127.0.0.1:$port (pid $pid)"
       return 0
     fi
     kill -KILL "$pid" 2>/dev/null || true

@@ -36,6 +36,13 @@ pub struct ServeOptions {
     /// Address to listen on.
     #[arg(long, env = "BATCHD_LISTEN", default_value_t = ServeOptions::default().listen)]
     pub listen: String,
+    /// A PEM file with the server's certificate chain, leaf first: with `--tls-key`, serve
+    /// HTTPS. Both files are read again on SIGHUP.
+    #[arg(long, env = "BATCHD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// A PEM file with the private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "BATCHD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// An API key and the workspace it belongs to, as KEY@WORKSPACE. Repeatable; the
     /// environment variable takes a comma-separated list.
     // Kept as given and parsed on start, so that an empty entry is skipped and an error never
@@ -158,6 +165,8 @@ impl Default for ServeOptions {
             data_dir: PathBuf::from("./batchd-data"),
             database_url: None,
             listen: "127.0.0.1:8080".into(),
+            tls_cert: None,
+            tls_key: None,
             api_keys: Vec::new(),
             mock_latency: Duration::ZERO,
             mock_concurrency: 64,
@@ -338,7 +347,7 @@ mod tests {
     #[test]
     fn reads_every_serve_option() {
         let c = load(
-            "listen = \"0.0.0.0:9000\"\nmock_latency = \"250ms\"\nmock_concurrency = 8\napi_keys = [\"k@w\"]\nretry_base_delay = \"2s\"\nmax_connections = 100\nheader_timeout = \"5s\"\nbody_timeout = \"1m\"\n",
+            "listen = \"0.0.0.0:9000\"\nmock_latency = \"250ms\"\nmock_concurrency = 8\napi_keys = [\"k@w\"]\nretry_base_delay = \"2s\"\nmax_connections = 100\nheader_timeout = \"5s\"\nbody_timeout = \"1m\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
         )
         .unwrap();
         assert_eq!(c.listen, "0.0.0.0:9000");
@@ -349,6 +358,8 @@ mod tests {
         assert_eq!(c.max_connections, 100);
         assert_eq!(c.header_timeout, Duration::from_secs(5));
         assert_eq!(c.body_timeout, Duration::from_secs(60));
+        assert_eq!(c.tls_cert, Some(PathBuf::from("c.pem")));
+        assert_eq!(c.tls_key, Some(PathBuf::from("k.pem")));
         assert_eq!(
             c.concurrency,
             ServeOptions::default().concurrency,

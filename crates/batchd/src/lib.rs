@@ -6,6 +6,7 @@
 pub mod config;
 pub mod listen;
 pub mod storage;
+pub mod tls;
 
 pub use config::ServeOptions;
 
@@ -30,6 +31,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let api_keys = options.static_keys()?;
+    let tls = tls::Tls::from_paths(options.tls_cert.as_deref(), options.tls_key.as_deref())?
+        .map(Arc::new);
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;
@@ -69,13 +72,31 @@ pub async fn serve(
         Keys::new(api_keys, store.clone()),
         HttpConfig {
             public_url: options.public_url.clone(),
+            tls: tls.is_some(),
             batch_expiry: options.batch_expiry,
             max_create_bytes: options.max_create_bytes,
             body_timeout: options.body_timeout,
         },
     );
     let app = batchd_http::router(state);
-    tracing::info!(%addr, storage = %location.describe(), "batchd listening");
+    // Taken before the server says it listens, so that a SIGHUP from then on reloads and never
+    // falls to the default action (ending the process).
+    #[cfg(unix)]
+    let reloads = match &tls {
+        Some(tls) => {
+            let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("listening for SIGHUP (TLS reload)")?;
+            Some(tokio::spawn(tls.clone().reload_on(hangup)).abort_handle())
+        }
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(
+        %addr,
+        url = %format!("{scheme}://{addr}"),
+        storage = %location.describe(),
+        "batchd listening"
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let cut = CancellationToken::new();
@@ -83,7 +104,14 @@ pub async fn serve(
         max_connections: options.max_connections,
         header_timeout: options.header_timeout,
     };
-    let mut server = std::pin::pin!(listen::serve(listener, app, limits, stop_rx, cut.clone()));
+    let mut server = std::pin::pin!(listen::serve(
+        listener,
+        app,
+        limits,
+        tls,
+        stop_rx,
+        cut.clone()
+    ));
     let grace = options.shutdown_grace;
     tokio::select! {
         () = &mut server => {
@@ -105,6 +133,10 @@ pub async fn serve(
             };
             tokio::join!(http, dispatcher.shutdown(grace));
         }
+    }
+    #[cfg(unix)]
+    if let Some(reloads) = reloads {
+        reloads.abort();
     }
     storage.close().await;
     tracing::info!("batchd stopped");

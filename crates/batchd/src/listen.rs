@@ -1,5 +1,6 @@
-//! Serving HTTP/1.1 connections: the accept loop with its cap on open connections, the header
-//! timeout each connection runs under, graceful shutdown, and the cut that ends connections still
+//! Serving HTTP/1.1 connections: the accept loop with its cap on open connections, the TLS
+//! handshake when the server has a certificate (see [`crate::tls`]), the header timeout each
+//! connection runs under, graceful shutdown, and the cut that ends connections still
 //! open when the grace period is over (`CutListener`).
 //!
 //! Connections are served with hyper directly rather than `axum::serve`, because only hyper's
@@ -28,6 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower::ServiceExt as _;
+
+use crate::tls::Tls;
 
 /// How often, at most, each kind of refused or closed connection is logged above debug.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -59,6 +62,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<Arc<Tls>>,
     mut stop: watch::Receiver<bool>,
     cut: CancellationToken,
 ) {
@@ -69,6 +73,7 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let full = Throttle::default();
     let stalled = Arc::new(Throttle::default());
+    let handshakes = Arc::new(Throttle::default());
     // Every connection task holds a receiver; the sender's `closed` is all of them finished.
     let (close_tx, close_rx) = watch::channel(());
     loop {
@@ -93,33 +98,32 @@ pub async fn serve(
             _ = stop.wait_for(|stop| *stop) => break,
         };
         let app = app.clone();
-        let mut stop = stop.clone();
+        let stop = stop.clone();
         let close_rx = close_rx.clone();
         let stalled = stalled.clone();
+        let handshakes = handshakes.clone();
+        // Read per connection: a reload applies to the connections accepted after it.
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
             let unanswered = io.unanswered.clone();
-            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(addr));
-                app.clone().oneshot(req.map(Body::new))
-            });
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
-            let mut stopping = false;
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(err) = result {
-                            closed(&err, &addr, unanswered.load(Ordering::Relaxed), &stalled);
-                        }
-                        break;
-                    }
-                    _ = stop.wait_for(|stop| *stop), if !stopping => {
-                        stopping = true;
-                        conn.as_mut().graceful_shutdown();
+            let conn = Connection {
+                app,
+                addr,
+                header_timeout,
+                unanswered,
+                stalled,
+                stop,
+            };
+            match acceptor {
+                None => conn.serve(io).await,
+                // The handshake holds a permit and runs under the header timeout, as the
+                // request headers would: a client that never finishes it is closed alike.
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(io)).await {
+                        Ok(Ok(io)) => conn.serve(io).await,
+                        Ok(Err(err)) => handshake_failed(&err, &addr, &handshakes),
+                        Err(_) => conn.stalled_handshake(),
                     }
                 }
             }
@@ -130,6 +134,78 @@ pub async fn serve(
     drop(close_rx);
     drop(listener);
     close_tx.closed().await;
+}
+
+/// One accepted connection, before it is served over TCP or, once its handshake is done, TLS.
+struct Connection {
+    app: Router,
+    addr: SocketAddr,
+    header_timeout: Duration,
+    unanswered: Arc<AtomicBool>,
+    stalled: Arc<Throttle>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// Serves HTTP/1.1 on `io` until the client or the server closes it.
+    async fn serve<I>(mut self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (app, addr) = (self.app, self.addr);
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(addr));
+            app.clone().oneshot(req.map(Body::new))
+        });
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout);
+        let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(err) = result {
+                        let unanswered = self.unanswered.load(Ordering::Relaxed);
+                        closed(&err, &addr, unanswered, &self.stalled);
+                    }
+                    break;
+                }
+                _ = self.stop.wait_for(|stop| *stop), if !stopping => {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+
+    /// Logs a TLS handshake cut by the header timeout as the stalled request it amounts to.
+    fn stalled_handshake(&self) {
+        let addr = &self.addr;
+        tracing::debug!(%addr, "connection closed: TLS handshake not finished in time");
+        if let Some(missed) = self.stalled.due() {
+            tracing::warn!(
+                %addr,
+                times_since_last_warning = missed,
+                "closed a connection that did not finish its TLS handshake in time"
+            );
+        }
+    }
+}
+
+/// Logs a failed TLS handshake: a scanner, a plain-HTTP client or one that does not trust the
+/// certificate. Common and the client's business, so never more than one line per interval.
+fn handshake_failed(err: &io::Error, addr: &SocketAddr, handshakes: &Throttle) {
+    tracing::debug!(%addr, error = %err, "TLS handshake failed");
+    if let Some(missed) = handshakes.due() {
+        tracing::info!(
+            %addr,
+            error = %err,
+            times_since_last = missed,
+            "TLS handshake failed"
+        );
+    }
 }
 
 /// Logs a connection that ended with an error. A header timeout on a connection that sent

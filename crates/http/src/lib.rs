@@ -36,6 +36,9 @@ pub use error::ApiError;
 pub struct HttpConfig {
     /// Base URL that `results_url` points at; derived from each request's `Host` when unset.
     pub public_url: Option<String>,
+    /// Whether this server itself answers over TLS: URLs derived from `Host` then say `https`
+    /// whatever `X-Forwarded-Proto` claims.
+    pub tls: bool,
     /// How long after creation a batch expires.
     pub batch_expiry: Duration,
     /// Largest accepted create body.
@@ -49,6 +52,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             public_url: None,
+            tls: false,
             batch_expiry: Duration::from_secs(24 * 3600),
             max_create_bytes: 256 * 1024 * 1024,
             body_timeout: Duration::from_secs(30),
@@ -108,11 +112,15 @@ impl AppState {
             .get("host")
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost");
-        let scheme = headers
+        let forwarded = headers
             .get("x-forwarded-proto")
             .and_then(|h| h.to_str().ok())
-            .filter(|p| *p == "https" || *p == "http")
-            .unwrap_or("http");
+            .filter(|p| *p == "https" || *p == "http");
+        let scheme = if self.inner.config.tls {
+            "https"
+        } else {
+            forwarded.unwrap_or("http")
+        };
         format!("{scheme}://{host}")
     }
 }

@@ -86,13 +86,21 @@ pub async fn start_in(data_dir: PathBuf, tweak: impl FnOnce(&mut ServeOptions)) 
         .await
         .expect("bind");
     let addr = listener.local_addr().unwrap();
+    // With a certificate (the test fixtures), the server is reached over https trusting their CA.
+    let (scheme, client) = match options.tls_cert {
+        Some(_) => ("https", crate::tls::client(false)),
+        None => (
+            "http",
+            reqwest::Client::builder().no_proxy().build().unwrap(),
+        ),
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(batchd::serve(options, listener, async move {
         let _ = stopped.await;
     }));
     let app = TestApp {
-        base: format!("http://{addr}"),
-        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        base: format!("{scheme}://{addr}"),
+        client,
         key: KEY_A,
         data_dir,
         stop: Some(stop),

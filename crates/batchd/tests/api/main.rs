@@ -23,4 +23,5 @@ mod retrieve;
 mod scale;
 mod shutdown;
 mod storage_faults;
+mod tls;
 mod ui;
