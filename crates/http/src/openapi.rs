@@ -72,6 +72,7 @@ with another method answer 405, both with the error envelope.";
             RequestTooLarge,
             InternalError,
             OverloadedError,
+            CreateOverloaded,
         ),
     ),
     modifiers(&Common),
@@ -218,8 +219,8 @@ error_response!(
     InvalidRequestError,
     "invalid_request_error",
     "Invalid request: a missing or unsupported `anthropic-version`, a malformed `anthropic-beta`, \
-     an invalid body or query, or an operation the batch's state does not allow (deleting or \
-     canceling at the wrong time).",
+     an invalid body or query, a create body declared as another type than JSON, or an operation \
+     the batch's state does not allow (deleting or canceling at the wrong time).",
     "anthropic-version: header is required"
 );
 error_response!(
@@ -278,7 +279,16 @@ error_response!(
     OverloadedError,
     "overloaded_error",
     "Storage is busy or full for the moment; retry later.",
-    "Overloaded"
+    crate::error::OVERLOADED
+);
+error_response!(
+    /// 529 of a create.
+    CreateOverloaded,
+    "overloaded_error",
+    "Storage is busy or full for the moment, or the server's budget of creates in progress \
+     (`max_concurrent_creates`) stayed full for `create_queue_timeout`; retry after `retry-after` \
+     seconds.",
+    crate::error::OVERLOADED
 );
 
 fn error(
@@ -288,15 +298,28 @@ fn error(
     message: &str,
 ) -> RefOr<utoipa::openapi::Response> {
     // As `ApiError` sets the header: 408 and 5xx are worth retrying.
-    let retry = matches!(name, "RequestTimeout" | "InternalError" | "OverloadedError");
+    let retry = matches!(
+        name,
+        "RequestTimeout" | "InternalError" | "OverloadedError" | "CreateOverloaded"
+    );
     let example = serde_json::json!({
         "type": "error",
         "error": {"type": kind, "message": message},
         "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy",
     });
-    ResponseBuilder::new()
+    let mut response = ResponseBuilder::new()
         .description(description)
-        .header("request-id", request_id_header())
+        .header("request-id", request_id_header());
+    if name == "CreateOverloaded" {
+        response = response.header(
+            "retry-after",
+            HeaderBuilder::new()
+                .schema(Object::with_type(Type::Integer))
+                .description(Some("Seconds to wait before trying again."))
+                .build(),
+        );
+    }
+    response
         .header(
             "x-should-retry",
             HeaderBuilder::new()
@@ -620,7 +643,7 @@ mod tests {
     fn openapi_error_responses_use_the_envelope() {
         let doc = doc();
         let responses = doc["components"]["responses"].as_object().unwrap();
-        assert_eq!(responses.len(), 9);
+        assert_eq!(responses.len(), 10);
         for (name, response) in responses {
             assert_eq!(
                 response["content"]["application/json"]["schema"]["$ref"],

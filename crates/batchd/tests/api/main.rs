@@ -8,6 +8,7 @@ mod cli;
 mod client;
 mod connections;
 mod create;
+mod create_budget;
 #[cfg(unix)]
 mod data_dir;
 mod delete;
