@@ -18,6 +18,7 @@ mod keys;
 mod list;
 mod openapi;
 mod ops;
+mod protocol_errors;
 mod results;
 mod retention;
 mod retrieve;
