@@ -146,7 +146,9 @@ pub struct ApiHeaders {
     #[param(rename = "anthropic-version", example = "2023-06-01")]
     pub anthropic_version: String,
     /// Beta features, comma-separated and/or as repeated headers, each `name-YYYY-MM-DD` (such as
-    /// `message-batches-2024-09-24`). On create they apply to every request of the batch.
+    /// `message-batches-2024-09-24`). On create they apply to every request of the batch. Any
+    /// other shape is refused with a 400.
+    // Its pattern, `auth::BETA_HEADER_PATTERN`, is added by `add_common`.
     #[param(rename = "anthropic-beta", nullable = false)]
     pub anthropic_beta: Option<String>,
 }
@@ -155,9 +157,10 @@ pub struct ApiHeaders {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BetaQuery {
-    /// Accepted and ignored: the beta and non-beta forms behave the same.
-    #[param(nullable = false)]
-    pub beta: Option<bool>,
+    /// Accepted and ignored, whatever its value: the beta and non-beta forms behave the same.
+    /// The SDKs send `true`.
+    #[param(nullable = false, example = "true")]
+    pub beta: Option<String>,
 }
 
 /// Paging of the list.
@@ -437,6 +440,13 @@ fn object_mut<'a>(components: &'a mut Components, name: &str) -> Option<&'a mut 
 }
 
 fn add_common(operation: &mut Operation, v1: bool) {
+    for parameter in operation.parameters.iter_mut().flatten() {
+        if parameter.name == "anthropic-beta"
+            && let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema
+        {
+            schema.pattern = Some(crate::auth::BETA_HEADER_PATTERN.to_owned());
+        }
+    }
     let responses = &mut operation.responses.responses;
     for response in responses.values_mut() {
         if let RefOr::T(response) = response {
@@ -586,6 +596,21 @@ mod tests {
                 for name in ["x-api-key", "anthropic-version", "anthropic-beta", "beta"] {
                     assert!(params.contains(&name), "{method} {path} {name}");
                 }
+                // As the server reads them: betas of one shape, `beta` any value.
+                let param = |name: &str| {
+                    operation["parameters"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|p| p["name"] == name)
+                        .unwrap()["schema"]
+                        .clone()
+                };
+                assert_eq!(
+                    param("anthropic-beta")["pattern"],
+                    crate::auth::BETA_HEADER_PATTERN
+                );
+                assert_eq!(param("beta")["type"], "string");
             }
             let ok = &statuses["200"];
             assert!(ok["headers"].get("request-id").is_some(), "{method} {path}");
