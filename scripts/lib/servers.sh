@@ -1,4 +1,5 @@
-# Shared by the test scripts that drive a real batchd (sdk-tests/run.sh, ui-tests/run.sh):
+# Shared by the test scripts that drive a real batchd (sdk-tests/run.sh, ui-tests/run.sh,
+# scripts/schemathesis.sh):
 # finding or building the binary, starting servers on free loopback ports with fresh data dirs,
 # waiting until they answer, and always stopping them (printing their logs when the run failed).
 #

@@ -124,6 +124,20 @@ pub struct ServeOptions {
     )]
     #[serde(deserialize_with = "duration")]
     pub body_timeout: Duration,
+    /// Creates processed at once; each holds a blocking thread and up to ~16 MB while its body
+    /// streams in. Beyond it a create waits up to `create_queue_timeout` for a slot, then gets
+    /// 529 `overloaded_error` with `retry-after`.
+    #[arg(long, env = "BATCHD_MAX_CONCURRENT_CREATES", default_value_t = ServeOptions::default().max_concurrent_creates)]
+    pub max_concurrent_creates: usize,
+    /// How long a create beyond `max_concurrent_creates` waits for a slot before the 529.
+    #[arg(
+        long,
+        env = "BATCHD_CREATE_QUEUE_TIMEOUT",
+        default_value = shown(ServeOptions::default().create_queue_timeout),
+        value_parser = parse_duration
+    )]
+    #[serde(deserialize_with = "duration")]
+    pub create_queue_timeout: Duration,
     /// Back-off before the second upstream attempt; doubles per attempt up to the maximum. From
     /// the file only.
     #[arg(skip)]
@@ -178,6 +192,8 @@ impl Default for ServeOptions {
             max_connections: listen.max_connections,
             header_timeout: listen.header_timeout,
             body_timeout: http.body_timeout,
+            max_concurrent_creates: http.max_concurrent_creates,
+            create_queue_timeout: http.create_queue_timeout,
             retry_base_delay: dispatch.retry_base_delay,
             retry_max_delay: dispatch.retry_max_delay,
             max_create_bytes: http.max_create_bytes,

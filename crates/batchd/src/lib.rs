@@ -76,6 +76,8 @@ pub async fn serve(
             batch_expiry: options.batch_expiry,
             max_create_bytes: options.max_create_bytes,
             body_timeout: options.body_timeout,
+            max_concurrent_creates: options.max_concurrent_creates,
+            create_queue_timeout: options.create_queue_timeout,
         },
     );
     let app = batchd_http::router(state);

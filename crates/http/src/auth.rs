@@ -136,6 +136,11 @@ fn bearer_token(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
+/// What `plausible_beta` accepts in one `anthropic-beta` value, as a regular expression for the
+/// OpenAPI document: a comma list of betas, each optional and trimmed of spaces and tabs. Keep
+/// the two in step.
+pub const BETA_HEADER_PATTERN: &str = r"^[ \t]*([a-z0-9-]+-[0-9]{4}-[0-9]{2}-[0-9]{2})?[ \t]*(,[ \t]*([a-z0-9-]+-[0-9]{4}-[0-9]{2}-[0-9]{2})?[ \t]*)*$";
+
 /// Every published beta name ends in its release date (`message-batches-2024-09-24`). New betas
 /// appear all the time, so rather than a list that goes stale, accept that shape and refuse
 /// anything else, which is what typos and garbage look like.

@@ -9,11 +9,14 @@
 //! aborted and nothing is ever visible. `params` are kept as the raw JSON the client sent: their
 //! validation is deferred to processing, as the real API does. A body that keeps the server
 //! waiting falls behind a minimum pace ([`MIN_BODY_RATE`]) and is cut with a 408, so a client
-//! cannot hold a blocking thread and a draft by trickling.
+//! cannot hold a blocking thread and a draft by trickling. Before a byte of the body is read, the
+//! create takes a slot in the process-wide budget ([`crate::create_budget`]) and its declared
+//! `Content-Type` is checked: JSON or none.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::io::{self, BufReader, Read};
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,7 +24,7 @@ use std::time::{Duration, Instant};
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use batchd_domain::batch::MAX_REQUESTS;
 use batchd_domain::custom_id::CustomId;
@@ -52,6 +55,10 @@ pub const MIN_BODY_RATE: u64 = 64 * 1024;
 /// it, so it goes out as `invalid_request_error`.
 pub(crate) const BODY_TOO_SLOW: &str = "The request body was not received in time.";
 
+/// The message of the 400 for a create body declared as another media type than JSON.
+pub const NOT_JSON_CONTENT_TYPE: &str =
+    "The request body must be JSON, sent with `Content-Type: application/json`.";
+
 /// A chunk is handed to the store when it holds this many requests or bytes of params.
 const CHUNK_REQUESTS: usize = 2_000;
 const CHUNK_BYTES: usize = 4 * 1024 * 1024;
@@ -80,6 +87,7 @@ enum Refusal {
         (status = 200, description = "The new batch: `in_progress`, every request counted as `processing`.", body = batchd_wire::MessageBatch),
         (status = 408, response = crate::openapi::RequestTimeout),
         (status = 413, response = crate::openapi::RequestTooLarge),
+        (status = 529, response = crate::openapi::CreateOverloaded),
     ),
     security(("ApiKeyAuth" = []), ("BearerAuth" = [])),
 )]
@@ -97,6 +105,18 @@ pub async fn create(
     if declared.is_some_and(|len| len > max) {
         return Err(too_large());
     }
+    if let Err(refusal) = json_content_type(&headers) {
+        discard(body, &headers, &state.inner.config);
+        return Err(refusal);
+    }
+    // Taken before the body is read, so a create that waits for a slot holds none of it.
+    let slot = match state.inner.creates.admit().await {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            discard(body, &headers, &state.inner.config);
+            return Err(refusal);
+        }
+    };
 
     let now = Timestamp::now();
     let store = state.inner.store.clone();
@@ -132,7 +152,12 @@ pub async fn create(
     });
     let reader = SyncIoBridge::new(StreamReader::new(stream));
     let (tx, mut rx) = mpsc::channel::<Vec<NewRequest>>(2);
-    let parser = tokio::task::spawn_blocking(move || parse(reader, tx));
+    let parser_slot = slot.clone();
+    let parser = tokio::task::spawn_blocking(move || {
+        let parsed = parse(reader, tx);
+        drop(parser_slot);
+        parsed
+    });
 
     let mut stored = Ok(());
     while let Some(chunk) = rx.recv().await {
@@ -223,6 +248,54 @@ struct Pace {
     waited: Duration,
     received: u64,
     too_slow: Arc<AtomicBool>,
+}
+
+/// Reads and drops, in the background, the body of a create refused before reading it. The
+/// client may still be sending it: closing the connection on unread bytes resets it, and the
+/// client would see a broken pipe rather than the answer (and retry it as a network error).
+/// Bounded like any create body, by the size limit and the minimum pace; nothing is kept. A
+/// client that waits for `100 Continue` has sent nothing and is spared the upload.
+fn discard(body: Body, headers: &HeaderMap, config: &crate::HttpConfig) {
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        return;
+    }
+    let (max, grace) = (config.max_create_bytes, config.body_timeout);
+    tokio::spawn(async move {
+        let mut body = pin!(paced(
+            body.into_data_stream(),
+            grace,
+            Arc::new(AtomicBool::new(false))
+        ));
+        let mut seen: u64 = 0;
+        while let Some(Ok(chunk)) = body.next().await {
+            seen += chunk.len() as u64;
+            if seen > max {
+                break;
+            }
+        }
+    });
+}
+
+/// Refuses a body declared as anything but JSON. Without a `Content-Type` the body is taken as
+/// JSON, as the SDKs always send it and `curl` users often forget it; any parameter (`charset`)
+/// is allowed.
+fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let media = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if media.is_some_and(|m| m.eq_ignore_ascii_case("application/json")) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(NOT_JSON_CONTENT_TYPE))
+    }
 }
 
 fn too_large() -> ApiError {

@@ -11,12 +11,17 @@ use batchd_wire::ErrorEnvelope;
 
 use crate::request_id;
 
+/// The message of every 529, as the API words it.
+pub(crate) const OVERLOADED: &str = "Overloaded";
+
 /// An error response.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub kind: ErrorType,
     pub message: String,
+    /// Seconds the client should wait before trying again, sent as `retry-after`.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -27,6 +32,7 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -45,6 +51,11 @@ impl ApiError {
 
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
         self
     }
 
@@ -68,7 +79,7 @@ impl From<StoreError> for ApiError {
             // Busy, locked or full storage may clear: say so with a retryable status.
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %err, "storage unavailable");
-                Self::new(ErrorType::Overloaded, "Overloaded")
+                Self::new(ErrorType::Overloaded, OVERLOADED)
             }
             other => Self::internal(&other),
         }
@@ -106,6 +117,9 @@ impl IntoResponse for ApiError {
             "x-should-retry",
             HeaderValue::from_static(if retry { "true" } else { "false" }),
         );
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }

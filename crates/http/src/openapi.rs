@@ -72,6 +72,7 @@ with another method answer 405, both with the error envelope.";
             RequestTooLarge,
             InternalError,
             OverloadedError,
+            CreateOverloaded,
         ),
     ),
     modifiers(&Common),
@@ -145,7 +146,9 @@ pub struct ApiHeaders {
     #[param(rename = "anthropic-version", example = "2023-06-01")]
     pub anthropic_version: String,
     /// Beta features, comma-separated and/or as repeated headers, each `name-YYYY-MM-DD` (such as
-    /// `message-batches-2024-09-24`). On create they apply to every request of the batch.
+    /// `message-batches-2024-09-24`). On create they apply to every request of the batch. Any
+    /// other shape is refused with a 400.
+    // Its pattern, `auth::BETA_HEADER_PATTERN`, is added by `add_common`.
     #[param(rename = "anthropic-beta", nullable = false)]
     pub anthropic_beta: Option<String>,
 }
@@ -154,9 +157,10 @@ pub struct ApiHeaders {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BetaQuery {
-    /// Accepted and ignored: the beta and non-beta forms behave the same.
-    #[param(nullable = false)]
-    pub beta: Option<bool>,
+    /// Accepted and ignored, whatever its value: the beta and non-beta forms behave the same.
+    /// The SDKs send `true`.
+    #[param(nullable = false, example = "true")]
+    pub beta: Option<String>,
 }
 
 /// Paging of the list.
@@ -218,8 +222,8 @@ error_response!(
     InvalidRequestError,
     "invalid_request_error",
     "Invalid request: a missing or unsupported `anthropic-version`, a malformed `anthropic-beta`, \
-     an invalid body or query, or an operation the batch's state does not allow (deleting or \
-     canceling at the wrong time).",
+     an invalid body or query, a create body declared as another type than JSON, or an operation \
+     the batch's state does not allow (deleting or canceling at the wrong time).",
     "anthropic-version: header is required"
 );
 error_response!(
@@ -278,7 +282,16 @@ error_response!(
     OverloadedError,
     "overloaded_error",
     "Storage is busy or full for the moment; retry later.",
-    "Overloaded"
+    crate::error::OVERLOADED
+);
+error_response!(
+    /// 529 of a create.
+    CreateOverloaded,
+    "overloaded_error",
+    "Storage is busy or full for the moment, or the server's budget of creates in progress \
+     (`max_concurrent_creates`) stayed full for `create_queue_timeout`; retry after `retry-after` \
+     seconds.",
+    crate::error::OVERLOADED
 );
 
 fn error(
@@ -288,15 +301,28 @@ fn error(
     message: &str,
 ) -> RefOr<utoipa::openapi::Response> {
     // As `ApiError` sets the header: 408 and 5xx are worth retrying.
-    let retry = matches!(name, "RequestTimeout" | "InternalError" | "OverloadedError");
+    let retry = matches!(
+        name,
+        "RequestTimeout" | "InternalError" | "OverloadedError" | "CreateOverloaded"
+    );
     let example = serde_json::json!({
         "type": "error",
         "error": {"type": kind, "message": message},
         "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy",
     });
-    ResponseBuilder::new()
+    let mut response = ResponseBuilder::new()
         .description(description)
-        .header("request-id", request_id_header())
+        .header("request-id", request_id_header());
+    if name == "CreateOverloaded" {
+        response = response.header(
+            "retry-after",
+            HeaderBuilder::new()
+                .schema(Object::with_type(Type::Integer))
+                .description(Some("Seconds to wait before trying again."))
+                .build(),
+        );
+    }
+    response
         .header(
             "x-should-retry",
             HeaderBuilder::new()
@@ -414,6 +440,13 @@ fn object_mut<'a>(components: &'a mut Components, name: &str) -> Option<&'a mut 
 }
 
 fn add_common(operation: &mut Operation, v1: bool) {
+    for parameter in operation.parameters.iter_mut().flatten() {
+        if parameter.name == "anthropic-beta"
+            && let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema
+        {
+            schema.pattern = Some(crate::auth::BETA_HEADER_PATTERN.to_owned());
+        }
+    }
     let responses = &mut operation.responses.responses;
     for response in responses.values_mut() {
         if let RefOr::T(response) = response {
@@ -563,6 +596,21 @@ mod tests {
                 for name in ["x-api-key", "anthropic-version", "anthropic-beta", "beta"] {
                     assert!(params.contains(&name), "{method} {path} {name}");
                 }
+                // As the server reads them: betas of one shape, `beta` any value.
+                let param = |name: &str| {
+                    operation["parameters"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|p| p["name"] == name)
+                        .unwrap()["schema"]
+                        .clone()
+                };
+                assert_eq!(
+                    param("anthropic-beta")["pattern"],
+                    crate::auth::BETA_HEADER_PATTERN
+                );
+                assert_eq!(param("beta")["type"], "string");
             }
             let ok = &statuses["200"];
             assert!(ok["headers"].get("request-id").is_some(), "{method} {path}");
@@ -620,7 +668,7 @@ mod tests {
     fn openapi_error_responses_use_the_envelope() {
         let doc = doc();
         let responses = doc["components"]["responses"].as_object().unwrap();
-        assert_eq!(responses.len(), 9);
+        assert_eq!(responses.len(), 10);
         for (name, response) in responses {
             assert_eq!(
                 response["content"]["application/json"]["schema"]["$ref"],

@@ -233,3 +233,74 @@ async fn betas_apply_and_beta_query_is_accepted() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn a_body_declared_as_anything_but_json_is_400_and_body_less_routes_take_any() {
+    let app = spawn().await;
+    let body = serde_json::to_vec(&json!({"requests": [request("a")]})).unwrap();
+    for media in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonl",
+    ] {
+        let resp = app
+            .request(Method::POST, "/v1/messages/batches")
+            .header("content-type", media)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_error(
+            resp,
+            400,
+            "invalid_request_error",
+            batchd_http::create::NOT_JSON_CONTENT_TYPE,
+        )
+        .await;
+    }
+    for media in [
+        Some("application/json"),
+        Some("Application/JSON; charset=utf-8"),
+        None,
+    ] {
+        let mut request = app
+            .request(Method::POST, "/v1/messages/batches")
+            .body(body.clone());
+        if let Some(media) = media {
+            request = request.header("content-type", media);
+        }
+        let resp = request.send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{media:?}");
+    }
+    assert_eq!(
+        app.get("/v1/messages/batches")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3,
+        "only the JSON bodies created batches"
+    );
+    // Body-less routes never look at it (the Python SDK sends it on every non-GET request): a
+    // batch that does not exist is 404, not a 400 for the header.
+    let unknown = "msgbatch_01AHxNhUeZwskhx38tGz1QVj";
+    for (method, path) in [
+        (
+            Method::POST,
+            format!("/v1/messages/batches/{unknown}/cancel"),
+        ),
+        (Method::DELETE, format!("/v1/messages/batches/{unknown}")),
+    ] {
+        let resp = app
+            .request(method.clone(), &path)
+            .header("content-type", "text/plain")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "{method} {path}");
+    }
+}

@@ -8,6 +8,7 @@ mod cli;
 mod client;
 mod connections;
 mod create;
+mod create_budget;
 #[cfg(unix)]
 mod data_dir;
 mod delete;
@@ -17,6 +18,7 @@ mod keys;
 mod list;
 mod openapi;
 mod ops;
+mod protocol_errors;
 mod results;
 mod retention;
 mod retrieve;

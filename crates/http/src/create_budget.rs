@@ -1,0 +1,106 @@
+//! The process-wide budget of creates in progress.
+//!
+//! A create holds a blocking thread and, while its body streams through, up to ~16 MB: the
+//! scanner's window, the chunk being filled and the chunks queued for the store (see
+//! [`crate::create`]). Without a cap, enough parallel creates exhaust memory and the blocking
+//! pool. Each create takes a slot before it reads a byte of its body, so one that waits holds
+//! neither; past a short wait it is refused with 529 `overloaded_error` and `retry-after`, which
+//! the SDKs retry on their own. Below the cap a create never waits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use batchd_domain::ErrorType;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::ApiError;
+use crate::error::OVERLOADED;
+
+/// What a refused create is told to wait before trying again: a slot frees as soon as any
+/// create in progress ends, so a retry soon after is likely to get one.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// How often, at most, a refusal is logged above debug.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A create's place in the budget, shared by the handler and its parsing thread: the slot is
+/// given back when both are done.
+pub(crate) type CreateSlot = Arc<OwnedSemaphorePermit>;
+
+pub(crate) struct CreateBudget {
+    slots: Arc<Semaphore>,
+    max: usize,
+    wait: Duration,
+    started: Instant,
+    /// Milliseconds since `started` of the last refusal logged at warn, plus one (0: never).
+    last_warned: AtomicU64,
+    refused_since_warned: AtomicU64,
+}
+
+impl CreateBudget {
+    pub fn new(max: usize, wait: Duration) -> Self {
+        let max = max.max(1);
+        Self {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+            wait,
+            started: Instant::now(),
+            last_warned: AtomicU64::new(0),
+            refused_since_warned: AtomicU64::new(0),
+        }
+    }
+
+    /// A slot now if one is free, else the first to free up within the wait, else the 529.
+    pub async fn admit(&self) -> Result<CreateSlot, ApiError> {
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            return Ok(Arc::new(slot));
+        }
+        match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => Ok(Arc::new(slot)),
+            _ => {
+                self.refused();
+                Err(ApiError::new(ErrorType::Overloaded, OVERLOADED)
+                    .with_retry_after(RETRY_AFTER_SECS))
+            }
+        }
+    }
+
+    fn refused(&self) {
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let last = self.last_warned.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= LOG_INTERVAL.as_millis() as u64;
+        if due
+            && self
+                .last_warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let missed = self.refused_since_warned.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                max_concurrent_creates = self.max,
+                times_since_last_warning = missed,
+                "create refused with 529: the creates in progress fill the budget"
+            );
+        } else {
+            self.refused_since_warned.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("create refused with 529: the creates in progress fill the budget");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waits_for_a_slot_then_refuses() {
+        let budget = CreateBudget::new(1, Duration::from_millis(50));
+        let held = budget.admit().await.expect("a free slot");
+        let refused = budget.admit().await.expect_err("the budget is full");
+        assert_eq!(refused.status.as_u16(), 529);
+        assert_eq!(refused.retry_after, Some(RETRY_AFTER_SECS));
+        drop(held);
+        budget.admit().await.expect("the slot was given back");
+    }
+}
