@@ -120,7 +120,7 @@ pub async fn create(
 
     let now = Timestamp::now();
     let store = state.inner.store.clone();
-    let draft = store
+    let begun = store
         .begin_batch(NewBatch {
             id: BatchId::generate(),
             workspace: caller.workspace.clone(),
@@ -128,7 +128,14 @@ pub async fn create(
             expires_at: now.plus(state.inner.config.batch_expiry),
             betas: caller.betas.clone(),
         })
-        .await?;
+        .await;
+    let draft = match begun {
+        Ok(draft) => draft,
+        Err(err) => {
+            discard(body, &headers, &state.inner.config);
+            return Err(err.into());
+        }
+    };
 
     // Count bytes as they arrive so a body without (or lying about) content-length is still cut
     // off at the limit.
@@ -250,11 +257,12 @@ struct Pace {
     too_slow: Arc<AtomicBool>,
 }
 
-/// Reads and drops, in the background, the body of a create refused before reading it. The
-/// client may still be sending it: closing the connection on unread bytes resets it, and the
-/// client would see a broken pipe rather than the answer (and retry it as a network error).
-/// Bounded like any create body, by the size limit and the minimum pace; nothing is kept. A
-/// client that waits for `100 Continue` has sent nothing and is spared the upload.
+/// Reads and drops, in the background, the body of a create refused before reading it (by its
+/// type, the budget, or a store that cannot begin it). The client may still be sending it:
+/// closing the connection on unread bytes resets it, and the client would see a broken pipe
+/// rather than the answer (and retry it as a network error). Bounded like any create body, by
+/// the size limit and the minimum pace; nothing is kept. A client that waits for
+/// `100 Continue` has sent nothing and is spared the upload.
 fn discard(body: Body, headers: &HeaderMap, config: &crate::HttpConfig) {
     let expects_continue = headers
         .get(header::EXPECT)
