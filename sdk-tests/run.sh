@@ -8,14 +8,14 @@
 # 3. starts two servers on free loopback ports with fresh data dirs:
 #      FAST  no mock latency
 #      SLOW  --mock-latency 1s --mock-concurrency 1 --concurrency 1
-#    both with keys sk-sdk-a@ws-a and sk-sdk-b@ws-b;
+#    both with keys sk-sdk-tests-workspace-a@ws-a and sk-sdk-tests-workspace-b@ws-b;
 # 4. runs pytest, then node --test; exits non-zero if either fails. Servers are always stopped.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
-KEY_A="sk-sdk-a"
-KEY_B="sk-sdk-b"
+KEY_A="sk-sdk-tests-workspace-a"
+KEY_B="sk-sdk-tests-workspace-b"
 LOG_TAG=sdk-tests
 # shellcheck source=../scripts/lib/servers.sh
 source "$ROOT/scripts/lib/servers.sh"
@@ -40,7 +40,7 @@ log "npm ci (sdk-tests/node)"
 ensure_batchd_bin
 
 # --- (d) servers -------------------------------------------------------------------------------
-KEYS=(--api-key "$KEY_A@ws-a" --api-key "$KEY_B@ws-b" --api-key "sk-batchd-local@readme")
+KEYS=(--api-key "$KEY_A@ws-a" --api-key "$KEY_B@ws-b" --api-key "sk-batchd-local-quickstart@readme")
 start_server fast "${KEYS[@]}"
 start_server slow "${KEYS[@]}" --mock-latency 1s --mock-concurrency 1 --concurrency 1
 

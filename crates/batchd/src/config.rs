@@ -229,7 +229,8 @@ impl ServeOptions {
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
             .map(|spec| {
-                StaticKey::parse(spec).map_err(|e| anyhow!("--api-key / BATCHD_API_KEYS: {e}"))
+                StaticKey::parse(spec)
+                    .map_err(|e| anyhow!("--api-key / BATCHD_API_KEYS / api_keys: {e}"))
             })
             .collect()
     }
