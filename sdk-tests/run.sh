@@ -8,7 +8,8 @@
 # 3. starts two servers on free loopback ports with fresh data dirs:
 #      FAST  no mock latency
 #      SLOW  --mock-latency 1s --mock-concurrency 1 --concurrency 1
-#    both with keys sk-sdk-tests-workspace-a@ws-a and sk-sdk-tests-workspace-b@ws-b;
+#      LIMITED  --rate-limit 60 (a call a second once the burst is spent)
+#    all with keys sk-sdk-tests-workspace-a@ws-a and sk-sdk-tests-workspace-b@ws-b;
 # 4. runs pytest, then node --test; exits non-zero if either fails. Servers are always stopped.
 set -euo pipefail
 
@@ -43,12 +44,14 @@ ensure_batchd_bin
 KEYS=(--api-key "$KEY_A@ws-a" --api-key "$KEY_B@ws-b" --api-key "sk-batchd-local-quickstart@readme")
 start_server fast "${KEYS[@]}"
 start_server slow "${KEYS[@]}" --mock-latency 1s --mock-concurrency 1 --concurrency 1
+start_server limited "${KEYS[@]}" --rate-limit 60
 
 export BATCHD_FAST_URL="$URL_FAST"
 # The README's snippets use the quickstart key, which lives in its own workspace here.
 export BATCHD_README_URL="$URL_FAST"
 export BATCHD_BIN
 export BATCHD_SLOW_URL="$URL_SLOW"
+export BATCHD_LIMITED_URL="$URL_LIMITED"
 export BATCHD_KEY_A="$KEY_A"
 export BATCHD_KEY_B="$KEY_B"
 # The SDKs must talk only to our servers, with our keys.

@@ -72,6 +72,7 @@ pub async fn serve(
             batch_expiry: options.batch_expiry,
             max_create_bytes: options.max_create_bytes,
             body_timeout: options.body_timeout,
+            quotas: options.quotas(),
         },
     );
     let app = batchd_http::router(state);

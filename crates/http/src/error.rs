@@ -17,6 +17,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub kind: ErrorType,
     pub message: String,
+    /// Whole seconds for the `retry-after` header, when the client should wait that long.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -27,6 +29,7 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -41,6 +44,14 @@ impl ApiError {
             ErrorType::NotFound,
             format!("Message Batch {id} not found."),
         )
+    }
+
+    /// Asks the client to wait `wait` before retrying, rounded up to whole seconds (at least
+    /// one: `retry-after: 0` would make the SDKs retry at once).
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        self.retry_after = Some(secs.max(1));
+        self
     }
 
     pub fn with_status(mut self, status: StatusCode) -> Self {
@@ -106,6 +117,9 @@ impl IntoResponse for ApiError {
             "x-should-retry",
             HeaderValue::from_static(if retry { "true" } else { "false" }),
         );
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
     }
 }

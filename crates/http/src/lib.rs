@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
+pub mod quota;
 pub mod request_id;
 pub mod ui;
 
@@ -43,6 +44,8 @@ pub struct HttpConfig {
     /// How long a create body may wait for the client before it must keep up the minimum rate
     /// (see [`create::MIN_BODY_RATE`]).
     pub body_timeout: Duration,
+    /// Queue caps, rate limits and the failed-authentication throttle.
+    pub quotas: quota::QuotaConfig,
 }
 
 impl Default for HttpConfig {
@@ -52,6 +55,7 @@ impl Default for HttpConfig {
             batch_expiry: Duration::from_secs(24 * 3600),
             max_create_bytes: 256 * 1024 * 1024,
             body_timeout: Duration::from_secs(30),
+            quotas: quota::QuotaConfig::default(),
         }
     }
 }
@@ -80,6 +84,8 @@ struct Inner {
     work: Arc<dyn WorkSignals>,
     keys: Keys,
     config: HttpConfig,
+    rate: quota::RateLimiter,
+    auth_throttle: quota::AuthThrottle,
 }
 
 impl AppState {
@@ -89,12 +95,19 @@ impl AppState {
         keys: Keys,
         config: HttpConfig,
     ) -> Self {
+        let auth_throttle = quota::AuthThrottle::new(
+            config.quotas.auth_failure_limit,
+            config.quotas.auth_failure_window,
+            quota::MAX_TRACKED_ADDRESSES,
+        );
         Self {
             inner: Arc::new(Inner {
                 store,
                 work,
                 keys,
                 config,
+                rate: quota::RateLimiter::default(),
+                auth_throttle,
             }),
         }
     }

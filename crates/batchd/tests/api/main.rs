@@ -17,6 +17,7 @@ mod keys;
 mod list;
 mod openapi;
 mod ops;
+mod quotas;
 mod results;
 mod retention;
 mod retrieve;
