@@ -57,7 +57,7 @@ for P in "${COUNTS[@]}"; do
   PIDS=()
   for i in $(seq 0 $((P - 1))); do
     "$BIN" --database-url "$URL" serve "${CONFIG[@]}" --listen "127.0.0.1:$((18180 + i))" \
-      --data-dir "$LOGS/d$i" --api-key sk-bench@default \
+      --data-dir "$LOGS/d$i" --api-key sk-bench-local-benchmark@default \
       --mock-latency "$LATENCY" --mock-concurrency 256 --concurrency 256 >"$LOGS/p$P-$i.log" 2>&1 &
     PIDS+=($!)
   done
@@ -88,7 +88,7 @@ def pg_pids():
     out = subprocess.run(["psql", url, "-tAc", "SELECT pid FROM pg_stat_activity"],
                          capture_output=True, text=True).stdout.split()
     return [int(p) for p in out]
-H = {"x-api-key": "sk-bench", "anthropic-version": "2023-06-01", "content-type": "application/json"}
+H = {"x-api-key": "sk-bench-local-benchmark", "anthropic-version": "2023-06-01", "content-type": "application/json"}
 def psql(q):
     return subprocess.run(["psql", url, "-tAc", q], capture_output=True, text=True).stdout.strip()
 def counters():

@@ -8,14 +8,15 @@
 # 3. starts three servers on free loopback ports with fresh data dirs:
 #      FAST  no mock latency
 #      SLOW  --mock-latency 1s --mock-concurrency 1 --concurrency 1
-#    both with keys sk-sdk-a@ws-a and sk-sdk-b@ws-b;
+#      LIMITED  --rate-limit 60 (a call a second once the burst is spent)
+#    all with keys sk-sdk-tests-workspace-a@ws-a and sk-sdk-tests-workspace-b@ws-b;
 # 4. runs pytest, then node --test; exits non-zero if either fails. Servers are always stopped.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
-KEY_A="sk-sdk-a"
-KEY_B="sk-sdk-b"
+KEY_A="sk-sdk-tests-workspace-a"
+KEY_B="sk-sdk-tests-workspace-b"
 LOG_TAG=sdk-tests
 # shellcheck source=../scripts/lib/servers.sh
 source "$ROOT/scripts/lib/servers.sh"
@@ -40,13 +41,14 @@ log "npm ci (sdk-tests/node)"
 ensure_batchd_bin
 
 # --- (d) servers -------------------------------------------------------------------------------
-KEYS=(--api-key "$KEY_A@ws-a" --api-key "$KEY_B@ws-b" --api-key "sk-batchd-local@readme")
+KEYS=(--api-key "$KEY_A@ws-a" --api-key "$KEY_B@ws-b" --api-key "sk-batchd-local-quickstart@readme")
 start_server fast "${KEYS[@]}"
 start_server slow "${KEYS[@]}" --mock-latency 1s --mock-concurrency 1 --concurrency 1
 # TLS: the FAST server's settings over https, with the test certificates and CA.
 TLS_FIXTURES="$ROOT/crates/batchd/tests/fixtures/tls"
 SERVER_CA="$TLS_FIXTURES/ca.pem" start_server tls "${KEYS[@]}" \
   --tls-cert "$TLS_FIXTURES/server-a.pem" --tls-key "$TLS_FIXTURES/server-a.key"
+start_server limited "${KEYS[@]}" --rate-limit 60
 
 export BATCHD_FAST_URL="$URL_FAST"
 # The README's snippets use the quickstart key, which lives in its own workspace here.
@@ -55,6 +57,7 @@ export BATCHD_BIN
 export BATCHD_SLOW_URL="$URL_SLOW"
 export BATCHD_TLS_URL="$URL_TLS"
 export BATCHD_TLS_CA="$TLS_FIXTURES/ca.pem"
+export BATCHD_LIMITED_URL="$URL_LIMITED"
 export BATCHD_KEY_A="$KEY_A"
 export BATCHD_KEY_B="$KEY_B"
 # The SDKs must talk only to our servers, with our keys.

@@ -13,7 +13,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 CHROMIUM=/usr/bin/chromium
-KEY="sk-ui-test"
+KEY="sk-ui-test-dashboard-key"
 LOG_TAG=ui-tests
 
 if [[ ! -x "$CHROMIUM" ]]; then

@@ -4,6 +4,7 @@ The servers are started by sdk-tests/run.sh and handed over through environment 
 
     BATCHD_FAST_URL   server with no mock latency (batches end almost at once)
     BATCHD_SLOW_URL   server with --mock-latency 1s --mock-concurrency 1 --concurrency 1
+    BATCHD_LIMITED_URL  server with --rate-limit 60 (used only by test_quotas.py)
     BATCHD_KEY_A      key of workspace A (on both servers)
     BATCHD_KEY_B      key of workspace B (on both servers)
 """

@@ -2,7 +2,7 @@
 
 Each fenced block after a `<!-- readme-test: NAME -->` marker is extracted from README.md and
 run with only the quickstart address (`http://127.0.0.1:8080`) replaced by the test server's.
-The server has the quickstart key `sk-batchd-local` (see run.sh), so a snippet that stops
+The server has the quickstart key `sk-batchd-local-quickstart` (see run.sh), so a snippet that stops
 working verbatim against the quickstart server fails here.
 """
 

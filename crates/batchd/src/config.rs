@@ -9,13 +9,16 @@
 //! model name (see `batchd_backends::config` for the keys). Without any, every model goes to the
 //! built-in mock.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use batchd_backends::{BackendConfig, BackendSpec};
-use batchd_domain::keys::StaticKey;
+use batchd_domain::keys::{self, StaticKey};
 use batchd_http::HttpConfig;
+use batchd_http::quota::QuotaConfig;
+pub use batchd_http::quota::WorkspaceLimits;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, FromArgMatches};
 use serde::{Deserialize, Deserializer};
@@ -138,6 +141,31 @@ pub struct ServeOptions {
     )]
     #[serde(deserialize_with = "duration")]
     pub create_queue_timeout: Duration,
+    /// Requests a workspace may have waiting to be processed; a create that would go over it
+    /// is refused with 429. `[workspaces.NAME]` in the file sets it per workspace.
+    #[arg(long, env = "BATCHD_QUEUE_CAP", default_value_t = ServeOptions::default().queue_cap)]
+    pub queue_cap: u64,
+    /// Batch API calls a workspace may make per minute, in this process; 0 means no limit.
+    /// `[workspaces.NAME]` in the file sets it per workspace.
+    #[arg(long, env = "BATCHD_RATE_LIMIT", default_value_t = ServeOptions::default().rate_limit)]
+    pub rate_limit: u32,
+    /// Failed authentications from one client address after which it is refused (429) for the
+    /// rest of the window; 0 turns this off.
+    #[arg(long, env = "BATCHD_AUTH_FAILURE_LIMIT", default_value_t = ServeOptions::default().auth_failure_limit)]
+    pub auth_failure_limit: u32,
+    /// The window in which failed authentications from one address are counted.
+    #[arg(
+        long,
+        env = "BATCHD_AUTH_FAILURE_WINDOW",
+        default_value = shown(ServeOptions::default().auth_failure_window),
+        value_parser = parse_duration
+    )]
+    #[serde(deserialize_with = "duration")]
+    pub auth_failure_window: Duration,
+    /// Limits of single workspaces, over `queue_cap` and `rate_limit`: the file's
+    /// `[workspaces.NAME]` tables. From the file only.
+    #[arg(skip)]
+    pub workspaces: BTreeMap<String, WorkspaceLimits>,
     /// Back-off before the second upstream attempt; doubles per attempt up to the maximum. From
     /// the file only.
     #[arg(skip)]
@@ -175,6 +203,7 @@ impl Default for ServeOptions {
         let dispatch = batchd_dispatcher::Config::default();
         let http = HttpConfig::default();
         let listen = crate::listen::Limits::default();
+        let quotas = http.quotas.clone();
         Self {
             data_dir: PathBuf::from("./batchd-data"),
             database_url: None,
@@ -194,6 +223,11 @@ impl Default for ServeOptions {
             body_timeout: http.body_timeout,
             max_concurrent_creates: http.max_concurrent_creates,
             create_queue_timeout: http.create_queue_timeout,
+            queue_cap: quotas.queue_cap,
+            rate_limit: quotas.rate_limit,
+            auth_failure_limit: quotas.auth_failure_limit,
+            auth_failure_window: quotas.auth_failure_window,
+            workspaces: quotas.workspaces,
             retry_base_delay: dispatch.retry_base_delay,
             retry_max_delay: dispatch.retry_max_delay,
             max_create_bytes: http.max_create_bytes,
@@ -254,7 +288,8 @@ impl ServeOptions {
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
             .map(|spec| {
-                StaticKey::parse(spec).map_err(|e| anyhow!("--api-key / BATCHD_API_KEYS: {e}"))
+                StaticKey::parse(spec)
+                    .map_err(|e| anyhow!("--api-key / BATCHD_API_KEYS / api_keys: {e}"))
             })
             .collect()
     }
@@ -266,7 +301,28 @@ impl ServeOptions {
         let mut options: Self = toml::from_str(&text).map_err(|err| located(path, &text, err))?;
         options.backends =
             resolve_backends(path, &text, std::mem::take(&mut options.backend_entries))?;
+        if let Some(name) = options
+            .workspaces
+            .keys()
+            .find(|n| !keys::valid_workspace(n))
+        {
+            return Err(anyhow!(
+                "{}: [workspaces.{name}]: workspace names are 1-64 characters of [A-Za-z0-9_.-]",
+                path.display()
+            ));
+        }
         Ok(options)
+    }
+
+    /// The quota settings the HTTP layer takes.
+    pub fn quotas(&self) -> QuotaConfig {
+        QuotaConfig {
+            queue_cap: self.queue_cap,
+            rate_limit: self.rate_limit,
+            workspaces: self.workspaces.clone(),
+            auth_failure_limit: self.auth_failure_limit,
+            auth_failure_window: self.auth_failure_window,
+        }
     }
 }
 
@@ -363,7 +419,7 @@ mod tests {
     #[test]
     fn reads_every_serve_option() {
         let c = load(
-            "listen = \"0.0.0.0:9000\"\nmock_latency = \"250ms\"\nmock_concurrency = 8\napi_keys = [\"k@w\"]\nretry_base_delay = \"2s\"\nmax_connections = 100\nheader_timeout = \"5s\"\nbody_timeout = \"1m\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+            "listen = \"0.0.0.0:9000\"\nmock_latency = \"250ms\"\nmock_concurrency = 8\napi_keys = [\"k@w\"]\nretry_base_delay = \"2s\"\nmax_connections = 100\nheader_timeout = \"5s\"\nbody_timeout = \"1m\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nqueue_cap = 1000\nrate_limit = 60\nauth_failure_limit = 3\nauth_failure_window = \"5m\"\n",
         )
         .unwrap();
         assert_eq!(c.listen, "0.0.0.0:9000");
@@ -376,6 +432,9 @@ mod tests {
         assert_eq!(c.body_timeout, Duration::from_secs(60));
         assert_eq!(c.tls_cert, Some(PathBuf::from("c.pem")));
         assert_eq!(c.tls_key, Some(PathBuf::from("k.pem")));
+        assert_eq!((c.queue_cap, c.rate_limit), (1000, 60));
+        assert_eq!(c.auth_failure_limit, 3);
+        assert_eq!(c.auth_failure_window, Duration::from_secs(300));
         assert_eq!(
             c.concurrency,
             ServeOptions::default().concurrency,
@@ -431,6 +490,47 @@ mod tests {
         // A file may not name the file.
         let err = load("config = \"other.toml\"\n").unwrap_err().to_string();
         assert!(err.contains("batchd.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn workspace_limits_are_read_and_checked() {
+        let c = load(
+            "queue_cap = 1000\nrate_limit = 60\n\n[workspaces.team-a]\nqueue_cap = 200000\nrate_limit = 1000\n\n[workspaces.team-b]\nrate_limit = 0\n",
+        )
+        .unwrap();
+        let quotas = c.quotas();
+        assert_eq!(
+            (quotas.queue_cap("team-a"), quotas.rate_limit("team-a")),
+            (200_000, 1000)
+        );
+        assert_eq!(
+            (quotas.queue_cap("team-b"), quotas.rate_limit("team-b")),
+            (1000, 0)
+        );
+        assert_eq!(
+            (quotas.queue_cap("team-c"), quotas.rate_limit("team-c")),
+            (1000, 60)
+        );
+        let err = load("[workspaces.team-a]\nqueue_cap = 5\nrate_limt = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("batchd.toml:3:")
+                && err.contains("workspaces")
+                && err.contains("rate_limt"),
+            "{err}"
+        );
+        let err = load("[workspaces.team-a]\nqueue_cap = -5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("batchd.toml:2:") && err.contains("queue_cap"),
+            "{err}"
+        );
+        let err = load("[workspaces.\"bad name\"]\nqueue_cap = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[workspaces.bad name]"), "{err}");
     }
 
     #[test]

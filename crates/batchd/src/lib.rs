@@ -78,6 +78,7 @@ pub async fn serve(
             body_timeout: options.body_timeout,
             max_concurrent_creates: options.max_concurrent_creates,
             create_queue_timeout: options.create_queue_timeout,
+            quotas: options.quotas(),
         },
     );
     let app = batchd_http::router(state);

@@ -22,7 +22,7 @@ use crate::table::{Row, Verdict};
 use crate::workload::Workload;
 use crate::{machine, table};
 
-const KEY: &str = "sk-bench";
+const KEY: &str = "sk-bench-local-benchmark";
 const ALL_ROWS: &[&str] = &[
     "upstream",
     "footprint",

@@ -77,12 +77,18 @@ impl std::fmt::Debug for StaticKey {
     }
 }
 
+/// The fewest characters a key given at start-up may have: a short key can be guessed, and
+/// nothing a client sees tells it how long the keys are. Generated keys have 50.
+pub const MIN_KEY_CHARS: usize = 20;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StaticKeyError {
     #[error("expected KEY@WORKSPACE")]
     MissingWorkspace,
     #[error("the key part is empty")]
     EmptyKey,
+    #[error("the key is shorter than {MIN_KEY_CHARS} characters; `batchd keys create` makes one")]
+    TooShort,
     #[error("workspace names are 1-64 characters of [A-Za-z0-9_.-]")]
     BadWorkspace,
 }
@@ -96,6 +102,9 @@ impl StaticKey {
         let key = key.trim();
         if key.is_empty() {
             return Err(StaticKeyError::EmptyKey);
+        }
+        if key.chars().count() < MIN_KEY_CHARS {
+            return Err(StaticKeyError::TooShort);
         }
         if !valid_workspace(workspace.trim()) {
             return Err(StaticKeyError::BadWorkspace);
@@ -113,18 +122,34 @@ mod tests {
 
     #[test]
     fn parses_key_at_workspace() {
-        let k = StaticKey::parse("sk-a@b@team-1").unwrap();
+        let k = StaticKey::parse("sk-a@b-0123456789abcdef@team-1").unwrap();
         assert_eq!(k.workspace, "team-1");
-        assert!(k.hash.ct_eq(&KeyHash::of("sk-a@b")));
+        assert!(k.hash.ct_eq(&KeyHash::of("sk-a@b-0123456789abcdef")));
         assert_eq!(
             StaticKey::parse("nokey"),
             Err(StaticKeyError::MissingWorkspace)
         );
         assert_eq!(StaticKey::parse("@w"), Err(StaticKeyError::EmptyKey));
         assert_eq!(
-            StaticKey::parse("k@bad ws"),
+            StaticKey::parse("sk-0123456789abcdefghij@bad ws"),
             Err(StaticKeyError::BadWorkspace)
         );
+    }
+
+    #[test]
+    fn short_keys_are_refused() {
+        let short = "x".repeat(MIN_KEY_CHARS - 1);
+        assert_eq!(
+            StaticKey::parse(&format!("{short}@w")),
+            Err(StaticKeyError::TooShort)
+        );
+        // Padding does not count.
+        assert_eq!(
+            StaticKey::parse(&format!("  {short}  @w")),
+            Err(StaticKeyError::TooShort)
+        );
+        assert!(StaticKey::parse(&format!("{short}x@w")).is_ok());
+        assert!(!StaticKeyError::TooShort.to_string().contains(&short));
     }
 
     #[test]

@@ -2,10 +2,16 @@
 //! (`x-api-key` or `Authorization: Bearer`, the scheme in any case), `anthropic-version` and
 //! `anthropic-beta`.
 //! Keys are only ever handled as hashes and compared in constant time; they are never logged.
+//! Here too the quotas that apply before a handler runs (see [`crate::quota`]): an address that
+//! failed to authenticate too often is refused before its key is looked at, and a workspace
+//! over its rate limit before the route runs; when a rate limit is set, every response after
+//! authentication carries the `anthropic-ratelimit-requests-*` headers.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -13,6 +19,7 @@ use batchd_domain::ErrorType;
 use batchd_domain::keys::{KeyHash, StaticKey};
 use batchd_store::{KeyStore, StoreError};
 
+use crate::quota::{self, Failure};
 use crate::{ApiError, AppState};
 
 /// Who is calling, attached to the request for handlers.
@@ -54,22 +61,62 @@ impl Keys {
 const VERSIONS: &[&str] = &["2023-01-01", "2023-06-01", "2026-10-21"];
 
 pub async fn layer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    match check(&state, request.headers()).await {
-        Ok(caller) => {
-            let workspace = HeaderValue::from_str(&caller.workspace).ok();
-            request.extensions_mut().insert(caller);
-            let mut response = next.run(request).await;
-            // After successful authentication every response names the workspace, as the real
-            // API does; the SDKs surface it (`_workspace_id`, `err.workspaceID`).
-            if let Some(workspace) = workspace {
-                response
-                    .headers_mut()
-                    .insert("anthropic-workspace-id", workspace);
-            }
-            response
-        }
-        Err(err) => err.into_response(),
+    let inner = &state.inner;
+    // The peer address comes from the connection (`batchd::listen` puts it there); a router
+    // served some other way, as in unit tests, has none and is not throttled.
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(ip) = peer
+        && let Some(wait) = inner.auth_throttle.blocked(ip, Instant::now())
+    {
+        return quota::auth_throttled(wait).into_response();
     }
+    let caller = match check(&state, request.headers()).await {
+        Ok(caller) => caller,
+        Err(err) => {
+            if err.kind == ErrorType::Authentication
+                && let Some(ip) = peer
+                && inner.auth_throttle.failed(ip, Instant::now()) == Failure::ThrottleStarts
+            {
+                let quotas = &inner.config.quotas;
+                tracing::warn!(
+                    client = %ip,
+                    failures = quotas.auth_failure_limit,
+                    window = ?quotas.auth_failure_window,
+                    "too many failed authentications: refusing this client address until its window ends"
+                );
+            }
+            return err.into_response();
+        }
+    };
+    let workspace = HeaderValue::from_str(&caller.workspace).ok();
+    let per_minute = inner.config.quotas.rate_limit(&caller.workspace);
+    let decision = (per_minute > 0).then(|| {
+        inner
+            .rate
+            .check(&caller.workspace, per_minute, Instant::now())
+    });
+    let mut response = match decision.and_then(|d| d.refused) {
+        Some(wait) => quota::rate_limited(per_minute, wait).into_response(),
+        None => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+    };
+    let headers = response.headers_mut();
+    // After successful authentication every response names the workspace, as the real API
+    // does; the SDKs surface it (`_workspace_id`, `err.workspaceID`).
+    if let Some(workspace) = workspace {
+        headers.insert("anthropic-workspace-id", workspace);
+    }
+    for (name, value) in decision.iter().flat_map(quota::Decision::headers) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    response
 }
 
 async fn check(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {

@@ -11,7 +11,8 @@
 //! waiting falls behind a minimum pace ([`MIN_BODY_RATE`]) and is cut with a 408, so a client
 //! cannot hold a blocking thread and a draft by trickling. Before a byte of the body is read, the
 //! create takes a slot in the process-wide budget ([`crate::create_budget`]) and its declared
-//! `Content-Type` is checked: JSON or none.
+//! `Content-Type` is checked: JSON or none. A batch that would take its workspace over its queue
+//! cap is refused at commit (429), the count and the commit one transaction.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -44,7 +45,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use crate::auth::Caller;
 use crate::batches::batch_response;
 use crate::create_scan::Scanner;
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, quota};
 
 /// The average rate, in bytes per second, a create body must keep up once it has waited for the
 /// client longer than [`crate::HttpConfig::body_timeout`]: a body trickling in holds a blocking
@@ -179,9 +180,26 @@ pub async fn create(
 
     let refusal = match (stored, parsed) {
         (Ok(()), Ok(total)) => {
-            let batch = store.commit_batch(draft, total).await?;
-            state.inner.work.notify_created();
-            return batch_response(&state, &headers, &batch);
+            let cap = state.inner.config.quotas.queue_cap(&caller.workspace);
+            let full = match store.commit_batch_within(draft, total, cap).await? {
+                Ok(batch) => {
+                    state.inner.work.notify_created();
+                    return batch_response(&state, &headers, &batch);
+                }
+                Err(full) => full,
+            };
+            if let Err(err) = store.abort_batch(full.draft).await {
+                tracing::warn!(error = %err, "could not abort a draft batch; it is reclaimed at next start");
+            }
+            state.inner.work.notify_reclaimable();
+            tracing::info!(
+                workspace = %caller.workspace,
+                requests = total,
+                waiting = full.waiting,
+                cap,
+                "create refused: the workspace's queue is full"
+            );
+            return Err(quota::queue_full(cap, full.waiting));
         }
         (Err(err), _) => Err(err),
         (Ok(()), Err(refusal)) => Ok(refusal),

@@ -19,7 +19,7 @@ use crate::error::OVERLOADED;
 
 /// What a refused create is told to wait before trying again: a slot frees as soon as any
 /// create in progress ends, so a retry soon after is likely to get one.
-pub const RETRY_AFTER_SECS: u64 = 1;
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// How often, at most, a refusal is logged above debug.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -60,8 +60,7 @@ impl CreateBudget {
             Ok(Ok(slot)) => Ok(Arc::new(slot)),
             _ => {
                 self.refused();
-                Err(ApiError::new(ErrorType::Overloaded, OVERLOADED)
-                    .with_retry_after(RETRY_AFTER_SECS))
+                Err(ApiError::new(ErrorType::Overloaded, OVERLOADED).with_retry_after(RETRY_AFTER))
             }
         }
     }
@@ -99,7 +98,7 @@ mod tests {
         let held = budget.admit().await.expect("a free slot");
         let refused = budget.admit().await.expect_err("the budget is full");
         assert_eq!(refused.status.as_u16(), 529);
-        assert_eq!(refused.retry_after, Some(RETRY_AFTER_SECS));
+        assert_eq!(refused.retry_after, Some(RETRY_AFTER.as_secs()));
         drop(held);
         budget.admit().await.expect("the slot was given back");
     }

@@ -49,13 +49,16 @@ impl ApiError {
         )
     }
 
-    pub fn with_status(mut self, status: StatusCode) -> Self {
-        self.status = status;
+    /// Asks the client to wait `wait` before retrying, rounded up to whole seconds (at least
+    /// one: `retry-after: 0` would make the SDKs retry at once).
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        self.retry_after = Some(secs.max(1));
         self
     }
 
-    pub fn with_retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after = Some(seconds);
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
         self
     }
 

@@ -16,6 +16,7 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
+pub mod quota;
 pub mod request_id;
 pub mod ui;
 
@@ -55,6 +56,8 @@ pub struct HttpConfig {
     /// How long a create beyond `max_concurrent_creates` waits for a slot before it is refused
     /// with 529 `overloaded_error` (and `retry-after`, which the SDKs honour).
     pub create_queue_timeout: Duration,
+    /// Queue caps, rate limits and the failed-authentication throttle.
+    pub quotas: quota::QuotaConfig,
 }
 
 impl Default for HttpConfig {
@@ -67,6 +70,7 @@ impl Default for HttpConfig {
             body_timeout: Duration::from_secs(30),
             max_concurrent_creates: 16,
             create_queue_timeout: Duration::from_secs(10),
+            quotas: quota::QuotaConfig::default(),
         }
     }
 }
@@ -96,6 +100,8 @@ struct Inner {
     keys: Keys,
     config: HttpConfig,
     creates: create_budget::CreateBudget,
+    rate: quota::RateLimiter,
+    auth_throttle: quota::AuthThrottle,
 }
 
 impl AppState {
@@ -105,6 +111,11 @@ impl AppState {
         keys: Keys,
         config: HttpConfig,
     ) -> Self {
+        let auth_throttle = quota::AuthThrottle::new(
+            config.quotas.auth_failure_limit,
+            config.quotas.auth_failure_window,
+            quota::MAX_TRACKED_ADDRESSES,
+        );
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -115,6 +126,8 @@ impl AppState {
                     config.create_queue_timeout,
                 ),
                 config,
+                rate: quota::RateLimiter::default(),
+                auth_throttle,
             }),
         }
     }

@@ -70,6 +70,7 @@ with another method answer 405, both with the error envelope.";
             MethodNotAllowed,
             RequestTimeout,
             RequestTooLarge,
+            RateLimitError,
             InternalError,
             OverloadedError,
             CreateOverloaded,
@@ -271,6 +272,17 @@ error_response!(
     "Request exceeds the maximum size"
 );
 error_response!(
+    /// 429.
+    RateLimitError,
+    "rate_limit_error",
+    "A quota: the workspace made more batch API calls than its rate limit allows (`rate_limit` \
+     per minute; off by default), a create would take the workspace's requests waiting to be \
+     processed over its queue cap (`queue_cap`, 500,000 by default), or the client's address \
+     sent too many requests with a missing or invalid key (`auth_failure_limit` in \
+     `auth_failure_window`). Wait `retry-after` seconds.",
+    "This request would exceed your workspace's rate limit of 1000 Message Batches API requests per minute."
+);
+error_response!(
     /// 500.
     InternalError,
     "api_error",
@@ -300,29 +312,40 @@ fn error(
     description: &str,
     message: &str,
 ) -> RefOr<utoipa::openapi::Response> {
-    // As `ApiError` sets the header: 408 and 5xx are worth retrying.
+    // As `ApiError` sets the header: 408, 429 and 5xx are worth retrying.
     let retry = matches!(
         name,
-        "RequestTimeout" | "InternalError" | "OverloadedError" | "CreateOverloaded"
+        "RequestTimeout"
+            | "RateLimitError"
+            | "InternalError"
+            | "OverloadedError"
+            | "CreateOverloaded"
     );
     let example = serde_json::json!({
         "type": "error",
         "error": {"type": kind, "message": message},
         "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy",
     });
-    let mut response = ResponseBuilder::new()
+    let mut builder = ResponseBuilder::new()
         .description(description)
         .header("request-id", request_id_header());
-    if name == "CreateOverloaded" {
-        response = response.header(
+    let wait = match name {
+        "RateLimitError" => {
+            Some("Whole seconds to wait before retrying (at least 1; 60 for a full queue).")
+        }
+        "CreateOverloaded" => Some("Seconds to wait before trying again."),
+        _ => None,
+    };
+    if let Some(wait) = wait {
+        builder = builder.header(
             "retry-after",
             HeaderBuilder::new()
                 .schema(Object::with_type(Type::Integer))
-                .description(Some("Seconds to wait before trying again."))
+                .description(Some(wait))
                 .build(),
         );
     }
-    response
+    builder
         .header(
             "x-should-retry",
             HeaderBuilder::new()
@@ -356,14 +379,16 @@ fn request_id_header() -> Header {
 }
 
 /// Error responses every `/v1` operation can give, from the authentication layer (400, 401,
-/// 403), the batch lookup and the fallbacks (404, 405) and the store (500, 529).
-fn v1_errors() -> [(&'static str, &'static str); 7] {
+/// 403, and 429 for its quotas), the batch lookup and the fallbacks (404, 405) and the store
+/// (500, 529).
+fn v1_errors() -> [(&'static str, &'static str); 8] {
     [
         ("400", InvalidRequestError::response().0),
         ("401", AuthenticationError::response().0),
         ("403", PermissionError::response().0),
         ("404", NotFoundError::response().0),
         ("405", MethodNotAllowed::response().0),
+        ("429", RateLimitError::response().0),
         ("500", InternalError::response().0),
         ("529", OverloadedError::response().0),
     ]
@@ -439,6 +464,27 @@ fn object_mut<'a>(components: &'a mut Components, name: &str) -> Option<&'a mut 
     }
 }
 
+/// The headers of every `/v1` response after authentication when the workspace has a rate
+/// limit, as the API documents them.
+const RATE_LIMIT_HEADERS: [(&str, Type, &str); 3] = [
+    (
+        "anthropic-ratelimit-requests-limit",
+        Type::Integer,
+        "Batch API calls the workspace may make per minute (only when a rate limit is set).",
+    ),
+    (
+        "anthropic-ratelimit-requests-remaining",
+        Type::Integer,
+        "Calls the workspace could make right now (only when a rate limit is set).",
+    ),
+    (
+        "anthropic-ratelimit-requests-reset",
+        Type::String,
+        "RFC 3339 time at which the workspace's allowance is full again (only when a rate limit \
+         is set).",
+    ),
+];
+
 fn add_common(operation: &mut Operation, v1: bool) {
     for parameter in operation.parameters.iter_mut().flatten() {
         if parameter.name == "anthropic-beta"
@@ -461,6 +507,15 @@ fn add_common(operation: &mut Operation, v1: bool) {
                         .description(Some("The workspace of the API key."))
                         .build(),
                 );
+                for (name, ty, description) in RATE_LIMIT_HEADERS {
+                    response.headers.insert(
+                        name.into(),
+                        HeaderBuilder::new()
+                            .schema(Object::with_type(ty))
+                            .description(Some(description))
+                            .build(),
+                    );
+                }
             }
         }
     }
@@ -668,7 +723,9 @@ mod tests {
     fn openapi_error_responses_use_the_envelope() {
         let doc = doc();
         let responses = doc["components"]["responses"].as_object().unwrap();
-        assert_eq!(responses.len(), 10);
+        assert_eq!(responses.len(), 11);
+        assert!(responses["RateLimitError"]["headers"]["retry-after"].is_object());
+        assert!(responses["CreateOverloaded"]["headers"]["retry-after"].is_object());
         for (name, response) in responses {
             assert_eq!(
                 response["content"]["application/json"]["schema"]["$ref"],

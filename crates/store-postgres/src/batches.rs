@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use batchd_domain::{Batch, BatchId, Timestamp};
 use batchd_store::{
     BatchPage, BatchStore, CancelOutcome, Cursor, DeleteOutcome, Draft, ListError, NewBatch,
-    NewRequest, ResultRow, Stats, StoreError, cancel, paging,
+    NewRequest, QueueFull, ResultRow, Stats, StoreError, cancel, paging,
 };
 
 use crate::PostgresStore;
@@ -78,6 +78,16 @@ pub(crate) const RESULTS_PAGE: &str = "SELECT r.idx, r.custom_id, s.body FROM re
      LEFT JOIN results s ON s.batch_key = r.batch_key AND s.idx = r.idx \
      WHERE r.batch_key = $1 AND r.idx > $2 ORDER BY r.idx LIMIT $3";
 
+/// The first key of the advisory locks that serialize a workspace's commits under its queue
+/// cap (an arbitrary constant, "bq"); the second is the hash of the workspace's name.
+const QUEUE_LOCK: i32 = 0x6271;
+
+/// Requests of a workspace waiting to be processed: the unanswered part of its `in_progress`
+/// batches, read from their tallies through the `batches_queue` partial index. The state is
+/// written out (`IN_PROGRESS`) rather than bound, so the planner can match that index.
+pub(crate) const QUEUED: &str = "SELECT COALESCE(SUM(total - succeeded - errored), 0)::BIGINT \
+     FROM batches WHERE workspace = $1 AND state = 1";
+
 #[async_trait]
 impl BatchStore for PostgresStore {
     async fn begin_batch(&self, batch: NewBatch) -> Result<Draft, StoreError> {
@@ -134,11 +144,44 @@ impl BatchStore for PostgresStore {
         Ok(())
     }
 
-    async fn commit_batch(&self, draft: Draft, total: u64) -> Result<Batch, StoreError> {
+    async fn commit_batch_within(
+        &self,
+        draft: Draft,
+        total: u64,
+        queue_cap: u64,
+    ) -> Result<Result<Batch, QueueFull>, StoreError> {
         if total == 0 || total > i32::MAX as u64 {
             return Err(misuse(format!("a batch cannot hold {total} requests")));
         }
-        let mut tx = self.pool.begin().await.map_err(query_error)?;
+        // READ COMMITTED: the count below must see what a commit that held the workspace's
+        // lock before this one wrote, which a snapshot taken at BEGIN (REPEATABLE READ, if a
+        // server made it the default) would not.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await
+            .map_err(query_error)?;
+        if queue_cap < u64::MAX {
+            // Commits of one workspace queue on a transaction-scoped advisory lock, in every
+            // process sharing the database, so two creates cannot both fit under the cap by
+            // counting before either commits. Workspaces whose names hash alike share a lock:
+            // they only wait for each other's commit, a few milliseconds.
+            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                .bind(QUEUE_LOCK)
+                .bind(&draft.batch.workspace)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error)?;
+            let waiting: i64 = sqlx::query_scalar(QUEUED)
+                .bind(&draft.batch.workspace)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(query_error)?;
+            let waiting = u64::try_from(waiting).unwrap_or(0);
+            if waiting.saturating_add(total) > queue_cap {
+                return Ok(Err(QueueFull { draft, waiting }));
+            }
+        }
         // O(log n) sanity check that the caller appended what it commits: a batch whose last
         // request is missing could never complete.
         let last: Option<i32> =
@@ -168,7 +211,7 @@ impl BatchStore for PostgresStore {
         .ok_or_else(|| misuse(format!("batch {} is not an open draft", draft.key)))?;
         let batch = batch_from_row(&row)?;
         tx.commit().await.map_err(query_error)?;
-        Ok(batch)
+        Ok(Ok(batch))
     }
 
     async fn abort_batch(&self, draft: Draft) -> Result<(), StoreError> {

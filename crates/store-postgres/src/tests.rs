@@ -272,6 +272,7 @@ async fn hot_queries_use_indexes() {
         (crate::maintenance::CANCELING_KEYS, ""),
         (crate::maintenance::NEXT_EXPIRY, ""),
         (crate::batches::STATS, ""),
+        (crate::batches::QUEUED, "('w')"),
         (crate::maintenance::ARCHIVE_DUE, "(1, 1, 3::smallint)"),
         (crate::maintenance::OLDEST_DELETED, ""),
         (crate::maintenance::OLDEST_ARCHIVED, ""),
@@ -319,4 +320,51 @@ async fn processes_starting_together_create_one_first_key() {
     let created = [a, b, c].iter().filter(|k| k.is_some()).count();
     assert_eq!(created, 1, "exactly one process creates the first key");
     assert_eq!(stores[0].list_keys().await.unwrap().len(), 1);
+}
+
+/// Creates committing at once in several processes cannot together take a workspace over its
+/// queue cap: their counts and commits are serialized per workspace.
+#[tokio::test]
+async fn concurrent_commits_do_not_overshoot_the_queue_cap() {
+    let Some(db) = Postgres::new("concurrent_commits_do_not_overshoot_the_queue_cap").await else {
+        return;
+    };
+    let stores = [db.open().await, db.open().await, db.open().await];
+    let mut drafts = Vec::new();
+    for i in 0..6 {
+        let store = &stores[i % 3];
+        let draft = store
+            .begin_batch(NewBatch {
+                id: BatchId::generate(),
+                workspace: WS.into(),
+                created_at: at(0),
+                expires_at: at(DAY),
+                betas: vec![],
+            })
+            .await
+            .unwrap();
+        let requests = (0..3)
+            .map(|index| NewRequest {
+                index,
+                custom_id: CustomId::parse(&format!("req-{index}")).unwrap(),
+                params: "{}".into(),
+            })
+            .collect();
+        store.append_requests(&draft, requests).await.unwrap();
+        drafts.push((store, draft));
+    }
+    let mut commits = drafts
+        .into_iter()
+        .map(|(store, draft)| store.commit_batch_within(draft, 3, 10));
+    let mut next = || commits.next().unwrap();
+    let outcomes = tokio::join!(next(), next(), next(), next(), next(), next());
+    let outcomes = [
+        outcomes.0, outcomes.1, outcomes.2, outcomes.3, outcomes.4, outcomes.5,
+    ];
+    let committed = outcomes.iter().filter(|o| matches!(o, Ok(Ok(_)))).count();
+    assert_eq!(
+        committed, 3,
+        "3 batches of 3 fit under a cap of 10, a fourth does not"
+    );
+    assert!(outcomes.iter().all(|o| o.is_ok()));
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use batchd_domain::{Batch, BatchId, Timestamp};
 use batchd_store::{
     BatchPage, BatchStore, CancelOutcome, Cursor, DeleteOutcome, Draft, ListError, NewBatch,
-    NewRequest, ResultLines, ResultRow, Stats, StoreError, cancel, paging,
+    NewRequest, QueueFull, ResultLines, ResultRow, Stats, StoreError, cancel, paging,
 };
 use sqlx::{AssertSqlSafe, Connection as _};
 
@@ -95,6 +95,12 @@ pub(crate) const LIST_NEWER: &str = concat!(
 pub(crate) const STATS: &str = "SELECT state, COUNT(*), COALESCE(SUM(total - succeeded - errored), 0) \
      FROM batches WHERE state IN (?1, ?2) GROUP BY state";
 
+/// Requests of a workspace waiting to be processed: the unanswered part of its `in_progress`
+/// batches, read from their tallies through the `batches_queue` partial index. The state is
+/// written out (`IN_PROGRESS`) rather than bound, so the planner can match that index.
+pub(crate) const QUEUED: &str = "SELECT COALESCE(SUM(total - succeeded - errored), 0) \
+     FROM batches WHERE workspace = ?1 AND state = 1";
+
 pub(crate) const CURSOR: &str = concat!(
     "SELECT created_at, key FROM batches WHERE id = ?1 AND workspace = ?2 AND ",
     visible!()
@@ -172,14 +178,25 @@ impl BatchStore for SqliteStore {
         tx.commit().await.map_err(query_error)
     }
 
-    async fn commit_batch(&self, draft: Draft, total: u64) -> Result<Batch, StoreError> {
+    async fn commit_batch_within(
+        &self,
+        draft: Draft,
+        total: u64,
+        queue_cap: u64,
+    ) -> Result<Result<Batch, QueueFull>, StoreError> {
         if total == 0 || total > RID_INDICES {
             return Err(misuse(format!(
                 "a batch holds 1 to {RID_INDICES} requests, not {total}"
             )));
         }
         let stale = self.stale_unless_done();
-        let batch = self.commit_batch_tx(&draft, total).await?;
+        let batch = match self.commit_batch_tx(&draft, total, queue_cap).await? {
+            Ok(batch) => batch,
+            Err(waiting) => {
+                stale.done();
+                return Ok(Err(QueueFull { draft, waiting }));
+            }
+        };
         self.claims().started(
             batch.key,
             BatchInfo {
@@ -192,7 +209,7 @@ impl BatchStore for SqliteStore {
             },
         );
         stale.done();
-        Ok(batch)
+        Ok(Ok(batch))
     }
 
     async fn abort_batch(&self, draft: Draft) -> Result<(), StoreError> {
@@ -363,7 +380,14 @@ impl BatchStore for SqliteStore {
 }
 
 impl SqliteStore {
-    async fn commit_batch_tx(&self, draft: &Draft, total: u64) -> Result<Batch, StoreError> {
+    /// The commit's transaction; `Err(waiting)` when the queue cap refuses it. The writer is
+    /// the only one (`BEGIN IMMEDIATE`), so the count cannot change before the commit.
+    async fn commit_batch_tx(
+        &self,
+        draft: &Draft,
+        total: u64,
+        queue_cap: u64,
+    ) -> Result<Result<Batch, u64>, StoreError> {
         let mut conn = self.pools.writer(Durability::Full).await?;
         let mut tx = conn
             .begin_with(BEGIN_IMMEDIATE)
@@ -387,6 +411,17 @@ impl SqliteStore {
                 last.map(rows::index_of)
             )));
         }
+        if queue_cap < u64::MAX {
+            let waiting: i64 = sqlx::query_scalar(QUEUED)
+                .bind(&draft.batch.workspace)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(query_error)?;
+            let waiting = u64::try_from(waiting).unwrap_or(0);
+            if waiting.saturating_add(total) > queue_cap {
+                return Ok(Err(waiting));
+            }
+        }
         let row = sqlx::query(concat!(
             "UPDATE batches SET state = ?1, total = ?2 WHERE key = ?3 AND state = ?4 ",
             "AND deleted = 0 RETURNING ",
@@ -402,7 +437,7 @@ impl SqliteStore {
         .ok_or_else(|| misuse(format!("batch {} is not an open draft", draft.key)))?;
         let batch = batch_from_row(&row)?;
         tx.commit().await.map_err(query_error)?;
-        Ok(batch)
+        Ok(Ok(batch))
     }
 
     /// At startup: drafts of a dead process will never be committed.

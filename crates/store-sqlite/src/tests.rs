@@ -262,6 +262,7 @@ async fn hot_queries_use_indexes() {
         crate::record::RECORD_BATCH,
         crate::maintenance::NEXT_EXPIRY,
         crate::batches::STATS,
+        crate::batches::QUEUED,
         crate::maintenance::EXPIRE_DUE,
         crate::maintenance::CANCELING_BATCHES,
         crate::maintenance::OLDEST_DELETED,
@@ -271,6 +272,18 @@ async fn hot_queries_use_indexes() {
         crate::maintenance::PURGE_RESULTS,
         crate::keys::WORKSPACE_FOR_KEY,
     ];
+    // The queue cap's count reads the workspace's in-progress batches only.
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN QUERY PLAN {}",
+        crate::batches::QUEUED
+    )))
+    .fetch_all(&store.pools.reader)
+    .await
+    .unwrap();
+    assert!(
+        plan.iter().any(|(.., step)| step.contains("batches_queue")),
+        "{plan:?}"
+    );
     for sql in consts.into_iter().chain(pages.iter().map(String::as_str)) {
         let plan: Vec<(i64, i64, i64, String)> =
             sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))

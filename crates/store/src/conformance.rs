@@ -60,6 +60,7 @@ macro_rules! conformance_tests {
             keys_create_list_revoke_lookup,
             archival_keeps_the_batch_and_reclaims_its_rows,
             stats_count_unended_work,
+            queue_cap_counts_requests_waiting_in_the_workspace,
         );
     };
     (@each $harness:expr; $($name:ident,)*) => {
@@ -984,4 +985,47 @@ pub async fn stats_count_unended_work<H: Harness>(h: &H) {
         stats.canceling,
         u64::from(get(&store, &a).await.status == ProcessingStatus::Canceling)
     );
+}
+
+/// The queue cap counts a workspace's requests without a result in its `in_progress` batches:
+/// answered requests, other workspaces and batches that are no longer in progress do not count.
+pub async fn queue_cap_counts_requests_waiting_in_the_workspace<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let within = |d: Draft, n: u64| store.commit_batch_within(d, n, 15);
+    let a = create(&store, 10).await;
+
+    let d = draft(&store, new_batch(WS, at(1)), 6).await;
+    let full = within(d, 6).await.unwrap().expect_err("10 + 6 > 15");
+    assert_eq!(full.waiting, 10);
+    let refused = full.draft.batch.id.clone();
+    store.abort_batch(full.draft).await.unwrap();
+    assert_eq!(store.get_batch(WS, &refused).await.unwrap(), None);
+
+    let d = draft(&store, new_batch("other", at(1)), 15).await;
+    within(d, 15)
+        .await
+        .unwrap()
+        .expect("another workspace has its own queue");
+    let d = draft(&store, new_batch(WS, at(1)), 5).await;
+    let b = within(d, 5).await.unwrap().expect("10 + 5 is the cap");
+
+    // Four answers free four places; a cancel frees the rest of its batch.
+    let items: Vec<WorkItem> = claim(&store, 100, at(2))
+        .await
+        .into_iter()
+        .filter(|w| w.batch_key == a.key)
+        .take(4)
+        .collect();
+    assert_eq!(items.len(), 4);
+    store
+        .record(&answers(&items, Outcome::Succeeded), at(3))
+        .await
+        .unwrap();
+    let d = draft(&store, new_batch(WS, at(4)), 5).await;
+    let full = within(d, 5).await.unwrap().expect_err("6 + 5 + 5 > 15");
+    assert_eq!(full.waiting, 11);
+    store.abort_batch(full.draft).await.unwrap();
+    store.cancel_batch(WS, &b.id, at(5)).await.unwrap();
+    let d = draft(&store, new_batch(WS, at(6)), 9).await;
+    within(d, 9).await.unwrap().expect("6 + 9 is the cap");
 }

@@ -108,6 +108,15 @@ pub struct Draft {
     pub batch: NewBatch,
 }
 
+/// A commit refused because the workspace's queue would grow past its cap. The draft is still
+/// a draft, for the caller to abort.
+#[derive(Debug)]
+pub struct QueueFull {
+    pub draft: Draft,
+    /// Requests of the workspace waiting to be processed when the commit was refused.
+    pub waiting: u64,
+}
+
 /// Which slice of the list to read. Order is always newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cursor {
@@ -319,7 +328,26 @@ pub trait BatchStore: Send + Sync + 'static {
     /// Appends requests to a draft. Chunks arrive in index order.
     async fn append_requests(&self, draft: &Draft, requests: Vec<NewRequest>) -> Result<()>;
     /// Makes the draft visible with `total` requests; durable when this returns.
-    async fn commit_batch(&self, draft: Draft, total: u64) -> Result<Batch>;
+    async fn commit_batch(&self, draft: Draft, total: u64) -> Result<Batch> {
+        match self.commit_batch_within(draft, total, u64::MAX).await? {
+            Ok(batch) => Ok(batch),
+            Err(full) => Err(misuse(format!(
+                "no queue cap was set, yet the queue of {} requests is full",
+                full.waiting
+            ))),
+        }
+    }
+    /// [`BatchStore::commit_batch`], unless the draft's workspace would then have more than
+    /// `queue_cap` requests waiting (requests of its `in_progress` batches without a result).
+    /// The count and the commit are one transaction, and commits of one workspace are
+    /// serialized, so concurrent creates cannot together overshoot the cap. The count reads
+    /// only the workspace's `in_progress` batch rows (an index), never its requests.
+    async fn commit_batch_within(
+        &self,
+        draft: Draft,
+        total: u64,
+        queue_cap: u64,
+    ) -> Result<Result<Batch, QueueFull>>;
     /// Gives up on a draft; its rows are reclaimed in the background.
     async fn abort_batch(&self, draft: Draft) -> Result<()>;
 

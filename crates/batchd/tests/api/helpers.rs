@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub const KEY_A: &str = "sk-test-alpha";
-pub const KEY_B: &str = "sk-test-bravo";
+pub const KEY_A: &str = "sk-test-alpha-workspace-a";
+pub const KEY_B: &str = "sk-test-bravo-workspace-b";
 
 pub struct TestApp {
     pub base: String,

@@ -1,6 +1,8 @@
-//! Durable API keys: `batchd keys create/list/revoke` against a data dir a server is using, and
-//! the key a first start creates when none is configured.
+//! Durable API keys: `batchd keys create/list/revoke` against a data dir a server is using, the
+//! key a first start creates when none is configured, and the minimum length of keys given at
+//! start-up.
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -122,5 +124,41 @@ async fn migrate_prepares_the_storage_and_exits() {
         let out = batchd(fresh.path(), &["migrate"]).await;
         assert!(out.status.success());
         assert!(fresh.path().join("batchd.sqlite3").exists());
+    }
+}
+
+#[tokio::test]
+async fn short_configured_keys_stop_start_up_without_echoing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    for how in ["flag", "env"] {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchd"));
+        cmd.args(storage_args(dir.path()))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env_remove("BATCHD_API_KEYS")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if how == "flag" {
+            cmd.args(["--api-key", "short-secret@ws"]);
+        } else {
+            cmd.env(
+                "BATCHD_API_KEYS",
+                "sk-long-enough-key-0123456789@ws,short-secret@ws",
+            );
+        }
+        let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+            .await
+            .expect("batchd exits")
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{how}: {text}");
+        assert!(
+            text.contains("the key is shorter than 20 characters"),
+            "{how}: {text}"
+        );
+        assert!(!text.contains("short-secret"), "{how}: {text}");
     }
 }

@@ -19,6 +19,7 @@ mod list;
 mod openapi;
 mod ops;
 mod protocol_errors;
+mod quotas;
 mod results;
 mod retention;
 mod retrieve;

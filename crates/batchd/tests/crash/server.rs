@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// The API key every spawned server accepts, and its workspace.
-pub const KEY: &str = "sk-crash-test";
+pub const KEY: &str = "sk-crash-test-workspace";
 pub const WORKSPACE: &str = "ws-crash";
 
 /// Every line any server of one test wrote to stderr, tagged with the run it came from.
