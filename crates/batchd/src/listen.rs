@@ -32,6 +32,12 @@ use tower::ServiceExt as _;
 
 use crate::tls::Tls;
 
+/// Largest request head (request line and headers) accepted; a larger one gets a bare 431.
+/// Without it the only bound is hyper's read buffer (~408 KiB), which a head slightly over it
+/// can pass or not depending on how its bytes arrive. 128 KiB stays above hyper's 64 KiB URI
+/// limit, so an overlong URI still gets its 414.
+const MAX_HEAD_BYTES: usize = 128 * 1024;
+
 /// How often, at most, each kind of refused or closed connection is logged above debug.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -160,7 +166,8 @@ impl Connection {
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(self.header_timeout);
+            .header_read_timeout(self.header_timeout)
+            .max_header_size(MAX_HEAD_BYTES);
         let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
         let mut stopping = false;
         loop {

@@ -48,6 +48,15 @@ async fn malformed_or_oversized_heads_get_a_bare_status_and_a_closed_connection(
             "HTTP/1.1 431 ",
             format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{headers}\r\n").into_bytes(),
         ),
+        // Over the head limit but under hyper's read buffer, where only the limit refuses it.
+        (
+            "HTTP/1.1 431 ",
+            format!(
+                "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+                "a".repeat(200_000)
+            )
+            .into_bytes(),
+        ),
         (
             "HTTP/1.1 431 ",
             format!(
