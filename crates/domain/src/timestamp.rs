@@ -1,7 +1,13 @@
 //! Timestamps as microseconds since the Unix epoch: the precision the API shows, an integer that
 //! every storage engine sorts and compares natively, rendered as RFC 3339 with `+00:00`.
+//!
+//! [`Timestamp::now`] never goes backwards within a process: the system clock can be stepped back
+//! (NTP corrections, a VM's clock catching up), and a batch canceled just after its creation
+//! must not show a `cancel_initiated_at` before its `created_at`. Processes of a cluster share
+//! no such guarantee beyond their clocks' agreement.
 
 use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A UTC instant with microsecond precision.
@@ -17,11 +23,16 @@ impl Timestamp {
         self.0
     }
 
+    /// The system clock, or the latest instant already handed out if the clock went back.
     pub fn now() -> Self {
+        static LATEST: AtomicI64 = AtomicI64::new(i64::MIN);
         let d = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        Self(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        Self(not_before(
+            &LATEST,
+            i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        ))
     }
 
     /// `self + d`, saturating rather than overflowing for absurd durations.
@@ -69,9 +80,23 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// `system`, or `latest` if that is later; `latest` becomes the answer.
+fn not_before(latest: &AtomicI64, system: i64) -> i64 {
+    latest.fetch_max(system, Ordering::Relaxed).max(system)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clock_stepped_back_does_not_move_now_back() {
+        let latest = AtomicI64::new(i64::MIN);
+        assert_eq!(not_before(&latest, 1_000), 1_000);
+        assert_eq!(not_before(&latest, 995), 1_000, "the clock went back 5 µs");
+        assert_eq!(not_before(&latest, 1_010), 1_010);
+        assert!(Timestamp::now() <= Timestamp::now());
+    }
 
     #[test]
     fn formats_like_the_real_api() {
