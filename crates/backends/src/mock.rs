@@ -292,7 +292,7 @@ mod tests {
         // The id is pinned too, so a change of hash or id scheme is a deliberate decision.
         assert_eq!(
             json,
-            r#"{"id":"msg_01YkfGvXsyTXBGWTbeSfiQhb","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"You said: What is 1+1? Answer briefly."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":7,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":7,"service_tier":"batch","inference_geo":"not_available"}}"#
+            r#"{"id":"msg_01Pytwgahs4AzD3GghjWhDa2","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"You said: What is 1+1? Answer briefly."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":7,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":7,"service_tier":"batch","inference_geo":"not_available"}}"#
         );
     }
 

@@ -14,6 +14,7 @@ mod data_dir;
 mod delete;
 mod expiry;
 mod helpers;
+mod ids;
 mod keys;
 mod list;
 mod openapi;
