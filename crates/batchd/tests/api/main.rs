@@ -17,6 +17,7 @@ mod helpers;
 mod ids;
 mod keys;
 mod list;
+mod models;
 mod openapi;
 mod ops;
 mod protocol_errors;
