@@ -1,4 +1,5 @@
-//! Opaque identifiers in the shapes the real API uses: `msgbatch_01…`, `req_01…`, `msg_01…`.
+//! Opaque identifiers in the shapes the real API uses: `msgbatch_01…`, `req_01…`, `msg_01…`,
+//! and the `anthropic-organization-id` UUID of a workspace.
 //!
 //! Every real id seen is a prefix, `01`, then 22 characters of the Bitcoin base58 alphabet (no
 //! `0 O I l`). Ids are random, not time-sortable (the real ones are not either); list order
@@ -9,6 +10,8 @@
 use std::fmt;
 
 use rand::Rng;
+
+use sha2::{Digest, Sha256};
 
 /// Bitcoin's base58: the alphanumerics without `0`, `O`, `I` and `l`.
 pub const ALPHABET: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
@@ -90,6 +93,30 @@ pub fn request_id() -> String {
     format!("req_{}", random_body())
 }
 
+/// The `anthropic-organization-id` of a workspace: a UUID derived from its name, so it is the
+/// same in every process and across restarts without being stored. Version 8 (RFC 9562's
+/// custom layout) over SHA-256 of a fixed namespace and the name: it is not any real
+/// organization's id, only stable and distinct per workspace.
+pub fn organization_id(workspace: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"batchd organization\xff")
+        .chain_update(workspace.as_bytes())
+        .finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    b[6] = (b[6] & 0x0F) | 0x80;
+    b[8] = (b[8] & 0x3F) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +155,27 @@ mod tests {
     fn ids_of_earlier_versions_still_parse() {
         let old = "msgbatch_01Ol0Iabcdefghijklmnopqr";
         assert_eq!(BatchId::parse(old).unwrap().as_str(), old);
+    }
+
+    #[test]
+    fn organization_ids_are_stable_uuids_per_workspace() {
+        let a = organization_id("ws-a");
+        assert_eq!(a, organization_id("ws-a"));
+        assert_ne!(a, organization_id("ws-b"));
+        let groups: Vec<&str> = a.split('-').collect();
+        assert_eq!(
+            groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(
+            a.bytes()
+                .all(|b| b == b'-' || b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(&a[14..15], "8", "version 8");
+        assert!(
+            matches!(&a[19..20], "8" | "9" | "a" | "b"),
+            "RFC 9562 variant"
+        );
     }
 
     #[test]

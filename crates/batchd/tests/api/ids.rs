@@ -1,5 +1,6 @@
 //! Identifiers as the API shapes them: batch, request and message ids of a prefix, `01` and 22
-//! base58 characters; ids made by earlier versions still served.
+//! base58 characters; ids made by earlier versions still served; the `anthropic-organization-id`
+//! of each workspace.
 
 use std::time::Duration;
 
@@ -91,6 +92,55 @@ async fn a_batch_stored_under_an_id_of_an_earlier_version_is_still_served() {
     assert_eq!(app.results(OLD).await[0]["result"]["type"], "succeeded");
     let listed: Value = app.get("/v1/messages/batches").await.json().await.unwrap();
     assert_eq!(listed["data"][0]["id"], OLD);
+    app.stop().await;
+    drop(dir);
+}
+
+/// A bare UUID: 8-4-4-4-12 lowercase hex digits.
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|g| {
+            g.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}
+
+#[tokio::test]
+async fn the_organization_header_is_a_stable_uuid_per_workspace() {
+    let app = spawn().await;
+    let organization = |resp: &reqwest::Response| {
+        resp.headers()
+            .get("anthropic-organization-id")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let first = organization(&app.get("/v1/messages/batches").await).expect("on a 200");
+    assert!(is_uuid(&first), "{first}");
+    let not_found = app.get("/v1/messages/batches/msgbatch_nope").await;
+    assert_eq!(not_found.status(), 404);
+    assert_eq!(organization(&not_found).as_deref(), Some(first.as_str()));
+
+    let other = organization(&app.as_key(KEY_B).get("/v1/messages/batches").await).unwrap();
+    assert!(is_uuid(&other), "{other}");
+    assert_ne!(first, other);
+
+    // Stable across processes: a restarted server names the same organization.
+    let data_dir = app.data_dir.clone();
+    let dir = app.stop().await;
+    let app = start_in(data_dir, |_| {}).await;
+    let again = organization(&app.get("/v1/messages/batches").await).unwrap();
+    assert_eq!(again, first);
+
+    // No key, no organization.
+    let anonymous = app
+        .client
+        .get(format!("{}/v1/messages/batches", app.base))
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(organization(&anonymous), None);
     app.stop().await;
     drop(dir);
 }
