@@ -2,13 +2,16 @@
 //! LiteLLM, vLLM's and SGLang's Anthropic endpoints, another batchd's mock…).
 //!
 //! The request's `params` go upstream byte for byte, with `anthropic-version` and the batch's
-//! `anthropic-beta`; the Message that comes back is the result, its fields in the order the
-//! upstream sent them, with `usage.service_tier` set to `"batch"` as the real batch API reports.
+//! `anthropic-beta` minus the betas that exist only on the batch API
+//! ([`batchd_domain::models::BATCH_ONLY_BETAS`]: `/v1/messages` would refuse them); the Message
+//! that comes back is the result, its fields in the order the upstream sent them, with
+//! `usage.service_tier` set to `"batch"` as the real batch API reports.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use async_trait::async_trait;
+use batchd_domain::models;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
@@ -59,9 +62,15 @@ impl Backend for AnthropicBackend {
 
     async fn send(&self, request: BackendRequest<'_>) -> Result<String, BackendError> {
         let mut extra = Vec::new();
-        if !request.betas.is_empty() {
+        let betas: Vec<&str> = request
+            .betas
+            .iter()
+            .map(String::as_str)
+            .filter(|b| models::forwarded_upstream(b))
+            .collect();
+        if !betas.is_empty() {
             // Values were checked to be `name-YYYY-MM-DD` tokens when the batch was created.
-            if let Ok(value) = HeaderValue::from_str(&request.betas.join(",")) {
+            if let Ok(value) = HeaderValue::from_str(&betas.join(",")) {
                 extra.push((HeaderName::from_static("anthropic-beta"), value));
             }
         }

@@ -73,6 +73,10 @@ pub struct BackendConfig {
     /// `mock` only: simulated time on the model.
     #[serde(default, deserialize_with = "optional_duration")]
     pub latency: Option<Duration>,
+    /// `mock` only: answer a model the API does not list with `not_found_error`, as the API
+    /// does (off: any model name is answered).
+    #[serde(default)]
+    pub strict_models: bool,
     /// `anthropic` only: the `anthropic-version` header sent upstream.
     pub anthropic_version: Option<String>,
 }
@@ -119,6 +123,7 @@ pub struct BackendSpec {
     pub max_attempts: u32,
     pub top_k: bool,
     pub latency: Duration,
+    pub strict_models: bool,
     pub anthropic_version: String,
 }
 
@@ -196,6 +201,7 @@ impl BackendConfig {
             max_attempts: self.max_attempts,
             top_k: self.top_k.unwrap_or(false),
             latency: self.latency.unwrap_or_default(),
+            strict_models: self.strict_models,
             anthropic_version: self
                 .anthropic_version
                 .unwrap_or_else(|| ANTHROPIC_VERSION.to_owned()),

@@ -148,11 +148,14 @@ pub struct BackendTable {
 }
 
 impl BackendTable {
-    /// Every model goes to one built-in mock (no config file).
-    pub fn mock(latency: Duration, concurrency: usize) -> Self {
+    /// Every model goes to one built-in mock (no config file); `strict_models` as in
+    /// [`MockBackend::strict_models`].
+    pub fn mock(latency: Duration, concurrency: usize, strict_models: bool) -> Self {
         Self {
             backends: vec![Arc::new(GuardedBackend {
-                backend: Arc::new(MockBackend::new(latency, concurrency)),
+                backend: Arc::new(
+                    MockBackend::new(latency, concurrency).strict_models(strict_models),
+                ),
                 models: vec!["*".to_owned()],
                 concurrency: None,
                 rate: RateLimit::new(0, 0),
@@ -175,11 +178,10 @@ impl BackendTable {
             let backend: Arc<dyn Backend> = match spec.kind {
                 Kind::Anthropic => Arc::new(AnthropicBackend::new(spec)?),
                 Kind::Openai => Arc::new(OpenAiBackend::new(spec)?),
-                Kind::Mock => Arc::new(MockBackend::named(
-                    &spec.name,
-                    spec.latency,
-                    spec.max_concurrency,
-                )),
+                Kind::Mock => Arc::new(
+                    MockBackend::named(&spec.name, spec.latency, spec.max_concurrency)
+                        .strict_models(spec.strict_models),
+                ),
             };
             backends.push(Arc::new(GuardedBackend::new(backend, spec)));
         }

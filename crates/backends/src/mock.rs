@@ -2,6 +2,10 @@
 //! from the request, shaped exactly like a 2026 batch result, optionally after a
 //! simulated latency under a bounded number of concurrent "model slots".
 //!
+//! Its `model` is the id the API would report ([`models::resolve`]: the dated id for an older
+//! alias). With `strict_models`, a model the API does not list is answered as the API answers
+//! it, `not_found_error` `model: <name>`; off by default, so tests may name any model.
+//!
 //! What it says: `You said: ` followed by the first [`ECHO_WORDS`] words of the last user
 //! message (`You said nothing.` when that message has no text). One word counts as one output
 //! token, so `max_tokens` truncates word by word; `stop_sequences` cut the reply like a real model
@@ -18,6 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use batchd_domain::ErrorType;
 use batchd_domain::ids;
+use batchd_domain::models;
 use batchd_domain::params::Params;
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -36,6 +41,8 @@ pub struct MockBackend {
     /// Model slots, held for the simulated latency. Untouched when latency is zero: there is
     /// nothing to wait for, and the dispatcher bounds in-flight requests anyway.
     slots: Semaphore,
+    /// Refuse models the API does not list, as the API does.
+    strict_models: bool,
     #[cfg(test)]
     gauge: tests::Gauge,
 }
@@ -53,9 +60,16 @@ impl MockBackend {
             name: name.to_owned(),
             latency,
             slots: Semaphore::new(concurrency.clamp(1, Semaphore::MAX_PERMITS)),
+            strict_models: false,
             #[cfg(test)]
             gauge: tests::Gauge::default(),
         }
+    }
+
+    /// Whether a model missing from [`models::MODELS`] is refused rather than answered.
+    pub fn strict_models(mut self, strict: bool) -> Self {
+        self.strict_models = strict;
+        self
     }
 }
 
@@ -66,6 +80,12 @@ impl Backend for MockBackend {
     }
 
     async fn send(&self, request: BackendRequest<'_>) -> Result<String, BackendError> {
+        if self.strict_models && models::lookup(&request.params.model).is_none() {
+            return Err(BackendError::fatal(
+                ErrorType::NotFound,
+                format!("model: {}", request.params.model),
+            ));
+        }
         if !self.latency.is_zero() {
             // The semaphore is never closed; if it ever were, the request could be retried.
             let _slot = self.slots.acquire().await.map_err(|_| {
@@ -146,7 +166,7 @@ fn render(params: &Params, batch_id: &str, custom_id: &str) -> serde_json::Resul
     let id = message_id(batch_id, custom_id);
     serde_json::to_string(&Message::assistant(
         &id,
-        &params.model,
+        models::resolve(&params.model),
         vec![Block::text(&reply.text)],
         (stop_reason, stop_sequence),
         Usage::batch(input_chars.div_ceil(4).max(1) as u64, 0, reply.words),
@@ -292,8 +312,42 @@ mod tests {
         // The id is pinned too, so a change of hash or id scheme is a deliberate decision.
         assert_eq!(
             json,
-            r#"{"id":"msg_01YkfGvXsyTXBGWTbeSfiQhb","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"You said: What is 1+1? Answer briefly."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":7,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":7,"service_tier":"batch","inference_geo":"not_available"}}"#
+            r#"{"id":"msg_01Pytwgahs4AzD3GghjWhDa2","type":"message","role":"assistant","model":"claude-haiku-4-5-20251001","content":[{"type":"text","text":"You said: What is 1+1? Answer briefly."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":7,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":7,"service_tier":"batch","inference_geo":"not_available"}}"#
         );
+    }
+
+    #[tokio::test]
+    async fn answers_with_the_id_the_api_reports() {
+        let m = answer(&ask("hi", "")).await;
+        assert_eq!(m["model"], "claude-haiku-4-5-20251001");
+        let p = params(
+            r#"{"model":"claude-sonnet-4-6","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        assert_eq!(answer(&p).await["model"], "claude-sonnet-4-6");
+    }
+
+    #[tokio::test]
+    async fn strict_models_refuses_what_the_api_does_not_list() {
+        let unknown = params(
+            r#"{"model":"claude-does-not-exist-9","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        let request = |p| BackendRequest {
+            params: p,
+            raw_params: "",
+            betas: &[],
+            batch_id: BATCH,
+            custom_id: "c",
+        };
+        let strict = MockBackend::new(Duration::ZERO, 1).strict_models(true);
+        let err = strict.send(request(&unknown)).await.unwrap_err();
+        assert_eq!(err.kind, ErrorType::NotFound);
+        assert_eq!(err.message, "model: claude-does-not-exist-9");
+        assert!(!err.retryable);
+        let known = ask("hi", "");
+        assert!(strict.send(request(&known)).await.is_ok());
+        // Off by default: any model name is answered.
+        let lenient = MockBackend::new(Duration::ZERO, 1);
+        assert!(lenient.send(request(&unknown)).await.is_ok());
     }
 
     #[tokio::test]

@@ -70,6 +70,10 @@ pub struct ServeOptions {
     /// Requests the mock model works on at once.
     #[arg(long, env = "BATCHD_MOCK_CONCURRENCY", default_value_t = ServeOptions::default().mock_concurrency)]
     pub mock_concurrency: usize,
+    /// Have the built-in mock answer a model the API does not list with `not_found_error`, as
+    /// the API does; off, it answers any model name.
+    #[arg(long, env = "BATCHD_MOCK_STRICT_MODELS")]
+    pub mock_strict_models: bool,
     /// Requests in flight at once across all batches.
     #[arg(long, env = "BATCHD_CONCURRENCY", default_value_t = ServeOptions::default().concurrency)]
     pub concurrency: usize,
@@ -213,6 +217,7 @@ impl Default for ServeOptions {
             api_keys: Vec::new(),
             mock_latency: Duration::ZERO,
             mock_concurrency: 64,
+            mock_strict_models: false,
             concurrency: dispatch.concurrency,
             batch_expiry: http.batch_expiry,
             results_retention: dispatch.results_retention,
@@ -467,6 +472,10 @@ mod tests {
             err.contains("batchd.toml:3:") && err.contains("grpc"),
             "{err}"
         );
+        let mock = load("[[backends]]\nname = \"strict\"\nkind = \"mock\"\nstrict_models = true\n")
+            .unwrap();
+        assert!(mock.backends[0].strict_models);
+        assert!(!ok.backends[0].strict_models, "off unless asked for");
     }
 
     #[test]

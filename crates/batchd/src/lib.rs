@@ -48,7 +48,11 @@ pub async fn serve(
     }
 
     let backends = if options.backends.is_empty() {
-        BackendTable::mock(options.mock_latency, options.mock_concurrency)
+        BackendTable::mock(
+            options.mock_latency,
+            options.mock_concurrency,
+            options.mock_strict_models,
+        )
     } else {
         BackendTable::from_specs(&options.backends).map_err(|e| anyhow::anyhow!(e))?
     };

@@ -281,6 +281,21 @@ mod tests {
     }
 
     #[test]
+    fn a_switch_is_read_from_the_flag_or_the_file() {
+        let from_file = resolve(&[], "mock_strict_models = true\n").unwrap();
+        assert!(
+            from_file.mock_strict_models,
+            "an absent flag keeps the file's value"
+        );
+        let from_flag = resolve(&["--mock-strict-models"], "").unwrap();
+        assert!(from_flag.mock_strict_models);
+        assert!(
+            !resolve(&[], "").unwrap().mock_strict_models,
+            "off by default"
+        );
+    }
+
+    #[test]
     fn the_environment_beats_the_file() {
         // Setting a variable is unsafe in a threaded test run; point `--listen` at one that is
         // surely set instead.

@@ -1,7 +1,8 @@
 //! One claimed request's life: an upstream attempt in named phases, each of which may end it
 //! with the report the recorder gets.
 //!
-//! * [`route`]: is it still wanted, is it due, is it valid, which backend serves its model;
+//! * [`route`]: is it still wanted, is it due, is it valid (its `max_tokens` within its model's
+//!   cap included), which backend serves its model;
 //! * [`admit`]: that backend's breaker, queue, rate limit and concurrency slot;
 //! * [`send`]: the call itself, counted as in flight, timed and labelled;
 //! * [`settle`]: what the outcome teaches the backend's guards, then the answer or the next
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use batchd_backends::limits::{Admission, Concurrency, Permit};
 use batchd_backends::{BackendError, BackendRequest, GuardedBackend, estimate_input_tokens};
+use batchd_domain::models;
 use batchd_domain::params::{self, Params};
 use batchd_domain::{ErrorType, Outcome, Timestamp};
 use batchd_store::{Retry, WorkItem};
@@ -73,8 +75,14 @@ fn route<'s>(shared: &'s Shared, item: &WorkItem) -> Result<Routed<'s>, Report> 
         // Claimed again by a restarted process while its back-off is still running.
         return Err(retry_at(item, item.attempts, at));
     }
-    let params =
-        params::validate(&item.params).map_err(|err| errored(item, err.kind, &err.message))?;
+    let params = params::validate(&item.params)
+        .and_then(|p| {
+            // Per model, and only for models the API lists: a self-hosted model is the
+            // upstream's to limit.
+            models::check_max_tokens(&p.model, p.max_tokens, &item.betas)?;
+            Ok(p)
+        })
+        .map_err(|err| errored(item, err.kind, &err.message))?;
     let Some(index) = shared.backends.index_for(&params.model) else {
         // What the real API answers for a model it does not serve.
         let message = format!("model: {}", params.model);

@@ -72,7 +72,7 @@ async fn work_announced_during_a_claim_is_claimed_without_waiting_for_the_idle_p
     });
     let dispatcher = Dispatcher::start(
         store.clone(),
-        Arc::new(BackendTable::mock(Duration::ZERO, 1)),
+        Arc::new(BackendTable::mock(Duration::ZERO, 1, false)),
         Config {
             // Far beyond the test's timeout: only the announcement can start the next claim.
             idle_poll: Duration::from_secs(3600),

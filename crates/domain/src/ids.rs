@@ -1,13 +1,20 @@
-//! Opaque identifiers in the shapes the real API uses: `msgbatch_01…`, `req_01…`, `msg_01…`.
+//! Opaque identifiers in the shapes the real API uses: `msgbatch_01…`, `req_01…`, `msg_01…`,
+//! and the `anthropic-organization-id` UUID of a workspace.
 //!
-//! Ids are random, not time-sortable (the real ones are not either); list order comes from
-//! creation time plus a storage sequence number.
+//! Every real id seen is a prefix, `01`, then 22 characters of the Bitcoin base58 alphabet (no
+//! `0 O I l`). Ids are random, not time-sortable (the real ones are not either); list order
+//! comes from creation time plus a storage sequence number, so the id is only a label and its
+//! alphabet could change. Earlier versions drew from all 62 alphanumerics: [`BatchId::parse`]
+//! still accepts those, so batches stored before keep their ids.
 
 use std::fmt;
 
 use rand::Rng;
 
-const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+use sha2::{Digest, Sha256};
+
+/// Bitcoin's base58: the alphanumerics without `0`, `O`, `I` and `l`.
+pub const ALPHABET: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
 /// Every real id observed has 24 characters after the prefix, the first two being `01`.
 const BODY_LEN: usize = 24;
 
@@ -61,8 +68,9 @@ impl BatchId {
         Self(format!("{}{}", Self::PREFIX, random_body()))
     }
 
-    /// Accepts any id of our shape. Anything else can never name a batch, which callers turn into
-    /// the same 404 a missing batch gets.
+    /// Accepts any id of our shape, including the alphanumeric bodies of earlier versions.
+    /// Anything else can never name a batch, which callers turn into the same 404 a missing batch
+    /// gets.
     pub fn parse(s: &str) -> Option<Self> {
         let body = s.strip_prefix(Self::PREFIX)?;
         (!body.is_empty() && body.len() <= 64 && body.bytes().all(|b| b.is_ascii_alphanumeric()))
@@ -85,17 +93,89 @@ pub fn request_id() -> String {
     format!("req_{}", random_body())
 }
 
+/// The `anthropic-organization-id` of a workspace: a UUID derived from its name, so it is the
+/// same in every process and across restarts without being stored. Version 8 (RFC 9562's
+/// custom layout) over SHA-256 of a fixed namespace and the name: it is not any real
+/// organization's id, only stable and distinct per workspace.
+pub fn organization_id(workspace: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"batchd organization\xff")
+        .chain_update(workspace.as_bytes())
+        .finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    b[6] = (b[6] & 0x0F) | 0x80;
+    b[8] = (b[8] & 0x3F) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// `prefix` + `01` + 22 base58 characters.
+    fn api_shaped(id: &str, prefix: &str) -> bool {
+        id.strip_prefix(prefix)
+            .and_then(|body| body.strip_prefix("01"))
+            .is_some_and(|rest| rest.len() == 22 && rest.bytes().all(|b| ALPHABET.contains(&b)))
+    }
+
     #[test]
     fn generated_ids_parse_and_look_real() {
-        let id = BatchId::generate();
-        assert_eq!(id.as_str().len(), "msgbatch_".len() + 24);
-        assert!(id.as_str().starts_with("msgbatch_01"));
-        assert_eq!(BatchId::parse(id.as_str()), Some(id));
-        assert!(request_id().starts_with("req_01"));
+        for _ in 0..200 {
+            let id = BatchId::generate();
+            assert!(api_shaped(id.as_str(), "msgbatch_"), "{id}");
+            assert_eq!(BatchId::parse(id.as_str()), Some(id));
+            let req = request_id();
+            assert!(api_shaped(&req, "req_"), "{req}");
+        }
+        for seed in 0..200 {
+            let body = deterministic_body(seed);
+            assert!(api_shaped(&body, ""), "{body}");
+        }
+    }
+
+    #[test]
+    fn the_alphabet_is_base58() {
+        assert_eq!(ALPHABET.len(), 58);
+        for b in b"0OIl" {
+            assert!(!ALPHABET.contains(b));
+        }
+    }
+
+    #[test]
+    fn ids_of_earlier_versions_still_parse() {
+        let old = "msgbatch_01Ol0Iabcdefghijklmnopqr";
+        assert_eq!(BatchId::parse(old).unwrap().as_str(), old);
+    }
+
+    #[test]
+    fn organization_ids_are_stable_uuids_per_workspace() {
+        let a = organization_id("ws-a");
+        assert_eq!(a, organization_id("ws-a"));
+        assert_ne!(a, organization_id("ws-b"));
+        let groups: Vec<&str> = a.split('-').collect();
+        assert_eq!(
+            groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(
+            a.bytes()
+                .all(|b| b == b'-' || b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(&a[14..15], "8", "version 8");
+        assert!(
+            matches!(&a[19..20], "8" | "9" | "a" | "b"),
+            "RFC 9562 variant"
+        );
     }
 
     #[test]

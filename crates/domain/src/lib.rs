@@ -3,14 +3,16 @@
 //!
 //! Storage engines, the dispatcher and the HTTP layer all speak these types, so the rules live in
 //! one place: the counts semantics in [`batch`], identifier formats in [`ids`], the `custom_id`
-//! grammar in [`custom_id`], per-request `params` validation in [`params`], and the validation
-//! texts all of them share in [`validation`].
+//! grammar in [`custom_id`], per-request `params` validation in [`params`], the models the API
+//! serves and their output caps in [`models`], and the validation texts all of them share in
+//! [`validation`].
 
 pub mod batch;
 pub mod custom_id;
 pub mod error_type;
 pub mod ids;
 pub mod keys;
+pub mod models;
 pub mod params;
 pub mod timestamp;
 pub mod validation;

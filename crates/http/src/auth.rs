@@ -6,6 +6,8 @@
 //! failed to authenticate too often is refused before its key is looked at, and a workspace
 //! over its rate limit before the route runs; when a rate limit is set, every response after
 //! authentication carries the `anthropic-ratelimit-requests-*` headers.
+//! Every response after authentication names the caller's workspace and organization
+//! (`anthropic-workspace-id`, `anthropic-organization-id`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,8 +17,8 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use batchd_domain::ErrorType;
 use batchd_domain::keys::{KeyHash, StaticKey};
+use batchd_domain::{ErrorType, ids};
 use batchd_store::{KeyStore, StoreError};
 
 use crate::quota::{self, Failure};
@@ -92,6 +94,7 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
         }
     };
     let workspace = HeaderValue::from_str(&caller.workspace).ok();
+    let organization = HeaderValue::from_str(&ids::organization_id(&caller.workspace)).ok();
     let per_minute = inner.config.quotas.rate_limit(&caller.workspace);
     let decision = (per_minute > 0).then(|| {
         inner
@@ -110,6 +113,11 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     // does; the SDKs surface it (`_workspace_id`, `err.workspaceID`).
     if let Some(workspace) = workspace {
         headers.insert("anthropic-workspace-id", workspace);
+    }
+    // The API's docs list it on every response; before authentication there is no
+    // organization to name, so those responses go without, like the workspace header.
+    if let Some(organization) = organization {
+        headers.insert("anthropic-organization-id", organization);
     }
     for (name, value) in decision.iter().flat_map(quota::Decision::headers) {
         if let Ok(value) = HeaderValue::from_str(&value) {

@@ -507,6 +507,16 @@ fn add_common(operation: &mut Operation, v1: bool) {
                         .description(Some("The workspace of the API key."))
                         .build(),
                 );
+                response.headers.insert(
+                    "anthropic-organization-id".into(),
+                    HeaderBuilder::new()
+                        .schema(Object::with_type(Type::String))
+                        .description(Some(
+                            "A UUID standing for the organization of the API key: derived from \
+                             the workspace, the same in every process.",
+                        ))
+                        .build(),
+                );
                 for (name, ty, description) in RATE_LIMIT_HEADERS {
                     response.headers.insert(
                         name.into(),

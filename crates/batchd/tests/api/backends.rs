@@ -27,6 +27,7 @@ fn backend(kind: Kind, upstream: &FakeUpstream) -> BackendSpec {
         max_attempts: 5,
         top_k: false,
         latency: Duration::ZERO,
+        strict_models: false,
         anthropic_version: "2023-06-01".into(),
     }
 }
@@ -118,6 +119,39 @@ async fn anthropic_backend_forwards_params_and_headers_and_marks_the_batch_tier(
         Some("extended-cache-ttl-2025-04-11")
     );
     assert_eq!(seen.json(), params, "params go upstream as given");
+}
+
+#[tokio::test]
+async fn the_batch_only_300k_beta_is_not_forwarded_to_messages() {
+    let upstream = FakeUpstream::start(FakeConfig::default().record_requests(10))
+        .await
+        .unwrap();
+    let app = serve_with(backend(Kind::Anthropic, &upstream)).await;
+    for (sent, forwarded) in [
+        (
+            "output-300k-2026-03-24,extended-cache-ttl-2025-04-11",
+            Some("extended-cache-ttl-2025-04-11"),
+        ),
+        ("output-300k-2026-03-24", None),
+    ] {
+        upstream.stats().clear_recorded();
+        let resp = app
+            .request(Method::POST, "/v1/messages/batches")
+            .header("anthropic-beta", sent)
+            .json(&json!({"requests": [saying("a", "hello")]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let id = resp.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        app.wait_ended(&id, Duration::from_secs(20)).await;
+        assert_eq!(app.results(&id).await[0]["result"]["type"], "succeeded");
+        let seen = upstream.stats().last_request().expect("recorded");
+        assert_eq!(seen.header("anthropic-beta"), forwarded, "sent: {sent}");
+    }
 }
 
 #[tokio::test]
