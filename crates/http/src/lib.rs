@@ -15,6 +15,7 @@ mod create_scan;
 pub mod drain;
 pub mod error;
 pub mod extract;
+pub mod log_throttle;
 pub mod openapi;
 pub mod ops;
 pub mod quota;
