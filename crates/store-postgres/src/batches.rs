@@ -179,6 +179,9 @@ impl BatchStore for PostgresStore {
                 .map_err(query_error)?;
             let waiting = u64::try_from(waiting).unwrap_or(0);
             if waiting.saturating_add(total) > queue_cap {
+                // Ends the transaction now, and with it the workspace's lock, rather than when
+                // the connection goes back to the pool.
+                tx.rollback().await.map_err(query_error)?;
                 return Ok(Err(QueueFull { draft, waiting }));
             }
         }
