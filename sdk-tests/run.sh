@@ -5,9 +5,10 @@
 # 1. installs the pinned Python SDK + pytest into sdk-tests/python/.venv and the pinned TypeScript
 #    SDK into sdk-tests/node/node_modules (npm ci);
 # 2. builds the server unless BATCHD_BIN points at one;
-# 3. starts three servers on free loopback ports with fresh data dirs:
-#      FAST  no mock latency
-#      SLOW  --mock-latency 1s --mock-concurrency 1 --concurrency 1
+# 3. starts four servers on free loopback ports with fresh data dirs:
+#      FAST     no mock latency
+#      SLOW     --mock-latency 1s --mock-concurrency 1 --concurrency 1
+#      TLS      FAST's settings over https, with the test certificates and CA
 #      LIMITED  --rate-limit 60 (a call a second once the burst is spent)
 #    all with keys sk-sdk-tests-workspace-a@ws-a and sk-sdk-tests-workspace-b@ws-b;
 # 4. runs pytest, then node --test; exits non-zero if either fails. Servers are always stopped.

@@ -12,15 +12,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
+use batchd_http::log_throttle::LogThrottle;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -37,9 +37,6 @@ use crate::tls::Tls;
 /// can pass or not depending on how its bytes arrive. 128 KiB stays above hyper's 64 KiB URI
 /// limit, so an overlong URI still gets its 414.
 const MAX_HEAD_BYTES: usize = 128 * 1024;
-
-/// How often, at most, each kind of refused or closed connection is logged above debug.
-const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What bounds the connections of [`serve`].
 #[derive(Debug, Clone, Copy)]
@@ -77,9 +74,9 @@ pub async fn serve(
         cut,
     };
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let full = Throttle::default();
-    let stalled = Arc::new(Throttle::default());
-    let handshakes = Arc::new(Throttle::default());
+    let full = LogThrottle::default();
+    let stalled = Arc::new(LogThrottle::default());
+    let handshakes = Arc::new(LogThrottle::default());
     // Every connection task holds a receiver; the sender's `closed` is all of them finished.
     let (close_tx, close_rx) = watch::channel(());
     loop {
@@ -148,7 +145,7 @@ struct Connection {
     addr: SocketAddr,
     header_timeout: Duration,
     unanswered: Arc<AtomicBool>,
-    stalled: Arc<Throttle>,
+    stalled: Arc<LogThrottle>,
     stop: watch::Receiver<bool>,
 }
 
@@ -203,7 +200,7 @@ impl Connection {
 
 /// Logs a failed TLS handshake: a scanner, a plain-HTTP client or one that does not trust the
 /// certificate. Common and the client's business, so never more than one line per interval.
-fn handshake_failed(err: &io::Error, addr: &SocketAddr, handshakes: &Throttle) {
+fn handshake_failed(err: &io::Error, addr: &SocketAddr, handshakes: &LogThrottle) {
     tracing::debug!(%addr, error = %err, "TLS handshake failed");
     if let Some(missed) = handshakes.due() {
         tracing::info!(
@@ -218,7 +215,7 @@ fn handshake_failed(err: &io::Error, addr: &SocketAddr, handshakes: &Throttle) {
 /// Logs a connection that ended with an error. A header timeout on a connection that sent
 /// nothing since its last answer is an idle keep-alive ending, as expected; one in the middle of
 /// a request is a client too slow or hostile, worth an operator's eye now and then.
-fn closed(err: &hyper::Error, addr: &SocketAddr, unanswered: bool, stalled: &Throttle) {
+fn closed(err: &hyper::Error, addr: &SocketAddr, unanswered: bool, stalled: &LogThrottle) {
     if !err.is_timeout() {
         tracing::debug!(%addr, error = %err, "connection ended with an error");
     } else if !unanswered {
@@ -232,27 +229,6 @@ fn closed(err: &hyper::Error, addr: &SocketAddr, unanswered: bool, stalled: &Thr
                 "closed a connection that did not send its request headers in time"
             );
         }
-    }
-}
-
-/// Lets an event through at most once per [`LOG_INTERVAL`], counting the ones held back.
-#[derive(Default)]
-struct Throttle {
-    last: Mutex<Option<Instant>>,
-    missed: AtomicU64,
-}
-
-impl Throttle {
-    /// `Some(events held back since the last one let through)` when this one may be logged.
-    fn due(&self) -> Option<u64> {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if last.is_some_and(|at| now.duration_since(at) < LOG_INTERVAL) {
-            self.missed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        *last = Some(now);
-        Some(self.missed.swap(0, Ordering::Relaxed))
     }
 }
 

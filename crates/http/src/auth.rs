@@ -5,7 +5,8 @@
 //! Here too the quotas that apply before a handler runs (see [`crate::quota`]): an address that
 //! failed to authenticate too often is refused before its key is looked at, and a workspace
 //! over its rate limit before the route runs; when a rate limit is set, every response after
-//! authentication carries the `anthropic-ratelimit-requests-*` headers.
+//! authentication carries the `anthropic-ratelimit-requests-*` headers. The body of a request
+//! refused here is drained (see [`crate::drain`]), so a client still sending it reads the answer.
 //! Every response after authentication names the caller's workspace and organization
 //! (`anthropic-workspace-id`, `anthropic-organization-id`).
 
@@ -73,22 +74,51 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     if let Some(ip) = peer
         && let Some(wait) = inner.auth_throttle.blocked(ip, Instant::now())
     {
+        let (parts, body) = request.into_parts();
+        inner
+            .drains
+            .discard_unauthenticated(body, &parts.headers, &inner.config);
         return quota::auth_throttled(wait).into_response();
     }
-    let caller = match check(&state, request.headers()).await {
+    // Attempts from one address run in parallel, so the limit may be reached while this one's
+    // key is looked up: its answer is then decided by the throttle, in the step that counts it,
+    // so no more than the limit of wrong keys are ever answered 401 in a window, and a right
+    // key sent after them waits like the rest.
+    let checked = check(&state, request.headers()).await;
+    let checked = match (checked, peer) {
+        (Err(err), Some(ip)) if err.kind == ErrorType::Authentication => {
+            match inner.auth_throttle.failed(ip, Instant::now()) {
+                Failure::Counted => Err(err),
+                Failure::ThrottleStarts => {
+                    let quotas = &inner.config.quotas;
+                    tracing::warn!(
+                        client = %ip,
+                        failures = quotas.auth_failure_limit,
+                        window = ?quotas.auth_failure_window,
+                        "too many failed authentications: refusing this client address until its window ends"
+                    );
+                    Err(err)
+                }
+                Failure::Refused(wait) => Err(quota::auth_throttled(wait)),
+            }
+        }
+        (Ok(caller), Some(ip)) => match inner.auth_throttle.blocked(ip, Instant::now()) {
+            Some(wait) => Err(quota::auth_throttled(wait)),
+            None => Ok(caller),
+        },
+        (checked, _) => checked,
+    };
+    let caller = match checked {
         Ok(caller) => caller,
         Err(err) => {
-            if err.kind == ErrorType::Authentication
-                && let Some(ip) = peer
-                && inner.auth_throttle.failed(ip, Instant::now()) == Failure::ThrottleStarts
-            {
-                let quotas = &inner.config.quotas;
-                tracing::warn!(
-                    client = %ip,
-                    failures = quotas.auth_failure_limit,
-                    window = ?quotas.auth_failure_window,
-                    "too many failed authentications: refusing this client address until its window ends"
-                );
+            let (parts, body) = request.into_parts();
+            if matches!(err.kind, ErrorType::Permission | ErrorType::InvalidRequest) {
+                // The key was good: a header checked after it was not.
+                inner.drains.discard(body, &parts.headers, &inner.config);
+            } else {
+                inner
+                    .drains
+                    .discard_unauthenticated(body, &parts.headers, &inner.config);
             }
             return err.into_response();
         }
@@ -102,7 +132,11 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
             .check(&caller.workspace, per_minute, Instant::now())
     });
     let mut response = match decision.and_then(|d| d.refused) {
-        Some(wait) => quota::rate_limited(per_minute, wait).into_response(),
+        Some(wait) => {
+            let (parts, body) = request.into_parts();
+            inner.drains.discard(body, &parts.headers, &inner.config);
+            quota::rate_limited(per_minute, wait).into_response()
+        }
         None => {
             request.extensions_mut().insert(caller);
             next.run(request).await

@@ -12,12 +12,12 @@
 //! cannot hold a blocking thread and a draft by trickling. Before a byte of the body is read, the
 //! create takes a slot in the process-wide budget ([`crate::create_budget`]) and its declared
 //! `Content-Type` is checked: JSON or none. A batch that would take its workspace over its queue
-//! cap is refused at commit (429), the count and the commit one transaction.
+//! cap is refused (429): at once when the queue is already full, else at commit, the count and
+//! the commit one transaction; a batch larger than the cap itself is told not to retry.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::io::{self, BufReader, Read};
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -107,14 +107,46 @@ pub async fn create(
         return Err(too_large());
     }
     if let Err(refusal) = json_content_type(&headers) {
-        discard(body, &headers, &state.inner.config);
+        state
+            .inner
+            .drains
+            .discard(body, &headers, &state.inner.config);
         return Err(refusal);
+    }
+    // A queue already full refuses at once, before the body is uploaded and stored; the count
+    // may be stale, so the commit checks again.
+    let cap = state.inner.config.quotas.queue_cap(&caller.workspace);
+    let waiting = match state.inner.store.waiting_requests(&caller.workspace).await {
+        Ok(waiting) => waiting,
+        Err(err) => {
+            state
+                .inner
+                .drains
+                .discard(body, &headers, &state.inner.config);
+            return Err(err.into());
+        }
+    };
+    if waiting >= cap {
+        state
+            .inner
+            .drains
+            .discard(body, &headers, &state.inner.config);
+        tracing::info!(
+            workspace = %caller.workspace,
+            waiting,
+            cap,
+            "create refused before its body: the workspace's queue is full"
+        );
+        return Err(quota::queue_full(cap, waiting));
     }
     // Taken before the body is read, so a create that waits for a slot holds none of it.
     let slot = match state.inner.creates.admit().await {
         Ok(slot) => slot,
         Err(refusal) => {
-            discard(body, &headers, &state.inner.config);
+            state
+                .inner
+                .drains
+                .discard(body, &headers, &state.inner.config);
             return Err(refusal);
         }
     };
@@ -133,7 +165,10 @@ pub async fn create(
     let draft = match begun {
         Ok(draft) => draft,
         Err(err) => {
-            discard(body, &headers, &state.inner.config);
+            state
+                .inner
+                .drains
+                .discard(body, &headers, &state.inner.config);
             return Err(err.into());
         }
     };
@@ -179,8 +214,14 @@ pub async fn create(
     let parsed = parser.await.unwrap_or(Err(Refusal::Aborted));
 
     let refusal = match (stored, parsed) {
+        (Ok(()), Ok(total)) if total > cap => {
+            if let Err(err) = store.abort_batch(draft).await {
+                tracing::warn!(error = %err, "could not abort a draft batch; it is reclaimed at next start");
+            }
+            state.inner.work.notify_reclaimable();
+            return Err(quota::batch_over_cap(cap, total));
+        }
         (Ok(()), Ok(total)) => {
-            let cap = state.inner.config.quotas.queue_cap(&caller.workspace);
             let full = match store.commit_batch_within(draft, total, cap).await? {
                 Ok(batch) => {
                     state.inner.work.notify_created();
@@ -228,7 +269,7 @@ pub async fn create(
 /// as the bytes received so far would have taken at [`MIN_BODY_RATE`]. Only waiting counts, so a
 /// server slow to take the chunks never makes a client late. When the body falls behind, the
 /// stream ends with an error and `too_slow` is set.
-fn paced(
+pub(crate) fn paced(
     body: axum::body::BodyDataStream,
     grace: Duration,
     too_slow: Arc<AtomicBool>,
@@ -273,36 +314,6 @@ struct Pace {
     waited: Duration,
     received: u64,
     too_slow: Arc<AtomicBool>,
-}
-
-/// Reads and drops, in the background, the body of a create refused before reading it (by its
-/// type, the budget, or a store that cannot begin it). The client may still be sending it:
-/// closing the connection on unread bytes resets it, and the client would see a broken pipe
-/// rather than the answer (and retry it as a network error). Bounded like any create body, by
-/// the size limit and the minimum pace; nothing is kept. A client that waits for
-/// `100 Continue` has sent nothing and is spared the upload.
-fn discard(body: Body, headers: &HeaderMap, config: &crate::HttpConfig) {
-    let expects_continue = headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects_continue {
-        return;
-    }
-    let (max, grace) = (config.max_create_bytes, config.body_timeout);
-    tokio::spawn(async move {
-        let mut body = pin!(paced(
-            body.into_data_stream(),
-            grace,
-            Arc::new(AtomicBool::new(false))
-        ));
-        let mut seen: u64 = 0;
-        while let Some(Ok(chunk)) = body.next().await {
-            seen += chunk.len() as u64;
-            if seen > max {
-                break;
-            }
-        }
-    });
 }
 
 /// Refuses a body declared as anything but JSON. Without a `Content-Type` the body is taken as

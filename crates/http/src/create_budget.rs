@@ -8,21 +8,18 @@
 //! the SDKs retry on their own. Below the cap a create never waits.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use batchd_domain::ErrorType;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::ApiError;
 use crate::error::OVERLOADED;
+use crate::log_throttle::LogThrottle;
 
 /// What a refused create is told to wait before trying again: a slot frees as soon as any
 /// create in progress ends, so a retry soon after is likely to get one.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// How often, at most, a refusal is logged above debug.
-const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A create's place in the budget, shared by the handler and its parsing thread: the slot is
 /// given back when both are done.
@@ -32,10 +29,7 @@ pub(crate) struct CreateBudget {
     slots: Arc<Semaphore>,
     max: usize,
     wait: Duration,
-    started: Instant,
-    /// Milliseconds since `started` of the last refusal logged at warn, plus one (0: never).
-    last_warned: AtomicU64,
-    refused_since_warned: AtomicU64,
+    refusals: LogThrottle,
 }
 
 impl CreateBudget {
@@ -45,9 +39,7 @@ impl CreateBudget {
             slots: Arc::new(Semaphore::new(max)),
             max,
             wait,
-            started: Instant::now(),
-            last_warned: AtomicU64::new(0),
-            refused_since_warned: AtomicU64::new(0),
+            refusals: LogThrottle::default(),
         }
     }
 
@@ -66,24 +58,15 @@ impl CreateBudget {
     }
 
     fn refused(&self) {
-        let now = self.started.elapsed().as_millis() as u64 + 1;
-        let last = self.last_warned.load(Ordering::Relaxed);
-        let due = last == 0 || now.saturating_sub(last) >= LOG_INTERVAL.as_millis() as u64;
-        if due
-            && self
-                .last_warned
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let missed = self.refused_since_warned.swap(0, Ordering::Relaxed);
-            tracing::warn!(
+        match self.refusals.due() {
+            Some(missed) => tracing::warn!(
                 max_concurrent_creates = self.max,
                 times_since_last_warning = missed,
                 "create refused with 529: the creates in progress fill the budget"
-            );
-        } else {
-            self.refused_since_warned.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("create refused with 529: the creates in progress fill the budget");
+            ),
+            None => {
+                tracing::debug!("create refused with 529: the creates in progress fill the budget")
+            }
         }
     }
 }

@@ -22,6 +22,9 @@ pub struct ApiError {
     pub message: String,
     /// Seconds the client should wait before trying again, sent as `retry-after`.
     pub retry_after: Option<u64>,
+    /// Tells the client not to retry (`x-should-retry: false`) a status it would otherwise
+    /// retry: the same request can never succeed.
+    pub final_refusal: bool,
 }
 
 impl ApiError {
@@ -33,6 +36,7 @@ impl ApiError {
             kind,
             message: message.into(),
             retry_after: None,
+            final_refusal: false,
         }
     }
 
@@ -54,6 +58,13 @@ impl ApiError {
     pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         self.retry_after = Some(secs.max(1));
+        self
+    }
+
+    /// Marks the error as one retrying cannot cure (see [`ApiError::final_refusal`]).
+    pub fn never_retry(mut self) -> Self {
+        self.final_refusal = true;
+        self.retry_after = None;
         self
     }
 
@@ -114,8 +125,8 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/json"),
         );
         // SDKs retry 408/409/429/5xx unless told otherwise; be explicit as the real API is.
-        let retry =
-            matches!(self.status.as_u16(), 408 | 409 | 429) || self.status.is_server_error();
+        let retry = !self.final_refusal
+            && (matches!(self.status.as_u16(), 408 | 409 | 429) || self.status.is_server_error());
         headers.insert(
             "x-should-retry",
             HeaderValue::from_static(if retry { "true" } else { "false" }),

@@ -12,8 +12,10 @@ pub mod batches;
 pub mod create;
 pub mod create_budget;
 mod create_scan;
+pub mod drain;
 pub mod error;
 pub mod extract;
+pub mod log_throttle;
 pub mod openapi;
 pub mod ops;
 pub mod quota;
@@ -102,6 +104,7 @@ struct Inner {
     creates: create_budget::CreateBudget,
     rate: quota::RateLimiter,
     auth_throttle: quota::AuthThrottle,
+    drains: drain::Drains,
 }
 
 impl AppState {
@@ -128,6 +131,7 @@ impl AppState {
                 config,
                 rate: quota::RateLimiter::default(),
                 auth_throttle,
+                drains: drain::Drains::default(),
             }),
         }
     }

@@ -206,13 +206,13 @@ pub struct OpsStatus {
 // headers that `ApiError` sets.
 
 macro_rules! error_response {
-    ($(#[$doc:meta])* $name:ident, $kind:literal, $description:literal, $message:expr) => {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $description:expr, $message:expr) => {
         $(#[$doc])*
         pub struct $name;
 
         impl<'r> ToResponse<'r> for $name {
             fn response() -> (&'r str, RefOr<utoipa::openapi::Response>) {
-                (stringify!($name), error(stringify!($name), $kind, $description, $message))
+                (stringify!($name), error(stringify!($name), $kind, &$description, $message))
             }
         }
     };
@@ -275,11 +275,15 @@ error_response!(
     /// 429.
     RateLimitError,
     "rate_limit_error",
-    "A quota: the workspace made more batch API calls than its rate limit allows (`rate_limit` \
-     per minute; off by default), a create would take the workspace's requests waiting to be \
-     processed over its queue cap (`queue_cap`, 500,000 by default), or the client's address \
-     sent too many requests with a missing or invalid key (`auth_failure_limit` in \
-     `auth_failure_window`). Wait `retry-after` seconds.",
+    format!(
+        "A quota: the workspace made more batch API calls than its rate limit allows (`rate_limit` \
+         per minute; off by default), a create would take the workspace's requests waiting to be \
+         processed over its queue cap (`queue_cap`, {} by default), or the client's address \
+         sent too many requests with a missing or invalid key (`auth_failure_limit` in \
+         `auth_failure_window`). Wait `retry-after` seconds. A batch larger than the queue cap \
+         itself can never be accepted: it gets `x-should-retry: false` and no `retry-after`.",
+        thousands(crate::quota::QuotaConfig::default().queue_cap)
+    ),
     "This request would exceed your workspace's rate limit of 1000 Message Batches API requests per minute."
 );
 error_response!(
@@ -306,6 +310,19 @@ error_response!(
     crate::error::OVERLOADED
 );
 
+/// `n` with a comma between each group of three digits, as the texts above write figures.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
 fn error(
     name: &str,
     kind: &str,
@@ -330,10 +347,11 @@ fn error(
         .description(description)
         .header("request-id", request_id_header());
     let wait = match name {
-        "RateLimitError" => {
-            Some("Whole seconds to wait before retrying (at least 1; 60 for a full queue).")
-        }
-        "CreateOverloaded" => Some("Seconds to wait before trying again."),
+        "RateLimitError" => Some(format!(
+            "Whole seconds to wait before retrying (at least 1; {} for a full queue).",
+            crate::quota::QUEUE_FULL_RETRY_AFTER.as_secs()
+        )),
+        "CreateOverloaded" => Some("Seconds to wait before trying again.".to_owned()),
         _ => None,
     };
     if let Some(wait) = wait {
@@ -341,7 +359,7 @@ fn error(
             "retry-after",
             HeaderBuilder::new()
                 .schema(Object::with_type(Type::Integer))
-                .description(Some(wait))
+                .description(Some(wait.as_str()))
                 .build(),
         );
     }
@@ -568,6 +586,13 @@ mod tests {
 
     fn doc() -> Value {
         serde_json::from_str(json()).unwrap()
+    }
+
+    #[test]
+    fn figures_are_grouped_by_thousands() {
+        assert_eq!(super::thousands(500_000), "500,000");
+        assert_eq!(super::thousands(1_234_567), "1,234,567");
+        assert_eq!(super::thousands(999), "999");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! `rate_limit_error` and a `retry-after` the SDKs' built-in retries honour:
 //!
 //! * the **queue cap**: requests a workspace may have waiting to be processed; checked by the
-//!   store inside a create's commit (see `BatchStore::commit_batch_within`), refused here;
+//!   store inside a create's commit (see `BatchStore::commit_batch_within`), and before the
+//!   body is read against a count outside the commit, so a full queue costs no upload;
 //! * the **rate limit** on batch API calls, per workspace, in requests per minute: a GCRA
 //!   ([`RateLimiter`]) whose state is one instant per busy workspace, in this process only;
 //! * the **failed-authentication throttle**, per client address ([`AuthThrottle`]), so that
@@ -92,6 +93,18 @@ pub fn queue_full(cap: u64, waiting: u64) -> ApiError {
         ),
     )
     .with_retry_after(QUEUE_FULL_RETRY_AFTER)
+}
+
+/// The 429 of a batch larger than its workspace's queue cap: it can never fit, so the client is
+/// told not to retry it.
+pub fn batch_over_cap(cap: u64, total: u64) -> ApiError {
+    ApiError::new(
+        ErrorType::RateLimit,
+        format!(
+            "This batch of {total} requests is larger than your workspace's batch queue limit of {cap} requests; it can never be accepted. Split it into smaller batches."
+        ),
+    )
+    .never_retry()
 }
 
 /// The 429 of a batch API call over its workspace's rate limit.
@@ -255,6 +268,9 @@ pub enum Failure {
     Counted,
     /// This failure reached the limit: the address is refused from now on (log it once).
     ThrottleStarts,
+    /// The limit was reached while this attempt's key was looked up: answer it as refused, with
+    /// the rest of the window, so that guesses sent in parallel learn no more than the limit.
+    Refused(Duration),
 }
 
 impl AuthThrottle {
@@ -275,7 +291,7 @@ impl AuthThrottle {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.expire(&mut state, now);
         let window = state.by_addr.get(&block_of(addr))?;
-        (window.failures >= self.limit).then(|| (window.start + self.window) - now)
+        (window.failures >= self.limit).then(|| rest(window.start, self.window, now))
     }
 
     /// Counts a failed authentication from `addr` at `now`.
@@ -287,7 +303,10 @@ impl AuthThrottle {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.expire(&mut state, now);
         if let Some(window) = state.by_addr.get_mut(&addr) {
-            window.failures = window.failures.saturating_add(1);
+            if window.failures >= self.limit {
+                return Failure::Refused(rest(window.start, self.window, now));
+            }
+            window.failures += 1;
             return if window.failures == self.limit {
                 Failure::ThrottleStarts
             } else {
@@ -320,7 +339,7 @@ impl AuthThrottle {
     /// Drops the windows that ended by `now`.
     fn expire(&self, state: &mut Failures, now: Instant) {
         while let Some(&(start, addr)) = state.order.front() {
-            if start + self.window > now {
+            if !ended(start, self.window, now) {
                 break;
             }
             state.order.pop_front();
@@ -334,6 +353,17 @@ impl AuthThrottle {
     fn tracked(&self) -> usize {
         self.state.lock().unwrap().by_addr.len()
     }
+}
+
+/// Whether a window of `length` that started at `start` has ended by `now`. A window too long
+/// for an `Instant` never ends within the process.
+fn ended(start: Instant, length: Duration, now: Instant) -> bool {
+    start.checked_add(length).is_some_and(|end| end <= now)
+}
+
+/// What is left at `now` of a window of `length` that started at `start`.
+fn rest(start: Instant, length: Duration, now: Instant) -> Duration {
+    length.saturating_sub(now.saturating_duration_since(start))
 }
 
 /// The address failures are counted under: IPv4 as is (also when mapped into IPv6), IPv6 by
@@ -387,6 +417,36 @@ mod tests {
         assert_eq!(throttle.blocked("192.0.2.2".parse().unwrap(), t4), None);
         assert_eq!(throttle.blocked(ip, t0 + Duration::from_secs(10)), None);
         assert_eq!(throttle.tracked(), 0);
+    }
+
+    #[test]
+    fn failures_past_the_limit_are_refused_not_counted() {
+        // Attempts that all passed `blocked` before any failed: the ones past the limit are
+        // told to wait, whatever their key turned out to be.
+        let throttle = AuthThrottle::new(2, Duration::from_secs(10), 100);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        assert_eq!(throttle.failed(ip, t0), Failure::Counted);
+        assert_eq!(throttle.failed(ip, t0), Failure::ThrottleStarts);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            throttle.failed(ip, t1),
+            Failure::Refused(Duration::from_secs(9))
+        );
+    }
+
+    #[test]
+    fn an_absurd_window_never_ends_and_does_not_panic() {
+        let throttle = AuthThrottle::new(1, Duration::MAX, 100);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        assert_eq!(throttle.failed(ip, t0), Failure::ThrottleStarts);
+        assert!(
+            throttle
+                .blocked(ip, t0 + Duration::from_secs(3600))
+                .is_some()
+        );
+        assert!(matches!(throttle.failed(ip, t0), Failure::Refused(_)));
     }
 
     #[test]

@@ -179,6 +179,9 @@ impl BatchStore for PostgresStore {
                 .map_err(query_error)?;
             let waiting = u64::try_from(waiting).unwrap_or(0);
             if waiting.saturating_add(total) > queue_cap {
+                // Ends the transaction now, and with it the workspace's lock, rather than when
+                // the connection goes back to the pool.
+                tx.rollback().await.map_err(query_error)?;
                 return Ok(Err(QueueFull { draft, waiting }));
             }
         }
@@ -222,6 +225,15 @@ impl BatchStore for PostgresStore {
             .await
             .map_err(query_error)?;
         Ok(())
+    }
+
+    async fn waiting_requests(&self, workspace: &str) -> Result<u64, StoreError> {
+        let waiting: i64 = sqlx::query_scalar(QUEUED)
+            .bind(workspace)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error)?;
+        Ok(u64::try_from(waiting).unwrap_or(0))
     }
 
     async fn get_batch(&self, workspace: &str, id: &BatchId) -> Result<Option<Batch>, StoreError> {

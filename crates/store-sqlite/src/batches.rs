@@ -227,6 +227,15 @@ impl BatchStore for SqliteStore {
         tx.commit().await.map_err(query_error)
     }
 
+    async fn waiting_requests(&self, workspace: &str) -> Result<u64, StoreError> {
+        let waiting: i64 = sqlx::query_scalar(QUEUED)
+            .bind(workspace)
+            .fetch_one(&self.pools.reader)
+            .await
+            .map_err(query_error)?;
+        Ok(u64::try_from(waiting).unwrap_or(0))
+    }
+
     async fn get_batch(&self, workspace: &str, id: &BatchId) -> Result<Option<Batch>, StoreError> {
         let row = sqlx::query(GET)
             .bind(id.as_str())

@@ -1024,6 +1024,9 @@ pub async fn queue_cap_counts_requests_waiting_in_the_workspace<H: Harness>(h: &
     let d = draft(&store, new_batch(WS, at(4)), 5).await;
     let full = within(d, 5).await.unwrap().expect_err("6 + 5 + 5 > 15");
     assert_eq!(full.waiting, 11);
+    assert_eq!(store.waiting_requests(WS).await.unwrap(), 11);
+    assert_eq!(store.waiting_requests("other").await.unwrap(), 15);
+    assert_eq!(store.waiting_requests("nobody").await.unwrap(), 0);
     store.abort_batch(full.draft).await.unwrap();
     store.cancel_batch(WS, &b.id, at(5)).await.unwrap();
     let d = draft(&store, new_batch(WS, at(6)), 9).await;

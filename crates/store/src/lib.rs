@@ -348,6 +348,10 @@ pub trait BatchStore: Send + Sync + 'static {
         total: u64,
         queue_cap: u64,
     ) -> Result<Result<Batch, QueueFull>>;
+    /// Requests of `workspace` waiting to be processed, counted as
+    /// [`BatchStore::commit_batch_within`] counts them but outside any transaction: a hint that
+    /// lets a create over a full queue be refused before its body is read, never the check.
+    async fn waiting_requests(&self, workspace: &str) -> Result<u64>;
     /// Gives up on a draft; its rows are reclaimed in the background.
     async fn abort_batch(&self, draft: Draft) -> Result<()>;
 

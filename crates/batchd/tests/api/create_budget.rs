@@ -12,18 +12,18 @@ use tokio::task::JoinHandle;
 use crate::helpers::*;
 
 /// Generous bound for an answer that is due: the machine may be loaded.
-const SLACK: Duration = Duration::from_secs(20);
+pub(crate) const SLACK: Duration = Duration::from_secs(20);
 
 /// A create sent in two parts: its head and the opening of its body at once, the rest on demand.
 /// Its answer is read by a task of its own, so that it is seen whenever it comes.
-struct HeldCreate {
+pub(crate) struct HeldCreate {
     writer: OwnedWriteHalf,
     rest: Vec<u8>,
-    answer: JoinHandle<Option<(String, Value)>>,
+    pub(crate) answer: JoinHandle<Option<(String, Value)>>,
 }
 
 impl HeldCreate {
-    async fn start(app: &TestApp, custom_id: &str) -> Self {
+    pub(crate) async fn start(app: &TestApp, custom_id: &str) -> Self {
         let body = serde_json::to_vec(&json!({ "requests": [request(custom_id)] })).unwrap();
         let addr = app.base.trim_start_matches("http://");
         let (mut reader, mut writer) = TcpStream::connect(addr).await.unwrap().into_split();
@@ -79,11 +79,46 @@ async fn answer(stream: &mut OwnedReadHalf) -> Option<(String, Value)> {
     }
 }
 
+/// Sends an 8 MB create with `key` whole before reading the answer, as many clients do
+/// (Python's http.client, so the SDK), and returns the head of the answer (lower-cased). Fails
+/// if the server resets the connection instead: a body refused before it was read must be
+/// drained, or the client sees a broken pipe rather than the answer.
+pub(crate) async fn send_large_create(app: &TestApp, key: &str) -> String {
+    let pad = "x".repeat(8 * 1024);
+    let large: Vec<Value> = (0..1000)
+        .map(|i| {
+            let mut r = request(&format!("large-{i}"));
+            r["params"]["messages"][0]["content"] = Value::from(pad.as_str());
+            r
+        })
+        .collect();
+    let body = serde_json::to_vec(&json!({ "requests": large })).unwrap();
+    let addr = app.base.trim_start_matches("http://");
+    let (mut reader, mut writer) = TcpStream::connect(addr).await.unwrap().into_split();
+    let head = format!(
+        "POST /v1/messages/batches HTTP/1.1\r\nhost: {addr}\r\nx-api-key: {key}\r\n\
+         anthropic-version: 2023-06-01\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    writer.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::timeout(SLACK, writer.write_all(&body))
+        .await
+        .expect("the body is taken in time")
+        .expect("the whole body is taken, not refused with a reset");
+    let (head, _) = tokio::time::timeout(SLACK, answer(&mut reader))
+        .await
+        .expect("an answer in time")
+        .expect("an answer, not a reset");
+    head
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_beyond_the_budget_get_529_with_retry_after_and_succeed_when_retried() {
     let app = spawn_with(|o| {
         o.max_concurrent_creates = 2;
         o.create_queue_timeout = Duration::from_millis(500);
+        // The held creates wait for the test, not for a slow client: never cut them as one.
+        o.body_timeout = Duration::from_secs(300);
     })
     .await;
     // Four creates whose bodies stop after their opening: two take the budget's slots and wait
@@ -108,34 +143,8 @@ async fn creates_beyond_the_budget_get_529_with_retry_after_and_succeed_when_ret
         assert_eq!(body["error"]["message"], "Overloaded", "{body}");
     }
     // A large create refused while its client is still sending gets the 529, not a connection
-    // reset: the server reads its body to the end and drops it. The client sends the whole body
-    // before it reads, as many do (Python's http.client, so the SDK).
-    let pad = "x".repeat(8 * 1024);
-    let large: Vec<Value> = (0..1000)
-        .map(|i| {
-            let mut r = request(&format!("large-{i}"));
-            r["params"]["messages"][0]["content"] = Value::from(pad.as_str());
-            r
-        })
-        .collect();
-    let body = serde_json::to_vec(&json!({ "requests": large })).unwrap();
-    let addr = app.base.trim_start_matches("http://");
-    let (mut reader, mut writer) = TcpStream::connect(addr).await.unwrap().into_split();
-    let head = format!(
-        "POST /v1/messages/batches HTTP/1.1\r\nhost: {addr}\r\nx-api-key: {}\r\n\
-         anthropic-version: 2023-06-01\r\ncontent-length: {}\r\n\r\n",
-        app.key,
-        body.len()
-    );
-    writer.write_all(head.as_bytes()).await.unwrap();
-    tokio::time::timeout(SLACK, writer.write_all(&body))
-        .await
-        .expect("the body is taken in time")
-        .expect("the whole body is taken, not refused with a reset");
-    let (head, _) = tokio::time::timeout(SLACK, answer(&mut reader))
-        .await
-        .expect("an answer in time")
-        .expect("an answer");
+    // reset: the server reads its body to the end and drops it.
+    let head = send_large_create(&app, app.key).await;
     assert!(head.starts_with("http/1.1 529"), "{head}");
     // The two within the budget could not answer before their body is complete; now they can.
     for create in waiting {

@@ -137,11 +137,12 @@ async fn a_handshake_never_finished_is_closed_by_the_header_timeout_and_holds_a_
     let app = spawn_with(|o| {
         with_tls(o, "server-a");
         o.max_connections = 1;
-        o.header_timeout = Duration::from_secs(2);
+        o.header_timeout = Duration::from_secs(4);
     })
     .await;
     let addr = host_port(&app);
-    // Opens TCP and never says a word: the one slot is held until the timeout closes it.
+    // Opens TCP and never says a word: the one slot is held until the timeout closes it, 3.5 s
+    // after the request below starts, well over the 1 s it must at least wait.
     let mut silent = TcpStream::connect(&addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
