@@ -253,7 +253,7 @@ mod tests {
     const BATCH: &str = "msgbatch_01TestBatch000000000000";
 
     fn params(raw: &str) -> Params {
-        params::validate(raw).expect("test params are valid")
+        params::validate(raw, &params::Terms::default()).expect("test params are valid")
     }
 
     fn ask(user: &str, extra: &str) -> Params {

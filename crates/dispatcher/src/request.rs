@@ -73,8 +73,13 @@ fn route<'s>(shared: &'s Shared, item: &WorkItem) -> Result<Routed<'s>, Report> 
         // Claimed again by a restarted process while its back-off is still running.
         return Err(retry_at(item, item.attempts, at));
     }
-    let params =
-        params::validate(&item.params).map_err(|err| errored(item, err.kind, &err.message))?;
+    let terms = params::Terms {
+        version: item.api_version,
+        betas: &item.betas,
+        user_profile_id: item.user_profile_id.as_deref(),
+    };
+    let params = params::validate(&item.params, &terms)
+        .map_err(|err| errored(item, err.kind, &err.message))?;
     let Some(index) = shared.backends.index_for(&params.model) else {
         // What the real API answers for a model it does not serve.
         let message = format!("model: {}", params.model);

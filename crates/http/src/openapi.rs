@@ -146,10 +146,10 @@ pub struct ApiHeaders {
     /// API version: `2023-01-01`, `2023-06-01` or `2026-10-21`.
     #[param(rename = "anthropic-version", example = "2023-06-01")]
     pub anthropic_version: String,
-    /// Beta features, comma-separated and/or as repeated headers, each `name-YYYY-MM-DD` (such as
-    /// `message-batches-2024-09-24`). On create they apply to every request of the batch. Any
-    /// other shape is refused with a 400.
-    // Its pattern, `auth::BETA_HEADER_PATTERN`, is added by `add_common`.
+    /// Beta features, comma-separated and/or as repeated headers: published beta names (such as
+    /// `message-batches-2024-09-24`), and any the operator added with `--extra-beta`. On create
+    /// they apply to every request of the batch. Any other name is refused with a 400.
+    // Its pattern, `auth::beta_header_pattern()`, is added by `add_common`.
     #[param(rename = "anthropic-beta", nullable = false)]
     pub anthropic_beta: Option<String>,
 }
@@ -222,7 +222,7 @@ error_response!(
     /// 400.
     InvalidRequestError,
     "invalid_request_error",
-    "Invalid request: a missing or unsupported `anthropic-version`, a malformed `anthropic-beta`, \
+    "Invalid request: a missing or unsupported `anthropic-version`, an unknown `anthropic-beta`, \
      an invalid body or query, a create body declared as another type than JSON, or an operation \
      the batch's state does not allow (deleting or canceling at the wrong time).",
     "anthropic-version: header is required"
@@ -490,7 +490,7 @@ fn add_common(operation: &mut Operation, v1: bool) {
         if parameter.name == "anthropic-beta"
             && let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema
         {
-            schema.pattern = Some(crate::auth::BETA_HEADER_PATTERN.to_owned());
+            schema.pattern = Some(crate::auth::beta_header_pattern());
         }
     }
     let responses = &mut operation.responses.responses;
@@ -663,7 +663,7 @@ mod tests {
                 };
                 assert_eq!(
                     param("anthropic-beta")["pattern"],
-                    crate::auth::BETA_HEADER_PATTERN
+                    crate::auth::beta_header_pattern()
                 );
                 assert_eq!(param("beta")["type"], "string");
             }
