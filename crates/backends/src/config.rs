@@ -73,7 +73,9 @@ pub struct BackendConfig {
     /// `mock` only: simulated time on the model.
     #[serde(default, deserialize_with = "optional_duration")]
     pub latency: Option<Duration>,
-    /// `anthropic` only: the `anthropic-version` header sent upstream.
+    /// `anthropic` only: the `anthropic-version` header sent upstream for every request,
+    /// whatever its batch's version (for an upstream that knows only an older one). Unset, each
+    /// request goes with its batch's version.
     pub anthropic_version: Option<String>,
 }
 
@@ -119,11 +121,9 @@ pub struct BackendSpec {
     pub max_attempts: u32,
     pub top_k: bool,
     pub latency: Duration,
-    pub anthropic_version: String,
+    /// `anthropic` only: a fixed `anthropic-version` for every request instead of its batch's.
+    pub anthropic_version: Option<String>,
 }
-
-/// The `anthropic-version` sent upstream unless configured otherwise.
-pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 impl BackendConfig {
     /// Checks what serde cannot and reads the key. Errors name the field; the caller adds the
@@ -196,9 +196,7 @@ impl BackendConfig {
             max_attempts: self.max_attempts,
             top_k: self.top_k.unwrap_or(false),
             latency: self.latency.unwrap_or_default(),
-            anthropic_version: self
-                .anthropic_version
-                .unwrap_or_else(|| ANTHROPIC_VERSION.to_owned()),
+            anthropic_version: self.anthropic_version,
         })
     }
 }

@@ -222,7 +222,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use batchd_domain::params;
+    use batchd_domain::{ApiVersion, params};
     use tokio::time::Instant;
 
     use super::*;
@@ -269,6 +269,7 @@ mod tests {
                 params,
                 raw_params: "",
                 betas: &[],
+                version: ApiVersion::default(),
                 batch_id: BATCH,
                 custom_id,
             })

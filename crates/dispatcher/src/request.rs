@@ -167,6 +167,7 @@ async fn send(shared: &Shared, item: &WorkItem, routed: &Routed<'_>) -> Sent {
         params: &routed.params,
         raw_params: &item.params,
         betas: &item.betas,
+        version: item.api_version,
         batch_id: item.batch_id.as_str(),
         custom_id: &item.custom_id,
     };
