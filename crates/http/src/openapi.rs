@@ -143,7 +143,8 @@ pub struct ApiHeaders {
     /// The API key; `Authorization: Bearer <key>` is accepted instead (see the security schemes).
     #[param(rename = "x-api-key", nullable = false)]
     pub x_api_key: Option<String>,
-    /// API version: `2023-01-01`, `2023-06-01` or `2026-10-21`.
+    /// API version. A batch keeps the version of its create: its requests are validated under it.
+    // Its values, `api_version::VERSIONS`, are added by `add_common`.
     #[param(rename = "anthropic-version", example = "2023-06-01")]
     pub anthropic_version: String,
     /// Beta features, comma-separated and/or as repeated headers: published beta names (such as
@@ -487,10 +488,20 @@ const RATE_LIMIT_HEADERS: [(&str, Type, &str); 3] = [
 
 fn add_common(operation: &mut Operation, v1: bool) {
     for parameter in operation.parameters.iter_mut().flatten() {
-        if parameter.name == "anthropic-beta"
-            && let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema
-        {
-            schema.pattern = Some(crate::auth::beta_header_pattern());
+        let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema else {
+            continue;
+        };
+        match parameter.name.as_str() {
+            "anthropic-beta" => schema.pattern = Some(crate::auth::beta_header_pattern()),
+            "anthropic-version" => {
+                schema.enum_values = Some(
+                    batchd_domain::api_version::VERSIONS
+                        .iter()
+                        .map(|v| v.name.into())
+                        .collect(),
+                );
+            }
+            _ => {}
         }
     }
     let responses = &mut operation.responses.responses;
@@ -666,6 +677,14 @@ mod tests {
                     crate::auth::beta_header_pattern()
                 );
                 assert_eq!(param("beta")["type"], "string");
+                let versions: Vec<&str> = batchd_domain::api_version::VERSIONS
+                    .iter()
+                    .map(|v| v.name)
+                    .collect();
+                assert_eq!(
+                    param("anthropic-version")["enum"],
+                    serde_json::json!(versions)
+                );
             }
             let ok = &statuses["200"];
             assert!(ok["headers"].get("request-id").is_some(), "{method} {path}");
