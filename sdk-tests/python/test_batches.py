@@ -624,7 +624,7 @@ def test_beta_header_values(fast_a: anthropic.Anthropic) -> None:
         400,
         "invalid_request_error",
         "Unexpected value(s) `invalid-beta-name` for the `anthropic-beta` header. Please consult our "
-        "documentation at platform.claude.com/docs or try again without the header.",
+        "documentation at docs.claude.com or try again without the header.",
     )
 
 

@@ -1,17 +1,18 @@
 //! The `anthropic` backend: any server that speaks `POST /v1/messages` (api.anthropic.com,
 //! LiteLLM, vLLM's and SGLang's Anthropic endpoints, another batchd's mock…).
 //!
-//! The request's `params` go upstream byte for byte, with `anthropic-version` and the batch's
-//! `anthropic-beta` minus the betas that exist only on the batch API
-//! ([`batchd_domain::models::BATCH_ONLY_BETAS`]: `/v1/messages` would refuse them); the Message
-//! that comes back is the result, its fields in the order the upstream sent them, with
-//! `usage.service_tier` set to `"batch"` as the real batch API reports.
+//! The request's `params` go upstream byte for byte, with its batch's `anthropic-version` as
+//! the hosted API names it ([`ApiVersion::upstream`](batchd_domain::ApiVersion::upstream)),
+//! unless the backend fixes one, and those of the batch's `anthropic-beta` values a Messages
+//! endpoint knows ([`betas::forwarded`]). The Message that comes back is the result, its fields
+//! in the order the upstream sent them, with `usage.service_tier` set to `"batch"` as the real
+//! batch API reports.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use async_trait::async_trait;
-use batchd_domain::models;
+use batchd_domain::betas;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
@@ -24,19 +25,25 @@ use crate::{Backend, BackendError, BackendRequest};
 #[derive(Debug)]
 pub struct AnthropicBackend {
     name: String,
+    /// The backend sends its configured `anthropic-version` (a default header) for every
+    /// request rather than the batch's.
+    fixed_version: bool,
     upstream: Upstream,
 }
 
 impl AnthropicBackend {
     pub fn new(spec: &BackendSpec) -> Result<Self, String> {
         let mut headers = HeaderMap::new();
-        let version = HeaderValue::from_str(&spec.anthropic_version).map_err(|_| {
-            format!(
-                "backend `{}`: field `anthropic_version`: not a valid header value",
-                spec.name
-            )
-        })?;
-        headers.insert("anthropic-version", version);
+        let fixed_version = spec.anthropic_version.is_some();
+        if let Some(version) = &spec.anthropic_version {
+            let version = HeaderValue::from_str(version).map_err(|_| {
+                format!(
+                    "backend `{}`: field `anthropic_version`: not a valid header value",
+                    spec.name
+                )
+            })?;
+            headers.insert("anthropic-version", version);
+        }
         if let Some(key) = &spec.api_key {
             let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
                 format!(
@@ -49,6 +56,7 @@ impl AnthropicBackend {
         }
         Ok(Self {
             name: spec.name.clone(),
+            fixed_version,
             upstream: Upstream::new(spec, "/v1/messages", headers, Dialect::Anthropic)?,
         })
     }
@@ -62,15 +70,21 @@ impl Backend for AnthropicBackend {
 
     async fn send(&self, request: BackendRequest<'_>) -> Result<String, BackendError> {
         let mut extra = Vec::new();
-        let betas: Vec<&str> = request
+        if !self.fixed_version {
+            extra.push((
+                HeaderName::from_static("anthropic-version"),
+                HeaderValue::from_static(request.version.upstream()),
+            ));
+        }
+        let forwarded: Vec<&str> = request
             .betas
             .iter()
             .map(String::as_str)
-            .filter(|b| models::forwarded_upstream(b))
+            .filter(|b| betas::forwarded(b))
             .collect();
-        if !betas.is_empty() {
-            // Values were checked to be `name-YYYY-MM-DD` tokens when the batch was created.
-            if let Ok(value) = HeaderValue::from_str(&betas.join(",")) {
+        if !forwarded.is_empty() {
+            // Values were checked against the known names when the batch was created.
+            if let Ok(value) = HeaderValue::from_str(&forwarded.join(",")) {
                 extra.push((HeaderName::from_static("anthropic-beta"), value));
             }
         }

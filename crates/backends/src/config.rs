@@ -77,7 +77,9 @@ pub struct BackendConfig {
     /// does (off: any model name is answered).
     #[serde(default)]
     pub strict_models: bool,
-    /// `anthropic` only: the `anthropic-version` header sent upstream.
+    /// `anthropic` only: the `anthropic-version` header sent upstream for every request,
+    /// whatever its batch's version (for an upstream that knows only an older one). Unset, each
+    /// request goes with its batch's version.
     pub anthropic_version: Option<String>,
 }
 
@@ -124,11 +126,9 @@ pub struct BackendSpec {
     pub top_k: bool,
     pub latency: Duration,
     pub strict_models: bool,
-    pub anthropic_version: String,
+    /// `anthropic` only: a fixed `anthropic-version` for every request instead of its batch's.
+    pub anthropic_version: Option<String>,
 }
-
-/// The `anthropic-version` sent upstream unless configured otherwise.
-pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 impl BackendConfig {
     /// Checks what serde cannot and reads the key. Errors name the field; the caller adds the
@@ -202,9 +202,7 @@ impl BackendConfig {
             top_k: self.top_k.unwrap_or(false),
             latency: self.latency.unwrap_or_default(),
             strict_models: self.strict_models,
-            anthropic_version: self
-                .anthropic_version
-                .unwrap_or_else(|| ANTHROPIC_VERSION.to_owned()),
+            anthropic_version: self.anthropic_version,
         })
     }
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use batchd_domain::ErrorType;
 use batchd_domain::params::Params;
+use batchd_domain::{ApiVersion, ErrorType};
 
 pub mod anthropic;
 pub mod config;
@@ -40,6 +40,8 @@ pub struct BackendRequest<'a> {
     pub raw_params: &'a str,
     /// The batch's `anthropic-beta` values.
     pub betas: &'a [String],
+    /// The `anthropic-version` the batch was created with.
+    pub version: ApiVersion,
     pub batch_id: &'a str,
     pub custom_id: &'a str,
 }

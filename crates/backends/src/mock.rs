@@ -242,7 +242,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use batchd_domain::params;
+    use batchd_domain::{ApiVersion, params};
     use tokio::time::Instant;
 
     use super::*;
@@ -273,7 +273,7 @@ mod tests {
     const BATCH: &str = "msgbatch_01TestBatch000000000000";
 
     fn params(raw: &str) -> Params {
-        params::validate(raw).expect("test params are valid")
+        params::validate(raw, &params::Terms::default()).expect("test params are valid")
     }
 
     fn ask(user: &str, extra: &str) -> Params {
@@ -289,6 +289,7 @@ mod tests {
                 params,
                 raw_params: "",
                 betas: &[],
+                version: ApiVersion::default(),
                 batch_id: BATCH,
                 custom_id,
             })
@@ -335,6 +336,7 @@ mod tests {
             params: p,
             raw_params: "",
             betas: &[],
+            version: ApiVersion::default(),
             batch_id: BATCH,
             custom_id: "c",
         };

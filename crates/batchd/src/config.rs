@@ -166,6 +166,16 @@ pub struct ServeOptions {
     )]
     #[serde(deserialize_with = "duration")]
     pub auth_failure_window: Duration,
+    /// An `anthropic-beta` name to accept beyond the published ones, so that a new beta needs no
+    /// release: forwarded upstream, unlocking no field. Repeatable; the environment variable
+    /// takes a comma-separated list.
+    #[arg(
+        long = "extra-beta",
+        env = "BATCHD_EXTRA_BETAS",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub extra_betas: Vec<String>,
     /// Limits of single workspaces, over `queue_cap` and `rate_limit`: the file's
     /// `[workspaces.NAME]` tables. From the file only.
     #[arg(skip)]
@@ -233,6 +243,7 @@ impl Default for ServeOptions {
             auth_failure_limit: quotas.auth_failure_limit,
             auth_failure_window: quotas.auth_failure_window,
             workspaces: quotas.workspaces,
+            extra_betas: http.extra_betas,
             retry_base_delay: dispatch.retry_base_delay,
             retry_max_delay: dispatch.retry_max_delay,
             max_create_bytes: http.max_create_bytes,
@@ -424,13 +435,14 @@ mod tests {
     #[test]
     fn reads_every_serve_option() {
         let c = load(
-            "listen = \"0.0.0.0:9000\"\nmock_latency = \"250ms\"\nmock_concurrency = 8\napi_keys = [\"k@w\"]\nretry_base_delay = \"2s\"\nmax_connections = 100\nheader_timeout = \"5s\"\nbody_timeout = \"1m\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nqueue_cap = 1000\nrate_limit = 60\nauth_failure_limit = 3\nauth_failure_window = \"5m\"\n",
+            "listen = \"0.0.0.0:9000\"\nmock_latency = \"250ms\"\nmock_concurrency = 8\napi_keys = [\"k@w\"]\nretry_base_delay = \"2s\"\nmax_connections = 100\nheader_timeout = \"5s\"\nbody_timeout = \"1m\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nqueue_cap = 1000\nrate_limit = 60\nauth_failure_limit = 3\nauth_failure_window = \"5m\"\nextra_betas = [\"new-beta-2030-01-01\"]\n",
         )
         .unwrap();
         assert_eq!(c.listen, "0.0.0.0:9000");
         assert_eq!(c.mock_latency, Duration::from_millis(250));
         assert_eq!(c.mock_concurrency, 8);
         assert_eq!(c.api_keys, vec!["k@w".to_owned()]);
+        assert_eq!(c.extra_betas, vec!["new-beta-2030-01-01".to_owned()]);
         assert_eq!(c.retry_base_delay, Duration::from_secs(2));
         assert_eq!(c.max_connections, 100);
         assert_eq!(c.header_timeout, Duration::from_secs(5));

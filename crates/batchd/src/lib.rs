@@ -83,6 +83,12 @@ pub async fn serve(
             max_concurrent_creates: options.max_concurrent_creates,
             create_queue_timeout: options.create_queue_timeout,
             quotas: options.quotas(),
+            extra_betas: options
+                .extra_betas
+                .iter()
+                .map(|b| b.trim().to_owned())
+                .filter(|b| !b.is_empty())
+                .collect(),
         },
     );
     let app = batchd_http::router(state);

@@ -75,7 +75,12 @@ fn route<'s>(shared: &'s Shared, item: &WorkItem) -> Result<Routed<'s>, Report> 
         // Claimed again by a restarted process while its back-off is still running.
         return Err(retry_at(item, item.attempts, at));
     }
-    let params = params::validate(&item.params)
+    let terms = params::Terms {
+        version: item.api_version,
+        betas: &item.betas,
+        user_profile_id: item.user_profile_id.as_deref(),
+    };
+    let params = params::validate(&item.params, &terms)
         .and_then(|p| {
             // Per model, and only for models the API lists: a self-hosted model is the
             // upstream's to limit.
@@ -170,6 +175,7 @@ async fn send(shared: &Shared, item: &WorkItem, routed: &Routed<'_>) -> Sent {
         params: &routed.params,
         raw_params: &item.params,
         betas: &item.betas,
+        version: item.api_version,
         batch_id: item.batch_id.as_str(),
         custom_id: &item.custom_id,
     };

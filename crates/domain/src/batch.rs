@@ -9,7 +9,7 @@
 
 use batchd_wire::{MessageBatch, MessageBatchType, ProcessingStatus, RequestCounts};
 
-use crate::{BatchId, Timestamp};
+use crate::{ApiVersion, BatchId, Timestamp};
 
 /// Most requests in one batch, as the real API allows.
 pub const MAX_REQUESTS: u64 = 100_000;
@@ -115,6 +115,10 @@ pub struct Batch {
     pub archived_at: Option<Timestamp>,
     /// The `anthropic-beta` values given at create time; they apply to every request.
     pub betas: Vec<String>,
+    /// The `anthropic-version` of the create: every request is validated under it.
+    pub api_version: ApiVersion,
+    /// The create's `anthropic-user-profile-id`: every request is attributed to it.
+    pub user_profile_id: Option<String>,
 }
 
 impl Batch {
@@ -192,6 +196,8 @@ mod tests {
             cancel_initiated_at: None,
             archived_at: None,
             betas: vec![],
+            api_version: ApiVersion::default(),
+            user_profile_id: None,
         }
     }
 

@@ -4,10 +4,13 @@
 //! Storage engines, the dispatcher and the HTTP layer all speak these types, so the rules live in
 //! one place: the counts semantics in [`batch`], identifier formats in [`ids`], the `custom_id`
 //! grammar in [`custom_id`], per-request `params` validation in [`params`], the models the API
-//! serves and their output caps in [`models`], and the validation texts all of them share in
-//! [`validation`].
+//! serves and their output caps in [`models`], the validation texts all of them share in
+//! [`validation`], and the tables of what the API's versions and betas change in
+//! [`api_version`] and [`betas`].
 
+pub mod api_version;
 pub mod batch;
+pub mod betas;
 pub mod custom_id;
 pub mod error_type;
 pub mod ids;
@@ -17,6 +20,7 @@ pub mod params;
 pub mod timestamp;
 pub mod validation;
 
+pub use api_version::ApiVersion;
 pub use batch::{Batch, EndReason, Outcome};
 pub use custom_id::CustomId;
 pub use error_type::ErrorType;

@@ -22,16 +22,6 @@ pub const OUTPUT_300K_BETA: &str = "output-300k-2026-03-24";
 /// `max_tokens` a covered model may ask for in a batch with [`OUTPUT_300K_BETA`].
 pub const BATCH_OUTPUT_CAP: u64 = 300_000;
 
-/// Betas that exist only on the Message Batches API. They change how batchd validates a
-/// request but mean nothing to `POST /v1/messages`, so they are never sent upstream. Meant to
-/// become a column of a table of betas when there is one.
-pub const BATCH_ONLY_BETAS: &[&str] = &[OUTPUT_300K_BETA];
-
-/// Whether `beta` may be forwarded to an upstream's `/v1/messages`.
-pub fn forwarded_upstream(beta: &str) -> bool {
-    !BATCH_ONLY_BETAS.contains(&beta)
-}
-
 /// One model id the API accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Model {
@@ -229,11 +219,5 @@ mod tests {
     fn models_outside_the_table_are_not_capped() {
         assert!(check_max_tokens("my-local-llama", u64::MAX, &[]).is_ok());
         assert!(check_max_tokens("claude-sonnet-4-5", 10_000_000, &[]).is_ok());
-    }
-
-    #[test]
-    fn batch_only_betas_stay_here() {
-        assert!(!forwarded_upstream(OUTPUT_300K_BETA));
-        assert!(forwarded_upstream("extended-cache-ttl-2025-04-11"));
     }
 }

@@ -9,14 +9,31 @@
 //! Only what the API documents is checked. Content blocks, tools and nested configuration
 //! objects are checked for shape, not deeply: new block and tool types appear often and a request
 //! the real API accepts must never be turned into an errored row here.
+//!
+//! What a request may hold also depends on its batch ([`Terms`]): the `anthropic-version` the
+//! batch was created with (the rules in [`crate::api_version`]), its betas (the fields they
+//! unlock, [`crate::betas`]) and its user profile.
 
 use serde_json::{Map, Number, Value};
 
 use crate::ErrorType;
+use crate::api_version::{self, ApiVersion, VersionRules};
+use crate::betas::{self, BETA_FIELDS};
 use crate::validation::{
-    EXTRA, FRACTIONAL, NOT_BOOL, NOT_DICT, NOT_INT, NOT_LIST, NOT_NUMBER, NOT_STRING, REQUIRED,
-    ROLE,
+    BILL_TO_USER_PROFILE, EXTRA, FRACTIONAL, NOT_BOOL, NOT_DICT, NOT_INT, NOT_LIST, NOT_NUMBER,
+    NOT_STRING, REQUIRED, ROLE, ROLE_OR_SYSTEM, USER_PROFILE_CONFLICT,
 };
+
+/// What a batch's create said that applies to each of its requests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Terms<'a> {
+    /// The `anthropic-version` the batch was created with.
+    pub version: ApiVersion,
+    /// The batch's `anthropic-beta` values.
+    pub betas: &'a [String],
+    /// The batch's `anthropic-user-profile-id`.
+    pub user_profile_id: Option<&'a str>,
+}
 
 /// `params` that passed validation.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,9 +78,13 @@ fn at(loc: impl std::fmt::Display, msg: &str) -> ParamsError {
     invalid(crate::validation::at(loc, msg))
 }
 
-/// Whether a top-level key belongs to the Messages create schema. Batch-refused fields count as
-/// known so they get their own, clearer message instead of "Extra inputs".
-fn is_known_key(key: &str) -> bool {
+/// Whether a top-level key belongs to the Messages create schema of this version, beta-only
+/// fields aside. Batch-refused fields count as known so they get their own, clearer message
+/// instead of "Extra inputs".
+fn is_known_key(key: &str, rules: &VersionRules) -> bool {
+    if rules.no_sampling && api_version::SAMPLING_FIELDS.contains(&key) {
+        return false;
+    }
     matches!(
         key,
         "model"
@@ -84,15 +105,25 @@ fn is_known_key(key: &str) -> bool {
             | "inference_geo"
             | "cache_control"
             | "stream"
-            | "mcp_servers"
-            | "context_management"
+            | "diagnostics"
             // Spec 4.1 lists a user_profile_id conflict as a per-request failure, so the field exists.
             | "user_profile_id"
     ) || BATCH_REFUSED.contains(&key)
 }
 
-/// Parses and validates raw `params` JSON.
-pub fn validate(raw: &str) -> Result<Params, ParamsError> {
+/// Whether a top-level key is one the schema does not have for this batch: unknown, or a
+/// beta-only field that none of the batch's betas unlocks in the form given.
+fn is_extra(key: &str, value: &Value, terms: &Terms<'_>) -> bool {
+    if BETA_FIELDS.contains(&key) {
+        !betas::unlocked(terms.betas, key, value)
+    } else {
+        !is_known_key(key, terms.version.rules())
+    }
+}
+
+/// Parses and validates raw `params` JSON for a request of a batch with these terms.
+pub fn validate(raw: &str, terms: &Terms<'_>) -> Result<Params, ParamsError> {
+    let rules = terms.version.rules();
     let body = match serde_json::from_str::<Value>(raw) {
         Ok(Value::Object(map)) => map,
         _ => return Err(invalid(format!("params: {NOT_DICT}"))),
@@ -110,15 +141,15 @@ pub fn validate(raw: &str) -> Result<Params, ParamsError> {
         Some(_) => return Err(at("messages", NOT_LIST)),
     };
     for (i, message) in messages.iter().enumerate() {
-        check_message(i, message)?;
+        check_message(i, message, rules)?;
     }
     let max_tokens = match body.get("max_tokens") {
         None => return Err(at("max_tokens", REQUIRED)),
         // Below zero and zero share the batch rule's message (phase 2), so clamp here.
         Some(v) => integer(v).map_err(|msg| at("max_tokens", msg))?.max(0) as u64,
     };
-    check_optional(&body)?;
-    if let Some(key) = body.keys().find(|k| !is_known_key(k)) {
+    check_optional(&body, terms)?;
+    if let Some((key, _)) = body.iter().find(|(k, v)| is_extra(k, v, terms)) {
         return Err(at(key, EXTRA));
     }
 
@@ -136,6 +167,22 @@ pub fn validate(raw: &str) -> Result<Params, ParamsError> {
         return Err(invalid(format!(
             "{field}: \"{field}\" is not supported in the Message Batches API"
         )));
+    }
+    check_version_rules(messages, rules)?;
+    if let (Some(header), Some(Value::String(asked))) =
+        (terms.user_profile_id, body.get("user_profile_id"))
+        && header != asked
+    {
+        return Err(at("user_profile_id", USER_PROFILE_CONFLICT));
+    }
+    // Only reachable with the beta that unlocks `billing_policy` (checked in phase 1).
+    if body
+        .get("billing_policy")
+        .and_then(|p| p.get("bill_to"))
+        .and_then(Value::as_str)
+        == Some("user_profile")
+    {
+        return Err(at("billing_policy.bill_to", BILL_TO_USER_PROFILE));
     }
     if max_tokens < 1 {
         return Err(at("max_tokens", "must be greater than or equal to 1"));
@@ -173,15 +220,70 @@ fn number_as_i64(n: &Number) -> Result<i64, &'static str> {
     }
 }
 
-fn check_message(i: usize, message: &Value) -> Result<(), ParamsError> {
+/// What a version refuses in the turns themselves, once the schema has passed.
+fn check_version_rules(messages: &[Value], rules: &VersionRules) -> Result<(), ParamsError> {
+    if !(rules.no_assistant_documents || rules.no_user_citations) {
+        return Ok(());
+    }
+    let cited = |block: &Value| {
+        block.get("type").and_then(Value::as_str) == Some("text")
+            && block
+                .get("citations")
+                .and_then(Value::as_array)
+                .is_some_and(|c| !c.is_empty())
+    };
+    for (i, message) in messages.iter().enumerate() {
+        let Some(blocks) = message.get("content").and_then(Value::as_array) else {
+            continue;
+        };
+        let role = message.get("role").and_then(Value::as_str);
+        for (j, block) in blocks.iter().enumerate() {
+            let kind = block.get("type").and_then(Value::as_str);
+            if role == Some("assistant") && rules.no_assistant_documents && kind == Some("document")
+            {
+                return Err(at(
+                    format_args!("messages.{i}.content.{j}"),
+                    api_version::ASSISTANT_DOCUMENT,
+                ));
+            }
+            if role != Some("user") || !rules.no_user_citations {
+                continue;
+            }
+            if cited(block) {
+                return Err(at(
+                    format_args!("messages.{i}.content.{j}.citations"),
+                    api_version::USER_CITATIONS,
+                ));
+            }
+            if kind == Some("search_result")
+                && let Some(inner) = block.get("content").and_then(Value::as_array)
+                && let Some(k) = inner.iter().position(cited)
+            {
+                return Err(at(
+                    format_args!("messages.{i}.content.{j}.content.{k}.citations"),
+                    api_version::USER_CITATIONS,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_message(i: usize, message: &Value, rules: &VersionRules) -> Result<(), ParamsError> {
     let Value::Object(message) = message else {
         return Err(at(format_args!("messages.{i}"), NOT_DICT));
     };
     match message.get("role") {
         None => return Err(at(format_args!("messages.{i}.role"), REQUIRED)),
         Some(Value::String(r)) if r == "user" || r == "assistant" => {}
+        Some(Value::String(r)) if r == "system" && rules.system_role => {}
         Some(_) => {
-            return Err(at(format_args!("messages.{i}.role"), ROLE));
+            let expected = if rules.system_role {
+                ROLE_OR_SYSTEM
+            } else {
+                ROLE
+            };
+            return Err(at(format_args!("messages.{i}.role"), expected));
         }
     }
     match message.get("content") {
@@ -237,8 +339,12 @@ fn check_block(
 }
 
 /// The optional fields, in schema order. `null` is accepted for each, as "not given".
-fn check_optional(body: &Map<String, Value>) -> Result<(), ParamsError> {
+fn check_optional(body: &Map<String, Value>, terms: &Terms<'_>) -> Result<(), ParamsError> {
     let get = |key: &str| body.get(key).filter(|v| !v.is_null());
+    // Removed fields are extra inputs, reported with the unknown keys.
+    let sampling = |key: &str| get(key).filter(|_| !terms.version.rules().no_sampling);
+    // A beta-only field is checked only when a beta unlocks it; otherwise it is an extra input.
+    let beta_field = |key: &str| get(key).filter(|v| betas::unlocked(terms.betas, key, v));
 
     if let Some(metadata) = get("metadata") {
         let Value::Object(metadata) = metadata else {
@@ -285,7 +391,7 @@ fn check_optional(body: &Map<String, Value>) -> Result<(), ParamsError> {
             _ => return Err(at("system", NOT_LIST)),
         }
     }
-    if let Some(t) = get("temperature") {
+    if let Some(t) = sampling("temperature") {
         check_unit_interval("temperature", t)?;
     }
     dict("thinking", get("thinking"))?;
@@ -298,13 +404,13 @@ fn check_optional(body: &Map<String, Value>) -> Result<(), ParamsError> {
             return Err(at(format_args!("tools.{i}"), NOT_DICT));
         }
     }
-    if let Some(k) = get("top_k") {
+    if let Some(k) = sampling("top_k") {
         let k = integer(k).map_err(|msg| at("top_k", msg))?;
         if k < 0 {
             return Err(at("top_k", "Input should be greater than or equal to 0"));
         }
     }
-    if let Some(p) = get("top_p") {
+    if let Some(p) = sampling("top_p") {
         check_unit_interval("top_p", p)?;
     }
     if let Some(tier) = get("service_tier")
@@ -322,12 +428,12 @@ fn check_optional(body: &Map<String, Value>) -> Result<(), ParamsError> {
         return Err(at("inference_geo", NOT_STRING));
     }
     dict("cache_control", get("cache_control"))?;
-    if let Some(servers) = get("mcp_servers")
+    if let Some(servers) = beta_field("mcp_servers")
         && !servers.is_array()
     {
         return Err(at("mcp_servers", NOT_LIST));
     }
-    dict("context_management", get("context_management"))?;
+    dict("context_management", beta_field("context_management"))?;
     if let Some(id) = get("user_profile_id")
         && !id.is_string()
     {
@@ -379,14 +485,14 @@ mod tests {
     }
 
     fn refusal(raw: &str) -> String {
-        let err = validate(raw).expect_err(raw);
+        let err = validate(raw, &Terms::default()).expect_err(raw);
         assert_eq!(err.kind, ErrorType::InvalidRequest, "{raw}");
         err.message
     }
 
     #[test]
     fn accepts_a_minimal_request_and_keeps_the_body() {
-        let params = validate(&with("{}")).unwrap();
+        let params = validate(&with("{}"), &Terms::default()).unwrap();
         assert_eq!(params.model, "claude-haiku-4-5");
         assert_eq!(params.max_tokens, 16);
         assert_eq!(params.body.len(), 3);
@@ -413,6 +519,7 @@ mod tests {
             "mcp_servers":[],
             "context_management":{"edits":[]},
             "user_profile_id":"up_1",
+            "diagnostics":{},
             "speed":null,
             "max_tokens":1024.0,
             "messages":[
@@ -422,7 +529,15 @@ mod tests {
             ]
         }"#,
         );
-        let params = validate(&raw).unwrap();
+        let betas = [
+            "mcp-client-2025-04-04".into(),
+            "context-management-2025-06-27".into(),
+        ];
+        let terms = Terms {
+            betas: &betas,
+            ..Terms::default()
+        };
+        let params = validate(&raw, &terms).unwrap();
         assert_eq!(params.max_tokens, 1024);
     }
 
@@ -430,7 +545,7 @@ mod tests {
     fn accepts_null_for_optional_fields() {
         validate(&with(
             r#"{"system":null,"metadata":{"user_id":null},"stop_sequences":null,"temperature":null,"top_k":null,"tools":null,"stream":null}"#,
-        ))
+        ), &Terms::default())
         .unwrap();
     }
 
@@ -639,14 +754,6 @@ mod tests {
                 "cache_control: Input should be a valid dictionary",
             ),
             (
-                &with(r#"{"mcp_servers":{}}"#),
-                "mcp_servers: Input should be a valid list",
-            ),
-            (
-                &with(r#"{"context_management":1}"#),
-                "context_management: Input should be a valid dictionary",
-            ),
-            (
                 &with(r#"{"user_profile_id":1}"#),
                 "user_profile_id: Input should be a valid string",
             ),
@@ -715,15 +822,287 @@ mod tests {
         }
     }
 
+    fn under(version: ApiVersion, raw: &str) -> Result<(), String> {
+        let terms = Terms {
+            version,
+            ..Terms::default()
+        };
+        validate(raw, &terms).map(drop).map_err(|e| {
+            assert_eq!(e.kind, ErrorType::InvalidRequest, "{raw}");
+            e.message
+        })
+    }
+
+    /// Every rule of the version table: accepted on the versions before 2026-10-21, errored on
+    /// it (or, for what 2026-10-21 adds, the other way round).
+    #[test]
+    fn each_version_applies_its_own_rules() {
+        use ApiVersion::*;
+        let user_cited = r#"{"type":"text","text":"a","citations":[{"type":"char_location","cited_text":"a","document_index":0,"start_char_index":0,"end_char_index":1}]}"#;
+        let cases: Vec<(String, Option<&str>, Option<&str>)> = vec![
+            // Sampling parameters: removed, at any value (even the default).
+            (
+                with(r#"{"temperature":1.0}"#),
+                None,
+                Some("temperature: Extra inputs are not permitted"),
+            ),
+            (
+                with(r#"{"top_p":0.9}"#),
+                None,
+                Some("top_p: Extra inputs are not permitted"),
+            ),
+            (
+                with(r#"{"top_k":5}"#),
+                None,
+                Some("top_k: Extra inputs are not permitted"),
+            ),
+            // Removed means removed: their old range checks no longer apply either.
+            (
+                with(r#"{"temperature":7}"#),
+                Some("temperature: Input should be less than or equal to 1"),
+                Some("temperature: Extra inputs are not permitted"),
+            ),
+            // A document directly in an assistant turn.
+            (
+                with(
+                    r#"{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":[{"type":"text","text":"b"},{"type":"document","source":{}}]}]}"#,
+                ),
+                None,
+                Some("messages.1.content.1: document blocks are not allowed in assistant messages"),
+            ),
+            // Non-empty citations on a user text block, directly or in a search result.
+            (
+                with(&format!(
+                    r#"{{"messages":[{{"role":"user","content":[{user_cited}]}}]}}"#
+                )),
+                None,
+                Some(
+                    "messages.0.content.0.citations: citations are not allowed on text blocks in user messages",
+                ),
+            ),
+            (
+                with(&format!(
+                    r#"{{"messages":[{{"role":"user","content":[{{"type":"text","text":"q"}},{{"type":"search_result","source":"s","title":"t","content":[{{"type":"text","text":"x"}},{user_cited}]}}]}}]}}"#
+                )),
+                None,
+                Some(
+                    "messages.0.content.1.content.1.citations: citations are not allowed on text blocks in user messages",
+                ),
+            ),
+            // A `system` role message exists from 2026-10-21 on.
+            (
+                with(
+                    r#"{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"a"}]}"#,
+                ),
+                Some("messages.0.role: Input should be 'user' or 'assistant'"),
+                None,
+            ),
+            (
+                with(r#"{"messages":[{"role":"tool","content":"a"}]}"#),
+                Some("messages.0.role: Input should be 'user' or 'assistant'"),
+                Some("messages.0.role: Input should be 'user', 'assistant' or 'system'"),
+            ),
+        ];
+        for (raw, classic, newest) in &cases {
+            for version in [V2023_01_01, V2023_06_01] {
+                assert_eq!(
+                    under(version, raw).err().as_deref(),
+                    *classic,
+                    "{version}: {raw}"
+                );
+            }
+            assert_eq!(
+                under(V2026_10_21, raw).err().as_deref(),
+                *newest,
+                "2026-10-21: {raw}"
+            );
+        }
+    }
+
+    /// What 2026-10-21 leaves alone.
+    #[test]
+    fn the_newest_version_keeps_what_it_does_not_name() {
+        let cited = r#"[{"type":"char_location","cited_text":"a","document_index":0,"start_char_index":0,"end_char_index":1}]"#;
+        for raw in [
+            // Citations on system text, and empty or null ones on user text.
+            with(&format!(
+                r#"{{"system":[{{"type":"text","text":"s","citations":{cited}}}]}}"#
+            )),
+            with(
+                r#"{"messages":[{"role":"user","content":[{"type":"text","text":"a","citations":[]}]}]}"#,
+            ),
+            with(
+                r#"{"messages":[{"role":"user","content":[{"type":"text","text":"a","citations":null}]}]}"#,
+            ),
+            // Citations on assistant text, and documents in user turns or nested deeper.
+            with(&format!(
+                r#"{{"messages":[{{"role":"user","content":"a"}},{{"role":"assistant","content":[{{"type":"text","text":"b","citations":{cited}}}]}}]}}"#
+            )),
+            with(r#"{"messages":[{"role":"user","content":[{"type":"document","source":{}}]}]}"#),
+            with(
+                r#"{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":[{"type":"tool_result","content":[{"type":"document"}]}]}]}"#,
+            ),
+            // Sampling fields given as null are not given.
+            with(r#"{"temperature":null,"top_k":null,"top_p":null}"#),
+        ] {
+            assert_eq!(under(ApiVersion::V2026_10_21, &raw), Ok(()), "{raw}");
+        }
+    }
+
+    fn with_betas(betas: &[&str], raw: &str) -> Result<(), String> {
+        let betas: Vec<String> = betas.iter().map(|b| b.to_string()).collect();
+        let terms = Terms {
+            betas: &betas,
+            ..Terms::default()
+        };
+        validate(raw, &terms).map(drop).map_err(|e| e.message)
+    }
+
+    /// Each beta-only field: an extra input without the beta that unlocks it (in its form),
+    /// accepted with it.
+    #[test]
+    fn beta_fields_need_their_beta() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "fallbacks",
+                r#"[{"model":"claude-sonnet-4-5"}]"#,
+                "server-side-fallback-2026-06-01",
+            ),
+            (
+                "fallbacks",
+                r#""default""#,
+                "server-side-fallback-2026-07-01",
+            ),
+            (
+                "fallback_credit_token",
+                r#""tok""#,
+                "fallback-credit-2026-06-01",
+            ),
+            (
+                "fallback_credit_token",
+                r#"{"token":"t","mode":"m"}"#,
+                "fallback-credit-2026-07-01",
+            ),
+            (
+                "context_management",
+                r#"{"edits":[]}"#,
+                "context-management-2025-06-27",
+            ),
+            ("mcp_servers", "[]", "mcp-client-2025-04-04"),
+            ("mcp_servers", "[]", "mcp-client-2026-09-15"),
+            (
+                "compaction",
+                r#"{"type":"summarize"}"#,
+                "compact-2026-09-04",
+            ),
+            (
+                "thread",
+                r#"{"type":"create"}"#,
+                "message-threads-2026-08-12",
+            ),
+            (
+                "billing_policy",
+                r#"{"bill_to":"self"}"#,
+                "user-profiles-billing-2026-10-01",
+            ),
+            (
+                "output_format",
+                r#"{"type":"json_schema","schema":{}}"#,
+                "structured-outputs-2025-11-13",
+            ),
+        ];
+        for (field, value, beta) in cases {
+            let raw = with(&format!(r#"{{"{field}":{value}}}"#));
+            let extra = format!("{field}: Extra inputs are not permitted");
+            assert_eq!(with_betas(&[], &raw), Err(extra.clone()), "{raw}");
+            assert_eq!(
+                with_betas(&["files-api-2025-04-14"], &raw),
+                Err(extra),
+                "{raw}"
+            );
+            assert_eq!(with_betas(&[beta], &raw), Ok(()), "{beta}: {raw}");
+        }
+        // Each form of a two-form field has its own beta.
+        assert_eq!(
+            with_betas(
+                &["server-side-fallback-2026-07-01"],
+                &with(r#"{"fallbacks":[]}"#)
+            ),
+            Err("fallbacks: Extra inputs are not permitted".into())
+        );
+        assert_eq!(
+            with_betas(
+                &["fallback-credit-2026-06-01"],
+                &with(r#"{"fallback_credit_token":{"token":"t"}}"#)
+            ),
+            Err("fallback_credit_token: Extra inputs are not permitted".into())
+        );
+        // Unlocked fields keep their shallow shape checks.
+        assert_eq!(
+            with_betas(&["mcp-client-2025-04-04"], &with(r#"{"mcp_servers":{}}"#)),
+            Err("mcp_servers: Input should be a valid list".into())
+        );
+        assert_eq!(
+            with_betas(
+                &["context-management-2025-06-27"],
+                &with(r#"{"context_management":1}"#)
+            ),
+            Err("context_management: Input should be a valid dictionary".into())
+        );
+        // Generally available now: no beta needed.
+        assert_eq!(with_betas(&[], &with(r#"{"diagnostics":{}}"#)), Ok(()));
+        // Batches cannot bill a user profile.
+        assert_eq!(
+            with_betas(
+                &["user-profiles-billing-2026-10-01"],
+                &with(r#"{"billing_policy":{"bill_to":"user_profile"}}"#)
+            ),
+            Err("billing_policy.bill_to: \"user_profile\" is not supported in the Message Batches API".into())
+        );
+    }
+
+    #[test]
+    fn a_request_may_not_name_another_user_profile_than_its_batch() {
+        let check = |header: Option<&str>, body: &str| {
+            let terms = Terms {
+                user_profile_id: header,
+                ..Terms::default()
+            };
+            validate(&with(body), &terms)
+                .map(drop)
+                .map_err(|e| e.message)
+        };
+        let conflict =
+            Err("user_profile_id: does not match the anthropic-user-profile-id header".to_owned());
+        assert_eq!(
+            check(Some("uprof_a"), r#"{"user_profile_id":"uprof_b"}"#),
+            conflict
+        );
+        assert_eq!(
+            check(Some("uprof_a"), r#"{"user_profile_id":"uprof_a"}"#),
+            Ok(())
+        );
+        assert_eq!(check(Some("uprof_a"), "{}"), Ok(()));
+        assert_eq!(check(None, r#"{"user_profile_id":"uprof_b"}"#), Ok(()));
+    }
+
     #[test]
     fn user_id_limit_counts_characters_not_bytes() {
         let id = "é".repeat(512);
-        validate(&with(&format!(r#"{{"metadata":{{"user_id":"{id}"}}}}"#))).unwrap();
+        validate(
+            &with(&format!(r#"{{"metadata":{{"user_id":"{id}"}}}}"#)),
+            &Terms::default(),
+        )
+        .unwrap();
     }
 
     #[test]
     fn huge_max_tokens_saturates_instead_of_failing() {
-        let params = validate(&with(r#"{"max_tokens":18446744073709551615}"#)).unwrap();
+        let params = validate(
+            &with(r#"{"max_tokens":18446744073709551615}"#),
+            &Terms::default(),
+        )
+        .unwrap();
         assert_eq!(params.max_tokens, i64::MAX as u64);
     }
 
@@ -738,7 +1117,7 @@ mod tests {
         let n = 200_000;
         let start = std::time::Instant::now();
         for _ in 0..n {
-            std::hint::black_box(validate(std::hint::black_box(&raw)).unwrap());
+            std::hint::black_box(validate(std::hint::black_box(&raw), &Terms::default()).unwrap());
         }
         let secs = start.elapsed().as_secs_f64();
         println!(

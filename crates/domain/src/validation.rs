@@ -19,6 +19,14 @@ pub const EXTRA: &str = "Extra inputs are not permitted";
 /// Not Pydantic's: the real API's own word for a JSON object that repeats a key it reads.
 pub const DUPLICATE_KEY: &str = "duplicate key";
 pub const ROLE: &str = "Input should be 'user' or 'assistant'";
+/// The roles of a version whose messages may also be `system`.
+pub const ROLE_OR_SYSTEM: &str = "Input should be 'user', 'assistant' or 'system'";
+// The API documents that these two are refused, not with which words: inferred, in its style.
+/// A request whose `user_profile_id` is not its batch's `anthropic-user-profile-id`.
+pub const USER_PROFILE_CONFLICT: &str = "does not match the anthropic-user-profile-id header";
+/// Batches cannot bill a user profile's customer.
+pub const BILL_TO_USER_PROFILE: &str =
+    "\"user_profile\" is not supported in the Message Batches API";
 
 /// `<loc>: <msg>`: how every validation failure is reported.
 pub fn at(loc: impl Display, msg: impl Display) -> String {

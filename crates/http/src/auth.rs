@@ -1,6 +1,7 @@
 //! Authentication and the common request headers, checked before any route runs: the API key
-//! (`x-api-key` or `Authorization: Bearer`, the scheme in any case), `anthropic-version` and
-//! `anthropic-beta`.
+//! (`x-api-key` or `Authorization: Bearer`, the scheme in any case), `anthropic-version` (one of
+//! [`batchd_domain::api_version::VERSIONS`]) and `anthropic-beta` (names of
+//! [`batchd_domain::betas::BETAS`] or added by the operator).
 //! Keys are only ever handled as hashes and compared in constant time; they are never logged.
 //! Here too the quotas that apply before a handler runs (see [`crate::quota`]): an address that
 //! failed to authenticate too often is refused before its key is looked at, and a workspace
@@ -18,8 +19,9 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use batchd_domain::api_version::{self, ApiVersion};
 use batchd_domain::keys::{KeyHash, StaticKey};
-use batchd_domain::{ErrorType, ids};
+use batchd_domain::{ErrorType, betas, ids};
 use batchd_store::{KeyStore, StoreError};
 
 use crate::quota::{self, Failure};
@@ -31,6 +33,8 @@ pub struct Caller {
     pub workspace: String,
     /// `anthropic-beta` values, from a comma list and/or repeated headers.
     pub betas: Vec<String>,
+    /// The `anthropic-version` of the call.
+    pub version: ApiVersion,
 }
 
 /// Resolves keys to workspaces: keys given at start-up first, then keys stored by `batchd keys`.
@@ -59,9 +63,6 @@ impl Keys {
         }
     }
 }
-
-/// `anthropic-version` values the API documents.
-const VERSIONS: &[&str] = &["2023-01-01", "2023-06-01", "2026-10-21"];
 
 pub async fn layer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let inner = &state.inner;
@@ -191,31 +192,53 @@ async fn check(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError
         ));
     }
 
-    let version = headers
-        .get("anthropic-version")
-        .ok_or_else(|| ApiError::invalid("anthropic-version: header is required"))?;
-    let version = version.to_str().unwrap_or_default().trim();
-    if !VERSIONS.contains(&version) {
-        return Err(ApiError::invalid(format!(
-            "anthropic-version: \"{version}\" is not a valid version"
-        )));
-    }
+    let version = version(headers)?;
+    let betas = betas(headers, &state.inner.config.extra_betas)?;
+    Ok(Caller {
+        workspace,
+        betas,
+        version,
+    })
+}
 
-    let mut betas = Vec::new();
+/// The call's `anthropic-version`. The API reads a repeated header as its values joined with
+/// ", ", which is never a version, so repeating it is refused even with equal values.
+fn version(headers: &HeaderMap) -> Result<ApiVersion, ApiError> {
+    let values: Vec<&str> = headers
+        .get_all("anthropic-version")
+        .iter()
+        .map(|v| v.to_str().unwrap_or("\u{fffd}").trim())
+        .collect();
+    if values.is_empty() {
+        return Err(ApiError::invalid(api_version::MISSING));
+    }
+    let value = values.join(", ");
+    ApiVersion::parse(&value).ok_or_else(|| ApiError::invalid(api_version::invalid_message(&value)))
+}
+
+/// The call's betas, from a comma list and/or repeated headers, each once, in order. Every name
+/// the server does not know is named in the refusal.
+fn betas(headers: &HeaderMap, extra: &[String]) -> Result<Vec<String>, ApiError> {
+    let mut found = Vec::new();
+    let mut unknown = Vec::new();
     for value in headers.get_all("anthropic-beta") {
         let value = value.to_str().unwrap_or("\u{fffd}");
         for beta in value.split(',').map(str::trim).filter(|b| !b.is_empty()) {
-            if !plausible_beta(beta) {
-                return Err(ApiError::invalid(format!(
-                    "Unexpected value(s) `{beta}` for the `anthropic-beta` header. Please consult our documentation at platform.claude.com/docs or try again without the header."
-                )));
-            }
-            if !betas.iter().any(|b| b == beta) {
-                betas.push(beta.to_owned());
+            let list = if betas::known(beta, extra) {
+                &mut found
+            } else {
+                &mut unknown
+            };
+            if !list.iter().any(|b| b == beta) {
+                list.push(beta.to_owned());
             }
         }
     }
-    Ok(Caller { workspace, betas })
+    if !unknown.is_empty() {
+        let names: Vec<&str> = unknown.iter().map(String::as_str).collect();
+        return Err(ApiError::invalid(betas::unknown_message(&names)));
+    }
+    Ok(found)
 }
 
 /// The credentials of an `Authorization: Bearer` value. Auth schemes are case-insensitive
@@ -225,37 +248,22 @@ fn bearer_token(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
-/// What `plausible_beta` accepts in one `anthropic-beta` value, as a regular expression for the
-/// OpenAPI document: a comma list of betas, each optional and trimmed of spaces and tabs. Keep
-/// the two in step.
-pub const BETA_HEADER_PATTERN: &str = r"^[ \t]*([a-z0-9-]+-[0-9]{4}-[0-9]{2}-[0-9]{2})?[ \t]*(,[ \t]*([a-z0-9-]+-[0-9]{4}-[0-9]{2}-[0-9]{2})?[ \t]*)*$";
-
-/// Every published beta name ends in its release date (`message-batches-2024-09-24`). New betas
-/// appear all the time, so rather than a list that goes stale, accept that shape and refuse
-/// anything else, which is what typos and garbage look like.
-fn plausible_beta(beta: &str) -> bool {
-    let Some((name, date)) = beta.len().checked_sub(10).map(|at| beta.split_at(at)) else {
-        return false;
-    };
-    let date_ok = date.len() == 10
-        && date.bytes().enumerate().all(|(i, b)| {
-            if i == 4 || i == 7 {
-                b == b'-'
-            } else {
-                b.is_ascii_digit()
-            }
-        });
-    let name = name.strip_suffix('-').unwrap_or("");
-    date_ok
-        && !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+/// What the server accepts in one `anthropic-beta` value without any names added by the
+/// operator, as a regular expression for the OpenAPI document: a comma list of the published
+/// names ([`betas::BETAS`]), each optional and trimmed of spaces and tabs.
+pub fn beta_header_pattern() -> String {
+    let names: Vec<&str> = betas::BETAS.iter().map(|b| b.name).collect();
+    // Names are lowercase letters, digits and dashes: nothing to escape.
+    let one = format!("({})?", names.join("|"));
+    format!(r"^[ \t]*{one}[ \t]*(,[ \t]*{one}[ \t]*)*$")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{bearer_token, plausible_beta};
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::{bearer_token, beta_header_pattern, betas, version};
+    use batchd_domain::ApiVersion;
 
     #[test]
     fn bearer_scheme_is_case_insensitive() {
@@ -267,13 +275,75 @@ mod tests {
         assert_eq!(bearer_token("Bearer"), None);
     }
 
+    fn headers(name: &'static str, values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(name, HeaderValue::from_str(v).unwrap());
+        }
+        headers
+    }
+
+    fn refusal(err: crate::ApiError) -> String {
+        err.message
+    }
+
     #[test]
-    fn betas_are_name_dash_date() {
-        assert!(plausible_beta("message-batches-2024-09-24"));
-        assert!(plausible_beta("output-300k-2026-03-24"));
-        assert!(!plausible_beta("invalid-beta-name"));
-        assert!(!plausible_beta("2024-09-24"));
-        assert!(!plausible_beta("Message-Batches-2024-09-24"));
-        assert!(!plausible_beta("x-2024-9-240"));
+    fn versions_come_from_the_table() {
+        let v = |values: &[&str]| version(&headers("anthropic-version", values)).map_err(refusal);
+        assert_eq!(v(&["2026-10-21"]), Ok(ApiVersion::V2026_10_21));
+        assert_eq!(v(&["2023-01-01"]), Ok(ApiVersion::V2023_01_01));
+        assert_eq!(v(&[]), Err("anthropic-version: header is required".into()));
+        assert_eq!(
+            v(&["2023-10-01"]),
+            Err("anthropic-version: \"2023-10-01\" is not a valid version".into())
+        );
+        assert_eq!(
+            v(&["2023-06-01", "2023-06-01"]),
+            Err("anthropic-version: \"2023-06-01, 2023-06-01\" is not a valid version".into())
+        );
+    }
+
+    #[test]
+    fn betas_are_the_published_names_and_the_operators() {
+        let b = |values: &[&str], extra: &[String]| {
+            betas(&headers("anthropic-beta", values), extra).map_err(refusal)
+        };
+        assert_eq!(
+            b(
+                &[
+                    "files-api-2025-04-14, output-300k-2026-03-24",
+                    "files-api-2025-04-14",
+                    " "
+                ],
+                &[]
+            ),
+            Ok(vec![
+                "files-api-2025-04-14".into(),
+                "output-300k-2026-03-24".into()
+            ])
+        );
+        assert_eq!(
+            b(&["string,files-api-2025-04-14", "made-up-2030-01-01, string"], &[]),
+            Err("Unexpected value(s) `string`, `made-up-2030-01-01` for the `anthropic-beta` header. Please consult our documentation at docs.claude.com or try again without the header.".into())
+        );
+        assert_eq!(
+            b(&["made-up-2030-01-01"], &["made-up-2030-01-01".into()]),
+            Ok(vec!["made-up-2030-01-01".into()])
+        );
+    }
+
+    #[test]
+    fn the_documented_pattern_lists_every_published_name() {
+        let pattern = beta_header_pattern();
+        for beta in batchd_domain::betas::BETAS {
+            assert!(
+                pattern.contains(&format!("|{}|", beta.name))
+                    || pattern.contains(&format!("({}|", beta.name))
+                    || pattern.contains(&format!("|{})", beta.name)),
+                "{}",
+                beta.name
+            );
+        }
+        assert!(pattern.starts_with('^') && pattern.ends_with('$'));
     }
 }

@@ -160,6 +160,8 @@ pub async fn create(
             created_at: now,
             expires_at: now.plus(state.inner.config.batch_expiry),
             betas: caller.betas.clone(),
+            api_version: caller.version,
+            user_profile_id: user_profile(&headers),
         })
         .await;
     let draft = match begun {
@@ -314,6 +316,14 @@ struct Pace {
     waited: Duration,
     received: u64,
     too_slow: Arc<AtomicBool>,
+}
+
+/// The `anthropic-user-profile-id` the batch's requests are attributed to. Its shape is not
+/// checked: profiles are the hosted API's to know, and the SDKs' own tests send any string.
+fn user_profile(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("anthropic-user-profile-id")?;
+    let value = String::from_utf8_lossy(value.as_bytes()).trim().to_owned();
+    (!value.is_empty()).then_some(value)
 }
 
 /// Refuses a body declared as anything but JSON. Without a `Content-Type` the body is taken as

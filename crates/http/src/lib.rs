@@ -60,6 +60,10 @@ pub struct HttpConfig {
     pub create_queue_timeout: Duration,
     /// Queue caps, rate limits and the failed-authentication throttle.
     pub quotas: quota::QuotaConfig,
+    /// `anthropic-beta` names accepted beyond the published ones
+    /// ([`batchd_domain::betas::BETAS`]), so that a new beta needs no release. They unlock no
+    /// field and are forwarded upstream.
+    pub extra_betas: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -73,6 +77,7 @@ impl Default for HttpConfig {
             max_concurrent_creates: 16,
             create_queue_timeout: Duration::from_secs(10),
             quotas: quota::QuotaConfig::default(),
+            extra_betas: Vec::new(),
         }
     }
 }

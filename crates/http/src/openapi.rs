@@ -143,13 +143,14 @@ pub struct ApiHeaders {
     /// The API key; `Authorization: Bearer <key>` is accepted instead (see the security schemes).
     #[param(rename = "x-api-key", nullable = false)]
     pub x_api_key: Option<String>,
-    /// API version: `2023-01-01`, `2023-06-01` or `2026-10-21`.
+    /// API version. A batch keeps the version of its create: its requests are validated under it.
+    // Its values, `api_version::VERSIONS`, are added by `add_common`.
     #[param(rename = "anthropic-version", example = "2023-06-01")]
     pub anthropic_version: String,
-    /// Beta features, comma-separated and/or as repeated headers, each `name-YYYY-MM-DD` (such as
-    /// `message-batches-2024-09-24`). On create they apply to every request of the batch. Any
-    /// other shape is refused with a 400.
-    // Its pattern, `auth::BETA_HEADER_PATTERN`, is added by `add_common`.
+    /// Beta features, comma-separated and/or as repeated headers: published beta names (such as
+    /// `message-batches-2024-09-24`), and any the operator added with `--extra-beta`. On create
+    /// they apply to every request of the batch. Any other name is refused with a 400.
+    // Its pattern, `auth::beta_header_pattern()`, is added by `add_common`.
     #[param(rename = "anthropic-beta", nullable = false)]
     pub anthropic_beta: Option<String>,
 }
@@ -222,7 +223,7 @@ error_response!(
     /// 400.
     InvalidRequestError,
     "invalid_request_error",
-    "Invalid request: a missing or unsupported `anthropic-version`, a malformed `anthropic-beta`, \
+    "Invalid request: a missing or unsupported `anthropic-version`, an unknown `anthropic-beta`, \
      an invalid body or query, a create body declared as another type than JSON, or an operation \
      the batch's state does not allow (deleting or canceling at the wrong time).",
     "anthropic-version: header is required"
@@ -505,10 +506,20 @@ const RATE_LIMIT_HEADERS: [(&str, Type, &str); 3] = [
 
 fn add_common(operation: &mut Operation, v1: bool) {
     for parameter in operation.parameters.iter_mut().flatten() {
-        if parameter.name == "anthropic-beta"
-            && let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema
-        {
-            schema.pattern = Some(crate::auth::BETA_HEADER_PATTERN.to_owned());
+        let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema else {
+            continue;
+        };
+        match parameter.name.as_str() {
+            "anthropic-beta" => schema.pattern = Some(crate::auth::beta_header_pattern()),
+            "anthropic-version" => {
+                schema.enum_values = Some(
+                    batchd_domain::api_version::VERSIONS
+                        .iter()
+                        .map(|v| v.name.into())
+                        .collect(),
+                );
+            }
+            _ => {}
         }
     }
     let responses = &mut operation.responses.responses;
@@ -698,9 +709,17 @@ mod tests {
                 };
                 assert_eq!(
                     param("anthropic-beta")["pattern"],
-                    crate::auth::BETA_HEADER_PATTERN
+                    crate::auth::beta_header_pattern()
                 );
                 assert_eq!(param("beta")["type"], "string");
+                let versions: Vec<&str> = batchd_domain::api_version::VERSIONS
+                    .iter()
+                    .map(|v| v.name)
+                    .collect();
+                assert_eq!(
+                    param("anthropic-version")["enum"],
+                    serde_json::json!(versions)
+                );
             }
             let ok = &statuses["200"];
             assert!(ok["headers"].get("request-id").is_some(), "{method} {path}");

@@ -93,8 +93,9 @@ impl BatchStore for PostgresStore {
     async fn begin_batch(&self, batch: NewBatch) -> Result<Draft, StoreError> {
         let betas = serde_json::to_string(&batch.betas).map_err(other)?;
         let key: i64 = sqlx::query_scalar(
-            "INSERT INTO batches (id, workspace, state, created_at, expires_at, betas, owner) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING key",
+            "INSERT INTO batches (id, workspace, state, created_at, expires_at, betas, owner, \
+             api_version, user_profile_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             RETURNING key",
         )
         .bind(batch.id.as_str())
         .bind(&batch.workspace)
@@ -103,6 +104,8 @@ impl BatchStore for PostgresStore {
         .bind(batch.expires_at.as_micros())
         .bind(betas)
         .bind(self.me()?)
+        .bind(batch.api_version.as_str())
+        .bind(batch.user_profile_id.as_deref())
         .fetch_one(&self.pool)
         .await
         .map_err(query_error)?;

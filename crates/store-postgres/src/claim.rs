@@ -1,14 +1,16 @@
 //! Claiming work across processes in one statement per pass, and giving claims back (released,
 //! or deferred with their retry state), ending canceling batches whose last claim came back.
 
-use batchd_domain::{BatchId, EndReason, Timestamp};
+use batchd_domain::{ApiVersion, BatchId, EndReason, Timestamp};
 use batchd_store::{Slot, StoreError, WorkItem};
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
 use crate::PostgresStore;
 use crate::db::query_error;
-use crate::rows::{CANCELING, ENDED, end_reason_code, get, index, parse_betas, parse_id};
+use crate::rows::{
+    CANCELING, ENDED, end_reason_code, get, index, parse_betas, parse_id, parse_version,
+};
 
 /// One claim pass in one statement (one round trip, one implicit transaction): picks the
 /// in-progress batches with something to hand out, in serving order (the first batch of every
@@ -42,7 +44,8 @@ pub(crate) const CLAIM_ALL: &str = "WITH cfg AS MATERIALIZED \
              AND EXISTS (SELECT 1 FROM pending p WHERE p.batch_key = b.key \
                  AND p.worker IS NULL AND (p.not_before IS NULL OR p.not_before <= $1))) w \
          ORDER BY turn, last_served, key LIMIT $2) t, cfg WHERE cfg.v IS NOT NULL), \
-     locked AS MATERIALIZED (SELECT b.key, b.id, b.betas, b.expires_at, c.pos, \
+     locked AS MATERIALIZED (SELECT b.key, b.id, b.betas, b.api_version, b.user_profile_id, \
+             b.expires_at, c.pos, \
              ($2 + c.n - 1 - c.pos) / c.n AS share \
          FROM batches b JOIN cand c ON c.key = b.key \
          WHERE b.state = 1 AND b.expires_at > $1 FOR KEY SHARE OF b), \
@@ -61,7 +64,7 @@ pub(crate) const CLAIM_ALL: &str = "WITH cfg AS MATERIALIZED \
      first AS (INSERT INTO serving (batch_key, last_served) SELECT t.key, t.turn FROM turns t \
          WHERE NOT EXISTS (SELECT 1 FROM serving s WHERE s.batch_key = t.key) \
          ON CONFLICT DO NOTHING) \
-     SELECT c.batch_key, l.id, l.betas, l.expires_at, l.share, c.idx, c.attempts, c.not_before, \
+     SELECT c.batch_key, l.id, l.betas, l.api_version, l.user_profile_id, l.expires_at, l.share, c.idx, c.attempts, c.not_before, \
          r.custom_id, r.params FROM claimed c JOIN locked l ON l.key = c.batch_key \
      JOIN requests r ON r.batch_key = c.batch_key AND r.idx = c.idx ORDER BY l.pos, c.idx";
 
@@ -105,29 +108,41 @@ impl PostgresStore {
             .await
             .map_err(query_error)?;
         // Batch columns repeat on every row of the batch: parse them once per batch.
-        let mut batch: Option<(i64, BatchId, Vec<String>, Timestamp)> = None;
+        struct ClaimedBatch {
+            key: i64,
+            id: BatchId,
+            betas: Vec<String>,
+            api_version: ApiVersion,
+            user_profile_id: Option<String>,
+            expires_at: Timestamp,
+        }
+        let mut batch: Option<ClaimedBatch> = None;
         rows.iter()
             .map(|row| {
                 let key: i64 = get(row, "batch_key")?;
-                if batch.as_ref().is_none_or(|b| b.0 != key) {
-                    batch = Some((
+                if batch.as_ref().is_none_or(|b| b.key != key) {
+                    batch = Some(ClaimedBatch {
                         key,
-                        parse_id(get(row, "id")?)?,
-                        parse_betas(get(row, "betas")?)?,
-                        Timestamp::from_micros(get(row, "expires_at")?),
-                    ));
+                        id: parse_id(get(row, "id")?)?,
+                        betas: parse_betas(get(row, "betas")?)?,
+                        api_version: parse_version(get(row, "api_version")?)?,
+                        user_profile_id: get(row, "user_profile_id")?,
+                        expires_at: Timestamp::from_micros(get(row, "expires_at")?),
+                    });
                 }
-                let (_, batch_id, betas, expires_at) = batch.as_ref().expect("set above");
+                let b = batch.as_ref().expect("set above");
                 let share = usize::try_from(get::<i64>(row, "share")?).unwrap_or(0);
                 Ok((
                     WorkItem {
                         batch_key: key,
-                        batch_id: batch_id.clone(),
+                        batch_id: b.id.clone(),
                         index: index(get(row, "idx")?)?,
                         custom_id: get(row, "custom_id")?,
                         params: get(row, "params")?,
-                        betas: betas.clone(),
-                        expires_at: *expires_at,
+                        betas: b.betas.clone(),
+                        api_version: b.api_version,
+                        user_profile_id: b.user_profile_id.clone(),
+                        expires_at: b.expires_at,
                         attempts: u32::try_from(get::<i32>(row, "attempts")?).unwrap_or(0),
                         not_before: get::<Option<i64>>(row, "not_before")?
                             .map(Timestamp::from_micros),

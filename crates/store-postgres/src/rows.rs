@@ -14,7 +14,7 @@ pub(crate) const CANCELING: i16 = rows::CANCELING as i16;
 pub(crate) const ENDED: i16 = rows::ENDED as i16;
 
 pub(crate) use batchd_store::batch_columns;
-pub(crate) use batchd_store::rows::{count, parse_betas, parse_id};
+pub(crate) use batchd_store::rows::{count, parse_betas, parse_id, parse_version};
 
 pub(crate) fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T, StoreError>
 where
@@ -50,6 +50,9 @@ impl Columns for Cols<'_> {
         }
     }
     fn text(&self, column: &str) -> Result<String, StoreError> {
+        get(self.0, column)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
         get(self.0, column)
     }
 }

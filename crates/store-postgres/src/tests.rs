@@ -61,6 +61,8 @@ async fn create(store: &PostgresStore, params: impl Fn(u32) -> String, n: u32) -
             created_at: at(0),
             expires_at: at(DAY),
             betas: vec![],
+            api_version: batchd_domain::ApiVersion::default(),
+            user_profile_id: None,
         })
         .await
         .unwrap();
@@ -161,6 +163,8 @@ async fn a_dead_process_loses_its_claims_and_its_drafts() {
             created_at: at(0),
             expires_at: at(DAY),
             betas: vec![],
+            api_version: batchd_domain::ApiVersion::default(),
+            user_profile_id: None,
         })
         .await
         .unwrap();
@@ -340,6 +344,8 @@ async fn concurrent_commits_do_not_overshoot_the_queue_cap() {
                 created_at: at(0),
                 expires_at: at(DAY),
                 betas: vec![],
+                api_version: batchd_domain::ApiVersion::default(),
+                user_profile_id: None,
             })
             .await
             .unwrap();

@@ -117,8 +117,8 @@ impl BatchStore for SqliteStore {
             .await
             .map_err(query_error)?;
         let key: i64 = sqlx::query_scalar(
-            "INSERT INTO batches (id, workspace, state, created_at, expires_at, betas) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING key",
+            "INSERT INTO batches (id, workspace, state, created_at, expires_at, betas, \
+             api_version, user_profile_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING key",
         )
         .bind(batch.id.as_str())
         .bind(&batch.workspace)
@@ -126,6 +126,8 @@ impl BatchStore for SqliteStore {
         .bind(batch.created_at.as_micros())
         .bind(batch.expires_at.as_micros())
         .bind(betas)
+        .bind(batch.api_version.as_str())
+        .bind(batch.user_profile_id.as_deref())
         .fetch_one(&mut *tx)
         .await
         .map_err(query_error)?;
@@ -203,6 +205,8 @@ impl BatchStore for SqliteStore {
                 id: batch.id.clone(),
                 workspace: batch.workspace.clone(),
                 betas: batch.betas.clone(),
+                api_version: batch.api_version,
+                user_profile_id: batch.user_profile_id.clone(),
                 expires_at: batch.expires_at,
                 // Checked against RID_INDICES above.
                 total: total as u32,

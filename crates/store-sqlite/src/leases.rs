@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use batchd_domain::{BatchId, Timestamp};
+use batchd_domain::{ApiVersion, BatchId, Timestamp};
 use batchd_store::{Retry, Slot, WorkItem};
 
 /// What a claim needs to know about a batch to build work items.
@@ -23,6 +23,8 @@ pub(crate) struct BatchInfo {
     pub id: BatchId,
     pub workspace: String,
     pub betas: Vec<String>,
+    pub api_version: ApiVersion,
+    pub user_profile_id: Option<String>,
     pub expires_at: Timestamp,
     pub total: u32,
 }
@@ -439,6 +441,8 @@ mod tests {
             id: BatchId::generate(),
             workspace: "w".into(),
             betas: vec![],
+            api_version: ApiVersion::default(),
+            user_profile_id: None,
             expires_at: Timestamp::from_micros(1_000),
             total,
         }
@@ -547,6 +551,8 @@ mod tests {
             custom_id: "a".into(),
             params: "{}".into(),
             betas: vec![],
+            api_version: ApiVersion::default(),
+            user_profile_id: None,
             expires_at: Timestamp::from_micros(1_000),
             attempts: 0,
             not_before: None,

@@ -30,7 +30,7 @@ pub(crate) fn index_of(rid: i64) -> u32 {
 }
 
 pub(crate) use batchd_store::batch_columns;
-pub(crate) use batchd_store::rows::{count, parse_betas, parse_id};
+pub(crate) use batchd_store::rows::{count, parse_betas, parse_id, parse_version};
 
 pub(crate) fn get<'r, T>(row: &'r SqliteRow, column: &str) -> Result<T, StoreError>
 where
@@ -51,6 +51,9 @@ impl Columns for Cols<'_> {
         get(self.0, column)
     }
     fn text(&self, column: &str) -> Result<String, StoreError> {
+        get(self.0, column)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
         get(self.0, column)
     }
 }

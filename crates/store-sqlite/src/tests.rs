@@ -61,6 +61,8 @@ fn new_batch(workspace: &str, created_at: Timestamp) -> NewBatch {
         created_at,
         expires_at: created_at.plus(Duration::from_micros(DAY as u64)),
         betas: vec![],
+        api_version: batchd_domain::ApiVersion::default(),
+        user_profile_id: None,
     }
 }
 

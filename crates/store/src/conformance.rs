@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use batchd_domain::keys::KeyHash;
-use batchd_domain::{Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
+use batchd_domain::{ApiVersion, Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
 use batchd_wire::ProcessingStatus;
 
 use crate::{
@@ -92,6 +92,9 @@ fn new_batch(workspace: &str, created_at: Timestamp) -> NewBatch {
         created_at,
         expires_at: created_at.plus(Duration::from_micros(DAY as u64)),
         betas: vec!["beta-one".into(), "beta-two".into()],
+        // Not the default, so that an engine that drops them is caught.
+        api_version: ApiVersion::V2026_10_21,
+        user_profile_id: Some("uprof_one".into()),
     }
 }
 
@@ -167,6 +170,8 @@ pub async fn create_then_read_back<H: Harness>(h: &H) {
     assert_eq!(b.created_at, at(5));
     assert_eq!(b.expires_at, at(5 + DAY));
     assert_eq!(b.betas, vec!["beta-one", "beta-two"]);
+    assert_eq!(b.api_version, ApiVersion::V2026_10_21);
+    assert_eq!(b.user_profile_id.as_deref(), Some("uprof_one"));
     assert_eq!(b.end_reason, None);
     assert_eq!(get(&store, &b).await, b);
 
@@ -188,6 +193,18 @@ pub async fn create_then_read_back<H: Harness>(h: &H) {
             .is_empty()
     );
     assert_eq!(h.rows(&store, "requests").await, 2_500);
+
+    // The defaults round-trip too: no user profile, and another version.
+    let plain = NewBatch {
+        api_version: ApiVersion::V2023_01_01,
+        user_profile_id: None,
+        ..new_batch(WS, at(6))
+    };
+    let d = draft(&store, plain, 1).await;
+    let plain = store.commit_batch(d, 1).await.unwrap();
+    assert_eq!(plain.api_version, ApiVersion::V2023_01_01);
+    assert_eq!(plain.user_profile_id, None);
+    assert_eq!(get(&store, &plain).await, plain);
 }
 
 pub async fn commit_refuses_a_total_that_was_not_appended<H: Harness>(h: &H) {
@@ -466,6 +483,8 @@ pub async fn claim_record_complete<H: Harness>(h: &H) {
     assert_eq!(w.custom_id, "req-3");
     assert_eq!(w.params, request(3).params);
     assert_eq!(w.betas, b.betas);
+    assert_eq!(w.api_version, b.api_version);
+    assert_eq!(w.user_profile_id, b.user_profile_id);
     assert_eq!(w.expires_at, b.expires_at);
     assert!(
         claim(&store, 100, at(1)).await.is_empty(),

@@ -41,7 +41,7 @@ pub mod rows;
 
 use async_trait::async_trait;
 use batchd_domain::keys::KeyHash;
-use batchd_domain::{Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
+use batchd_domain::{ApiVersion, Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
 
 /// Storage failures. Anything but `Unavailable` is a bug or corruption and shows as `api_error`.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +90,8 @@ pub struct NewBatch {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub betas: Vec<String>,
+    pub api_version: ApiVersion,
+    pub user_profile_id: Option<String>,
 }
 
 /// One request of a batch being created. `index` is its position in the create body, starting at 0.
@@ -171,6 +173,10 @@ pub struct WorkItem {
     pub custom_id: String,
     pub params: String,
     pub betas: Vec<String>,
+    /// The batch's `anthropic-version` and `anthropic-user-profile-id`, which apply to this
+    /// request as its betas do.
+    pub api_version: ApiVersion,
+    pub user_profile_id: Option<String>,
     pub expires_at: Timestamp,
     /// Upstream attempts already made for this request (stored, so a restart does not reset
     /// the retry budget).
@@ -498,6 +504,8 @@ pub(crate) mod tests {
             cancel_initiated_at: None,
             archived_at: None,
             betas: Vec::new(),
+            api_version: ApiVersion::default(),
+            user_profile_id: None,
         }
     }
 

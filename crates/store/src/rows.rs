@@ -3,7 +3,7 @@
 //! column list) and an `api_keys` row into a [`KeyInfo`]. An engine only says how to read one
 //! column of its row type ([`Columns`]).
 
-use batchd_domain::{Batch, BatchId, EndReason, Timestamp};
+use batchd_domain::{ApiVersion, Batch, BatchId, EndReason, Timestamp};
 use batchd_wire::ProcessingStatus;
 
 use crate::{KeyInfo, StoreError};
@@ -19,7 +19,8 @@ pub const ENDED: i64 = 3;
 macro_rules! batch_columns {
     () => {
         "key, id, workspace, state, total, succeeded, errored, end_reason, created_at, \
-         expires_at, ended_at, cancel_initiated_at, archived_at, betas"
+         expires_at, ended_at, cancel_initiated_at, archived_at, betas, api_version, \
+         user_profile_id"
     };
 }
 
@@ -28,6 +29,7 @@ pub trait Columns {
     fn int(&self, column: &str) -> Result<i64, StoreError>;
     fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError>;
     fn text(&self, column: &str) -> Result<String, StoreError>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError>;
 }
 
 pub fn count(value: i64, what: &str) -> Result<u64, StoreError> {
@@ -40,6 +42,11 @@ pub fn parse_id(id: &str) -> Result<BatchId, StoreError> {
 
 pub fn parse_betas(json: &str) -> Result<Vec<String>, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("betas {json:?}: {e}")))
+}
+
+pub fn parse_version(version: &str) -> Result<ApiVersion, StoreError> {
+    ApiVersion::parse(version)
+        .ok_or_else(|| StoreError::Corrupt(format!("anthropic-version {version:?}")))
 }
 
 fn status(state: i64) -> Result<ProcessingStatus, StoreError> {
@@ -86,6 +93,8 @@ pub fn batch(row: &impl Columns) -> Result<Batch, StoreError> {
         cancel_initiated_at: ts("cancel_initiated_at")?,
         archived_at: ts("archived_at")?,
         betas: parse_betas(&row.text("betas")?)?,
+        api_version: parse_version(&row.text("api_version")?)?,
+        user_profile_id: row.opt_text("user_profile_id")?,
     })
 }
 

@@ -543,7 +543,7 @@ describe('anthropic-beta header values', () => {
       400,
       'invalid_request_error',
       'Unexpected value(s) `invalid-beta-name` for the `anthropic-beta` header. Please consult our ' +
-        'documentation at platform.claude.com/docs or try again without the header.',
+        'documentation at docs.claude.com or try again without the header.',
     );
   });
 });

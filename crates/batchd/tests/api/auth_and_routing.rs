@@ -93,7 +93,52 @@ async fn version_and_beta_headers_are_validated() {
         resp,
         400,
         "invalid_request_error",
-        "Unexpected value(s) `invalid-beta-name` for the `anthropic-beta` header. Please consult our documentation at platform.claude.com/docs or try again without the header.",
+        "Unexpected value(s) `invalid-beta-name` for the `anthropic-beta` header. Please consult our documentation at docs.claude.com or try again without the header.",
+    )
+    .await;
+
+    // A repeated version is the values joined, which is no version, even when they agree.
+    let resp = app
+        .client
+        .get(&url)
+        .header("x-api-key", KEY_A)
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        resp,
+        400,
+        "invalid_request_error",
+        "anthropic-version: \"2023-06-01, 2023-06-01\" is not a valid version",
+    )
+    .await;
+    for version in ["2023-01-01", "2023-06-01", "2026-10-21"] {
+        let resp = app
+            .client
+            .get(&url)
+            .header("x-api-key", KEY_A)
+            .header("anthropic-version", version)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{version}");
+    }
+
+    // A well-formed name is not enough: it must be a published beta. Every unknown one is named.
+    let resp = app
+        .request(Method::GET, "/v1/messages/batches")
+        .header("anthropic-beta", "files-api-2025-04-14, made-up-2030-01-01")
+        .header("anthropic-beta", "string")
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        resp,
+        400,
+        "invalid_request_error",
+        "Unexpected value(s) `made-up-2030-01-01`, `string` for the `anthropic-beta` header. Please consult our documentation at docs.claude.com or try again without the header.",
     )
     .await;
 
@@ -108,6 +153,28 @@ async fn version_and_beta_headers_are_validated() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn operators_can_accept_a_new_beta_without_a_release() {
+    let app = spawn_with(|o| o.extra_betas = vec!["brand-new-2030-01-01".into()]).await;
+    let resp = app
+        .request(Method::GET, "/v1/messages/batches")
+        .header(
+            "anthropic-beta",
+            "brand-new-2030-01-01,files-api-2025-04-14",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = app
+        .request(Method::GET, "/v1/messages/batches")
+        .header("anthropic-beta", "brand-new-2030-01-02")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
 }
 
 #[tokio::test]

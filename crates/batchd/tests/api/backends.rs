@@ -28,7 +28,7 @@ fn backend(kind: Kind, upstream: &FakeUpstream) -> BackendSpec {
         top_k: false,
         latency: Duration::ZERO,
         strict_models: false,
-        anthropic_version: "2023-06-01".into(),
+        anthropic_version: None,
     }
 }
 
@@ -119,6 +119,64 @@ async fn anthropic_backend_forwards_params_and_headers_and_marks_the_batch_tier(
         Some("extended-cache-ttl-2025-04-11")
     );
     assert_eq!(seen.json(), params, "params go upstream as given");
+}
+
+/// Creates a one-request batch with the given `anthropic-version` and `anthropic-beta`, waits
+/// for it to end, and returns the request the upstream saw.
+async fn seen_upstream(
+    app: &TestApp,
+    upstream: &FakeUpstream,
+    version: &str,
+    betas: &str,
+) -> batchd_fake_upstream::RecordedRequest {
+    upstream.stats().clear_recorded();
+    let resp = app
+        .client
+        .post(format!("{}/v1/messages/batches", app.base))
+        .header("x-api-key", app.key)
+        .header("anthropic-version", version)
+        .header("anthropic-beta", betas)
+        .json(&json!({"requests": [saying("v", "hi")]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.wait_ended(&id, Duration::from_secs(20)).await;
+    assert_eq!(app.results(&id).await[0]["result"]["type"], "succeeded");
+    upstream.stats().last_request().expect("recorded")
+}
+
+#[tokio::test]
+async fn anthropic_backend_sends_the_batch_version_and_only_betas_messages_knows() {
+    let upstream = FakeUpstream::start(FakeConfig::default().record_requests(10))
+        .await
+        .unwrap();
+    let app = serve_with(backend(Kind::Anthropic, &upstream)).await;
+    let all = "message-batches-2024-09-24,files-api-2025-04-14,output-300k-2026-03-24";
+    let seen = seen_upstream(&app, &upstream, "2026-10-21", all).await;
+    assert_eq!(seen.header("anthropic-version"), Some("2026-10-21"));
+    // The batch API's own betas mean nothing to `/v1/messages`.
+    assert_eq!(seen.header("anthropic-beta"), Some("files-api-2025-04-14"));
+    let seen = seen_upstream(&app, &upstream, "2023-01-01", "output-300k-2026-03-24").await;
+    assert_eq!(seen.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(seen.header("anthropic-beta"), None);
+    let seen = seen_upstream(&app, &upstream, "2023-06-01", "pdfs-2024-09-25").await;
+    assert_eq!(seen.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(seen.header("anthropic-beta"), Some("pdfs-2024-09-25"));
+
+    // A backend pinned to one version sends it whatever the batch's.
+    let pinned = FakeUpstream::start(FakeConfig::default().record_requests(10))
+        .await
+        .unwrap();
+    let mut spec = backend(Kind::Anthropic, &pinned);
+    spec.anthropic_version = Some("2023-06-01".into());
+    let app = serve_with(spec).await;
+    let seen = seen_upstream(&app, &pinned, "2026-10-21", "pdfs-2024-09-25").await;
+    assert_eq!(seen.header("anthropic-version"), Some("2023-06-01"));
 }
 
 #[tokio::test]

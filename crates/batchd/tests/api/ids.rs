@@ -65,6 +65,8 @@ async fn a_batch_stored_under_an_id_of_an_earlier_version_is_still_served() {
             created_at: now,
             expires_at: now.plus(Duration::from_secs(3600)),
             betas: Vec::new(),
+            api_version: batchd_domain::ApiVersion::default(),
+            user_profile_id: None,
         })
         .await
         .unwrap();

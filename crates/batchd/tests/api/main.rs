@@ -30,3 +30,4 @@ mod shutdown;
 mod storage_faults;
 mod tls;
 mod ui;
+mod versions;

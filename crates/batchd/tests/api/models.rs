@@ -190,7 +190,7 @@ async fn a_configured_mock_backend_can_be_strict_too() {
             top_k: false,
             latency: Duration::ZERO,
             strict_models: true,
-            anthropic_version: "2023-06-01".into(),
+            anthropic_version: None,
         }];
     })
     .await;
