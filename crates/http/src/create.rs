@@ -8,10 +8,10 @@
 //! parsed cleanly is the draft committed (durably) and the 200 sent; on any error the draft is
 //! aborted and nothing is ever visible. `params` are kept as the raw JSON the client sent: their
 //! validation is deferred to processing, as the real API does. A body that keeps the server
-//! waiting falls behind a minimum pace ([`MIN_BODY_RATE`]) and is cut with a 408, so a client
-//! cannot hold a blocking thread and a draft by trickling. Before a byte of the body is read, the
-//! create takes a slot in the process-wide budget ([`crate::create_budget`]) and its declared
-//! `Content-Type` is checked: JSON or none. A batch that would take its workspace over its queue
+//! waiting falls behind a minimum pace ([`MIN_BODY_RATE`]) and is cut with a 400
+//! (`request_body_timeout`), so a client cannot hold a blocking thread and a draft by trickling.
+//! Before a byte of the body is read, the create takes a slot in the process-wide budget
+//! ([`crate::create_budget`]) and its declared `Content-Type` is checked: JSON or none. A batch that would take its workspace over its queue
 //! cap is refused (429): at once when the queue is already full, else at commit, the count and
 //! the commit one transaction; a batch larger than the cap itself is told not to retry.
 
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use batchd_domain::batch::MAX_REQUESTS;
 use batchd_domain::custom_id::CustomId;
@@ -45,6 +45,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use crate::auth::Caller;
 use crate::batches::batch_response;
 use crate::create_scan::Scanner;
+use crate::error::ErrorCode;
 use crate::{ApiError, AppState, quota};
 
 /// The average rate, in bytes per second, a create body must keep up once it has waited for the
@@ -52,9 +53,11 @@ use crate::{ApiError, AppState, quota};
 /// thread and a draft, so it may not take longer than its size at this rate.
 pub const MIN_BODY_RATE: u64 = 64 * 1024;
 
-/// The message of the 408 for a body that did not arrive in time. The API has no error type for
-/// it, so it goes out as `invalid_request_error`.
-pub(crate) const BODY_TOO_SLOW: &str = "The request body was not received in time.";
+/// The message of the 400 (`request_body_timeout`) for a body that did not arrive in time, in the
+/// words the SDKs use to document that code.
+pub(crate) const BODY_TOO_SLOW: &str = "The request body did not finish arriving in time, so \
+                                        nothing was done. Send a smaller body, or send it over a \
+                                        faster connection.";
 
 /// The message of the 400 for a create body declared as another media type than JSON.
 pub const NOT_JSON_CONTENT_TYPE: &str =
@@ -86,7 +89,7 @@ enum Refusal {
     request_body(content = batchd_wire::CreateBatch, description = "The requests of the batch.", content_type = "application/json"),
     responses(
         (status = 200, description = "The new batch: `in_progress`, every request counted as `processing`.", body = batchd_wire::MessageBatch),
-        (status = 408, response = crate::openapi::RequestTimeout),
+        (status = 400, response = crate::openapi::CreateInvalidRequest),
         (status = 413, response = crate::openapi::RequestTooLarge),
         (status = 529, response = crate::openapi::CreateOverloaded),
     ),
@@ -249,12 +252,15 @@ pub async fn create(
         tracing::warn!(error = %err, "could not abort a draft batch; it is reclaimed at next start");
     }
     state.inner.work.notify_reclaimable();
-    match refusal? {
-        _ if exceeded.load(Ordering::Relaxed) => Err(too_large()),
-        _ if too_slow.load(Ordering::Relaxed) => {
-            tracing::info!(workspace = %caller.workspace, "create cut: its body arrived too slowly");
-            Err(ApiError::invalid(BODY_TOO_SLOW).with_status(StatusCode::REQUEST_TIMEOUT))
-        }
+    let refusal = refusal?;
+    if exceeded.load(Ordering::Relaxed) {
+        return Err(too_large());
+    }
+    if too_slow.load(Ordering::Relaxed) {
+        tracing::info!(workspace = %caller.workspace, "create cut: its body arrived too slowly");
+        return Err(ApiError::invalid(BODY_TOO_SLOW).with_code(ErrorCode::RequestBodyTimeout));
+    }
+    match refusal {
         Refusal::Invalid(message) => Err(ApiError::invalid(message)),
         Refusal::NotJson(detail) => Err(ApiError::invalid(format!(
             "The request body is not valid JSON: {detail}"
