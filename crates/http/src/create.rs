@@ -10,10 +10,12 @@
 //! validation is deferred to processing, as the real API does. A body that keeps the server
 //! waiting falls behind a minimum pace ([`MIN_BODY_RATE`]) and is cut with a 400
 //! (`request_body_timeout`), so a client cannot hold a blocking thread and a draft by trickling.
-//! Before a byte of the body is read, the create takes a slot in the process-wide budget
-//! ([`crate::create_budget`]) and its declared `Content-Type` is checked: JSON or none. A batch that would take its workspace over its queue
-//! cap is refused (429): at once when the queue is already full, else at commit, the count and
-//! the commit one transaction; a batch larger than the cap itself is told not to retry.
+//! A compressed body is decoded as it is parsed ([`crate::encoding`]). Before a byte of the body
+//! is read, the create takes a slot in the process-wide budget ([`crate::create_budget`]) and its
+//! declared `Content-Encoding` and `Content-Type` are checked: a coding the server decodes, and
+//! JSON or none. A batch that would take its workspace over its queue cap is refused (429): at
+//! once when the queue is already full, else at commit, the count and the commit one
+//! transaction; a batch larger than the cap itself is told not to retry.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -45,6 +47,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use crate::auth::Caller;
 use crate::batches::batch_response;
 use crate::create_scan::Scanner;
+use crate::encoding::{self, ContentEncoding};
 use crate::error::ErrorCode;
 use crate::{ApiError, AppState, quota};
 
@@ -84,7 +87,7 @@ enum Refusal {
     operation_id = "create_message_batch",
     tag = "Message Batches",
     summary = "Create a Message Batch",
-    description = "Creates a batch of Messages API requests, processed asynchronously. The envelope (`requests`, each `custom_id`, unknown keys) is validated now; each request's `params` only when it is processed, so problems there become `errored` results. Up to 100,000 requests; the body may be up to 256 MB (the server's default limit).",
+    description = "Creates a batch of Messages API requests, processed asynchronously. The envelope (`requests`, each `custom_id`, unknown keys) is validated now; each request's `params` only when it is processed, so problems there become `errored` results. Up to 100,000 requests; the body may be up to 256 MB (the server's default limit). The body may be compressed with `Content-Encoding: gzip`, `deflate` or `br`; the limit then holds for the body both as sent and once decoded.",
     params(crate::openapi::ApiHeaders, crate::openapi::BetaQuery),
     request_body(content = batchd_wire::CreateBatch, description = "The requests of the batch.", content_type = "application/json"),
     responses(
@@ -102,6 +105,16 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let max = state.inner.config.max_create_bytes;
+    let coding = match ContentEncoding::from_headers(&headers) {
+        Ok(coding) => coding,
+        Err(refusal) => {
+            state
+                .inner
+                .drains
+                .discard(body, &headers, &state.inner.config);
+            return Err(refusal);
+        }
+    };
     let declared = headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
@@ -196,10 +209,14 @@ pub async fn create(
         }
         Ok::<_, io::Error>(chunk)
     });
-    let reader = SyncIoBridge::new(StreamReader::new(stream));
+    let wire = SyncIoBridge::new(StreamReader::new(stream));
+    let decoding = Arc::new(encoding::Outcome::default());
+    let outcome = decoding.clone();
     let (tx, mut rx) = mpsc::channel::<Vec<NewRequest>>(2);
     let parser_slot = slot.clone();
     let parser = tokio::task::spawn_blocking(move || {
+        // Built here: decoders read their header from the wire as they are made.
+        let reader = coding.decode(wire, max, outcome);
         let parsed = parse(reader, tx);
         drop(parser_slot);
         parsed
@@ -259,6 +276,9 @@ pub async fn create(
     if too_slow.load(Ordering::Relaxed) {
         tracing::info!(workspace = %caller.workspace, "create cut: its body arrived too slowly");
         return Err(ApiError::invalid(BODY_TOO_SLOW).with_code(ErrorCode::RequestBodyTimeout));
+    }
+    if let Some(refusal) = decoding.refusal() {
+        return Err(refusal);
     }
     match refusal {
         Refusal::Invalid(message) => Err(ApiError::invalid(message)),

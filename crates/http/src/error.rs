@@ -23,12 +23,21 @@ pub(crate) const OVERLOADED: &str = "Overloaded";
 pub enum ErrorCode {
     /// 400: the create body did not finish arriving in time.
     RequestBodyTimeout,
+    /// 400: the body's `Content-Encoding` is not one the server decodes.
+    RequestBodyEncodingUnsupported,
+    /// 400: the body is not valid for its `Content-Encoding`.
+    RequestBodyEncodingInvalid,
+    /// 413: the compressed body exceeds the size limit once decoded.
+    RequestBodyTooLargeAfterDecoding,
 }
 
 impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RequestBodyTimeout => "request_body_timeout",
+            Self::RequestBodyEncodingUnsupported => "request_body_encoding_unsupported",
+            Self::RequestBodyEncodingInvalid => "request_body_encoding_invalid",
+            Self::RequestBodyTooLargeAfterDecoding => "request_body_too_large_after_decoding",
         }
     }
 }

@@ -271,7 +271,10 @@ error_response!(
     "Invalid request: as for every route (a missing or unsupported `anthropic-version`, a \
      malformed `anthropic-beta`), or an invalid body. Some causes carry `error.details.error_code`: \
      `request_body_timeout` when the body arrived slower than the server's body timeout allows \
-     (`body_timeout`, 30 s by default, then at least 64 KiB/s on the wire). Nothing was created.",
+     (`body_timeout`, 30 s by default, then at least 64 KiB/s on the wire); \
+     `request_body_encoding_unsupported` for a `Content-Encoding` other than `gzip`, `x-gzip`, \
+     `deflate`, `br` or `identity`; `request_body_encoding_invalid` for a body its \
+     `Content-Encoding` cannot decode. Nothing was created.",
     crate::create::BODY_TOO_SLOW,
     Some(ErrorCode::RequestBodyTimeout)
 );
@@ -279,7 +282,9 @@ error_response!(
     /// 413.
     RequestTooLarge,
     "request_too_large",
-    "The body is larger than the server's limit (256 MB by default).",
+    "The body is larger than the server's limit (256 MB by default). A compressed body is held to \
+     the same limit both as sent and once decoded; over it once decoded, the error has \
+     `error.details.error_code` `request_body_too_large_after_decoding`.",
     "Request exceeds the maximum size"
 );
 error_response!(
