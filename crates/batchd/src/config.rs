@@ -122,7 +122,8 @@ pub struct ServeOptions {
     #[serde(deserialize_with = "duration")]
     pub header_timeout: Duration,
     /// How long a create body may wait for the client before it must arrive at the minimum
-    /// rate (64 KiB/s on average); a slower body is refused with 408 and nothing is created.
+    /// rate (64 KiB/s on average); a slower body is refused with 400 (`request_body_timeout`) and
+    /// nothing is created.
     #[arg(
         long,
         env = "BATCHD_BODY_TIMEOUT",

@@ -8,12 +8,14 @@
 //! parsed cleanly is the draft committed (durably) and the 200 sent; on any error the draft is
 //! aborted and nothing is ever visible. `params` are kept as the raw JSON the client sent: their
 //! validation is deferred to processing, as the real API does. A body that keeps the server
-//! waiting falls behind a minimum pace ([`MIN_BODY_RATE`]) and is cut with a 408, so a client
-//! cannot hold a blocking thread and a draft by trickling. Before a byte of the body is read, the
-//! create takes a slot in the process-wide budget ([`crate::create_budget`]) and its declared
-//! `Content-Type` is checked: JSON or none. A batch that would take its workspace over its queue
-//! cap is refused (429): at once when the queue is already full, else at commit, the count and
-//! the commit one transaction; a batch larger than the cap itself is told not to retry.
+//! waiting falls behind a minimum pace ([`MIN_BODY_RATE`]) and is cut with a 400
+//! (`request_body_timeout`), so a client cannot hold a blocking thread and a draft by trickling.
+//! A compressed body is decoded as it is parsed ([`crate::encoding`]). Before a byte of the body
+//! is read, the create takes a slot in the process-wide budget ([`crate::create_budget`]) and its
+//! declared `Content-Encoding` and `Content-Type` are checked: a coding the server decodes, and
+//! JSON or none. A batch that would take its workspace over its queue cap is refused (429): at
+//! once when the queue is already full, else at commit, the count and the commit one
+//! transaction; a batch larger than the cap itself is told not to retry.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use batchd_domain::batch::MAX_REQUESTS;
 use batchd_domain::custom_id::CustomId;
@@ -45,6 +47,8 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use crate::auth::Caller;
 use crate::batches::batch_response;
 use crate::create_scan::Scanner;
+use crate::encoding::{self, ContentEncoding};
+use crate::error::ErrorCode;
 use crate::{ApiError, AppState, quota};
 
 /// The average rate, in bytes per second, a create body must keep up once it has waited for the
@@ -52,9 +56,11 @@ use crate::{ApiError, AppState, quota};
 /// thread and a draft, so it may not take longer than its size at this rate.
 pub const MIN_BODY_RATE: u64 = 64 * 1024;
 
-/// The message of the 408 for a body that did not arrive in time. The API has no error type for
-/// it, so it goes out as `invalid_request_error`.
-pub(crate) const BODY_TOO_SLOW: &str = "The request body was not received in time.";
+/// The message of the 400 (`request_body_timeout`) for a body that did not arrive in time, in the
+/// words the SDKs use to document that code.
+pub(crate) const BODY_TOO_SLOW: &str = "The request body did not finish arriving in time, so \
+                                        nothing was done. Send a smaller body, or send it over a \
+                                        faster connection.";
 
 /// The message of the 400 for a create body declared as another media type than JSON.
 pub const NOT_JSON_CONTENT_TYPE: &str =
@@ -81,12 +87,12 @@ enum Refusal {
     operation_id = "create_message_batch",
     tag = "Message Batches",
     summary = "Create a Message Batch",
-    description = "Creates a batch of Messages API requests, processed asynchronously. The envelope (`requests`, each `custom_id`, unknown keys) is validated now; each request's `params` only when it is processed, so problems there become `errored` results. Up to 100,000 requests; the body may be up to 256 MB (the server's default limit).",
+    description = "Creates a batch of Messages API requests, processed asynchronously. The envelope (`requests`, each `custom_id`, unknown keys) is validated now; each request's `params` only when it is processed, so problems there become `errored` results. Up to 100,000 requests; the body may be up to 256 MB (the server's default limit). The body may be compressed with `Content-Encoding: gzip`, `deflate` or `br`; the limit then holds for the body both as sent and once decoded.",
     params(crate::openapi::ApiHeaders, crate::openapi::BetaQuery),
     request_body(content = batchd_wire::CreateBatch, description = "The requests of the batch.", content_type = "application/json"),
     responses(
         (status = 200, description = "The new batch: `in_progress`, every request counted as `processing`.", body = batchd_wire::MessageBatch),
-        (status = 408, response = crate::openapi::RequestTimeout),
+        (status = 400, response = crate::openapi::CreateInvalidRequest),
         (status = 413, response = crate::openapi::RequestTooLarge),
         (status = 529, response = crate::openapi::CreateOverloaded),
     ),
@@ -99,6 +105,16 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let max = state.inner.config.max_create_bytes;
+    let coding = match ContentEncoding::from_headers(&headers) {
+        Ok(coding) => coding,
+        Err(refusal) => {
+            state
+                .inner
+                .drains
+                .discard(body, &headers, &state.inner.config);
+            return Err(refusal);
+        }
+    };
     let declared = headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
@@ -195,10 +211,14 @@ pub async fn create(
         }
         Ok::<_, io::Error>(chunk)
     });
-    let reader = SyncIoBridge::new(StreamReader::new(stream));
+    let wire = SyncIoBridge::new(StreamReader::new(stream));
+    let decoding = Arc::new(encoding::Outcome::default());
+    let outcome = decoding.clone();
     let (tx, mut rx) = mpsc::channel::<Vec<NewRequest>>(2);
     let parser_slot = slot.clone();
     let parser = tokio::task::spawn_blocking(move || {
+        // Built here: decoders read their header from the wire as they are made.
+        let reader = coding.decode(wire, max, outcome);
         let parsed = parse(reader, tx);
         drop(parser_slot);
         parsed
@@ -251,12 +271,18 @@ pub async fn create(
         tracing::warn!(error = %err, "could not abort a draft batch; it is reclaimed at next start");
     }
     state.inner.work.notify_reclaimable();
-    match refusal? {
-        _ if exceeded.load(Ordering::Relaxed) => Err(too_large()),
-        _ if too_slow.load(Ordering::Relaxed) => {
-            tracing::info!(workspace = %caller.workspace, "create cut: its body arrived too slowly");
-            Err(ApiError::invalid(BODY_TOO_SLOW).with_status(StatusCode::REQUEST_TIMEOUT))
-        }
+    let refusal = refusal?;
+    if exceeded.load(Ordering::Relaxed) {
+        return Err(too_large());
+    }
+    if too_slow.load(Ordering::Relaxed) {
+        tracing::info!(workspace = %caller.workspace, "create cut: its body arrived too slowly");
+        return Err(ApiError::invalid(BODY_TOO_SLOW).with_code(ErrorCode::RequestBodyTimeout));
+    }
+    if let Some(refusal) = decoding.refusal() {
+        return Err(refusal);
+    }
+    match refusal {
         Refusal::Invalid(message) => Err(ApiError::invalid(message)),
         Refusal::NotJson(detail) => Err(ApiError::invalid(format!(
             "The request body is not valid JSON: {detail}"

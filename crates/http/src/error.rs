@@ -1,4 +1,5 @@
-//! `ApiError`: the one type every handler fails with, rendered as the API's error envelope.
+//! `ApiError`: the one type every handler fails with, rendered as the API's error envelope, and
+//! [`ErrorCode`], the `error.details.error_code` values batchd sends.
 //!
 //! Internal errors are logged with their whole cause chain and shown to clients only as a
 //! generic `api_error`, so storage details never leak.
@@ -14,6 +15,33 @@ use crate::request_id;
 /// The message of every 529, as the API words it.
 pub(crate) const OVERLOADED: &str = "Overloaded";
 
+/// The `error.details.error_code` values batchd sends: a stable name for the cause, which the
+/// SDKs map, with the status, to an error class of its own
+/// (<https://github.com/anthropics/anthropic-sdk-python>, `_error_classes.py`). The status each
+/// goes with is the API's; a code sent with another status maps only to the status's class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// 400: the create body did not finish arriving in time.
+    RequestBodyTimeout,
+    /// 400: the body's `Content-Encoding` is not one the server decodes.
+    RequestBodyEncodingUnsupported,
+    /// 400: the body is not valid for its `Content-Encoding`.
+    RequestBodyEncodingInvalid,
+    /// 413: the compressed body exceeds the size limit once decoded.
+    RequestBodyTooLargeAfterDecoding,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RequestBodyTimeout => "request_body_timeout",
+            Self::RequestBodyEncodingUnsupported => "request_body_encoding_unsupported",
+            Self::RequestBodyEncodingInvalid => "request_body_encoding_invalid",
+            Self::RequestBodyTooLargeAfterDecoding => "request_body_too_large_after_decoding",
+        }
+    }
+}
+
 /// An error response.
 #[derive(Debug)]
 pub struct ApiError {
@@ -25,6 +53,8 @@ pub struct ApiError {
     /// Tells the client not to retry (`x-should-retry: false`) a status it would otherwise
     /// retry: the same request can never succeed.
     pub final_refusal: bool,
+    /// Sent as `error.details.error_code`; without one, `details` is left out.
+    pub code: Option<ErrorCode>,
 }
 
 impl ApiError {
@@ -37,6 +67,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             final_refusal: false,
+            code: None,
         }
     }
 
@@ -65,6 +96,11 @@ impl ApiError {
     pub fn never_retry(mut self) -> Self {
         self.final_refusal = true;
         self.retry_after = None;
+        self
+    }
+
+    pub fn with_code(mut self, code: ErrorCode) -> Self {
+        self.code = Some(code);
         self
     }
 
@@ -116,7 +152,11 @@ pub fn parse_batch_id(raw: &str) -> Result<BatchId, ApiError> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let envelope = ErrorEnvelope::new(self.kind.as_str(), self.message, request_id::current());
+        let mut envelope =
+            ErrorEnvelope::new(self.kind.as_str(), self.message, request_id::current());
+        if let Some(code) = self.code {
+            envelope = envelope.with_error_code(code.as_str());
+        }
         let body = serde_json::to_vec(&envelope).unwrap_or_default();
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();

@@ -13,6 +13,7 @@ pub mod create;
 pub mod create_budget;
 mod create_scan;
 pub mod drain;
+pub mod encoding;
 pub mod error;
 pub mod extract;
 pub mod log_throttle;

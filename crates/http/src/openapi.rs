@@ -23,6 +23,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{Components, ContentBuilder, Object, Ref, RefOr, Type};
 use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
 
+use crate::error::ErrorCode;
 use crate::{batches, create, ops};
 
 const DESCRIPTION: &str = "\
@@ -68,7 +69,7 @@ with another method answer 405, both with the error envelope.";
             PermissionError,
             NotFoundError,
             MethodNotAllowed,
-            RequestTimeout,
+            CreateInvalidRequest,
             RequestTooLarge,
             RateLimitError,
             InternalError,
@@ -208,12 +209,19 @@ pub struct OpsStatus {
 
 macro_rules! error_response {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $description:expr, $message:expr) => {
+        error_response!($(#[$doc])* $name, $kind, $description, $message, None);
+    };
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $description:expr, $message:expr, $code:expr) => {
         $(#[$doc])*
         pub struct $name;
 
         impl<'r> ToResponse<'r> for $name {
             fn response() -> (&'r str, RefOr<utoipa::openapi::Response>) {
-                (stringify!($name), error(stringify!($name), $kind, &$description, $message))
+                let code: Option<ErrorCode> = $code;
+                (
+                    stringify!($name),
+                    error(stringify!($name), $kind, &$description, $message, code),
+                )
             }
         }
     };
@@ -258,18 +266,26 @@ error_response!(
     "Method not allowed"
 );
 error_response!(
-    /// 408.
-    RequestTimeout,
+    /// 400 of a create.
+    CreateInvalidRequest,
     "invalid_request_error",
-    "The create body arrived slower than the server's body timeout allows (`body_timeout`, 30 s \
-     by default, then at least 64 KiB/s); nothing was created.",
-    crate::create::BODY_TOO_SLOW
+    "Invalid request: as for every route (a missing or unsupported `anthropic-version`, a \
+     malformed `anthropic-beta`), or an invalid body. Some causes carry `error.details.error_code`: \
+     `request_body_timeout` when the body arrived slower than the server's body timeout allows \
+     (`body_timeout`, 30 s by default, then at least 64 KiB/s on the wire); \
+     `request_body_encoding_unsupported` for a `Content-Encoding` other than `gzip`, `x-gzip`, \
+     `deflate`, `br` or `identity`; `request_body_encoding_invalid` for a body its \
+     `Content-Encoding` cannot decode. Nothing was created.",
+    crate::create::BODY_TOO_SLOW,
+    Some(ErrorCode::RequestBodyTimeout)
 );
 error_response!(
     /// 413.
     RequestTooLarge,
     "request_too_large",
-    "The body is larger than the server's limit (256 MB by default).",
+    "The body is larger than the server's limit (256 MB by default). A compressed body is held to \
+     the same limit both as sent and once decoded; over it once decoded, the error has \
+     `error.details.error_code` `request_body_too_large_after_decoding`.",
     "Request exceeds the maximum size"
 );
 error_response!(
@@ -329,21 +345,21 @@ fn error(
     kind: &str,
     description: &str,
     message: &str,
+    code: Option<ErrorCode>,
 ) -> RefOr<utoipa::openapi::Response> {
-    // As `ApiError` sets the header: 408, 429 and 5xx are worth retrying.
+    // As `ApiError` sets the header: 429 and 5xx are worth retrying.
     let retry = matches!(
         name,
-        "RequestTimeout"
-            | "RateLimitError"
-            | "InternalError"
-            | "OverloadedError"
-            | "CreateOverloaded"
+        "RateLimitError" | "InternalError" | "OverloadedError" | "CreateOverloaded"
     );
-    let example = serde_json::json!({
+    let mut example = serde_json::json!({
         "type": "error",
         "error": {"type": kind, "message": message},
         "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy",
     });
+    if let Some(code) = code {
+        example["error"]["details"] = serde_json::json!({"error_code": code.as_str()});
+    }
     let mut builder = ResponseBuilder::new()
         .description(description)
         .header("request-id", request_id_header());
@@ -732,6 +748,14 @@ mod tests {
         let create = &doc["paths"]["/v1/messages/batches"]["post"];
         assert!(create["requestBody"]["required"].as_bool().unwrap());
         assert!(create["responses"].get("413").is_some());
+        assert_eq!(
+            create["responses"]["400"]["$ref"],
+            "#/components/responses/CreateInvalidRequest"
+        );
+        assert!(create["responses"].get("408").is_none());
+        let details = &doc["components"]["responses"]["CreateInvalidRequest"]["content"]["application/json"]
+            ["example"]["error"]["details"];
+        assert_eq!(details["error_code"], "request_body_timeout");
         let schemas = &doc["components"]["schemas"];
         let requests = &schemas["CreateBatch"]["properties"]["requests"];
         assert_eq!(requests["minItems"], 1);
@@ -742,6 +766,11 @@ mod tests {
             schemas["ListPage_MessageBatch"]["properties"]["data"]["items"]["$ref"],
             "#/components/schemas/MessageBatch"
         );
+        assert_eq!(
+            schemas["ErrorBody"]["properties"]["details"]["$ref"],
+            "#/components/schemas/ErrorDetails"
+        );
+        assert!(schemas["ErrorDetails"]["properties"]["error_code"].is_object());
         let custom_id = &schemas["BatchRequest"]["properties"]["custom_id"];
         assert_eq!(custom_id["pattern"], "^[a-zA-Z0-9_-]{1,64}$");
         assert_eq!(

@@ -149,7 +149,7 @@ pub enum ErrorTag {
     Error,
 }
 
-/// `error.type` and `error.message`.
+/// `error.type`, `error.message` and, for some causes, `error.details`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -164,6 +164,23 @@ pub struct ErrorBody {
         schema(example = "Message Batch msgbatch_01AHxNhUeZwskhx38tGz1QVj not found.")
     )]
     pub message: String,
+    /// Machine-readable detail about the cause; absent when the error has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub details: Option<ErrorDetails>,
+}
+
+/// `error.details`: `error_code` names the cause, stable where `message` is not, so clients
+/// branch on it. Other keys may appear beside it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, example = "request_body_encoding_unsupported")
+    )]
+    pub error_code: Option<String>,
 }
 
 impl ErrorEnvelope {
@@ -177,9 +194,18 @@ impl ErrorEnvelope {
             error: ErrorBody {
                 kind: kind.into(),
                 message: message.into(),
+                details: None,
             },
             request_id,
         }
+    }
+
+    /// The envelope with `error.details.error_code` set.
+    pub fn with_error_code(mut self, code: impl Into<String>) -> Self {
+        self.error.details = Some(ErrorDetails {
+            error_code: Some(code.into()),
+        });
+        self
     }
 }
 

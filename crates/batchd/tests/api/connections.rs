@@ -1,6 +1,6 @@
 //! Clients that hold connections or trickle their requests: the header timeout closes slow and
 //! idle connections, the connection cap holds new ones back until one closes, and a create
-//! whose body falls behind is cut with a 408 and creates nothing.
+//! whose body falls behind is cut with a 400 (`request_body_timeout`) and creates nothing.
 
 use std::time::{Duration, Instant};
 
@@ -224,13 +224,14 @@ async fn a_create_whose_body_stalls_or_trickles_is_cut_and_creates_nothing() {
         let answer = slow_create(&app, trickle)
             .await
             .unwrap_or_else(|| panic!("no answer to a create trickling {trickle:?}"));
-        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
         assert!(
             answer.contains(
-                r#"{"type":"error","error":{"type":"invalid_request_error","message":"The request body was not received in time."}"#
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"The request body did not finish arriving in time, so nothing was done. Send a smaller body, or send it over a faster connection.","details":{"error_code":"request_body_timeout"}}"#
             ),
             "{answer}"
         );
+        assert!(answer.contains("x-should-retry: false"), "{answer}");
         assert!(started.elapsed() >= Duration::from_millis(900));
     }
     let list: serde_json::Value = app.get("/v1/messages/batches").await.json().await.unwrap();

@@ -12,6 +12,7 @@ mod create_budget;
 #[cfg(unix)]
 mod data_dir;
 mod delete;
+mod encoding;
 mod expiry;
 mod helpers;
 mod ids;
