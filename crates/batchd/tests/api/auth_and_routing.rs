@@ -205,12 +205,7 @@ async fn workspace_header_is_reported_and_checked() {
         .await;
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.headers()["anthropic-workspace-id"], "ws-b");
-    let resp = app
-        .client
-        .get(format!("{}/v1/messages/batches", app.base))
-        .send()
-        .await
-        .unwrap();
+    let resp = list_raw(&app, &[]).await;
     assert!(
         resp.headers().get("anthropic-workspace-id").is_none(),
         "not before authentication"
