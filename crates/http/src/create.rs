@@ -123,48 +123,28 @@ pub async fn create(
         return Err(too_large());
     }
     if let Err(refusal) = json_content_type(&headers) {
-        state
-            .inner
-            .drains
-            .discard(body, &headers, &state.inner.config);
-        return Err(refusal);
+        return refuse_unread(&state, body, &headers, refusal);
     }
     // A queue already full refuses at once, before the body is uploaded and stored; the count
     // may be stale, so the commit checks again.
     let cap = state.inner.config.quotas.queue_cap(&caller.workspace);
     let waiting = match state.inner.store.waiting_requests(&caller.workspace).await {
         Ok(waiting) => waiting,
-        Err(err) => {
-            state
-                .inner
-                .drains
-                .discard(body, &headers, &state.inner.config);
-            return Err(err.into());
-        }
+        Err(err) => return refuse_unread(&state, body, &headers, err),
     };
     if waiting >= cap {
-        state
-            .inner
-            .drains
-            .discard(body, &headers, &state.inner.config);
         tracing::info!(
             workspace = %caller.workspace,
             waiting,
             cap,
             "create refused before its body: the workspace's queue is full"
         );
-        return Err(quota::queue_full(cap, waiting));
+        return refuse_unread(&state, body, &headers, quota::queue_full(cap, waiting));
     }
     // Taken before the body is read, so a create that waits for a slot holds none of it.
     let slot = match state.inner.creates.admit().await {
         Ok(slot) => slot,
-        Err(refusal) => {
-            state
-                .inner
-                .drains
-                .discard(body, &headers, &state.inner.config);
-            return Err(refusal);
-        }
+        Err(refusal) => return refuse_unread(&state, body, &headers, refusal),
     };
 
     let now = Timestamp::now();
@@ -182,13 +162,7 @@ pub async fn create(
         .await;
     let draft = match begun {
         Ok(draft) => draft,
-        Err(err) => {
-            state
-                .inner
-                .drains
-                .discard(body, &headers, &state.inner.config);
-            return Err(err.into());
-        }
+        Err(err) => return refuse_unread(&state, body, &headers, err),
     };
 
     // Count bytes as they arrive so a body without (or lying about) content-length is still cut
@@ -369,6 +343,21 @@ fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     } else {
         Err(ApiError::invalid(NOT_JSON_CONTENT_TYPE))
     }
+}
+
+/// Refuses a create whose body is still unread, draining the body in the background so the
+/// client reads the answer rather than a reset.
+fn refuse_unread(
+    state: &AppState,
+    body: Body,
+    headers: &HeaderMap,
+    refusal: impl Into<ApiError>,
+) -> Result<Response, ApiError> {
+    state
+        .inner
+        .drains
+        .discard(body, headers, &state.inner.config);
+    Err(refusal.into())
 }
 
 fn too_large() -> ApiError {

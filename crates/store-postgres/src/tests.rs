@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use batchd_domain::keys::KeyHash;
 use batchd_domain::{Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
 use batchd_store::conformance::Harness;
-use batchd_store::{Answer, BatchStore, DispatchStore, KeyStore, NewBatch, NewRequest, WorkItem};
+use batchd_store::{
+    Answer, BatchStore, DispatchStore, Draft, KeyStore, NewBatch, NewRequest, WorkItem,
+};
 
 use crate::PostgresStore;
 use crate::testkit::fresh_database;
@@ -53,19 +55,21 @@ fn at(offset: i64) -> Timestamp {
     Timestamp::from_micros(T0 + offset)
 }
 
-async fn create(store: &PostgresStore, params: impl Fn(u32) -> String, n: u32) -> Batch {
-    let draft = store
-        .begin_batch(NewBatch {
-            id: BatchId::generate(),
-            workspace: WS.into(),
-            created_at: at(0),
-            expires_at: at(DAY),
-            betas: vec![],
-            api_version: batchd_domain::ApiVersion::default(),
-            user_profile_id: None,
-        })
-        .await
-        .unwrap();
+fn new_batch() -> NewBatch {
+    NewBatch {
+        id: BatchId::generate(),
+        workspace: WS.into(),
+        created_at: at(0),
+        expires_at: at(DAY),
+        betas: vec![],
+        api_version: batchd_domain::ApiVersion::default(),
+        user_profile_id: None,
+    }
+}
+
+/// A draft of `n` requests, the params of each `params(index)`.
+async fn draft(store: &PostgresStore, params: impl Fn(u32) -> String, n: u32) -> Draft {
+    let draft = store.begin_batch(new_batch()).await.unwrap();
     let requests = (0..n)
         .map(|index| NewRequest {
             index,
@@ -74,6 +78,11 @@ async fn create(store: &PostgresStore, params: impl Fn(u32) -> String, n: u32) -
         })
         .collect();
     store.append_requests(&draft, requests).await.unwrap();
+    draft
+}
+
+async fn create(store: &PostgresStore, params: impl Fn(u32) -> String, n: u32) -> Batch {
+    let draft = draft(store, params, n).await;
     store.commit_batch(draft, u64::from(n)).await.unwrap()
 }
 
@@ -156,18 +165,7 @@ async fn a_dead_process_loses_its_claims_and_its_drafts() {
     let survivor = db.open().await;
     let doomed = db.open().await;
     let b = create(&doomed, |_| "{}".into(), 10).await;
-    let draft = doomed
-        .begin_batch(NewBatch {
-            id: BatchId::generate(),
-            workspace: WS.into(),
-            created_at: at(0),
-            expires_at: at(DAY),
-            betas: vec![],
-            api_version: batchd_domain::ApiVersion::default(),
-            user_profile_id: None,
-        })
-        .await
-        .unwrap();
+    let draft = doomed.begin_batch(new_batch()).await.unwrap();
     let held = doomed.claim(4, at(1), &[]).await.unwrap();
     assert_eq!(held.len(), 4);
     // A late answer from the doomed process still counts once.
@@ -337,27 +335,7 @@ async fn concurrent_commits_do_not_overshoot_the_queue_cap() {
     let mut drafts = Vec::new();
     for i in 0..6 {
         let store = &stores[i % 3];
-        let draft = store
-            .begin_batch(NewBatch {
-                id: BatchId::generate(),
-                workspace: WS.into(),
-                created_at: at(0),
-                expires_at: at(DAY),
-                betas: vec![],
-                api_version: batchd_domain::ApiVersion::default(),
-                user_profile_id: None,
-            })
-            .await
-            .unwrap();
-        let requests = (0..3)
-            .map(|index| NewRequest {
-                index,
-                custom_id: CustomId::parse(&format!("req-{index}")).unwrap(),
-                params: "{}".into(),
-            })
-            .collect();
-        store.append_requests(&draft, requests).await.unwrap();
-        drafts.push((store, draft));
+        drafts.push((store, draft(store, |_| "{}".into(), 3).await));
     }
     let mut commits = drafts
         .into_iter()

@@ -1,20 +1,35 @@
 //! Authentication, version and beta headers, unknown routes and wrong methods: all in the envelope.
 
-use reqwest::Method;
+use reqwest::{Method, RequestBuilder, Response};
 
 use crate::helpers::*;
+
+/// Lists batches with exactly these headers.
+async fn list_raw(app: &TestApp, headers: &[(&str, &str)]) -> Response {
+    let url = format!("{}/v1/messages/batches", app.base);
+    sent_with(app.client.get(url), headers).await
+}
+
+/// Lists batches with the key, the version and these headers too.
+async fn list_with(app: &TestApp, headers: &[(&str, &str)]) -> Response {
+    sent_with(app.request(Method::GET, "/v1/messages/batches"), headers).await
+}
+
+async fn sent_with(request: RequestBuilder, headers: &[(&str, &str)]) -> Response {
+    headers
+        .iter()
+        .fold(request, |request, (name, value)| {
+            request.header(*name, *value)
+        })
+        .send()
+        .await
+        .unwrap()
+}
 
 #[tokio::test]
 async fn keys_are_required_and_checked() {
     let app = spawn().await;
-    let url = format!("{}/v1/messages/batches", app.base);
-    let resp = app
-        .client
-        .get(&url)
-        .header("anthropic-version", "2023-06-01")
-        .send()
-        .await
-        .unwrap();
+    let resp = list_raw(&app, &[("anthropic-version", "2023-06-01")]).await;
     assert_eq!(resp.headers()["x-should-retry"], "false");
     assert_error(
         resp,
@@ -24,26 +39,26 @@ async fn keys_are_required_and_checked() {
     )
     .await;
 
-    let resp = app
-        .client
-        .get(&url)
-        .header("x-api-key", "sk-wrong")
-        .header("anthropic-version", "2023-06-01")
-        .send()
-        .await
-        .unwrap();
+    let resp = list_raw(
+        &app,
+        &[
+            ("x-api-key", "sk-wrong"),
+            ("anthropic-version", "2023-06-01"),
+        ],
+    )
+    .await;
     assert_error(resp, 401, "authentication_error", "invalid x-api-key").await;
 
     // Auth schemes are case-insensitive: every spelling of the scheme is the same one.
     for scheme in ["Bearer", "BEARER", "bearer"] {
-        let resp = app
-            .client
-            .get(&url)
-            .header("authorization", format!("{scheme} {KEY_A}"))
-            .header("anthropic-version", "2023-06-01")
-            .send()
-            .await
-            .unwrap();
+        let resp = list_raw(
+            &app,
+            &[
+                ("authorization", &format!("{scheme} {KEY_A}")),
+                ("anthropic-version", "2023-06-01"),
+            ],
+        )
+        .await;
         assert_eq!(resp.status(), 200, "scheme {scheme}");
     }
 }
@@ -51,14 +66,7 @@ async fn keys_are_required_and_checked() {
 #[tokio::test]
 async fn version_and_beta_headers_are_validated() {
     let app = spawn().await;
-    let url = format!("{}/v1/messages/batches", app.base);
-    let resp = app
-        .client
-        .get(&url)
-        .header("x-api-key", KEY_A)
-        .send()
-        .await
-        .unwrap();
+    let resp = list_raw(&app, &[("x-api-key", KEY_A)]).await;
     assert_error(
         resp,
         400,
@@ -67,14 +75,11 @@ async fn version_and_beta_headers_are_validated() {
     )
     .await;
 
-    let resp = app
-        .client
-        .get(&url)
-        .header("x-api-key", KEY_A)
-        .header("anthropic-version", "1999-01-01")
-        .send()
-        .await
-        .unwrap();
+    let resp = list_raw(
+        &app,
+        &[("x-api-key", KEY_A), ("anthropic-version", "1999-01-01")],
+    )
+    .await;
     assert_error(
         resp,
         400,
@@ -83,12 +88,7 @@ async fn version_and_beta_headers_are_validated() {
     )
     .await;
 
-    let resp = app
-        .request(Method::GET, "/v1/messages/batches")
-        .header("anthropic-beta", "invalid-beta-name")
-        .send()
-        .await
-        .unwrap();
+    let resp = list_with(&app, &[("anthropic-beta", "invalid-beta-name")]).await;
     assert_error(
         resp,
         400,
@@ -98,15 +98,15 @@ async fn version_and_beta_headers_are_validated() {
     .await;
 
     // A repeated version is the values joined, which is no version, even when they agree.
-    let resp = app
-        .client
-        .get(&url)
-        .header("x-api-key", KEY_A)
-        .header("anthropic-version", "2023-06-01")
-        .header("anthropic-version", "2023-06-01")
-        .send()
-        .await
-        .unwrap();
+    let resp = list_raw(
+        &app,
+        &[
+            ("x-api-key", KEY_A),
+            ("anthropic-version", "2023-06-01"),
+            ("anthropic-version", "2023-06-01"),
+        ],
+    )
+    .await;
     assert_error(
         resp,
         400,
@@ -115,25 +115,23 @@ async fn version_and_beta_headers_are_validated() {
     )
     .await;
     for version in ["2023-01-01", "2023-06-01", "2026-10-21"] {
-        let resp = app
-            .client
-            .get(&url)
-            .header("x-api-key", KEY_A)
-            .header("anthropic-version", version)
-            .send()
-            .await
-            .unwrap();
+        let resp = list_raw(
+            &app,
+            &[("x-api-key", KEY_A), ("anthropic-version", version)],
+        )
+        .await;
         assert_eq!(resp.status(), 200, "{version}");
     }
 
     // A well-formed name is not enough: it must be a published beta. Every unknown one is named.
-    let resp = app
-        .request(Method::GET, "/v1/messages/batches")
-        .header("anthropic-beta", "files-api-2025-04-14, made-up-2030-01-01")
-        .header("anthropic-beta", "string")
-        .send()
-        .await
-        .unwrap();
+    let resp = list_with(
+        &app,
+        &[
+            ("anthropic-beta", "files-api-2025-04-14, made-up-2030-01-01"),
+            ("anthropic-beta", "string"),
+        ],
+    )
+    .await;
     assert_error(
         resp,
         400,
@@ -142,38 +140,33 @@ async fn version_and_beta_headers_are_validated() {
     )
     .await;
 
-    let resp = app
-        .request(Method::GET, "/v1/messages/batches?beta=true")
-        .header("anthropic-beta", "message-batches-2024-09-24")
-        .header(
-            "anthropic-beta",
-            "files-api-2025-04-14,token-efficient-tools-2025-02-19",
-        )
-        .send()
-        .await
-        .unwrap();
+    let resp = sent_with(
+        app.request(Method::GET, "/v1/messages/batches?beta=true"),
+        &[
+            ("anthropic-beta", "message-batches-2024-09-24"),
+            (
+                "anthropic-beta",
+                "files-api-2025-04-14,token-efficient-tools-2025-02-19",
+            ),
+        ],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test]
 async fn operators_can_accept_a_new_beta_without_a_release() {
     let app = spawn_with(|o| o.extra_betas = vec!["brand-new-2030-01-01".into()]).await;
-    let resp = app
-        .request(Method::GET, "/v1/messages/batches")
-        .header(
+    let resp = list_with(
+        &app,
+        &[(
             "anthropic-beta",
             "brand-new-2030-01-01,files-api-2025-04-14",
-        )
-        .send()
-        .await
-        .unwrap();
+        )],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
-    let resp = app
-        .request(Method::GET, "/v1/messages/batches")
-        .header("anthropic-beta", "brand-new-2030-01-02")
-        .send()
-        .await
-        .unwrap();
+    let resp = list_with(&app, &[("anthropic-beta", "brand-new-2030-01-02")]).await;
     assert_eq!(resp.status(), 400);
 }
 
@@ -212,30 +205,15 @@ async fn workspace_header_is_reported_and_checked() {
         .await;
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.headers()["anthropic-workspace-id"], "ws-b");
-    let resp = app
-        .client
-        .get(format!("{}/v1/messages/batches", app.base))
-        .send()
-        .await
-        .unwrap();
+    let resp = list_raw(&app, &[]).await;
     assert!(
         resp.headers().get("anthropic-workspace-id").is_none(),
         "not before authentication"
     );
 
-    let resp = app
-        .request(Method::GET, "/v1/messages/batches")
-        .header("anthropic-workspace-id", "ws-a")
-        .send()
-        .await
-        .unwrap();
+    let resp = list_with(&app, &[("anthropic-workspace-id", "ws-a")]).await;
     assert_eq!(resp.status(), 200);
-    let resp = app
-        .request(Method::GET, "/v1/messages/batches")
-        .header("anthropic-workspace-id", "ws-b")
-        .send()
-        .await
-        .unwrap();
+    let resp = list_with(&app, &[("anthropic-workspace-id", "ws-b")]).await;
     assert_error(
         resp,
         403,

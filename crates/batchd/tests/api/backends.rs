@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use batchd_backends::{BackendSpec, Kind, Secret};
 use batchd_fake_upstream::{Endpoint, FakeConfig, FakeUpstream};
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -54,35 +53,27 @@ fn saying(custom_id: &str, text: &str) -> Value {
 }
 
 async fn run(app: &TestApp, requests: Vec<Value>) -> HashMap<String, Value> {
-    let batch = app.create(requests).await;
-    let id = batch["id"].as_str().unwrap().to_owned();
-    app.wait_ended(&id, Duration::from_secs(60)).await;
-    app.results(&id)
-        .await
-        .into_iter()
-        .map(|line| {
-            (
-                line["custom_id"].as_str().unwrap().to_owned(),
-                line["result"].clone(),
-            )
-        })
-        .collect()
+    let headers = [("anthropic-version", VERSION)];
+    by_custom_id(
+        app.run_with(&headers, &requests, Duration::from_secs(60))
+            .await,
+    )
 }
 
-fn error_of(result: &Value) -> (&str, &str) {
-    assert_eq!(result["type"], "errored", "{result}");
-    (
-        result["error"]["error"]["type"].as_str().unwrap(),
-        result["error"]["error"]["message"].as_str().unwrap(),
-    )
+/// A fake upstream that records what it is sent, and a server whose only backend it is.
+async fn recording_upstream(pin: impl FnOnce(&mut BackendSpec)) -> (FakeUpstream, TestApp) {
+    let upstream = FakeUpstream::start(FakeConfig::default().record_requests(10))
+        .await
+        .unwrap();
+    let mut spec = backend(Kind::Anthropic, &upstream);
+    pin(&mut spec);
+    let app = serve_with(spec).await;
+    (upstream, app)
 }
 
 #[tokio::test]
 async fn anthropic_backend_forwards_params_and_headers_and_marks_the_batch_tier() {
-    let upstream = FakeUpstream::start(FakeConfig::default().record_requests(10))
-        .await
-        .unwrap();
-    let app = serve_with(backend(Kind::Anthropic, &upstream)).await;
+    let (upstream, app) = recording_upstream(|_| {}).await;
     let params = json!({
         "model": "claude-sonnet-4-5",
         "max_tokens": 64,
@@ -90,20 +81,14 @@ async fn anthropic_backend_forwards_params_and_headers_and_marks_the_batch_tier(
         "messages": [{"role": "user", "content": "Hello there"}],
         "temperature": 0.5
     });
-    let resp = app
-        .request(Method::POST, "/v1/messages/batches")
-        .header("anthropic-beta", "extended-cache-ttl-2025-04-11")
-        .json(&json!({"requests": [{"custom_id": "a", "params": params}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let id = resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    app.wait_ended(&id, Duration::from_secs(20)).await;
-    let lines = app.results(&id).await;
+    let headers = [
+        ("anthropic-version", VERSION),
+        ("anthropic-beta", "extended-cache-ttl-2025-04-11"),
+    ];
+    let requests = [json!({"custom_id": "a", "params": params})];
+    let lines = app
+        .run_with(&headers, &requests, Duration::from_secs(20))
+        .await;
     let message = &lines[0]["result"]["message"];
     assert_eq!(lines[0]["result"]["type"], "succeeded", "{}", lines[0]);
     assert_eq!(message["type"], "message");
@@ -130,32 +115,17 @@ async fn seen_upstream(
     betas: &str,
 ) -> batchd_fake_upstream::RecordedRequest {
     upstream.stats().clear_recorded();
-    let resp = app
-        .client
-        .post(format!("{}/v1/messages/batches", app.base))
-        .header("x-api-key", app.key)
-        .header("anthropic-version", version)
-        .header("anthropic-beta", betas)
-        .json(&json!({"requests": [saying("v", "hi")]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let id = resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    app.wait_ended(&id, Duration::from_secs(20)).await;
-    assert_eq!(app.results(&id).await[0]["result"]["type"], "succeeded");
+    let headers = [("anthropic-version", version), ("anthropic-beta", betas)];
+    let lines = app
+        .run_with(&headers, &[saying("v", "hi")], Duration::from_secs(20))
+        .await;
+    assert_eq!(lines[0]["result"]["type"], "succeeded");
     upstream.stats().last_request().expect("recorded")
 }
 
 #[tokio::test]
 async fn anthropic_backend_sends_the_batch_version_and_only_betas_messages_knows() {
-    let upstream = FakeUpstream::start(FakeConfig::default().record_requests(10))
-        .await
-        .unwrap();
-    let app = serve_with(backend(Kind::Anthropic, &upstream)).await;
+    let (upstream, app) = recording_upstream(|_| {}).await;
     let all = "message-batches-2024-09-24,files-api-2025-04-14,output-300k-2026-03-24";
     let seen = seen_upstream(&app, &upstream, "2026-10-21", all).await;
     assert_eq!(seen.header("anthropic-version"), Some("2026-10-21"));
@@ -169,22 +139,15 @@ async fn anthropic_backend_sends_the_batch_version_and_only_betas_messages_knows
     assert_eq!(seen.header("anthropic-beta"), Some("pdfs-2024-09-25"));
 
     // A backend pinned to one version sends it whatever the batch's.
-    let pinned = FakeUpstream::start(FakeConfig::default().record_requests(10))
-        .await
-        .unwrap();
-    let mut spec = backend(Kind::Anthropic, &pinned);
-    spec.anthropic_version = Some("2023-06-01".into());
-    let app = serve_with(spec).await;
+    let (pinned, app) =
+        recording_upstream(|spec| spec.anthropic_version = Some("2023-06-01".into())).await;
     let seen = seen_upstream(&app, &pinned, "2026-10-21", "pdfs-2024-09-25").await;
     assert_eq!(seen.header("anthropic-version"), Some("2023-06-01"));
 }
 
 #[tokio::test]
 async fn the_batch_only_300k_beta_is_not_forwarded_to_messages() {
-    let upstream = FakeUpstream::start(FakeConfig::default().record_requests(10))
-        .await
-        .unwrap();
-    let app = serve_with(backend(Kind::Anthropic, &upstream)).await;
+    let (upstream, app) = recording_upstream(|_| {}).await;
     for (sent, forwarded) in [
         (
             "output-300k-2026-03-24,extended-cache-ttl-2025-04-11",
@@ -192,22 +155,7 @@ async fn the_batch_only_300k_beta_is_not_forwarded_to_messages() {
         ),
         ("output-300k-2026-03-24", None),
     ] {
-        upstream.stats().clear_recorded();
-        let resp = app
-            .request(Method::POST, "/v1/messages/batches")
-            .header("anthropic-beta", sent)
-            .json(&json!({"requests": [saying("a", "hello")]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let id = resp.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        app.wait_ended(&id, Duration::from_secs(20)).await;
-        assert_eq!(app.results(&id).await[0]["result"]["type"], "succeeded");
-        let seen = upstream.stats().last_request().expect("recorded");
+        let seen = seen_upstream(&app, &upstream, VERSION, sent).await;
         assert_eq!(seen.header("anthropic-beta"), forwarded, "sent: {sent}");
     }
 }

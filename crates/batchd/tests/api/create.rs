@@ -234,6 +234,15 @@ async fn betas_apply_and_beta_query_is_accepted() {
     assert_eq!(resp.status(), 200);
 }
 
+/// Posts `body` as a create, declared as `content_type` (or without the header).
+async fn post_as(app: &TestApp, content_type: Option<&str>, body: Vec<u8>) -> reqwest::Response {
+    let mut request = app.request(Method::POST, "/v1/messages/batches").body(body);
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
+    request.send().await.unwrap()
+}
+
 #[tokio::test]
 async fn a_body_declared_as_anything_but_json_is_400_and_body_less_routes_take_any() {
     let app = spawn().await;
@@ -244,13 +253,7 @@ async fn a_body_declared_as_anything_but_json_is_400_and_body_less_routes_take_a
         "multipart/form-data; boundary=x",
         "application/jsonl",
     ] {
-        let resp = app
-            .request(Method::POST, "/v1/messages/batches")
-            .header("content-type", media)
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let resp = post_as(&app, Some(media), body.clone()).await;
         assert_error(
             resp,
             400,
@@ -264,13 +267,7 @@ async fn a_body_declared_as_anything_but_json_is_400_and_body_less_routes_take_a
         Some("Application/JSON; charset=utf-8"),
         None,
     ] {
-        let mut request = app
-            .request(Method::POST, "/v1/messages/batches")
-            .body(body.clone());
-        if let Some(media) = media {
-            request = request.header("content-type", media);
-        }
-        let resp = request.send().await.unwrap();
+        let resp = post_as(&app, media, body.clone()).await;
         assert_eq!(resp.status(), 200, "{media:?}");
     }
     assert_eq!(

@@ -4,6 +4,7 @@
 //! and `BATCHD_TEST_DATABASE_URL` (see `scripts/test.sh`): each data dir then stands for a fresh
 //! database of its own, the same one for every server a test starts on that data dir.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,6 +17,8 @@ use tokio::task::JoinHandle;
 
 pub const KEY_A: &str = "sk-test-alpha-workspace-a";
 pub const KEY_B: &str = "sk-test-bravo-workspace-b";
+/// The `anthropic-version` a request carries unless its test says otherwise.
+pub const VERSION: &str = "2023-06-01";
 
 pub struct TestApp {
     pub base: String,
@@ -162,7 +165,7 @@ impl TestApp {
         self.client
             .request(method, format!("{}{}", self.base, path))
             .header("x-api-key", self.key)
-            .header("anthropic-version", "2023-06-01")
+            .header("anthropic-version", VERSION)
     }
 
     pub async fn get(&self, path: &str) -> Response {
@@ -226,6 +229,40 @@ impl TestApp {
         }
     }
 
+    /// Creates a batch of `requests` sent with these headers besides the key (`anthropic-version`
+    /// among them), waits up to `timeout` for it to end, and returns its result lines.
+    pub async fn run_with(
+        &self,
+        headers: &[(&str, &str)],
+        requests: &[Value],
+        timeout: Duration,
+    ) -> Vec<Value> {
+        let mut create = self
+            .client
+            .post(format!("{}/v1/messages/batches", self.base))
+            .header("x-api-key", self.key);
+        for (name, value) in headers {
+            create = create.header(*name, *value);
+        }
+        let resp = create
+            .json(&json!({ "requests": requests }))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(
+            resp.status(),
+            200,
+            "create failed: {}",
+            resp.text().await.unwrap_or_default()
+        );
+        let id = resp.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        self.wait_ended(&id, timeout).await;
+        self.results(&id).await
+    }
+
     /// Downloads and parses the results of an ended batch.
     pub async fn results(&self, id: &str) -> Vec<Value> {
         let resp = self
@@ -257,6 +294,28 @@ pub fn parse_jsonl(text: &str) -> Vec<Value> {
             v
         })
         .collect()
+}
+
+/// Result lines by `custom_id`: each line's `result`.
+pub fn by_custom_id(lines: Vec<Value>) -> HashMap<String, Value> {
+    lines
+        .into_iter()
+        .map(|line| {
+            (
+                line["custom_id"].as_str().unwrap().to_owned(),
+                line["result"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// An errored result's error type and message.
+pub fn error_of(result: &Value) -> (&str, &str) {
+    assert_eq!(result["type"], "errored", "{result}");
+    (
+        result["error"]["error"]["type"].as_str().unwrap(),
+        result["error"]["error"]["message"].as_str().unwrap(),
+    )
 }
 
 /// A valid request for the mock.

@@ -2,10 +2,10 @@
 //! batch-only 300k beta for the models it covers), the mock answering with resolved ids and,
 //! when strict, refusing the models the API does not have.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use batchd_backends::{BackendSpec, Kind};
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -22,48 +22,17 @@ fn asking(custom_id: &str, model: &str, max_tokens: u64) -> Value {
 }
 
 /// Runs a batch (with `betas` as its `anthropic-beta`) and returns its result per custom id.
-async fn run(app: &TestApp, betas: Option<&str>, requests: Vec<Value>) -> Vec<(String, Value)> {
-    let mut create = app.request(Method::POST, "/v1/messages/batches");
-    if let Some(betas) = betas {
-        create = create.header("anthropic-beta", betas);
-    }
-    let resp = create
-        .json(&json!({ "requests": requests }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let id = resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    app.wait_ended(&id, Duration::from_secs(30)).await;
-    app.results(&id)
-        .await
-        .into_iter()
-        .map(|line| {
-            (
-                line["custom_id"].as_str().unwrap().to_owned(),
-                line["result"].clone(),
-            )
-        })
-        .collect()
-}
-
-fn result<'a>(results: &'a [(String, Value)], custom_id: &str) -> &'a Value {
-    &results
-        .iter()
-        .find(|(c, _)| c == custom_id)
-        .expect(custom_id)
-        .1
-}
-
-fn error_of(result: &Value) -> (&str, &str) {
-    assert_eq!(result["type"], "errored", "{result}");
-    (
-        result["error"]["error"]["type"].as_str().unwrap(),
-        result["error"]["error"]["message"].as_str().unwrap(),
+async fn run(app: &TestApp, betas: Option<&str>, requests: Vec<Value>) -> HashMap<String, Value> {
+    let mut headers = vec![("anthropic-version", VERSION)];
+    headers.extend(betas.map(|betas| ("anthropic-beta", betas)));
+    by_custom_id(
+        app.run_with(&headers, &requests, Duration::from_secs(30))
+            .await,
     )
+}
+
+fn result<'a>(results: &'a HashMap<String, Value>, custom_id: &str) -> &'a Value {
+    results.get(custom_id).expect(custom_id)
 }
 
 #[tokio::test]

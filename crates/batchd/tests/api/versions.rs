@@ -15,34 +15,10 @@ async fn run_with(
     headers: &[(&str, &str)],
     requests: &[Value],
 ) -> HashMap<String, Value> {
-    let mut builder = app
-        .client
-        .post(format!("{}/v1/messages/batches", app.base))
-        .header("x-api-key", app.key);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let resp = builder
-        .json(&json!({ "requests": requests }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
-    let id = resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    app.wait_ended(&id, Duration::from_secs(20)).await;
-    app.results(&id)
-        .await
-        .into_iter()
-        .map(|line| {
-            (
-                line["custom_id"].as_str().unwrap().to_owned(),
-                line["result"].clone(),
-            )
-        })
-        .collect()
+    by_custom_id(
+        app.run_with(headers, requests, Duration::from_secs(20))
+            .await,
+    )
 }
 
 fn with_params(custom_id: &str, extra: Value) -> Value {
