@@ -14,9 +14,11 @@
 use std::fmt;
 
 /// One `anthropic-version` batchd accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ApiVersion {
     V2023_01_01,
+    /// The default: batches stored before versions were kept were all created under this one.
+    #[default]
     V2023_06_01,
     V2026_10_21,
 }
@@ -101,9 +103,6 @@ pub fn invalid_message(value: &str) -> String {
 }
 
 impl ApiVersion {
-    /// Batches stored before versions were kept were all created under this one.
-    pub const DEFAULT: ApiVersion = ApiVersion::V2023_06_01;
-
     pub fn parse(value: &str) -> Option<Self> {
         VERSIONS.iter().find(|e| e.name == value).map(|e| e.version)
     }
@@ -125,12 +124,6 @@ impl ApiVersion {
 
     pub fn rules(self) -> &'static VersionRules {
         &self.entry().rules
-    }
-}
-
-impl Default for ApiVersion {
-    fn default() -> Self {
-        Self::DEFAULT
     }
 }
 

@@ -7,14 +7,14 @@
 //! alphabet could change. Earlier versions drew from all 62 alphanumerics: [`BatchId::parse`]
 //! still accepts those, so batches stored before keep their ids.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use rand::Rng;
 
 use sha2::{Digest, Sha256};
 
 /// Bitcoin's base58: the alphanumerics without `0`, `O`, `I` and `l`.
-pub const ALPHABET: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+const ALPHABET: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
 /// Every real id observed has 24 characters after the prefix, the first two being `01`.
 const BODY_LEN: usize = 24;
 
@@ -106,7 +106,10 @@ pub fn organization_id(workspace: &str) -> String {
     b.copy_from_slice(&digest[..16]);
     b[6] = (b[6] & 0x0F) | 0x80;
     b[8] = (b[8] & 0x3F) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let hex: String = b.iter().fold(String::with_capacity(32), |mut hex, x| {
+        let _ = write!(hex, "{x:02x}");
+        hex
+    });
     format!(
         "{}-{}-{}-{}-{}",
         &hex[..8],

@@ -36,7 +36,7 @@ use batchd_domain::validation::{
     too_many_items,
 };
 use batchd_domain::{BatchId, ErrorType, Timestamp};
-use batchd_store::{NewBatch, NewRequest};
+use batchd_store::{Draft, NewBatch, NewRequest};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -107,13 +107,7 @@ pub async fn create(
     let max = state.inner.config.max_create_bytes;
     let coding = match ContentEncoding::from_headers(&headers) {
         Ok(coding) => coding,
-        Err(refusal) => {
-            state
-                .inner
-                .drains
-                .discard(body, &headers, &state.inner.config);
-            return Err(refusal);
-        }
+        Err(refusal) => return refuse_unread(&state, body, &headers, refusal),
     };
     let declared = headers
         .get("content-length")
@@ -211,10 +205,7 @@ pub async fn create(
 
     let refusal = match (stored, parsed) {
         (Ok(()), Ok(total)) if total > cap => {
-            if let Err(err) = store.abort_batch(draft).await {
-                tracing::warn!(error = %err, "could not abort a draft batch; it is reclaimed at next start");
-            }
-            state.inner.work.notify_reclaimable();
+            abandon(&state, draft).await;
             return Err(quota::batch_over_cap(cap, total));
         }
         (Ok(()), Ok(total)) => {
@@ -225,10 +216,7 @@ pub async fn create(
                 }
                 Err(full) => full,
             };
-            if let Err(err) = store.abort_batch(full.draft).await {
-                tracing::warn!(error = %err, "could not abort a draft batch; it is reclaimed at next start");
-            }
-            state.inner.work.notify_reclaimable();
+            abandon(&state, full.draft).await;
             tracing::info!(
                 workspace = %caller.workspace,
                 requests = total,
@@ -241,10 +229,7 @@ pub async fn create(
         (Err(err), _) => Err(err),
         (Ok(()), Err(refusal)) => Ok(refusal),
     };
-    if let Err(err) = store.abort_batch(draft).await {
-        tracing::warn!(error = %err, "could not abort a draft batch; it is reclaimed at next start");
-    }
-    state.inner.work.notify_reclaimable();
+    abandon(&state, draft).await;
     let refusal = refusal?;
     if exceeded.load(Ordering::Relaxed) {
         return Err(too_large());
@@ -347,6 +332,14 @@ fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Refuses a create whose body is still unread, draining the body in the background so the
 /// client reads the answer rather than a reset.
+/// Gives up on a draft: its rows are reclaimed in the background.
+async fn abandon(state: &AppState, draft: Draft) {
+    if let Err(err) = state.inner.store.abort_batch(draft).await {
+        tracing::warn!(error = %err, "could not abort a draft batch; it is reclaimed at next start");
+    }
+    state.inner.work.notify_reclaimable();
+}
+
 fn refuse_unread(
     state: &AppState,
     body: Body,

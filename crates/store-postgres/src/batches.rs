@@ -88,6 +88,19 @@ const QUEUE_LOCK: i32 = 0x6271;
 pub(crate) const QUEUED: &str = "SELECT COALESCE(SUM(total - succeeded - errored), 0)::BIGINT \
      FROM batches WHERE workspace = $1 AND state = 1";
 
+/// The requests of `workspace` waiting to be processed ([`QUEUED`]), in a transaction or not.
+async fn queued<'e>(
+    exec: impl sqlx::Executor<'e, Database = sqlx::Postgres>,
+    workspace: &str,
+) -> Result<u64, StoreError> {
+    let waiting: i64 = sqlx::query_scalar(QUEUED)
+        .bind(workspace)
+        .fetch_one(exec)
+        .await
+        .map_err(query_error)?;
+    Ok(u64::try_from(waiting).unwrap_or(0))
+}
+
 #[async_trait]
 impl BatchStore for PostgresStore {
     async fn begin_batch(&self, batch: NewBatch) -> Result<Draft, StoreError> {
@@ -175,12 +188,7 @@ impl BatchStore for PostgresStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(query_error)?;
-            let waiting: i64 = sqlx::query_scalar(QUEUED)
-                .bind(&draft.batch.workspace)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(query_error)?;
-            let waiting = u64::try_from(waiting).unwrap_or(0);
+            let waiting = queued(&mut *tx, &draft.batch.workspace).await?;
             if waiting.saturating_add(total) > queue_cap {
                 // Ends the transaction now, and with it the workspace's lock, rather than when
                 // the connection goes back to the pool.
@@ -231,12 +239,7 @@ impl BatchStore for PostgresStore {
     }
 
     async fn waiting_requests(&self, workspace: &str) -> Result<u64, StoreError> {
-        let waiting: i64 = sqlx::query_scalar(QUEUED)
-            .bind(workspace)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(query_error)?;
-        Ok(u64::try_from(waiting).unwrap_or(0))
+        queued(&self.pool, workspace).await
     }
 
     async fn get_batch(&self, workspace: &str, id: &BatchId) -> Result<Option<Batch>, StoreError> {

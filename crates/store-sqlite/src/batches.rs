@@ -101,6 +101,19 @@ pub(crate) const STATS: &str = "SELECT state, COUNT(*), COALESCE(SUM(total - suc
 pub(crate) const QUEUED: &str = "SELECT COALESCE(SUM(total - succeeded - errored), 0) \
      FROM batches WHERE workspace = ?1 AND state = 1";
 
+/// The requests of `workspace` waiting to be processed ([`QUEUED`]), in a transaction or not.
+async fn queued<'e>(
+    exec: impl sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    workspace: &str,
+) -> Result<u64, StoreError> {
+    let waiting: i64 = sqlx::query_scalar(QUEUED)
+        .bind(workspace)
+        .fetch_one(exec)
+        .await
+        .map_err(query_error)?;
+    Ok(u64::try_from(waiting).unwrap_or(0))
+}
+
 pub(crate) const CURSOR: &str = concat!(
     "SELECT created_at, key FROM batches WHERE id = ?1 AND workspace = ?2 AND ",
     visible!()
@@ -232,12 +245,7 @@ impl BatchStore for SqliteStore {
     }
 
     async fn waiting_requests(&self, workspace: &str) -> Result<u64, StoreError> {
-        let waiting: i64 = sqlx::query_scalar(QUEUED)
-            .bind(workspace)
-            .fetch_one(&self.pools.reader)
-            .await
-            .map_err(query_error)?;
-        Ok(u64::try_from(waiting).unwrap_or(0))
+        queued(&self.pools.reader, workspace).await
     }
 
     async fn get_batch(&self, workspace: &str, id: &BatchId) -> Result<Option<Batch>, StoreError> {
@@ -425,12 +433,7 @@ impl SqliteStore {
             )));
         }
         if queue_cap < u64::MAX {
-            let waiting: i64 = sqlx::query_scalar(QUEUED)
-                .bind(&draft.batch.workspace)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(query_error)?;
-            let waiting = u64::try_from(waiting).unwrap_or(0);
+            let waiting = queued(&mut *tx, &draft.batch.workspace).await?;
             if waiting.saturating_add(total) > queue_cap {
                 return Ok(Err(waiting));
             }
