@@ -97,7 +97,7 @@ pub async fn serve(
             }
         };
         let (io, addr) = tokio::select! {
-            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+            accepted = listener.accept() => accepted,
             _ = stop.wait_for(|stop| *stop) => break,
         };
         let app = app.clone();
@@ -238,10 +238,9 @@ struct CutListener {
     cut: CancellationToken,
 }
 
-impl axum::serve::Listener for CutListener {
-    type Io = CutStream;
-    type Addr = SocketAddr;
-
+impl CutListener {
+    /// The next connection, made cuttable. Accept errors are handled as `axum::serve` handles
+    /// them (logged, retried after a pause).
     async fn accept(&mut self) -> (CutStream, SocketAddr) {
         let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
         let cut = Box::pin(self.cut.clone().cancelled_owned());
@@ -254,10 +253,6 @@ impl axum::serve::Listener for CutListener {
             },
             addr,
         )
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
     }
 }
 

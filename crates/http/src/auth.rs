@@ -76,9 +76,7 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
         && let Some(wait) = inner.auth_throttle.blocked(ip, Instant::now())
     {
         let (parts, body) = request.into_parts();
-        inner
-            .drains
-            .discard_unauthenticated(body, &parts.headers, &inner.config);
+        inner.drains.discard_unauthenticated(body, &parts.headers);
         return quota::auth_throttled(wait).into_response();
     }
     // Attempts from one address run in parallel, so the limit may be reached while this one's
@@ -115,11 +113,9 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
             let (parts, body) = request.into_parts();
             if matches!(err.kind, ErrorType::Permission | ErrorType::InvalidRequest) {
                 // The key was good: a header checked after it was not.
-                inner.drains.discard(body, &parts.headers, &inner.config);
+                inner.drains.discard(body, &parts.headers);
             } else {
-                inner
-                    .drains
-                    .discard_unauthenticated(body, &parts.headers, &inner.config);
+                inner.drains.discard_unauthenticated(body, &parts.headers);
             }
             return err.into_response();
         }
@@ -135,7 +131,7 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     let mut response = match decision.and_then(|d| d.refused) {
         Some(wait) => {
             let (parts, body) = request.into_parts();
-            inner.drains.discard(body, &parts.headers, &inner.config);
+            inner.drains.discard(body, &parts.headers);
             quota::rate_limited(per_minute, wait).into_response()
         }
         None => {

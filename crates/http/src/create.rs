@@ -346,10 +346,7 @@ fn refuse_unread(
     headers: &HeaderMap,
     refusal: impl Into<ApiError>,
 ) -> Result<Response, ApiError> {
-    state
-        .inner
-        .drains
-        .discard(body, headers, &state.inner.config);
+    state.inner.drains.discard(body, headers);
     Err(refusal.into())
 }
 

@@ -15,6 +15,7 @@
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
 use axum::http::{HeaderMap, header};
@@ -27,70 +28,65 @@ use crate::create::paced;
 /// mistyped a key, and at the minimum pace they cost little.
 pub const MAX_UNAUTHENTICATED_DRAINS: usize = 8;
 
-/// The drains of one server: the slots of the unauthenticated ones.
+/// The drains of one server: the bounds of every drain, and the slots of the unauthenticated
+/// ones.
 pub(crate) struct Drains {
+    /// Bytes read at most, as for a create body.
+    max: u64,
+    /// How long a body may keep the drain waiting before it must keep up the minimum pace.
+    grace: Duration,
     unauthenticated: Arc<Semaphore>,
 }
 
-impl Default for Drains {
-    fn default() -> Self {
+impl Drains {
+    pub fn new(config: &crate::HttpConfig) -> Self {
         Self {
+            max: config.max_create_bytes,
+            grace: config.body_timeout,
             unauthenticated: Arc::new(Semaphore::new(MAX_UNAUTHENTICATED_DRAINS)),
         }
     }
-}
 
-impl Drains {
     /// Drains the body of a refused request from an authenticated caller.
-    pub fn discard(&self, body: Body, headers: &HeaderMap, config: &crate::HttpConfig) {
-        drain(body, headers, config, None);
+    pub fn discard(&self, body: Body, headers: &HeaderMap) {
+        self.drain(body, headers, None);
     }
 
     /// Drains the body of a refused request from a caller that did not authenticate, if a slot
     /// is free; otherwise drops it, which closes the connection.
-    pub fn discard_unauthenticated(
-        &self,
-        body: Body,
-        headers: &HeaderMap,
-        config: &crate::HttpConfig,
-    ) {
+    pub fn discard_unauthenticated(&self, body: Body, headers: &HeaderMap) {
         if body.is_end_stream() {
             return;
         }
         if let Ok(slot) = self.unauthenticated.clone().try_acquire_owned() {
-            drain(body, headers, config, Some(slot));
+            self.drain(body, headers, Some(slot));
         }
     }
-}
 
-/// Reads and drops `body` in a task of its own. A client that waits for `100 Continue` has sent
-/// nothing and is spared the upload.
-fn drain(
-    body: Body,
-    headers: &HeaderMap,
-    config: &crate::HttpConfig,
-    slot: Option<OwnedSemaphorePermit>,
-) {
-    let expects_continue = headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects_continue || body.is_end_stream() {
-        return;
-    }
-    let (max, grace) = (config.max_create_bytes, config.body_timeout);
-    tokio::spawn(async move {
-        let mut body = pin!(paced(
-            body.into_data_stream(),
-            grace,
-            Arc::new(AtomicBool::new(false))
-        ));
-        let mut seen: u64 = 0;
-        while let Some(Ok(chunk)) = body.next().await {
-            seen += chunk.len() as u64;
-            if seen > max {
-                break;
-            }
+    /// Reads and drops `body` in a task of its own. A client that waits for `100 Continue` has
+    /// sent nothing and is spared the upload.
+    fn drain(&self, body: Body, headers: &HeaderMap, slot: Option<OwnedSemaphorePermit>) {
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue || body.is_end_stream() {
+            return;
         }
-        drop(slot);
-    });
+        let (max, grace) = (self.max, self.grace);
+        tokio::spawn(async move {
+            let mut body = pin!(paced(
+                body.into_data_stream(),
+                grace,
+                Arc::new(AtomicBool::new(false))
+            ));
+            let mut seen: u64 = 0;
+            while let Some(Ok(chunk)) = body.next().await {
+                seen += chunk.len() as u64;
+                if seen > max {
+                    break;
+                }
+            }
+            drop(slot);
+        });
+    }
 }

@@ -134,10 +134,10 @@ impl AppState {
                     config.max_concurrent_creates,
                     config.create_queue_timeout,
                 ),
+                drains: drain::Drains::new(&config),
                 config,
                 rate: quota::RateLimiter::default(),
                 auth_throttle,
-                drains: drain::Drains::default(),
             }),
         }
     }
