@@ -37,6 +37,23 @@ impl CustomId {
         Ok(Self(s.to_owned()))
     }
 
+    /// Longest `custom_id` an OpenAI input line may have. The API documents no limit; 512
+    /// characters bounds what a line costs to store and echo (an assumption, noted in
+    /// CONFORMANCE.md's differences).
+    pub const OPENAI_MAX_LEN: usize = 512;
+
+    /// An OpenAI input line's `custom_id`: any non-empty string up to [`Self::OPENAI_MAX_LEN`]
+    /// characters (the OpenAI API does not restrict the alphabet).
+    pub fn parse_openai(s: &str) -> Result<Self, CustomIdError> {
+        if s.is_empty() {
+            return Err(CustomIdError::Empty);
+        }
+        if s.chars().count() > Self::OPENAI_MAX_LEN {
+            return Err(CustomIdError::TooLong);
+        }
+        Ok(Self(s.to_owned()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -14,7 +14,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 
 /// Bitcoin's base58: the alphanumerics without `0`, `O`, `I` and `l`.
-const ALPHABET: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+pub(crate) const ALPHABET: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
 /// Every real id observed has 24 characters after the prefix, the first two being `01`.
 const BODY_LEN: usize = 24;
 
@@ -75,6 +75,25 @@ impl BatchId {
         let body = s.strip_prefix(Self::PREFIX)?;
         (!body.is_empty() && body.len() <= 64 && body.bytes().all(|b| b.is_ascii_alphanumeric()))
             .then(|| Self(s.to_owned()))
+    }
+
+    /// A new OpenAI batch id (see [`crate::openai::openai_batch_id`]).
+    pub fn generate_openai(created_at: crate::Timestamp) -> Self {
+        Self(crate::openai::openai_batch_id(created_at))
+    }
+
+    /// An OpenAI batch id, `batch_` and 32 hex digits; anything else names no OpenAI batch.
+    pub fn parse_openai(s: &str) -> Option<Self> {
+        crate::openai::is_openai_batch_id(s).then(|| Self(s.to_owned()))
+    }
+
+    /// The surface whose batches have ids of this shape.
+    pub fn surface(&self) -> crate::openai::Surface {
+        if self.0.starts_with(Self::PREFIX) {
+            crate::openai::Surface::Anthropic
+        } else {
+            crate::openai::Surface::OpenAi
+        }
     }
 
     pub fn as_str(&self) -> &str {

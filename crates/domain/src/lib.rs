@@ -6,7 +6,8 @@
 //! grammar in [`custom_id`], per-request `params` validation in [`params`], the models the API
 //! serves and their output caps in [`models`], the validation texts all of them share in
 //! [`validation`], and the tables of what the API's versions and betas change in
-//! [`api_version`] and [`betas`].
+//! [`api_version`] and [`betas`]; the OpenAI surface's endpoints, ids and stored extras in
+//! [`openai`].
 
 pub mod api_version;
 pub mod batch;
@@ -16,6 +17,7 @@ pub mod error_type;
 pub mod ids;
 pub mod keys;
 pub mod models;
+pub mod openai;
 pub mod params;
 pub mod timestamp;
 pub mod validation;
