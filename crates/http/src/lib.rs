@@ -17,6 +17,7 @@ pub mod encoding;
 pub mod error;
 pub mod extract;
 pub mod log_throttle;
+pub mod openai;
 pub mod openapi;
 pub mod ops;
 pub mod quota;
