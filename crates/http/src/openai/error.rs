@@ -213,25 +213,9 @@ impl OpenAiError {
         ))
     }
 
-    /// 429 of a create that would put the workspace's queue over its cap.
-    pub fn queue_full(cap: u64) -> Self {
-        let mut err = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "Enqueued request limit reached for this workspace. Limit: {cap} enqueued requests. Please try again once some in_progress batches have been completed."
-            ),
-        );
-        err.kind = "requests";
-        err.code = Some("rate_limit_exceeded");
-        err
-    }
-
-    /// 404 for a path no OpenAI route serves.
-    pub fn unknown_route(method: &str, path: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            format!("Invalid URL ({method} {path})"),
-        )
+    /// 405 for a method an OpenAI route does not serve.
+    pub fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.")
     }
 
     /// 500 (the cause is logged, never shown).
