@@ -4,6 +4,7 @@
 use std::ops::ControlFlow;
 
 use async_trait::async_trait;
+use batchd_domain::openai::Surface;
 use batchd_domain::{Batch, BatchId, Timestamp};
 use batchd_store::{
     BatchPage, BatchStore, CancelOutcome, Cursor, DeleteOutcome, Draft, ListError, NewBatch,
@@ -255,6 +256,7 @@ impl BatchStore for PostgresStore {
     async fn list_batches(
         &self,
         workspace: &str,
+        _surface: Surface,
         cursor: Cursor,
         limit: u32,
     ) -> Result<BatchPage, ListError> {
@@ -287,6 +289,14 @@ impl BatchStore for PostgresStore {
             }
         };
         Ok(paging::page(&rows, limit, &cursor, batch_from_row)?)
+    }
+
+    async fn insert_failed_batch(
+        &self,
+        _batch: NewBatch,
+        _now: Timestamp,
+    ) -> Result<Batch, StoreError> {
+        Err(misuse("failed batches are not stored by this engine yet"))
     }
 
     async fn cancel_batch(
@@ -382,6 +392,7 @@ impl BatchStore for PostgresStore {
                     index: index(get(row, "idx")?)?,
                     custom_id: get(row, "custom_id")?,
                     body: get(row, "body")?,
+                    outcome: None,
                 })
             })
             .collect()

@@ -142,6 +142,7 @@ impl PostgresStore {
                         betas: b.betas.clone(),
                         api_version: b.api_version,
                         user_profile_id: b.user_profile_id.clone(),
+                        endpoint: batchd_domain::openai::Endpoint::Messages,
                         expires_at: b.expires_at,
                         attempts: u32::try_from(get::<i32>(row, "attempts")?).unwrap_or(0),
                         not_before: get::<Option<i64>>(row, "not_before")?

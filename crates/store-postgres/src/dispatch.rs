@@ -169,4 +169,21 @@ impl DispatchStore for PostgresStore {
     async fn purge_deleted(&self, limit: u32) -> Result<u64, StoreError> {
         purge::in_steps(limit, |step| self.purge_step(step)).await
     }
+
+    async fn unfinalized(&self, _limit: u32) -> Result<Vec<batchd_domain::Batch>, StoreError> {
+        Err(crate::db::misuse(
+            "finalizing is not stored by this engine yet",
+        ))
+    }
+
+    async fn finalize(
+        &self,
+        _batch_key: i64,
+        _meta: &batchd_domain::openai::OpenAiBatchMeta,
+        _now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        Err(crate::db::misuse(
+            "finalizing is not stored by this engine yet",
+        ))
+    }
 }

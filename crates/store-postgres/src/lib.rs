@@ -45,6 +45,7 @@ mod batches;
 mod claim;
 mod db;
 mod dispatch;
+mod file_store;
 mod keys;
 mod liveness;
 mod maintenance;

@@ -64,6 +64,8 @@ fn new_batch() -> NewBatch {
         betas: vec![],
         api_version: batchd_domain::ApiVersion::default(),
         user_profile_id: None,
+        endpoint: batchd_domain::openai::Endpoint::Messages,
+        openai: None,
     }
 }
 

@@ -84,6 +84,7 @@ impl SqliteStore {
                         betas: take.info.betas.clone(),
                         api_version: take.info.api_version,
                         user_profile_id: take.info.user_profile_id.clone(),
+                        endpoint: batchd_domain::openai::Endpoint::Messages,
                         expires_at: take.info.expires_at,
                         attempts: count(
                             get::<Option<i64>>(row, "attempts")?.unwrap_or(0),

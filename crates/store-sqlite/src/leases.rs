@@ -553,6 +553,7 @@ mod tests {
             betas: vec![],
             api_version: ApiVersion::default(),
             user_profile_id: None,
+            endpoint: batchd_domain::openai::Endpoint::Messages,
             expires_at: Timestamp::from_micros(1_000),
             attempts: 0,
             not_before: None,

@@ -50,6 +50,7 @@ mod db;
 mod dispatch;
 mod download;
 mod ending;
+mod file_store;
 mod files;
 mod keys;
 mod leases;

@@ -63,6 +63,8 @@ fn new_batch(workspace: &str, created_at: Timestamp) -> NewBatch {
         betas: vec![],
         api_version: batchd_domain::ApiVersion::default(),
         user_profile_id: None,
+        endpoint: batchd_domain::openai::Endpoint::Messages,
+        openai: None,
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use batchd_domain::keys::KeyHash;
+use batchd_domain::openai::Surface;
 use batchd_domain::{ApiVersion, Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
 use batchd_wire::ProcessingStatus;
 
@@ -95,6 +96,8 @@ fn new_batch(workspace: &str, created_at: Timestamp) -> NewBatch {
         // Not the default, so that an engine that drops them is caught.
         api_version: ApiVersion::V2026_10_21,
         user_profile_id: Some("uprof_one".into()),
+        endpoint: batchd_domain::openai::Endpoint::Messages,
+        openai: None,
     }
 }
 
@@ -224,7 +227,10 @@ pub async fn drafts_are_invisible_and_reclaimed_after_restart<H: Harness>(h: &H)
     store.abort_batch(aborted).await.unwrap();
 
     assert!(store.get_batch(WS, &id).await.unwrap().is_none());
-    let page = store.list_batches(WS, Cursor::Start, 10).await.unwrap();
+    let page = store
+        .list_batches(WS, Surface::Anthropic, Cursor::Start, 10)
+        .await
+        .unwrap();
     assert_eq!(ids(&page.batches), vec![visible.id.clone()]);
     assert!(matches!(
         store.cancel_batch(WS, &id, at(20)).await.unwrap(),
@@ -235,7 +241,9 @@ pub async fn drafts_are_invisible_and_reclaimed_after_restart<H: Harness>(h: &H)
         DeleteOutcome::NotFound
     );
     assert!(matches!(
-        store.list_batches(WS, Cursor::After(id.clone()), 10).await,
+        store
+            .list_batches(WS, Surface::Anthropic, Cursor::After(id.clone()), 10)
+            .await,
         Err(ListError::UnknownCursor(_))
     ));
     let claimed = claim(&store, 100, at(1)).await;
@@ -269,14 +277,14 @@ pub async fn workspaces_are_isolated<H: Harness>(h: &H) {
     assert!(store.get_batch("team-b", &a.id).await.unwrap().is_none());
     assert_eq!(
         ids(&store
-            .list_batches("team-a", Cursor::Start, 10)
+            .list_batches("team-a", Surface::Anthropic, Cursor::Start, 10)
             .await
             .unwrap()
             .batches),
         vec![a.id.clone()]
     );
     assert!(matches!(
-        store.list_batches("team-b", Cursor::After(a.id.clone()), 10).await,
+        store.list_batches("team-b", Surface::Anthropic, Cursor::After(a.id.clone()), 10).await,
         Err(ListError::UnknownCursor(id)) if id == a.id
     ));
     assert!(matches!(
@@ -301,17 +309,30 @@ pub async fn list_is_newest_first_with_cursors_both_ways<H: Harness>(h: &H) {
     let _other = create_in(&store, "elsewhere", at(1_000), 1).await;
     let newest_first: Vec<BatchId> = created.iter().rev().map(|b| b.id.clone()).collect();
 
-    let p1 = store.list_batches(WS, Cursor::Start, 3).await.unwrap();
+    let p1 = store
+        .list_batches(WS, Surface::Anthropic, Cursor::Start, 3)
+        .await
+        .unwrap();
     assert_eq!(ids(&p1.batches), newest_first[0..3]);
     assert!(p1.has_more);
     let p2 = store
-        .list_batches(WS, Cursor::After(newest_first[2].clone()), 3)
+        .list_batches(
+            WS,
+            Surface::Anthropic,
+            Cursor::After(newest_first[2].clone()),
+            3,
+        )
         .await
         .unwrap();
     assert_eq!(ids(&p2.batches), newest_first[3..6]);
     assert!(p2.has_more);
     let p3 = store
-        .list_batches(WS, Cursor::After(newest_first[5].clone()), 3)
+        .list_batches(
+            WS,
+            Surface::Anthropic,
+            Cursor::After(newest_first[5].clone()),
+            3,
+        )
         .await
         .unwrap();
     assert_eq!(ids(&p3.batches), newest_first[6..7]);
@@ -319,33 +340,56 @@ pub async fn list_is_newest_first_with_cursors_both_ways<H: Harness>(h: &H) {
 
     // Backwards from the oldest: the three closest newer ones, still newest first.
     let back = store
-        .list_batches(WS, Cursor::Before(newest_first[6].clone()), 3)
+        .list_batches(
+            WS,
+            Surface::Anthropic,
+            Cursor::Before(newest_first[6].clone()),
+            3,
+        )
         .await
         .unwrap();
     assert_eq!(ids(&back.batches), newest_first[3..6]);
     assert!(back.has_more);
     let back = store
-        .list_batches(WS, Cursor::Before(newest_first[3].clone()), 3)
+        .list_batches(
+            WS,
+            Surface::Anthropic,
+            Cursor::Before(newest_first[3].clone()),
+            3,
+        )
         .await
         .unwrap();
     assert_eq!(ids(&back.batches), newest_first[0..3]);
     assert!(!back.has_more);
     let back = store
-        .list_batches(WS, Cursor::Before(newest_first[0].clone()), 3)
+        .list_batches(
+            WS,
+            Surface::Anthropic,
+            Cursor::Before(newest_first[0].clone()),
+            3,
+        )
         .await
         .unwrap();
     assert!(back.batches.is_empty());
     assert!(!back.has_more);
 
-    let all = store.list_batches(WS, Cursor::Start, 100).await.unwrap();
+    let all = store
+        .list_batches(WS, Surface::Anthropic, Cursor::Start, 100)
+        .await
+        .unwrap();
     assert_eq!(ids(&all.batches), newest_first);
     assert!(!all.has_more);
-    let exact = store.list_batches(WS, Cursor::Start, 7).await.unwrap();
+    let exact = store
+        .list_batches(WS, Surface::Anthropic, Cursor::Start, 7)
+        .await
+        .unwrap();
     assert!(!exact.has_more);
 
     let unknown = BatchId::generate();
     assert!(matches!(
-        store.list_batches(WS, Cursor::Before(unknown), 3).await,
+        store
+            .list_batches(WS, Surface::Anthropic, Cursor::Before(unknown), 3)
+            .await,
         Err(ListError::UnknownCursor(_))
     ));
 }
@@ -442,7 +486,7 @@ pub async fn delete_needs_an_ended_batch_and_purge_removes_its_rows<H: Harness>(
     );
     assert!(
         store
-            .list_batches(WS, Cursor::Start, 10)
+            .list_batches(WS, Surface::Anthropic, Cursor::Start, 10)
             .await
             .unwrap()
             .batches
@@ -973,7 +1017,10 @@ pub async fn archival_keeps_the_batch_and_reclaims_its_rows<H: Harness>(h: &H) {
         4
     );
     // Still listed and retrievable.
-    let page = store.list_batches(WS, Cursor::Start, 10).await.unwrap();
+    let page = store
+        .list_batches(WS, Surface::Anthropic, Cursor::Start, 10)
+        .await
+        .unwrap();
     assert!(ids(&page.batches).contains(&old.id));
     assert_eq!(
         store.delete_batch(WS, &old.id).await.unwrap(),

@@ -3,6 +3,7 @@
 //! column list) and an `api_keys` row into a [`KeyInfo`]. An engine only says how to read one
 //! column of its row type ([`Columns`]).
 
+use batchd_domain::openai::Endpoint;
 use batchd_domain::{ApiVersion, Batch, BatchId, EndReason, Timestamp};
 use batchd_wire::ProcessingStatus;
 
@@ -95,6 +96,9 @@ pub fn batch(row: &impl Columns) -> Result<Batch, StoreError> {
         betas: parse_betas(&row.text("betas")?)?,
         api_version: parse_version(&row.text("api_version")?)?,
         user_profile_id: row.opt_text("user_profile_id")?,
+        endpoint: Endpoint::Messages,
+        openai: None,
+        finalized_at: None,
     })
 }
 
