@@ -136,7 +136,7 @@ impl BackendError {
 
 /// A `request_id` for an answer whose upstream gave none: 32 hex digits (the hosted API's
 /// layout) derived from the request, so an answer written again is the same bytes.
-pub(crate) fn derived_request_id(batch_id: &str, custom_id: &str) -> String {
+pub fn derived_request_id(batch_id: &str, custom_id: &str) -> String {
     use batchd_domain::ids::{FNV_OFFSET, fnv1a};
     // 0xFF never occurs in UTF-8, so it separates the two parts unambiguously.
     let a = fnv1a(
