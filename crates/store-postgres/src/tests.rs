@@ -261,12 +261,15 @@ async fn hot_queries_use_indexes() {
         .execute(&mut *conn)
         .await
         .unwrap();
-    let statements: &[(&str, &str)] = &[
+    let mut statements: Vec<(&str, &str)> = vec![
         (crate::batches::GET, "('x', 'w')"),
-        (crate::batches::LIST_START, "('w', 10)"),
-        (crate::batches::LIST_OLDER, "('w', 1, 1, 10)"),
-        (crate::batches::LIST_NEWER, "('w', 1, 1, 10)"),
-        (crate::batches::CURSOR, "('x', 'w')"),
+        (crate::batches::UNFINALIZED, "(10)"),
+        (crate::batches::FINALIZE, "('{}', 1, 1)"),
+        (crate::file_store::GET_FILE, "('x', 'w')"),
+        (crate::file_store::CHUNK, "(1, 0)"),
+        (crate::file_store::EXPIRE_FILES, "(1, 10)"),
+        (crate::maintenance::OLDEST_DELETED_FILE, ""),
+        (crate::maintenance::PURGE_CHUNKS, "(1, 10)"),
         (crate::batches::RESULTS_PAGE, "(1, 0, 1000)"),
         (crate::claim::CLAIM_ALL, "(1, 10, 1, '{}')"),
         (
@@ -281,6 +284,40 @@ async fn hot_queries_use_indexes() {
         (crate::maintenance::OLDEST_DELETED, ""),
         (crate::maintenance::OLDEST_ARCHIVED, ""),
     ];
+    for list in [
+        &crate::batches::LIST_ANTHROPIC,
+        &crate::batches::LIST_OPENAI,
+    ] {
+        statements.extend([
+            (list.start, "('w', 10)"),
+            (list.older, "('w', 1, 1, 10)"),
+            (list.newer, "('w', 1, 1, 10)"),
+            (list.cursor, "('x', 'w')"),
+        ]);
+    }
+    let placeholder = |n: usize| format!("${n}");
+    let cursor = batchd_store::files::cursor_sql(placeholder);
+    statements.push((&cursor, "('x', 'w')"));
+    let mut listings = Vec::new();
+    for purpose in [false, true] {
+        for after in [false, true] {
+            for order_desc in [false, true] {
+                let listing = batchd_store::files::Listing {
+                    purpose,
+                    after,
+                    order_desc,
+                };
+                let args = match (purpose, after) {
+                    (false, false) => "('w', 10)",
+                    (true, false) => "('w', 'batch', 10)",
+                    (false, true) => "('w', 1, 1, 10)",
+                    (true, true) => "('w', 'batch', 1, 1, 10)",
+                };
+                listings.push((batchd_store::files::list_sql(listing, placeholder), args));
+            }
+        }
+    }
+    statements.extend(listings.iter().map(|(sql, args)| (sql.as_str(), *args)));
     for (i, (sql, args)) in statements.iter().enumerate() {
         // PREPARE + EXPLAIN EXECUTE plans the statement with its real parameter types.
         sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE hot{i} AS {sql}")))
@@ -297,7 +334,9 @@ async fn hot_queries_use_indexes() {
             !plan.contains("Seq Scan on batches")
                 && !plan.contains("Seq Scan on requests")
                 && !plan.contains("Seq Scan on results")
-                && !plan.contains("Seq Scan on pending"),
+                && !plan.contains("Seq Scan on pending")
+                && !plan.contains("Seq Scan on files")
+                && !plan.contains("Seq Scan on file_chunks"),
             "{sql}\n{plan}"
         );
     }

@@ -250,16 +250,33 @@ async fn throughput() {
 async fn hot_queries_use_indexes() {
     let dir = TempDir::new().unwrap();
     let store = open(dir.path()).await;
-    let pages = [
+    let mut pages = vec![
         format!("{} 128", crate::download::WITH_UNANSWERED),
         format!("{} 128", crate::download::ANSWERED),
+        format!("{} 128", crate::batches::RESULTS_PAGE),
+        batchd_store::files::cursor_sql(|n| format!("?{n}")),
     ];
-    let consts = [
-        crate::batches::LIST_START,
-        crate::batches::LIST_OLDER,
-        crate::batches::LIST_NEWER,
+    for purpose in [false, true] {
+        for after in [false, true] {
+            for order_desc in [false, true] {
+                let listing = batchd_store::files::Listing {
+                    purpose,
+                    after,
+                    order_desc,
+                };
+                pages.push(batchd_store::files::list_sql(listing, |n| format!("?{n}")));
+            }
+        }
+    }
+    let mut consts = vec![
         crate::batches::GET,
-        crate::batches::CURSOR,
+        crate::batches::UNFINALIZED,
+        crate::batches::FINALIZE,
+        crate::file_store::GET_FILE,
+        crate::file_store::CHUNK,
+        crate::file_store::EXPIRE_FILES,
+        crate::maintenance::OLDEST_DELETED_FILE,
+        crate::maintenance::PURGE_CHUNKS,
         crate::claim::CLAIM_FRESH,
         crate::claim::CLAIM_RELEASED,
         crate::claim::UNENDED,
@@ -276,6 +293,32 @@ async fn hot_queries_use_indexes() {
         crate::maintenance::PURGE_RESULTS,
         crate::keys::WORKSPACE_FOR_KEY,
     ];
+    for list in [
+        &crate::batches::LIST_ANTHROPIC,
+        &crate::batches::LIST_OPENAI,
+    ] {
+        consts.extend([list.start, list.older, list.newer, list.cursor]);
+    }
+    // Each surface's list reads its own index, and finalizing finds its batches without
+    // walking the ended ones.
+    for (sql, index) in [
+        (
+            crate::batches::LIST_ANTHROPIC.older,
+            "batches_list_anthropic",
+        ),
+        (crate::batches::LIST_OPENAI.older, "batches_list_openai"),
+        (crate::batches::UNFINALIZED, "batches_unfinalized"),
+    ] {
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(&store.pools.reader)
+                .await
+                .unwrap();
+        assert!(
+            plan.iter().any(|(.., step)| step.contains(index)),
+            "{sql}\n{plan:?}"
+        );
+    }
     // The queue cap's count reads the workspace's in-progress batches only.
     let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "EXPLAIN QUERY PLAN {}",
@@ -295,7 +338,11 @@ async fn hot_queries_use_indexes() {
                 .await
                 .unwrap();
         for (_, _, _, step) in &plan {
-            let full_scan = step.starts_with("SCAN ") && !step.contains("json_each");
+            // Walking all of `batches_unfinalized` is reading only the few batches between
+            // ending and finalizing.
+            let full_scan = step.starts_with("SCAN ")
+                && !step.contains("json_each")
+                && !step.contains("USING INDEX batches_unfinalized");
             assert!(
                 !full_scan && !step.contains("TEMP B-TREE"),
                 "{sql}\n  uses {step}"

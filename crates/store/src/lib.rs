@@ -35,6 +35,8 @@ pub mod cancel;
 #[cfg(feature = "testkit")]
 pub mod conformance;
 pub mod ending;
+pub mod failed;
+pub mod files;
 pub mod paging;
 pub mod purge;
 pub mod rows;
