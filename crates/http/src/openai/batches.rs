@@ -287,7 +287,11 @@ pub async fn create(
         &caller,
         &create.input_file_id,
         create.endpoint,
-        || new_batch(meta.clone()),
+        |model| {
+            let mut meta = meta.clone();
+            meta.model = model;
+            new_batch(meta)
+        },
     )
     .await?;
     let (draft, total) = match checked {
@@ -296,14 +300,11 @@ pub async fn create(
             return failed(&state, new_batch(meta), now).await;
         }
         Checked::Good {
-            mut draft,
+            draft,
             total,
             model,
         } => {
             meta.model = model;
-            if let Some(m) = &mut draft.batch.openai {
-                m.model = meta.model.clone();
-            }
             (draft, total)
         }
     };
@@ -364,7 +365,7 @@ async fn read_input(
     caller: &Caller,
     file_id: &str,
     endpoint: Endpoint,
-    new_batch: impl FnOnce() -> NewBatch,
+    new_batch: impl Fn(Option<String>) -> NewBatch,
 ) -> Result<Checked, OpenAiError> {
     let file = match batchd_domain::openai::FileId::parse(file_id) {
         Some(id) => state.inner.files.get_file(&caller.workspace, &id).await?,
@@ -386,12 +387,12 @@ async fn read_input(
     let config = &state.inner.config.openai;
     let validator =
         LineValidator::new(endpoint, config.single_model_batches, config.max_file_lines);
-    let mut draft = Some(state.inner.store.begin_batch(new_batch()).await?);
-    let scanned = scan(state, file.key, validator, &mut draft).await;
+    let mut sink = Sink::NotYet;
+    let scanned = scan(state, file.key, validator, &mut sink, &new_batch).await;
     let (validator, total) = match scanned {
         Ok(scanned) => scanned,
         Err(err) => {
-            if let Some(d) = draft.take() {
+            if let Sink::Draft(d) = sink {
                 abandon(state, d).await;
             }
             return Err(err);
@@ -399,28 +400,38 @@ async fn read_input(
     };
     let model = validator.model().map(str::to_owned);
     let errors = validator.finish();
-    match draft {
-        Some(draft) if errors.is_empty() => Ok(Checked::Good {
+    match sink {
+        Sink::Draft(draft) if errors.is_empty() => Ok(Checked::Good {
             draft,
             total,
             model,
         }),
-        Some(draft) => {
+        Sink::Draft(draft) => {
             abandon(state, draft).await;
             Ok(Checked::Failed(errors))
         }
-        None => Ok(Checked::Failed(errors)),
+        Sink::NotYet | Sink::Off => Ok(Checked::Failed(errors)),
     }
 }
 
-/// Feeds the file's pieces to `validator` and the good lines to `draft` while it is `Some`;
-/// aborts and clears the draft as soon as a line fails. Returns the validator and the number
-/// of requests stored.
+/// Where the good lines go while the file is read.
+enum Sink {
+    /// No good line yet: the draft is begun with the first, so that it stores its model.
+    NotYet,
+    Draft(Draft),
+    /// A line failed: nothing more is stored.
+    Off,
+}
+
+/// Feeds the file's pieces to `validator` and the good lines to the draft of `sink` (begun
+/// with `new_batch` at the first good line); aborts it as soon as a line fails. Returns the
+/// validator and the number of requests stored.
 async fn scan(
     state: &AppState,
     file_key: i64,
     mut validator: LineValidator,
-    draft: &mut Option<Draft>,
+    sink: &mut Sink,
+    new_batch: &impl Fn(Option<String>) -> NewBatch,
 ) -> Result<(LineValidator, u64), OpenAiError> {
     let max_lines = state.inner.config.openai.max_file_lines;
     let store = state.inner.store.clone();
@@ -454,12 +465,15 @@ async fn scan(
         (validator, splitter) = (v, s);
         let over = validator.requests() > max_lines;
         // Once a line has failed the batch fails: its good lines need not be stored.
-        if (validator.failed() || over)
-            && let Some(d) = draft.take()
-        {
-            abandon(state, d).await;
+        if validator.failed() || over {
+            if let Sink::Draft(d) = std::mem::replace(sink, Sink::Off) {
+                abandon(state, d).await;
+            }
+        } else if !good.is_empty() && matches!(sink, Sink::NotYet) {
+            let batch = new_batch(validator.model().map(str::to_owned));
+            *sink = Sink::Draft(store.begin_batch(batch).await?);
         }
-        if let Some(d) = draft.as_ref() {
+        if let Sink::Draft(d) = &*sink {
             for chunk in good.chunks(APPEND_REQUESTS) {
                 let requests: Vec<NewRequest> = chunk
                     .iter()

@@ -206,6 +206,14 @@ impl OpenAiError {
         Self::bad_request(format!("The multipart upload could not be read: {detail}."))
     }
 
+    /// 400: an upload whose `purpose` or `expires_after` came after its file and differ from
+    /// what a batch upload assumes (a batchd limit: the file is stored as it arrives).
+    pub fn fields_after_file() -> Self {
+        Self::bad_request(
+            "The 'purpose' and 'expires_after' fields must come before 'file' in the form, unless the file is a batch input with the default expiry.",
+        )
+    }
+
     /// 400: content download of a purpose that cannot be downloaded (spec §5.7).
     pub fn download_not_allowed(purpose: &str) -> Self {
         Self::bad_request(format!(

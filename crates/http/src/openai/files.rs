@@ -284,17 +284,20 @@ pub async fn upload(
                         }
                         file_seen = true;
                         let filename = filename.unwrap_or_else(|| "upload".to_owned());
-                        // The SDKs send the purpose before the file; when it came, a wrong one
-                        // is refused before the file is stored.
+                        // The draft is begun with the purpose and expiry it is committed
+                        // with. The SDKs and the API's own examples send the fields first; a
+                        // form that sends them after the file is taken to be a batch upload
+                        // with the default expiry, and must turn out to be one.
                         let purpose = match &fields.purpose {
                             Some(_) => fields.purpose()?.to_owned(),
-                            None => String::new(),
+                            None => BATCH_PURPOSE.to_owned(),
                         };
                         if purpose == BATCH_PURPOSE && !filename.ends_with(".jsonl") {
                             return Err(OpenAiError::invalid_batch_file());
                         }
-                        let batch = purpose == BATCH_PURPOSE;
+                        let batch = purpose == BATCH_PURPOSE && fields.purpose.is_some();
                         let now = Timestamp::now();
+                        let expires_at = fields.expires_at(now, &purpose)?;
                         let draft = store
                             .begin_file(NewFile {
                                 id: FileId::generate(),
@@ -302,7 +305,7 @@ pub async fn upload(
                                 purpose,
                                 filename,
                                 created_at: now,
-                                expires_at: None,
+                                expires_at,
                             })
                             .await?;
                         upload = Some(Upload {
@@ -378,10 +381,15 @@ pub async fn upload(
         if purpose == BATCH_PURPOSE {
             upload.check_batch()?;
         }
+        if (purpose.as_str(), expires_at)
+            != (
+                upload.draft.file.purpose.as_str(),
+                upload.draft.file.expires_at,
+            )
+        {
+            return Err(OpenAiError::fields_after_file());
+        }
         upload.flush(store.as_ref()).await?;
-        // The purpose and expiry may have come after the file, once its draft was begun.
-        upload.draft.file.purpose = purpose;
-        upload.draft.file.expires_at = expires_at;
         Ok::<_, OpenAiError>(store.commit_file(upload.draft, upload.bytes).await?)
     };
     match committed.await {
