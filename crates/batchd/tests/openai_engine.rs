@@ -1,0 +1,449 @@
+//! The OpenAI surface on the shared engine, below HTTP: batches stored as the create route
+//! stores them, the dispatcher sending their lines to the backends, and the finalizer writing
+//! the output and error files, on a real store (SQLite, or PostgreSQL with
+//! `BATCHD_TEST_STORE=postgres`). The routes' own tests live with the API suite.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use batchd::storage::{Location, Storage};
+use batchd_backends::BackendTable;
+use batchd_backends::config::BackendConfig;
+use batchd_dispatcher::finalizer::{DEFAULT_OUTPUT_EXPIRY, OutputStores};
+use batchd_dispatcher::{Config, Dispatcher};
+use batchd_domain::openai::{Endpoint, FileId, OpenAiBatchMeta, batch_request_id};
+use batchd_domain::{ApiVersion, Batch, BatchId, CustomId, EndReason, Timestamp};
+use batchd_store::{CancelOutcome, FILE_CHUNK_BYTES, NewBatch, NewRequest, Store};
+use serde_json::Value;
+
+const WORKSPACE: &str = "ws-a";
+
+struct Engine {
+    storage: Storage,
+    store: Arc<dyn Store>,
+    dispatcher: Dispatcher,
+    _dir: tempfile::TempDir,
+}
+
+/// `gpt-*` and `text-embedding-*` go to a mock (with `latency`, one request on the model at a
+/// time when it is slow), `claude-*` to an Anthropic upstream that cannot serve this surface;
+/// nothing else is served.
+async fn engine(latency: Duration, config: Config) -> Engine {
+    let engine = engine_without_finalizer(latency, config).await;
+    engine.start_finalizer();
+    engine
+}
+
+async fn engine_without_finalizer(latency: Duration, config: Config) -> Engine {
+    let dir = tempfile::tempdir().unwrap();
+    let url = batchd_store_postgres::testkit::database_for(dir.path()).await;
+    let storage = Storage::open(Location {
+        data_dir: dir.path(),
+        database_url: url.as_deref(),
+    })
+    .await
+    .unwrap();
+    let store = storage.store();
+    let entries = [
+        format!(
+            "name = \"mock\"\nkind = \"mock\"\nmodels = [\"gpt-*\", \"text-embedding-*\"]\nlatency = \"{}ms\"\nmax_concurrency = 1\nmax_attempts = 1\n",
+            latency.as_millis()
+        ),
+        "name = \"claude\"\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:9\"\nmodels = [\"claude-*\"]\n".to_owned(),
+    ];
+    let specs: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            toml::from_str::<BackendConfig>(e)
+                .unwrap()
+                .resolve()
+                .unwrap()
+        })
+        .collect();
+    let backends = BackendTable::from_specs(&specs).unwrap();
+    let dispatcher = Dispatcher::start(store.clone(), Arc::new(backends), config);
+    Engine {
+        storage,
+        store,
+        dispatcher,
+        _dir: dir,
+    }
+}
+
+impl Engine {
+    fn start_finalizer(&self) {
+        self.dispatcher.start_finalizer(OutputStores {
+            results: self.store.clone(),
+            files: self.store.clone(),
+        });
+    }
+
+    /// Stores a batch as the create route does: each line's `body` as its params.
+    async fn create(&self, endpoint: Endpoint, lines: &[(&str, &str)], window: Duration) -> Batch {
+        let now = Timestamp::now();
+        let draft = self
+            .store
+            .begin_batch(NewBatch {
+                id: BatchId::generate_openai(now),
+                workspace: WORKSPACE.into(),
+                created_at: now,
+                expires_at: now.plus(window),
+                betas: Vec::new(),
+                api_version: ApiVersion::default(),
+                user_profile_id: None,
+                endpoint,
+                openai: Some(OpenAiBatchMeta {
+                    input_file_id: FileId::generate().to_string(),
+                    completion_window: "24h".into(),
+                    metadata: None,
+                    output_expires_after: None,
+                    model: None,
+                    errors: Vec::new(),
+                    output_file_id: None,
+                    error_file_id: None,
+                }),
+            })
+            .await
+            .unwrap();
+        let requests = lines
+            .iter()
+            .enumerate()
+            .map(|(i, (custom_id, body))| NewRequest {
+                index: i as u32,
+                custom_id: CustomId::parse_openai(custom_id).unwrap(),
+                params: (*body).to_owned(),
+            })
+            .collect();
+        self.store.append_requests(&draft, requests).await.unwrap();
+        let batch = self
+            .store
+            .commit_batch(draft, lines.len() as u64)
+            .await
+            .unwrap();
+        self.dispatcher.notify_created();
+        batch
+    }
+
+    /// The batch once its files are written.
+    async fn finalized(&self, id: &BatchId) -> Batch {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let batch = self.store.get_batch(WORKSPACE, id).await.unwrap().unwrap();
+            if batch.finalized_at.is_some() {
+                return batch;
+            }
+            assert!(Instant::now() < deadline, "not finalized: {batch:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The lines of a file, checking what every output file is.
+    async fn lines(&self, batch: &Batch, id: Option<&FileId>, kind: &str) -> Vec<Value> {
+        let Some(id) = id else {
+            return Vec::new();
+        };
+        let file = self.store.get_file(WORKSPACE, id).await.unwrap().unwrap();
+        assert_eq!(file.purpose, "batch_output");
+        assert_eq!(file.filename, format!("batch_{}_{kind}.jsonl", batch.id));
+        assert_eq!(
+            file.expires_at,
+            Some(file.created_at.plus(DEFAULT_OUTPUT_EXPIRY))
+        );
+        let mut bytes = Vec::new();
+        let mut seq = 0;
+        while let Some(chunk) = self.store.file_chunk(file.key, seq).await.unwrap() {
+            assert!(chunk.len() <= FILE_CHUNK_BYTES);
+            bytes.extend(chunk);
+            seq += 1;
+        }
+        assert_eq!(seq as usize, (bytes.len()).div_ceil(FILE_CHUNK_BYTES));
+        assert_eq!(bytes.len() as u64, file.bytes);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.ends_with('\n'), "every line ends with a newline");
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    async fn files(&self, batch: &Batch) -> (Vec<Value>, Vec<Value>) {
+        let meta = batch.openai.as_ref().unwrap();
+        (
+            self.lines(batch, meta.output_file_id.as_ref(), "output")
+                .await,
+            self.lines(batch, meta.error_file_id.as_ref(), "error")
+                .await,
+        )
+    }
+
+    async fn stop(self) {
+        self.dispatcher.shutdown(Duration::from_secs(5)).await;
+        self.storage.close().await;
+    }
+}
+
+fn chat(text: &str) -> String {
+    format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{text}"}}]}}"#)
+}
+
+fn custom_ids(lines: &[Value]) -> Vec<&str> {
+    lines
+        .iter()
+        .map(|l| l["custom_id"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_mixed_batch_completes_with_an_output_and_an_error_file() {
+    let engine = engine(Duration::ZERO, Config::default()).await;
+    let refused = r#"{"model":"gpt-4o-mini"}"#;
+    let batch = engine
+        .create(
+            Endpoint::ChatCompletions,
+            &[
+                ("ok-1", &chat("hello there")),
+                (
+                    "unknown-model",
+                    r#"{"model":"llama-nowhere","messages":[]}"#,
+                ),
+                ("refused", refused),
+                ("cannot-serve", r#"{"model":"claude-x","messages":[]}"#),
+                ("ok-2", &chat("second one")),
+            ],
+            Duration::from_secs(3600),
+        )
+        .await;
+    let batch = engine.finalized(&batch.id).await;
+    assert_eq!(batch.end_reason, Some(EndReason::Completed));
+    assert_eq!((batch.succeeded, batch.errored), (2, 3));
+    let (output, errors) = engine.files(&batch).await;
+
+    // Input order in both files; each line's id is the deterministic one of its index.
+    assert_eq!(custom_ids(&output), ["ok-1", "ok-2"]);
+    assert_eq!(
+        custom_ids(&errors),
+        ["unknown-model", "refused", "cannot-serve"]
+    );
+    assert_eq!(output[0]["id"], batch_request_id(batch.id.as_str(), 0));
+    assert_eq!(output[1]["id"], batch_request_id(batch.id.as_str(), 4));
+    let ok = &output[0];
+    assert_eq!(ok["error"], Value::Null);
+    assert_eq!(ok["response"]["status_code"], 200);
+    assert_eq!(ok["response"]["request_id"].as_str().unwrap().len(), 32);
+    assert_eq!(ok["response"]["body"]["object"], "chat.completion");
+    assert_eq!(
+        ok["response"]["body"]["choices"][0]["message"]["content"],
+        "You said: hello there"
+    );
+
+    let unknown = &errors[0];
+    assert_eq!(unknown["response"], Value::Null);
+    assert_eq!(unknown["error"]["code"], "model_not_found");
+    assert_eq!(
+        unknown["error"]["message"],
+        "The model 'llama-nowhere' is not served by this batchd (no backend matches it)."
+    );
+    // The backend answered: its status and error body, and no `error`.
+    let refused = &errors[1];
+    assert_eq!(refused["error"], Value::Null);
+    assert_eq!(refused["response"]["status_code"], 400);
+    assert_eq!(
+        refused["response"]["body"]["error"]["message"],
+        "Missing required parameter: 'messages'."
+    );
+    let cannot = &errors[2];
+    assert_eq!(cannot["response"], Value::Null);
+    assert_eq!(cannot["error"]["code"], "endpoint_not_supported");
+    assert_eq!(
+        cannot["error"]["message"],
+        "backend `claude` cannot serve /v1/chat/completions"
+    );
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_without_failures_has_no_error_file() {
+    let engine = engine(Duration::ZERO, Config::default()).await;
+    let batch = engine
+        .create(
+            Endpoint::Embeddings,
+            &[
+                (
+                    "a",
+                    r#"{"model":"text-embedding-3-small","input":"cat","dimensions":8}"#,
+                ),
+                (
+                    "b",
+                    r#"{"model":"text-embedding-3-small","input":["x","y"]}"#,
+                ),
+            ],
+            Duration::from_secs(3600),
+        )
+        .await;
+    let batch = engine.finalized(&batch.id).await;
+    let meta = batch.openai.as_ref().unwrap();
+    assert!(meta.output_file_id.is_some());
+    assert_eq!(meta.error_file_id, None);
+    let (output, _) = engine.files(&batch).await;
+    assert_eq!(custom_ids(&output), ["a", "b"]);
+    let body = &output[0]["response"]["body"];
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 8);
+    assert_eq!(
+        output[1]["response"]["body"]["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    engine.stop().await;
+}
+
+/// One dispatch slot and a slow model: a cancel made at once finds most requests unsent.
+fn one_at_a_time() -> Config {
+    Config {
+        concurrency: 1,
+        claim_group: 1,
+        ..Config::default()
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_batch_lists_its_unsent_requests_as_batch_cancelled() {
+    let engine = engine(Duration::from_millis(500), one_at_a_time()).await;
+    let lines: Vec<(String, String)> = (0..8)
+        .map(|i| (format!("r{i}"), chat(&format!("number {i}"))))
+        .collect();
+    let refs: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let batch = engine
+        .create(Endpoint::ChatCompletions, &refs, Duration::from_secs(3600))
+        .await;
+    match engine
+        .store
+        .cancel_batch(WORKSPACE, &batch.id, Timestamp::now())
+        .await
+        .unwrap()
+    {
+        CancelOutcome::Canceling(b) => engine.dispatcher.notify_canceled(b.key),
+        other => panic!("not canceling: {other:?}"),
+    }
+    let batch = engine.finalized(&batch.id).await;
+    assert_eq!(batch.end_reason, Some(EndReason::Canceled));
+    let (output, errors) = engine.files(&batch).await;
+    // Every request has exactly one line, in input order within each file.
+    let mut all: Vec<&str> = custom_ids(&output);
+    all.extend(custom_ids(&errors));
+    all.sort();
+    assert_eq!(all, ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7"]);
+    assert!(errors.len() >= 4, "most were never sent: {errors:?}");
+    for line in &errors {
+        assert_eq!(line["response"], Value::Null);
+        assert_eq!(line["error"]["code"], "batch_cancelled");
+        assert_eq!(
+            line["error"]["message"],
+            "This request was cancelled before it could be executed."
+        );
+    }
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_batch_lists_its_unsent_requests_as_batch_expired() {
+    let engine = engine(Duration::from_millis(500), one_at_a_time()).await;
+    let lines: Vec<(String, String)> = (0..8)
+        .map(|i| (format!("r{i}"), chat(&format!("number {i}"))))
+        .collect();
+    let refs: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let batch = engine
+        .create(Endpoint::ChatCompletions, &refs, Duration::from_millis(700))
+        .await;
+    let batch = engine.finalized(&batch.id).await;
+    assert_eq!(batch.end_reason, Some(EndReason::Expired));
+    let (output, errors) = engine.files(&batch).await;
+    assert_eq!(output.len() + errors.len(), 8);
+    assert!(errors.len() >= 4, "most never ran: {errors:?}");
+    let expired = errors
+        .iter()
+        .filter(|l| l["error"]["code"] == "batch_expired")
+        .count();
+    assert_eq!(expired, errors.len());
+    assert_eq!(
+        errors[0]["error"]["message"],
+        "This request could not be executed before the completion window expired."
+    );
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_larger_than_one_piece_is_written_in_pieces() {
+    let engine = engine(Duration::ZERO, Config::default()).await;
+    // About 200 kB per line: 8 lines take two pieces.
+    let body = r#"{"model":"text-embedding-3-large","input":"big","dimensions":16384}"#;
+    let lines: Vec<(String, &str)> = (0..8).map(|i| (format!("e{i}"), body)).collect();
+    let refs: Vec<(&str, &str)> = lines.iter().map(|(a, b)| (a.as_str(), *b)).collect();
+    let batch = engine
+        .create(Endpoint::Embeddings, &refs, Duration::from_secs(3600))
+        .await;
+    let batch = engine.finalized(&batch.id).await;
+    let file = engine
+        .store
+        .get_file(
+            WORKSPACE,
+            batch
+                .openai
+                .as_ref()
+                .unwrap()
+                .output_file_id
+                .as_ref()
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(file.bytes > FILE_CHUNK_BYTES as u64, "{}", file.bytes);
+    let (output, errors) = engine.files(&batch).await;
+    assert_eq!(
+        custom_ids(&output),
+        ["e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7"]
+    );
+    assert!(errors.is_empty());
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_that_ended_while_no_finalizer_ran_is_finalized_when_one_starts() {
+    // As after a crash between the batch's end and its files.
+    let engine = engine_without_finalizer(Duration::ZERO, Config::default()).await;
+    let batch = engine
+        .create(
+            Endpoint::ChatCompletions,
+            &[("only", &chat("hi"))],
+            Duration::from_secs(3600),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = engine
+            .store
+            .get_batch(WORKSPACE, &batch.id)
+            .await
+            .unwrap()
+            .unwrap();
+        if now.is_ended() {
+            assert_eq!(now.finalized_at, None);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    engine.start_finalizer();
+    let batch = engine.finalized(&batch.id).await;
+    let (output, _) = engine.files(&batch).await;
+    assert_eq!(custom_ids(&output), ["only"]);
+    engine.stop().await;
+}
