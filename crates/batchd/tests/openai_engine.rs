@@ -29,12 +29,13 @@ struct Engine {
 /// time when it is slow), `claude-*` to an Anthropic upstream that cannot serve this surface;
 /// nothing else is served.
 async fn engine(latency: Duration, config: Config) -> Engine {
-    let engine = engine_without_finalizer(latency, config).await;
+    let engine = engine_with(latency, config, &[]).await;
     engine.start_finalizer();
     engine
 }
 
-async fn engine_without_finalizer(latency: Duration, config: Config) -> Engine {
+/// [`engine`] with more `[[backends]]` entries before the others, and no finalizer yet.
+async fn engine_with(latency: Duration, config: Config, extra: &[String]) -> Engine {
     let dir = tempfile::tempdir().unwrap();
     let url = batchd_store_postgres::testkit::database_for(dir.path()).await;
     let storage = Storage::open(Location {
@@ -44,13 +45,14 @@ async fn engine_without_finalizer(latency: Duration, config: Config) -> Engine {
     .await
     .unwrap();
     let store = storage.store();
-    let entries = [
+    let mut entries = extra.to_vec();
+    entries.extend([
         format!(
             "name = \"mock\"\nkind = \"mock\"\nmodels = [\"gpt-*\", \"text-embedding-*\"]\nlatency = \"{}ms\"\nmax_concurrency = 1\nmax_attempts = 1\n",
             latency.as_millis()
         ),
         "name = \"claude\"\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:9\"\nmodels = [\"claude-*\"]\n".to_owned(),
-    ];
+    ]);
     let specs: Vec<_> = entries
         .iter()
         .map(|e| {
@@ -418,7 +420,7 @@ async fn a_file_larger_than_one_piece_is_written_in_pieces() {
 #[tokio::test]
 async fn a_batch_that_ended_while_no_finalizer_ran_is_finalized_when_one_starts() {
     // As after a crash between the batch's end and its files.
-    let engine = engine_without_finalizer(Duration::ZERO, Config::default()).await;
+    let engine = engine_with(Duration::ZERO, Config::default(), &[]).await;
     let batch = engine
         .create(
             Endpoint::ChatCompletions,
@@ -445,5 +447,72 @@ async fn a_batch_that_ended_while_no_finalizer_ran_is_finalized_when_one_starts(
     let batch = engine.finalized(&batch.id).await;
     let (output, _) = engine.files(&batch).await;
     assert_eq!(custom_ids(&output), ["only"]);
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn an_openai_upstream_is_retried_and_its_final_answer_kept() {
+    let fake = batchd_fake_upstream::FakeUpstream::start(Default::default())
+        .await
+        .unwrap();
+    let vllm = format!(
+        "name = \"vllm\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodels = [\"llama-*\"]\nmax_attempts = 3\ntimeout = \"1s\"\n",
+        fake.url()
+    );
+    let config = Config {
+        retry_base_delay: Duration::from_millis(10),
+        retry_max_delay: Duration::from_millis(50),
+        ..Config::default()
+    };
+    let engine = engine_with(Duration::ZERO, config, &[vllm]).await;
+    engine.start_finalizer();
+    let llama = |text: &str| {
+        format!(r#"{{"model":"llama-3","messages":[{{"role":"user","content":"{text}"}}]}}"#)
+    };
+    let batch = engine
+        .create(
+            Endpoint::ChatCompletions,
+            &[
+                ("once-limited", &llama("[[fake:fail=1,status=429]] hello")),
+                (
+                    "always-limited",
+                    &llama("[[fake:always,status=429,message=Slow down]] x"),
+                ),
+                (
+                    "refused",
+                    &llama("[[fake:always,status=400,message=Bad prompt]] y"),
+                ),
+                ("hangs", &llama("[[fake:always,kind=hang]] z")),
+            ],
+            Duration::from_secs(3600),
+        )
+        .await;
+    let batch = engine.finalized(&batch.id).await;
+    let (output, errors) = engine.files(&batch).await;
+    assert_eq!(custom_ids(&output), ["once-limited"]);
+    assert_eq!(output[0]["response"]["body"]["object"], "chat.completion");
+    assert_eq!(custom_ids(&errors), ["always-limited", "refused", "hangs"]);
+    // Retried to the end of its attempts, then the upstream's last answer as it gave it.
+    let limited = &errors[0];
+    assert_eq!(limited["error"], Value::Null);
+    assert_eq!(limited["response"]["status_code"], 429);
+    assert_eq!(limited["response"]["body"]["error"]["message"], "Slow down");
+    let refused = &errors[1];
+    assert_eq!(refused["response"]["status_code"], 400);
+    assert_eq!(
+        refused["response"]["body"]["error"]["message"],
+        "Bad prompt"
+    );
+    // Never answered: no response, a timeout code.
+    let hangs = &errors[2];
+    assert_eq!(hangs["response"], Value::Null);
+    assert_eq!(hangs["error"]["code"], "request_timeout");
+    assert_eq!(hangs["error"]["message"], "The request timed out.");
+    // 2 + 3 + 1 (a refusal is final) + 3 attempts.
+    assert_eq!(
+        fake.stats()
+            .requests(batchd_fake_upstream::Endpoint::ChatCompletions),
+        9
+    );
     engine.stop().await;
 }
