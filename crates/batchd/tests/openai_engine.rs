@@ -13,7 +13,10 @@ use batchd_dispatcher::finalizer::{DEFAULT_OUTPUT_EXPIRY, OutputStores};
 use batchd_dispatcher::{Config, Dispatcher};
 use batchd_domain::openai::{Endpoint, FileId, OpenAiBatchMeta, batch_request_id};
 use batchd_domain::{ApiVersion, Batch, BatchId, CustomId, EndReason, Timestamp};
-use batchd_store::{CancelOutcome, FILE_CHUNK_BYTES, NewBatch, NewRequest, Store};
+use batchd_store::{
+    Answer, CancelOutcome, DispatchStore, Ended, FILE_CHUNK_BYTES, NewBatch, NewRequest, Retry,
+    Slot, Store, WorkItem,
+};
 use serde_json::Value;
 
 const WORKSPACE: &str = "ws-a";
@@ -36,6 +39,16 @@ async fn engine(latency: Duration, config: Config) -> Engine {
 
 /// [`engine`] with more `[[backends]]` entries before the others, and no finalizer yet.
 async fn engine_with(latency: Duration, config: Config, extra: &[String]) -> Engine {
+    engine_on(latency, config, extra, |store| store).await
+}
+
+/// [`engine_with`], the dispatcher seeing the store through `wrap`.
+async fn engine_on(
+    latency: Duration,
+    config: Config,
+    extra: &[String],
+    wrap: impl FnOnce(Arc<dyn DispatchStore>) -> Arc<dyn DispatchStore>,
+) -> Engine {
     let dir = tempfile::tempdir().unwrap();
     let url = batchd_store_postgres::testkit::database_for(dir.path()).await;
     let storage = Storage::open(Location {
@@ -63,7 +76,7 @@ async fn engine_with(latency: Duration, config: Config, extra: &[String]) -> Eng
         })
         .collect();
     let backends = BackendTable::from_specs(&specs).unwrap();
-    let dispatcher = Dispatcher::start(store.clone(), Arc::new(backends), config);
+    let dispatcher = Dispatcher::start(wrap(store.clone()), Arc::new(backends), config);
     Engine {
         storage,
         store,
@@ -514,5 +527,97 @@ async fn an_openai_upstream_is_retried_and_its_final_answer_kept() {
             .requests(batchd_fake_upstream::Endpoint::ChatCompletions),
         9
     );
+    engine.stop().await;
+}
+
+/// A store on which another process always finalizes a batch just before this one does.
+struct Overtaken(Arc<dyn DispatchStore>);
+
+#[async_trait::async_trait]
+impl DispatchStore for Overtaken {
+    async fn finalize(
+        &self,
+        batch_key: i64,
+        meta: &OpenAiBatchMeta,
+        now: Timestamp,
+    ) -> batchd_store::Result<bool> {
+        let mut theirs = meta.clone();
+        theirs.output_file_id = None;
+        theirs.error_file_id = None;
+        assert!(self.0.finalize(batch_key, &theirs, now).await?);
+        self.0.finalize(batch_key, meta, now).await
+    }
+
+    async fn claim(
+        &self,
+        limit: usize,
+        now: Timestamp,
+        skip: &[i64],
+    ) -> batchd_store::Result<Vec<WorkItem>> {
+        self.0.claim(limit, now, skip).await
+    }
+    async fn release(&self, slots: &[Slot]) -> batchd_store::Result<()> {
+        self.0.release(slots).await
+    }
+    async fn defer(&self, retries: &[Retry], now: Timestamp) -> batchd_store::Result<()> {
+        self.0.defer(retries, now).await
+    }
+    async fn record(&self, answers: &[Answer], now: Timestamp) -> batchd_store::Result<Ended> {
+        self.0.record(answers, now).await
+    }
+    async fn finish_due(&self, now: Timestamp) -> batchd_store::Result<Ended> {
+        self.0.finish_due(now).await
+    }
+    async fn canceling(&self) -> batchd_store::Result<Vec<i64>> {
+        self.0.canceling().await
+    }
+    async fn next_expiry(&self) -> batchd_store::Result<Option<Timestamp>> {
+        self.0.next_expiry().await
+    }
+    async fn archive_due(&self, cutoff: Timestamp, now: Timestamp) -> batchd_store::Result<u64> {
+        self.0.archive_due(cutoff, now).await
+    }
+    async fn purge_deleted(&self, limit: u32) -> batchd_store::Result<u64> {
+        self.0.purge_deleted(limit).await
+    }
+    async fn unfinalized(&self, limit: u32) -> batchd_store::Result<Vec<Batch>> {
+        self.0.unfinalized(limit).await
+    }
+}
+
+#[tokio::test]
+async fn files_written_for_a_batch_another_process_finalized_are_deleted() {
+    let engine = engine_on(Duration::ZERO, Config::default(), &[], |store| {
+        Arc::new(Overtaken(store))
+    })
+    .await;
+    engine.start_finalizer();
+    let batch = engine
+        .create(
+            Endpoint::ChatCompletions,
+            &[("ok", &chat("hi")), ("unknown", r#"{"model":"nope"}"#)],
+            Duration::from_secs(3600),
+        )
+        .await;
+    let batch = engine.finalized(&batch.id).await;
+    // The other process's record counts; the files this one wrote are gone.
+    let meta = batch.openai.as_ref().unwrap();
+    assert_eq!(
+        (meta.output_file_id.as_ref(), meta.error_file_id.as_ref()),
+        (None, None)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = engine
+            .store
+            .list_files(WORKSPACE, None, None, 100, true)
+            .await
+            .unwrap();
+        if page.files.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "files left: {:?}", page.files);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     engine.stop().await;
 }
