@@ -77,9 +77,7 @@ impl MockBackend {
         self.strict_models = strict;
         self
     }
-}
 
-impl MockBackend {
     /// The simulated time on the model, under the bound of model slots.
     async fn on_model(&self) -> Result<(), BackendError> {
         if !self.latency.is_zero() {
@@ -215,9 +213,7 @@ impl Reply {
             self.words += 1;
         }
     }
-}
 
-impl Reply {
     /// Cuts the reply before the earliest stop sequence found in it (where a real model would
     /// have stopped; ties go to the first listed) and returns that sequence.
     fn stop_at<'s>(&mut self, stops: impl Iterator<Item = &'s str>) -> Option<&'s str> {

@@ -73,17 +73,17 @@ impl Upstream {
     ) -> Result<bytes::Bytes, BackendError> {
         self.post_to(&self.url, body, extra)
             .await
-            .map(|(_, bytes)| bytes)
+            .map(|(_, _, bytes)| bytes)
     }
 
     /// [`Upstream::post`] to another path of the same upstream (a URL from [`endpoint_url`]),
-    /// with the answer's headers.
+    /// with the answer's status and headers.
     pub async fn post_to(
         &self,
         url: &reqwest::Url,
         body: String,
         extra: &[(HeaderName, HeaderValue)],
-    ) -> Result<(HeaderMap, bytes::Bytes), BackendError> {
+    ) -> Result<(StatusCode, HeaderMap, bytes::Bytes), BackendError> {
         let mut request = self
             .client
             .post(url.clone())
@@ -97,7 +97,7 @@ impl Upstream {
         let headers = response.headers().clone();
         let bytes = response.bytes().await.map_err(|e| self.transport(&e))?;
         if status.is_success() {
-            return Ok((headers, bytes));
+            return Ok((status, headers, bytes));
         }
         Err(status_error(
             &self.name,

@@ -18,8 +18,8 @@ use crate::rows::{
     index, openai_text, parse_outcome, small,
 };
 
-/// Visible = committed and not deleted. Written exactly as in the `batches_list` index's WHERE
-/// clause so the planner can use that partial index.
+/// Visible = committed and not deleted. Written exactly as in the `batches_list_*` indexes' WHERE
+/// clauses so the planner can use those partial indexes.
 macro_rules! visible {
     () => {
         "NOT deleted AND state <> 0"

@@ -27,8 +27,9 @@ pub(crate) const CHUNK: &str = "SELECT data FROM file_chunks WHERE file_key = $1
 const APPEND: &str = "WITH f AS (SELECT key FROM files WHERE key = $1 AND state = 0 FOR SHARE) \
      INSERT INTO file_chunks (file_key, seq, data) SELECT f.key, $2, $3 FROM f";
 
-/// Visible files due to expire, oldest expiry first, through `files_expiry`.
-pub(crate) const EXPIRE_FILES: &str = "UPDATE files SET state = 2 WHERE key IN \
+/// Visible files due to expire, oldest expiry first, through `files_expiry`. The outer
+/// `state = 1` makes a file that a concurrent pass (or delete) took first count once.
+pub(crate) const EXPIRE_FILES: &str = "UPDATE files SET state = 2 WHERE state = 1 AND key IN \
      (SELECT key FROM files WHERE state = 1 AND expires_at IS NOT NULL AND expires_at <= $1 \
      ORDER BY expires_at LIMIT $2)";
 

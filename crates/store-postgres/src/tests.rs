@@ -7,10 +7,11 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use batchd_domain::keys::KeyHash;
+use batchd_domain::openai::{Endpoint, Surface};
 use batchd_domain::{Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
 use batchd_store::conformance::Harness;
 use batchd_store::{
-    Answer, BatchStore, DispatchStore, Draft, KeyStore, NewBatch, NewRequest, WorkItem,
+    Answer, BatchStore, Cursor, DispatchStore, Draft, KeyStore, NewBatch, NewRequest, WorkItem,
 };
 
 use crate::PostgresStore;
@@ -392,4 +393,58 @@ async fn concurrent_commits_do_not_overshoot_the_queue_cap() {
         "3 batches of 3 fit under a cap of 10, a fourth does not"
     );
     assert!(outcomes.iter().all(|o| o.is_ok()));
+}
+
+/// Batches an older batchd stored, before the OpenAI surface existed, read back, list and are
+/// claimed as Anthropic batches once the schema is migrated.
+#[tokio::test]
+async fn batches_stored_before_the_openai_surface_are_anthropic() {
+    let Some(db) = Postgres::new("batches_stored_before_the_openai_surface_are_anthropic").await
+    else {
+        return;
+    };
+    let pool = crate::db::connect(&db.0).await.unwrap();
+    crate::db::migrator_through(4).run(&pool).await.unwrap();
+    let key: i64 = sqlx::query_scalar(
+        "INSERT INTO batches (id, workspace, state, total, created_at, expires_at) \
+         VALUES ('msgbatch_01old', $1, 1, 1, $2, $3) RETURNING key",
+    )
+    .bind(WS)
+    .bind(at(0).as_micros())
+    .bind(at(DAY).as_micros())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO requests (batch_key, idx, custom_id, params) VALUES ($1, 0, 'req-0', '{}')",
+    )
+    .bind(key)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO pending (batch_key, idx) VALUES ($1, 0)")
+        .bind(key)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let store = db.open().await;
+    let id = BatchId::parse("msgbatch_01old").unwrap();
+    let b = store
+        .get_batch(WS, &id)
+        .await
+        .unwrap()
+        .expect("still there");
+    assert_eq!(
+        (b.endpoint, b.openai, b.finalized_at),
+        (Endpoint::Messages, None, None)
+    );
+    let listed = |surface| store.list_batches(WS, surface, Cursor::Start, 10);
+    assert_eq!(listed(Surface::Anthropic).await.unwrap().batches.len(), 1);
+    assert!(listed(Surface::OpenAi).await.unwrap().batches.is_empty());
+    let items = store.claim(10, at(1), &[]).await.unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].endpoint, Endpoint::Messages);
+    assert!(store.unfinalized(10).await.unwrap().is_empty());
 }

@@ -54,8 +54,8 @@ pub(crate) fn values_sql(head: &str, tuple: &str, rows: usize) -> String {
     sql
 }
 
-/// Visible = committed and not deleted. Written exactly as in the `batches_list` index's WHERE
-/// clause so SQLite can use that partial index.
+/// Visible = committed and not deleted. Written exactly as in the `batches_list_*` indexes' WHERE
+/// clauses so SQLite can use those partial indexes.
 macro_rules! visible {
     () => {
         "deleted = 0 AND state <> 0"

@@ -21,8 +21,9 @@ pub(crate) const GET_FILE: &str = concat!(
 
 pub(crate) const CHUNK: &str = "SELECT data FROM file_chunks WHERE file_key = ?1 AND seq = ?2";
 
-/// Visible files due to expire, oldest expiry first, through `files_expiry`.
-pub(crate) const EXPIRE_FILES: &str = "UPDATE files SET state = 2 WHERE key IN \
+/// Visible files due to expire, oldest expiry first, through `files_expiry`. The outer
+/// `state = 1` makes a file that a concurrent pass (or delete) took first count once.
+pub(crate) const EXPIRE_FILES: &str = "UPDATE files SET state = 2 WHERE state = 1 AND key IN \
      (SELECT key FROM files WHERE state = 1 AND expires_at IS NOT NULL AND expires_at <= ?1 \
      ORDER BY expires_at LIMIT ?2)";
 

@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use batchd_domain::keys::KeyHash;
+use batchd_domain::openai::{Endpoint, Surface};
 use batchd_domain::{BatchId, CustomId, EndReason, Outcome, Timestamp};
 use batchd_store::conformance::Harness;
 use batchd_store::{
-    Answer, BatchStore, DispatchStore, Draft, KeyStore, NewBatch, NewRequest, StoreError, WorkItem,
+    Answer, BatchStore, Cursor, DispatchStore, Draft, KeyStore, NewBatch, NewRequest, StoreError,
+    WorkItem,
 };
 use tempfile::TempDir;
 
@@ -397,4 +399,51 @@ async fn pages_after_close_are_refused() {
     store.close().await;
     let err = store.results_lines(b.key, None, 10, Some("{}")).await;
     assert!(matches!(err, Err(StoreError::Unavailable(_))), "{err:?}");
+}
+
+/// Batches an older batchd stored, before the OpenAI surface existed, read back, list and are
+/// claimed as Anthropic batches once the schema is migrated.
+#[tokio::test]
+async fn batches_stored_before_the_openai_surface_are_anthropic() {
+    let dir = TempDir::new().unwrap();
+    let pools = crate::db::Pools::open(dir.path()).await.unwrap();
+    crate::db::migrator_through(5)
+        .run(&pools.writer)
+        .await
+        .unwrap();
+    let key: i64 = sqlx::query_scalar(
+        "INSERT INTO batches (id, workspace, state, total, created_at, expires_at) \
+         VALUES ('msgbatch_01old', ?1, 1, 1, ?2, ?3) RETURNING key",
+    )
+    .bind(WS)
+    .bind(at(0).as_micros())
+    .bind(at(DAY).as_micros())
+    .fetch_one(&pools.writer)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO requests (rid, custom_id, params) VALUES (?1, 'req-0', '{}')")
+        .bind(crate::rows::rid(key, 0))
+        .execute(&pools.writer)
+        .await
+        .unwrap();
+    pools.close().await;
+
+    let store = open(dir.path()).await;
+    let id = BatchId::parse("msgbatch_01old").unwrap();
+    let b = store
+        .get_batch(WS, &id)
+        .await
+        .unwrap()
+        .expect("still there");
+    assert_eq!(
+        (b.endpoint, b.openai, b.finalized_at),
+        (Endpoint::Messages, None, None)
+    );
+    let listed = |surface| store.list_batches(WS, surface, Cursor::Start, 10);
+    assert_eq!(listed(Surface::Anthropic).await.unwrap().batches.len(), 1);
+    assert!(listed(Surface::OpenAi).await.unwrap().batches.is_empty());
+    let items = claim(&store, 10, at(1)).await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].endpoint, Endpoint::Messages);
+    assert!(store.unfinalized(10).await.unwrap().is_empty());
 }

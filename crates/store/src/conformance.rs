@@ -2,9 +2,14 @@
 //!
 //! Each engine's test module instantiates the whole suite with [`conformance_tests!`] and a
 //! [`Harness`] that opens its store on fresh storage. The tests speak only the [`Store`] trait,
-//! plus a row count of the tables every engine has (`batches`, `requests`, `results`), where the
-//! contract promises something about storage (purges, drafts, duplicates). Engine-specific
-//! behaviour (locks, query plans, multi-process claims) is tested in the engine's own crate.
+//! plus a row count of the tables every engine has (`batches`, `requests`, `results`, `files`,
+//! `file_chunks`), where the contract promises something about storage (purges, drafts,
+//! duplicates). The OpenAI surface's cases are in `openai`. Engine-specific behaviour (locks,
+//! query plans, multi-process claims) is tested in the engine's own crate.
+
+mod openai;
+
+pub use openai::*;
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
@@ -30,7 +35,7 @@ pub trait Harness: Send + Sync {
     async fn open(&self) -> Self::Store;
     /// Stops using a store as a server shutting down would (its claims and drafts go with it).
     async fn close(&self, store: Self::Store);
-    /// Rows in `batches`, `requests` or `results`.
+    /// Rows in `batches`, `requests`, `results`, `files` or `file_chunks`.
     async fn rows(&self, store: &Self::Store, table: &str) -> i64;
 }
 
@@ -62,6 +67,14 @@ macro_rules! conformance_tests {
             archival_keeps_the_batch_and_reclaims_its_rows,
             stats_count_unended_work,
             queue_cap_counts_requests_waiting_in_the_workspace,
+            openai_batches_keep_their_endpoint_and_extras,
+            lists_show_one_surface,
+            failed_batches_are_stored_ended_with_their_errors,
+            ended_openai_batches_are_finalized_once,
+            files_are_staged_then_read_back_by_chunk,
+            files_list_in_either_order_by_purpose_after_a_cursor,
+            deleted_aborted_and_expired_files_are_reclaimed,
+            file_drafts_of_a_stopped_process_are_reclaimed,
         );
     };
     (@each $harness:expr; $($name:ident,)*) => {

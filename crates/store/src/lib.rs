@@ -1,9 +1,10 @@
 //! The storage seam: everything batchd keeps durably goes through [`Store`], the sum of
-//! [`BatchStore`] (what the API needs), [`DispatchStore`] (what the dispatcher needs) and
-//! [`KeyStore`] (API keys). Engine-neutral logic that every engine runs after its own SQL lives
-//! here too, one module per concern, so that it is written once: row decoding (`rows`), paging
-//! a list (`paging`), cancel (`cancel`), ending a batch (`ending`), reclaiming rows (`purge`)
-//! and folding health figures ([`Stats::fold`]).
+//! [`BatchStore`] (what the API needs), [`DispatchStore`] (what the dispatcher needs),
+//! [`KeyStore`] (API keys) and [`FileStore`] (the OpenAI surface's files). Engine-neutral logic
+//! that every engine runs after its own SQL lives here too, one module per concern, so that it
+//! is written once: row decoding (`rows`), paging a list (`paging`), cancel (`cancel`), ending a
+//! batch (`ending`), failed batches (`failed`), listing and checking files (`files`), reclaiming
+//! rows (`purge`) and folding health figures ([`Stats::fold`]).
 //!
 //! Each database engine has its own crate implementing these traits (`store-sqlite`,
 //! `store-postgres`); `conformance` (feature `testkit`) runs this contract against each of
@@ -30,6 +31,14 @@
 //! * **Delete is O(1).** The batch disappears at once; [`DispatchStore::purge_deleted`] reclaims
 //!   its rows in the background, as it does for batches archived by
 //!   [`DispatchStore::archive_due`].
+//! * **Both surfaces share every batch table.** A batch's [`Endpoint`] says which surface it
+//!   belongs to ([`Endpoint::Messages`] for every Anthropic batch); a list shows one surface.
+//!   An OpenAI batch that ended is *finalized* once its output and error files are written:
+//!   [`DispatchStore::unfinalized`] finds the batches waiting for that, and
+//!   [`DispatchStore::finalize`] records it at most once.
+//! * **Files are staged like creates** and deleted like batches: pieces of at most
+//!   [`FILE_CHUNK_BYTES`], each its own transaction, visible at commit; a delete or expiry is
+//!   O(1) and the purge reclaims the chunks.
 
 pub mod cancel;
 #[cfg(feature = "testkit")]
@@ -386,7 +395,9 @@ pub trait BatchStore: Send + Sync + 'static {
     ) -> Result<BatchPage, ListError>;
     /// Stores a visible batch that failed validation before it had requests (an OpenAI batch
     /// whose `openai.errors` is non-empty): already ended (`end_reason = Completed`,
-    /// `ended_at = now`), with a total of 0.
+    /// `ended_at = now`), with a total of 0, and already finalized (`finalized_at = now`: it
+    /// has no results, so no files to write). Durable when it returns. Anything but an OpenAI
+    /// batch with errors is refused (see `failed`).
     async fn insert_failed_batch(&self, batch: NewBatch, now: Timestamp) -> Result<Batch>;
     async fn cancel_batch(
         &self,
@@ -556,7 +567,8 @@ pub trait FileStore: Send + Sync + 'static {
         limit: u32,
         order_desc: bool,
     ) -> Result<FilePage>;
-    /// Piece `seq` of a visible file; `None` past the end.
+    /// Piece `seq` of a file; `None` past the end. The pieces of a file deleted during a
+    /// download stay readable until the purge reaches them.
     async fn file_chunk(&self, file_key: i64, seq: u32) -> Result<Option<Vec<u8>>>;
     /// O(1): the file is invisible at once, its pieces are reclaimed later. False when the
     /// workspace has no such visible file.

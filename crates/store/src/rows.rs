@@ -138,7 +138,7 @@ pub fn batch(row: &impl Columns) -> Result<Batch, StoreError> {
     })
 }
 
-/// Columns of `files` that [`file`] reads, for `concat!`ing into static SQL.
+/// Columns of `files` that [`file()`] reads, for `concat!`ing into static SQL.
 #[macro_export]
 macro_rules! file_columns {
     () => {

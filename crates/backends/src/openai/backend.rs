@@ -82,7 +82,7 @@ impl Backend for OpenAiBackend {
         let Some((_, url)) = self.endpoints.iter().find(|(e, _)| *e == request.endpoint) else {
             return Err(BackendError::cannot_serve(&self.name, request.endpoint));
         };
-        let (headers, body) = self
+        let (status, headers, body) = self
             .upstream
             .post_to(url, request.body.to_owned(), &[])
             .await?;
@@ -96,8 +96,7 @@ impl Backend for OpenAiBackend {
                 str::to_owned,
             );
         Ok(OpenAiAnswer {
-            // Any 2xx is a success line; the hosted API's are all 200.
-            status_code: 200,
+            status_code: status.as_u16(),
             request_id,
             body,
         })
