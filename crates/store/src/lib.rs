@@ -488,8 +488,10 @@ pub trait DispatchStore: Send + Sync + 'static {
     /// (`finalized_at` unset), oldest ended first.
     async fn unfinalized(&self, limit: u32) -> Result<Vec<Batch>>;
     /// Stores `meta` (now naming the output and error files) and `finalized_at = now`, in one
-    /// statement that only applies while the batch is not finalized: false when another
-    /// process finalized it first (its files are the ones that count).
+    /// statement that only applies to an ended, undeleted OpenAI batch not finalized yet. False
+    /// when another process finalized it first (its files are the ones that count) or it was
+    /// deleted meanwhile: either way the caller deletes the files it wrote. Durable when it
+    /// returns.
     async fn finalize(
         &self,
         batch_key: i64,
