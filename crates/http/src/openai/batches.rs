@@ -235,7 +235,7 @@ fn check_output_expiry(raw: &RawValue) -> Result<u64, OpenAiError> {
 enum Checked {
     /// Every line is good: the draft holds `total` requests.
     Good {
-        draft: Draft,
+        draft: Box<Draft>,
         total: u64,
         model: Option<String>,
     },
@@ -311,7 +311,7 @@ pub async fn create(
     match state
         .inner
         .store
-        .commit_batch_within(draft, total, cap)
+        .commit_batch_within(*draft, total, cap)
         .await
     {
         Ok(Ok(batch)) => {
@@ -393,7 +393,7 @@ async fn read_input(
         Ok(scanned) => scanned,
         Err(err) => {
             if let Sink::Draft(d) = sink {
-                abandon(state, d).await;
+                abandon(state, *d).await;
             }
             return Err(err);
         }
@@ -407,7 +407,7 @@ async fn read_input(
             model,
         }),
         Sink::Draft(draft) => {
-            abandon(state, draft).await;
+            abandon(state, *draft).await;
             Ok(Checked::Failed(errors))
         }
         Sink::NotYet | Sink::Off => Ok(Checked::Failed(errors)),
@@ -418,7 +418,7 @@ async fn read_input(
 enum Sink {
     /// No good line yet: the draft is begun with the first, so that it stores its model.
     NotYet,
-    Draft(Draft),
+    Draft(Box<Draft>),
     /// A line failed: nothing more is stored.
     Off,
 }
@@ -467,11 +467,11 @@ async fn scan(
         // Once a line has failed the batch fails: its good lines need not be stored.
         if validator.failed() || over {
             if let Sink::Draft(d) = std::mem::replace(sink, Sink::Off) {
-                abandon(state, d).await;
+                abandon(state, *d).await;
             }
         } else if !good.is_empty() && matches!(sink, Sink::NotYet) {
             let batch = new_batch(validator.model().map(str::to_owned));
-            *sink = Sink::Draft(store.begin_batch(batch).await?);
+            *sink = Sink::Draft(Box::new(store.begin_batch(batch).await?));
         }
         if let Sink::Draft(d) = &*sink {
             for chunk in good.chunks(APPEND_REQUESTS) {

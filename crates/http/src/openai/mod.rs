@@ -2,7 +2,7 @@
 //! dispatcher as the Message Batches routes: one module per concern ([`files`], [`batches`],
 //! [`status`] for how a stored batch reads here, [`jsonl`] for the input file's checks,
 //! [`multipart`] for uploads), every failure an [`OpenAiError`] in the OpenAI envelope, every
-//! response with the OpenAI headers ([`headers`]). The behavioural reference is
+//! response with the OpenAI headers (`headers`). The behavioural reference is
 //! `shared/spec/openai-batches.md`.
 
 pub mod batches;

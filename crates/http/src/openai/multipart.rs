@@ -273,13 +273,13 @@ mod tests {
 
     const BODY: &str = "preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in; \\\"x\\\".jsonl\"\r\nContent-Type: application/octet-stream\r\n\r\nline1\r\n--Xy not a boundary\nline2\n\r\n--XyZ--\r\nepilogue";
 
-    /// Feeds `body` in pieces of `step` bytes and folds the events into (name, filename, content).
-    fn parse(
-        body: &[u8],
-        step: usize,
-    ) -> Result<Vec<(String, Option<String>, Vec<u8>)>, MultipartError> {
+    /// A part as the tests see it: name, file name, content.
+    type Part = (String, Option<String>, Vec<u8>);
+
+    /// Feeds `body` in pieces of `step` bytes and folds the events into parts.
+    fn parse(body: &[u8], step: usize) -> Result<Vec<Part>, MultipartError> {
         let mut reader = Multipart::new("XyZ");
-        let mut parts: Vec<(String, Option<String>, Vec<u8>)> = Vec::new();
+        let mut parts: Vec<Part> = Vec::new();
         let mut open = false;
         for piece in body.chunks(step) {
             reader.push(piece);
