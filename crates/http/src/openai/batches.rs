@@ -18,10 +18,9 @@ use serde_json::value::RawValue;
 use super::files::{BATCH_PURPOSE, expiry_seconds};
 use super::jsonl::{GoodLine, LineSplitter, LineValidator};
 use super::status::{self, to_wire, validating};
-use super::{OpenAiError, json};
+use super::{IdParam, OpenAiError, QueryParams, json};
 use crate::AppState;
 use crate::auth::Caller;
-use crate::extract::{IdParam, QueryParams};
 
 /// The only completion window the API accepts.
 const COMPLETION_WINDOW: &str = "24h";
@@ -474,17 +473,19 @@ async fn scan(
             *sink = Sink::Draft(Box::new(store.begin_batch(batch).await?));
         }
         if let Sink::Draft(d) = &*sink {
-            for chunk in good.chunks(APPEND_REQUESTS) {
-                let requests: Vec<NewRequest> = chunk
-                    .iter()
+            let mut good = good.into_iter().peekable();
+            while good.peek().is_some() {
+                let requests: Vec<NewRequest> = good
+                    .by_ref()
+                    .take(APPEND_REQUESTS)
                     .map(|g| {
                         // Below the line cap, so it fits.
                         let index = total as u32;
                         total += 1;
                         NewRequest {
                             index,
-                            custom_id: g.custom_id.clone(),
-                            params: g.body.clone(),
+                            custom_id: g.custom_id,
+                            params: g.body,
                         }
                     })
                     .collect();

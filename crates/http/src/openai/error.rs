@@ -164,6 +164,11 @@ impl OpenAiError {
         .code("invalid_type")
     }
 
+    /// 400 with a text of its own (a malformed path or query).
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::bad_request(message)
+    }
+
     /// 400: a create body that is not a JSON object (exact text unknown upstream).
     pub fn body_not_json(detail: &str) -> Self {
         Self::bad_request(format!(

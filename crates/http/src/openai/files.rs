@@ -21,11 +21,10 @@ use futures_util::StreamExt as _;
 
 use super::jsonl::{UploadRefusal, UploadScan};
 use super::multipart::{Event, Multipart};
-use super::{OpenAiError, json, status::unix};
+use super::{IdParam, OpenAiError, QueryParams, json, status::unix};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::create::paced;
-use crate::extract::{IdParam, QueryParams};
 
 /// The purposes an upload may name, in the order the API's refusal lists them (spec §5.6).
 pub const UPLOAD_PURPOSES: [&str; 6] = [

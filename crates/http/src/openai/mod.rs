@@ -17,7 +17,8 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -120,6 +121,35 @@ fn openai_request_id(id: &str) -> String {
     let a = hasher.hash_one(("x-request-id", id));
     let b = hasher.hash_one((id, "x-request-id"));
     format!("req_{a:016x}{b:016x}")
+}
+
+/// The `{id}` path segment, as given; a malformed one is refused in the OpenAI envelope.
+pub struct IdParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdParam {
+    type Rejection = OpenAiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, OpenAiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| Self(id))
+            .map_err(|rejection| OpenAiError::invalid_request(rejection.body_text()))
+    }
+}
+
+/// The query string as name → value (the last value wins for repeated names); a malformed
+/// one is refused in the OpenAI envelope.
+pub struct QueryParams(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = OpenAiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, OpenAiError> {
+        Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| Self(q))
+            .map_err(|rejection| OpenAiError::invalid_request(rejection.body_text()))
+    }
 }
 
 /// A JSON answer (200).
