@@ -1177,3 +1177,43 @@ async fn an_expired_batch_ends_with_batch_expired_lines() {
         json!({"code": "batch_expired", "message": "This request could not be executed before the completion window expired."})
     );
 }
+
+#[tokio::test]
+async fn files_of_many_pieces_upload_download_and_run_whole() {
+    // Lines of ~600 bytes, so that the file spans several of the store's 1 MiB pieces and lines
+    // straddle their boundaries.
+    let app = spawn().await;
+    let oa = oa(&app);
+    let padding = "x".repeat(500);
+    let lines: Vec<Value> = (0..6_000)
+        .map(|i| chat_line(&format!("r{i}"), "gpt-4o-mini", &format!("{i} {padding}")))
+        .collect();
+    let content = jsonl(&lines);
+    assert!(content.len() > 3 * 1024 * 1024);
+    let file = oa.upload("big.jsonl", &content).await;
+    assert_eq!(file["bytes"].as_u64().unwrap(), content.len() as u64);
+    let downloaded = oa.content(file["id"].as_str().unwrap()).await;
+    assert!(
+        downloaded == content,
+        "the download differs from the upload"
+    );
+
+    let created = ok_json(
+        oa.post(
+            "/v1/batches",
+            &json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}),
+        )
+        .await,
+    )
+    .await;
+    let done = oa
+        .wait_final(created["id"].as_str().unwrap(), Duration::from_secs(120))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["request_counts"]["completed"], 6_000);
+    let output = parse_jsonl(&oa.content(done["output_file_id"].as_str().unwrap()).await);
+    assert_eq!(output.len(), 6_000);
+    for (i, line) in output.iter().enumerate() {
+        assert_eq!(line["custom_id"], format!("r{i}"));
+    }
+}
