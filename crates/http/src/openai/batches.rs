@@ -357,6 +357,20 @@ async fn abandon(state: &AppState, draft: Draft) {
     state.inner.work.notify_reclaimable();
 }
 
+/// The one error of a batch whose input file cannot be read: unknown, another workspace's,
+/// not a batch input, or deleted before it was read whole.
+fn file_not_found(file_id: &str, caller: &Caller) -> LineError {
+    LineError {
+        code: "invalid_request".to_owned(),
+        message: format!(
+            "Cannot find file {file_id}, or organization {} does not have access to it.",
+            ids::organization_id(&caller.workspace)
+        ),
+        param: Some("file_id".to_owned()),
+        line: None,
+    }
+}
+
 /// Reads the input file piece by piece, checks every line, and stores the good ones in a
 /// draft while no line has failed. Memory holds one piece, one line and a chunk of requests.
 async fn read_input(
@@ -373,22 +387,14 @@ async fn read_input(
     let Some(file) = file.filter(|f| f.purpose == BATCH_PURPOSE) else {
         // Unknown, another workspace's, deleted or not a batch input: the hosted API fails the
         // batch with this one error rather than refusing the create (spec §5.1).
-        return Ok(Checked::Failed(vec![LineError {
-            code: "invalid_request".to_owned(),
-            message: format!(
-                "Cannot find file {file_id}, or organization {} does not have access to it.",
-                ids::organization_id(&caller.workspace)
-            ),
-            param: Some("file_id".to_owned()),
-            line: None,
-        }]));
+        return Ok(Checked::Failed(vec![file_not_found(file_id, caller)]));
     };
     let config = &state.inner.config.openai;
     let validator =
         LineValidator::new(endpoint, config.single_model_batches, config.max_file_lines);
     let mut sink = Sink::NotYet;
     let scanned = scan(state, file.key, validator, &mut sink, &new_batch).await;
-    let (validator, total) = match scanned {
+    let (validator, total, read) = match scanned {
         Ok(scanned) => scanned,
         Err(err) => {
             if let Sink::Draft(d) = sink {
@@ -398,7 +404,11 @@ async fn read_input(
         }
     };
     let model = validator.model().map(str::to_owned);
-    let errors = validator.finish();
+    let mut errors = validator.finish();
+    // A file deleted while it was read ends early: what was read is not the file.
+    if read.is_some_and(|bytes| bytes != file.bytes) {
+        errors = vec![file_not_found(file_id, caller)];
+    }
     match sink {
         Sink::Draft(draft) if errors.is_empty() => Ok(Checked::Good {
             draft,
@@ -424,22 +434,25 @@ enum Sink {
 
 /// Feeds the file's pieces to `validator` and the good lines to the draft of `sink` (begun
 /// with `new_batch` at the first good line); aborts it as soon as a line fails. Returns the
-/// validator and the number of requests stored.
+/// validator, the number of requests stored, and the bytes read when the whole file was read
+/// (`None` when reading stopped at the line cap).
 async fn scan(
     state: &AppState,
     file_key: i64,
     mut validator: LineValidator,
     sink: &mut Sink,
     new_batch: &impl Fn(Option<String>) -> NewBatch,
-) -> Result<(LineValidator, u64), OpenAiError> {
+) -> Result<(LineValidator, u64, Option<u64>), OpenAiError> {
     let max_lines = state.inner.config.openai.max_file_lines;
     let store = state.inner.store.clone();
     let mut splitter = LineSplitter::default();
     let mut total: u64 = 0;
+    let mut read: u64 = 0;
     let mut seq = 0u32;
     loop {
         let piece = state.inner.files.file_chunk(file_key, seq).await?;
         let last = piece.is_none();
+        read += piece.as_ref().map_or(0, |p| p.len() as u64);
         seq += 1;
         // Checking a piece is CPU work (a megabyte of JSON): off the async workers.
         let (v, s, good) = tokio::task::spawn_blocking(move || {
@@ -493,7 +506,7 @@ async fn scan(
             }
         }
         if last || over {
-            return Ok((validator, total));
+            return Ok((validator, total, last.then_some(read)));
         }
     }
 }
