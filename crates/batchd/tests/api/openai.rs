@@ -288,6 +288,28 @@ async fn files_upload_list_retrieve_download_and_delete() {
     .await;
     assert_eq!(page["data"][0]["id"], second_id);
     assert_eq!(page["has_more"], false);
+    assert_oa_error(
+        oa.get("/v1/files?order=sideways").await,
+        400,
+        "Invalid value: 'sideways'. Supported values are: 'asc' and 'desc'.",
+        Some("order"),
+        Some("invalid_value"),
+    )
+    .await;
+    assert_oa_error(
+        oa.get("/v1/files?limit=10001").await,
+        400,
+        "Invalid 'limit': integer above maximum value. Expected a value <= 10000, but got 10001 instead.",
+        Some("limit"),
+        Some("integer_above_max_value"),
+    )
+    .await;
+    // An `after` naming no file of ours ends the paging.
+    let empty = ok_json(oa.get("/v1/files?after=file-nope").await).await;
+    assert_eq!(
+        (&empty["data"], &empty["has_more"]),
+        (&json!([]), &json!(false))
+    );
     let none = ok_json(oa.get("/v1/files?purpose=batch_output").await).await;
     assert_eq!(none["data"], json!([]));
     assert_eq!(none["first_id"], Value::Null);
@@ -1176,6 +1198,15 @@ async fn an_expired_batch_ends_with_batch_expired_lines() {
         errors[0]["error"],
         json!({"code": "batch_expired", "message": "This request could not be executed before the completion window expired."})
     );
+    assert_oa_error(
+        oa.post(&format!("/v1/batches/{id}/cancel"), &json!({}))
+            .await,
+        409,
+        "Cannot cancel a batch with status 'expired'.",
+        None,
+        None,
+    )
+    .await;
 }
 
 #[tokio::test]
