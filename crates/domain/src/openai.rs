@@ -14,8 +14,8 @@ use std::fmt;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ALPHABET, FNV_OFFSET, fnv1a};
 use crate::Timestamp;
+use crate::ids::{ALPHABET, FNV_OFFSET, fnv1a};
 
 /// Which API a batch belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -126,7 +126,10 @@ pub fn openai_batch_id(created_at: Timestamp) -> String {
 /// Whether `s` has the shape of an OpenAI batch id (what [`openai_batch_id`] makes).
 pub fn is_openai_batch_id(s: &str) -> bool {
     s.strip_prefix("batch_").is_some_and(|hex| {
-        hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
