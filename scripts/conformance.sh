@@ -121,6 +121,7 @@ set -e
   --suites "${SDK_REPORTS:-$WORK/sdk-suites}" \
   --explained "$HERE/conformance-explained.txt" \
   --differences "$HERE/conformance/differences.md" \
+  --typescript "$HERE/conformance/typescript-manual.md" \
   --out "$ROOT/CONFORMANCE.md"
 if command -v git >/dev/null 2>&1 && ! git -C "$ROOT" diff --quiet -- CONFORMANCE.md 2>/dev/null; then
   log "CONFORMANCE.md changed with this run: commit the regenerated report"

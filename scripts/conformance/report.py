@@ -8,6 +8,8 @@ Inputs (see scripts/conformance.sh):
   --explained FILE   one explained failure per line: `VERSION TEST-ID REASON…`; VERSION is a
                      release or `*`, TEST-ID a pytest node id, or a prefix of one ending in `*`
   --differences FILE the deliberate differences from the hosted API (Markdown, copied verbatim)
+  --typescript FILE  the record of a by-hand run of the TypeScript SDK's own tests (Markdown,
+                     copied verbatim)
   --out FILE         the report
 
 The report holds no dates, timings or commit ids, so a clean run regenerates it unchanged.
@@ -162,7 +164,7 @@ def suites_section(directory: str) -> List[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    for name in ("official", "suites", "explained", "differences", "out"):
+    for name in ("official", "suites", "explained", "differences", "typescript", "out"):
         ap.add_argument(f"--{name}", required=True)
     args = ap.parse_args()
 
@@ -170,6 +172,8 @@ def main() -> int:
     official, unexplained = official_section(args.official, entries)
     with open(args.differences, encoding="utf-8") as f:
         differences = f.read().rstrip("\n")
+    with open(args.typescript, encoding="utf-8") as f:
+        typescript = f.read().rstrip("\n")
 
     lines = [
         "# Conformance report",
@@ -205,6 +209,8 @@ def main() -> int:
         "",
         "The `@anthropic-ai/sdk` npm package ships no tests; they live only in the SDK's GitHub",
         "repository, which CI does not fetch, so they are not part of this run.",
+        "",
+        typescript,
         "",
         differences,
         "",
