@@ -16,8 +16,8 @@ const sdkVersion = (dir) =>
   JSON.parse(readFileSync(new URL(`../node_modules/${dir}/package.json`, import.meta.url))).version;
 // Each generation with the `anthropic-version` it sends, which decides the rules its batches get.
 const SDKS = [
-  { Anthropic: Anthropic0, version: sdkVersion('@anthropic-ai/sdk'), apiVersion: '2023-06-01' },
-  { Anthropic: Anthropic1, version: sdkVersion('anthropic-sdk-1'), apiVersion: '2026-10-21' },
+  { Anthropic: Anthropic0, version: sdkVersion('@anthropic-ai/sdk'), apiVersion: '2023-06-01', bearer: false },
+  { Anthropic: Anthropic1, version: sdkVersion('anthropic-sdk-1'), apiVersion: '2026-10-21', bearer: true },
 ];
 
 function env(name) {
@@ -173,7 +173,7 @@ function rawResults(c, ns, id) {
   });
 }
 
-for (const { Anthropic, version, apiVersion } of SDKS) {
+for (const { Anthropic, version, apiVersion, bearer } of SDKS) {
   describe(`@anthropic-ai/sdk ${version}`, () => {
     const client = (baseURL, apiKey, options = {}) =>
       new Anthropic({ baseURL, apiKey, maxRetries: 0, timeout: 30_000, ...options });
@@ -568,9 +568,12 @@ for (const { Anthropic, version, apiVersion } of SDKS) {
     describe(`anthropic-version ${apiVersion}`, () => {
       test('the SDK sends it and its batches get its rules', async () => {
         const sent = [];
+        const keys = [];
         const watched = client(FAST_URL, KEY_A, {
           fetch: (url, init) => {
-            sent.push(new Headers(init?.headers).get('anthropic-version'));
+            const headers = new Headers(init?.headers);
+            sent.push(headers.get('anthropic-version'));
+            keys.push(bearer ? headers.get('authorization') : headers.get('x-api-key'));
             return fetch(url, init);
           },
         });
@@ -584,6 +587,8 @@ for (const { Anthropic, version, apiVersion } of SDKS) {
           ],
         });
         assert.deepEqual([...new Set(sent)], [apiVersion]);
+        // The key travels as this generation sends it, and batchd took it that way.
+        assert.deepEqual([...new Set(keys)], [bearer ? `Bearer ${KEY_A}` : KEY_A]);
         await waitEnded(res, batch.id);
         const rows = {};
         for await (const r of await res.results(batch.id)) rows[r.custom_id] = r.result;
