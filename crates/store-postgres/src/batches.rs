@@ -55,6 +55,15 @@ pub(crate) const LIST_NEWER: &str = concat!(
     " AND (created_at, key) > ($2, $3) ORDER BY created_at ASC, key ASC LIMIT $4"
 );
 
+pub(crate) const LIST_BETWEEN: &str = concat!(
+    "SELECT ",
+    batch_columns!(),
+    " FROM batches WHERE workspace = $1 AND ",
+    visible!(),
+    " AND (created_at, key) < ($2, $3) AND (created_at, key) > ($4, $5) \
+     ORDER BY created_at DESC, key DESC LIMIT $6"
+);
+
 pub(crate) const STATS: &str = "SELECT state, COUNT(*), \
      COALESCE(SUM(total - succeeded - errored), 0)::bigint \
      FROM batches WHERE state IN (1, 2) GROUP BY state";
@@ -267,19 +276,26 @@ impl BatchStore for PostgresStore {
                 .await
                 .map_err(query_error)?,
             Cursor::After(id) | Cursor::Before(id) => {
-                let row = sqlx::query(CURSOR)
-                    .bind(id.as_str())
-                    .bind(workspace)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(query_error)?
-                    .ok_or_else(|| ListError::UnknownCursor(id.clone()))?;
-                let (created_at, key): (i64, i64) = (get(&row, "created_at")?, get(&row, "key")?);
+                let (created_at, key) = self.cursor_position(workspace, id).await?;
                 let newer = paging::reads_oldest_first(&cursor);
                 sqlx::query(if newer { LIST_NEWER } else { LIST_OLDER })
                     .bind(workspace)
                     .bind(created_at)
                     .bind(key)
+                    .bind(fetch)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_error)?
+            }
+            Cursor::Between { after, before } => {
+                let (after_at, after_key) = self.cursor_position(workspace, after).await?;
+                let (before_at, before_key) = self.cursor_position(workspace, before).await?;
+                sqlx::query(LIST_BETWEEN)
+                    .bind(workspace)
+                    .bind(after_at)
+                    .bind(after_key)
+                    .bind(before_at)
+                    .bind(before_key)
                     .bind(fetch)
                     .fetch_all(&self.pool)
                     .await
@@ -403,5 +419,24 @@ impl BatchStore for PostgresStore {
         Ok(Stats::fold(rows.into_iter().map(
             |(state, batches, unanswered)| (i64::from(state), batches, unanswered),
         )))
+    }
+}
+
+impl PostgresStore {
+    /// Where a list cursor sits in the list's order; a cursor naming no visible batch of the
+    /// workspace is refused.
+    async fn cursor_position(
+        &self,
+        workspace: &str,
+        id: &BatchId,
+    ) -> Result<(i64, i64), ListError> {
+        let row = sqlx::query(CURSOR)
+            .bind(id.as_str())
+            .bind(workspace)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error)?
+            .ok_or_else(|| ListError::UnknownCursor(id.clone()))?;
+        Ok((get(&row, "created_at")?, get(&row, "key")?))
     }
 }

@@ -264,6 +264,7 @@ async fn hot_queries_use_indexes() {
         (crate::batches::LIST_START, "('w', 10)"),
         (crate::batches::LIST_OLDER, "('w', 1, 1, 10)"),
         (crate::batches::LIST_NEWER, "('w', 1, 1, 10)"),
+        (crate::batches::LIST_BETWEEN, "('w', 9, 9, 1, 1, 10)"),
         (crate::batches::CURSOR, "('x', 'w')"),
         (crate::batches::RESULTS_PAGE, "(1, 0, 1000)"),
         (crate::claim::CLAIM_ALL, "(1, 10, 1, '{}')"),

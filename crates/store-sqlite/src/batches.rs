@@ -92,6 +92,15 @@ pub(crate) const LIST_NEWER: &str = concat!(
     " AND (created_at, key) > (?2, ?3) ORDER BY created_at ASC, key ASC LIMIT ?4"
 );
 
+pub(crate) const LIST_BETWEEN: &str = concat!(
+    "SELECT ",
+    batch_columns!(),
+    " FROM batches WHERE workspace = ?1 AND ",
+    visible!(),
+    " AND (created_at, key) < (?2, ?3) AND (created_at, key) > (?4, ?5) \
+     ORDER BY created_at DESC, key DESC LIMIT ?6"
+);
+
 pub(crate) const STATS: &str = "SELECT state, COUNT(*), COALESCE(SUM(total - succeeded - errored), 0) \
      FROM batches WHERE state IN (?1, ?2) GROUP BY state";
 
@@ -280,6 +289,20 @@ impl BatchStore for SqliteStore {
                     .bind(workspace)
                     .bind(created_at)
                     .bind(key)
+                    .bind(fetch)
+                    .fetch_all(reader)
+                    .await
+                    .map_err(query_error)?
+            }
+            Cursor::Between { after, before } => {
+                let (after_at, after_key) = self.cursor_position(workspace, after).await?;
+                let (before_at, before_key) = self.cursor_position(workspace, before).await?;
+                sqlx::query(LIST_BETWEEN)
+                    .bind(workspace)
+                    .bind(after_at)
+                    .bind(after_key)
+                    .bind(before_at)
+                    .bind(before_key)
                     .bind(fetch)
                     .fetch_all(reader)
                     .await

@@ -256,6 +256,7 @@ async fn hot_queries_use_indexes() {
         crate::batches::LIST_START,
         crate::batches::LIST_OLDER,
         crate::batches::LIST_NEWER,
+        crate::batches::LIST_BETWEEN,
         crate::batches::GET,
         crate::batches::CURSOR,
         crate::claim::CLAIM_FRESH,
