@@ -52,6 +52,17 @@ impl DispatchStore for GatedStore {
     async fn record(&self, _: &[Answer], _: Timestamp) -> Result<Ended> {
         unreachable!()
     }
+    async fn unfinalized(&self, _: u32) -> Result<Vec<batchd_domain::Batch>> {
+        Ok(Vec::new())
+    }
+    async fn finalize(
+        &self,
+        _: i64,
+        _: &batchd_domain::openai::OpenAiBatchMeta,
+        _: Timestamp,
+    ) -> Result<bool> {
+        unreachable!()
+    }
 }
 
 async fn wait_for_claims(store: &GatedStore, n: usize) -> bool {

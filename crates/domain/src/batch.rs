@@ -9,6 +9,7 @@
 
 use batchd_wire::{MessageBatch, MessageBatchType, ProcessingStatus, RequestCounts};
 
+use crate::openai::{Endpoint, OpenAiBatchMeta};
 use crate::{ApiVersion, BatchId, Timestamp};
 
 /// Most requests in one batch, as the real API allows.
@@ -119,6 +120,14 @@ pub struct Batch {
     pub api_version: ApiVersion,
     /// The create's `anthropic-user-profile-id`: every request is attributed to it.
     pub user_profile_id: Option<String>,
+    /// What every request is sent to; [`Endpoint::Messages`] for every Anthropic batch, and so
+    /// the batch's surface.
+    pub endpoint: Endpoint,
+    /// What an OpenAI batch stores beyond this; `None` for an Anthropic batch.
+    pub openai: Option<OpenAiBatchMeta>,
+    /// When an ended OpenAI batch's output and error files were written and recorded in
+    /// `openai`; `None` before that, and always for an Anthropic batch.
+    pub finalized_at: Option<Timestamp>,
 }
 
 impl Batch {
@@ -198,6 +207,9 @@ mod tests {
             betas: vec![],
             api_version: ApiVersion::default(),
             user_profile_id: None,
+            endpoint: Endpoint::Messages,
+            openai: None,
+            finalized_at: None,
         }
     }
 

@@ -5,6 +5,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use batchd_domain::openai::Surface;
 use batchd_domain::{Batch, BatchId, ErrorType, Outcome};
 use batchd_store::{BatchStore, CancelOutcome, Cursor, DeleteOutcome, StoreError};
 use batchd_wire::{DeletedMessageBatch, DeletedType, ListPage};
@@ -146,7 +147,7 @@ pub async fn list(
     let page = state
         .inner
         .store
-        .list_batches(&caller.workspace, cursor, limit)
+        .list_batches(&caller.workspace, Surface::Anthropic, cursor, limit)
         .await?;
     let base = state.public_base(&headers);
     let data: Vec<_> = page.batches.iter().map(|b| b.to_wire(&base)).collect();

@@ -152,6 +152,8 @@ pub async fn create(
             betas: caller.betas.clone(),
             api_version: caller.version,
             user_profile_id: user_profile(&headers),
+            endpoint: batchd_domain::openai::Endpoint::Messages,
+            openai: None,
         })
         .await;
     let draft = match begun {

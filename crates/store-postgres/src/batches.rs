@@ -4,20 +4,22 @@
 use std::ops::ControlFlow;
 
 use async_trait::async_trait;
-use batchd_domain::{Batch, BatchId, Timestamp};
+use batchd_domain::openai::Surface;
+use batchd_domain::{Batch, BatchId, EndReason, Timestamp};
 use batchd_store::{
     BatchPage, BatchStore, CancelOutcome, Cursor, DeleteOutcome, Draft, ListError, NewBatch,
-    NewRequest, QueueFull, ResultRow, Stats, StoreError, cancel, paging,
+    NewRequest, QueueFull, ResultRow, Stats, StoreError, cancel, failed, paging,
 };
 
 use crate::PostgresStore;
 use crate::db::{misuse, other, query_error};
 use crate::rows::{
-    CANCELING, DRAFT, ENDED, IN_PROGRESS, batch_columns, batch_from_row, get, index,
+    CANCELING, DRAFT, ENDED, IN_PROGRESS, batch_columns, batch_from_row, end_reason_code, get,
+    index, openai_text, parse_outcome, small,
 };
 
-/// Visible = committed and not deleted. Written exactly as in the `batches_list` index's WHERE
-/// clause so the planner can use that partial index.
+/// Visible = committed and not deleted. Written exactly as in the `batches_list_*` indexes' WHERE
+/// clauses so the planner can use those partial indexes.
 macro_rules! visible {
     () => {
         "NOT deleted AND state <> 0"
@@ -31,47 +33,94 @@ pub(crate) const GET: &str = concat!(
     visible!()
 );
 
-pub(crate) const LIST_START: &str = concat!(
+/// The statements of one surface's list. Each repeats that surface's `batches_list_*` index's
+/// WHERE clause word for word (`endpoint = 0` or `endpoint <> 0` after [`visible!`]), so that a
+/// list walks only its own surface's batches.
+pub(crate) struct ListSql {
+    pub start: &'static str,
+    pub older: &'static str,
+    pub newer: &'static str,
+    /// Strictly between an `after_id` (older bound) and a `before_id` (newer bound), newest first.
+    pub between: &'static str,
+    /// Where an `after`/`before` cursor stands: a batch of another surface is no cursor.
+    pub cursor: &'static str,
+}
+
+macro_rules! list_sql {
+    ($surface:literal) => {
+        ListSql {
+            start: concat!(
+                "SELECT ",
+                batch_columns!(),
+                " FROM batches WHERE workspace = $1 AND ",
+                visible!(),
+                " AND ",
+                $surface,
+                " ORDER BY created_at DESC, key DESC LIMIT $2"
+            ),
+            older: concat!(
+                "SELECT ",
+                batch_columns!(),
+                " FROM batches WHERE workspace = $1 AND ",
+                visible!(),
+                " AND ",
+                $surface,
+                " AND (created_at, key) < ($2, $3) ORDER BY created_at DESC, key DESC LIMIT $4"
+            ),
+            newer: concat!(
+                "SELECT ",
+                batch_columns!(),
+                " FROM batches WHERE workspace = $1 AND ",
+                visible!(),
+                " AND ",
+                $surface,
+                " AND (created_at, key) > ($2, $3) ORDER BY created_at ASC, key ASC LIMIT $4"
+            ),
+            between: concat!(
+                "SELECT ",
+                batch_columns!(),
+                " FROM batches WHERE workspace = $1 AND ",
+                visible!(),
+                " AND ",
+                $surface,
+                " AND (created_at, key) < ($2, $3) AND (created_at, key) > ($4, $5) \
+                 ORDER BY created_at DESC, key DESC LIMIT $6"
+            ),
+            cursor: concat!(
+                "SELECT created_at, key FROM batches WHERE id = $1 AND workspace = $2 AND ",
+                visible!(),
+                " AND ",
+                $surface
+            ),
+        }
+    };
+}
+
+pub(crate) const LIST_ANTHROPIC: ListSql = list_sql!("endpoint = 0");
+pub(crate) const LIST_OPENAI: ListSql = list_sql!("endpoint <> 0");
+
+pub(crate) fn list_sql(surface: Surface) -> &'static ListSql {
+    match surface {
+        Surface::Anthropic => &LIST_ANTHROPIC,
+        Surface::OpenAi => &LIST_OPENAI,
+    }
+}
+
+/// Ended OpenAI batches not finalized yet, oldest ended first, through `batches_unfinalized`.
+pub(crate) const UNFINALIZED: &str = concat!(
     "SELECT ",
     batch_columns!(),
-    " FROM batches WHERE workspace = $1 AND ",
-    visible!(),
-    " ORDER BY created_at DESC, key DESC LIMIT $2"
+    " FROM batches WHERE state = 3 AND endpoint <> 0 AND finalized_at IS NULL \
+     AND NOT deleted AND archived_at IS NULL ORDER BY ended_at, key LIMIT $1"
 );
 
-pub(crate) const LIST_OLDER: &str = concat!(
-    "SELECT ",
-    batch_columns!(),
-    " FROM batches WHERE workspace = $1 AND ",
-    visible!(),
-    " AND (created_at, key) < ($2, $3) ORDER BY created_at DESC, key DESC LIMIT $4"
-);
-
-pub(crate) const LIST_NEWER: &str = concat!(
-    "SELECT ",
-    batch_columns!(),
-    " FROM batches WHERE workspace = $1 AND ",
-    visible!(),
-    " AND (created_at, key) > ($2, $3) ORDER BY created_at ASC, key ASC LIMIT $4"
-);
-
-pub(crate) const LIST_BETWEEN: &str = concat!(
-    "SELECT ",
-    batch_columns!(),
-    " FROM batches WHERE workspace = $1 AND ",
-    visible!(),
-    " AND (created_at, key) < ($2, $3) AND (created_at, key) > ($4, $5) \
-     ORDER BY created_at DESC, key DESC LIMIT $6"
-);
+/// Records an OpenAI batch's files, once: only while it is ended, visible and not finalized.
+pub(crate) const FINALIZE: &str = "UPDATE batches SET openai = $1, finalized_at = $2 \
+     WHERE key = $3 AND state = 3 AND endpoint <> 0 AND finalized_at IS NULL AND NOT deleted";
 
 pub(crate) const STATS: &str = "SELECT state, COUNT(*), \
      COALESCE(SUM(total - succeeded - errored), 0)::bigint \
      FROM batches WHERE state IN (1, 2) GROUP BY state";
-
-pub(crate) const CURSOR: &str = concat!(
-    "SELECT created_at, key FROM batches WHERE id = $1 AND workspace = $2 AND ",
-    visible!()
-);
 
 /// Appends a chunk in one statement: the request rows and their queue rows, only while the
 /// batch is an open draft (locked against a concurrent abandonment by the reaper).
@@ -83,7 +132,7 @@ const APPEND: &str = "WITH b AS (SELECT key FROM batches \
          RETURNING batch_key, idx) \
      INSERT INTO pending (batch_key, idx) SELECT batch_key, idx FROM r";
 
-pub(crate) const RESULTS_PAGE: &str = "SELECT r.idx, r.custom_id, s.body FROM requests r \
+pub(crate) const RESULTS_PAGE: &str = "SELECT r.idx, r.custom_id, s.body, s.outcome FROM requests r \
      LEFT JOIN results s ON s.batch_key = r.batch_key AND s.idx = r.idx \
      WHERE r.batch_key = $1 AND r.idx > $2 ORDER BY r.idx LIMIT $3";
 
@@ -114,10 +163,11 @@ async fn queued<'e>(
 impl BatchStore for PostgresStore {
     async fn begin_batch(&self, batch: NewBatch) -> Result<Draft, StoreError> {
         let betas = serde_json::to_string(&batch.betas).map_err(other)?;
+        let openai = openai_text(batch.openai.as_ref())?;
         let key: i64 = sqlx::query_scalar(
             "INSERT INTO batches (id, workspace, state, created_at, expires_at, betas, owner, \
-             api_version, user_profile_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             RETURNING key",
+             api_version, user_profile_id, endpoint, openai) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING key",
         )
         .bind(batch.id.as_str())
         .bind(&batch.workspace)
@@ -128,6 +178,8 @@ impl BatchStore for PostgresStore {
         .bind(self.me()?)
         .bind(batch.api_version.as_str())
         .bind(batch.user_profile_id.as_deref())
+        .bind(small(batch.endpoint.code()))
+        .bind(openai)
         .fetch_one(&self.pool)
         .await
         .map_err(query_error)?;
@@ -264,21 +316,23 @@ impl BatchStore for PostgresStore {
     async fn list_batches(
         &self,
         workspace: &str,
+        surface: Surface,
         cursor: Cursor,
         limit: u32,
     ) -> Result<BatchPage, ListError> {
         let fetch = paging::rows_to_read(limit);
+        let sql = list_sql(surface);
         let rows = match &cursor {
-            Cursor::Start => sqlx::query(LIST_START)
+            Cursor::Start => sqlx::query(sql.start)
                 .bind(workspace)
                 .bind(fetch)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(query_error)?,
             Cursor::After(id) | Cursor::Before(id) => {
-                let (created_at, key) = self.cursor_position(workspace, id).await?;
+                let (created_at, key) = self.cursor_position(sql.cursor, workspace, id).await?;
                 let newer = paging::reads_oldest_first(&cursor);
-                sqlx::query(if newer { LIST_NEWER } else { LIST_OLDER })
+                sqlx::query(if newer { sql.newer } else { sql.older })
                     .bind(workspace)
                     .bind(created_at)
                     .bind(key)
@@ -288,9 +342,11 @@ impl BatchStore for PostgresStore {
                     .map_err(query_error)?
             }
             Cursor::Between { after, before } => {
-                let (after_at, after_key) = self.cursor_position(workspace, after).await?;
-                let (before_at, before_key) = self.cursor_position(workspace, before).await?;
-                sqlx::query(LIST_BETWEEN)
+                let (after_at, after_key) =
+                    self.cursor_position(sql.cursor, workspace, after).await?;
+                let (before_at, before_key) =
+                    self.cursor_position(sql.cursor, workspace, before).await?;
+                sqlx::query(sql.between)
                     .bind(workspace)
                     .bind(after_at)
                     .bind(after_key)
@@ -303,6 +359,38 @@ impl BatchStore for PostgresStore {
             }
         };
         Ok(paging::page(&rows, limit, &cursor, batch_from_row)?)
+    }
+
+    async fn insert_failed_batch(
+        &self,
+        batch: NewBatch,
+        now: Timestamp,
+    ) -> Result<Batch, StoreError> {
+        failed::check(&batch)?;
+        let betas = serde_json::to_string(&batch.betas).map_err(other)?;
+        let openai = openai_text(batch.openai.as_ref())?;
+        let row = sqlx::query(concat!(
+            "INSERT INTO batches (id, workspace, state, end_reason, created_at, expires_at, ",
+            "ended_at, finalized_at, betas, api_version, user_profile_id, endpoint, openai) ",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12) RETURNING ",
+            batch_columns!()
+        ))
+        .bind(batch.id.as_str())
+        .bind(&batch.workspace)
+        .bind(ENDED)
+        .bind(end_reason_code(EndReason::Completed))
+        .bind(batch.created_at.as_micros())
+        .bind(batch.expires_at.as_micros())
+        .bind(now.as_micros())
+        .bind(betas)
+        .bind(batch.api_version.as_str())
+        .bind(batch.user_profile_id.as_deref())
+        .bind(small(batch.endpoint.code()))
+        .bind(openai)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error)?;
+        batch_from_row(&row)
     }
 
     async fn cancel_batch(
@@ -398,6 +486,9 @@ impl BatchStore for PostgresStore {
                     index: index(get(row, "idx")?)?,
                     custom_id: get(row, "custom_id")?,
                     body: get(row, "body")?,
+                    outcome: get::<Option<i16>>(row, "outcome")?
+                        .map(|code| parse_outcome(i64::from(code)))
+                        .transpose()?,
                 })
             })
             .collect()
@@ -427,10 +518,11 @@ impl PostgresStore {
     /// workspace is refused.
     async fn cursor_position(
         &self,
+        sql: &'static str,
         workspace: &str,
         id: &BatchId,
     ) -> Result<(i64, i64), ListError> {
-        let row = sqlx::query(CURSOR)
+        let row = sqlx::query(sql)
             .bind(id.as_str())
             .bind(workspace)
             .fetch_optional(&self.pool)

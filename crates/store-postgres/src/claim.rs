@@ -1,6 +1,7 @@
 //! Claiming work across processes in one statement per pass, and giving claims back (released,
 //! or deferred with their retry state), ending canceling batches whose last claim came back.
 
+use batchd_domain::openai::Endpoint;
 use batchd_domain::{ApiVersion, BatchId, EndReason, Timestamp};
 use batchd_store::{Slot, StoreError, WorkItem};
 use sqlx::PgConnection;
@@ -9,7 +10,8 @@ use sqlx::postgres::PgRow;
 use crate::PostgresStore;
 use crate::db::query_error;
 use crate::rows::{
-    CANCELING, ENDED, end_reason_code, get, index, parse_betas, parse_id, parse_version,
+    CANCELING, ENDED, end_reason_code, get, index, parse_betas, parse_endpoint, parse_id,
+    parse_version,
 };
 
 /// One claim pass in one statement (one round trip, one implicit transaction): picks the
@@ -45,7 +47,7 @@ pub(crate) const CLAIM_ALL: &str = "WITH cfg AS MATERIALIZED \
                  AND p.worker IS NULL AND (p.not_before IS NULL OR p.not_before <= $1))) w \
          ORDER BY turn, last_served, key LIMIT $2) t, cfg WHERE cfg.v IS NOT NULL), \
      locked AS MATERIALIZED (SELECT b.key, b.id, b.betas, b.api_version, b.user_profile_id, \
-             b.expires_at, c.pos, \
+             b.endpoint, b.expires_at, c.pos, \
              ($2 + c.n - 1 - c.pos) / c.n AS share \
          FROM batches b JOIN cand c ON c.key = b.key \
          WHERE b.state = 1 AND b.expires_at > $1 FOR KEY SHARE OF b), \
@@ -64,7 +66,8 @@ pub(crate) const CLAIM_ALL: &str = "WITH cfg AS MATERIALIZED \
      first AS (INSERT INTO serving (batch_key, last_served) SELECT t.key, t.turn FROM turns t \
          WHERE NOT EXISTS (SELECT 1 FROM serving s WHERE s.batch_key = t.key) \
          ON CONFLICT DO NOTHING) \
-     SELECT c.batch_key, l.id, l.betas, l.api_version, l.user_profile_id, l.expires_at, l.share, c.idx, c.attempts, c.not_before, \
+     SELECT c.batch_key, l.id, l.betas, l.api_version, l.user_profile_id, l.endpoint, \
+         l.expires_at, l.share, c.idx, c.attempts, c.not_before, \
          r.custom_id, r.params FROM claimed c JOIN locked l ON l.key = c.batch_key \
      JOIN requests r ON r.batch_key = c.batch_key AND r.idx = c.idx ORDER BY l.pos, c.idx";
 
@@ -114,6 +117,7 @@ impl PostgresStore {
             betas: Vec<String>,
             api_version: ApiVersion,
             user_profile_id: Option<String>,
+            endpoint: Endpoint,
             expires_at: Timestamp,
         }
         let mut batch: Option<ClaimedBatch> = None;
@@ -127,6 +131,7 @@ impl PostgresStore {
                         betas: parse_betas(get(row, "betas")?)?,
                         api_version: parse_version(get(row, "api_version")?)?,
                         user_profile_id: get(row, "user_profile_id")?,
+                        endpoint: parse_endpoint(i64::from(get::<i16>(row, "endpoint")?))?,
                         expires_at: Timestamp::from_micros(get(row, "expires_at")?),
                     });
                 }
@@ -142,6 +147,7 @@ impl PostgresStore {
                         betas: b.betas.clone(),
                         api_version: b.api_version,
                         user_profile_id: b.user_profile_id.clone(),
+                        endpoint: b.endpoint,
                         expires_at: b.expires_at,
                         attempts: u32::try_from(get::<i32>(row, "attempts")?).unwrap_or(0),
                         not_before: get::<Option<i64>>(row, "not_before")?

@@ -37,6 +37,22 @@ pub(crate) async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 
 include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
+/// The schema as it was at `version`: the migrations up to it, for tests that read rows an
+/// older batchd wrote.
+#[cfg(test)]
+pub(crate) fn migrator_through(version: i64) -> sqlx::migrate::Migrator {
+    let mut migrator = migrator();
+    migrator.migrations = std::borrow::Cow::Owned(
+        migrator
+            .migrations
+            .iter()
+            .filter(|m| m.version <= version)
+            .cloned()
+            .collect(),
+    );
+    migrator
+}
+
 /// SQLSTATE classes and codes that mean "try again" rather than "bug": connection exceptions
 /// (08), serialization failure and deadlock (40001, 40P01), insufficient resources (53),
 /// operator intervention such as a restart (57), and system errors (58).

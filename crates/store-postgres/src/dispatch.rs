@@ -5,15 +5,17 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use batchd_domain::{EndReason, Timestamp};
+use batchd_domain::openai::OpenAiBatchMeta;
+use batchd_domain::{Batch, EndReason, Timestamp};
 use batchd_store::{Answer, DispatchStore, Ended, Retry, Slot, StoreError, WorkItem, purge};
 
 use crate::PostgresStore;
+use crate::batches::{FINALIZE, UNFINALIZED};
 use crate::claim::{DEFER, RELEASE, end_idle_canceling, slot_arrays};
 use crate::db::query_error;
 use crate::maintenance::{ARCHIVE_DUE, CANCELING_KEYS, EXPIRE_DUE, NEXT_EXPIRY, ended_rows};
 use crate::record;
-use crate::rows::{ENDED, end_reason_code};
+use crate::rows::{ENDED, batch_from_row, end_reason_code, openai_text};
 
 #[async_trait]
 impl DispatchStore for PostgresStore {
@@ -167,6 +169,39 @@ impl DispatchStore for PostgresStore {
     }
 
     async fn purge_deleted(&self, limit: u32) -> Result<u64, StoreError> {
-        purge::in_steps(limit, |step| self.purge_step(step)).await
+        // Batches first, then files, each step its own transaction.
+        purge::in_steps(limit, |step| async move {
+            match self.purge_step(step).await? {
+                0 => self.purge_file_step(step).await,
+                n => Ok(n),
+            }
+        })
+        .await
+    }
+
+    async fn unfinalized(&self, limit: u32) -> Result<Vec<Batch>, StoreError> {
+        let rows = sqlx::query(UNFINALIZED)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error)?;
+        rows.iter().map(batch_from_row).collect()
+    }
+
+    async fn finalize(
+        &self,
+        batch_key: i64,
+        meta: &OpenAiBatchMeta,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(FINALIZE)
+            .bind(openai_text(Some(meta))?)
+            .bind(now.as_micros())
+            .bind(batch_key)
+            .execute(&self.pool)
+            .await
+            .map_err(query_error)?
+            .rows_affected();
+        Ok(done == 1)
     }
 }

@@ -28,7 +28,8 @@
 //! # Durability
 //!
 //! Every commit that a client can observe is durable (PostgreSQL's default
-//! `synchronous_commit = on`): creates, cancels, deletes, keys, record groups. Claims alone commit
+//! `synchronous_commit = on`): creates, cancels, deletes, keys, record groups, file commits and
+//! deletes, finalizing. Claims alone commit
 //! with `synchronous_commit = off` (see `claim::CLAIM_ALL`): a claim lost with a PostgreSQL
 //! crash only makes its requests claimable again, and the results table's primary key keeps one
 //! result per request whoever answers. WAL is flushed in order, so the next durable commit (a
@@ -39,12 +40,15 @@
 //! Schema in `migrations/` (embedded by `build.rs`); connections and errors in `db`; row
 //! encodings in `rows`; process liveness in `liveness`; batches as the API sees them
 //! (`BatchStore`) in `batches`; the dispatcher's side (`DispatchStore`) in `dispatch`, whose
-//! steps live in `claim`, `record` and `maintenance`; API keys (`KeyStore`) in `keys`.
+//! steps live in `claim`, `record` and `maintenance`; API keys (`KeyStore`) in `keys`; the
+//! OpenAI surface's files (`FileStore`) in `file_store`, their drafts owned by the process
+//! writing them and abandoned with it like batch drafts.
 
 mod batches;
 mod claim;
 mod db;
 mod dispatch;
+mod file_store;
 mod keys;
 mod liveness;
 mod maintenance;

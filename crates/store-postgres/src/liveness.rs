@@ -18,7 +18,7 @@ use batchd_store::StoreError;
 use sqlx::PgPool;
 
 use crate::db::query_error;
-use crate::rows::DRAFT;
+use crate::rows::{DRAFT, FILE_DELETED, FILE_DRAFT, small};
 
 /// How often a process refreshes its heartbeat and reaps dead ones.
 pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
@@ -74,7 +74,8 @@ pub(crate) async fn reap(pool: &PgPool, stale: Duration) -> Result<u64, StoreErr
     Ok(dead.len() as u64)
 }
 
-/// Frees every claim of `workers` and abandons their drafts (the purge reclaims them).
+/// Frees every claim of `workers` and abandons their drafts, of batches and of files (the purge
+/// reclaims them).
 pub(crate) async fn forget(
     conn: &mut sqlx::PgConnection,
     workers: &[i64],
@@ -92,6 +93,13 @@ pub(crate) async fn forget(
     .execute(&mut *conn)
     .await
     .map_err(query_error)?;
+    sqlx::query("UPDATE files SET state = $1 WHERE state = $2 AND owner = ANY($3)")
+        .bind(small(FILE_DELETED))
+        .bind(small(FILE_DRAFT))
+        .bind(workers)
+        .execute(&mut *conn)
+        .await
+        .map_err(query_error)?;
     Ok(())
 }
 

@@ -2,8 +2,8 @@
 //! [`Batch`], where anything unexpected is [`StoreError::Corrupt`].
 
 use batchd_domain::{Batch, EndReason};
-use batchd_store::StoreError;
 use batchd_store::rows::{self, Columns};
+use batchd_store::{StoreError, StoredFile};
 use sqlx::postgres::PgRow;
 use sqlx::{Decode, Postgres, Row, Type};
 
@@ -13,8 +13,11 @@ pub(crate) const IN_PROGRESS: i16 = rows::IN_PROGRESS as i16;
 pub(crate) const CANCELING: i16 = rows::CANCELING as i16;
 pub(crate) const ENDED: i16 = rows::ENDED as i16;
 
-pub(crate) use batchd_store::batch_columns;
-pub(crate) use batchd_store::rows::{count, parse_betas, parse_id, parse_version};
+pub(crate) use batchd_store::rows::{
+    FILE_DELETED, FILE_DRAFT, FILE_VISIBLE, count, openai_text, parse_betas, parse_endpoint,
+    parse_id, parse_outcome, parse_version,
+};
+pub(crate) use batchd_store::{batch_columns, file_columns};
 
 pub(crate) fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T, StoreError>
 where
@@ -39,7 +42,7 @@ pub(crate) struct Cols<'r>(pub &'r PgRow);
 impl Columns for Cols<'_> {
     fn int(&self, column: &str) -> Result<i64, StoreError> {
         match column {
-            "state" => get::<i16>(self.0, column).map(i64::from),
+            "state" | "endpoint" => get::<i16>(self.0, column).map(i64::from),
             _ => get(self.0, column),
         }
     }
@@ -59,4 +62,14 @@ impl Columns for Cols<'_> {
 
 pub(crate) fn batch_from_row(row: &PgRow) -> Result<Batch, StoreError> {
     rows::batch(&Cols(row))
+}
+
+pub(crate) fn file_from_row(row: &PgRow) -> Result<StoredFile, StoreError> {
+    rows::file(&Cols(row))
+}
+
+/// A small code (state, endpoint) as this schema's SMALLINT.
+pub(crate) fn small(code: i64) -> i16 {
+    // Every code the store writes is a small constant.
+    code as i16
 }

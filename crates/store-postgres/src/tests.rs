@@ -7,10 +7,11 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use batchd_domain::keys::KeyHash;
+use batchd_domain::openai::{Endpoint, Surface};
 use batchd_domain::{Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
 use batchd_store::conformance::Harness;
 use batchd_store::{
-    Answer, BatchStore, DispatchStore, Draft, KeyStore, NewBatch, NewRequest, WorkItem,
+    Answer, BatchStore, Cursor, DispatchStore, Draft, KeyStore, NewBatch, NewRequest, WorkItem,
 };
 
 use crate::PostgresStore;
@@ -64,6 +65,8 @@ fn new_batch() -> NewBatch {
         betas: vec![],
         api_version: batchd_domain::ApiVersion::default(),
         user_profile_id: None,
+        endpoint: batchd_domain::openai::Endpoint::Messages,
+        openai: None,
     }
 }
 
@@ -259,13 +262,15 @@ async fn hot_queries_use_indexes() {
         .execute(&mut *conn)
         .await
         .unwrap();
-    let statements: &[(&str, &str)] = &[
+    let mut statements: Vec<(&str, &str)> = vec![
         (crate::batches::GET, "('x', 'w')"),
-        (crate::batches::LIST_START, "('w', 10)"),
-        (crate::batches::LIST_OLDER, "('w', 1, 1, 10)"),
-        (crate::batches::LIST_NEWER, "('w', 1, 1, 10)"),
-        (crate::batches::LIST_BETWEEN, "('w', 9, 9, 1, 1, 10)"),
-        (crate::batches::CURSOR, "('x', 'w')"),
+        (crate::batches::UNFINALIZED, "(10)"),
+        (crate::batches::FINALIZE, "('{}', 1, 1)"),
+        (crate::file_store::GET_FILE, "('x', 'w')"),
+        (crate::file_store::CHUNK, "(1, 0)"),
+        (crate::file_store::EXPIRE_FILES, "(1, 10)"),
+        (crate::maintenance::OLDEST_DELETED_FILE, ""),
+        (crate::maintenance::PURGE_CHUNKS, "(1, 10)"),
         (crate::batches::RESULTS_PAGE, "(1, 0, 1000)"),
         (crate::claim::CLAIM_ALL, "(1, 10, 1, '{}')"),
         (
@@ -280,6 +285,41 @@ async fn hot_queries_use_indexes() {
         (crate::maintenance::OLDEST_DELETED, ""),
         (crate::maintenance::OLDEST_ARCHIVED, ""),
     ];
+    for list in [
+        &crate::batches::LIST_ANTHROPIC,
+        &crate::batches::LIST_OPENAI,
+    ] {
+        statements.extend([
+            (list.start, "('w', 10)"),
+            (list.older, "('w', 1, 1, 10)"),
+            (list.newer, "('w', 1, 1, 10)"),
+            (list.between, "('w', 9, 9, 1, 1, 10)"),
+            (list.cursor, "('x', 'w')"),
+        ]);
+    }
+    let placeholder = |n: usize| format!("${n}");
+    let cursor = batchd_store::files::cursor_sql(placeholder);
+    statements.push((&cursor, "('x', 'w')"));
+    let mut listings = Vec::new();
+    for purpose in [false, true] {
+        for after in [false, true] {
+            for order_desc in [false, true] {
+                let listing = batchd_store::files::Listing {
+                    purpose,
+                    after,
+                    order_desc,
+                };
+                let args = match (purpose, after) {
+                    (false, false) => "('w', 10)",
+                    (true, false) => "('w', 'batch', 10)",
+                    (false, true) => "('w', 1, 1, 10)",
+                    (true, true) => "('w', 'batch', 1, 1, 10)",
+                };
+                listings.push((batchd_store::files::list_sql(listing, placeholder), args));
+            }
+        }
+    }
+    statements.extend(listings.iter().map(|(sql, args)| (sql.as_str(), *args)));
     for (i, (sql, args)) in statements.iter().enumerate() {
         // PREPARE + EXPLAIN EXECUTE plans the statement with its real parameter types.
         sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE hot{i} AS {sql}")))
@@ -296,7 +336,9 @@ async fn hot_queries_use_indexes() {
             !plan.contains("Seq Scan on batches")
                 && !plan.contains("Seq Scan on requests")
                 && !plan.contains("Seq Scan on results")
-                && !plan.contains("Seq Scan on pending"),
+                && !plan.contains("Seq Scan on pending")
+                && !plan.contains("Seq Scan on files")
+                && !plan.contains("Seq Scan on file_chunks"),
             "{sql}\n{plan}"
         );
     }
@@ -352,4 +394,58 @@ async fn concurrent_commits_do_not_overshoot_the_queue_cap() {
         "3 batches of 3 fit under a cap of 10, a fourth does not"
     );
     assert!(outcomes.iter().all(|o| o.is_ok()));
+}
+
+/// Batches an older batchd stored, before the OpenAI surface existed, read back, list and are
+/// claimed as Anthropic batches once the schema is migrated.
+#[tokio::test]
+async fn batches_stored_before_the_openai_surface_are_anthropic() {
+    let Some(db) = Postgres::new("batches_stored_before_the_openai_surface_are_anthropic").await
+    else {
+        return;
+    };
+    let pool = crate::db::connect(&db.0).await.unwrap();
+    crate::db::migrator_through(4).run(&pool).await.unwrap();
+    let key: i64 = sqlx::query_scalar(
+        "INSERT INTO batches (id, workspace, state, total, created_at, expires_at) \
+         VALUES ('msgbatch_01old', $1, 1, 1, $2, $3) RETURNING key",
+    )
+    .bind(WS)
+    .bind(at(0).as_micros())
+    .bind(at(DAY).as_micros())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO requests (batch_key, idx, custom_id, params) VALUES ($1, 0, 'req-0', '{}')",
+    )
+    .bind(key)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO pending (batch_key, idx) VALUES ($1, 0)")
+        .bind(key)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let store = db.open().await;
+    let id = BatchId::parse("msgbatch_01old").unwrap();
+    let b = store
+        .get_batch(WS, &id)
+        .await
+        .unwrap()
+        .expect("still there");
+    assert_eq!(
+        (b.endpoint, b.openai, b.finalized_at),
+        (Endpoint::Messages, None, None)
+    );
+    let listed = |surface| store.list_batches(WS, surface, Cursor::Start, 10);
+    assert_eq!(listed(Surface::Anthropic).await.unwrap().batches.len(), 1);
+    assert!(listed(Surface::OpenAi).await.unwrap().batches.is_empty());
+    let items = store.claim(10, at(1), &[]).await.unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].endpoint, Endpoint::Messages);
+    assert!(store.unfinalized(10).await.unwrap().is_empty());
 }

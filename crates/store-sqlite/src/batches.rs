@@ -4,10 +4,11 @@
 use std::ops::ControlFlow;
 
 use async_trait::async_trait;
-use batchd_domain::{Batch, BatchId, Timestamp};
+use batchd_domain::openai::Surface;
+use batchd_domain::{Batch, BatchId, EndReason, Timestamp};
 use batchd_store::{
     BatchPage, BatchStore, CancelOutcome, Cursor, DeleteOutcome, Draft, ListError, NewBatch,
-    NewRequest, QueueFull, ResultLines, ResultRow, Stats, StoreError, cancel, paging,
+    NewRequest, QueueFull, ResultLines, ResultRow, Stats, StoreError, cancel, failed, paging,
 };
 use sqlx::{AssertSqlSafe, Connection as _};
 
@@ -15,8 +16,8 @@ use crate::SqliteStore;
 use crate::db::{BEGIN_IMMEDIATE, Durability, misuse, other, query_error};
 use crate::leases::BatchInfo;
 use crate::rows::{
-    self, CANCELING, DRAFT, ENDED, IN_PROGRESS, RID_INDICES, batch_columns, batch_from_row, get,
-    rid, rid_range,
+    self, CANCELING, DRAFT, ENDED, FILE_DELETED, FILE_DRAFT, IN_PROGRESS, RID_INDICES,
+    batch_columns, batch_from_row, get, rid, rid_range,
 };
 
 /// Most rows in one multi-row INSERT. Larger statements mean fewer round trips to the SQLite
@@ -53,8 +54,8 @@ pub(crate) fn values_sql(head: &str, tuple: &str, rows: usize) -> String {
     sql
 }
 
-/// Visible = committed and not deleted. Written exactly as in the `batches_list` index's WHERE
-/// clause so SQLite can use that partial index.
+/// Visible = committed and not deleted. Written exactly as in the `batches_list_*` indexes' WHERE
+/// clauses so SQLite can use those partial indexes.
 macro_rules! visible {
     () => {
         "deleted = 0 AND state <> 0"
@@ -68,38 +69,98 @@ pub(crate) const GET: &str = concat!(
     visible!()
 );
 
-pub(crate) const LIST_START: &str = concat!(
+/// The statements of one surface's list. Each repeats that surface's `batches_list_*` index's
+/// WHERE clause word for word (`endpoint = 0` or `endpoint <> 0` after [`visible!`]), so that a
+/// list walks only its own surface's batches.
+pub(crate) struct ListSql {
+    pub start: &'static str,
+    pub older: &'static str,
+    pub newer: &'static str,
+    /// Strictly between an `after_id` (older bound) and a `before_id` (newer bound), newest first.
+    pub between: &'static str,
+    /// Where an `after`/`before` cursor stands: a batch of another surface is no cursor.
+    pub cursor: &'static str,
+}
+
+macro_rules! list_sql {
+    ($surface:literal) => {
+        ListSql {
+            start: concat!(
+                "SELECT ",
+                batch_columns!(),
+                " FROM batches WHERE workspace = ?1 AND ",
+                visible!(),
+                " AND ",
+                $surface,
+                " ORDER BY created_at DESC, key DESC LIMIT ?2"
+            ),
+            older: concat!(
+                "SELECT ",
+                batch_columns!(),
+                " FROM batches WHERE workspace = ?1 AND ",
+                visible!(),
+                " AND ",
+                $surface,
+                " AND (created_at, key) < (?2, ?3) ORDER BY created_at DESC, key DESC LIMIT ?4"
+            ),
+            newer: concat!(
+                "SELECT ",
+                batch_columns!(),
+                " FROM batches WHERE workspace = ?1 AND ",
+                visible!(),
+                " AND ",
+                $surface,
+                " AND (created_at, key) > (?2, ?3) ORDER BY created_at ASC, key ASC LIMIT ?4"
+            ),
+            between: concat!(
+                "SELECT ",
+                batch_columns!(),
+                " FROM batches WHERE workspace = ?1 AND ",
+                visible!(),
+                " AND ",
+                $surface,
+                " AND (created_at, key) < (?2, ?3) AND (created_at, key) > (?4, ?5) \
+                 ORDER BY created_at DESC, key DESC LIMIT ?6"
+            ),
+            cursor: concat!(
+                "SELECT created_at, key FROM batches WHERE id = ?1 AND workspace = ?2 AND ",
+                visible!(),
+                " AND ",
+                $surface
+            ),
+        }
+    };
+}
+
+pub(crate) const LIST_ANTHROPIC: ListSql = list_sql!("endpoint = 0");
+pub(crate) const LIST_OPENAI: ListSql = list_sql!("endpoint <> 0");
+
+pub(crate) fn list_sql(surface: Surface) -> &'static ListSql {
+    match surface {
+        Surface::Anthropic => &LIST_ANTHROPIC,
+        Surface::OpenAi => &LIST_OPENAI,
+    }
+}
+
+/// A page of results with their outcomes: [`crate::download::WITH_UNANSWERED`] plus the
+/// outcome, which only the values need (the rendered lines do not). `LIMIT` is spliced in.
+pub(crate) const RESULTS_PAGE: &str = "SELECT r.rid, r.custom_id, s.body, s.outcome \
+     FROM requests r LEFT JOIN results s ON s.rid = r.rid \
+     WHERE r.rid >= ?1 AND r.rid < ?2 ORDER BY r.rid LIMIT";
+
+/// Ended OpenAI batches not finalized yet, oldest ended first, through `batches_unfinalized`
+/// (named: the planner, knowing nothing of the data, would take `batches_state` and walk every
+/// ended batch).
+pub(crate) const UNFINALIZED: &str = concat!(
     "SELECT ",
     batch_columns!(),
-    " FROM batches WHERE workspace = ?1 AND ",
-    visible!(),
-    " ORDER BY created_at DESC, key DESC LIMIT ?2"
+    " FROM batches INDEXED BY batches_unfinalized WHERE state = 3 AND endpoint <> 0 AND finalized_at IS NULL \
+     AND deleted = 0 AND archived_at IS NULL ORDER BY ended_at, key LIMIT ?1"
 );
 
-pub(crate) const LIST_OLDER: &str = concat!(
-    "SELECT ",
-    batch_columns!(),
-    " FROM batches WHERE workspace = ?1 AND ",
-    visible!(),
-    " AND (created_at, key) < (?2, ?3) ORDER BY created_at DESC, key DESC LIMIT ?4"
-);
-
-pub(crate) const LIST_NEWER: &str = concat!(
-    "SELECT ",
-    batch_columns!(),
-    " FROM batches WHERE workspace = ?1 AND ",
-    visible!(),
-    " AND (created_at, key) > (?2, ?3) ORDER BY created_at ASC, key ASC LIMIT ?4"
-);
-
-pub(crate) const LIST_BETWEEN: &str = concat!(
-    "SELECT ",
-    batch_columns!(),
-    " FROM batches WHERE workspace = ?1 AND ",
-    visible!(),
-    " AND (created_at, key) < (?2, ?3) AND (created_at, key) > (?4, ?5) \
-     ORDER BY created_at DESC, key DESC LIMIT ?6"
-);
+/// Records an OpenAI batch's files, once: only while it is ended, visible and not finalized.
+pub(crate) const FINALIZE: &str = "UPDATE batches SET openai = ?1, finalized_at = ?2 \
+     WHERE key = ?3 AND state = 3 AND endpoint <> 0 AND finalized_at IS NULL AND deleted = 0";
 
 pub(crate) const STATS: &str = "SELECT state, COUNT(*), COALESCE(SUM(total - succeeded - errored), 0) \
      FROM batches WHERE state IN (?1, ?2) GROUP BY state";
@@ -123,15 +184,11 @@ async fn queued<'e>(
     Ok(u64::try_from(waiting).unwrap_or(0))
 }
 
-pub(crate) const CURSOR: &str = concat!(
-    "SELECT created_at, key FROM batches WHERE id = ?1 AND workspace = ?2 AND ",
-    visible!()
-);
-
 #[async_trait]
 impl BatchStore for SqliteStore {
     async fn begin_batch(&self, batch: NewBatch) -> Result<Draft, StoreError> {
         let betas = serde_json::to_string(&batch.betas).map_err(other)?;
+        let openai = rows::openai_text(batch.openai.as_ref())?;
         // A draft is invisible and disposable until commit, so it needs no fsync.
         let mut conn = self.pools.writer(Durability::Normal).await?;
         let mut tx = conn
@@ -140,7 +197,8 @@ impl BatchStore for SqliteStore {
             .map_err(query_error)?;
         let key: i64 = sqlx::query_scalar(
             "INSERT INTO batches (id, workspace, state, created_at, expires_at, betas, \
-             api_version, user_profile_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING key",
+             api_version, user_profile_id, endpoint, openai) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING key",
         )
         .bind(batch.id.as_str())
         .bind(&batch.workspace)
@@ -150,6 +208,8 @@ impl BatchStore for SqliteStore {
         .bind(betas)
         .bind(batch.api_version.as_str())
         .bind(batch.user_profile_id.as_deref())
+        .bind(batch.endpoint.code())
+        .bind(openai)
         .fetch_one(&mut *tx)
         .await
         .map_err(query_error)?;
@@ -229,6 +289,7 @@ impl BatchStore for SqliteStore {
                 betas: batch.betas.clone(),
                 api_version: batch.api_version,
                 user_profile_id: batch.user_profile_id.clone(),
+                endpoint: batch.endpoint,
                 expires_at: batch.expires_at,
                 // Checked against RID_INDICES above.
                 total: total as u32,
@@ -270,22 +331,24 @@ impl BatchStore for SqliteStore {
     async fn list_batches(
         &self,
         workspace: &str,
+        surface: Surface,
         cursor: Cursor,
         limit: u32,
     ) -> Result<BatchPage, ListError> {
         let fetch = paging::rows_to_read(limit);
         let reader = &self.pools.reader;
+        let sql = list_sql(surface);
         let rows = match &cursor {
-            Cursor::Start => sqlx::query(LIST_START)
+            Cursor::Start => sqlx::query(sql.start)
                 .bind(workspace)
                 .bind(fetch)
                 .fetch_all(reader)
                 .await
                 .map_err(query_error)?,
             Cursor::After(id) | Cursor::Before(id) => {
-                let (created_at, key) = self.cursor_position(workspace, id).await?;
+                let (created_at, key) = self.cursor_position(sql.cursor, workspace, id).await?;
                 let newer = paging::reads_oldest_first(&cursor);
-                sqlx::query(if newer { LIST_NEWER } else { LIST_OLDER })
+                sqlx::query(if newer { sql.newer } else { sql.older })
                     .bind(workspace)
                     .bind(created_at)
                     .bind(key)
@@ -295,9 +358,11 @@ impl BatchStore for SqliteStore {
                     .map_err(query_error)?
             }
             Cursor::Between { after, before } => {
-                let (after_at, after_key) = self.cursor_position(workspace, after).await?;
-                let (before_at, before_key) = self.cursor_position(workspace, before).await?;
-                sqlx::query(LIST_BETWEEN)
+                let (after_at, after_key) =
+                    self.cursor_position(sql.cursor, workspace, after).await?;
+                let (before_at, before_key) =
+                    self.cursor_position(sql.cursor, workspace, before).await?;
+                sqlx::query(sql.between)
                     .bind(workspace)
                     .bind(after_at)
                     .bind(after_key)
@@ -310,6 +375,46 @@ impl BatchStore for SqliteStore {
             }
         };
         Ok(paging::page(&rows, limit, &cursor, batch_from_row)?)
+    }
+
+    async fn insert_failed_batch(
+        &self,
+        batch: NewBatch,
+        now: Timestamp,
+    ) -> Result<Batch, StoreError> {
+        failed::check(&batch)?;
+        let betas = serde_json::to_string(&batch.betas).map_err(other)?;
+        let openai = rows::openai_text(batch.openai.as_ref())?;
+        // Visible once this returns, as a commit is.
+        let mut conn = self.pools.writer(Durability::Full).await?;
+        let mut tx = conn
+            .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .map_err(query_error)?;
+        let row = sqlx::query(concat!(
+            "INSERT INTO batches (id, workspace, state, end_reason, created_at, expires_at, ",
+            "ended_at, finalized_at, betas, api_version, user_profile_id, endpoint, openai) ",
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING ",
+            batch_columns!()
+        ))
+        .bind(batch.id.as_str())
+        .bind(&batch.workspace)
+        .bind(ENDED)
+        .bind(EndReason::Completed.code())
+        .bind(batch.created_at.as_micros())
+        .bind(batch.expires_at.as_micros())
+        .bind(now.as_micros())
+        .bind(betas)
+        .bind(batch.api_version.as_str())
+        .bind(batch.user_profile_id.as_deref())
+        .bind(batch.endpoint.code())
+        .bind(openai)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(query_error)?;
+        let batch = batch_from_row(&row)?;
+        tx.commit().await.map_err(query_error)?;
+        Ok(batch)
     }
 
     async fn cancel_batch(
@@ -372,8 +477,7 @@ impl BatchStore for SqliteStore {
         let Some((from, hi)) = results_range(batch_key, after) else {
             return Ok(Vec::new());
         };
-        // The rows a download renders (see `download`), here as values.
-        let sql = format!("{} {limit}", crate::download::WITH_UNANSWERED);
+        let sql = format!("{RESULTS_PAGE} {limit}");
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(from)
             .bind(hi)
@@ -386,6 +490,9 @@ impl BatchStore for SqliteStore {
                     index: rows::index_of(get(row, "rid")?),
                     custom_id: get(row, "custom_id")?,
                     body: get(row, "body")?,
+                    outcome: get::<Option<i64>>(row, "outcome")?
+                        .map(rows::parse_outcome)
+                        .transpose()?,
                 })
             })
             .collect()
@@ -491,15 +598,23 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(query_error)?;
+        // File drafts too: the purge reclaims their chunks.
+        sqlx::query("UPDATE files SET state = ?1 WHERE state = ?2")
+            .bind(FILE_DELETED)
+            .bind(FILE_DRAFT)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
         tx.commit().await.map_err(query_error)
     }
 
     async fn cursor_position(
         &self,
+        sql: &'static str,
         workspace: &str,
         id: &BatchId,
     ) -> Result<(i64, i64), ListError> {
-        let row = sqlx::query(CURSOR)
+        let row = sqlx::query(sql)
             .bind(id.as_str())
             .bind(workspace)
             .fetch_optional(&self.pools.reader)

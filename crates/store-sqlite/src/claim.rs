@@ -11,7 +11,8 @@ use crate::SqliteStore;
 use crate::db::{BEGIN_IMMEDIATE, Durability, query_error};
 use crate::leases::{BatchInfo, Take, Unended};
 use crate::rows::{
-    CANCELING, ENDED, IN_PROGRESS, count, get, index_of, parse_betas, parse_id, parse_version, rid,
+    CANCELING, ENDED, IN_PROGRESS, count, get, index_of, parse_betas, parse_endpoint, parse_id,
+    parse_version, rid,
 };
 
 pub(crate) const CLAIM_FRESH: &str = "SELECT r.rid, r.custom_id, r.params, \
@@ -27,7 +28,8 @@ pub(crate) const CLAIM_RELEASED: &str = "SELECT r.rid, r.custom_id, r.params, \
      AND NOT EXISTS (SELECT 1 FROM results s WHERE s.rid = r.rid) \
      ORDER BY r.rid";
 
-pub(crate) const UNENDED: &str = "SELECT key, id, workspace, state, total, expires_at, betas, api_version, user_profile_id \
+pub(crate) const UNENDED: &str = "SELECT key, id, workspace, state, total, expires_at, betas, \
+     api_version, user_profile_id, endpoint \
      FROM batches WHERE state IN (?1, ?2)";
 
 /// Stores a request's attempt count; one static statement for a whole group (a JSON array of
@@ -84,6 +86,7 @@ impl SqliteStore {
                         betas: take.info.betas.clone(),
                         api_version: take.info.api_version,
                         user_profile_id: take.info.user_profile_id.clone(),
+                        endpoint: take.info.endpoint,
                         expires_at: take.info.expires_at,
                         attempts: count(
                             get::<Option<i64>>(row, "attempts")?.unwrap_or(0),
@@ -156,6 +159,7 @@ impl SqliteStore {
                             betas: parse_betas(get(row, "betas")?)?,
                             api_version: parse_version(get(row, "api_version")?)?,
                             user_profile_id: get(row, "user_profile_id")?,
+                            endpoint: parse_endpoint(get(row, "endpoint")?)?,
                             expires_at: Timestamp::from_micros(get(row, "expires_at")?),
                             total: u32::try_from(total)
                                 .map_err(|_| StoreError::Corrupt(format!("batch total {total}")))?,

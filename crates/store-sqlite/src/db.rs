@@ -156,6 +156,22 @@ pub(crate) const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
 
 include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
+/// The schema as it was at `version`: the migrations up to it, for tests that read rows an
+/// older batchd wrote.
+#[cfg(test)]
+pub(crate) fn migrator_through(version: i64) -> sqlx::migrate::Migrator {
+    let mut migrator = migrator();
+    migrator.migrations = std::borrow::Cow::Owned(
+        migrator
+            .migrations
+            .iter()
+            .filter(|m| m.version <= version)
+            .cloned()
+            .collect(),
+    );
+    migrator
+}
+
 /// SQLite primary result codes that mean "try again later" rather than "bug".
 const SQLITE_IOERR: i64 = 10;
 const SQLITE_BUSY: i64 = 5;

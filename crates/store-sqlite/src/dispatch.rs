@@ -5,16 +5,18 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use batchd_domain::Timestamp;
+use batchd_domain::openai::OpenAiBatchMeta;
+use batchd_domain::{Batch, Timestamp};
 use batchd_store::{Answer, DispatchStore, Ended, Retry, Slot, StoreError, WorkItem, purge};
 use sqlx::Connection as _;
 
 use crate::SqliteStore;
+use crate::batches::{FINALIZE, UNFINALIZED};
 use crate::db::{BEGIN_IMMEDIATE, Durability, query_error};
 use crate::ending::report;
 use crate::leases::{Handout, Recording};
 use crate::maintenance::{ARCHIVE_DUE, CANCELING_KEYS, NEXT_EXPIRY};
-use crate::rows::{CANCELING, ENDED, IN_PROGRESS};
+use crate::rows::{CANCELING, ENDED, IN_PROGRESS, batch_from_row, openai_text};
 
 #[async_trait]
 impl DispatchStore for SqliteStore {
@@ -146,6 +148,47 @@ impl DispatchStore for SqliteStore {
     }
 
     async fn purge_deleted(&self, limit: u32) -> Result<u64, StoreError> {
-        purge::in_steps(limit, |step| self.purge_step(step)).await
+        // Batches first, then files, each step its own transaction.
+        purge::in_steps(limit, |step| async move {
+            match self.purge_step(step).await? {
+                0 => self.purge_file_step(step).await,
+                n => Ok(n),
+            }
+        })
+        .await
+    }
+
+    async fn unfinalized(&self, limit: u32) -> Result<Vec<Batch>, StoreError> {
+        let rows = sqlx::query(UNFINALIZED)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pools.reader)
+            .await
+            .map_err(query_error)?;
+        rows.iter().map(batch_from_row).collect()
+    }
+
+    async fn finalize(
+        &self,
+        batch_key: i64,
+        meta: &OpenAiBatchMeta,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let openai = openai_text(Some(meta))?;
+        // FULL: once finalized, the API shows the batch completed with its files.
+        let mut conn = self.pools.writer(Durability::Full).await?;
+        let mut tx = conn
+            .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .map_err(query_error)?;
+        let done = sqlx::query(FINALIZE)
+            .bind(openai)
+            .bind(now.as_micros())
+            .bind(batch_key)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?
+            .rows_affected();
+        tx.commit().await.map_err(query_error)?;
+        Ok(done == 1)
     }
 }

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use batchd_domain::openai::Endpoint;
 use batchd_domain::{ApiVersion, BatchId, Timestamp};
 use batchd_store::{Retry, Slot, WorkItem};
 
@@ -25,6 +26,7 @@ pub(crate) struct BatchInfo {
     pub betas: Vec<String>,
     pub api_version: ApiVersion,
     pub user_profile_id: Option<String>,
+    pub endpoint: Endpoint,
     pub expires_at: Timestamp,
     pub total: u32,
 }
@@ -443,6 +445,7 @@ mod tests {
             betas: vec![],
             api_version: ApiVersion::default(),
             user_profile_id: None,
+            endpoint: Endpoint::Messages,
             expires_at: Timestamp::from_micros(1_000),
             total,
         }
@@ -553,6 +556,7 @@ mod tests {
             betas: vec![],
             api_version: ApiVersion::default(),
             user_profile_id: None,
+            endpoint: Endpoint::Messages,
             expires_at: Timestamp::from_micros(1_000),
             attempts: 0,
             not_before: None,

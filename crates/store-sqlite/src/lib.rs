@@ -23,16 +23,20 @@
 //!
 //! * `FULL` (the WAL is fsynced at commit) for what the API promises once it has answered:
 //!   [`BatchStore::commit_batch`], [`BatchStore::cancel_batch`], [`BatchStore::delete_batch`],
-//!   [`KeyStore::create_key`], [`KeyStore::create_first_key`], [`KeyStore::revoke_key`]; and for
+//!   [`KeyStore::create_key`], [`KeyStore::create_first_key`], [`KeyStore::revoke_key`],
+//!   [`BatchStore::insert_failed_batch`], [`FileStore::commit_file`], [`FileStore::delete_file`],
+//!   [`DispatchStore::finalize`]; and for
 //!   every transaction that ends a batch (the [`DispatchStore::record`] group that completes or
 //!   finishes canceling it, [`DispatchStore::finish_due`], a [`DispatchStore::release`] that
 //!   drains a canceling batch), so that a batch seen ended, its results perhaps downloaded, never
 //!   comes back unended with fewer results after an OS crash.
 //! * `NORMAL` (no fsync at commit) for the bulk: draft chunks, the other record groups, purges.
-//!   In WAL mode a `NORMAL` commit survives a process kill; only an OS crash or power loss can
-//!   lose it, and only until the next `FULL` commit or checkpoint, which syncs every earlier
-//!   frame too. What that can lose is recoverable: draft chunks belong to a create that never
-//!   returned, and a result of an unended batch is simply requested again.
+//!   File pieces and expiries are `NORMAL` too. In WAL mode a `NORMAL` commit survives a
+//!   process kill; only an OS crash or power loss can lose it, and only until the next `FULL`
+//!   commit or checkpoint, which syncs every earlier frame too. What that can lose is
+//!   recoverable: draft chunks belong to a create or upload that never returned (a commit's
+//!   `FULL` fsync makes its pieces durable with it), a result of an unended batch is simply
+//!   requested again, and an expiry is done again by the next pass.
 //!
 //! A `FULL` transaction that writes nothing (a maintenance pass with nothing due) costs no fsync.
 //!
@@ -42,7 +46,8 @@
 //! `rows`; leases in `leases`; the data-dir lock in `lock`; file permissions in `files`; batches as the API sees them
 //! (`BatchStore`) in `batches`, with result downloads in `download`; the dispatcher's side
 //! (`DispatchStore`) in `dispatch`, whose steps live in `claim`, `record` and `maintenance`
-//! (the last two end batches through `ending`); API keys (`KeyStore`) in `keys`.
+//! (the last two end batches through `ending`); API keys (`KeyStore`) in `keys`; the OpenAI
+//! surface's files (`FileStore`) in `file_store`.
 
 mod batches;
 mod claim;
@@ -50,6 +55,7 @@ mod db;
 mod dispatch;
 mod download;
 mod ending;
+mod file_store;
 mod files;
 mod keys;
 mod leases;
@@ -63,7 +69,7 @@ mod tests;
 
 use batchd_store::StoreError;
 #[cfg(doc)]
-use batchd_store::{BatchStore, DispatchStore, KeyStore};
+use batchd_store::{BatchStore, DispatchStore, FileStore, KeyStore};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 

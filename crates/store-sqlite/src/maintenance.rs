@@ -3,7 +3,7 @@
 
 use batchd_domain::{EndReason, Timestamp};
 use batchd_store::StoreError;
-use batchd_store::purge::{Budget, Target};
+use batchd_store::purge::{self, Budget, Target};
 use sqlx::Connection as _;
 
 use crate::SqliteStore;
@@ -39,6 +39,13 @@ pub(crate) const PURGE_RESULTS: &str = "DELETE FROM results WHERE rid IN \
 
 pub(crate) const PURGE_ATTEMPTS: &str = "DELETE FROM attempts WHERE rid IN \
      (SELECT rid FROM attempts WHERE rid >= ?1 AND rid < ?2 ORDER BY rid LIMIT ?3)";
+
+/// The oldest file whose chunks wait to be reclaimed (deleted, aborted or expired).
+pub(crate) const OLDEST_DELETED_FILE: &str =
+    "SELECT key FROM files WHERE state = 2 ORDER BY key LIMIT 1";
+
+pub(crate) const PURGE_CHUNKS: &str = "DELETE FROM file_chunks WHERE file_key = ?1 AND seq IN \
+     (SELECT seq FROM file_chunks WHERE file_key = ?1 ORDER BY seq LIMIT ?2)";
 
 impl SqliteStore {
     pub(crate) async fn finish_due_tx(
@@ -142,6 +149,45 @@ impl SqliteStore {
             };
             budget.spend(
                 sqlx::query(last)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_error)?
+                    .rows_affected(),
+            );
+        }
+        tx.commit().await.map_err(query_error)?;
+        Ok(budget.removed())
+    }
+
+    /// Removes up to `step` chunks (fewer: see [`purge::CHUNKS_PER_STEP`]) of the oldest
+    /// deleted file, then its file row once it has none left. One short transaction.
+    pub(crate) async fn purge_file_step(&self, step: u64) -> Result<u64, StoreError> {
+        let mut conn = self.pools.writer(Durability::Normal).await?;
+        let mut tx = conn
+            .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .map_err(query_error)?;
+        let key: Option<i64> = sqlx::query_scalar(OLDEST_DELETED_FILE)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query_error)?;
+        let Some(key) = key else {
+            return Ok(0);
+        };
+        let mut budget = Budget::new(step.min(purge::CHUNKS_PER_STEP));
+        budget.spend(
+            sqlx::query(PURGE_CHUNKS)
+                .bind(key)
+                .bind(budget.left().unwrap_or(0) as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error)?
+                .rows_affected(),
+        );
+        if budget.tables_emptied() {
+            budget.spend(
+                sqlx::query("DELETE FROM files WHERE key = ?1")
                     .bind(key)
                     .execute(&mut *tx)
                     .await

@@ -2,12 +2,14 @@
 //! `batches` row into a [`Batch`], where anything unexpected is [`StoreError::Corrupt`].
 
 use batchd_domain::Batch;
-use batchd_store::StoreError;
 use batchd_store::rows::{self, Columns};
+use batchd_store::{StoreError, StoredFile};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Decode, Row, Sqlite, Type};
 
-pub(crate) use batchd_store::rows::{CANCELING, DRAFT, ENDED, IN_PROGRESS};
+pub(crate) use batchd_store::rows::{
+    CANCELING, DRAFT, ENDED, FILE_DELETED, FILE_DRAFT, FILE_VISIBLE, IN_PROGRESS,
+};
 
 /// Bits of `rid` that hold the request index. 2^20 > 100,000, the API's request limit.
 pub(crate) const INDEX_BITS: u32 = 20;
@@ -29,8 +31,10 @@ pub(crate) fn index_of(rid: i64) -> u32 {
     (rid & ((1 << INDEX_BITS) - 1)) as u32
 }
 
-pub(crate) use batchd_store::batch_columns;
-pub(crate) use batchd_store::rows::{count, parse_betas, parse_id, parse_version};
+pub(crate) use batchd_store::rows::{
+    count, openai_text, parse_betas, parse_endpoint, parse_id, parse_outcome, parse_version,
+};
+pub(crate) use batchd_store::{batch_columns, file_columns};
 
 pub(crate) fn get<'r, T>(row: &'r SqliteRow, column: &str) -> Result<T, StoreError>
 where
@@ -60,6 +64,10 @@ impl Columns for Cols<'_> {
 
 pub(crate) fn batch_from_row(row: &SqliteRow) -> Result<Batch, StoreError> {
     rows::batch(&Cols(row))
+}
+
+pub(crate) fn file_from_row(row: &SqliteRow) -> Result<StoredFile, StoreError> {
+    rows::file(&Cols(row))
 }
 
 #[cfg(test)]

@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use batchd_domain::keys::KeyHash;
+use batchd_domain::openai::{Endpoint, Surface};
 use batchd_domain::{BatchId, CustomId, EndReason, Outcome, Timestamp};
 use batchd_store::conformance::Harness;
 use batchd_store::{
-    Answer, BatchStore, DispatchStore, Draft, KeyStore, NewBatch, NewRequest, StoreError, WorkItem,
+    Answer, BatchStore, Cursor, DispatchStore, Draft, KeyStore, NewBatch, NewRequest, StoreError,
+    WorkItem,
 };
 use tempfile::TempDir;
 
@@ -63,6 +65,8 @@ fn new_batch(workspace: &str, created_at: Timestamp) -> NewBatch {
         betas: vec![],
         api_version: batchd_domain::ApiVersion::default(),
         user_profile_id: None,
+        endpoint: batchd_domain::openai::Endpoint::Messages,
+        openai: None,
     }
 }
 
@@ -248,17 +252,33 @@ async fn throughput() {
 async fn hot_queries_use_indexes() {
     let dir = TempDir::new().unwrap();
     let store = open(dir.path()).await;
-    let pages = [
+    let mut pages = vec![
         format!("{} 128", crate::download::WITH_UNANSWERED),
         format!("{} 128", crate::download::ANSWERED),
+        format!("{} 128", crate::batches::RESULTS_PAGE),
+        batchd_store::files::cursor_sql(|n| format!("?{n}")),
     ];
-    let consts = [
-        crate::batches::LIST_START,
-        crate::batches::LIST_OLDER,
-        crate::batches::LIST_NEWER,
-        crate::batches::LIST_BETWEEN,
+    for purpose in [false, true] {
+        for after in [false, true] {
+            for order_desc in [false, true] {
+                let listing = batchd_store::files::Listing {
+                    purpose,
+                    after,
+                    order_desc,
+                };
+                pages.push(batchd_store::files::list_sql(listing, |n| format!("?{n}")));
+            }
+        }
+    }
+    let mut consts = vec![
         crate::batches::GET,
-        crate::batches::CURSOR,
+        crate::batches::UNFINALIZED,
+        crate::batches::FINALIZE,
+        crate::file_store::GET_FILE,
+        crate::file_store::CHUNK,
+        crate::file_store::EXPIRE_FILES,
+        crate::maintenance::OLDEST_DELETED_FILE,
+        crate::maintenance::PURGE_CHUNKS,
         crate::claim::CLAIM_FRESH,
         crate::claim::CLAIM_RELEASED,
         crate::claim::UNENDED,
@@ -275,6 +295,38 @@ async fn hot_queries_use_indexes() {
         crate::maintenance::PURGE_RESULTS,
         crate::keys::WORKSPACE_FOR_KEY,
     ];
+    for list in [
+        &crate::batches::LIST_ANTHROPIC,
+        &crate::batches::LIST_OPENAI,
+    ] {
+        consts.extend([
+            list.start,
+            list.older,
+            list.newer,
+            list.between,
+            list.cursor,
+        ]);
+    }
+    // Each surface's list reads its own index, and finalizing finds its batches without
+    // walking the ended ones.
+    for (sql, index) in [
+        (
+            crate::batches::LIST_ANTHROPIC.older,
+            "batches_list_anthropic",
+        ),
+        (crate::batches::LIST_OPENAI.older, "batches_list_openai"),
+        (crate::batches::UNFINALIZED, "batches_unfinalized"),
+    ] {
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(&store.pools.reader)
+                .await
+                .unwrap();
+        assert!(
+            plan.iter().any(|(.., step)| step.contains(index)),
+            "{sql}\n{plan:?}"
+        );
+    }
     // The queue cap's count reads the workspace's in-progress batches only.
     let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "EXPLAIN QUERY PLAN {}",
@@ -294,7 +346,11 @@ async fn hot_queries_use_indexes() {
                 .await
                 .unwrap();
         for (_, _, _, step) in &plan {
-            let full_scan = step.starts_with("SCAN ") && !step.contains("json_each");
+            // Walking all of `batches_unfinalized` is reading only the few batches between
+            // ending and finalizing.
+            let full_scan = step.starts_with("SCAN ")
+                && !step.contains("json_each")
+                && !step.contains("USING INDEX batches_unfinalized");
             assert!(
                 !full_scan && !step.contains("TEMP B-TREE"),
                 "{sql}\n  uses {step}"
@@ -349,4 +405,51 @@ async fn pages_after_close_are_refused() {
     store.close().await;
     let err = store.results_lines(b.key, None, 10, Some("{}")).await;
     assert!(matches!(err, Err(StoreError::Unavailable(_))), "{err:?}");
+}
+
+/// Batches an older batchd stored, before the OpenAI surface existed, read back, list and are
+/// claimed as Anthropic batches once the schema is migrated.
+#[tokio::test]
+async fn batches_stored_before_the_openai_surface_are_anthropic() {
+    let dir = TempDir::new().unwrap();
+    let pools = crate::db::Pools::open(dir.path()).await.unwrap();
+    crate::db::migrator_through(5)
+        .run(&pools.writer)
+        .await
+        .unwrap();
+    let key: i64 = sqlx::query_scalar(
+        "INSERT INTO batches (id, workspace, state, total, created_at, expires_at) \
+         VALUES ('msgbatch_01old', ?1, 1, 1, ?2, ?3) RETURNING key",
+    )
+    .bind(WS)
+    .bind(at(0).as_micros())
+    .bind(at(DAY).as_micros())
+    .fetch_one(&pools.writer)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO requests (rid, custom_id, params) VALUES (?1, 'req-0', '{}')")
+        .bind(crate::rows::rid(key, 0))
+        .execute(&pools.writer)
+        .await
+        .unwrap();
+    pools.close().await;
+
+    let store = open(dir.path()).await;
+    let id = BatchId::parse("msgbatch_01old").unwrap();
+    let b = store
+        .get_batch(WS, &id)
+        .await
+        .unwrap()
+        .expect("still there");
+    assert_eq!(
+        (b.endpoint, b.openai, b.finalized_at),
+        (Endpoint::Messages, None, None)
+    );
+    let listed = |surface| store.list_batches(WS, surface, Cursor::Start, 10);
+    assert_eq!(listed(Surface::Anthropic).await.unwrap().batches.len(), 1);
+    assert!(listed(Surface::OpenAi).await.unwrap().batches.is_empty());
+    let items = claim(&store, 10, at(1)).await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].endpoint, Endpoint::Messages);
+    assert!(store.unfinalized(10).await.unwrap().is_empty());
 }

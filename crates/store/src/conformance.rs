@@ -2,15 +2,21 @@
 //!
 //! Each engine's test module instantiates the whole suite with [`conformance_tests!`] and a
 //! [`Harness`] that opens its store on fresh storage. The tests speak only the [`Store`] trait,
-//! plus a row count of the tables every engine has (`batches`, `requests`, `results`), where the
-//! contract promises something about storage (purges, drafts, duplicates). Engine-specific
-//! behaviour (locks, query plans, multi-process claims) is tested in the engine's own crate.
+//! plus a row count of the tables every engine has (`batches`, `requests`, `results`, `files`,
+//! `file_chunks`), where the contract promises something about storage (purges, drafts,
+//! duplicates). The OpenAI surface's cases are in `openai`. Engine-specific behaviour (locks,
+//! query plans, multi-process claims) is tested in the engine's own crate.
+
+mod openai;
+
+pub use openai::*;
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use batchd_domain::keys::KeyHash;
+use batchd_domain::openai::Surface;
 use batchd_domain::{ApiVersion, Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
 use batchd_wire::ProcessingStatus;
 
@@ -29,7 +35,7 @@ pub trait Harness: Send + Sync {
     async fn open(&self) -> Self::Store;
     /// Stops using a store as a server shutting down would (its claims and drafts go with it).
     async fn close(&self, store: Self::Store);
-    /// Rows in `batches`, `requests` or `results`.
+    /// Rows in `batches`, `requests`, `results`, `files` or `file_chunks`.
     async fn rows(&self, store: &Self::Store, table: &str) -> i64;
 }
 
@@ -62,6 +68,14 @@ macro_rules! conformance_tests {
             archival_keeps_the_batch_and_reclaims_its_rows,
             stats_count_unended_work,
             queue_cap_counts_requests_waiting_in_the_workspace,
+            openai_batches_keep_their_endpoint_and_extras,
+            lists_show_one_surface,
+            failed_batches_are_stored_ended_with_their_errors,
+            ended_openai_batches_are_finalized_once,
+            files_are_staged_then_read_back_by_chunk,
+            files_list_in_either_order_by_purpose_after_a_cursor,
+            deleted_aborted_and_expired_files_are_reclaimed,
+            file_drafts_of_a_stopped_process_are_reclaimed,
         );
     };
     (@each $harness:expr; $($name:ident,)*) => {
@@ -96,6 +110,8 @@ fn new_batch(workspace: &str, created_at: Timestamp) -> NewBatch {
         // Not the default, so that an engine that drops them is caught.
         api_version: ApiVersion::V2026_10_21,
         user_profile_id: Some("uprof_one".into()),
+        endpoint: batchd_domain::openai::Endpoint::Messages,
+        openai: None,
     }
 }
 
@@ -225,7 +241,10 @@ pub async fn drafts_are_invisible_and_reclaimed_after_restart<H: Harness>(h: &H)
     store.abort_batch(aborted).await.unwrap();
 
     assert!(store.get_batch(WS, &id).await.unwrap().is_none());
-    let page = store.list_batches(WS, Cursor::Start, 10).await.unwrap();
+    let page = store
+        .list_batches(WS, Surface::Anthropic, Cursor::Start, 10)
+        .await
+        .unwrap();
     assert_eq!(ids(&page.batches), vec![visible.id.clone()]);
     assert!(matches!(
         store.cancel_batch(WS, &id, at(20)).await.unwrap(),
@@ -236,7 +255,9 @@ pub async fn drafts_are_invisible_and_reclaimed_after_restart<H: Harness>(h: &H)
         DeleteOutcome::NotFound
     );
     assert!(matches!(
-        store.list_batches(WS, Cursor::After(id.clone()), 10).await,
+        store
+            .list_batches(WS, Surface::Anthropic, Cursor::After(id.clone()), 10)
+            .await,
         Err(ListError::UnknownCursor(_))
     ));
     let claimed = claim(&store, 100, at(1)).await;
@@ -270,14 +291,14 @@ pub async fn workspaces_are_isolated<H: Harness>(h: &H) {
     assert!(store.get_batch("team-b", &a.id).await.unwrap().is_none());
     assert_eq!(
         ids(&store
-            .list_batches("team-a", Cursor::Start, 10)
+            .list_batches("team-a", Surface::Anthropic, Cursor::Start, 10)
             .await
             .unwrap()
             .batches),
         vec![a.id.clone()]
     );
     assert!(matches!(
-        store.list_batches("team-b", Cursor::After(a.id.clone()), 10).await,
+        store.list_batches("team-b", Surface::Anthropic, Cursor::After(a.id.clone()), 10).await,
         Err(ListError::UnknownCursor(id)) if id == a.id
     ));
     assert!(matches!(
@@ -302,17 +323,30 @@ pub async fn list_is_newest_first_with_cursors_both_ways<H: Harness>(h: &H) {
     let _other = create_in(&store, "elsewhere", at(1_000), 1).await;
     let newest_first: Vec<BatchId> = created.iter().rev().map(|b| b.id.clone()).collect();
 
-    let p1 = store.list_batches(WS, Cursor::Start, 3).await.unwrap();
+    let p1 = store
+        .list_batches(WS, Surface::Anthropic, Cursor::Start, 3)
+        .await
+        .unwrap();
     assert_eq!(ids(&p1.batches), newest_first[0..3]);
     assert!(p1.has_more);
     let p2 = store
-        .list_batches(WS, Cursor::After(newest_first[2].clone()), 3)
+        .list_batches(
+            WS,
+            Surface::Anthropic,
+            Cursor::After(newest_first[2].clone()),
+            3,
+        )
         .await
         .unwrap();
     assert_eq!(ids(&p2.batches), newest_first[3..6]);
     assert!(p2.has_more);
     let p3 = store
-        .list_batches(WS, Cursor::After(newest_first[5].clone()), 3)
+        .list_batches(
+            WS,
+            Surface::Anthropic,
+            Cursor::After(newest_first[5].clone()),
+            3,
+        )
         .await
         .unwrap();
     assert_eq!(ids(&p3.batches), newest_first[6..7]);
@@ -320,33 +354,56 @@ pub async fn list_is_newest_first_with_cursors_both_ways<H: Harness>(h: &H) {
 
     // Backwards from the oldest: the three closest newer ones, still newest first.
     let back = store
-        .list_batches(WS, Cursor::Before(newest_first[6].clone()), 3)
+        .list_batches(
+            WS,
+            Surface::Anthropic,
+            Cursor::Before(newest_first[6].clone()),
+            3,
+        )
         .await
         .unwrap();
     assert_eq!(ids(&back.batches), newest_first[3..6]);
     assert!(back.has_more);
     let back = store
-        .list_batches(WS, Cursor::Before(newest_first[3].clone()), 3)
+        .list_batches(
+            WS,
+            Surface::Anthropic,
+            Cursor::Before(newest_first[3].clone()),
+            3,
+        )
         .await
         .unwrap();
     assert_eq!(ids(&back.batches), newest_first[0..3]);
     assert!(!back.has_more);
     let back = store
-        .list_batches(WS, Cursor::Before(newest_first[0].clone()), 3)
+        .list_batches(
+            WS,
+            Surface::Anthropic,
+            Cursor::Before(newest_first[0].clone()),
+            3,
+        )
         .await
         .unwrap();
     assert!(back.batches.is_empty());
     assert!(!back.has_more);
 
-    let all = store.list_batches(WS, Cursor::Start, 100).await.unwrap();
+    let all = store
+        .list_batches(WS, Surface::Anthropic, Cursor::Start, 100)
+        .await
+        .unwrap();
     assert_eq!(ids(&all.batches), newest_first);
     assert!(!all.has_more);
-    let exact = store.list_batches(WS, Cursor::Start, 7).await.unwrap();
+    let exact = store
+        .list_batches(WS, Surface::Anthropic, Cursor::Start, 7)
+        .await
+        .unwrap();
     assert!(!exact.has_more);
 
     let unknown = BatchId::generate();
     assert!(matches!(
-        store.list_batches(WS, Cursor::Before(unknown), 3).await,
+        store
+            .list_batches(WS, Surface::Anthropic, Cursor::Before(unknown), 3)
+            .await,
         Err(ListError::UnknownCursor(_))
     ));
 }
@@ -367,28 +424,43 @@ pub async fn list_between_two_cursors_pages_from_the_older_one<H: Harness>(h: &H
         before: newest_first[before].clone(),
     };
 
-    let p1 = store.list_batches(WS, between(6, 0), 2).await.unwrap();
+    let p1 = store
+        .list_batches(WS, Surface::Anthropic, between(6, 0), 2)
+        .await
+        .unwrap();
     assert_eq!(
         ids(&p1.batches),
         Vec::<BatchId>::new(),
         "after is the oldest"
     );
-    let p1 = store.list_batches(WS, between(0, 6), 2).await.unwrap();
+    let p1 = store
+        .list_batches(WS, Surface::Anthropic, between(0, 6), 2)
+        .await
+        .unwrap();
     assert_eq!(ids(&p1.batches), newest_first[1..3]);
     assert!(p1.has_more);
-    let p2 = store.list_batches(WS, between(2, 6), 2).await.unwrap();
+    let p2 = store
+        .list_batches(WS, Surface::Anthropic, between(2, 6), 2)
+        .await
+        .unwrap();
     assert_eq!(ids(&p2.batches), newest_first[3..5]);
     assert!(p2.has_more);
-    let p3 = store.list_batches(WS, between(4, 6), 2).await.unwrap();
+    let p3 = store
+        .list_batches(WS, Surface::Anthropic, between(4, 6), 2)
+        .await
+        .unwrap();
     assert_eq!(ids(&p3.batches), newest_first[5..6]);
     assert!(!p3.has_more, "the window ends before `before`");
-    let exact = store.list_batches(WS, between(1, 5), 3).await.unwrap();
+    let exact = store
+        .list_batches(WS, Surface::Anthropic, between(1, 5), 3)
+        .await
+        .unwrap();
     assert_eq!(ids(&exact.batches), newest_first[2..5]);
     assert!(!exact.has_more);
     // Neighbours and a reversed pair leave nothing between them.
     for (after, before) in [(3, 2), (2, 3), (4, 4)] {
         let page = store
-            .list_batches(WS, between(after, before), 10)
+            .list_batches(WS, Surface::Anthropic, between(after, before), 10)
             .await
             .unwrap();
         assert!(page.batches.is_empty(), "{after} {before}");
@@ -406,7 +478,7 @@ pub async fn list_between_two_cursors_pages_from_the_older_one<H: Harness>(h: &H
         },
     ] {
         assert!(matches!(
-            store.list_batches(WS, cursor, 3).await,
+            store.list_batches(WS, Surface::Anthropic, cursor, 3).await,
             Err(ListError::UnknownCursor(_))
         ));
     }
@@ -504,7 +576,7 @@ pub async fn delete_needs_an_ended_batch_and_purge_removes_its_rows<H: Harness>(
     );
     assert!(
         store
-            .list_batches(WS, Cursor::Start, 10)
+            .list_batches(WS, Surface::Anthropic, Cursor::Start, 10)
             .await
             .unwrap()
             .batches
@@ -1035,7 +1107,10 @@ pub async fn archival_keeps_the_batch_and_reclaims_its_rows<H: Harness>(h: &H) {
         4
     );
     // Still listed and retrievable.
-    let page = store.list_batches(WS, Cursor::Start, 10).await.unwrap();
+    let page = store
+        .list_batches(WS, Surface::Anthropic, Cursor::Start, 10)
+        .await
+        .unwrap();
     assert!(ids(&page.batches).contains(&old.id));
     assert_eq!(
         store.delete_batch(WS, &old.id).await.unwrap(),

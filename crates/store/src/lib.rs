@@ -1,9 +1,10 @@
 //! The storage seam: everything batchd keeps durably goes through [`Store`], the sum of
-//! [`BatchStore`] (what the API needs), [`DispatchStore`] (what the dispatcher needs) and
-//! [`KeyStore`] (API keys). Engine-neutral logic that every engine runs after its own SQL lives
-//! here too, one module per concern, so that it is written once: row decoding (`rows`), paging
-//! a list (`paging`), cancel (`cancel`), ending a batch (`ending`), reclaiming rows (`purge`)
-//! and folding health figures ([`Stats::fold`]).
+//! [`BatchStore`] (what the API needs), [`DispatchStore`] (what the dispatcher needs),
+//! [`KeyStore`] (API keys) and [`FileStore`] (the OpenAI surface's files). Engine-neutral logic
+//! that every engine runs after its own SQL lives here too, one module per concern, so that it
+//! is written once: row decoding (`rows`), paging a list (`paging`), cancel (`cancel`), ending a
+//! batch (`ending`), failed batches (`failed`), listing and checking files (`files`), reclaiming
+//! rows (`purge`) and folding health figures ([`Stats::fold`]).
 //!
 //! Each database engine has its own crate implementing these traits (`store-sqlite`,
 //! `store-postgres`); `conformance` (feature `testkit`) runs this contract against each of
@@ -30,17 +31,28 @@
 //! * **Delete is O(1).** The batch disappears at once; [`DispatchStore::purge_deleted`] reclaims
 //!   its rows in the background, as it does for batches archived by
 //!   [`DispatchStore::archive_due`].
+//! * **Both surfaces share every batch table.** A batch's [`Endpoint`] says which surface it
+//!   belongs to ([`Endpoint::Messages`] for every Anthropic batch); a list shows one surface.
+//!   An OpenAI batch that ended is *finalized* once its output and error files are written:
+//!   [`DispatchStore::unfinalized`] finds the batches waiting for that, and
+//!   [`DispatchStore::finalize`] records it at most once.
+//! * **Files are staged like creates** and deleted like batches: pieces of at most
+//!   [`FILE_CHUNK_BYTES`], each its own transaction, visible at commit; a delete or expiry is
+//!   O(1) and the purge reclaims the chunks.
 
 pub mod cancel;
 #[cfg(feature = "testkit")]
 pub mod conformance;
 pub mod ending;
+pub mod failed;
+pub mod files;
 pub mod paging;
 pub mod purge;
 pub mod rows;
 
 use async_trait::async_trait;
 use batchd_domain::keys::KeyHash;
+use batchd_domain::openai::{Endpoint, FileId, OpenAiBatchMeta, Surface};
 use batchd_domain::{ApiVersion, Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
 
 /// Storage failures. Anything but `Unavailable` is a bug or corruption and shows as `api_error`.
@@ -92,6 +104,10 @@ pub struct NewBatch {
     pub betas: Vec<String>,
     pub api_version: ApiVersion,
     pub user_profile_id: Option<String>,
+    /// What every request is sent to: [`Endpoint::Messages`] for the Anthropic surface.
+    pub endpoint: Endpoint,
+    /// An OpenAI batch's extras; `None` for an Anthropic batch.
+    pub openai: Option<OpenAiBatchMeta>,
 }
 
 /// One request of a batch being created. `index` is its position in the create body, starting at 0.
@@ -180,6 +196,9 @@ pub struct WorkItem {
     /// request as its betas do.
     pub api_version: ApiVersion,
     pub user_profile_id: Option<String>,
+    /// The batch's endpoint: [`Endpoint::Messages`] takes the Anthropic path, anything else the
+    /// OpenAI one (`params` then holds the line's `body`).
+    pub endpoint: Endpoint,
     pub expires_at: Timestamp,
     /// Upstream attempts already made for this request (stored, so a restart does not reset
     /// the retry budget).
@@ -244,6 +263,8 @@ pub struct ResultRow {
     pub custom_id: String,
     /// `None` when the request has no stored result: its outcome follows the batch's end reason.
     pub body: Option<String>,
+    /// The stored result's outcome; `None` exactly when `body` is.
+    pub outcome: Option<Outcome>,
 }
 
 /// One page of a results download, already rendered: what [`BatchStore::results_lines`] returns.
@@ -323,11 +344,12 @@ pub struct Ended {
 }
 
 /// Everything batchd stores, as one object: the sum of what the API needs ([`BatchStore`]),
-/// what the dispatcher needs ([`DispatchStore`]) and API keys ([`KeyStore`]). See the crate
-/// documentation for the contract. Implemented for every type that implements the three.
-pub trait Store: BatchStore + DispatchStore + KeyStore {}
+/// what the dispatcher needs ([`DispatchStore`]), API keys ([`KeyStore`]) and the OpenAI
+/// surface's files ([`FileStore`]). See the crate documentation for the contract. Implemented
+/// for every type that implements the four.
+pub trait Store: BatchStore + DispatchStore + KeyStore + FileStore {}
 
-impl<T: BatchStore + DispatchStore + KeyStore> Store for T {}
+impl<T: BatchStore + DispatchStore + KeyStore + FileStore> Store for T {}
 
 /// Batches as the API sees them: the staged create, reads, cancel, delete, result downloads,
 /// and the health figures the API reports.
@@ -365,12 +387,21 @@ pub trait BatchStore: Send + Sync + 'static {
     async fn abort_batch(&self, draft: Draft) -> Result<()>;
 
     async fn get_batch(&self, workspace: &str, id: &BatchId) -> Result<Option<Batch>>;
+    /// A page of `workspace`'s batches of one `surface` (a list never mixes the two); a cursor
+    /// naming a batch of the other surface is unknown.
     async fn list_batches(
         &self,
         workspace: &str,
+        surface: Surface,
         cursor: Cursor,
         limit: u32,
     ) -> Result<BatchPage, ListError>;
+    /// Stores a visible batch that failed validation before it had requests (an OpenAI batch
+    /// whose `openai.errors` is non-empty): already ended (`end_reason = Completed`,
+    /// `ended_at = now`), with a total of 0, and already finalized (`finalized_at = now`: it
+    /// has no results, so no files to write). Durable when it returns. Anything but an OpenAI
+    /// batch with errors is refused (see `failed`).
+    async fn insert_failed_batch(&self, batch: NewBatch, now: Timestamp) -> Result<Batch>;
     async fn cancel_batch(
         &self,
         workspace: &str,
@@ -451,9 +482,104 @@ pub trait DispatchStore: Send + Sync + 'static {
     /// the batch stays visible, its results become unavailable and its rows reclaimable.
     /// Returns how many batches were archived. Durable when it returns.
     async fn archive_due(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64>;
-    /// Reclaims the rows of deleted, aborted and archived batches, at most `limit` rows per call.
-    /// Returns how many rows were removed (0 when nothing is left).
+    /// Reclaims the rows of deleted, aborted and archived batches, and the chunks of deleted,
+    /// aborted and expired files, at most `limit` rows per call. Returns how many rows were
+    /// removed (0 when nothing is left).
     async fn purge_deleted(&self, limit: u32) -> Result<u64>;
+    /// Up to `limit` ended OpenAI batches (endpoint other than [`Endpoint::Messages`]), neither
+    /// deleted nor archived, whose output and error files are not written yet
+    /// (`finalized_at` unset), oldest ended first.
+    async fn unfinalized(&self, limit: u32) -> Result<Vec<Batch>>;
+    /// Stores `meta` (now naming the output and error files) and `finalized_at = now`, in one
+    /// statement that only applies to an ended, undeleted OpenAI batch not finalized yet. False
+    /// when another process finalized it first (its files are the ones that count) or it was
+    /// deleted meanwhile: either way the caller deletes the files it wrote. Durable when it
+    /// returns.
+    async fn finalize(
+        &self,
+        batch_key: i64,
+        meta: &OpenAiBatchMeta,
+        now: Timestamp,
+    ) -> Result<bool>;
+}
+
+/// A file about to be uploaded or written.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    pub id: FileId,
+    pub workspace: String,
+    pub purpose: String,
+    pub filename: String,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A visible file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    /// Storage key: what [`FileStore::file_chunk`] reads by.
+    pub key: i64,
+    pub id: FileId,
+    pub workspace: String,
+    pub purpose: String,
+    pub filename: String,
+    pub bytes: u64,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// Handle to a file that has been begun but not committed.
+#[derive(Debug)]
+pub struct FileDraft {
+    pub key: i64,
+    pub file: NewFile,
+}
+
+/// One page of files, in the order asked for, and whether more follow it.
+#[derive(Debug, Clone)]
+pub struct FilePage {
+    pub files: Vec<StoredFile>,
+    pub has_more: bool,
+}
+
+/// Largest piece `append_file` takes; uploads and writers cut their bytes into pieces of at most this.
+pub const FILE_CHUNK_BYTES: usize = 1 << 20;
+
+/// The OpenAI surface's files: uploads, and the output and error files written from a batch's
+/// results. Staged like a batch create: [`FileStore::begin_file`] reserves an invisible file,
+/// [`FileStore::append_file`] adds its bytes piece by piece (each piece its own short
+/// transaction), [`FileStore::commit_file`] makes it visible. Deleting is O(1); the pieces are
+/// reclaimed by [`DispatchStore::purge_deleted`].
+#[async_trait]
+pub trait FileStore: Send + Sync + 'static {
+    /// Reserves an invisible file.
+    async fn begin_file(&self, file: NewFile) -> Result<FileDraft>;
+    /// Stores piece `seq` (0, 1, 2, …, at most [`FILE_CHUNK_BYTES`]) of a draft, in its own
+    /// short transaction.
+    async fn append_file(&self, draft: &FileDraft, seq: u32, bytes: Vec<u8>) -> Result<()>;
+    /// Makes the draft visible with a size of `bytes`; visible and durable when it returns.
+    async fn commit_file(&self, draft: FileDraft, bytes: u64) -> Result<StoredFile>;
+    /// Gives up on a draft; its pieces are reclaimed by [`DispatchStore::purge_deleted`].
+    async fn abort_file(&self, draft: FileDraft) -> Result<()>;
+    async fn get_file(&self, workspace: &str, id: &FileId) -> Result<Option<StoredFile>>;
+    /// `order_desc`: newest first (the API's default). `after` excludes itself; an `after` that
+    /// names no file of the workspace → empty page, has_more false.
+    async fn list_files(
+        &self,
+        workspace: &str,
+        purpose: Option<&str>,
+        after: Option<&FileId>,
+        limit: u32,
+        order_desc: bool,
+    ) -> Result<FilePage>;
+    /// Piece `seq` of a file; `None` past the end. The pieces of a file deleted during a
+    /// download stay readable until the purge reaches them.
+    async fn file_chunk(&self, file_key: i64, seq: u32) -> Result<Option<Vec<u8>>>;
+    /// O(1): the file is invisible at once, its pieces are reclaimed later. False when the
+    /// workspace has no such visible file.
+    async fn delete_file(&self, workspace: &str, id: &FileId) -> Result<bool>;
+    /// Deletes up to `limit` visible files with `expires_at <= now`; returns how many.
+    async fn expire_files(&self, now: Timestamp, limit: u32) -> Result<u64>;
 }
 
 /// API keys: created and revoked by the `keys` commands, looked up on every API call.
@@ -509,6 +635,9 @@ pub(crate) mod tests {
             betas: Vec::new(),
             api_version: ApiVersion::default(),
             user_profile_id: None,
+            endpoint: Endpoint::Messages,
+            openai: None,
+            finalized_at: None,
         }
     }
 
@@ -533,11 +662,13 @@ pub(crate) mod tests {
                 index: 0,
                 custom_id: "a".into(),
                 body: Some(r#"{"type":"succeeded","message":{}}"#.into()),
+                outcome: Some(Outcome::Succeeded),
             },
             ResultRow {
                 index: 1,
                 custom_id: "b".into(),
                 body: None,
+                outcome: None,
             },
         ];
         let out = render_result_lines(&rows, r#"{"type":"canceled"}"#);

@@ -1,10 +1,16 @@
-//! Reclaiming the rows of deleted, aborted and archived batches, in short steps. Each engine
+//! Reclaiming the rows of deleted, aborted and archived batches, and the chunks of deleted
+//! files, in short steps. Each engine
 //! says how to remove one step's rows; how a call is cut into steps is decided here.
 
 use crate::Result;
 
 /// Rows removed per purge transaction, whatever the caller's limit: keeps each one short.
 pub const ROWS_PER_STEP: u64 = 2_000;
+
+/// File chunks removed per purge transaction: a chunk is up to 1 MiB
+/// ([`crate::FILE_CHUNK_BYTES`]), so a step of [`ROWS_PER_STEP`] of them would be gigabytes.
+/// Each counts as one row of the caller's limit.
+pub const CHUNKS_PER_STEP: u64 = 16;
 
 /// Which batch a purge step reclaims, in this order: deleted batches (rows and batch row) first,
 /// then archived ones (rows only: the batch stays visible and is marked reclaimed).

@@ -67,6 +67,8 @@ async fn a_batch_stored_under_an_id_of_an_earlier_version_is_still_served() {
             betas: Vec::new(),
             api_version: batchd_domain::ApiVersion::default(),
             user_profile_id: None,
+            endpoint: batchd_domain::openai::Endpoint::Messages,
+            openai: None,
         })
         .await
         .unwrap();
