@@ -1,9 +1,11 @@
-//! Model backends: where the dispatcher sends one validated request and gets one Message back.
+//! Model backends: where the dispatcher sends one validated request and gets one Message back
+//! (the Anthropic surface), or one OpenAI-surface request and the upstream's answer to it.
 //!
 //! [`Backend`] is the seam. Its implementations: [`mock::MockBackend`], the built-in
 //! deterministic model used by default on laptops and in CI; [`anthropic::AnthropicBackend`]
 //! for servers speaking `/v1/messages`; [`openai::OpenAiBackend`] for servers speaking
-//! `/v1/chat/completions`, with the translation in [`openai::translate`].
+//! `/v1/chat/completions`, with the translation in [`openai::translate`], which also takes the
+//! OpenAI surface's requests byte for byte to the endpoint they name.
 //!
 //! [`BackendTable`] picks a backend by model name (the `[[backends]]` config entries, first
 //! matching glob wins); each entry is a [`GuardedBackend`], the backend behind its admission
@@ -13,10 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use batchd_domain::openai::Endpoint;
 use batchd_domain::params::Params;
 use batchd_domain::{ApiVersion, ErrorType};
 
 pub mod anthropic;
+mod compact;
 pub mod config;
 pub mod limits;
 mod message;
@@ -25,6 +29,7 @@ pub mod openai;
 mod upstream;
 
 pub use anthropic::AnthropicBackend;
+pub use compact::compact_json;
 pub use config::{BackendConfig, BackendSpec, Kind, Secret};
 pub use mock::MockBackend;
 pub use openai::OpenAiBackend;
@@ -46,7 +51,28 @@ pub struct BackendRequest<'a> {
     pub custom_id: &'a str,
 }
 
-/// Why a backend produced no Message.
+/// One OpenAI-surface request as a backend sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenAiRequest<'a> {
+    pub endpoint: Endpoint,
+    /// The line's `body` JSON exactly as uploaded.
+    pub body: &'a str,
+    /// `body.model`, already read by the router.
+    pub model: &'a str,
+    pub batch_id: &'a str,
+    pub custom_id: &'a str,
+}
+
+/// A 2xx answer to an [`OpenAiRequest`]: what goes into the output line's `response`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAiAnswer {
+    pub status_code: u16,
+    pub request_id: String,
+    /// The endpoint's response object, compact JSON.
+    pub body: String,
+}
+
+/// Why a backend produced no Message (or no [`OpenAiAnswer`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {message}", kind.as_str())]
 pub struct BackendError {
@@ -61,6 +87,9 @@ pub struct BackendError {
     pub unwell: bool,
     /// The upstream's `retry-after`, when it gave one.
     pub retry_after: Option<Duration>,
+    /// The upstream's status and body, when it answered (an OpenAI error-file line carries
+    /// them); `None` when it never did (no connection, no answer in time) or was never asked.
+    pub upstream: Option<(u16, String)>,
 }
 
 impl BackendError {
@@ -73,6 +102,7 @@ impl BackendError {
             throttled: false,
             unwell: false,
             retry_after,
+            upstream: None,
         }
     }
 
@@ -94,8 +124,32 @@ impl BackendError {
             throttled: false,
             unwell: false,
             retry_after: None,
+            upstream: None,
         }
     }
+
+    /// The backend has no such endpoint: the request was never sent.
+    pub fn cannot_serve(backend: &str, endpoint: Endpoint) -> Self {
+        Self::fatal(ErrorType::InvalidRequest, cannot_serve(backend, endpoint))
+    }
+}
+
+/// A `request_id` for an answer whose upstream gave none: 32 hex digits (the hosted API's
+/// layout) derived from the request, so an answer written again is the same bytes.
+pub fn derived_request_id(batch_id: &str, custom_id: &str) -> String {
+    use batchd_domain::ids::{FNV_OFFSET, fnv1a};
+    // 0xFF never occurs in UTF-8, so it separates the two parts unambiguously.
+    let a = fnv1a(
+        fnv1a(fnv1a(FNV_OFFSET, batch_id.as_bytes()), &[0xFF]),
+        custom_id.as_bytes(),
+    );
+    let b = fnv1a(a ^ 0x5265_7175_6573_7449, custom_id.as_bytes());
+    format!("{a:016x}{b:016x}")
+}
+
+/// The one text for a request whose backend does not serve its endpoint.
+pub fn cannot_serve(backend: &str, endpoint: Endpoint) -> String {
+    format!("backend `{backend}` cannot serve {endpoint}")
 }
 
 /// A model server.
@@ -107,6 +161,19 @@ pub trait Backend: Send + Sync + 'static {
     /// Sends one request. `Ok` is the serialized assistant `Message` JSON (compact, with
     /// `usage.service_tier` set to `"batch"`).
     async fn send(&self, request: BackendRequest<'_>) -> Result<String, BackendError>;
+
+    /// Whether [`Backend::send_openai`] can serve `endpoint` at all; the dispatcher asks first,
+    /// so a request no backend can serve waits for no admission and spends no attempt.
+    fn serves_endpoint(&self, endpoint: Endpoint) -> bool {
+        let _ = endpoint;
+        false
+    }
+
+    /// Sends one OpenAI-surface request: `body` is the line's `body` JSON exactly as uploaded.
+    /// The default answers that this backend cannot serve `endpoint`.
+    async fn send_openai(&self, request: OpenAiRequest<'_>) -> Result<OpenAiAnswer, BackendError> {
+        Err(BackendError::cannot_serve(self.name(), request.endpoint))
+    }
 }
 
 /// One `[[backends]]` entry, ready to serve: the backend behind its admission limits and breaker.

@@ -13,6 +13,9 @@
 //! The message id is a hash of (batch id, custom id), so re-running a batch reproduces its
 //! results byte for byte.
 //!
+//! On the OpenAI surface it answers every endpoint a batch may name, in the shapes of
+//! the hosted API's objects (see `mock/openai.rs`), under the same latency and model slots.
+//!
 //! It runs once per request at the server's full request rate, so it does one pass over the
 //! params, one serialization, a handful of allocations, and touches no shared state when latency
 //! is zero.
@@ -23,12 +26,15 @@ use async_trait::async_trait;
 use batchd_domain::ErrorType;
 use batchd_domain::ids;
 use batchd_domain::models;
+use batchd_domain::openai::Endpoint;
 use batchd_domain::params::Params;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::message::{Block, Message, Usage};
-use crate::{Backend, BackendError, BackendRequest};
+use crate::{Backend, BackendError, BackendRequest, OpenAiAnswer, OpenAiRequest};
+
+mod openai;
 
 /// How many words of the user's last message the reply quotes.
 pub const ECHO_WORDS: usize = 20;
@@ -71,6 +77,20 @@ impl MockBackend {
         self.strict_models = strict;
         self
     }
+
+    /// The simulated time on the model, under the bound of model slots.
+    async fn on_model(&self) -> Result<(), BackendError> {
+        if !self.latency.is_zero() {
+            // The semaphore is never closed; if it ever were, the request could be retried.
+            let _slot = self.slots.acquire().await.map_err(|_| {
+                BackendError::retryable(ErrorType::Overloaded, "Overloaded".into(), None)
+            })?;
+            #[cfg(test)]
+            let _on_model = self.gauge.enter();
+            tokio::time::sleep(self.latency).await;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -86,21 +106,26 @@ impl Backend for MockBackend {
                 format!("model: {}", request.params.model),
             ));
         }
-        if !self.latency.is_zero() {
-            // The semaphore is never closed; if it ever were, the request could be retried.
-            let _slot = self.slots.acquire().await.map_err(|_| {
-                BackendError::retryable(ErrorType::Overloaded, "Overloaded".into(), None)
-            })?;
-            #[cfg(test)]
-            let _on_model = self.gauge.enter();
-            tokio::time::sleep(self.latency).await;
-        }
+        self.on_model().await?;
         render(request.params, request.batch_id, request.custom_id).map_err(|err| {
             BackendError::fatal(
                 ErrorType::Api,
                 format!("mock backend could not serialize its answer: {err}"),
             )
         })
+    }
+
+    fn serves_endpoint(&self, endpoint: Endpoint) -> bool {
+        endpoint != Endpoint::Messages
+    }
+
+    /// `strict_models` does not apply here: the models it knows are the Anthropic API's.
+    async fn send_openai(&self, request: OpenAiRequest<'_>) -> Result<OpenAiAnswer, BackendError> {
+        if !self.serves_endpoint(request.endpoint) {
+            return Err(BackendError::cannot_serve(&self.name, request.endpoint));
+        }
+        self.on_model().await?;
+        openai::answer(request)
     }
 }
 
@@ -140,25 +165,8 @@ fn render(params: &Params, batch_id: &str, custom_id: &str) -> serde_json::Resul
         .get("stop_sequences")
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
-    // The earliest match is where a real model would have stopped; ties go to the first listed.
-    let mut stop: Option<(usize, &str)> = None;
-    for seq in stops
-        .iter()
-        .filter_map(Value::as_str)
-        .filter(|s| !s.is_empty())
-    {
-        if let Some(at) = reply.text.find(seq)
-            && stop.is_none_or(|(best, _)| at < best)
-        {
-            stop = Some((at, seq));
-        }
-    }
-    let (stop_reason, stop_sequence) = match stop {
-        Some((at, seq)) => {
-            reply.text.truncate(at);
-            reply.words = reply.text.split_whitespace().count() as u64;
-            ("stop_sequence", Some(seq))
-        }
+    let (stop_reason, stop_sequence) = match reply.stop_at(stops.iter().filter_map(Value::as_str)) {
+        Some(seq) => ("stop_sequence", Some(seq)),
         None if reply.truncated => ("max_tokens", None),
         None => ("end_turn", None),
     };
@@ -205,20 +213,44 @@ impl Reply {
             self.words += 1;
         }
     }
+
+    /// Cuts the reply before the earliest stop sequence found in it (where a real model would
+    /// have stopped; ties go to the first listed) and returns that sequence.
+    fn stop_at<'s>(&mut self, stops: impl Iterator<Item = &'s str>) -> Option<&'s str> {
+        let mut stop: Option<(usize, &str)> = None;
+        for seq in stops.filter(|s| !s.is_empty()) {
+            if let Some(at) = self.text.find(seq)
+                && stop.is_none_or(|(best, _)| at < best)
+            {
+                stop = Some((at, seq));
+            }
+        }
+        let (at, seq) = stop?;
+        self.text.truncate(at);
+        self.words = self.text.split_whitespace().count() as u64;
+        Some(seq)
+    }
 }
 
 /// The text of a `content` or `system` value: the string itself, or its `text` blocks.
 fn texts(content: &Value) -> impl Iterator<Item = &str> {
+    texts_of(content, "text")
+}
+
+/// The text of a content value: the string itself, or the `text` of its parts of type `kind`.
+fn texts_of<'v>(content: &'v Value, kind: &'static str) -> impl Iterator<Item = &'v str> {
     let (single, blocks) = match content {
         Value::String(s) => (Some(s.as_str()), &[][..]),
         Value::Array(blocks) => (None, blocks.as_slice()),
         _ => (None, &[][..]),
     };
-    single.into_iter().chain(blocks.iter().filter_map(|block| {
-        (block.get("type")?.as_str()? == "text")
-            .then(|| block.get("text")?.as_str())
-            .flatten()
-    }))
+    single
+        .into_iter()
+        .chain(blocks.iter().filter_map(move |block| {
+            (block.get("type")?.as_str()? == kind)
+                .then(|| block.get("text")?.as_str())
+                .flatten()
+        }))
 }
 
 fn char_count(content: &Value) -> usize {

@@ -39,18 +39,14 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    /// `path` is appended to the base URL, minus a `/v1` the base URL already ends with (both
-    /// `http://host:8000` and `http://host:8000/v1` are common ways to write it).
+    /// `path` is appended to the base URL as [`endpoint_url`] does.
     pub fn new(
         spec: &BackendSpec,
         path: &str,
         headers: HeaderMap,
         dialect: Dialect,
     ) -> Result<Self, String> {
-        let base = spec.base_url.trim_end_matches('/');
-        let base = base.strip_suffix("/v1").unwrap_or(base);
-        let url = reqwest::Url::parse(&format!("{base}{path}"))
-            .map_err(|e| format!("backend `{}`: field `base_url`: {e}", spec.name))?;
+        let url = endpoint_url(spec, path)?;
         let client = reqwest::Client::builder()
             .default_headers(headers)
             .pool_max_idle_per_host(spec.max_concurrency)
@@ -75,9 +71,22 @@ impl Upstream {
         body: String,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<bytes::Bytes, BackendError> {
+        self.post_to(&self.url, body, extra)
+            .await
+            .map(|(_, _, bytes)| bytes)
+    }
+
+    /// [`Upstream::post`] to another path of the same upstream (a URL from [`endpoint_url`]),
+    /// with the answer's status and headers.
+    pub async fn post_to(
+        &self,
+        url: &reqwest::Url,
+        body: String,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<(StatusCode, HeaderMap, bytes::Bytes), BackendError> {
         let mut request = self
             .client
-            .post(self.url.clone())
+            .post(url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         for (name, value) in extra {
@@ -88,7 +97,7 @@ impl Upstream {
         let headers = response.headers().clone();
         let bytes = response.bytes().await.map_err(|e| self.transport(&e))?;
         if status.is_success() {
-            return Ok(bytes);
+            return Ok((status, headers, bytes));
         }
         Err(status_error(
             &self.name,
@@ -135,6 +144,15 @@ impl Upstream {
     }
 }
 
+/// `path` appended to the backend's base URL, minus a `/v1` the base URL already ends with (both
+/// `http://host:8000` and `http://host:8000/v1` are common ways to write it).
+pub(crate) fn endpoint_url(spec: &BackendSpec, path: &str) -> Result<reqwest::Url, String> {
+    let base = spec.base_url.trim_end_matches('/');
+    let base = base.strip_suffix("/v1").unwrap_or(base);
+    reqwest::Url::parse(&format!("{base}{path}"))
+        .map_err(|e| format!("backend `{}`: field `base_url`: {e}", spec.name))
+}
+
 /// Maps an error status to a [`BackendError`]: 408, 409, 429 and 5xx (529 included) may clear;
 /// any other status is final and keeps the upstream's error type and message.
 pub(crate) fn status_error(
@@ -173,6 +191,7 @@ pub(crate) fn status_error(
         throttled,
         unwell: code >= 500,
         retry_after,
+        upstream: Some((code, String::from_utf8_lossy(body).into_owned())),
     }
 }
 
@@ -290,5 +309,7 @@ mod tests {
         let e = error(Dialect::OpenAi, 401, &[], "nope");
         assert_eq!(e.kind, ErrorType::Authentication);
         assert_eq!(e.message, "backend `up` answered 401 Unauthorized");
+        // The OpenAI surface's error line carries what the upstream said, as it said it.
+        assert_eq!(e.upstream, Some((401, "nope".to_owned())));
     }
 }

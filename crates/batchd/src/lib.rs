@@ -70,6 +70,12 @@ pub async fn serve(
             ..Default::default()
         },
     );
+    // Ended OpenAI batches get their output and error files from the results (read as downloads
+    // read them) written as files.
+    dispatcher.start_finalizer(batchd_dispatcher::finalizer::OutputStores {
+        results: store.clone(),
+        files: store.clone(),
+    });
     let state = AppState::new(
         store.clone(),
         Arc::new(DispatcherSignals(dispatcher.clone())),

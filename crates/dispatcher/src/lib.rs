@@ -19,9 +19,15 @@
 //! [`maintenance`] runs beside them: it ends expired batches and canceling batches with nothing in
 //! flight, reclaims the rows of deleted batches, and learns of cancels made by other processes
 //! sharing the store. `retry.rs` computes the back-off between attempts.
+//!
+//! Requests of the OpenAI surface take the same path (`request.rs` routes them by `body.model`
+//! and records each one's whole output or error line, `openai_line.rs`); once such a batch has
+//! ended, the [`finalizer`] writes its output and error files from those rows.
 
 mod claimer;
+pub mod finalizer;
 pub mod maintenance;
+mod openai_line;
 mod recorder;
 mod request;
 mod retry;
@@ -35,6 +41,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use batchd_backends::BackendTable;
+use batchd_domain::openai::Surface;
 use batchd_store::DispatchStore;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -87,6 +94,8 @@ struct Shared {
     work: Notify,
     /// Signalled when maintenance should run now (a cancel, a release, a delete).
     maintenance: Notify,
+    /// Signalled when a batch of the OpenAI surface ended: its files are to be written.
+    finalize: Notify,
     /// Batches now canceling: their claimed requests must not be sent. Filled at once by a
     /// cancel made here, and replaced by what the store says every maintenance pass (cancels
     /// made by other processes; batches that have ended since).
@@ -137,6 +146,8 @@ struct Tasks {
     claimer: JoinHandle<()>,
     recorder: JoinHandle<()>,
     maintenance: JoinHandle<()>,
+    /// Started by [`Dispatcher::start_finalizer`].
+    finalizer: Option<JoinHandle<()>>,
     /// Every request task, from its spawn to its report (waiting for admission included).
     request_tasks: TaskTracker,
 }
@@ -161,6 +172,7 @@ impl Dispatcher {
             config,
             work: Notify::new(),
             maintenance: Notify::new(),
+            finalize: Notify::new(),
             canceling: Mutex::new(HashSet::new()),
             canceled_here: Notify::new(),
             saturated: Mutex::new(HashMap::new()),
@@ -187,8 +199,20 @@ impl Dispatcher {
                 claimer,
                 recorder,
                 maintenance,
+                finalizer: None,
                 request_tasks,
             }))),
+        }
+    }
+
+    /// Starts the [`finalizer`], which writes the output and error files of ended OpenAI
+    /// batches. Without it such batches stay `finalizing`. Once only; a stopped dispatcher
+    /// ignores it.
+    pub fn start_finalizer(&self, stores: finalizer::OutputStores) {
+        if let Some(tasks) = lock(&self.tasks).as_mut()
+            && tasks.finalizer.is_none()
+        {
+            tasks.finalizer = Some(tokio::spawn(finalizer::run(self.shared.clone(), stores)));
         }
     }
 
@@ -249,9 +273,14 @@ impl Dispatcher {
             recorder.abort();
             let _ = recorder.await;
         }
-        // Awaited so that no task of ours still holds the store when this returns.
+        // Awaited so that no task of ours still holds the store when this returns. A batch whose
+        // files were being written stays unfinalized and is finalized after a restart.
         tasks.maintenance.abort();
         let _ = tasks.maintenance.await;
+        if let Some(finalizer) = tasks.finalizer {
+            finalizer.abort();
+            let _ = finalizer.await;
+        }
     }
 }
 
@@ -264,8 +293,16 @@ async fn timed<T>(op: &'static str, call: impl Future<Output = T>) -> T {
     out
 }
 
-/// Counts and logs batches that just ended.
-fn report_ended(ended: batchd_store::Ended) {
+/// Counts and logs batches that just ended, and wakes the finalizer for those of the OpenAI
+/// surface.
+fn report_ended(shared: &Shared, ended: batchd_store::Ended) {
+    if ended
+        .batches
+        .iter()
+        .any(|(id, _)| id.surface() == Surface::OpenAi)
+    {
+        shared.finalize.notify_one();
+    }
     for (id, reason) in ended.batches {
         metrics::counter!("batchd_batches_ended_total", "reason" => format!("{reason:?}").to_lowercase()).increment(1);
         tracing::info!(batch = %id, ?reason, "batch ended");

@@ -24,7 +24,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         }
         match timed("finish_due", shared.store.finish_due(now)).await {
-            Ok(ended) => report_ended(ended),
+            Ok(ended) => report_ended(&shared, ended),
             Err(err) => tracing::warn!(error = %err, "ending due batches failed; will retry"),
         }
         match timed(

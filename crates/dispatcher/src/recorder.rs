@@ -82,7 +82,7 @@ pub(crate) async fn record_loop(shared: Arc<Shared>, mut reports: mpsc::Receiver
                     .increment(n as u64);
             }
         }
-        report_ended(ended);
+        report_ended(&shared, ended);
         buf.clear();
     }
 }

@@ -2,25 +2,35 @@
 //! with the report the recorder gets.
 //!
 //! * [`route`]: is it still wanted, is it due, is it valid (its `max_tokens` within its model's
-//!   cap included), which backend serves its model;
+//!   cap included), which backend serves its model (and, for an OpenAI batch, its endpoint);
 //! * [`admit`]: that backend's breaker, queue, rate limit and concurrency slot;
 //! * [`send`]: the call itself, counted as in flight, timed and labelled;
 //! * [`settle`]: what the outcome teaches the backend's guards, then the answer or the next
 //!   attempt.
+//!
+//! Both surfaces take the same phases, limits and retries. An OpenAI batch's request (its
+//! `params` are the input line's `body`) is routed by `body.model` alone, sent byte for byte
+//! through [`Backend::send_openai`](batchd_backends::Backend::send_openai), and its result is
+//! the whole output or error line (`openai_line`), so the files are the stored rows in order.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use batchd_backends::limits::{Admission, Concurrency, Permit};
-use batchd_backends::{BackendError, BackendRequest, GuardedBackend, estimate_input_tokens};
+use batchd_backends::{
+    BackendError, BackendRequest, GuardedBackend, OpenAiAnswer, OpenAiRequest, cannot_serve,
+    derived_request_id, estimate_input_tokens,
+};
 use batchd_domain::models;
+use batchd_domain::openai::Endpoint;
 use batchd_domain::params::{self, Params};
 use batchd_domain::{ErrorType, Outcome, Timestamp};
 use batchd_store::{Retry, WorkItem};
 use batchd_wire::ErrorEnvelope;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
+use crate::openai_line::{self, LineOf, code};
 use crate::recorder::Report;
 use crate::{BackendMetrics, Shared, lock, retry, saturation};
 
@@ -51,9 +61,19 @@ async fn attempt(shared: &Shared, item: &WorkItem) -> Result<Report, Report> {
     Ok(settle(shared, item, &routed, admitted, sent))
 }
 
+/// What goes to the backend, by surface.
+enum Prepared {
+    /// Validated Messages params.
+    Messages(Params),
+    /// An OpenAI line's body (sent as stored), with its model read out of it.
+    OpenAi { model: String },
+}
+
 /// A valid request and the backend that serves its model.
 struct Routed<'s> {
-    params: Params,
+    prepared: Prepared,
+    /// Estimated input tokens, for the backend's `input_tokens_per_minute`.
+    tokens: u64,
     /// Position of `backend` in the backend table, which is also that of `metrics`.
     index: usize,
     backend: &'s GuardedBackend,
@@ -75,6 +95,9 @@ fn route<'s>(shared: &'s Shared, item: &WorkItem) -> Result<Routed<'s>, Report> 
         // Claimed again by a restarted process while its back-off is still running.
         return Err(retry_at(item, item.attempts, at));
     }
+    if item.endpoint != Endpoint::Messages {
+        return route_openai(shared, item);
+    }
     let terms = params::Terms {
         version: item.api_version,
         betas: &item.betas,
@@ -94,9 +117,47 @@ fn route<'s>(shared: &'s Shared, item: &WorkItem) -> Result<Routed<'s>, Report> 
         return Err(errored(item, ErrorType::NotFound, &message));
     };
     Ok(Routed {
-        params,
+        tokens: estimate_input_tokens(&params),
+        prepared: Prepared::Messages(params),
         index,
         backend: &shared.backends.backends()[index],
+        metrics: &shared.backend_metrics[index],
+    })
+}
+
+/// Phase 1 of an OpenAI batch's request: only `body.model` is read (the body was checked when
+/// the batch was created, and the upstream judges the rest, as the hosted API does).
+fn route_openai<'s>(shared: &'s Shared, item: &WorkItem) -> Result<Routed<'s>, Report> {
+    #[derive(serde::Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow, default)]
+        model: Option<std::borrow::Cow<'a, str>>,
+    }
+    let model = match serde_json::from_str::<Body<'_>>(&item.params) {
+        Ok(Body { model: Some(model) }) => model.into_owned(),
+        _ => {
+            return Err(line_error(
+                item,
+                code::INVALID_REQUEST,
+                "The request body has no 'model'.",
+            ));
+        }
+    };
+    let Some(index) = shared.backends.index_for(&model) else {
+        let message = openai_line::model_not_found_message(&model);
+        return Err(line_error(item, code::MODEL_NOT_FOUND, &message));
+    };
+    let backend = &shared.backends.backends()[index];
+    if !backend.backend.serves_endpoint(item.endpoint) {
+        let message = cannot_serve(backend.backend.name(), item.endpoint);
+        return Err(line_error(item, code::ENDPOINT_NOT_SUPPORTED, &message));
+    }
+    Ok(Routed {
+        // The usual quarter of the characters, here of the whole body.
+        tokens: (item.params.len() as u64).div_ceil(4).max(1),
+        prepared: Prepared::OpenAi { model },
+        index,
+        backend,
         metrics: &shared.backend_metrics[index],
     })
 }
@@ -129,7 +190,7 @@ async fn admit<'s>(
     if !backend.rate.is_unlimited() {
         match backend
             .rate
-            .admit(estimate_input_tokens(&routed.params), RATE_WAIT_HERE)
+            .admit(routed.tokens, RATE_WAIT_HERE)
             .await
         {
             Ok(waited) => metrics::histogram!("batchd_rate_limit_wait_seconds", "backend" => routed.name().to_owned())
@@ -165,24 +226,46 @@ async fn admit<'s>(
 /// What the backend gave back, and how many attempts the request has now had.
 struct Sent {
     attempts: u32,
-    result: Result<String, BackendError>,
+    result: Result<Answered, BackendError>,
+}
+
+/// A backend's answer, by surface.
+enum Answered {
+    /// The serialized Message.
+    Message(String),
+    OpenAi(OpenAiAnswer),
 }
 
 /// Phase 3: the call.
 async fn send(shared: &Shared, item: &WorkItem, routed: &Routed<'_>) -> Sent {
     let attempts = item.attempts.saturating_add(1);
-    let request = BackendRequest {
-        params: &routed.params,
-        raw_params: &item.params,
-        betas: &item.betas,
-        version: item.api_version,
-        batch_id: item.batch_id.as_str(),
-        custom_id: &item.custom_id,
-    };
+    let backend = &routed.backend.backend;
     let started = Instant::now();
     let result = {
         let _in_flight = InFlight::enter(shared);
-        routed.backend.backend.send(request).await
+        match &routed.prepared {
+            Prepared::Messages(params) => backend
+                .send(BackendRequest {
+                    params,
+                    raw_params: &item.params,
+                    betas: &item.betas,
+                    version: item.api_version,
+                    batch_id: item.batch_id.as_str(),
+                    custom_id: &item.custom_id,
+                })
+                .await
+                .map(Answered::Message),
+            Prepared::OpenAi { model } => backend
+                .send_openai(OpenAiRequest {
+                    endpoint: item.endpoint,
+                    body: &item.params,
+                    model,
+                    batch_id: item.batch_id.as_str(),
+                    custom_id: &item.custom_id,
+                })
+                .await
+                .map(Answered::OpenAi),
+        }
     };
     routed
         .metrics
@@ -214,9 +297,13 @@ fn settle(
 ) -> Report {
     let probe = admitted.admission == Admission::Probe;
     match sent.result {
-        Ok(message) => {
+        Ok(answered) => {
             learn_from_success(routed, probe);
-            answer(item, Outcome::Succeeded, succeeded_body(&message))
+            let body = match answered {
+                Answered::Message(message) => succeeded_body(&message),
+                Answered::OpenAi(answer) => line_of(item).success(&answer),
+            };
+            answer(item, Outcome::Succeeded, body)
         }
         Err(err) => match learn_from_failure(shared, item, routed, probe, &err) {
             Ok(()) => retry_or_give_up(shared, item, routed, sent.attempts, err),
@@ -317,7 +404,22 @@ fn retry_or_give_up(
     } else {
         err.message
     };
-    errored(item, err.kind, &message)
+    if item.endpoint == Endpoint::Messages {
+        return errored(item, err.kind, &message);
+    }
+    // An OpenAI error line: the upstream's own answer when it gave one, else why there was none.
+    let line = line_of(item);
+    let body = match &err.upstream {
+        Some((status, body)) => {
+            let request_id = derived_request_id(item.batch_id.as_str(), &item.custom_id);
+            line.upstream_error(*status, &request_id, body, &message)
+        }
+        None if err.kind == ErrorType::Timeout => {
+            line.error(code::REQUEST_TIMEOUT, openai_line::TIMEOUT_MESSAGE)
+        }
+        None => line.error(code::SERVER_ERROR, &message),
+    };
+    answer(item, Outcome::Errored, body)
 }
 
 /// Whether the request must not be sent (now): its batch was canceled or has expired.
@@ -345,6 +447,20 @@ fn answer(item: &WorkItem, outcome: Outcome, body: String) -> Report {
 
 fn errored(item: &WorkItem, kind: ErrorType, message: &str) -> Report {
     answer(item, Outcome::Errored, errored_body(kind, message))
+}
+
+/// Where an OpenAI request's line belongs.
+fn line_of(item: &WorkItem) -> LineOf<'_> {
+    LineOf {
+        batch_id: item.batch_id.as_str(),
+        index: item.index,
+        custom_id: &item.custom_id,
+    }
+}
+
+/// An OpenAI request's error line without a `response`: it never reached an upstream.
+fn line_error(item: &WorkItem, code: &str, message: &str) -> Report {
+    answer(item, Outcome::Errored, line_of(item).error(code, message))
 }
 
 /// Publishes a backend's adaptive concurrency limit.

@@ -1,20 +1,28 @@
 //! The `openai` backend's HTTP side: `POST {base_url}/v1/chat/completions` with the translated
-//! request, and the translated answer back.
+//! request, and the translated answer back; and for the OpenAI surface, the line's body byte for
+//! byte to `{base_url}{endpoint}` and the upstream's answer as it came (made compact, so that it
+//! fits one line of the output file).
 
 use async_trait::async_trait;
 use batchd_domain::ErrorType;
+use batchd_domain::openai::Endpoint;
 use reqwest::header::{HeaderMap, HeaderValue};
 
 use super::translate::{self, ChatOptions};
 use crate::config::BackendSpec;
-use crate::upstream::{Dialect, Upstream};
-use crate::{Backend, BackendError, BackendRequest};
+use crate::upstream::{Dialect, Upstream, endpoint_url};
+use crate::{
+    Backend, BackendError, BackendRequest, OpenAiAnswer, OpenAiRequest, compact_json,
+    derived_request_id,
+};
 
 #[derive(Debug)]
 pub struct OpenAiBackend {
     name: String,
     upstream: Upstream,
     options: ChatOptions,
+    /// The URL of each of [`Endpoint::OPENAI`], in its order: parsed once.
+    endpoints: Vec<(Endpoint, reqwest::Url)>,
 }
 
 impl OpenAiBackend {
@@ -31,10 +39,15 @@ impl OpenAiBackend {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
+        let endpoints = Endpoint::OPENAI
+            .into_iter()
+            .map(|e| Ok((e, endpoint_url(spec, e.path())?)))
+            .collect::<Result<_, String>>()?;
         Ok(Self {
             name: spec.name.clone(),
             upstream: Upstream::new(spec, "/v1/chat/completions", headers, Dialect::OpenAi)?,
             options: ChatOptions { top_k: spec.top_k },
+            endpoints,
         })
     }
 }
@@ -57,5 +70,35 @@ impl Backend for OpenAiBackend {
         let answer = self.upstream.post(body, &[]).await?;
         translate::message_from_chat(&answer, params)
             .map_err(|e| self.upstream.bad_body(&e.to_string()))
+    }
+
+    /// Every endpoint is forwarded: what the upstream does not serve, it answers (a 404 becomes
+    /// that line's error with the upstream's own words).
+    fn serves_endpoint(&self, endpoint: Endpoint) -> bool {
+        endpoint != Endpoint::Messages
+    }
+
+    async fn send_openai(&self, request: OpenAiRequest<'_>) -> Result<OpenAiAnswer, BackendError> {
+        let Some((_, url)) = self.endpoints.iter().find(|(e, _)| *e == request.endpoint) else {
+            return Err(BackendError::cannot_serve(&self.name, request.endpoint));
+        };
+        let (status, headers, body) = self
+            .upstream
+            .post_to(url, request.body.to_owned(), &[])
+            .await?;
+        let body = compact_json(&body).ok_or_else(|| self.upstream.bad_body("not JSON"))?;
+        let request_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map_or_else(
+                || derived_request_id(request.batch_id, request.custom_id),
+                str::to_owned,
+            );
+        Ok(OpenAiAnswer {
+            status_code: status.as_u16(),
+            request_id,
+            body,
+        })
     }
 }

@@ -1,0 +1,297 @@
+//! The finalizer: turns an ended OpenAI batch's stored results into its output and error files
+//! and records them with the batch, which the API then shows as `completed`, `expired` or
+//! `cancelled` (until then, `finalizing`).
+//!
+//! Every stored result of an OpenAI batch is already its whole line (`openai_line`), so a file
+//! is the rows in index order: succeeded rows make the output file; every other stored row, and
+//! a `batch_expired` or `batch_cancelled` line for each request without a result, make the
+//! error file. Each file is written only when it has a line. Results are read a page at a time
+//! and bytes go to the store in pieces of at most [`FILE_CHUNK_BYTES`], so memory stays bounded
+//! whatever the batch's size.
+//!
+//! It is woken when a batch of the OpenAI surface ends (a last answer recorded, expiry, the end
+//! of a cancel) and also looks on every maintenance interval, so a batch whose process died
+//! between ending it and finalizing it is finalized by the next one to look. Two processes may
+//! finalize one batch at once: the store keeps the first record, and the other deletes the
+//! files it wrote. The same pass deletes expired files.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use batchd_domain::openai::FileId;
+use batchd_domain::{Batch, EndReason, Outcome, Timestamp};
+use batchd_store::{BatchStore, FILE_CHUNK_BYTES, FileDraft, FileStore, NewFile};
+
+use crate::openai_line::LineOf;
+use crate::{Shared, timed};
+
+/// How long output and error files are kept when the batch did not say
+/// (`output_expires_after`): the hosted API's 30 days.
+pub const DEFAULT_OUTPUT_EXPIRY: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The `purpose` of the files the finalizer writes.
+pub const OUTPUT_PURPOSE: &str = "batch_output";
+/// Result rows read per store call.
+const PAGE: u32 = 1_000;
+/// Batches taken per look at the store.
+const GROUP: u32 = 16;
+/// Expired files deleted per store call.
+const EXPIRE_STEP: u32 = 1_000;
+
+/// What the finalizer reads and writes beside the dispatcher's store: the results (read as the
+/// API's downloads read them) and the files.
+#[derive(Clone)]
+pub struct OutputStores {
+    pub results: Arc<dyn BatchStore>,
+    pub files: Arc<dyn FileStore>,
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, stores: OutputStores) {
+    loop {
+        expire_files(&stores).await;
+        let mut full = false;
+        match timed("unfinalized", shared.store.unfinalized(GROUP)).await {
+            Ok(batches) => {
+                full = batches.len() == GROUP as usize;
+                for batch in batches {
+                    if shared.stop.is_cancelled() {
+                        return;
+                    }
+                    if let Err(err) = finalize(&shared, &stores, &batch).await {
+                        full = false;
+                        tracing::warn!(batch = %batch.id, error = %err, "writing the batch's output files failed; will retry");
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "reading unfinalized batches failed; will retry")
+            }
+        }
+        if full {
+            // More are waiting: no sleep.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            () = shared.finalize.notified() => {}
+            () = tokio::time::sleep(shared.config.maintenance_interval) => {}
+            () = shared.stop.cancelled() => return,
+        }
+    }
+}
+
+async fn expire_files(stores: &OutputStores) {
+    loop {
+        match timed(
+            "expire_files",
+            stores.files.expire_files(Timestamp::now(), EXPIRE_STEP),
+        )
+        .await
+        {
+            Ok(n) if n == u64::from(EXPIRE_STEP) => tokio::task::yield_now().await,
+            Ok(0) => return,
+            Ok(n) => {
+                tracing::info!(files = n, "deleted expired files");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "deleting expired files failed; will retry");
+                return;
+            }
+        }
+    }
+}
+
+/// Writes one batch's files and records them. On any failure the drafts are given up (their
+/// rows are reclaimed by the purge) and the batch stays unfinalized, to be tried again.
+async fn finalize(
+    shared: &Shared,
+    stores: &OutputStores,
+    batch: &Batch,
+) -> batchd_store::Result<()> {
+    let Some(meta) = &batch.openai else {
+        // Not an OpenAI batch: nothing to write (the store never hands one out).
+        return Ok(());
+    };
+    let now = Timestamp::now();
+    let expiry = meta
+        .output_expires_after
+        .map_or(DEFAULT_OUTPUT_EXPIRY, Duration::from_secs);
+    let file = |kind: &str| NewFile {
+        id: FileId::generate(),
+        workspace: batch.workspace.clone(),
+        purpose: OUTPUT_PURPOSE.to_owned(),
+        filename: format!("batch_{}_{kind}.jsonl", batch.id),
+        created_at: now,
+        expires_at: Some(now.plus(expiry)),
+    };
+    let mut output = Writer::new(stores.files.as_ref(), file("output"));
+    let mut errors = Writer::new(stores.files.as_ref(), file("error"));
+    let written = write_lines(stores, batch, &mut output, &mut errors).await;
+    let (output, errors) = match written {
+        Ok(()) => (output.commit().await, errors.commit().await),
+        Err(err) => {
+            output.abort().await;
+            errors.abort().await;
+            return Err(err);
+        }
+    };
+    let (output, errors) = match (output, errors) {
+        (Ok(output), Ok(errors)) => (output, errors),
+        (output, errors) => {
+            let files = [output.as_ref().ok(), errors.as_ref().ok()];
+            delete(
+                stores,
+                &batch.workspace,
+                files.into_iter().flatten().flatten(),
+            )
+            .await;
+            return Err(output.err().or(errors.err()).expect("one of them failed"));
+        }
+    };
+    let mut meta = meta.clone();
+    meta.output_file_id = output.clone();
+    meta.error_file_id = errors.clone();
+    let recorded = timed("finalize", shared.store.finalize(batch.key, &meta, now)).await;
+    if !matches!(recorded, Ok(true)) {
+        // Another process finalized it first (its files count), or the record failed.
+        delete(
+            stores,
+            &batch.workspace,
+            [&output, &errors].into_iter().flatten(),
+        )
+        .await;
+        return recorded.map(|_| ());
+    }
+    metrics::counter!("batchd_openai_batches_finalized_total").increment(1);
+    tracing::info!(batch = %batch.id, output = ?output, errors = ?errors, "batch finalized");
+    Ok(())
+}
+
+/// Every result row of the batch, in index order, into the file it belongs to.
+async fn write_lines(
+    stores: &OutputStores,
+    batch: &Batch,
+    output: &mut Writer<'_>,
+    errors: &mut Writer<'_>,
+) -> batchd_store::Result<()> {
+    let reason = batch.end_reason.unwrap_or(EndReason::Completed);
+    let mut after = None;
+    loop {
+        let rows = timed(
+            "results_page",
+            stores.results.results_page(batch.key, after, PAGE),
+        )
+        .await?;
+        for row in &rows {
+            match (row.outcome, &row.body) {
+                (Some(Outcome::Succeeded), Some(line)) => output.line(line).await?,
+                (Some(_), Some(line)) => errors.line(line).await?,
+                _ => {
+                    let line = LineOf {
+                        batch_id: batch.id.as_str(),
+                        index: row.index,
+                        custom_id: &row.custom_id,
+                    };
+                    if let Some(line) = line.unanswered(reason) {
+                        errors.line(&line).await?;
+                    }
+                }
+            }
+        }
+        match rows.last() {
+            Some(last) if rows.len() == PAGE as usize => after = Some(last.index),
+            _ => return Ok(()),
+        }
+    }
+}
+
+async fn delete<'a>(
+    stores: &OutputStores,
+    workspace: &str,
+    files: impl IntoIterator<Item = &'a FileId>,
+) {
+    for id in files {
+        if let Err(err) = stores.files.delete_file(workspace, id).await {
+            tracing::warn!(file = %id, error = %err, "deleting an unused output file failed; it expires on its own");
+        }
+    }
+}
+
+/// One file being written: begun at its first line, fed in pieces of at most
+/// [`FILE_CHUNK_BYTES`].
+struct Writer<'s> {
+    files: &'s dyn FileStore,
+    file: Option<NewFile>,
+    draft: Option<FileDraft>,
+    buf: Vec<u8>,
+    seq: u32,
+    bytes: u64,
+}
+
+impl<'s> Writer<'s> {
+    fn new(files: &'s dyn FileStore, file: NewFile) -> Self {
+        Self {
+            files,
+            file: Some(file),
+            draft: None,
+            buf: Vec::new(),
+            seq: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Adds `line` and its newline.
+    async fn line(&mut self, line: &str) -> batchd_store::Result<()> {
+        if self.draft.is_none()
+            && let Some(file) = self.file.take()
+        {
+            self.draft = Some(timed("begin_file", self.files.begin_file(file)).await?);
+            self.buf.reserve(FILE_CHUNK_BYTES);
+        }
+        self.buf.extend_from_slice(line.as_bytes());
+        self.buf.push(b'\n');
+        self.bytes += line.len() as u64 + 1;
+        while self.buf.len() >= FILE_CHUNK_BYTES {
+            let rest = self.buf.split_off(FILE_CHUNK_BYTES);
+            let piece = std::mem::replace(&mut self.buf, rest);
+            self.append(piece).await?;
+        }
+        Ok(())
+    }
+
+    async fn append(&mut self, piece: Vec<u8>) -> batchd_store::Result<()> {
+        let draft = self.draft.as_ref().expect("begun before its first piece");
+        timed(
+            "append_file",
+            self.files.append_file(draft, self.seq, piece),
+        )
+        .await?;
+        self.seq += 1;
+        Ok(())
+    }
+
+    /// The file's id once visible; `None` when it never had a line.
+    async fn commit(mut self) -> batchd_store::Result<Option<FileId>> {
+        if self.draft.is_none() {
+            return Ok(None);
+        }
+        if !self.buf.is_empty() {
+            let piece = std::mem::take(&mut self.buf);
+            if let Err(err) = self.append(piece).await {
+                self.abort().await;
+                return Err(err);
+            }
+        }
+        let draft = self.draft.take().expect("checked above");
+        let stored = timed("commit_file", self.files.commit_file(draft, self.bytes)).await?;
+        Ok(Some(stored.id))
+    }
+
+    async fn abort(mut self) {
+        if let Some(draft) = self.draft.take()
+            && let Err(err) = self.files.abort_file(draft).await
+        {
+            tracing::warn!(error = %err, "giving up an output file failed; its rows are reclaimed later");
+        }
+    }
+}
