@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it: the Rust workspace (unit and integration tests
 # against a real server on port 0), then the official Python and TypeScript SDKs against a
-# real batchd, then schemathesis (pinned, from PyPI) checking the OpenAPI document against a
+# real batchd, then the conformance report (the Python SDK's own batch tests, CONFORMANCE.md),
+# then schemathesis (pinned, from PyPI) checking the OpenAPI document against a
 # real batchd, then the dashboard in headless Chromium (skipped, saying so, without Debian's
 # chromium). Needs cargo, python3 and node/npm; packages come from PyPI and npm. With
 # BATCHD_TEST_DATABASE_URL (a PostgreSQL admin URL) the Rust suites also run on PostgreSQL.
@@ -26,6 +27,9 @@ fi
 echo "== official SDK conformance =="
 cargo build -p batchd --locked
 BATCHD_BIN="$PWD/target/debug/batchd" bash sdk-tests/run.sh
+
+echo "== conformance report: the official Python SDK's own batch tests =="
+BATCHD_BIN="$PWD/target/debug/batchd" bash scripts/conformance.sh
 
 echo "== schemathesis: the OpenAPI document against the server =="
 BATCHD_BIN="$PWD/target/debug/batchd" bash scripts/schemathesis.sh

@@ -2,8 +2,9 @@
 # batchd official-SDK conformance suite: the single entry point (run from anywhere, CI runs it
 # from the repo root as `bash sdk-tests/run.sh`).
 #
-# 1. installs the pinned Python SDK + pytest into sdk-tests/python/.venv and the pinned TypeScript
-#    SDK into sdk-tests/node/node_modules (npm ci);
+# 1. installs the pinned Python SDKs + pytest into sdk-tests/python/.venv (requirements.txt, the
+#    0.x generation) and sdk-tests/python/.venv-2x (requirements-2x.txt, the newest generation),
+#    and both pinned TypeScript SDK generations into sdk-tests/node/node_modules (npm ci);
 # 2. builds the server unless BATCHD_BIN points at one;
 # 3. starts four servers on free loopback ports with fresh data dirs:
 #      FAST     no mock latency
@@ -11,7 +12,9 @@
 #      TLS      FAST's settings over https, with the test certificates and CA
 #      LIMITED  --rate-limit 60 (a call a second once the burst is spent)
 #    all with keys sk-sdk-tests-workspace-a@ws-a and sk-sdk-tests-workspace-b@ws-b;
-# 4. runs pytest, then node --test; exits non-zero if either fails. Servers are always stopped.
+# 4. runs pytest once per Python venv, then node --test (which runs every test once per TypeScript
+#    SDK); exits non-zero if any fails. Servers are always stopped. Each run's JUnit XML goes to
+#    SDK_REPORTS (default .conformance/sdk-suites), where scripts/conformance.sh reads the counts.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,15 +27,22 @@ source "$ROOT/scripts/lib/servers.sh"
 
 SECONDS=0
 
-# --- (a) Python: venv + pinned requirements --------------------------------------------------
-VENV="$HERE/python/.venv"
-if [[ ! -x "$VENV/bin/python" ]]; then
-  log "creating $VENV"
-  "${PYTHON:-python3}" -m venv "$VENV"
-fi
-log "pip install -r sdk-tests/python/requirements.txt"
-"$VENV/bin/python" -m pip install --disable-pip-version-check --quiet -r "$HERE/python/requirements.txt"
-PY="$VENV/bin/python"
+SDK_REPORTS="${SDK_REPORTS:-$ROOT/.conformance/sdk-suites}"
+rm -rf "$SDK_REPORTS"
+mkdir -p "$SDK_REPORTS"
+
+# --- (a) Python: one venv per SDK generation, each from its pinned requirements ----------------
+# "venv directory:requirements file"; the SDK version is the file's anthropic pin.
+PY_SUITES=(".venv:requirements.txt" ".venv-2x:requirements-2x.txt")
+for suite in "${PY_SUITES[@]}"; do
+  venv="$HERE/python/${suite%%:*}" requirements="$HERE/python/${suite#*:}"
+  if [[ ! -x "$venv/bin/python" ]]; then
+    log "creating $venv"
+    "${PYTHON:-python3}" -m venv "$venv"
+  fi
+  log "pip install -r sdk-tests/python/${suite#*:}"
+  "$venv/bin/python" -m pip install --disable-pip-version-check --quiet -r "$requirements"
+done
 
 # --- (b) Node: npm ci --------------------------------------------------------------------------
 log "npm ci (sdk-tests/node)"
@@ -43,7 +53,9 @@ ensure_batchd_bin
 
 # --- (d) servers -------------------------------------------------------------------------------
 KEYS=(--api-key "$KEY_A@ws-a" --api-key "$KEY_B@ws-b" --api-key "sk-batchd-local-quickstart@readme")
-start_server fast "${KEYS[@]}"
+# Every suite, each SDK generation in turn, checks wrong keys from this address: more failed
+# authentications than the default throttle allows in its window.
+start_server fast "${KEYS[@]}" --auth-failure-limit 1000
 start_server slow "${KEYS[@]}" --mock-latency 1s --mock-concurrency 1 --concurrency 1
 # TLS: the FAST server's settings over https, with the test certificates and CA.
 TLS_FIXTURES="$ROOT/crates/batchd/tests/fixtures/tls"
@@ -67,14 +79,24 @@ unset ANTHROPIC_API_KEY ANTHROPIC_AUTH_TOKEN ANTHROPIC_BASE_URL ANTHROPIC_CUSTOM
 log "setup took ${SECONDS}s"
 
 # --- (e) the suites ----------------------------------------------------------------------------
-T0=$SECONDS
 set +e
-(cd "$HERE/python" && "$PY" -m pytest -p no:cacheprovider -rfE -q .)
-PY_RC=$?
-log "pytest exit code $PY_RC ($((SECONDS - T0))s)"
+PY_RC=0
+for suite in "${PY_SUITES[@]}"; do
+  T0=$SECONDS
+  requirements="$HERE/python/${suite#*:}"
+  version="$(sed -n 's/^anthropic==//p' "$requirements")"
+  (cd "$HERE/python" && "$HERE/python/${suite%%:*}/bin/python" -m pytest -p no:cacheprovider -rfE -q \
+    --junitxml "$SDK_REPORTS/python-anthropic-$version.xml" .)
+  rc=$?
+  log "pytest with anthropic $version: exit code $rc ($((SECONDS - T0))s)"
+  [[ $rc -eq 0 ]] || PY_RC=$rc
+done
 
 T1=$SECONDS
-(cd "$HERE/node" && node --test test/batches.test.mjs)
+(cd "$HERE/node" && node --test \
+  --test-reporter=spec --test-reporter-destination=stdout \
+  --test-reporter=junit --test-reporter-destination="$SDK_REPORTS/node.xml" \
+  test/batches.test.mjs)
 NODE_RC=$?
 log "node --test exit code $NODE_RC ($((SECONDS - T1))s)"
 set -e

@@ -18,6 +18,11 @@ import anthropic
 import pytest
 
 MODEL = "claude-haiku-4-5"
+# The `anthropic-version` this SDK sends (2023-06-01 up to 1.x, 2026-10-21 from 2.0); a batch gets
+# the rules of the version it was created with, so some expectations depend on it.
+API_VERSION: str = anthropic.Anthropic(api_key="unused", base_url="http://127.0.0.1:9").default_headers[
+    "anthropic-version"
+]
 
 
 def _env(name: str) -> str:

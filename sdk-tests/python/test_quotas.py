@@ -12,7 +12,6 @@ import time
 from typing import List
 
 import anthropic
-import httpx
 import pytest
 
 
@@ -36,7 +35,8 @@ def _spend_the_burst(client: anthropic.Anthropic) -> anthropic.RateLimitError:
 def test_sdk_retries_get_through_a_rate_limit(key_a: str) -> None:
     url = _limited_url()
     statuses: List[int] = []
-    http = httpx.Client(event_hooks={"response": [lambda r: statuses.append(r.status_code)]})
+    # The SDK's own HTTP client class: httpx in 0.x and 1.x, httpx2 from 2.0.
+    http = anthropic.DefaultHttpxClient(event_hooks={"response": [lambda r: statuses.append(r.status_code)]})
     with anthropic.Anthropic(base_url=url, api_key=key_a, max_retries=0, timeout=30) as raw, anthropic.Anthropic(
         base_url=url, api_key=key_a, max_retries=2, timeout=30, http_client=http
     ) as sdk:

@@ -137,11 +137,9 @@ pub async fn list(
         }
     };
     let cursor = match (cursor_id("before_id")?, cursor_id("after_id")?) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "before_id and after_id cannot be given together",
-            ));
-        }
+        // Neither the API reference nor the SDKs exclude the pair, and the SDKs' own tests send
+        // both and expect a page: the window between them, paged from `after_id` as usual.
+        (Some(before), Some(after)) => Cursor::Between { after, before },
         (Some(before), None) => Cursor::Before(before),
         (None, Some(after)) => Cursor::After(after),
         (None, None) => Cursor::Start,

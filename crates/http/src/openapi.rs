@@ -173,10 +173,11 @@ pub struct ListQuery {
     /// Items per page.
     #[param(minimum = 1, maximum = 1000, default = 20, nullable = false)]
     pub limit: Option<u32>,
-    /// Return the page immediately before this batch (newer batches). Not with `after_id`.
+    /// Return the page immediately before this batch (newer batches). With `after_id` too, the
+    /// page holds only batches between the two, read from `after_id` on.
     #[param(nullable = false)]
     pub before_id: Option<String>,
-    /// Return the page immediately after this batch (older batches). Not with `before_id`.
+    /// Return the page immediately after this batch (older batches).
     #[param(nullable = false)]
     pub after_id: Option<String>,
 }

@@ -40,6 +40,8 @@ pub(crate) struct ListSql {
     pub start: &'static str,
     pub older: &'static str,
     pub newer: &'static str,
+    /// Strictly between an `after_id` (older bound) and a `before_id` (newer bound), newest first.
+    pub between: &'static str,
     /// Where an `after`/`before` cursor stands: a batch of another surface is no cursor.
     pub cursor: &'static str,
 }
@@ -73,6 +75,16 @@ macro_rules! list_sql {
                 " AND ",
                 $surface,
                 " AND (created_at, key) > ($2, $3) ORDER BY created_at ASC, key ASC LIMIT $4"
+            ),
+            between: concat!(
+                "SELECT ",
+                batch_columns!(),
+                " FROM batches WHERE workspace = $1 AND ",
+                visible!(),
+                " AND ",
+                $surface,
+                " AND (created_at, key) < ($2, $3) AND (created_at, key) > ($4, $5) \
+                 ORDER BY created_at DESC, key DESC LIMIT $6"
             ),
             cursor: concat!(
                 "SELECT created_at, key FROM batches WHERE id = $1 AND workspace = $2 AND ",
@@ -318,19 +330,28 @@ impl BatchStore for PostgresStore {
                 .await
                 .map_err(query_error)?,
             Cursor::After(id) | Cursor::Before(id) => {
-                let row = sqlx::query(sql.cursor)
-                    .bind(id.as_str())
-                    .bind(workspace)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(query_error)?
-                    .ok_or_else(|| ListError::UnknownCursor(id.clone()))?;
-                let (created_at, key): (i64, i64) = (get(&row, "created_at")?, get(&row, "key")?);
+                let (created_at, key) = self.cursor_position(sql.cursor, workspace, id).await?;
                 let newer = paging::reads_oldest_first(&cursor);
                 sqlx::query(if newer { sql.newer } else { sql.older })
                     .bind(workspace)
                     .bind(created_at)
                     .bind(key)
+                    .bind(fetch)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_error)?
+            }
+            Cursor::Between { after, before } => {
+                let (after_at, after_key) =
+                    self.cursor_position(sql.cursor, workspace, after).await?;
+                let (before_at, before_key) =
+                    self.cursor_position(sql.cursor, workspace, before).await?;
+                sqlx::query(sql.between)
+                    .bind(workspace)
+                    .bind(after_at)
+                    .bind(after_key)
+                    .bind(before_at)
+                    .bind(before_key)
                     .bind(fetch)
                     .fetch_all(&self.pool)
                     .await
@@ -489,5 +510,25 @@ impl BatchStore for PostgresStore {
         Ok(Stats::fold(rows.into_iter().map(
             |(state, batches, unanswered)| (i64::from(state), batches, unanswered),
         )))
+    }
+}
+
+impl PostgresStore {
+    /// Where a list cursor sits in the list's order; a cursor naming no visible batch of the
+    /// workspace is refused.
+    async fn cursor_position(
+        &self,
+        sql: &'static str,
+        workspace: &str,
+        id: &BatchId,
+    ) -> Result<(i64, i64), ListError> {
+        let row = sqlx::query(sql)
+            .bind(id.as_str())
+            .bind(workspace)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error)?
+            .ok_or_else(|| ListError::UnknownCursor(id.clone()))?;
+        Ok((get(&row, "created_at")?, get(&row, "key")?))
     }
 }

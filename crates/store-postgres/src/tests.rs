@@ -293,6 +293,7 @@ async fn hot_queries_use_indexes() {
             (list.start, "('w', 10)"),
             (list.older, "('w', 1, 1, 10)"),
             (list.newer, "('w', 1, 1, 10)"),
+            (list.between, "('w', 9, 9, 1, 1, 10)"),
             (list.cursor, "('x', 'w')"),
         ]);
     }

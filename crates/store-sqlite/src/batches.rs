@@ -76,6 +76,8 @@ pub(crate) struct ListSql {
     pub start: &'static str,
     pub older: &'static str,
     pub newer: &'static str,
+    /// Strictly between an `after_id` (older bound) and a `before_id` (newer bound), newest first.
+    pub between: &'static str,
     /// Where an `after`/`before` cursor stands: a batch of another surface is no cursor.
     pub cursor: &'static str,
 }
@@ -109,6 +111,16 @@ macro_rules! list_sql {
                 " AND ",
                 $surface,
                 " AND (created_at, key) > (?2, ?3) ORDER BY created_at ASC, key ASC LIMIT ?4"
+            ),
+            between: concat!(
+                "SELECT ",
+                batch_columns!(),
+                " FROM batches WHERE workspace = ?1 AND ",
+                visible!(),
+                " AND ",
+                $surface,
+                " AND (created_at, key) < (?2, ?3) AND (created_at, key) > (?4, ?5) \
+                 ORDER BY created_at DESC, key DESC LIMIT ?6"
             ),
             cursor: concat!(
                 "SELECT created_at, key FROM batches WHERE id = ?1 AND workspace = ?2 AND ",
@@ -340,6 +352,22 @@ impl BatchStore for SqliteStore {
                     .bind(workspace)
                     .bind(created_at)
                     .bind(key)
+                    .bind(fetch)
+                    .fetch_all(reader)
+                    .await
+                    .map_err(query_error)?
+            }
+            Cursor::Between { after, before } => {
+                let (after_at, after_key) =
+                    self.cursor_position(sql.cursor, workspace, after).await?;
+                let (before_at, before_key) =
+                    self.cursor_position(sql.cursor, workspace, before).await?;
+                sqlx::query(sql.between)
+                    .bind(workspace)
+                    .bind(after_at)
+                    .bind(after_key)
+                    .bind(before_at)
+                    .bind(before_key)
                     .bind(fetch)
                     .fetch_all(reader)
                     .await

@@ -299,7 +299,13 @@ async fn hot_queries_use_indexes() {
         &crate::batches::LIST_ANTHROPIC,
         &crate::batches::LIST_OPENAI,
     ] {
-        consts.extend([list.start, list.older, list.newer, list.cursor]);
+        consts.extend([
+            list.start,
+            list.older,
+            list.newer,
+            list.between,
+            list.cursor,
+        ]);
     }
     // Each surface's list reads its own index, and finalizing finds its batches without
     // walking the ended ones.

@@ -51,6 +51,7 @@ macro_rules! conformance_tests {
             drafts_are_invisible_and_reclaimed_after_restart,
             workspaces_are_isolated,
             list_is_newest_first_with_cursors_both_ways,
+            list_between_two_cursors_pages_from_the_older_one,
             cancel_moves_through_canceling_to_ended,
             delete_needs_an_ended_batch_and_purge_removes_its_rows,
             claim_record_complete,
@@ -405,6 +406,82 @@ pub async fn list_is_newest_first_with_cursors_both_ways<H: Harness>(h: &H) {
             .await,
         Err(ListError::UnknownCursor(_))
     ));
+}
+
+/// Both cursors at once: the batches strictly between them, paged from `after` towards
+/// `before`, newest first; `has_more` says more of the window is older than the page.
+pub async fn list_between_two_cursors_pages_from_the_older_one<H: Harness>(h: &H) {
+    let store = h.open().await;
+    // Three batches share a creation time: the storage key breaks the tie.
+    let mut created = Vec::new();
+    for t in [100, 200, 200, 200, 300, 400, 400] {
+        created.push(create_in(&store, WS, at(t), 1).await);
+    }
+    let other = create_in(&store, "elsewhere", at(250), 1).await;
+    let newest_first: Vec<BatchId> = created.iter().rev().map(|b| b.id.clone()).collect();
+    let between = |after: usize, before: usize| Cursor::Between {
+        after: newest_first[after].clone(),
+        before: newest_first[before].clone(),
+    };
+
+    let p1 = store
+        .list_batches(WS, Surface::Anthropic, between(6, 0), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&p1.batches),
+        Vec::<BatchId>::new(),
+        "after is the oldest"
+    );
+    let p1 = store
+        .list_batches(WS, Surface::Anthropic, between(0, 6), 2)
+        .await
+        .unwrap();
+    assert_eq!(ids(&p1.batches), newest_first[1..3]);
+    assert!(p1.has_more);
+    let p2 = store
+        .list_batches(WS, Surface::Anthropic, between(2, 6), 2)
+        .await
+        .unwrap();
+    assert_eq!(ids(&p2.batches), newest_first[3..5]);
+    assert!(p2.has_more);
+    let p3 = store
+        .list_batches(WS, Surface::Anthropic, between(4, 6), 2)
+        .await
+        .unwrap();
+    assert_eq!(ids(&p3.batches), newest_first[5..6]);
+    assert!(!p3.has_more, "the window ends before `before`");
+    let exact = store
+        .list_batches(WS, Surface::Anthropic, between(1, 5), 3)
+        .await
+        .unwrap();
+    assert_eq!(ids(&exact.batches), newest_first[2..5]);
+    assert!(!exact.has_more);
+    // Neighbours and a reversed pair leave nothing between them.
+    for (after, before) in [(3, 2), (2, 3), (4, 4)] {
+        let page = store
+            .list_batches(WS, Surface::Anthropic, between(after, before), 10)
+            .await
+            .unwrap();
+        assert!(page.batches.is_empty(), "{after} {before}");
+        assert!(!page.has_more);
+    }
+
+    for cursor in [
+        Cursor::Between {
+            after: newest_first[0].clone(),
+            before: BatchId::generate(),
+        },
+        Cursor::Between {
+            after: other.id.clone(),
+            before: newest_first[6].clone(),
+        },
+    ] {
+        assert!(matches!(
+            store.list_batches(WS, Surface::Anthropic, cursor, 3).await,
+            Err(ListError::UnknownCursor(_))
+        ));
+    }
 }
 
 pub async fn cancel_moves_through_canceling_to_ended<H: Harness>(h: &H) {

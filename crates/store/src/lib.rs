@@ -144,6 +144,9 @@ pub enum Cursor {
     After(BatchId),
     /// Batches newer than this one (the `limit` closest to it).
     Before(BatchId),
+    /// Batches older than `after` and newer than `before`, from `after` on (the `limit` closest
+    /// to `after`); more means more of them older than the page.
+    Between { after: BatchId, before: BatchId },
 }
 
 /// One page of batches, newest first, and whether more exist in the requested direction.

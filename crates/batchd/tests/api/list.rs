@@ -78,6 +78,56 @@ async fn lists_newest_first_and_pages_both_ways() {
 }
 
 #[tokio::test]
+async fn both_cursors_page_through_the_batches_between_them() {
+    let app = spawn().await;
+    let mut created = Vec::new();
+    for _ in 0..6 {
+        created.push(app.create_n(1).await["id"].as_str().unwrap().to_owned());
+    }
+    let newest_first: Vec<String> = created.iter().rev().cloned().collect();
+    let (after, before) = (&newest_first[0], &newest_first[5]);
+
+    let p = page(
+        &app,
+        &format!("?limit=2&after_id={after}&before_id={before}"),
+    )
+    .await;
+    assert_eq!(ids(&p), newest_first[1..3].to_vec());
+    assert_eq!(p["has_more"], true);
+    assert_eq!(p["first_id"], newest_first[1].as_str());
+    assert_eq!(p["last_id"], newest_first[2].as_str());
+    let p = page(
+        &app,
+        &format!(
+            "?limit=5&after_id={}&before_id={before}",
+            p["last_id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(ids(&p), newest_first[3..5].to_vec());
+    assert_eq!(p["has_more"], false);
+
+    // A pair with nothing between them is an empty page, not an error.
+    let p = page(&app, &format!("?after_id={before}&before_id={after}")).await;
+    assert_eq!(ids(&p), Vec::<String>::new());
+    assert_eq!(p["has_more"], false);
+
+    let unknown = "msgbatch_011CZkZaBF1tNoB5wlCeusgy";
+    let resp = app
+        .get(&format!(
+            "/v1/messages/batches?after_id={after}&before_id={unknown}"
+        ))
+        .await;
+    assert_error(
+        resp,
+        404,
+        "not_found_error",
+        &format!("Message Batch {unknown} not found."),
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn default_limit_is_20_and_limits_are_checked() {
     let app = spawn().await;
     for _ in 0..21 {
