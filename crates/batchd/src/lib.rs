@@ -97,6 +97,18 @@ pub async fn serve(
                 .collect(),
         },
     );
+    let state = if options.test_mode {
+        tracing::warn!(
+            "TEST MODE IS ON: /v1/batchd/test/ lets every key move its workspace's clock and \
+             delete its batches; never serve real clients like this"
+        );
+        state.with_test_mode(batchd_http::test_mode::TestMode {
+            clocks: store.clone(),
+            results_retention: options.results_retention,
+        })
+    } else {
+        state
+    };
     let app = batchd_http::router(state);
     // Taken before the server says it listens, so that a SIGHUP from then on reloads and never
     // falls to the default action (ending the process).

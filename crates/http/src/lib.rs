@@ -1,7 +1,8 @@
 //! The HTTP layer: the six Message Batches routes on axum, byte-compatible with the real API.
 //!
 //! Layers, outermost first: [`request_id`] (ids, access log), [`auth`] (key, version, betas),
-//! then the handlers in [`batches`] and [`create`]. Every failure is an [`ApiError`] rendered as
+//! then the handlers in [`batches`] and [`create`], and, on a server in test mode, those of
+//! [`test_mode`]. Every failure is an [`ApiError`] rendered as
 //! the API's envelope, unknown routes (404) and wrong methods (405) included.
 //!
 //! The work behind the API is reached only through [`WorkSignals`], defined here so that this
@@ -21,6 +22,7 @@ pub mod openapi;
 pub mod ops;
 pub mod quota;
 pub mod request_id;
+pub mod test_mode;
 pub mod ui;
 
 use std::sync::Arc;
@@ -111,6 +113,8 @@ struct Inner {
     rate: quota::RateLimiter,
     auth_throttle: quota::AuthThrottle,
     drains: drain::Drains,
+    /// Present exactly when test mode is on (see [`AppState::with_test_mode`]).
+    test: Option<test_mode::TestMode>,
 }
 
 impl AppState {
@@ -138,6 +142,7 @@ impl AppState {
                 config,
                 rate: quota::RateLimiter::default(),
                 auth_throttle,
+                test: None,
             }),
         }
     }
@@ -166,7 +171,7 @@ impl AppState {
 
 /// The whole API as a router: `/v1` behind authentication, operator endpoints beside it.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
+    let mut api = Router::new()
         .route(
             "/v1/messages/batches",
             post(create::create).get(batches::list),
@@ -177,8 +182,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/messages/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/messages/batches/{id}/results", get(batches::results))
-        .route("/v1/messages/batches/{id}/progress", get(batches::progress))
-        .route_layer(from_fn_with_state(state.clone(), auth::layer));
+        .route("/v1/messages/batches/{id}/progress", get(batches::progress));
+    if state.test_mode() {
+        api = api.merge(test_mode::routes());
+    }
+    let api = api.route_layer(from_fn_with_state(state.clone(), auth::layer));
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/openapi.json", get(openapi::document))

@@ -4,9 +4,11 @@
 //! order), nullable fields serialise as `null` rather than being skipped, and timestamps are kept
 //! as the already formatted RFC 3339 strings so that server and client agree byte for byte.
 //! This crate has no async or HTTP dependencies so the client can share it; [`retry_after`]
-//! reads the one response header both sides interpret.
+//! reads the one response header both sides interpret; [`test_mode`] holds the objects of the
+//! test routes.
 
 pub mod retry_after;
+pub mod test_mode;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
