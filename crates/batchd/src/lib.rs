@@ -190,6 +190,10 @@ impl WorkSignals for DispatcherSignals {
         self.0.notify_reclaimable();
     }
 
+    fn notify_ended(&self, ended: batchd_store::Ended) {
+        self.0.notify_ended(ended);
+    }
+
     fn in_flight(&self) -> usize {
         self.0.in_flight()
     }

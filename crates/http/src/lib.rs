@@ -94,6 +94,9 @@ pub trait WorkSignals: Send + Sync + 'static {
     fn notify_canceled(&self, batch_key: i64);
     /// Rows wait to be reclaimed (a batch was deleted, or a create was aborted).
     fn notify_reclaimable(&self);
+    /// Batches were ended here rather than by the work behind the API (a test clock's advance
+    /// settled them): an OpenAI batch among them needs its files written.
+    fn notify_ended(&self, ended: batchd_store::Ended);
     /// Requests currently at a backend.
     fn in_flight(&self) -> usize;
 }

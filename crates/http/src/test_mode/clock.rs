@@ -62,16 +62,16 @@ pub async fn advance(
         .await?;
     let now = Timestamp::now();
     let settled = test.clocks.settle(now, test.results_retention).await?;
-    if !settled.ended.batches.is_empty() || settled.archived > 0 {
+    if settled.archived > 0 {
         tracing::info!(
             workspace = %caller.workspace,
-            ended = settled.ended.batches.len(),
             archived = settled.archived,
-            "settled after a test clock advance"
+            "archived batches past the results retention after a test clock advance"
         );
-    }
-    if settled.archived > 0 {
         state.inner.work.notify_reclaimable();
+    }
+    if !settled.ended.batches.is_empty() {
+        state.inner.work.notify_ended(settled.ended);
     }
     json(&clock_object(now, offset))
 }
