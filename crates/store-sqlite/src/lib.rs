@@ -25,7 +25,8 @@
 //!   [`BatchStore::commit_batch`], [`BatchStore::cancel_batch`], [`BatchStore::delete_batch`],
 //!   [`KeyStore::create_key`], [`KeyStore::create_first_key`], [`KeyStore::revoke_key`],
 //!   [`BatchStore::insert_failed_batch`], [`FileStore::commit_file`], [`FileStore::delete_file`],
-//!   [`DispatchStore::finalize`]; and for
+//!   [`DispatchStore::finalize`], [`ClockStore::advance_clock`], [`ClockStore::reset_workspace`];
+//!   and for
 //!   every transaction that ends a batch (the [`DispatchStore::record`] group that completes or
 //!   finishes canceling it, [`DispatchStore::finish_due`], a [`DispatchStore::release`] that
 //!   drains a canceling batch), so that a batch seen ended, its results perhaps downloaded, never
@@ -88,7 +89,7 @@ mod tests;
 
 use batchd_store::StoreError;
 #[cfg(doc)]
-use batchd_store::{BatchStore, DispatchStore, FileStore, KeyStore};
+use batchd_store::{BatchStore, ClockStore, DispatchStore, FileStore, KeyStore};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
