@@ -183,6 +183,17 @@ pub struct ServeOptions {
         value_name = "NAME"
     )]
     pub extra_betas: Vec<String>,
+    /// Largest file `POST /v1/files` accepts, in bytes (the OpenAI API's limit for batch
+    /// input files by default).
+    #[arg(long, env = "BATCHD_OPENAI_MAX_FILE_BYTES", default_value_t = ServeOptions::default().openai_max_file_bytes)]
+    pub openai_max_file_bytes: u64,
+    /// Most requests (lines) in one OpenAI batch input file.
+    #[arg(long, env = "BATCHD_OPENAI_MAX_FILE_LINES", default_value_t = ServeOptions::default().openai_max_file_lines)]
+    pub openai_max_file_lines: u64,
+    /// Require every line of an OpenAI batch to name the model of its first line, as the
+    /// hosted API does (`model_mismatch`); off, a batch may mix models.
+    #[arg(long, env = "BATCHD_SINGLE_MODEL_BATCHES")]
+    pub single_model_batches: bool,
     /// Limits of single workspaces, over `queue_cap` and `rate_limit`: the file's
     /// `[workspaces.NAME]` tables. From the file only.
     #[arg(skip)]
@@ -248,6 +259,9 @@ impl Default for ServeOptions {
             body_timeout: http.body_timeout,
             max_concurrent_creates: http.max_concurrent_creates,
             create_queue_timeout: http.create_queue_timeout,
+            openai_max_file_bytes: http.openai.max_file_bytes,
+            openai_max_file_lines: http.openai.max_file_lines,
+            single_model_batches: http.openai.single_model_batches,
             queue_cap: quotas.queue_cap,
             rate_limit: quotas.rate_limit,
             auth_failure_limit: quotas.auth_failure_limit,

@@ -78,6 +78,7 @@ pub async fn serve(
     });
     let state = AppState::new(
         store.clone(),
+        store.clone(),
         Arc::new(DispatcherSignals(dispatcher.clone())),
         Keys::new(api_keys, store.clone()),
         HttpConfig {
@@ -95,6 +96,11 @@ pub async fn serve(
                 .map(|b| b.trim().to_owned())
                 .filter(|b| !b.is_empty())
                 .collect(),
+            openai: batchd_http::openai::OpenAiConfig {
+                max_file_bytes: options.openai_max_file_bytes,
+                max_file_lines: options.openai_max_file_lines,
+                single_model_batches: options.single_model_batches,
+            },
         },
     );
     let state = if options.test_mode {

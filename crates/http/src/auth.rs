@@ -10,6 +10,11 @@
 //! refused here is drained (see [`crate::drain`]), so a client still sending it reads the answer.
 //! Every response after authentication names the caller's workspace and organization
 //! (`anthropic-workspace-id`, `anthropic-organization-id`).
+//! The OpenAI routes go through the same steps ([`openai_layer`]) with the same keys, but
+//! read only the key (`Authorization: Bearer`, the OpenAI SDKs' way), answer in the OpenAI
+//! envelope with its texts, and name the organization in `openai-organization`. Their
+//! `OpenAI-Organization` and `OpenAI-Project` headers are accepted and ignored: a key already
+//! names its one workspace.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,9 +26,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use batchd_domain::api_version::{self, ApiVersion};
 use batchd_domain::keys::{KeyHash, StaticKey};
+use batchd_domain::openai::Surface;
 use batchd_domain::{ErrorType, betas, ids};
 use batchd_store::{KeyStore, StoreError};
 
+use crate::openai::{OpenAiError, error::MISSING_API_KEY};
 use crate::quota::{self, Failure};
 use crate::{ApiError, AppState};
 
@@ -64,7 +71,30 @@ impl Keys {
     }
 }
 
-pub async fn layer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+/// Authentication of the Message Batches routes.
+pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    authenticate(&state, request, next, Surface::Anthropic).await
+}
+
+/// Authentication of the OpenAI routes.
+pub async fn openai_layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    authenticate(&state, request, next, Surface::OpenAi).await
+}
+
+/// An error of this layer in the envelope of the surface asked.
+fn render(surface: Surface, err: ApiError) -> Response {
+    match surface {
+        Surface::Anthropic => err.into_response(),
+        Surface::OpenAi => OpenAiError::from(err).into_response(),
+    }
+}
+
+async fn authenticate(
+    state: &AppState,
+    mut request: Request,
+    next: Next,
+    surface: Surface,
+) -> Response {
     let inner = &state.inner;
     // The peer address comes from the connection (`batchd::listen` puts it there); a router
     // served some other way, as in unit tests, has none and is not throttled.
@@ -77,13 +107,16 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     {
         let (parts, body) = request.into_parts();
         inner.drains.discard_unauthenticated(body, &parts.headers);
-        return quota::auth_throttled(wait).into_response();
+        return render(surface, quota::auth_throttled(wait));
     }
     // Attempts from one address run in parallel, so the limit may be reached while this one's
     // key is looked up: its answer is then decided by the throttle, in the step that counts it,
     // so no more than the limit of wrong keys are ever answered 401 in a window, and a right
     // key sent after them waits like the rest.
-    let checked = check(&state, request.headers()).await;
+    let checked = match surface {
+        Surface::Anthropic => check(state, request.headers()).await,
+        Surface::OpenAi => check_openai(state, request.headers()).await,
+    };
     let checked = match (checked, peer) {
         (Err(err), Some(ip)) if err.kind == ErrorType::Authentication => {
             match inner.auth_throttle.failed(ip, Instant::now()) {
@@ -117,7 +150,7 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
             } else {
                 inner.drains.discard_unauthenticated(body, &parts.headers);
             }
-            return err.into_response();
+            return render(surface, err);
         }
     };
     let workspace = HeaderValue::from_str(&caller.workspace).ok();
@@ -132,7 +165,7 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
         Some(wait) => {
             let (parts, body) = request.into_parts();
             inner.drains.discard(body, &parts.headers);
-            quota::rate_limited(per_minute, wait).into_response()
+            render(surface, quota::rate_limited(per_minute, wait))
         }
         None => {
             request.extensions_mut().insert(caller);
@@ -140,6 +173,12 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
         }
     };
     let headers = response.headers_mut();
+    if surface == Surface::OpenAi {
+        if let Some(organization) = organization {
+            headers.insert("openai-organization", organization);
+        }
+        return response;
+    }
     // After successful authentication every response names the workspace, as the real API
     // does; the SDKs surface it (`_workspace_id`, `err.workspaceID`).
     if let Some(workspace) = workspace {
@@ -194,6 +233,30 @@ async fn check(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError
         workspace,
         betas,
         version,
+    })
+}
+
+/// The OpenAI routes' check: the key alone, with the OpenAI texts (spec §2.2). Versions and
+/// betas are the Anthropic surface's; its batches keep the defaults.
+async fn check_openai(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiError::new(ErrorType::Authentication, MISSING_API_KEY))?;
+    let workspace = state.inner.keys.workspace(key).await?.ok_or_else(|| {
+        ApiError::new(
+            ErrorType::Authentication,
+            OpenAiError::incorrect_api_key(key).message,
+        )
+    })?;
+    Ok(Caller {
+        workspace,
+        betas: Vec::new(),
+        version: ApiVersion::default(),
     })
 }
 

@@ -1,9 +1,11 @@
-//! The HTTP layer: the six Message Batches routes on axum, byte-compatible with the real API.
+//! The HTTP layer: the six Message Batches routes on axum, byte-compatible with the real API,
+//! and beside them the OpenAI Batch and Files routes ([`openai`]) on the same store.
 //!
 //! Layers, outermost first: [`request_id`] (ids, access log), [`auth`] (key, version, betas),
 //! then the handlers in [`batches`] and [`create`], and, on a server in test mode, those of
 //! [`test_mode`]. Every failure is an [`ApiError`] rendered as
-//! the API's envelope, unknown routes (404) and wrong methods (405) included.
+//! the API's envelope, unknown routes (404) and wrong methods (405) included; on the OpenAI
+//! routes it is an [`openai::OpenAiError`] in the OpenAI envelope.
 //!
 //! The work behind the API is reached only through [`WorkSignals`], defined here so that this
 //! crate depends on the store and nothing of the dispatcher or its upstream clients.
@@ -18,6 +20,7 @@ pub mod encoding;
 pub mod error;
 pub mod extract;
 pub mod log_throttle;
+pub mod openai;
 pub mod openapi;
 pub mod ops;
 pub mod quota;
@@ -33,7 +36,7 @@ use axum::http::HeaderMap;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use batchd_domain::ErrorType;
-use batchd_store::BatchStore;
+use batchd_store::{BatchStore, FileStore};
 
 pub use auth::Keys;
 pub use error::ApiError;
@@ -67,6 +70,8 @@ pub struct HttpConfig {
     /// ([`batchd_domain::betas::BETAS`]), so that a new beta needs no release. They unlock no
     /// field and are forwarded upstream.
     pub extra_betas: Vec<String>,
+    /// Limits and rules of the OpenAI surface.
+    pub openai: openai::OpenAiConfig,
 }
 
 impl Default for HttpConfig {
@@ -81,6 +86,7 @@ impl Default for HttpConfig {
             create_queue_timeout: Duration::from_secs(10),
             quotas: quota::QuotaConfig::default(),
             extra_betas: Vec::new(),
+            openai: openai::OpenAiConfig::default(),
         }
     }
 }
@@ -109,6 +115,8 @@ pub struct AppState {
 
 struct Inner {
     store: Arc<dyn BatchStore>,
+    /// The OpenAI surface's files.
+    files: Arc<dyn FileStore>,
     work: Arc<dyn WorkSignals>,
     keys: Keys,
     config: HttpConfig,
@@ -123,6 +131,7 @@ struct Inner {
 impl AppState {
     pub fn new(
         store: Arc<dyn BatchStore>,
+        files: Arc<dyn FileStore>,
         work: Arc<dyn WorkSignals>,
         keys: Keys,
         config: HttpConfig,
@@ -135,6 +144,7 @@ impl AppState {
         Self {
             inner: Arc::new(Inner {
                 store,
+                files,
                 work,
                 keys,
                 creates: create_budget::CreateBudget::new(
@@ -189,7 +199,9 @@ pub fn router(state: AppState) -> Router {
     if state.test_mode() {
         api = api.merge(test_mode::routes());
     }
-    let api = api.route_layer(from_fn_with_state(state.clone(), auth::layer));
+    let api = api
+        .route_layer(from_fn_with_state(state.clone(), auth::layer))
+        .merge(openai::routes(state.clone()));
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/openapi.json", get(openapi::document))

@@ -4,9 +4,10 @@
 //! order), nullable fields serialise as `null` rather than being skipped, and timestamps are kept
 //! as the already formatted RFC 3339 strings so that server and client agree byte for byte.
 //! This crate has no async or HTTP dependencies so the client can share it; [`retry_after`]
-//! reads the one response header both sides interpret; [`test_mode`] holds the objects of the
-//! test routes.
+//! reads the one response header both sides interpret. [`openai`] holds the objects of the
+//! OpenAI Batch and Files surface; [`test_mode`] those of the test routes.
 
+pub mod openai;
 pub mod retry_after;
 pub mod test_mode;
 

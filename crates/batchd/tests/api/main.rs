@@ -19,6 +19,7 @@ mod ids;
 mod keys;
 mod list;
 mod models;
+mod openai;
 mod openapi;
 mod ops;
 mod protocol_errors;

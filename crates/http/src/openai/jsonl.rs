@@ -1,0 +1,645 @@
+//! The input file's JSONL, read as a stream: [`UploadScan`] is the light check of a batch
+//! upload (spec §5.2 Tier 0: not empty, a JSON first line, the line cap), [`LineSplitter`] cuts
+//! chunks into lines, and [`LineValidator`] is the check of every line when a batch is created
+//! (Tier 1), with the texts of the errors it collects. Pure: no I/O, so each rule has a unit
+//! test.
+
+use std::collections::HashSet;
+
+use batchd_domain::CustomId;
+use batchd_domain::openai::{Endpoint, LineError};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Most bytes of an upload's first line kept to check that it is JSON. A longer first line is
+/// not checked at upload; the batch create checks every line anyway.
+const FIRST_LINE_CHECK_BYTES: usize = 8 * 1024 * 1024;
+
+/// Most entries in a failed batch's `errors.data`: a file of 50,000 bad lines must not make a
+/// batch object of megabytes. The hosted API's cap is unknown.
+pub const MAX_LINE_ERRORS: usize = 1_000;
+
+/// Whether a line holds anything but whitespace; blank lines are skipped everywhere, as the
+/// batch runners that read this format do.
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(u8::is_ascii_whitespace)
+}
+
+/// The streaming check of a `purpose=batch` upload.
+#[derive(Debug)]
+pub struct UploadScan {
+    max_lines: u64,
+    /// Lines with content seen so far.
+    lines: u64,
+    /// Whether the line being read has content yet.
+    in_line: bool,
+    /// The first line with content, while it is being read (`None` once checked or given up).
+    first: Option<Vec<u8>>,
+    first_ok: Option<bool>,
+}
+
+/// Why an upload's content is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadRefusal {
+    /// Empty, or its first line is not JSON.
+    NotJsonl,
+    TooManyLines,
+}
+
+impl UploadScan {
+    pub fn new(max_lines: u64) -> Self {
+        Self {
+            max_lines,
+            lines: 0,
+            in_line: false,
+            first: Some(Vec::new()),
+            first_ok: None,
+        }
+    }
+
+    pub fn push(&mut self, mut bytes: &[u8]) -> Result<(), UploadRefusal> {
+        while !bytes.is_empty() {
+            let (segment, newline) = match memchr::memchr(b'\n', bytes) {
+                Some(at) => (&bytes[..at], true),
+                None => (bytes, false),
+            };
+            if !self.in_line && !is_blank(segment) {
+                self.in_line = true;
+                self.lines += 1;
+                if self.lines > self.max_lines {
+                    return Err(UploadRefusal::TooManyLines);
+                }
+            }
+            if self.lines == 1
+                && let Some(first) = &mut self.first
+            {
+                if first.len() + segment.len() > FIRST_LINE_CHECK_BYTES {
+                    self.first = None;
+                } else {
+                    first.extend_from_slice(segment);
+                }
+            }
+            if newline {
+                if self.in_line {
+                    self.end_first_line()?;
+                }
+                self.in_line = false;
+                bytes = &bytes[segment.len() + 1..];
+            } else {
+                bytes = &[];
+            }
+        }
+        Ok(())
+    }
+
+    fn end_first_line(&mut self) -> Result<(), UploadRefusal> {
+        if self.lines == 1 && self.first_ok.is_none() {
+            let ok = self
+                .first
+                .take()
+                .is_none_or(|line| serde_json::from_slice::<serde::de::IgnoredAny>(&line).is_ok());
+            self.first_ok = Some(ok);
+            if !ok {
+                return Err(UploadRefusal::NotJsonl);
+            }
+        }
+        Ok(())
+    }
+
+    /// The upload ended: the line count, or why the content is refused.
+    pub fn finish(mut self) -> Result<u64, UploadRefusal> {
+        if self.in_line {
+            self.end_first_line()?;
+        }
+        if self.lines == 0 {
+            return Err(UploadRefusal::NotJsonl);
+        }
+        Ok(self.lines)
+    }
+}
+
+/// Cuts a stream of chunks into lines (without their `\n`), numbered from 1. A line is held
+/// whole only while it is being completed.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    partial: Vec<u8>,
+    line_no: u64,
+}
+
+impl LineSplitter {
+    /// Calls `each(line_no, line)` for every line completed by `chunk`.
+    pub fn push<E>(
+        &mut self,
+        chunk: &[u8],
+        mut each: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut rest = chunk;
+        while let Some(at) = memchr::memchr(b'\n', rest) {
+            self.line_no += 1;
+            if self.partial.is_empty() {
+                each(self.line_no, &rest[..at])?;
+            } else {
+                self.partial.extend_from_slice(&rest[..at]);
+                let line = std::mem::take(&mut self.partial);
+                each(self.line_no, &line)?;
+            }
+            rest = &rest[at + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(())
+    }
+
+    /// The last line, if the stream did not end with `\n`.
+    pub fn finish<E>(mut self, mut each: impl FnMut(u64, &[u8]) -> Result<(), E>) -> Result<(), E> {
+        if self.partial.is_empty() {
+            return Ok(());
+        }
+        self.line_no += 1;
+        let line = std::mem::take(&mut self.partial);
+        each(self.line_no, &line)
+    }
+}
+
+/// One input line, its envelope only; `body` stays raw text.
+#[derive(Deserialize)]
+struct RawLine<'a> {
+    #[serde(borrow, default)]
+    custom_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    url: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    body: Option<&'a RawValue>,
+}
+
+/// The keys of `body` that the create checks; the rest is the backend's to judge (Tier 2).
+#[derive(Deserialize)]
+struct RawBody<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    prompt: Option<&'a RawValue>,
+}
+
+/// A line that passed: what the batch stores for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoodLine {
+    pub custom_id: CustomId,
+    pub model: String,
+    /// `body` exactly as uploaded.
+    pub body: String,
+}
+
+/// The create's check of every line of the input file (spec §5.2 Tier 1). Feed it every line;
+/// it keeps the `custom_id`s seen (for duplicates), the first model, and the errors, each line's
+/// first problem only, in line order.
+#[derive(Debug)]
+pub struct LineValidator {
+    endpoint: Endpoint,
+    single_model: bool,
+    max_lines: u64,
+    seen: HashSet<String>,
+    first_model: Option<String>,
+    requests: u64,
+    errors: Vec<LineError>,
+    /// Errors beyond [`MAX_LINE_ERRORS`], counted but not kept.
+    dropped: u64,
+}
+
+fn line_error(
+    code: &str,
+    message: impl Into<String>,
+    param: Option<&str>,
+    line: Option<u64>,
+) -> LineError {
+    LineError {
+        code: code.to_owned(),
+        message: message.into(),
+        param: param.map(str::to_owned),
+        line,
+    }
+}
+
+/// The name a JSON value's type goes by in the API's type errors.
+fn json_type_name(raw: &RawValue) -> &'static str {
+    match raw.get().trim_start().as_bytes().first() {
+        Some(b'"') => "a string",
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+/// Whether JSON text is an object (serde's derived structs also accept arrays).
+fn is_object(text: &[u8]) -> bool {
+    text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+fn as_string(raw: &RawValue) -> Option<String> {
+    serde_json::from_str::<String>(raw.get()).ok()
+}
+
+impl LineValidator {
+    pub fn new(endpoint: Endpoint, single_model: bool, max_lines: u64) -> Self {
+        Self {
+            endpoint,
+            single_model,
+            max_lines,
+            seen: HashSet::new(),
+            first_model: None,
+            requests: 0,
+            errors: Vec::new(),
+            dropped: 0,
+        }
+    }
+
+    /// Checks line `line_no` (1-based). `Some` when it is a request to store; blank lines and
+    /// bad lines give `None` (bad ones are recorded).
+    pub fn line(&mut self, line_no: u64, line: &[u8]) -> Option<GoodLine> {
+        if is_blank(line) {
+            return None;
+        }
+        self.requests += 1;
+        match self.check(line_no, line) {
+            Ok(good) => Some(good),
+            Err(err) => {
+                self.push_error(err);
+                None
+            }
+        }
+    }
+
+    fn push_error(&mut self, err: LineError) {
+        if self.errors.len() < MAX_LINE_ERRORS {
+            self.errors.push(err);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// Whether the file is already known to fail: no line read after this changes that.
+    pub fn failed(&self) -> bool {
+        !self.errors.is_empty()
+    }
+
+    /// Requests (non-blank lines) seen.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// The model of the first good line.
+    pub fn model(&self) -> Option<&str> {
+        self.first_model.as_deref()
+    }
+
+    /// All lines were read: the errors that fail the batch (empty when it may run), including
+    /// the whole-file ones.
+    pub fn finish(mut self) -> Vec<LineError> {
+        if self.requests == 0 {
+            self.errors.push(line_error(
+                "empty_file",
+                "The batch input file is empty.",
+                None,
+                None,
+            ));
+        } else if self.requests > self.max_lines {
+            self.errors.insert(
+                0,
+                line_error(
+                    "too_many_tasks",
+                    format!(
+                        "The batch exceeds the maximum of {} requests.",
+                        group_thousands(self.max_lines)
+                    ),
+                    None,
+                    None,
+                ),
+            );
+            self.errors.truncate(MAX_LINE_ERRORS);
+        }
+        self.errors
+    }
+
+    fn check(&mut self, n: u64, line: &[u8]) -> Result<GoodLine, LineError> {
+        let at = Some(n);
+        let parsed = serde_json::from_slice::<RawLine<'_>>(line).ok();
+        let Some(raw) = parsed.filter(|_| is_object(line)) else {
+            return Err(line_error(
+                "invalid_json_line",
+                "This line is not parseable as valid JSON.",
+                None,
+                at,
+            ));
+        };
+        let missing = |name: &str| {
+            line_error(
+                "missing_required_parameter",
+                format!("Missing required parameter: '{name}'."),
+                Some(name),
+                at,
+            )
+        };
+        let wrong_type = |name: &str, expected: &str, got: &RawValue| {
+            line_error(
+                "invalid_type",
+                format!(
+                    "Invalid type for '{name}': expected {expected}, but got {} instead.",
+                    json_type_name(got)
+                ),
+                Some(name),
+                at,
+            )
+        };
+        let custom_id = raw.custom_id.ok_or_else(|| missing("custom_id"))?;
+        let custom_id =
+            as_string(custom_id).ok_or_else(|| wrong_type("custom_id", "a string", custom_id))?;
+        let custom_id = CustomId::parse_openai(&custom_id).map_err(|_| {
+            line_error(
+                "invalid_value",
+                format!(
+                    "Invalid 'custom_id': expected a non-empty string of at most {} characters.",
+                    CustomId::OPENAI_MAX_LEN
+                ),
+                Some("custom_id"),
+                at,
+            )
+        })?;
+        let method = raw.method.ok_or_else(|| missing("method"))?;
+        // The hosted API's code and text for a wrong method are unknown; this follows its
+        // `invalid_url` wording.
+        if as_string(method).as_deref() != Some("POST") {
+            return Err(line_error(
+                "invalid_method",
+                "The method provided for this request is not supported. Supported values are: 'POST'.",
+                Some("method"),
+                at,
+            ));
+        }
+        let url = raw.url.ok_or_else(|| missing("url"))?;
+        if as_string(url).as_deref() != Some(self.endpoint.path()) {
+            return Err(line_error(
+                "invalid_url",
+                "The URL provided for this request does not match the batch endpoint.",
+                Some("url"),
+                at,
+            ));
+        }
+        let body_raw = raw.body.ok_or_else(|| missing("body"))?;
+        let parsed = serde_json::from_str::<RawBody<'_>>(body_raw.get()).ok();
+        let Some(body) = parsed.filter(|_| is_object(body_raw.get().as_bytes())) else {
+            return Err(wrong_type("body", "an object", body_raw));
+        };
+        if body.stream.is_some_and(|s| s.get().trim() == "true") {
+            return Err(line_error(
+                "streaming_unsupported",
+                format!(
+                    "{}: Streaming is not supported in the Batch API.",
+                    endpoint_name(self.endpoint)
+                ),
+                Some("body.stream"),
+                at,
+            ));
+        }
+        let model = body.model.ok_or_else(|| {
+            line_error(
+                "invalid_request",
+                "Model parameter is required.",
+                Some("body.model"),
+                at,
+            )
+        })?;
+        let model = as_string(model).ok_or_else(|| wrong_type("body.model", "a string", model))?;
+        let required = match self.endpoint {
+            Endpoint::ChatCompletions => Some(("messages", body.messages.is_some())),
+            Endpoint::Embeddings | Endpoint::Moderations => Some(("input", body.input.is_some())),
+            Endpoint::Completions => Some(("prompt", body.prompt.is_some())),
+            Endpoint::Responses | Endpoint::Messages => None,
+        };
+        if let Some((field, false)) = required {
+            let mut name = field.to_owned();
+            name[..1].make_ascii_uppercase();
+            return Err(line_error(
+                "invalid_request",
+                format!("{name} parameter is required."),
+                Some(&format!("body.{field}")),
+                at,
+            ));
+        }
+        match &self.first_model {
+            None => self.first_model = Some(model.clone()),
+            Some(first) if self.single_model && *first != model => {
+                return Err(line_error(
+                    "model_mismatch",
+                    "The model for this request does not match the model of the first request in the batch.",
+                    Some("body.model"),
+                    at,
+                ));
+            }
+            Some(_) => {}
+        }
+        if !self.seen.insert(custom_id.as_str().to_owned()) {
+            return Err(line_error(
+                "duplicate_custom_id",
+                "The custom_id for this request is a duplicate of another request.",
+                Some("custom_id"),
+                at,
+            ));
+        }
+        Ok(GoodLine {
+            custom_id,
+            model,
+            body: body_raw.get().to_owned(),
+        })
+    }
+}
+
+/// The endpoint's name in the API's `streaming_unsupported` text.
+fn endpoint_name(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::ChatCompletions => "Chat Completions",
+        Endpoint::Completions => "Completions",
+        Endpoint::Embeddings => "Embeddings",
+        Endpoint::Responses => "Responses",
+        Endpoint::Moderations => "Moderations",
+        Endpoint::Messages => "Messages",
+    }
+}
+
+/// `50000` → `50,000`, as the API writes limits in its texts.
+fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(pieces: &[&str], max: u64) -> Result<u64, UploadRefusal> {
+        let mut s = UploadScan::new(max);
+        for p in pieces {
+            s.push(p.as_bytes())?;
+        }
+        s.finish()
+    }
+
+    #[test]
+    fn uploads_need_a_json_first_line_and_at_most_the_line_cap() {
+        assert_eq!(scan(&["{\"a\":", "1}\n", "not json\n"], 10), Ok(2));
+        assert_eq!(scan(&["\n  \n{}", "\n\n{}"], 10), Ok(2));
+        assert_eq!(scan(&["{}"], 10), Ok(1));
+        assert_eq!(scan(&[""], 10), Err(UploadRefusal::NotJsonl));
+        assert_eq!(scan(&["\n \n"], 10), Err(UploadRefusal::NotJsonl));
+        assert_eq!(scan(&["{oops}\n{}\n"], 10), Err(UploadRefusal::NotJsonl));
+        assert_eq!(scan(&["{\"a\"", ":"], 10), Err(UploadRefusal::NotJsonl));
+        assert_eq!(scan(&["{}\n{}\n{}\n"], 2), Err(UploadRefusal::TooManyLines));
+        assert_eq!(scan(&["{}\n{}\n"], 2), Ok(2));
+    }
+
+    #[test]
+    fn lines_are_cut_across_chunks() {
+        let mut lines = Vec::new();
+        let mut splitter = LineSplitter::default();
+        for chunk in ["ab", "c\nd", "\n\ne", "f"] {
+            splitter
+                .push::<()>(chunk.as_bytes(), |n, l| {
+                    lines.push((n, String::from_utf8_lossy(l).into_owned()));
+                    Ok(())
+                })
+                .unwrap();
+        }
+        splitter
+            .finish::<()>(|n, l| {
+                lines.push((n, String::from_utf8_lossy(l).into_owned()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            lines,
+            vec![
+                (1, "abc".into()),
+                (2, "d".into()),
+                (3, "".into()),
+                (4, "ef".into())
+            ]
+        );
+    }
+
+    fn errors(
+        endpoint: Endpoint,
+        single: bool,
+        lines: &[&str],
+    ) -> Vec<(String, Option<String>, Option<u64>)> {
+        let mut v = LineValidator::new(endpoint, single, 3);
+        for (i, l) in lines.iter().enumerate() {
+            v.line(i as u64 + 1, l.as_bytes());
+        }
+        v.finish()
+            .into_iter()
+            .map(|e| (e.code, e.param, e.line))
+            .collect()
+    }
+
+    fn e(
+        code: &str,
+        param: Option<&str>,
+        line: Option<u64>,
+    ) -> (String, Option<String>, Option<u64>) {
+        (code.into(), param.map(Into::into), line)
+    }
+
+    const OK: &str = r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}"#;
+
+    #[test]
+    fn every_bad_line_is_reported_in_order_with_its_code() {
+        let got = errors(
+            Endpoint::ChatCompletions,
+            false,
+            &[
+                OK,
+                "nope",
+                r#"{"method":"POST"}"#,
+                r#"{"custom_id":7,"method":"POST"}"#,
+                r#"{"custom_id":"b","method":"GET","url":"/v1/chat/completions","body":{}}"#,
+                r#"{"custom_id":"b","method":"POST","url":"/v1/embeddings","body":{}}"#,
+                r#"{"custom_id":"b","method":"POST","url":"/v1/chat/completions"}"#,
+                r#"{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":[1]}"#,
+                r#"{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[],"stream":true}}"#,
+                r#"{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":{"messages":[]}}"#,
+                r#"{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}"#,
+                OK,
+                "[1]",
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![
+                e("too_many_tasks", None, None),
+                e("invalid_json_line", None, Some(2)),
+                e("missing_required_parameter", Some("custom_id"), Some(3)),
+                e("invalid_type", Some("custom_id"), Some(4)),
+                e("invalid_method", Some("method"), Some(5)),
+                e("invalid_url", Some("url"), Some(6)),
+                e("missing_required_parameter", Some("body"), Some(7)),
+                e("invalid_type", Some("body"), Some(8)),
+                e("streaming_unsupported", Some("body.stream"), Some(9)),
+                e("invalid_request", Some("body.model"), Some(10)),
+                e("invalid_request", Some("body.messages"), Some(11)),
+                e("duplicate_custom_id", Some("custom_id"), Some(12)),
+                e("invalid_json_line", None, Some(13)),
+            ]
+        );
+    }
+
+    #[test]
+    fn good_lines_keep_their_body_byte_for_byte_and_blank_lines_are_skipped() {
+        let mut v = LineValidator::new(Endpoint::Embeddings, false, 10);
+        let line = r#"{"url":"/v1/embeddings","custom_id":"x y","method":"POST","body":{ "input": "hi", "model":"e" },"extra":1}"#;
+        assert_eq!(v.line(1, b"   "), None);
+        let good = v.line(2, line.as_bytes()).unwrap();
+        assert_eq!(good.custom_id.as_str(), "x y");
+        assert_eq!(good.model, "e");
+        assert_eq!(good.body, r#"{ "input": "hi", "model":"e" }"#);
+        assert_eq!(v.requests(), 1);
+        assert!(v.finish().is_empty());
+    }
+
+    #[test]
+    fn mixed_models_fail_only_when_one_model_per_batch_is_required() {
+        let other = OK
+            .replace("\"model\":\"m\"", "\"model\":\"n\"")
+            .replace("\"a\"", "\"b\"");
+        assert!(errors(Endpoint::ChatCompletions, false, &[OK, &other]).is_empty());
+        assert_eq!(
+            errors(Endpoint::ChatCompletions, true, &[OK, &other]),
+            vec![e("model_mismatch", Some("body.model"), Some(2))]
+        );
+    }
+
+    #[test]
+    fn an_empty_file_fails_as_a_whole() {
+        assert_eq!(
+            errors(Endpoint::ChatCompletions, false, &["", " "]),
+            vec![e("empty_file", None, None)]
+        );
+        assert_eq!(group_thousands(50_000), "50,000");
+        assert_eq!(group_thousands(999), "999");
+        assert_eq!(group_thousands(1_000_000), "1,000,000");
+    }
+}
