@@ -13,8 +13,8 @@ use crate::rows::{get, parse_id};
 
 /// Batches past `expires_at` on their workspace's clock end expired, at that clock's time.
 pub(crate) const EXPIRE_DUE: &str = concat!(
-    "UPDATE batches SET state = $1, end_reason = $2, ended_at = $3 + ",
-    batch_clock_offset!("batches"),
+    "UPDATE batches SET state = $1, end_reason = $2, ended_at = ",
+    ended_at!("$3", "batches"),
     " WHERE state IN (1, 2) AND expires_at <= $3 + ",
     max_clock_offset!(),
     " AND expires_at <= $3 + ",

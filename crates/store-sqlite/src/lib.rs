@@ -60,6 +60,22 @@ macro_rules! batch_clock_offset {
     };
 }
 
+/// SQL for the `ended_at` a statement writes, given the SQL of the moment it ends at (`now`, a
+/// parameter): that moment on the batch's workspace's clock, and never before the batch's
+/// `cancel_initiated_at` — a cancel may land between the moment a caller took `now` and its
+/// statement. NULL stays NULL (SQLite's `MAX` of a NULL is NULL).
+macro_rules! ended_at {
+    ($now:literal) => {
+        concat!(
+            "MAX(",
+            $now,
+            " + ",
+            batch_clock_offset!(),
+            ", COALESCE(cancel_initiated_at, 0))"
+        )
+    };
+}
+
 /// SQL for the largest clock offset of any workspace: a bound that is constant in a statement,
 /// so a comparison with it keeps using the index, which [`batch_clock_offset`] then refines.
 macro_rules! max_clock_offset {

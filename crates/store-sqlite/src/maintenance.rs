@@ -22,8 +22,8 @@ pub(crate) const NEXT_EXPIRY: &str = "SELECT MIN(t) FROM (\
 
 /// Batches past `expires_at` on their workspace's clock end expired, at that clock's time.
 pub(crate) const EXPIRE_DUE: &str = concat!(
-    "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ?3 + ",
-    batch_clock_offset!(),
+    "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ",
+    ended_at!("?3"),
     " WHERE state IN (?4, ?5) AND expires_at <= ?3 + ",
     max_clock_offset!(),
     " AND expires_at <= ?3 + ",
