@@ -32,10 +32,10 @@ use axum::response::Response;
 use batchd_domain::batch::MAX_REQUESTS;
 use batchd_domain::custom_id::CustomId;
 use batchd_domain::validation::{
-    DUPLICATE_KEY, EXTRA, NOT_DICT, NOT_LIST, NOT_STRING, REQUIRED, at, too_few_items,
+    self, DUPLICATE_KEY, EXTRA, NOT_DICT, NOT_LIST, NOT_STRING, REQUIRED, at, too_few_items,
     too_many_items,
 };
-use batchd_domain::{BatchId, ErrorType, Timestamp};
+use batchd_domain::{BatchId, ErrorType};
 use batchd_store::{Draft, NewBatch, NewRequest};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -141,7 +141,11 @@ pub async fn create(
         Err(refusal) => return refuse_unread(&state, body, &headers, refusal),
     };
 
-    let now = Timestamp::now();
+    // On the workspace's clock in test mode.
+    let now = match state.now_in(&caller.workspace).await {
+        Ok(now) => now,
+        Err(err) => return refuse_unread(&state, body, &headers, err),
+    };
     let store = state.inner.store.clone();
     let begun = store
         .begin_batch(NewBatch {
@@ -245,9 +249,7 @@ pub async fn create(
     }
     match refusal {
         Refusal::Invalid(message) => Err(ApiError::invalid(message)),
-        Refusal::NotJson(detail) => Err(ApiError::invalid(format!(
-            "The request body is not valid JSON: {detail}"
-        ))),
+        Refusal::NotJson(detail) => Err(ApiError::invalid(validation::not_json(detail))),
         Refusal::Aborted => Err(ApiError::invalid(
             "The request body could not be read completely.",
         )),

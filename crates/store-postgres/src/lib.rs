@@ -42,10 +42,56 @@
 //! (`BatchStore`) in `batches`; the dispatcher's side (`DispatchStore`) in `dispatch`, whose
 //! steps live in `claim`, `record` and `maintenance`; API keys (`KeyStore`) in `keys`; the
 //! OpenAI surface's files (`FileStore`) in `file_store`, their drafts owned by the process
-//! writing them and abandoned with it like batch drafts.
+//! writing them and abandoned with it like batch drafts; test mode's clocks and resets
+//! (`ClockStore`) in `clock`, whose offset the time comparisons of `maintenance` and `record`
+//! apply.
+
+/// SQL for the clock offset of the workspace of the batch row `$b` (0 without a clock): what
+/// turns a real time into that batch's workspace's time. A primary-key probe of a table that is
+/// empty unless test mode moved a clock.
+macro_rules! batch_clock_offset {
+    ($b:literal) => {
+        concat!(
+            "COALESCE((SELECT c.offset_micros FROM clocks c WHERE c.workspace = ",
+            $b,
+            ".workspace), 0)"
+        )
+    };
+}
+
+/// SQL for the `ended_at` a statement writes, given the SQL of the moment it ends at (`now`) and
+/// the alias of `batches`: that moment on the batch's workspace's clock, and never before the
+/// batch's `cancel_initiated_at` — a cancel may land between the moment a caller took `now`
+/// and its statement. NULL stays NULL (`GREATEST` alone would turn it into the cancel time).
+macro_rules! ended_at {
+    ($now:literal, $b:literal) => {
+        concat!(
+            "(",
+            $now,
+            " + ",
+            batch_clock_offset!($b),
+            ") + GREATEST(0, ",
+            $b,
+            ".cancel_initiated_at - (",
+            $now,
+            " + ",
+            batch_clock_offset!($b),
+            "))"
+        )
+    };
+}
+
+/// SQL for the largest clock offset of any workspace: constant within a statement, so a
+/// comparison with it keeps using the index, which [`batch_clock_offset`] then refines.
+macro_rules! max_clock_offset {
+    () => {
+        "(SELECT COALESCE(MAX(offset_micros), 0) FROM clocks)"
+    };
+}
 
 mod batches;
 mod claim;
+mod clock;
 mod db;
 mod dispatch;
 mod file_store;

@@ -66,6 +66,17 @@ impl Log {
             .collect()
     }
 
+    /// Lines that contain `needle`.
+    pub fn containing(&self, needle: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, line)| line.contains(needle))
+            .map(|(_, line)| line.clone())
+            .collect()
+    }
+
     pub fn tail(&self, n: usize) -> String {
         let lines = self.lines.lock().unwrap();
         let from = lines.len().saturating_sub(n);
@@ -92,7 +103,19 @@ pub struct Server {
 /// followed by `extra` flags, and waits (at most 60 s) for its "batchd listening" line, whose
 /// `addr` field gives the port.
 pub async fn start(data_dir: &Path, extra: &[&str], log: &Log, run: &str) -> Server {
+    start_with_env(data_dir, extra, &[], log, run).await
+}
+
+/// [`start`] with these environment variables set.
+pub async fn start_with_env(
+    data_dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    log: &Log,
+    run: &str,
+) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchd"));
+    cmd.envs(env.iter().copied());
     cmd.arg("--data-dir")
         .arg(data_dir)
         .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
