@@ -51,7 +51,9 @@ pub(crate) const ARCHIVE_DUE: &str = concat!(
     max_clock_offset!(),
     " AND created_at <= ?2 + ",
     batch_clock_offset!(),
-    " AND state = ?3"
+    // An OpenAI batch is archived only once its files are written: archiving first would
+    // hide it from the finalizer and purge the results its files are made from.
+    " AND state = ?3 AND (endpoint = 0 OR finalized_at IS NOT NULL)"
 );
 
 pub(crate) const PURGE_REQUESTS: &str = "DELETE FROM requests WHERE rid IN \
