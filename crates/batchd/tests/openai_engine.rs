@@ -397,8 +397,9 @@ async fn an_expired_batch_lists_its_unsent_requests_as_batch_expired() {
 #[tokio::test]
 async fn a_file_larger_than_one_piece_is_written_in_pieces() {
     let engine = engine(Duration::ZERO, Config::default()).await;
-    // About 200 kB per line: 8 lines take two pieces.
-    let body = r#"{"model":"text-embedding-3-large","input":"big","dimensions":16384}"#;
+    // About 200 kB per line (four vectors of the largest model's 3,072 dimensions): 8 lines
+    // take two pieces.
+    let body = r#"{"model":"text-embedding-3-large","input":["a","b","c","d"]}"#;
     let lines: Vec<(String, &str)> = (0..8).map(|i| (format!("e{i}"), body)).collect();
     let refs: Vec<(&str, &str)> = lines.iter().map(|(a, b)| (a.as_str(), *b)).collect();
     let batch = engine

@@ -26,10 +26,9 @@ use crate::openai_line::LineOf;
 use crate::{Shared, timed};
 
 /// How long output and error files are kept when the batch did not say
-/// (`output_expires_after`): the hosted API's 30 days.
-pub const DEFAULT_OUTPUT_EXPIRY: Duration = Duration::from_secs(30 * 24 * 3600);
-/// The `purpose` of the files the finalizer writes.
-pub const OUTPUT_PURPOSE: &str = "batch_output";
+/// (`output_expires_after`).
+pub use batchd_domain::openai::DEFAULT_FILE_EXPIRY as DEFAULT_OUTPUT_EXPIRY;
+use batchd_domain::openai::OUTPUT_PURPOSE;
 /// Result rows read per store call.
 const PAGE: u32 = 1_000;
 /// Batches taken per look at the store.

@@ -17,6 +17,14 @@ use serde::{Deserialize, Serialize};
 use crate::Timestamp;
 use crate::ids::{ALPHABET, FNV_OFFSET, fnv1a};
 
+/// The `purpose` of a batch's input file.
+pub const BATCH_PURPOSE: &str = "batch";
+/// The `purpose` of the output and error files a batch writes.
+pub const OUTPUT_PURPOSE: &str = "batch_output";
+/// How long a file is kept when nobody said: the hosted API's 30 days, for batch input files
+/// and for output files alike, and the longest `expires_after` it accepts.
+pub const DEFAULT_FILE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
 /// Which API a batch belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Surface {

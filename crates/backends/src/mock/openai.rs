@@ -34,8 +34,12 @@ use crate::{BackendError, OpenAiAnswer, OpenAiRequest};
 const LARGE_DIMENSIONS: usize = 3072;
 /// Vector length of every other embedding model (`text-embedding-3-small`, `-ada-002`).
 const DEFAULT_DIMENSIONS: usize = 1536;
-/// Longest vector the mock makes, so that one answer stays small.
-const MAX_DIMENSIONS: usize = 16_384;
+/// Longest vector the mock makes: the largest model's, as the API allows no more.
+const MAX_DIMENSIONS: usize = LARGE_DIMENSIONS;
+/// Most inputs (embeddings) or prompts (completions) in one request, as the API allows: what
+/// bounds one answer's size (at most 2,048 vectors of [`MAX_DIMENSIONS`]), so one small line
+/// cannot make the mock build gigabytes.
+const MAX_INPUTS: usize = 2048;
 /// The most choices `n` asks for, as the hosted API allows.
 const MAX_CHOICES: u64 = 128;
 /// The hosted `/v1/completions`' default `max_tokens`.
@@ -353,6 +357,12 @@ struct CompletionDetails {
 fn completion(body: &Value, model: &str, ids: &Ids) -> Rendered {
     let prompts: Vec<&str> = match body.get("prompt") {
         Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(list)) if list.len() > MAX_INPUTS => {
+            return Err(invalid(
+                "prompt",
+                &format!("expected at most {MAX_INPUTS} prompts."),
+            ));
+        }
         Some(Value::Array(list)) if list.iter().all(Value::is_string) && !list.is_empty() => {
             list.iter().filter_map(Value::as_str).collect()
         }
@@ -625,6 +635,12 @@ fn embeddings(body: &Value, model: &str) -> Rendered {
             return Err(invalid("input", "expected a non-empty string or array."));
         }
         Value::Array(list) if list.iter().all(Value::is_number) => vec![input],
+        Value::Array(list) if list.len() > MAX_INPUTS => {
+            return Err(invalid(
+                "input",
+                &format!("expected at most {MAX_INPUTS} inputs."),
+            ));
+        }
         Value::Array(list) if list.iter().all(|v| v.is_string() || v.is_array()) => {
             list.iter().collect()
         }

@@ -35,16 +35,13 @@ pub const UPLOAD_PURPOSES: [&str; 6] = [
     "vision",
     "evals",
 ];
-/// The purpose of a batch's input file.
-pub const BATCH_PURPOSE: &str = "batch";
-/// The purpose of the files a batch writes.
-pub const BATCH_OUTPUT_PURPOSE: &str = "batch_output";
+pub use batchd_domain::openai::{BATCH_PURPOSE, OUTPUT_PURPOSE as BATCH_OUTPUT_PURPOSE};
 /// Purposes whose content the API does not hand back (spec §5.7).
 const NOT_DOWNLOADABLE: [&str; 2] = ["assistants", "user_data"];
-/// How long a batch input file is kept when the upload says nothing (spec §5.6).
-pub const BATCH_FILE_EXPIRY: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Bounds of `expires_after[seconds]` (spec §8).
-const EXPIRY_SECONDS: (i64, i64) = (3_600, 2_592_000);
+// How long a batch input file is kept when the upload says nothing (spec §5.6).
+use batchd_domain::openai::DEFAULT_FILE_EXPIRY as BATCH_FILE_EXPIRY;
+/// Bounds of `expires_after[seconds]` (spec §8): an hour to the default expiry.
+const EXPIRY_SECONDS: (i64, i64) = (3_600, BATCH_FILE_EXPIRY.as_secs() as i64);
 /// Largest form field other than the file: the SDKs send a purpose and two expiry fields.
 const MAX_FIELD_BYTES: usize = 1024;
 /// Default and largest `limit` of a file list (spec §5.7).
