@@ -9,7 +9,6 @@
 //! `error: <type>: <message> (request-id …)` on stderr and exit 1; usage errors exit 2.
 
 mod input;
-mod openai;
 mod openai_surface;
 mod output;
 
