@@ -4,7 +4,8 @@
 #
 # 1. installs the pinned Python SDKs + pytest into sdk-tests/python/.venv (requirements.txt, the
 #    0.x generation) and sdk-tests/python/.venv-2x (requirements-2x.txt, the newest generation),
-#    and both pinned TypeScript SDK generations into sdk-tests/node/node_modules (npm ci);
+#    and both pinned TypeScript SDK generations plus the pinned `openai` SDK into
+#    sdk-tests/node/node_modules (npm ci);
 # 2. builds the server unless BATCHD_BIN points at one;
 # 3. starts four servers on free loopback ports with fresh data dirs:
 #      FAST     no mock latency
@@ -12,9 +13,10 @@
 #      TLS      FAST's settings over https, with the test certificates and CA
 #      LIMITED  --rate-limit 60 (a call a second once the burst is spent)
 #    all with keys sk-sdk-tests-workspace-a@ws-a and sk-sdk-tests-workspace-b@ws-b;
-# 4. runs pytest once per Python venv, then node --test (which runs every test once per TypeScript
-#    SDK); exits non-zero if any fails. Servers are always stopped. Each run's JUnit XML goes to
-#    SDK_REPORTS (default .conformance/sdk-suites), where scripts/conformance.sh reads the counts.
+# 4. runs pytest once per Python venv, then node --test (the Anthropic tests once per TypeScript
+#    SDK generation, then the `openai` SDK's); exits non-zero if any fails. Servers are always
+#    stopped. Each run's JUnit XML goes to SDK_REPORTS (default .conformance/sdk-suites), where
+#    scripts/conformance.sh reads the counts.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -96,7 +98,7 @@ T1=$SECONDS
 (cd "$HERE/node" && node --test \
   --test-reporter=spec --test-reporter-destination=stdout \
   --test-reporter=junit --test-reporter-destination="$SDK_REPORTS/node.xml" \
-  test/batches.test.mjs)
+  test/batches.test.mjs test/openai.test.mjs)
 NODE_RC=$?
 log "node --test exit code $NODE_RC ($((SECONDS - T1))s)"
 set -e

@@ -4,7 +4,8 @@
 //
 // The steps run in order on one page, as a person would use it: a wrong key, the right key, two
 // batches appearing with progress bars that advance, one batch followed to its end, its results
-// downloaded and the batch deleted through the page's confirmation step, the other canceled.
+// downloaded and the batch deleted through the page's confirmation step, the other canceled;
+// then a long list, and an OpenAI Batch API batch listed beside them.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -332,6 +333,41 @@ describe('batchd dashboard', { timeout: 60_000 }, () => {
     // Live polling keeps every loaded row, not just the first page.
     await page.waitForTimeout(1_500);
     assert.equal(await page.locator(tid('batch-row')).count(), 22);
+  });
+
+  test('OpenAI batches are listed beside the Message Batches', async () => {
+    // Upload a file and create a batch on the OpenAI surface, with the same key.
+    const lines = Array.from({ length: 3 }, (_, i) => JSON.stringify({
+      custom_id: `oa${i}`,
+      method: 'POST',
+      url: '/v1/chat/completions',
+      body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: `OpenAI question ${i}` }] },
+    }) + '\n').join('');
+    const form = new FormData();
+    form.append('purpose', 'batch');
+    form.append('file', new Blob([lines], { type: 'application/jsonl' }), 'dashboard.jsonl');
+    const auth = { authorization: `Bearer ${KEY}` };
+    const file = await fetch(`${BASE}/v1/files`, { method: 'POST', headers: auth, body: form });
+    assert.equal(file.status, 200, await file.clone().text());
+    const created = await fetch(`${BASE}/v1/batches`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ input_file_id: (await file.json()).id, endpoint: '/v1/chat/completions', completion_window: '24h' }),
+    });
+    assert.equal(created.status, 200);
+    const id = (await created.json()).id;
+
+    await page.click(tid('refresh'));
+    const oaRow = page.locator(`${tid('openai-row')}[data-batch-id="${id}"]`);
+    await oaRow.waitFor();
+    assert.equal(await page.locator(tid('openai-section')).isVisible(), true);
+    // The page polls it to its end like the other batches.
+    await waitFor('the OpenAI batch to complete', async () => (await oaRow.locator(tid('openai-status')).textContent()) === 'completed', 20_000);
+    assert.equal((await oaRow.locator(tid('openai-done')).textContent()).trim(), '3 / 3');
+    assert.equal((await oaRow.locator(tid('openai-completed')).textContent()).trim(), '3');
+    // OpenAI batches are not Message Batches rows (those stay as they were).
+    assert.equal(await row(id).count(), 0);
+    await shot('list-openai.png');
   });
 
   test('nothing broke the policy or left the machine', () => {

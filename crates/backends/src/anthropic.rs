@@ -7,20 +7,31 @@
 //! endpoint knows ([`betas::forwarded`]). The Message that comes back is the result, its fields
 //! in the order the upstream sent them, with `usage.service_tier` set to `"batch"` as the real
 //! batch API reports.
+//!
+//! On the OpenAI surface it serves `/v1/chat/completions`: the line's body becomes Messages
+//! params ([`from_chat`]: what has no exact counterpart, e.g. `n > 1`, `logprobs`, audio, tools,
+//! is refused as that line's 400 `invalid_request_error`, never sent and never approximated),
+//! and the Message that comes back becomes a `chat.completion`
+//! ([`translate::chat_completion_from_message`]). Other endpoints it cannot serve.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use async_trait::async_trait;
-use batchd_domain::betas;
+use batchd_domain::openai::Endpoint;
+use batchd_domain::{ApiVersion, betas};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::value::RawValue;
 
 use crate::config::BackendSpec;
+use crate::mock::openai::created_of;
+use crate::openai::{from_chat, translate};
 use crate::upstream::{Dialect, Upstream};
-use crate::{Backend, BackendError, BackendRequest};
+use crate::{
+    Backend, BackendError, BackendRequest, OpenAiAnswer, OpenAiRequest, derived_request_id,
+};
 
 #[derive(Debug)]
 pub struct AnthropicBackend {
@@ -69,13 +80,7 @@ impl Backend for AnthropicBackend {
     }
 
     async fn send(&self, request: BackendRequest<'_>) -> Result<String, BackendError> {
-        let mut extra = Vec::new();
-        if !self.fixed_version {
-            extra.push((
-                HeaderName::from_static("anthropic-version"),
-                HeaderValue::from_static(request.version.upstream()),
-            ));
-        }
+        let mut extra = self.version_header(request.version);
         let forwarded: Vec<&str> = request
             .betas
             .iter()
@@ -93,6 +98,63 @@ impl Backend for AnthropicBackend {
             .post(request.raw_params.to_owned(), &extra)
             .await?;
         with_batch_tier(&body).map_err(|what| self.upstream.bad_body(&what))
+    }
+
+    fn serves_endpoint(&self, endpoint: Endpoint) -> bool {
+        endpoint == Endpoint::ChatCompletions
+    }
+
+    async fn send_openai(&self, request: OpenAiRequest<'_>) -> Result<OpenAiAnswer, BackendError> {
+        if request.endpoint != Endpoint::ChatCompletions {
+            return Err(BackendError::cannot_serve(&self.name, request.endpoint));
+        }
+        // The body was checked to be a JSON object when the batch was created; anything else
+        // is refused below like any body that cannot be converted.
+        let body = serde_json::from_str(request.body).unwrap_or_default();
+        let params = from_chat::convert(&body).map_err(|why| {
+            BackendError::openai_refusal(
+                &format!(
+                    "{why} (backend `{}` serves this model through the Anthropic Messages API)",
+                    self.name
+                ),
+                None,
+                None,
+            )
+        })?;
+        let params = serde_json::to_string(&params).map_err(|e| {
+            BackendError::fatal(
+                batchd_domain::ErrorType::Api,
+                format!("serializing the Messages params: {e}"),
+            )
+        })?;
+        // OpenAI batches carry no `anthropic-version`: the default one, as for any client
+        // that sends the oldest.
+        let extra = self.version_header(ApiVersion::default());
+        let message = self.upstream.post(params, &extra).await?;
+        let body = translate::chat_completion_from_message(
+            &message,
+            request.model,
+            created_of(request.batch_id),
+        )
+        .map_err(|e| self.upstream.bad_body(&e.to_string()))?;
+        Ok(OpenAiAnswer {
+            status_code: 200,
+            request_id: derived_request_id(request.batch_id, request.custom_id),
+            body,
+        })
+    }
+}
+
+impl AnthropicBackend {
+    /// The `anthropic-version` header to send for `version`, unless the backend fixes one.
+    fn version_header(&self, version: ApiVersion) -> Vec<(HeaderName, HeaderValue)> {
+        if self.fixed_version {
+            return Vec::new();
+        }
+        vec![(
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(version.upstream()),
+        )]
     }
 }
 

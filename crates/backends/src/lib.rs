@@ -128,6 +128,36 @@ impl BackendError {
         }
     }
 
+    /// A request refused the way an OpenAI server refuses one: a 400 with the OpenAI error
+    /// envelope (`invalid_request_error`), which becomes the line's `response` in the error file.
+    pub fn openai_refusal(message: &str, param: Option<&str>, code: Option<&str>) -> Self {
+        #[derive(serde::Serialize)]
+        struct Envelope<'a> {
+            error: Inner<'a>,
+        }
+        #[derive(serde::Serialize)]
+        struct Inner<'a> {
+            message: &'a str,
+            #[serde(rename = "type")]
+            kind: &'a str,
+            param: Option<&'a str>,
+            code: Option<&'a str>,
+        }
+        let body = serde_json::to_string(&Envelope {
+            error: Inner {
+                message,
+                kind: "invalid_request_error",
+                param,
+                code,
+            },
+        })
+        .unwrap_or_default();
+        Self {
+            upstream: Some((400, body)),
+            ..Self::fatal(ErrorType::InvalidRequest, message.to_owned())
+        }
+    }
+
     /// The backend has no such endpoint: the request was never sent.
     pub fn cannot_serve(backend: &str, endpoint: Endpoint) -> Self {
         Self::fatal(ErrorType::InvalidRequest, cannot_serve(backend, endpoint))

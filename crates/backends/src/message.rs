@@ -1,6 +1,8 @@
 //! The assistant Message as batchd writes it into `succeeded` rows when it builds one itself (the
 //! mock, the `openai` translation): the real API's wire shape, field order included (serde derive
-//! keeps declaration order), as captured in its batch results.
+//! keeps declaration order), as captured in its batch results. Likewise the `chat.completion`
+//! object of the OpenAI surface (the mock's, and an `anthropic` backend's translated answer), in
+//! the hosted API's key order.
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -112,4 +114,56 @@ impl Usage {
 struct CacheCreation {
     ephemeral_5m_input_tokens: u64,
     ephemeral_1h_input_tokens: u64,
+}
+
+/// A `chat.completion` response object.
+#[derive(Serialize)]
+pub(crate) struct ChatCompletion<'a> {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'a str,
+    pub choices: Vec<ChatChoice<'a>>,
+    pub usage: ChatUsage,
+    pub service_tier: &'static str,
+    pub system_fingerprint: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ChatChoice<'a> {
+    pub index: u64,
+    pub message: ChatMessage<'a>,
+    pub logprobs: Option<()>,
+    pub finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ChatMessage<'a> {
+    pub role: &'static str,
+    pub content: &'a str,
+    pub refusal: Option<()>,
+    pub annotations: &'static [()],
+}
+
+#[derive(Serialize)]
+pub(crate) struct ChatUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub prompt_tokens_details: PromptDetails,
+    pub completion_tokens_details: CompletionDetails,
+}
+
+#[derive(Serialize)]
+pub(crate) struct PromptDetails {
+    pub cached_tokens: u64,
+    pub audio_tokens: u64,
+}
+
+#[derive(Serialize)]
+pub(crate) struct CompletionDetails {
+    pub reasoning_tokens: u64,
+    pub audio_tokens: u64,
+    pub accepted_prediction_tokens: u64,
+    pub rejected_prediction_tokens: u64,
 }

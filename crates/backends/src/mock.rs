@@ -34,7 +34,7 @@ use tokio::sync::Semaphore;
 use crate::message::{Block, Message, Usage};
 use crate::{Backend, BackendError, BackendRequest, OpenAiAnswer, OpenAiRequest};
 
-mod openai;
+pub(crate) mod openai;
 
 /// How many words of the user's last message the reply quotes.
 pub const ECHO_WORDS: usize = 20;

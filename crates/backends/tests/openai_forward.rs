@@ -234,21 +234,38 @@ async fn a_2xx_that_is_not_json_may_clear_and_a_dead_upstream_never_answered() {
 }
 
 #[tokio::test]
-async fn an_anthropic_backend_cannot_serve_the_openai_surface_yet() {
+async fn an_anthropic_backend_serves_only_chat_completions() {
     let config: BackendConfig = toml::from_str(
         "name = \"claude\"\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:9\"\n",
     )
     .unwrap();
     let backend = batchd_backends::AnthropicBackend::new(&config.resolve().unwrap()).unwrap();
-    assert!(!backend.serves_endpoint(Endpoint::ChatCompletions));
+    assert!(backend.serves_endpoint(Endpoint::ChatCompletions));
+    assert!(!backend.serves_endpoint(Endpoint::Embeddings));
     let err = backend
-        .send_openai(request(Endpoint::ChatCompletions, "{}"))
+        .send_openai(request(Endpoint::Embeddings, "{}"))
         .await
         .unwrap_err();
     assert!(!err.retryable);
     assert_eq!(err.upstream, None);
-    assert_eq!(
-        err.message,
-        "backend `claude` cannot serve /v1/chat/completions"
+    assert_eq!(err.message, "backend `claude` cannot serve /v1/embeddings");
+    // A body it cannot express is refused before anything is sent (nothing listens upstream).
+    let err = backend
+        .send_openai(request(
+            Endpoint::ChatCompletions,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true}"#,
+        ))
+        .await
+        .unwrap_err();
+    assert!(!err.retryable && !err.unwell);
+    let (status, body) = err.upstream.unwrap();
+    assert_eq!(status, 400);
+    assert!(
+        body.starts_with(r#"{"error":{"message":"`logprobs` has no exact equivalent"#),
+        "{body}"
+    );
+    assert!(
+        body.ends_with(r#""type":"invalid_request_error","param":null,"code":null}}"#),
+        "{body}"
     );
 }

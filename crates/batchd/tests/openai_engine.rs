@@ -17,7 +17,7 @@ use batchd_store::{
     Answer, CancelOutcome, DispatchStore, Ended, FILE_CHUNK_BYTES, NewBatch, NewRequest, Retry,
     Slot, Store, WorkItem,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const WORKSPACE: &str = "ws-a";
 
@@ -29,8 +29,8 @@ struct Engine {
 }
 
 /// `gpt-*` and `text-embedding-*` go to a mock (with `latency`, one request on the model at a
-/// time when it is slow), `claude-*` to an Anthropic upstream that cannot serve this surface;
-/// nothing else is served.
+/// time when it is slow), `claude-*` to an Anthropic upstream (that nothing listens on: its
+/// lines here are the ones refused before sending); nothing else is served.
 async fn engine(latency: Duration, config: Config) -> Engine {
     let engine = engine_with(latency, config, &[]).await;
     engine.start_finalizer();
@@ -221,7 +221,10 @@ async fn a_mixed_batch_completes_with_an_output_and_an_error_file() {
                     r#"{"model":"llama-nowhere","messages":[]}"#,
                 ),
                 ("refused", refused),
-                ("cannot-serve", r#"{"model":"claude-x","messages":[]}"#),
+                (
+                    "untranslatable",
+                    r#"{"model":"claude-x","messages":[{"role":"user","content":"x"}],"n":2}"#,
+                ),
                 ("ok-2", &chat("second one")),
             ],
             Duration::from_secs(3600),
@@ -236,7 +239,7 @@ async fn a_mixed_batch_completes_with_an_output_and_an_error_file() {
     assert_eq!(custom_ids(&output), ["ok-1", "ok-2"]);
     assert_eq!(
         custom_ids(&errors),
-        ["unknown-model", "refused", "cannot-serve"]
+        ["unknown-model", "refused", "untranslatable"]
     );
     assert_eq!(output[0]["id"], batch_request_id(batch.id.as_str(), 0));
     assert_eq!(output[1]["id"], batch_request_id(batch.id.as_str(), 4));
@@ -265,13 +268,134 @@ async fn a_mixed_batch_completes_with_an_output_and_an_error_file() {
         refused["response"]["body"]["error"]["message"],
         "Missing required parameter: 'messages'."
     );
-    let cannot = &errors[2];
-    assert_eq!(cannot["response"], Value::Null);
-    assert_eq!(cannot["error"]["code"], "endpoint_not_supported");
-    assert_eq!(
-        cannot["error"]["message"],
-        "backend `claude` cannot serve /v1/chat/completions"
+    // What an `anthropic` backend cannot express is refused as the line's 400, never sent.
+    let untranslatable = &errors[2];
+    assert_eq!(untranslatable["error"], Value::Null);
+    assert_eq!(untranslatable["response"]["status_code"], 400);
+    let error = &untranslatable["response"]["body"]["error"];
+    assert_eq!(error["type"], "invalid_request_error");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("`n` = 2: the Messages API returns one completion per request"),
+        "{error}"
     );
+    engine.stop().await;
+}
+
+/// Chat completions for a model an `anthropic`-kind backend serves: the body goes upstream as
+/// Messages params, the Message comes back as a `chat.completion`; what has no exact Messages
+/// counterpart (`n > 1`, `logprobs`, audio) is that line's 400 `invalid_request_error` without
+/// reaching the upstream; an upstream refusal keeps its status and body. The other OpenAI
+/// endpoints stay unserved by such a backend.
+#[tokio::test]
+async fn chat_completions_run_through_an_anthropic_backend() {
+    let fake = batchd_fake_upstream::FakeUpstream::start(
+        batchd_fake_upstream::FakeConfig::default().record_requests(16),
+    )
+    .await
+    .unwrap();
+    let claude = format!(
+        "name = \"claude-up\"\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"claude-up-*\"]\nmax_attempts = 1\n",
+        fake.url()
+    );
+    let engine = engine_with(Duration::ZERO, Config::default(), &[claude]).await;
+    engine.start_finalizer();
+    let body = |extra: &str, text: &str| {
+        format!(
+            r#"{{"model":"claude-up-1","messages":[{{"role":"system","content":"Be brief."}},{{"role":"user","content":"{text}"}}],"max_tokens":20{extra}}}"#
+        )
+    };
+    let batch = engine
+        .create(
+            Endpoint::ChatCompletions,
+            &[
+                ("ok", &body("", "hello fake world")),
+                ("n", &body(r#","n":2"#, "two please")),
+                ("logprobs", &body(r#","logprobs":true"#, "probs")),
+                (
+                    "audio",
+                    &body(
+                        r#","modalities":["text","audio"],"audio":{"voice":"alloy","format":"wav"}"#,
+                        "speak",
+                    ),
+                ),
+                (
+                    "upstream-refuses",
+                    &body("", "[[fake:always,status=400,message=max_tokens: too large]] x"),
+                ),
+            ],
+            Duration::from_secs(3600),
+        )
+        .await;
+    let batch = engine.finalized(&batch.id).await;
+    assert_eq!((batch.succeeded, batch.errored), (1, 4));
+    let (output, errors) = engine.files(&batch).await;
+
+    assert_eq!(custom_ids(&output), ["ok"]);
+    let ok = &output[0]["response"];
+    assert_eq!(ok["status_code"], 200);
+    let completion = &ok["body"];
+    assert_eq!(completion["object"], "chat.completion");
+    assert!(completion["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(completion["model"], "claude-up-1");
+    assert_eq!(
+        completion["choices"][0]["message"],
+        json!({"role": "assistant", "content": "hello fake world", "refusal": null, "annotations": []})
+    );
+    assert_eq!(completion["choices"][0]["finish_reason"], "stop");
+    let usage = &completion["usage"];
+    assert_eq!(usage["completion_tokens"], 3);
+    assert_eq!(
+        usage["total_tokens"].as_u64(),
+        Some(usage["prompt_tokens"].as_u64().unwrap() + 3)
+    );
+
+    // Only the two lines that could be expressed went upstream, as Messages params.
+    let sent = fake.stats().recent_requests();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().all(|r| r.path == "/v1/messages"));
+    assert_eq!(sent[0].header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(
+        sent[0].json(),
+        json!({"model": "claude-up-1", "max_tokens": 20, "system": "Be brief.",
+               "messages": [{"role": "user", "content": "hello fake world"}]})
+    );
+
+    assert_eq!(
+        custom_ids(&errors),
+        ["n", "logprobs", "audio", "upstream-refuses"]
+    );
+    for (line, needle) in errors[..3].iter().zip(["`n` = 2", "`logprobs`", "`audio`"]) {
+        assert_eq!(line["error"], Value::Null, "{line}");
+        assert_eq!(line["response"]["status_code"], 400, "{line}");
+        let error = &line["response"]["body"]["error"];
+        assert_eq!(error["type"], "invalid_request_error", "{line}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{line}");
+        assert!(message.contains("backend `claude-up`"), "{line}");
+    }
+    let refused = &errors[3]["response"];
+    assert_eq!(refused["status_code"], 400);
+    assert_eq!(refused["body"]["error"]["message"], "max_tokens: too large");
+
+    // Embeddings have no Messages counterpart: the line is never sent.
+    let embeddings = engine
+        .create(
+            Endpoint::Embeddings,
+            &[("vector", r#"{"model":"claude-up-1","input":"x"}"#)],
+            Duration::from_secs(3600),
+        )
+        .await;
+    let embeddings = engine.finalized(&embeddings.id).await;
+    let (_, errors) = engine.files(&embeddings).await;
+    assert_eq!(errors[0]["error"]["code"], "endpoint_not_supported");
+    assert_eq!(
+        errors[0]["error"]["message"],
+        "backend `claude-up` cannot serve /v1/embeddings"
+    );
+    assert_eq!(fake.stats().recent_requests().len(), 2);
     engine.stop().await;
 }
 

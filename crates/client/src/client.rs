@@ -9,13 +9,17 @@ use std::time::{Duration, SystemTime};
 use batchd_wire::{CreateBatch, DeletedMessageBatch, ListPage, MessageBatch, ResultLine};
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result, default_kind};
 use crate::jsonl::{self, DEFAULT_MAX_LINE_BYTES, Line};
 use crate::retry;
+
+mod openai;
+
+pub use openai::OpenAiListParams;
 
 /// `anthropic-version` sent on every request.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -145,6 +149,10 @@ impl ClientBuilder {
             .map_err(|_| Error::Invalid("the API key is not a valid header value".into()))?;
         key.set_sensitive(true);
         headers.insert("x-api-key", key);
+        // The OpenAI routes take the key the OpenAI way; it is sent only on their calls.
+        let mut bearer = HeaderValue::from_str(&format!("Bearer {}", self.api_key))
+            .map_err(|_| Error::Invalid("the API key is not a valid header value".into()))?;
+        bearer.set_sensitive(true);
         headers.insert(
             "anthropic-version",
             HeaderValue::from_static(ANTHROPIC_VERSION),
@@ -200,6 +208,7 @@ impl ClientBuilder {
                 timeout: self.timeout,
                 beta_namespace: self.beta_namespace,
                 max_line_bytes: self.max_line_bytes,
+                bearer,
             }),
         })
     }
@@ -218,6 +227,8 @@ struct Inner {
     timeout: Duration,
     beta_namespace: bool,
     max_line_bytes: usize,
+    /// `Authorization: Bearer <key>`, for the OpenAI calls.
+    bearer: HeaderValue,
 }
 
 impl fmt::Debug for Client {
@@ -237,6 +248,10 @@ struct Call {
     url: Url,
     body: Option<Bytes>,
     accept: &'static str,
+    /// The body's `Content-Type` (JSON unless set).
+    content_type: Option<String>,
+    /// An OpenAI route: the key also goes as `Authorization: Bearer`.
+    openai: bool,
 }
 
 impl Client {
@@ -385,6 +400,8 @@ impl Client {
             url,
             body: None,
             accept: JSONL,
+            content_type: None,
+            openai: false,
         };
         let response = self.execute(&call).await?;
         Ok(response.bytes_stream().map_err(Error::Transport).boxed())
@@ -447,7 +464,14 @@ impl Client {
             url,
             body,
             accept: JSON,
+            content_type: None,
+            openai: false,
         };
+        self.json_of(call).await
+    }
+
+    /// Sends `call` with retries and decodes its JSON answer.
+    async fn json_of<T: DeserializeOwned>(&self, call: Call) -> Result<T> {
         let (status, bytes) = self.execute_buffered(&call).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             Error::Decode(format!(
@@ -508,8 +532,14 @@ impl Client {
         if total_timeout {
             request = request.timeout(self.inner.timeout);
         }
+        if call.openai {
+            request = request.header(AUTHORIZATION, self.inner.bearer.clone());
+        }
         if let Some(body) = &call.body {
-            request = request.header(CONTENT_TYPE, JSON).body(body.clone());
+            let content_type = call.content_type.as_deref().unwrap_or(JSON);
+            request = request
+                .header(CONTENT_TYPE, content_type)
+                .body(body.clone());
         }
         request.send().await
     }
@@ -577,6 +607,7 @@ async fn api_error(response: reqwest::Response) -> Error {
     let header_id = response
         .headers()
         .get("request-id")
+        .or_else(|| response.headers().get("x-request-id"))
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let body = match response.bytes().await {

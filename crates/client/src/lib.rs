@@ -1,4 +1,6 @@
-//! `batchd-client`: an async client for the Anthropic Message Batches API.
+//! `batchd-client`: an async client for the Anthropic Message Batches API, and for the OpenAI
+//! Batch and Files API batchd also serves (`upload_file`, `create_openai_batch`, … with the
+//! wire types of [`wire::openai`]).
 //!
 //! It talks to batchd and to `https://api.anthropic.com` alike, and behaves like the official
 //! SDKs on the wire: the same headers (`x-api-key`, `anthropic-version: 2023-06-01`, optional
@@ -35,7 +37,7 @@ pub use batchd_wire::{
 };
 pub use client::{
     ANTHROPIC_VERSION, BATCHES_BETA, Client, ClientBuilder, DEFAULT_BASE_URL,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, ListParams,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, ListParams, OpenAiListParams,
 };
 pub use error::{Error, Result};
 pub use reqwest::StatusCode;

@@ -13,8 +13,10 @@
 //! The OpenAI routes go through the same steps ([`openai_layer`]) with the same keys, but
 //! read only the key (`Authorization: Bearer`, the OpenAI SDKs' way), answer in the OpenAI
 //! envelope with its texts, and name the organization in `openai-organization`. Their
-//! `OpenAI-Organization` and `OpenAI-Project` headers are accepted and ignored: a key already
-//! names its one workspace.
+//! `OpenAI-Organization` and `OpenAI-Project` headers are accepted and ignored (a key already
+//! names its one workspace) unless one names another workspace of this server, by name or by
+//! its organization id: that is the API's 401 `mismatched_organization`. Values this server
+//! does not know stay ignored, so a client configured with its hosted organization still works.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +32,8 @@ use batchd_domain::openai::Surface;
 use batchd_domain::{ErrorType, betas, ids};
 use batchd_store::{KeyStore, StoreError};
 
-use crate::openai::{OpenAiError, error::MISSING_API_KEY};
+use crate::openai::OpenAiError;
+use crate::openai::error::{MISMATCHED_ORGANIZATION, MISSING_API_KEY};
 use crate::quota::{self, Failure};
 use crate::{ApiError, AppState};
 
@@ -68,6 +71,27 @@ impl Keys {
             Some(ws) => Ok(Some(ws)),
             None => self.store.workspace_for_key(&hash).await,
         }
+    }
+
+    /// Whether `value` names a workspace of this server other than `own`: its name, or its
+    /// organization id ([`ids::organization_id`], in any case). Workspaces are those of the
+    /// start-up keys and of stored keys, revoked ones included (the workspace still exists).
+    pub async fn names_other_workspace(&self, own: &str, value: &str) -> Result<bool, StoreError> {
+        let names = |workspace: &str| {
+            workspace == value || ids::organization_id(workspace).eq_ignore_ascii_case(value)
+        };
+        if names(own) {
+            return Ok(false);
+        }
+        if self.static_keys.iter().any(|k| names(&k.workspace)) {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .list_keys()
+            .await?
+            .iter()
+            .any(|k| names(&k.workspace)))
     }
 }
 
@@ -253,6 +277,25 @@ async fn check_openai(state: &AppState, headers: &HeaderMap) -> Result<Caller, A
             OpenAiError::incorrect_api_key(key).message,
         )
     })?;
+    // An authentication failure like a wrong key (and counted by the throttle like one), so a
+    // key cannot be used to probe for the names of other workspaces at leisure.
+    for name in ["openai-organization", "openai-project"] {
+        for value in headers.get_all(name) {
+            let value = value.to_str().unwrap_or_default().trim();
+            if !value.is_empty()
+                && state
+                    .inner
+                    .keys
+                    .names_other_workspace(&workspace, value)
+                    .await?
+            {
+                return Err(ApiError::new(
+                    ErrorType::Authentication,
+                    MISMATCHED_ORGANIZATION,
+                ));
+            }
+        }
+    }
     Ok(Caller {
         workspace,
         betas: Vec::new(),

@@ -3,7 +3,8 @@
 //!
 //! The page is public, like `/healthz`: it holds no data. It asks for an API key, keeps it in the
 //! tab's `sessionStorage`, and calls the ordinary authenticated `/v1` routes on the same origin
-//! with `x-api-key` and `anthropic-version`, so it can see exactly what the key can see.
+//! with `x-api-key` and `anthropic-version`, so it can see exactly what the key can see: the
+//! Message Batches, and beside them the OpenAI Batch API batches (`/v1/batches`, read-only).
 //!
 //! Routes (see [`router`]): `/ui` (the page), `/ui/app.js`, `/ui/app.css`, and `/ui/`, which
 //! redirects to `/ui` so the page's relative asset references always resolve the same way (also

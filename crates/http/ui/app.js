@@ -2,7 +2,9 @@
 //
 // It talks only to the server that serves it, through the ordinary Message Batches API:
 // every call carries the key from sessionStorage as `x-api-key` and `anthropic-version`.
-// Routes live in the URL hash: `#/` is the list, `#/batches/{id}` one batch. While anything
+// The list also shows the workspace's newest OpenAI Batch API batches (`/v1/batches`, which
+// takes the same key), read-only. Routes live in the URL hash: `#/` is the list,
+// `#/batches/{id}` one batch. While anything
 // shown is unended the view polls once a second; it stops when everything has ended or the tab
 // is hidden, and starts again when the tab comes back.
 'use strict';
@@ -15,6 +17,8 @@
   // The page is `<base>/ui`; the API is `<base>/v1/…` (base is empty unless behind a prefix).
   const API_BASE = location.pathname.replace(/\/ui\/?$/, '');
   const OUTCOMES = ['succeeded', 'errored', 'canceled', 'expired'];
+  // The statuses after which an OpenAI batch changes no more.
+  const OPENAI_FINAL = ['completed', 'failed', 'expired', 'cancelled'];
   const FIELDS = [
     'id', 'type', 'processing_status', 'request_counts', 'created_at', 'expires_at',
     'ended_at', 'cancel_initiated_at', 'archived_at', 'results_url',
@@ -92,7 +96,7 @@
     timer: null,
     errorSource: null, // 'poll' errors clear themselves on the next good poll; 'action' ones stay
     pendingNotice: null,
-    list: { batches: [], progress: new Map(), hasMore: false, loaded: false },
+    list: { batches: [], progress: new Map(), hasMore: false, loaded: false, openai: [] },
     rows: new Map(), // batch id -> <tr>
     batch: { id: null, data: null, progress: null },
   };
@@ -238,6 +242,9 @@
         L.hasMore = page.has_more;
         L.loaded = true;
       }
+      const openai = await api('GET', `/v1/batches?limit=${PAGE}`);
+      if (gen !== state.gen) return;
+      L.openai = openai.data;
       const running = L.batches.filter((b) => b.processing_status !== 'ended');
       const live = await Promise.all(
         running.map((b) => api('GET', `${batchPath(b.id)}/progress`).catch(() => null)),
@@ -251,13 +258,13 @@
       L.progress = progress;
       renderList();
       clearError('poll');
-      if (running.length) schedule(gen, refreshList);
+      if (running.length || openAiRunning()) schedule(gen, refreshList);
       else setLive($('list-live'), false);
     } catch (e) {
       if (gen !== state.gen) return;
       showError(e, 'poll');
       if (e.status === 401) forgetKey(false);
-      else if (L.batches.some((b) => b.processing_status !== 'ended') || e.status === 0) {
+      else if (L.batches.some((b) => b.processing_status !== 'ended') || openAiRunning() || e.status === 0) {
         schedule(gen, refreshList);
       }
     }
@@ -322,10 +329,33 @@
       // Move rows only when the order changed, so focus and hover survive updates.
       if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
     });
-    $('list-empty').hidden = !L.loaded || L.batches.length > 0;
+    $('list-empty').hidden = !L.loaded || L.batches.length > 0 || L.openai.length > 0;
     $('batch-table').hidden = L.batches.length === 0;
     $('load-more').hidden = !L.hasMore;
-    setLive($('list-live'), L.batches.some((b) => b.processing_status !== 'ended') && !document.hidden);
+    renderOpenAi();
+    setLive($('list-live'), (L.batches.some((b) => b.processing_status !== 'ended') || openAiRunning()) && !document.hidden);
+  }
+
+  const openAiRunning = () => state.list.openai.some((b) => !OPENAI_FINAL.includes(b.status));
+
+  /** The OpenAI batches: one row each, rebuilt on every poll (the table is small and read-only). */
+  function renderOpenAi() {
+    const rows = state.list.openai.map((b) => {
+      const c = b.request_counts;
+      const badge = h('span', { dataset: { testid: 'openai-status' } });
+      setBadge(badge, b.status);
+      return h('tr', { dataset: { testid: 'openai-row', batchId: b.id } },
+        h('th', { scope: 'row', className: 'mono' }, b.id),
+        h('td', {}, badge),
+        h('td', { className: 'mono' }, b.endpoint),
+        h('td', { className: 'num', dataset: { testid: 'openai-done' } }, `${num(c.completed + c.failed)} / ${num(c.total)}`),
+        h('td', { className: 'num', dataset: { testid: 'openai-completed' } }, num(c.completed)),
+        h('td', { className: 'num', dataset: { testid: 'openai-failed' } }, num(c.failed)),
+        h('td', {}, timeEl(new Date(b.created_at * 1000).toISOString())),
+      );
+    });
+    $('openai-rows').replaceChildren(...rows);
+    $('openai-section').hidden = rows.length === 0;
   }
 
   // --- batch view -----------------------------------------------------------------------------
@@ -504,7 +534,7 @@
     stopPolling();
     state.gen += 1;
     // Another key may belong to another workspace: show nothing of this one meanwhile.
-    state.list = { batches: [], progress: new Map(), hasMore: false, loaded: false };
+    state.list = { batches: [], progress: new Map(), hasMore: false, loaded: false, openai: [] };
     state.batch = { id: null, data: null, progress: null };
     renderList();
     render();
@@ -538,7 +568,7 @@
       if (!key) return;
       sessionStorage.setItem(KEY_STORE, key);
       $('key-status').textContent = '';
-      state.list = { batches: [], progress: new Map(), hasMore: false, loaded: false };
+      state.list = { batches: [], progress: new Map(), hasMore: false, loaded: false, openai: [] };
       onRoute();
     });
     $('key-forget').addEventListener('click', () => {

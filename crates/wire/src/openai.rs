@@ -172,6 +172,18 @@ pub struct OpenAiBatch {
     pub metadata: Option<Box<RawValue>>,
 }
 
+/// The body of `POST /v1/batches`, as a client sends it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateOpenAiBatch {
+    pub input_file_id: String,
+    /// The one endpoint every line of the input file names, e.g. `/v1/chat/completions`.
+    pub endpoint: String,
+    /// `"24h"`, the only window the API offers.
+    pub completion_window: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Box<RawValue>>,
+}
+
 /// The error envelope of every OpenAI route: `{"error":{"message","type","param","code"}}`,
 /// all four keys always present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

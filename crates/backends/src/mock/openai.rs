@@ -28,6 +28,9 @@ use serde::ser::{SerializeMap, Serializer};
 use serde_json::Value;
 
 use super::{ECHO_WORDS, Reply, texts_of};
+use crate::message::{
+    ChatChoice, ChatCompletion, ChatMessage, ChatUsage, CompletionDetails, PromptDetails,
+};
 use crate::{BackendError, OpenAiAnswer, OpenAiRequest};
 
 /// Vector length of `text-embedding-3-large`.
@@ -91,31 +94,7 @@ type Rendered = Result<serde_json::Result<String>, BackendError>;
 
 /// A 400 as the hosted API words it, carried as the upstream's answer.
 fn refusal(message: &str, param: Option<&str>, code: Option<&str>) -> BackendError {
-    #[derive(Serialize)]
-    struct Envelope<'a> {
-        error: Inner<'a>,
-    }
-    #[derive(Serialize)]
-    struct Inner<'a> {
-        message: &'a str,
-        #[serde(rename = "type")]
-        kind: &'a str,
-        param: Option<&'a str>,
-        code: Option<&'a str>,
-    }
-    let body = serde_json::to_string(&Envelope {
-        error: Inner {
-            message,
-            kind: "invalid_request_error",
-            param,
-            code,
-        },
-    })
-    .unwrap_or_default();
-    BackendError {
-        upstream: Some((400, body)),
-        ..BackendError::fatal(ErrorType::InvalidRequest, message.to_owned())
-    }
+    BackendError::openai_refusal(message, param, code)
 }
 
 fn missing(param: &str) -> BackendError {
@@ -169,7 +148,7 @@ impl Ids {
 
 /// The creation second an OpenAI batch id carries in its first 8 hex digits; now for any
 /// other id.
-fn created_of(batch_id: &str) -> u64 {
+pub(crate) fn created_of(batch_id: &str) -> u64 {
     batch_id
         .strip_prefix("batch_")
         .and_then(|hex| hex.get(..8))
@@ -299,59 +278,8 @@ fn chat(body: &Value, model: &str, ids: &Ids) -> Rendered {
             },
         },
         service_tier: "default",
-        system_fingerprint: FINGERPRINT,
+        system_fingerprint: Some(FINGERPRINT),
     }))
-}
-
-#[derive(Serialize)]
-struct ChatCompletion<'a> {
-    id: String,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: Vec<ChatChoice<'a>>,
-    usage: ChatUsage,
-    service_tier: &'static str,
-    system_fingerprint: &'static str,
-}
-
-#[derive(Serialize)]
-struct ChatChoice<'a> {
-    index: u64,
-    message: ChatMessage<'a>,
-    logprobs: Option<()>,
-    finish_reason: &'static str,
-}
-
-#[derive(Serialize)]
-struct ChatMessage<'a> {
-    role: &'static str,
-    content: &'a str,
-    refusal: Option<()>,
-    annotations: &'static [()],
-}
-
-#[derive(Serialize)]
-struct ChatUsage {
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    total_tokens: u64,
-    prompt_tokens_details: PromptDetails,
-    completion_tokens_details: CompletionDetails,
-}
-
-#[derive(Serialize)]
-struct PromptDetails {
-    cached_tokens: u64,
-    audio_tokens: u64,
-}
-
-#[derive(Serialize)]
-struct CompletionDetails {
-    reasoning_tokens: u64,
-    audio_tokens: u64,
-    accepted_prediction_tokens: u64,
-    rejected_prediction_tokens: u64,
 }
 
 fn completion(body: &Value, model: &str, ids: &Ids) -> Rendered {

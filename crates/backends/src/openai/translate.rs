@@ -967,6 +967,123 @@ fn compact(json: &str) -> String {
     out
 }
 
+// ---- Message → Chat Completions response (`anthropic` backends on the OpenAI surface) -------
+
+/// A Message's `stop_reason` → the `finish_reason` that says the same: the inverse of how
+/// [`message_from_chat`] reads `finish_reason` (a fired stop sequence is a plain `stop` there).
+/// A stop reason missing here has no Chat Completions counterpart, and its answer is refused.
+const FINISH_REASONS: &[(&str, &str)] = &[
+    ("end_turn", "stop"),
+    ("stop_sequence", "stop"),
+    ("max_tokens", "length"),
+    ("tool_use", "tool_calls"),
+    ("refusal", "content_filter"),
+];
+
+#[derive(Deserialize)]
+struct AnthropicMessage {
+    content: Vec<AnthropicBlock>,
+    stop_reason: Option<String>,
+    usage: AnthropicUsage,
+}
+
+#[derive(Deserialize)]
+struct AnthropicBlock {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicUsage {
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+}
+
+/// An Anthropic Message (the upstream's answer to [`super::from_chat`]'s params) → the
+/// `chat.completion` object, compact, in the hosted API's key order. `model` is the one the
+/// line asked for (as [`message_from_chat`] keeps the requested model); `created` the unix
+/// second to report. Only text comes back: the request could ask for nothing else.
+pub fn chat_completion_from_message(
+    message: &[u8],
+    model: &str,
+    created: u64,
+) -> Result<String, BadUpstream> {
+    use crate::message::{
+        ChatChoice, ChatCompletion, ChatMessage, ChatUsage, CompletionDetails, PromptDetails,
+    };
+    let seed = ids::fnv1a(ids::FNV_OFFSET, message);
+    let message: AnthropicMessage =
+        serde_json::from_slice(message).map_err(|e| bad(format_args!("not a Message: {e}")))?;
+    let mut text = String::new();
+    for (i, block) in message.content.iter().enumerate() {
+        match (block.kind.as_str(), &block.text) {
+            ("text", Some(t)) => text.push_str(t),
+            (kind, _) => {
+                return Err(bad(format_args!(
+                    "content[{i}]: a `{kind}` block has no Chat Completions counterpart"
+                )));
+            }
+        }
+    }
+    let stop_reason = message
+        .stop_reason
+        .as_deref()
+        .ok_or_else(|| bad("the Message has no `stop_reason`"))?;
+    let finish_reason = FINISH_REASONS
+        .iter()
+        .find(|(stop, _)| *stop == stop_reason)
+        .map(|&(_, finish)| finish)
+        .ok_or_else(|| {
+            bad(format_args!(
+                "stop_reason `{stop_reason}` has no finish_reason"
+            ))
+        })?;
+    // OpenAI counts cached and cache-written prompt tokens inside `prompt_tokens`.
+    let usage = &message.usage;
+    let cached = usage.cache_read_input_tokens.unwrap_or(0);
+    let prompt_tokens =
+        usage.input_tokens + cached + usage.cache_creation_input_tokens.unwrap_or(0);
+    let completion = ChatCompletion {
+        id: format!("chatcmpl-{}", ids::deterministic_body(seed)),
+        object: "chat.completion",
+        created,
+        model,
+        choices: vec![ChatChoice {
+            index: 0,
+            message: ChatMessage {
+                role: "assistant",
+                content: &text,
+                refusal: None,
+                annotations: &[],
+            },
+            logprobs: None,
+            finish_reason,
+        }],
+        usage: ChatUsage {
+            prompt_tokens,
+            completion_tokens: usage.output_tokens,
+            total_tokens: prompt_tokens + usage.output_tokens,
+            prompt_tokens_details: PromptDetails {
+                cached_tokens: cached,
+                audio_tokens: 0,
+            },
+            completion_tokens_details: CompletionDetails {
+                reasoning_tokens: 0,
+                audio_tokens: 0,
+                accepted_prediction_tokens: 0,
+                rejected_prediction_tokens: 0,
+            },
+        },
+        service_tier: "default",
+        system_fingerprint: None,
+    };
+    serde_json::to_string(&completion)
+        .map_err(|e| bad(format_args!("serializing the chat completion: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     //! Edge cases; the common paths are in the golden files.
@@ -1337,5 +1454,56 @@ mod tests {
         let long = "x".repeat(500);
         let quoted = complaint(&format!(r#"{{"error":{{"message":"{long}"}}}}"#));
         assert!(quoted.ends_with('…') && quoted.len() < 300, "{quoted}");
+    }
+
+    #[test]
+    fn a_message_becomes_a_chat_completion() {
+        let message = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"Hel"},{"type":"text","text":"lo"}],"stop_reason":"max_tokens","stop_sequence":null,"usage":{"input_tokens":7,"cache_creation_input_tokens":2,"cache_read_input_tokens":3,"output_tokens":4,"service_tier":"batch"}}"#;
+        let out = chat_completion_from_message(message, "claude-asked", 1_700_000_000).unwrap();
+        let id = serde_json::from_str::<Value>(&out).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(id.starts_with("chatcmpl-"), "{id}");
+        assert_eq!(
+            out,
+            format!(
+                r#"{{"id":"{id}","object":"chat.completion","created":1700000000,"model":"claude-asked","choices":[{{"index":0,"message":{{"role":"assistant","content":"Hello","refusal":null,"annotations":[]}},"logprobs":null,"finish_reason":"length"}}],"usage":{{"prompt_tokens":12,"completion_tokens":4,"total_tokens":16,"prompt_tokens_details":{{"cached_tokens":3,"audio_tokens":0}},"completion_tokens_details":{{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}}},"service_tier":"default","system_fingerprint":null}}"#
+            )
+        );
+        // The same Message gives the same bytes.
+        assert_eq!(
+            chat_completion_from_message(message, "claude-asked", 1_700_000_000).unwrap(),
+            out
+        );
+        for (stop, finish) in [
+            ("end_turn", "stop"),
+            ("stop_sequence", "stop"),
+            ("refusal", "content_filter"),
+        ] {
+            let m = format!(
+                r#"{{"content":[],"stop_reason":"{stop}","usage":{{"input_tokens":1,"output_tokens":0}}}}"#
+            );
+            let out: Value =
+                serde_json::from_str(&chat_completion_from_message(m.as_bytes(), "m", 0).unwrap())
+                    .unwrap();
+            assert_eq!(out["choices"][0]["finish_reason"], finish, "{stop}");
+        }
+    }
+
+    #[test]
+    fn a_message_without_a_chat_counterpart_is_refused() {
+        for message in [
+            &br#"{"content":[{"type":"tool_use","id":"t","name":"f","input":{}}],"stop_reason":"tool_use","usage":{"input_tokens":1,"output_tokens":1}}"#[..],
+            br#"{"content":[],"stop_reason":"pause_turn","usage":{"input_tokens":1,"output_tokens":1}}"#,
+            br#"{"content":[],"usage":{"input_tokens":1,"output_tokens":1}}"#,
+            br#"{"type":"error"}"#,
+        ] {
+            assert!(
+                chat_completion_from_message(message, "m", 0).is_err(),
+                "{}",
+                String::from_utf8_lossy(message)
+            );
+        }
     }
 }

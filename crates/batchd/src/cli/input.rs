@@ -1,7 +1,7 @@
 //! Reads the JSONL file of `batchd batches create`: one request per line, either native
 //! (`{"custom_id","params"}`, `params` passed through byte for byte) or an OpenAI Batch API line
 //! (`{"custom_id","method":"POST","url":"/v1/chat/completions","body"}`, converted by
-//! [`super::openai`]). Blank lines are skipped; every other problem is an error that names its
+//! [`batchd_backends::openai::from_chat`]). Blank lines are skipped; every other problem is an error that names its
 //! line, including `custom_id`s the API would refuse (so the message points at a line rather
 //! than at an index in the body).
 
@@ -12,7 +12,7 @@ use batchd_domain::CustomId;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::openai;
+use batchd_backends::openai::from_chat;
 
 /// The parsed requests and how many of them were converted from the OpenAI format.
 #[derive(Debug)]
@@ -101,7 +101,7 @@ fn parse_line(line: &str) -> Result<(BatchRequest, bool), String> {
             ));
         }
         let body: Value = field(&fields, "body")?.ok_or("`body` is missing")?;
-        let params = openai::convert(&body)?;
+        let params = from_chat::convert(&body)?;
         let params = serde_json::value::to_raw_value(&params).map_err(|e| e.to_string())?;
         return Ok((BatchRequest { custom_id, params }, true));
     }

@@ -1,12 +1,15 @@
 //! `batchd batches …`: a command-line client for the Message Batches API, built on
-//! `batchd-client`. It works against batchd and against api.anthropic.com.
+//! `batchd-client`. It works against batchd and against api.anthropic.com. It also drives the
+//! OpenAI Batch API batchd serves: `create --surface openai` uploads the file and creates the
+//! batch on `/v1/batches`, `list --surface openai` lists those batches, and `get`, `watch`,
+//! `results` and `cancel` take either kind of id (`batch_…` is an OpenAI batch).
 //!
 //! Output is human-readable by default (aligned fields, tables); `--json` prints the API's JSON
 //! objects, one per line. Results are always JSONL, exactly as downloaded. API errors print
 //! `error: <type>: <message> (request-id …)` on stderr and exit 1; usage errors exit 2.
 
 mod input;
-mod openai;
+mod openai_surface;
 mod output;
 
 use std::io::{IsTerminal, Write};
@@ -14,7 +17,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use batchd_client::{Client, CreateBatch, ListParams, MessageBatch, ProcessingStatus};
+use batchd_client::{
+    Client, CreateBatch, ListParams, MessageBatch, OpenAiListParams, ProcessingStatus,
+};
 use clap::{Args, Subcommand, ValueEnum};
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -55,6 +60,10 @@ enum BatchesCommand {
         /// The JSONL file (`-` for stdin).
         #[arg(long, short)]
         file: PathBuf,
+        /// `openai`: upload the file as it is (purpose `batch`) and create the batch on
+        /// `/v1/batches`, for the endpoint its first line names.
+        #[arg(long, value_enum, default_value_t = Surface::Anthropic)]
+        surface: Surface,
     },
     /// List batches, newest first.
     List {
@@ -67,9 +76,12 @@ enum BatchesCommand {
         /// Start after this batch (older batches).
         #[arg(long, conflicts_with = "before_id")]
         after_id: Option<String>,
-        /// Start before this batch (newer batches).
+        /// Start before this batch (newer batches; Anthropic surface only).
         #[arg(long)]
         before_id: Option<String>,
+        /// Which surface's batches to list.
+        #[arg(long, value_enum, default_value_t = Surface::Anthropic)]
+        surface: Surface,
     },
     /// Show one batch.
     Get { id: String },
@@ -94,6 +106,26 @@ enum BatchesCommand {
         #[arg(long, default_value = "1s", value_parser = parse_interval)]
         interval: Duration,
     },
+}
+
+/// The API a batch lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Surface {
+    /// The Message Batches API (`/v1/messages/batches`).
+    Anthropic,
+    /// The OpenAI Batch API (`/v1/files`, `/v1/batches`).
+    Openai,
+}
+
+impl Surface {
+    /// The surface of a batch id: OpenAI batch ids start with `batch_`.
+    fn of(id: &str) -> Self {
+        if id.starts_with("batch_") {
+            Self::Openai
+        } else {
+            Self::Anthropic
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -149,12 +181,36 @@ async fn execute(args: BatchesArgs, api_key: String) -> Result<()> {
         .build()?;
     let json = args.json;
     match args.command {
-        BatchesCommand::Create { file } => create(&client, &file, json).await,
+        BatchesCommand::Create {
+            file,
+            surface: Surface::Anthropic,
+        } => create(&client, &file, json).await,
+        BatchesCommand::Create {
+            file,
+            surface: Surface::Openai,
+        } => openai_surface::create(&client, &file, json).await,
         BatchesCommand::List {
             limit,
             all,
             after_id,
             before_id,
+            surface: Surface::Openai,
+        } => {
+            if before_id.is_some() {
+                anyhow::bail!("--before-id is not available with --surface openai");
+            }
+            let params = OpenAiListParams {
+                limit,
+                after: after_id,
+            };
+            openai_surface::list(&client, params, all, json).await
+        }
+        BatchesCommand::List {
+            limit,
+            all,
+            after_id,
+            before_id,
+            surface: Surface::Anthropic,
         } => {
             let params = ListParams {
                 limit,
@@ -163,8 +219,17 @@ async fn execute(args: BatchesArgs, api_key: String) -> Result<()> {
             };
             list(&client, params, all, json).await
         }
+        BatchesCommand::Get { id } if Surface::of(&id) == Surface::Openai => {
+            openai_surface::print_batch(&client.retrieve_openai_batch(&id).await?, json)
+        }
         BatchesCommand::Get { id } => print_batch(&client.retrieve(&id).await?, json),
+        BatchesCommand::Cancel { id } if Surface::of(&id) == Surface::Openai => {
+            openai_surface::print_batch(&client.cancel_openai_batch(&id).await?, json)
+        }
         BatchesCommand::Cancel { id } => print_batch(&client.cancel(&id).await?, json),
+        BatchesCommand::Delete { id } if Surface::of(&id) == Surface::Openai => {
+            anyhow::bail!("{id} is an OpenAI batch: the OpenAI Batch API has no delete")
+        }
         BatchesCommand::Delete { id } => {
             let deleted = client.delete(&id).await?;
             if json {
@@ -173,8 +238,14 @@ async fn execute(args: BatchesArgs, api_key: String) -> Result<()> {
                 println_out(&format!("deleted {}", deleted.id))
             }
         }
+        BatchesCommand::Results { id, output, only } if Surface::of(&id) == Surface::Openai => {
+            openai_surface::results(&client, &id, output.as_deref(), only).await
+        }
         BatchesCommand::Results { id, output, only } => {
             results(&client, &id, output.as_deref(), only).await
+        }
+        BatchesCommand::Watch { id, interval } if Surface::of(&id) == Surface::Openai => {
+            openai_surface::watch(&client, &id, interval, json).await
         }
         BatchesCommand::Watch { id, interval } => watch(&client, &id, interval, json).await,
     }

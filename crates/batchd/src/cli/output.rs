@@ -1,6 +1,7 @@
-//! Human-readable rendering of batches: an aligned field list for one batch, a table for many,
-//! and one-line progress summaries for `watch`.
+//! Human-readable rendering of batches of either surface: an aligned field list for one batch, a
+//! table for many, and one-line progress summaries for `watch`.
 
+use batchd_client::wire::openai::OpenAiBatch;
 use batchd_client::{MessageBatch, RequestCounts};
 
 /// One batch as aligned `field  value` lines.
@@ -47,11 +48,11 @@ pub fn batch_table(batches: &[MessageBatch]) -> String {
         "EXPIRED",
         "CREATED",
     ];
-    let rows: Vec<[String; 9]> = batches
+    let rows: Vec<Vec<String>> = batches
         .iter()
         .map(|b| {
             let c = &b.request_counts;
-            [
+            vec![
                 b.id.clone(),
                 b.processing_status.as_str().to_owned(),
                 c.total().to_string(),
@@ -64,8 +65,43 @@ pub fn batch_table(batches: &[MessageBatch]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
+    table(&header, &rows, |i| (2..=7).contains(&i))
+}
+
+/// A table of OpenAI batches, as [`batch_table`] with that surface's fields.
+pub fn openai_batch_table(batches: &[OpenAiBatch]) -> String {
+    let header = [
+        "ID",
+        "STATUS",
+        "ENDPOINT",
+        "REQUESTS",
+        "COMPLETED",
+        "FAILED",
+        "CREATED",
+    ];
+    let rows: Vec<Vec<String>> = batches
+        .iter()
+        .map(|b| {
+            let c = &b.request_counts;
+            vec![
+                b.id.clone(),
+                b.status.as_str().to_owned(),
+                b.endpoint.clone(),
+                c.total.to_string(),
+                c.completed.to_string(),
+                c.failed.to_string(),
+                unix_time(b.created_at),
+            ]
+        })
+        .collect();
+    table(&header, &rows, |i| (3..=5).contains(&i))
+}
+
+/// `header` and `rows` aligned: text columns left-aligned, the `numeric` ones right-aligned,
+/// no trailing blanks.
+fn table(header: &[&str], rows: &[Vec<String>], numeric: impl Fn(usize) -> bool) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
@@ -73,14 +109,12 @@ pub fn batch_table(batches: &[MessageBatch]) -> String {
     let mut out = String::new();
     let mut line = |cells: Vec<&str>| {
         let mut text = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            // Text columns left-aligned, counts right-aligned; no trailing blanks.
+        for (i, (cell, &w)) in cells.iter().zip(&widths).enumerate() {
             let last = i + 1 == cells.len();
-            let numeric = (2..=7).contains(&i);
             if i > 0 {
                 text.push_str("  ");
             }
-            if numeric {
+            if numeric(i) {
                 text.push_str(&format!("{cell:>w$}"));
             } else if last {
                 text.push_str(cell);
@@ -92,10 +126,78 @@ pub fn batch_table(batches: &[MessageBatch]) -> String {
         out.push('\n');
     };
     line(header.to_vec());
-    for row in &rows {
+    for row in rows {
         line(row.iter().map(String::as_str).collect());
     }
     out
+}
+
+/// One OpenAI batch as aligned `field  value` lines.
+pub fn openai_batch_fields(b: &OpenAiBatch) -> String {
+    let c = &b.request_counts;
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let time = |t: Option<u64>| t.map_or_else(|| "-".into(), unix_time);
+    let mut rows = vec![
+        ("id", b.id.clone()),
+        ("status", b.status.as_str().to_owned()),
+        ("endpoint", b.endpoint.clone()),
+        ("model", dash(&b.model)),
+        (
+            "requests",
+            format!(
+                "{} (completed {}, failed {})",
+                c.total, c.completed, c.failed
+            ),
+        ),
+        ("input_file_id", b.input_file_id.clone()),
+        ("output_file_id", dash(&b.output_file_id)),
+        ("error_file_id", dash(&b.error_file_id)),
+        ("created_at", unix_time(b.created_at)),
+        ("expires_at", time(b.expires_at)),
+    ];
+    for (name, at) in [
+        ("in_progress_at", b.in_progress_at),
+        ("finalizing_at", b.finalizing_at),
+        ("completed_at", b.completed_at),
+        ("failed_at", b.failed_at),
+        ("expired_at", b.expired_at),
+        ("cancelling_at", b.cancelling_at),
+        ("cancelled_at", b.cancelled_at),
+    ] {
+        if at.is_some() {
+            rows.push((name, time(at)));
+        }
+    }
+    for e in b.errors.iter().flat_map(|e| &e.data) {
+        let at = e.line.map(|l| format!("line {l}: ")).unwrap_or_default();
+        rows.push(("error", format!("{at}{}: {}", e.code, e.message)));
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in rows {
+        out.push_str(&format!("{k:<width$}  {v}\n"));
+    }
+    out
+}
+
+/// One progress line of an OpenAI batch for `watch` without a terminal.
+pub fn openai_progress_line(b: &OpenAiBatch) -> String {
+    let c = &b.request_counts;
+    format!(
+        "{} {}: {}/{} done (completed {}, failed {})",
+        b.id,
+        b.status.as_str(),
+        c.completed + c.failed,
+        c.total,
+        c.completed,
+        c.failed
+    )
+}
+
+/// Unix seconds as RFC 3339 UTC.
+fn unix_time(secs: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 /// One progress line for `watch` without a terminal.

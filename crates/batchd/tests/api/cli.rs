@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -338,4 +339,220 @@ async fn auth_and_usage_errors() {
     assert_ok(&out);
     let page: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(page["data"], json!([]));
+}
+
+/// The last line of a command's stdout as JSON.
+fn last_json(o: &Output) -> Value {
+    let text = stdout(o);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[tokio::test]
+async fn openai_batches_through_the_cli() {
+    let app = spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let chat = |id: &str, extra: Value| {
+        let mut body =
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": id}]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        openai_line(id, body)
+    };
+    // A line the mock refuses (`n: 0`) ends in the error file.
+    let file = write(
+        dir.path(),
+        "work.jsonl",
+        &[
+            chat("good-1", json!({})),
+            chat("refused", json!({"n": 0})),
+            chat("good-2", json!({})),
+        ],
+    );
+
+    let created = batches(
+        &app,
+        &["create", "--file", &file, "--surface", "openai", "--json"],
+    )
+    .await;
+    assert_ok(&created);
+    let batch = last_json(&created);
+    let id = batch["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("batch_"), "{batch}");
+    assert_eq!(batch["status"], "validating");
+    assert_eq!(batch["endpoint"], "/v1/chat/completions");
+    let input_url = format!("/v1/files/{}", batch["input_file_id"].as_str().unwrap());
+    let input: Value = app.get(&input_url).await.json().await.unwrap();
+    assert_eq!(input["filename"], "work.jsonl");
+
+    let watched = batches(&app, &["watch", &id, "--interval", "50ms", "--json"]).await;
+    assert_ok(&watched);
+    let done = last_json(&watched);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": 3, "completed": 2, "failed": 1})
+    );
+
+    let got = batches(&app, &["get", &id]).await;
+    assert_ok(&got);
+    let text = stdout(&got);
+    assert!(
+        text.contains("status") && text.contains("completed"),
+        "{text}"
+    );
+    assert!(text.contains("completed 2, failed 1"), "{text}");
+
+    // Results: the output file's lines, then the error file's.
+    let results = batches(&app, &["results", &id]).await;
+    assert_ok(&results);
+    let lines = parse_jsonl(&stdout(&results));
+    let ids: Vec<&str> = lines
+        .iter()
+        .map(|l| l["custom_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["good-1", "good-2", "refused"]);
+    assert_eq!(lines[0]["response"]["status_code"], 200);
+    assert_eq!(lines[2]["response"]["status_code"], 400);
+    let errored = batches(&app, &["results", &id, "--only", "errored"]).await;
+    assert_ok(&errored);
+    assert_eq!(parse_jsonl(&stdout(&errored)).len(), 1);
+    let out = dir.path().join("out.jsonl");
+    let saved = batches(
+        &app,
+        &[
+            "results",
+            &id,
+            "--only",
+            "succeeded",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_ok(&saved);
+    assert_eq!(
+        parse_jsonl(&std::fs::read_to_string(&out).unwrap()).len(),
+        2
+    );
+    assert!(
+        stderr(&saved).contains("wrote 2 succeeded of 3 results"),
+        "{}",
+        stderr(&saved)
+    );
+
+    // Lists show one surface each.
+    let listed = batches(&app, &["list", "--surface", "openai", "--json"]).await;
+    assert_ok(&listed);
+    let page = last_json(&listed);
+    assert_eq!(page["data"][0]["id"], id.as_str(), "{page}");
+    let table = batches(&app, &["list", "--surface", "openai"]).await;
+    assert_ok(&table);
+    assert!(
+        stdout(&table).starts_with("ID") && stdout(&table).contains(&id),
+        "{}",
+        stdout(&table)
+    );
+    let anthropic = batches(&app, &["list", "--json"]).await;
+    assert_ok(&anthropic);
+    assert!(!stdout(&anthropic).contains(&id), "{}", stdout(&anthropic));
+
+    // A second batch, then every batch through auto-pagination, one page of one at a time.
+    let again = batches(
+        &app,
+        &["create", "--file", &file, "--surface", "openai", "--json"],
+    )
+    .await;
+    assert_ok(&again);
+    let second = last_json(&again)["id"].as_str().unwrap().to_owned();
+    let all = batches(
+        &app,
+        &[
+            "list",
+            "--surface",
+            "openai",
+            "--all",
+            "--limit",
+            "1",
+            "--json",
+        ],
+    )
+    .await;
+    assert_ok(&all);
+    let all: Vec<String> = parse_jsonl(&stdout(&all))
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(all, [second, id.clone()]);
+
+    // API errors come back in the OpenAI envelope and are reported like the Anthropic ones.
+    let conflict = batches(&app, &["cancel", &id]).await;
+    assert_eq!(conflict.status.code(), Some(1));
+    assert!(
+        stderr(&conflict).contains("Cannot cancel a batch with status 'completed'."),
+        "{}",
+        stderr(&conflict)
+    );
+    let missing = batches(&app, &["get", "batch_00000000000081900000000000000000"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("No batch found with id"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[tokio::test]
+async fn an_openai_batch_is_cancelled_through_the_cli() {
+    let app = spawn_with(|o| {
+        // Long enough that the cancel lands while requests are unsent.
+        o.mock_latency = Duration::from_secs(3);
+        o.mock_concurrency = 1;
+        o.concurrency = 1;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = |i: usize| json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("q{i}")}]});
+    let lines: Vec<String> = (0..3)
+        .map(|i| openai_line(&format!("c{i}"), body(i)))
+        .collect();
+    let file = write(dir.path(), "slow.jsonl", &lines);
+    let created = batches(
+        &app,
+        &["create", "--file", &file, "--surface", "openai", "--json"],
+    )
+    .await;
+    assert_ok(&created);
+    let id = last_json(&created)["id"].as_str().unwrap().to_owned();
+
+    let cancelled = batches(&app, &["cancel", &id, "--json"]).await;
+    assert_ok(&cancelled);
+    assert_eq!(last_json(&cancelled)["status"], "cancelling");
+    let watched = batches(&app, &["watch", &id, "--interval", "50ms", "--json"]).await;
+    assert_ok(&watched);
+    let done = last_json(&watched);
+    assert_eq!(done["status"], "cancelled", "{done}");
+
+    let unsent = batches(&app, &["results", &id, "--only", "canceled"]).await;
+    assert_ok(&unsent);
+    let unsent = parse_jsonl(&stdout(&unsent));
+    assert_eq!(
+        unsent.len() as u64,
+        3 - done["request_counts"]["completed"].as_u64().unwrap()
+    );
+    assert!(
+        unsent
+            .iter()
+            .all(|l| l["error"]["code"] == "batch_cancelled"),
+        "{unsent:?}"
+    );
+    // No delete on the OpenAI surface: refused before any call.
+    let delete = batches(&app, &["delete", &id]).await;
+    assert_eq!(delete.status.code(), Some(1));
+    assert!(
+        stderr(&delete).contains("has no delete"),
+        "{}",
+        stderr(&delete)
+    );
 }

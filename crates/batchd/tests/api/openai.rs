@@ -519,6 +519,80 @@ async fn authentication_uses_the_same_keys_with_the_openai_texts() {
     assert_oa_error(resp, 405, "Method not allowed.", None, None).await;
 }
 
+/// `OpenAI-Organization` / `OpenAI-Project` are ignored unless they name another workspace of
+/// this server (by name or organization id, including one only a stored key names): then the
+/// call is the API's 401 `mismatched_organization`. The key's own workspace, and values this
+/// server does not know (a client's hosted organization id), pass.
+#[tokio::test]
+async fn organization_headers_naming_another_workspace_are_refused() {
+    use batchd_domain::ids::organization_id;
+    let app = spawn().await;
+    let stored = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchd"))
+        .args(storage_args(&app.data_dir))
+        .args(["keys", "create", "--workspace", "team-x"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        stored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stored.stderr)
+    );
+    let call = |header: &'static str, value: String| {
+        oa(&app)
+            .request(Method::GET, "/v1/batches")
+            .header(header, value)
+            .send()
+    };
+    for (header, value) in [
+        ("openai-organization", organization_id("ws-a")),
+        (
+            "openai-organization",
+            organization_id("ws-a").to_uppercase(),
+        ),
+        (
+            "openai-organization",
+            "org-hosted-0123456789abcdef".to_owned(),
+        ),
+        ("openai-project", "ws-a".to_owned()),
+        ("openai-project", "proj_abc".to_owned()),
+    ] {
+        let resp = call(header, value.clone()).await.unwrap();
+        assert_eq!(resp.status(), 200, "{header}: {value}");
+    }
+    for (header, value) in [
+        ("openai-organization", organization_id("ws-b")),
+        (
+            "openai-organization",
+            organization_id("ws-b").to_uppercase(),
+        ),
+        ("openai-organization", "ws-b".to_owned()),
+        ("openai-organization", organization_id("team-x")),
+        ("openai-project", "ws-b".to_owned()),
+        ("openai-project", "team-x".to_owned()),
+    ] {
+        assert_oa_error(
+            call(header, value).await.unwrap(),
+            401,
+            "OpenAI-Organization header should match organization for API key",
+            None,
+            Some("mismatched_organization"),
+        )
+        .await;
+    }
+    // Other workspaces' keys still see their own.
+    let resp = Oa {
+        app: &app,
+        key: KEY_B,
+    }
+    .request(Method::GET, "/v1/batches")
+    .header("openai-organization", organization_id("ws-b"))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
 #[tokio::test]
 async fn create_answers_validating_and_the_batch_runs_with_live_counts() {
     let app = spawn_with(|o| {

@@ -17,6 +17,11 @@ const INVALID_REQUEST: &str = "invalid_request_error";
 /// The 401 of a call without a key (spec §2.2).
 pub const MISSING_API_KEY: &str = "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if you're accessing the API from your browser and are prompted for a username and password. You can obtain an API key from https://platform.openai.com/account/api-keys.";
 const INCORRECT_API_KEY_PREFIX: &str = "Incorrect API key provided: ";
+/// The 401 of an `OpenAI-Organization` (or `OpenAI-Project`) header that names another
+/// workspace than the key's (spec §2.2; the spec gives no separate text for the project header,
+/// so both use this one).
+pub const MISMATCHED_ORGANIZATION: &str =
+    "OpenAI-Organization header should match organization for API key";
 
 /// An error response of the OpenAI surface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,6 +277,8 @@ impl From<ApiError> for OpenAiError {
                 out.status = StatusCode::UNAUTHORIZED;
                 if out.message.starts_with(INCORRECT_API_KEY_PREFIX) {
                     out.code = Some("invalid_api_key");
+                } else if out.message == MISMATCHED_ORGANIZATION {
+                    out.code = Some("mismatched_organization");
                 }
             }
             ErrorType::RateLimit => {

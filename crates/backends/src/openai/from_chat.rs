@@ -1,5 +1,6 @@
 //! Converts the `body` of an OpenAI Batch API line (`POST /v1/chat/completions`) into Messages
-//! API `params`.
+//! API `params`: used by `anthropic`-kind backends serving the OpenAI surface, and by the
+//! `batchd batches create` CLI to put OpenAI lines on the Message Batches API.
 //!
 //! The conversion is deliberately narrow: it maps only what has an exact counterpart and refuses
 //! everything else, so a converted batch never silently asks for something different.
