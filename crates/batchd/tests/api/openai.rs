@@ -363,6 +363,20 @@ fn oa_of(app: &TestApp) -> Oa<'_> {
 }
 
 #[tokio::test]
+async fn control_characters_in_a_filename_are_replaced() {
+    let app = spawn().await;
+    let oa = oa(&app);
+    let file = oa.upload("in\u{0}put\u{1}.jsonl", "{}\n").await;
+    assert_eq!(file["filename"], "in_put_.jsonl");
+    let got = ok_json(
+        oa.get(&format!("/v1/files/{}", file["id"].as_str().unwrap()))
+            .await,
+    )
+    .await;
+    assert_eq!(got["filename"], "in_put_.jsonl");
+}
+
+#[tokio::test]
 async fn uploads_are_refused_with_the_api_texts() {
     let app = spawn_with(|o| {
         o.openai_max_file_bytes = 64;
@@ -466,6 +480,25 @@ async fn uploads_are_refused_with_the_api_texts() {
         .status(),
         400
     );
+    // A body without a length is bounded as one with a length is: an endless preamble before
+    // the first part is cut, not read forever.
+    let (content_type, _) = form(&bad(b"batch", "a.jsonl", b"{}"));
+    let endless = futures_util::stream::iter(
+        std::iter::repeat_with(|| Ok::<_, std::io::Error>(vec![b'p'; 16 * 1024])).take(64),
+    );
+    assert_oa_error(
+        oa.request(Method::POST, "/v1/files")
+            .header("content-type", content_type)
+            .body(reqwest::Body::wrap_stream(endless))
+            .send()
+            .await
+            .expect("upload"),
+        400,
+        "File is too large.",
+        None,
+        None,
+    )
+    .await;
     // Nothing refused was stored.
     let list = ok_json(oa.get("/v1/files").await).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 3, "{list}");

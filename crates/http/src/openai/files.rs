@@ -258,6 +258,9 @@ pub async fn upload(
     let mut current: Option<(String, Vec<u8>)> = None;
     let mut file_seen = false;
     let store = state.inner.files.clone();
+    // Every byte counts against the bound, not only the file's: a body without a length that
+    // carries an endless preamble or endless fields is cut as a too large one is.
+    let mut received: u64 = 0;
     let outcome: Result<(), OpenAiError> = async {
         while !reader.is_done() {
             let Some(chunk) = stream.next().await else {
@@ -266,6 +269,10 @@ pub async fn upload(
                     .map_err(|e| OpenAiError::malformed_upload(&e.to_string()));
             };
             let chunk = chunk.map_err(|e| OpenAiError::malformed_upload(&e.to_string()))?;
+            received = received.saturating_add(chunk.len() as u64);
+            if received > max_body {
+                return Err(OpenAiError::file_too_large());
+            }
             reader.push(&chunk);
             while let Some(event) = reader
                 .next_event()
@@ -279,7 +286,13 @@ pub async fn upload(
                             ));
                         }
                         file_seen = true;
-                        let filename = filename.unwrap_or_else(|| "upload".to_owned());
+                        // Control characters (NUL among them, which PostgreSQL refuses in
+                        // text) have no place in a name that is echoed in headers and JSON.
+                        let filename: String = filename
+                            .unwrap_or_else(|| "upload".to_owned())
+                            .chars()
+                            .map(|c| if c.is_control() { '_' } else { c })
+                            .collect();
                         // The draft is begun with the purpose and expiry it is committed
                         // with. The SDKs and the API's own examples send the fields first; a
                         // form that sends them after the file is taken to be a batch upload
