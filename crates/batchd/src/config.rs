@@ -74,6 +74,11 @@ pub struct ServeOptions {
     /// the API does; off, it answers any model name.
     #[arg(long, env = "BATCHD_MOCK_STRICT_MODELS")]
     pub mock_strict_models: bool,
+    /// Test mode: answer the `/v1/batchd/test/...` routes (a virtual clock per workspace, its
+    /// reset), for testing code that uses batches. Never on a server real clients use: any key
+    /// may then end its workspace's batches early or delete them all.
+    #[arg(long, env = "BATCHD_TEST_MODE")]
+    pub test_mode: bool,
     /// Requests in flight at once across all batches.
     #[arg(long, env = "BATCHD_CONCURRENCY", default_value_t = ServeOptions::default().concurrency)]
     pub concurrency: usize,
@@ -240,6 +245,9 @@ impl Default for ServeOptions {
             mock_latency: Duration::ZERO,
             mock_concurrency: 64,
             mock_strict_models: false,
+            // Off unless asked for: it gives every key powers over its workspace that no client
+            // of the real API has.
+            test_mode: false,
             concurrency: dispatch.concurrency,
             batch_expiry: http.batch_expiry,
             results_retention: dispatch.results_retention,

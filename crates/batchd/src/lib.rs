@@ -103,6 +103,18 @@ pub async fn serve(
             },
         },
     );
+    let state = if options.test_mode {
+        tracing::warn!(
+            "TEST MODE IS ON: /v1/batchd/test/ lets every key move its workspace's clock and \
+             delete its batches; never serve real clients like this"
+        );
+        state.with_test_mode(batchd_http::test_mode::TestMode {
+            clocks: store.clone(),
+            results_retention: options.results_retention,
+        })
+    } else {
+        state
+    };
     let app = batchd_http::router(state);
     // Taken before the server says it listens, so that a SIGHUP from then on reloads and never
     // falls to the default action (ending the process).
@@ -182,6 +194,10 @@ impl WorkSignals for DispatcherSignals {
 
     fn notify_reclaimable(&self) {
         self.0.notify_reclaimable();
+    }
+
+    fn notify_ended(&self, ended: batchd_store::Ended) {
+        self.0.notify_ended(ended);
     }
 
     fn in_flight(&self) -> usize {

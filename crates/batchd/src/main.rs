@@ -296,6 +296,13 @@ mod tests {
     }
 
     #[test]
+    fn test_mode_is_off_unless_the_flag_or_the_file_asks() {
+        assert!(!resolve(&[], "").unwrap().test_mode);
+        assert!(resolve(&["--test-mode"], "").unwrap().test_mode);
+        assert!(resolve(&[], "test_mode = true\n").unwrap().test_mode);
+    }
+
+    #[test]
     fn the_environment_beats_the_file() {
         // Setting a variable is unsafe in a threaded test run; point `--listen` at one that is
         // surely set instead.

@@ -15,6 +15,9 @@
 //! `sigterm_exits_within_the_grace_despite_open_downloads_and_slow_requests` checks the binary's
 //! graceful path: SIGTERM with an unread download and requests on a slow model.
 //!
+//! `kill_9_around_test_clock_advances_keeps_offsets_and_ends_batches_once` kills a server in test
+//! mode around advances of its virtual clock.
+//!
 //! `recovery_figure` (ignored; run by hand in release) measures how fast a server killed during a
 //! 100,000-request batch answers again and resumes processing.
 
@@ -1056,4 +1059,126 @@ async fn sigterm_exits_within_the_grace_despite_open_downloads_and_slow_requests
         log.problems().join("\n")
     );
     eprintln!("SIGTERM with an unread download and 8 requests on the model: exited in {took:.2?}");
+}
+
+/// Test mode's clocks under kill -9: the server is killed at a random moment around an advance
+/// of a day and a bit, with batches pending on a slow mock, several times over. Every advance
+/// that was answered is kept (offsets are committed rows), an unanswered one is kept whole or
+/// not at all, and every batch ends once, expired, with one line per request, its end
+/// surviving restarts unchanged. The start-up log says loudly that test mode is on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_around_test_clock_advances_keeps_offsets_and_ends_batches_once() {
+    const DAY_AND_HOUR: i64 = 25 * 3_600;
+    const CYCLES: usize = 5;
+    const REQUESTS: usize = 6;
+    let flags = [
+        "--test-mode",
+        "--mock-latency",
+        "30s",
+        "--mock-concurrency",
+        "2",
+        "--concurrency",
+        "2",
+    ];
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("test clock crash test: seed {seed}");
+    let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let log = Log::default();
+    let http = client();
+    let advance_body = serde_json::json!({ "seconds": DAY_AND_HOUR });
+    // The offset every answered advance promised, at least.
+    let mut acked: i64 = 0;
+    let mut batches = Vec::new();
+
+    for cycle in 0..CYCLES {
+        let server = server::start(&data_dir, &flags, &log, &format!("cycle {cycle}")).await;
+        batches.push(create_valid(&http, &server.base, &format!("c{cycle}"), REQUESTS).await);
+        let call = {
+            let http = http.clone();
+            let url = format!("{}/v1/batchd/test/clock/advance", server.base);
+            let body = advance_body.clone();
+            tokio::spawn(async move {
+                let resp = http.post(url).json(&body).send().await.ok()?;
+                (resp.status() == 200).then_some(())?;
+                resp.json::<Value>().await.ok()
+            })
+        };
+        tokio::time::sleep(Duration::from_micros(rng.range(0, 8_000))).await;
+        server.kill().await;
+        if let Ok(Some(clock)) = call.await {
+            acked = acked.max(clock["offset_seconds"].as_i64().unwrap());
+        }
+    }
+
+    let server = server::start(&data_dir, &flags, &log, "check").await;
+    let clock_url = format!("{}/v1/batchd/test/clock", server.base);
+    let (status, clock) = get_json(&http, &clock_url).await.unwrap();
+    assert_eq!(status, 200, "{clock}");
+    let offset = clock["offset_seconds"].as_i64().unwrap();
+    assert!(
+        offset >= acked,
+        "answered advances are kept: {offset} < {acked}"
+    );
+    assert_eq!(
+        offset % DAY_AND_HOUR,
+        0,
+        "an advance is kept whole or not at all"
+    );
+    assert!(offset <= CYCLES as i64 * DAY_AND_HOUR);
+    // One more advance expires whatever the lost ones did not.
+    let resp = http
+        .post(format!("{}/v1/batchd/test/clock/advance", server.base))
+        .json(&advance_body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut ends = HashMap::new();
+    for id in &batches {
+        let url = format!("{}/v1/messages/batches/{id}", server.base);
+        let (status, batch) = get_json(&http, &url).await.unwrap();
+        assert_eq!(status, 200, "{batch}");
+        assert_eq!(batch["processing_status"], "ended", "{batch}");
+        let [processing, succeeded, errored, canceled, expired] = counts(&batch).unwrap();
+        assert_eq!((processing, errored, canceled), (0, 0, 0), "{batch}");
+        assert_eq!(succeeded + expired, REQUESTS as u64, "{batch}");
+        assert!(
+            micros(&batch["ended_at"]) >= micros(&batch["expires_at"]),
+            "{batch}"
+        );
+        let (status, text) = get_text(&http, &format!("{url}/results")).await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(server::parse_jsonl(&text).unwrap().len(), REQUESTS);
+        ends.insert(id.clone(), batch["ended_at"].clone());
+    }
+    server.kill().await;
+
+    // The ends are durable: a restart neither undoes nor repeats them.
+    let server = server::start(&data_dir, &flags, &log, "again").await;
+    for id in &batches {
+        let url = format!("{}/v1/messages/batches/{id}", server.base);
+        let (_, batch) = get_json(&http, &url).await.unwrap();
+        assert_eq!(batch["ended_at"], ends[id], "{batch}");
+        let logged = log
+            .containing("batch ended")
+            .into_iter()
+            .filter(|line| line.contains(id.as_str()))
+            .count();
+        assert!(logged <= 1, "{id} was ended {logged} times");
+    }
+    server.terminate(Duration::from_secs(30)).await;
+    let starts = log.containing("TEST MODE IS ON");
+    assert_eq!(starts.len(), CYCLES + 2, "every start says test mode is on");
+    assert!(starts.iter().all(|l| l.contains("\"level\":\"WARN\"")));
+    assert!(
+        log.problems().is_empty(),
+        "the server logged panics or errors:\n{}",
+        log.problems().join("\n")
+    );
+    eprintln!("test clock crash test: offset {offset} s after {CYCLES} kills, {acked} s answered");
 }

@@ -621,3 +621,47 @@ async fn files_written_for_a_batch_another_process_finalized_are_deleted() {
     }
     engine.stop().await;
 }
+
+/// A test clock's advance ends an OpenAI batch in the store (as the advance route does); told
+/// so, the dispatcher has its files written at once, not at the next maintenance interval.
+#[tokio::test]
+async fn an_openai_batch_expired_by_a_test_clock_is_finalized_at_once() {
+    let engine = engine(
+        Duration::from_secs(3_600),
+        Config {
+            maintenance_interval: Duration::from_secs(3_600),
+            ..one_at_a_time()
+        },
+    )
+    .await;
+    let batch = engine
+        .create(
+            Endpoint::ChatCompletions,
+            // One request, held at the mock: nothing it does wakes maintenance, which would
+            // end the batch itself.
+            &[("r0", &chat("zero"))],
+            Duration::from_secs(24 * 3_600),
+        )
+        .await;
+    engine
+        .store
+        .advance_clock(WORKSPACE, 25 * 3_600 * 1_000_000)
+        .await
+        .unwrap();
+    let settled = engine
+        .store
+        .settle(Timestamp::now(), Duration::from_secs(29 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(
+        settled.ended.batches,
+        vec![(batch.id.clone(), EndReason::Expired)]
+    );
+    engine.dispatcher.notify_ended(settled.ended);
+    let batch = engine.finalized(&batch.id).await;
+    let (output, errors) = engine.files(&batch).await;
+    assert!(output.is_empty());
+    assert_eq!(custom_ids(&errors), ["r0"]);
+    assert!(errors.iter().all(|l| l["error"]["code"] == "batch_expired"));
+    engine.stop().await;
+}

@@ -230,6 +230,12 @@ impl Dispatcher {
         self.shared.maintenance.notify_one();
     }
 
+    /// Batches were ended outside the dispatcher (a test clock's advance settled them): count
+    /// and log them as its own ends, and have the finalizer write the files of OpenAI ones now.
+    pub fn notify_ended(&self, ended: batchd_store::Ended) {
+        report_ended(&self.shared, ended);
+    }
+
     /// Requests currently at the backend.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Relaxed)

@@ -33,6 +33,16 @@ pub fn at(loc: impl Display, msg: impl Display) -> String {
     format!("{loc}: {msg}")
 }
 
+/// A number below its minimum.
+pub fn at_least(min: impl Display) -> String {
+    format!("Input should be greater than or equal to {min}")
+}
+
+/// A number above its maximum.
+pub fn at_most(max: impl Display) -> String {
+    format!("Input should be less than or equal to {max}")
+}
+
 /// A list shorter than its minimum (`min` is 1 everywhere the API has one, hence "item").
 pub fn too_few_items(min: u64, got: u64) -> String {
     let noun = if min == 1 { "item" } else { "items" };

@@ -182,7 +182,11 @@ pub async fn cancel(
     match state
         .inner
         .store
-        .cancel_batch(&caller.workspace, &id, batchd_domain::Timestamp::now())
+        .cancel_batch(
+            &caller.workspace,
+            &id,
+            state.now_in(&caller.workspace).await?,
+        )
         .await?
     {
         CancelOutcome::NotFound => Err(ApiError::batch_not_found(&raw_id)),
@@ -420,5 +424,8 @@ pub async fn progress(
     IdParam(id): IdParam,
 ) -> Result<Response, ApiError> {
     let batch = find(&state, &caller, &id).await?;
-    json(&Progress::of(&batch, batchd_domain::Timestamp::now()))
+    json(&Progress::of(
+        &batch,
+        state.now_in(&caller.workspace).await?,
+    ))
 }

@@ -35,7 +35,7 @@ use batchd_domain::validation::{
     DUPLICATE_KEY, EXTRA, NOT_DICT, NOT_LIST, NOT_STRING, REQUIRED, at, too_few_items,
     too_many_items,
 };
-use batchd_domain::{BatchId, ErrorType, Timestamp};
+use batchd_domain::{BatchId, ErrorType};
 use batchd_store::{Draft, NewBatch, NewRequest};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -141,7 +141,11 @@ pub async fn create(
         Err(refusal) => return refuse_unread(&state, body, &headers, refusal),
     };
 
-    let now = Timestamp::now();
+    // On the workspace's clock in test mode.
+    let now = match state.now_in(&caller.workspace).await {
+        Ok(now) => now,
+        Err(err) => return refuse_unread(&state, body, &headers, err),
+    };
     let store = state.inner.store.clone();
     let begun = store
         .begin_batch(NewBatch {

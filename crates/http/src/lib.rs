@@ -2,9 +2,10 @@
 //! and beside them the OpenAI Batch and Files routes ([`openai`]) on the same store.
 //!
 //! Layers, outermost first: [`request_id`] (ids, access log), [`auth`] (key, version, betas),
-//! then the handlers in [`batches`] and [`create`]. Every failure is an [`ApiError`] rendered as
-//! the API's envelope, unknown routes (404) and wrong methods (405) included; on the OpenAI
-//! routes it is an [`openai::OpenAiError`] in the OpenAI envelope.
+//! then the handlers in [`batches`] and [`create`], and, on a server in test mode, those of
+//! [`test_mode`]. Every failure is an [`ApiError`] rendered as the API's envelope, unknown routes
+//! (404) and wrong methods (405) included; on the OpenAI routes it is an
+//! [`openai::OpenAiError`] in the OpenAI envelope.
 //!
 //! The work behind the API is reached only through [`WorkSignals`], defined here so that this
 //! crate depends on the store and nothing of the dispatcher or its upstream clients.
@@ -24,6 +25,7 @@ pub mod openapi;
 pub mod ops;
 pub mod quota;
 pub mod request_id;
+pub mod test_mode;
 pub mod ui;
 
 use std::sync::Arc;
@@ -98,6 +100,9 @@ pub trait WorkSignals: Send + Sync + 'static {
     fn notify_canceled(&self, batch_key: i64);
     /// Rows wait to be reclaimed (a batch was deleted, or a create was aborted).
     fn notify_reclaimable(&self);
+    /// Batches were ended here rather than by the work behind the API (a test clock's advance
+    /// settled them): an OpenAI batch among them needs its files written.
+    fn notify_ended(&self, ended: batchd_store::Ended);
     /// Requests currently at a backend.
     fn in_flight(&self) -> usize;
 }
@@ -119,6 +124,8 @@ struct Inner {
     rate: quota::RateLimiter,
     auth_throttle: quota::AuthThrottle,
     drains: drain::Drains,
+    /// Present exactly when test mode is on (see [`AppState::with_test_mode`]).
+    test: Option<test_mode::TestMode>,
 }
 
 impl AppState {
@@ -148,6 +155,7 @@ impl AppState {
                 config,
                 rate: quota::RateLimiter::default(),
                 auth_throttle,
+                test: None,
             }),
         }
     }
@@ -176,7 +184,7 @@ impl AppState {
 
 /// The whole API as a router: `/v1` behind authentication, operator endpoints beside it.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
+    let mut api = Router::new()
         .route(
             "/v1/messages/batches",
             post(create::create).get(batches::list),
@@ -187,7 +195,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/messages/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/messages/batches/{id}/results", get(batches::results))
-        .route("/v1/messages/batches/{id}/progress", get(batches::progress))
+        .route("/v1/messages/batches/{id}/progress", get(batches::progress));
+    if state.test_mode() {
+        api = api.merge(test_mode::routes());
+    }
+    let api = api
         .route_layer(from_fn_with_state(state.clone(), auth::layer))
         .merge(openai::routes(state.clone()));
     Router::new()

@@ -82,10 +82,14 @@ pub(crate) const DEFER: &str = "UPDATE pending p SET worker = NULL, attempts = u
      WHERE p.batch_key = u.k AND p.idx = u.i AND p.worker = $5";
 
 /// Ends canceling batches that have nothing claimed any more (by any process).
-const END_IDLE_CANCELING: &str = "UPDATE batches b SET state = $1, end_reason = $2, ended_at = $3 \
-     WHERE b.key = ANY($4) AND b.state = $5 AND NOT EXISTS \
+/// `ended_at` is on the batch's workspace's clock.
+const END_IDLE_CANCELING: &str = concat!(
+    "UPDATE batches b SET state = $1, end_reason = $2, ended_at = $3 + ",
+    batch_clock_offset!("b"),
+    " WHERE b.key = ANY($4) AND b.state = $5 AND NOT EXISTS \
      (SELECT 1 FROM pending p WHERE p.batch_key = b.key AND p.worker IS NOT NULL) \
-     RETURNING key, id";
+     RETURNING key, id"
+);
 
 pub(crate) fn slot_arrays(slots: impl Iterator<Item = Slot>) -> (Vec<i64>, Vec<i32>) {
     slots

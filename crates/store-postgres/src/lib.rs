@@ -42,10 +42,34 @@
 //! (`BatchStore`) in `batches`; the dispatcher's side (`DispatchStore`) in `dispatch`, whose
 //! steps live in `claim`, `record` and `maintenance`; API keys (`KeyStore`) in `keys`; the
 //! OpenAI surface's files (`FileStore`) in `file_store`, their drafts owned by the process
-//! writing them and abandoned with it like batch drafts.
+//! writing them and abandoned with it like batch drafts; test mode's clocks and resets
+//! (`ClockStore`) in `clock`, whose offset the time comparisons of `maintenance` and `record`
+//! apply.
+
+/// SQL for the clock offset of the workspace of the batch row `$b` (0 without a clock): what
+/// turns a real time into that batch's workspace's time. A primary-key probe of a table that is
+/// empty unless test mode moved a clock.
+macro_rules! batch_clock_offset {
+    ($b:literal) => {
+        concat!(
+            "COALESCE((SELECT c.offset_micros FROM clocks c WHERE c.workspace = ",
+            $b,
+            ".workspace), 0)"
+        )
+    };
+}
+
+/// SQL for the largest clock offset of any workspace: constant within a statement, so a
+/// comparison with it keeps using the index, which [`batch_clock_offset`] then refines.
+macro_rules! max_clock_offset {
+    () => {
+        "(SELECT COALESCE(MAX(offset_micros), 0) FROM clocks)"
+    };
+}
 
 mod batches;
 mod claim;
+mod clock;
 mod db;
 mod dispatch;
 mod file_store;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use batchd_domain::{BatchId, EndReason, Outcome, Timestamp};
 use batchd_store::ending::{self, Tally};
-use batchd_store::{Answer, Slot, StoreError};
+use batchd_store::{Answer, Slot, StoreError, clock};
 use sqlx::PgConnection;
 
 use crate::claim::{RELEASE, slot_arrays};
@@ -19,8 +19,12 @@ use crate::rows::{CANCELING, ENDED, IN_PROGRESS, count, end_reason_code, get, pa
 /// FOR NO KEY UPDATE, the lock the tally update takes anyway: it serialises record groups of a
 /// batch and a cancel (FOR UPDATE), but not the claims (FOR KEY SHARE), which no longer wait for
 /// a record group to commit.
-const RECORD_BATCHES: &str = "SELECT key, id, state, deleted, total, succeeded, errored, \
-     expires_at FROM batches WHERE key = ANY($1) ORDER BY key FOR NO KEY UPDATE";
+/// Each with its workspace's clock offset: its deadline is on that clock.
+const RECORD_BATCHES: &str = concat!(
+    "SELECT key, id, state, deleted, total, succeeded, errored, expires_at, ",
+    batch_clock_offset!("batches"),
+    " AS clock_offset FROM batches WHERE key = ANY($1) ORDER BY key FOR NO KEY UPDATE OF batches"
+);
 
 /// Inserts a group's results, at most one per request, and takes the answered requests off the
 /// queue; returns how many rows of each outcome were really new, per batch.
@@ -36,12 +40,16 @@ const RECORD: &str = "WITH ins AS (INSERT INTO results (batch_key, idx, outcome,
 const CLAIMED_BATCHES: &str =
     "SELECT DISTINCT batch_key FROM pending WHERE batch_key = ANY($1) AND worker IS NOT NULL";
 
-/// Writes the new tallies and end states of a group's batches in one statement.
-const UPDATE_TALLIES: &str = "UPDATE batches b SET succeeded = u.s, errored = u.e, state = u.st, \
-         end_reason = u.r, ended_at = u.at \
-     FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::smallint[], $5::smallint[], \
+/// Writes the new tallies and end states of a group's batches in one statement; `ended_at` on
+/// the batch's workspace's clock (NULL, unended, stays NULL).
+const UPDATE_TALLIES: &str = concat!(
+    "UPDATE batches b SET succeeded = u.s, errored = u.e, state = u.st, \
+         end_reason = u.r, ended_at = u.at + ",
+    batch_clock_offset!("b"),
+    " FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::smallint[], $5::smallint[], \
          $6::bigint[]) AS u(k, s, e, st, r, at) \
-     WHERE b.key = u.k";
+     WHERE b.key = u.k"
+);
 
 fn outcome_code(outcome: Outcome) -> i16 {
     // Codes are small (see `Outcome::code`).
@@ -107,7 +115,8 @@ pub(crate) async fn lock_batches(
                 errored: count(get(row, "errored")?, "errored")?,
             },
         };
-        if Timestamp::from_micros(get(row, "expires_at")?) <= now {
+        let clock_now = clock::virtual_now(now, get(row, "clock_offset")?);
+        if Timestamp::from_micros(get(row, "expires_at")?) <= clock_now {
             let Tally {
                 succeeded, errored, ..
             } = batch.tally;

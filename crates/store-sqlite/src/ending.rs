@@ -9,7 +9,12 @@ use sqlx::SqliteConnection;
 use crate::db::query_error;
 use crate::rows::ENDED;
 
-const END: &str = "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ?3 WHERE key = ?4";
+/// `ended_at` is on the batch's workspace's clock.
+const END: &str = concat!(
+    "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ?3 + ",
+    batch_clock_offset!(),
+    " WHERE key = ?4"
+);
 
 /// A batch ended by this call: its key (for the lease bookkeeping) and what the caller sees.
 pub(crate) type EndedBatch = (i64, BatchId, EndReason);

@@ -47,10 +47,29 @@
 //! (`BatchStore`) in `batches`, with result downloads in `download`; the dispatcher's side
 //! (`DispatchStore`) in `dispatch`, whose steps live in `claim`, `record` and `maintenance`
 //! (the last two end batches through `ending`); API keys (`KeyStore`) in `keys`; the OpenAI
-//! surface's files (`FileStore`) in `file_store`.
+//! surface's files (`FileStore`) in `file_store`; test mode's clocks and resets (`ClockStore`)
+//! in `clock`, whose offset every time comparison of `maintenance` and `record` applies.
+
+/// SQL for the clock offset of the workspace of the `batches` row in scope (0 without a clock):
+/// what turns a real time into that batch's workspace's time. A primary-key probe of a table
+/// that is empty unless test mode moved a clock.
+macro_rules! batch_clock_offset {
+    () => {
+        "COALESCE((SELECT c.offset_micros FROM clocks c WHERE c.workspace = batches.workspace), 0)"
+    };
+}
+
+/// SQL for the largest clock offset of any workspace: a bound that is constant in a statement,
+/// so a comparison with it keeps using the index, which [`batch_clock_offset`] then refines.
+macro_rules! max_clock_offset {
+    () => {
+        "(SELECT COALESCE(MAX(offset_micros), 0) FROM clocks)"
+    };
+}
 
 mod batches;
 mod claim;
+mod clock;
 mod db;
 mod dispatch;
 mod download;

@@ -11,10 +11,25 @@ use crate::db::{BEGIN_IMMEDIATE, Durability, query_error};
 use crate::ending::{EndedBatch, end_batch};
 use crate::rows::{CANCELING, ENDED, IN_PROGRESS, get, parse_id, rid_range};
 
-pub(crate) const NEXT_EXPIRY: &str = "SELECT MIN(expires_at) FROM batches WHERE state IN (?1, ?2)";
+/// The next expiry in real time: the earliest `expires_at`, and for each workspace with a clock
+/// the earliest of its own moved back by its offset (earlier than its real-time value, which the
+/// first part counts too).
+pub(crate) const NEXT_EXPIRY: &str = "SELECT MIN(t) FROM (\
+     SELECT MIN(expires_at) AS t FROM batches WHERE state IN (?1, ?2) \
+     UNION ALL SELECT (SELECT MIN(b.expires_at) FROM batches b \
+         WHERE b.workspace = clocks.workspace AND b.state IN (?1, ?2)) - clocks.offset_micros \
+         FROM clocks)";
 
-pub(crate) const EXPIRE_DUE: &str = "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ?3 \
-     WHERE state IN (?4, ?5) AND expires_at <= ?3 RETURNING key, id";
+/// Batches past `expires_at` on their workspace's clock end expired, at that clock's time.
+pub(crate) const EXPIRE_DUE: &str = concat!(
+    "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ?3 + ",
+    batch_clock_offset!(),
+    " WHERE state IN (?4, ?5) AND expires_at <= ?3 + ",
+    max_clock_offset!(),
+    " AND expires_at <= ?3 + ",
+    batch_clock_offset!(),
+    " RETURNING key, id"
+);
 
 pub(crate) const CANCELING_BATCHES: &str = "SELECT key, id FROM batches WHERE state = ?1";
 
@@ -27,9 +42,17 @@ pub(crate) const OLDEST_DELETED: &str =
 pub(crate) const OLDEST_ARCHIVED: &str = "SELECT key FROM batches \
      WHERE archived_at IS NOT NULL AND rows_reclaimed = 0 ORDER BY key LIMIT 1";
 
-/// Ended batches created at or before the cutoff become archived.
-pub(crate) const ARCHIVE_DUE: &str = "UPDATE batches SET archived_at = ?1 \
-     WHERE archived_at IS NULL AND deleted = 0 AND created_at <= ?2 AND state = ?3";
+/// Ended batches created at or before the cutoff become archived; the cutoff and `archived_at`
+/// are on the batch's workspace's clock.
+pub(crate) const ARCHIVE_DUE: &str = concat!(
+    "UPDATE batches SET archived_at = ?1 + ",
+    batch_clock_offset!(),
+    " WHERE archived_at IS NULL AND deleted = 0 AND created_at <= ?2 + ",
+    max_clock_offset!(),
+    " AND created_at <= ?2 + ",
+    batch_clock_offset!(),
+    " AND state = ?3"
+);
 
 pub(crate) const PURGE_REQUESTS: &str = "DELETE FROM requests WHERE rid IN \
      (SELECT rid FROM requests WHERE rid >= ?1 AND rid < ?2 ORDER BY rid LIMIT ?3)";

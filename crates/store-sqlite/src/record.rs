@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use batchd_domain::{EndReason, Outcome, Timestamp};
 use batchd_store::ending::{self, Tally};
-use batchd_store::{Answer, StoreError};
+use batchd_store::{Answer, StoreError, clock};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Connection as _, SqliteConnection};
 
@@ -15,8 +15,12 @@ use crate::db::{BEGIN_IMMEDIATE, Durability, query_error, set_durability};
 use crate::ending::{EndedBatch, end_batch};
 use crate::rows::{CANCELING, ENDED, IN_PROGRESS, count, get, parse_id, rid};
 
-pub(crate) const RECORD_BATCH: &str =
-    "SELECT id, state, deleted, total, succeeded, errored, expires_at FROM batches WHERE key = ?1";
+/// A batch of a record group, with its workspace's clock offset (its deadline is on that clock).
+pub(crate) const RECORD_BATCH: &str = concat!(
+    "SELECT id, state, deleted, total, succeeded, errored, expires_at, ",
+    batch_clock_offset!(),
+    " AS clock_offset FROM batches WHERE key = ?1"
+);
 
 impl SqliteStore {
     pub(crate) async fn record_tx(
@@ -43,7 +47,7 @@ impl SqliteStore {
             };
             let state: i64 = get(&row, "state")?;
             let id = parse_id(get(&row, "id")?)?;
-            if Timestamp::from_micros(get(&row, "expires_at")?) <= now {
+            if past_deadline(&row, now)? {
                 // Past its deadline: the batch expires now and the late answers are dropped,
                 // whether or not maintenance got there first.
                 end_batch(&mut tx, key, EndReason::Expired, now).await?;
@@ -79,10 +83,13 @@ impl SqliteStore {
             else {
                 continue;
             };
-            sqlx::query(
-                "UPDATE batches SET succeeded = ?1, errored = ?2, state = ?3, end_reason = ?4, \
-                 ended_at = ?5 WHERE key = ?6",
-            )
+            // `ended_at` on the workspace's clock (NULL, unended, stays NULL).
+            sqlx::query(concat!(
+                "UPDATE batches SET succeeded = ?1, errored = ?2, state = ?3, end_reason = ?4, ",
+                "ended_at = ?5 + ",
+                batch_clock_offset!(),
+                " WHERE key = ?6"
+            ))
             .bind(recorded.succeeded as i64)
             .bind(recorded.errored as i64)
             .bind(if recorded.end.is_some() { ENDED } else { state })
@@ -122,14 +129,18 @@ async fn may_end_a_batch(
         let unanswered = get::<i64>(&row, "total")?
             - get::<i64>(&row, "succeeded")?
             - get::<i64>(&row, "errored")?;
-        if state == CANCELING
-            || get::<i64>(&row, "expires_at")? <= now.as_micros()
-            || answers.len() as i64 >= unanswered
-        {
+        if state == CANCELING || past_deadline(&row, now)? || answers.len() as i64 >= unanswered {
             return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// Whether a [`RECORD_BATCH`] row's deadline has passed at real time `now`, on its workspace's
+/// clock.
+fn past_deadline(row: &SqliteRow, now: Timestamp) -> Result<bool, StoreError> {
+    let offset: i64 = get(row, "clock_offset")?;
+    Ok(Timestamp::from_micros(get(row, "expires_at")?) <= clock::virtual_now(now, offset))
 }
 
 /// The row of a batch that still takes answers (in progress or canceling, not deleted).

@@ -348,8 +348,10 @@ async fn hot_queries_use_indexes() {
         for (_, _, _, step) in &plan {
             // Walking all of `batches_unfinalized` is reading only the few batches between
             // ending and finalizing.
+            // `clocks` holds a row per workspace whose clock test mode moved: a handful.
             let full_scan = step.starts_with("SCAN ")
                 && !step.contains("json_each")
+                && step != "SCAN clocks"
                 && !step.contains("USING INDEX batches_unfinalized");
             assert!(
                 !full_scan && !step.contains("TEMP B-TREE"),

@@ -7,8 +7,10 @@
 //! duplicates). The OpenAI surface's cases are in `openai`. Engine-specific behaviour (locks,
 //! query plans, multi-process claims) is tested in the engine's own crate.
 
+mod clock;
 mod openai;
 
+pub use clock::*;
 pub use openai::*;
 
 use std::collections::{BTreeSet, HashSet};
@@ -76,6 +78,11 @@ macro_rules! conformance_tests {
             files_list_in_either_order_by_purpose_after_a_cursor,
             deleted_aborted_and_expired_files_are_reclaimed,
             file_drafts_of_a_stopped_process_are_reclaimed,
+            clocks_are_per_workspace_and_only_move_forward,
+            batches_expire_on_their_workspace_clock,
+            record_ends_batches_on_their_workspace_clock,
+            retention_and_settle_follow_the_workspace_clock,
+            reset_removes_a_workspace_but_its_keys,
         );
     };
     (@each $harness:expr; $($name:ident,)*) => {

@@ -1,6 +1,7 @@
 //! The storage seam: everything batchd keeps durably goes through [`Store`], the sum of
 //! [`BatchStore`] (what the API needs), [`DispatchStore`] (what the dispatcher needs),
-//! [`KeyStore`] (API keys) and [`FileStore`] (the OpenAI surface's files). Engine-neutral logic
+//! [`KeyStore`] (API keys), [`FileStore`] (the OpenAI surface's files) and [`ClockStore`] (test
+//! mode's virtual clocks and workspace resets). Engine-neutral logic
 //! that every engine runs after its own SQL lives here too, one module per concern, so that it
 //! is written once: row decoding (`rows`), paging a list (`paging`), cancel (`cancel`), ending a
 //! batch (`ending`), failed batches (`failed`), listing and checking files (`files`), reclaiming
@@ -31,6 +32,10 @@
 //! * **Delete is O(1).** The batch disappears at once; [`DispatchStore::purge_deleted`] reclaims
 //!   its rows in the background, as it does for batches archived by
 //!   [`DispatchStore::archive_due`].
+//! * **A workspace may run on virtual time.** Its clock ([`ClockStore`]) is an offset ahead of
+//!   real time, and every time the store compares or writes for that workspace's batches
+//!   (expiry, `ended_at`, retention, `archived_at`) is taken on it; callers keep passing real
+//!   time. A workspace without a clock has offset 0.
 //! * **Both surfaces share every batch table.** A batch's [`Endpoint`] says which surface it
 //!   belongs to ([`Endpoint::Messages`] for every Anthropic batch); a list shows one surface.
 //!   An OpenAI batch that ended is *finalized* once its output and error files are written:
@@ -41,6 +46,7 @@
 //!   O(1) and the purge reclaims the chunks.
 
 pub mod cancel;
+pub mod clock;
 #[cfg(feature = "testkit")]
 pub mod conformance;
 pub mod ending;
@@ -344,12 +350,12 @@ pub struct Ended {
 }
 
 /// Everything batchd stores, as one object: the sum of what the API needs ([`BatchStore`]),
-/// what the dispatcher needs ([`DispatchStore`]), API keys ([`KeyStore`]) and the OpenAI
-/// surface's files ([`FileStore`]). See the crate documentation for the contract. Implemented
-/// for every type that implements the four.
-pub trait Store: BatchStore + DispatchStore + KeyStore + FileStore {}
+/// what the dispatcher needs ([`DispatchStore`]), API keys ([`KeyStore`]), the OpenAI
+/// surface's files ([`FileStore`]) and test mode's clocks ([`ClockStore`]). See the crate
+/// documentation for the contract. Implemented for every type that implements the five.
+pub trait Store: BatchStore + DispatchStore + KeyStore + FileStore + ClockStore {}
 
-impl<T: BatchStore + DispatchStore + KeyStore + FileStore> Store for T {}
+impl<T: BatchStore + DispatchStore + KeyStore + FileStore + ClockStore> Store for T {}
 
 /// Batches as the API sees them: the staged create, reads, cancel, delete, result downloads,
 /// and the health figures the API reports.
@@ -580,6 +586,39 @@ pub trait FileStore: Send + Sync + 'static {
     async fn delete_file(&self, workspace: &str, id: &FileId) -> Result<bool>;
     /// Deletes up to `limit` visible files with `expires_at <= now`; returns how many.
     async fn expire_files(&self, now: Timestamp, limit: u32) -> Result<u64>;
+}
+
+/// Test mode's virtual clocks, one per workspace, and the reset of a workspace. A clock is a
+/// committed offset (microseconds, never negative, only growing) ahead of real time; the engines
+/// apply it in [`DispatchStore::finish_due`], [`DispatchStore::archive_due`],
+/// [`DispatchStore::record`] and [`DispatchStore::next_expiry`], so the dispatcher and
+/// maintenance keep passing real time and never know.
+#[async_trait]
+pub trait ClockStore: DispatchStore {
+    /// The workspace's offset in microseconds; 0 when it has no clock.
+    async fn clock_offset(&self, workspace: &str) -> Result<i64>;
+    /// Moves the workspace's clock `by` microseconds forward (`by >= 0`) in one durable
+    /// transaction and returns the new offset. An offset that would overflow is refused.
+    async fn advance_clock(&self, workspace: &str, by: i64) -> Result<i64>;
+    /// Removes everything the workspace owns but its keys, at once, as a delete does: every
+    /// committed batch of either surface in any state (unended ones are ended first, so nothing
+    /// of them is claimed or recorded again) and every visible file disappear, and its clock
+    /// goes back to real time. [`DispatchStore::purge_deleted`] reclaims the rows. Durable when
+    /// it returns.
+    async fn reset_workspace(&self, workspace: &str, now: Timestamp) -> Result<clock::Reset>;
+    /// Runs now what maintenance would run next, so that a client reading right after an
+    /// advance sees its effects: ends the batches that are due (on each workspace's clock) and
+    /// archives the ended ones past `retention`. Every workspace is settled, not only the one
+    /// that moved: for the others it is only what maintenance does anyway.
+    async fn settle(
+        &self,
+        now: Timestamp,
+        retention: std::time::Duration,
+    ) -> Result<clock::Settled> {
+        let ended = self.finish_due(now).await?;
+        let archived = self.archive_due(now.minus(retention), now).await?;
+        Ok(clock::Settled { ended, archived })
+    }
 }
 
 /// API keys: created and revoked by the `keys` commands, looked up on every API call.

@@ -5,10 +5,11 @@
 //! as the already formatted RFC 3339 strings so that server and client agree byte for byte.
 //! This crate has no async or HTTP dependencies so the client can share it; [`retry_after`]
 //! reads the one response header both sides interpret. [`openai`] holds the objects of the
-//! OpenAI Batch and Files surface.
+//! OpenAI Batch and Files surface; [`test_mode`] those of the test routes.
 
 pub mod openai;
 pub mod retry_after;
+pub mod test_mode;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

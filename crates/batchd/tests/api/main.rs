@@ -30,6 +30,7 @@ mod retrieve;
 mod scale;
 mod shutdown;
 mod storage_faults;
+mod test_mode;
 mod tls;
 mod ui;
 mod versions;

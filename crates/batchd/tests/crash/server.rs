@@ -66,6 +66,17 @@ impl Log {
             .collect()
     }
 
+    /// Lines that contain `needle`.
+    pub fn containing(&self, needle: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, line)| line.contains(needle))
+            .map(|(_, line)| line.clone())
+            .collect()
+    }
+
     pub fn tail(&self, n: usize) -> String {
         let lines = self.lines.lock().unwrap();
         let from = lines.len().saturating_sub(n);

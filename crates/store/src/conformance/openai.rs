@@ -7,6 +7,11 @@ use batchd_domain::openai::{Endpoint, FileId, LineError, OpenAiBatchMeta, Surfac
 use super::*;
 use crate::{FILE_CHUNK_BYTES, FileDraft, FileStore, NewFile, StoredFile};
 
+/// An OpenAI batch's extras, for the cases of other modules too.
+pub(super) fn openai_meta() -> OpenAiBatchMeta {
+    meta()
+}
+
 fn meta() -> OpenAiBatchMeta {
     OpenAiBatchMeta {
         input_file_id: "file-input".into(),
