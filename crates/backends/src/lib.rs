@@ -207,7 +207,7 @@ impl GuardedBackend {
     pub fn serves(&self, model: &str) -> bool {
         self.models
             .iter()
-            .any(|glob| config::glob_matches(glob, model))
+            .any(|glob| batchd_domain::glob::matches(glob, model))
     }
 }
 
