@@ -442,3 +442,30 @@ async fn mock_script_routes_are_unknown_without_the_flag() {
         assert_error(resp, 404, "not_found_error", "Not found").await;
     }
 }
+
+#[tokio::test]
+async fn a_scripted_answer_waits_its_delay_and_not_the_mock_latency() {
+    // A mock that would take an hour per request.
+    let app = spawn_with(|o| {
+        o.test_mode = true;
+        o.mock_latency = Duration::from_secs(3_600);
+    })
+    .await;
+    let rules = json!({"rules": [
+        {"match": {"custom_id": "late-*"}, "outcome": {"type": "succeeded", "text": "late", "delay_ms": 400}},
+        {"match": {"custom_id": "now-*"}, "outcome": {"type": "succeeded", "text": "now"}}
+    ]});
+    assert_eq!(put_rules(&app, &rules).await.status(), 200);
+    let started = std::time::Instant::now();
+    let batch = app.create(vec![request("late-1"), request("now-1")]).await;
+    let id = batch["id"].as_str().unwrap();
+    app.wait_ended(id, WAIT).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "answered after {:?}, before its delay",
+        started.elapsed()
+    );
+    let results = by_custom_id(app.results(id).await);
+    assert_eq!(results["late-1"]["message"]["content"][0]["text"], "late");
+    assert_eq!(results["now-1"]["message"]["content"][0]["text"], "now");
+}
