@@ -77,7 +77,8 @@ pub struct ServeOptions {
     /// Test mode: answer the `/v1/batchd/test/...` routes (a virtual clock per workspace, its
     /// reset), for testing code that uses batches. Never on a server real clients use: any key
     /// may then end its workspace's batches early or delete them all.
-    #[arg(long, env = "BATCHD_TEST_MODE")]
+    // Boolish, so that `BATCHD_TEST_MODE=1` (and `yes`, `on`) turns it on as well as `true`.
+    #[arg(long, env = "BATCHD_TEST_MODE", value_parser = clap::builder::BoolishValueParser::new())]
     pub test_mode: bool,
     /// Requests in flight at once across all batches.
     #[arg(long, env = "BATCHD_CONCURRENCY", default_value_t = ServeOptions::default().concurrency)]

@@ -1080,6 +1080,15 @@ async fn kill_9_around_test_clock_advances_keeps_offsets_and_ends_batches_once()
         "--concurrency",
         "2",
     ];
+    // Every other start turns test mode on through the environment instead of the flag.
+    let start = |cycle: usize, log: Log, data_dir: std::path::PathBuf, run: String| async move {
+        if cycle.is_multiple_of(2) {
+            server::start(&data_dir, &flags, &log, &run).await
+        } else {
+            let env = [("BATCHD_TEST_MODE", "1")];
+            server::start_with_env(&data_dir, &flags[1..], &env, &log, &run).await
+        }
+    };
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -1096,7 +1105,13 @@ async fn kill_9_around_test_clock_advances_keeps_offsets_and_ends_batches_once()
     let mut batches = Vec::new();
 
     for cycle in 0..CYCLES {
-        let server = server::start(&data_dir, &flags, &log, &format!("cycle {cycle}")).await;
+        let server = start(
+            cycle,
+            log.clone(),
+            data_dir.clone(),
+            format!("cycle {cycle}"),
+        )
+        .await;
         batches.push(create_valid(&http, &server.base, &format!("c{cycle}"), REQUESTS).await);
         let call = {
             let http = http.clone();

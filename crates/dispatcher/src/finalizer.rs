@@ -152,15 +152,30 @@ async fn finalize(
     meta.output_file_id = output.clone();
     meta.error_file_id = errors.clone();
     let recorded = timed("finalize", shared.store.finalize(batch.key, &meta, now)).await;
-    if !matches!(recorded, Ok(true)) {
-        // Another process finalized it first (its files count), or the record failed.
-        delete(
-            stores,
-            &batch.workspace,
-            [&output, &errors].into_iter().flatten(),
-        )
-        .await;
-        return recorded.map(|_| ());
+    let ours = [&output, &errors];
+    match recorded {
+        Ok(true) => {}
+        Ok(false) => {
+            // Another process finalized it first: its files count, ours go.
+            delete(stores, &batch.workspace, ours.into_iter().flatten()).await;
+            return Ok(());
+        }
+        Err(err) => {
+            // The record may have committed before the error reached us (a connection lost
+            // after the commit): our files go only if the batch does not name them.
+            let named = stores
+                .results
+                .get_batch(&batch.workspace, &batch.id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|b| b.openai)
+                .is_some_and(|m| m.output_file_id == output && m.error_file_id == errors);
+            if !named {
+                delete(stores, &batch.workspace, ours.into_iter().flatten()).await;
+            }
+            return Err(err);
+        }
     }
     metrics::counter!("batchd_openai_batches_finalized_total").increment(1);
     tracing::info!(batch = %batch.id, output = ?output, errors = ?errors, "batch finalized");

@@ -33,6 +33,11 @@ pub fn at(loc: impl Display, msg: impl Display) -> String {
     format!("{loc}: {msg}")
 }
 
+/// A request body that is not JSON; `detail` says where it broke.
+pub fn not_json(detail: impl Display) -> String {
+    format!("The request body is not valid JSON: {detail}")
+}
+
 /// A number below its minimum.
 pub fn at_least(min: impl Display) -> String {
     format!("Input should be greater than or equal to {min}")

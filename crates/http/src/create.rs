@@ -32,7 +32,7 @@ use axum::response::Response;
 use batchd_domain::batch::MAX_REQUESTS;
 use batchd_domain::custom_id::CustomId;
 use batchd_domain::validation::{
-    DUPLICATE_KEY, EXTRA, NOT_DICT, NOT_LIST, NOT_STRING, REQUIRED, at, too_few_items,
+    self, DUPLICATE_KEY, EXTRA, NOT_DICT, NOT_LIST, NOT_STRING, REQUIRED, at, too_few_items,
     too_many_items,
 };
 use batchd_domain::{BatchId, ErrorType};
@@ -249,9 +249,7 @@ pub async fn create(
     }
     match refusal {
         Refusal::Invalid(message) => Err(ApiError::invalid(message)),
-        Refusal::NotJson(detail) => Err(ApiError::invalid(format!(
-            "The request body is not valid JSON: {detail}"
-        ))),
+        Refusal::NotJson(detail) => Err(ApiError::invalid(validation::not_json(detail))),
         Refusal::Aborted => Err(ApiError::invalid(
             "The request body could not be read completely.",
         )),

@@ -3,9 +3,9 @@
 //!
 //! Layers, outermost first: [`request_id`] (ids, access log), [`auth`] (key, version, betas),
 //! then the handlers in [`batches`] and [`create`], and, on a server in test mode, those of
-//! [`test_mode`]. Every failure is an [`ApiError`] rendered as the API's envelope, unknown routes
-//! (404) and wrong methods (405) included; on the OpenAI routes it is an
-//! [`openai::OpenAiError`] in the OpenAI envelope.
+//! [`test_mode`]. Every failure is an [`ApiError`] rendered as
+//! the API's envelope, unknown routes (404) and wrong methods (405) included; on the OpenAI
+//! routes it is an [`openai::OpenAiError`] in the OpenAI envelope.
 //!
 //! The work behind the API is reached only through [`WorkSignals`], defined here so that this
 //! crate depends on the store and nothing of the dispatcher or its upstream clients.

@@ -115,7 +115,9 @@ pub(crate) const UNFINALIZED: &str = concat!(
 );
 
 /// Records an OpenAI batch's files, once: only while it is ended, visible and not finalized.
-pub(crate) const FINALIZE: &str = "UPDATE batches SET openai = $1, finalized_at = $2 \
+/// `finalized_at` is never before `ended_at`, which may be on a workspace's test clock or
+/// another process's clock.
+pub(crate) const FINALIZE: &str = "UPDATE batches SET openai = $1, finalized_at = GREATEST($2, ended_at) \
      WHERE key = $3 AND state = 3 AND endpoint <> 0 AND finalized_at IS NULL AND NOT deleted";
 
 pub(crate) const STATS: &str = "SELECT state, COUNT(*), \

@@ -84,8 +84,8 @@ pub(crate) const DEFER: &str = "UPDATE pending p SET worker = NULL, attempts = u
 /// Ends canceling batches that have nothing claimed any more (by any process).
 /// `ended_at` is on the batch's workspace's clock.
 const END_IDLE_CANCELING: &str = concat!(
-    "UPDATE batches b SET state = $1, end_reason = $2, ended_at = $3 + ",
-    batch_clock_offset!("b"),
+    "UPDATE batches b SET state = $1, end_reason = $2, ended_at = ",
+    ended_at!("$3", "b"),
     " WHERE b.key = ANY($4) AND b.state = $5 AND NOT EXISTS \
      (SELECT 1 FROM pending p WHERE p.batch_key = b.key AND p.worker IS NOT NULL) \
      RETURNING key, id"

@@ -59,6 +59,28 @@ macro_rules! batch_clock_offset {
     };
 }
 
+/// SQL for the `ended_at` a statement writes, given the SQL of the moment it ends at (`now`) and
+/// the alias of `batches`: that moment on the batch's workspace's clock, and never before the
+/// batch's `cancel_initiated_at` — a cancel may land between the moment a caller took `now`
+/// and its statement. NULL stays NULL (`GREATEST` alone would turn it into the cancel time).
+macro_rules! ended_at {
+    ($now:literal, $b:literal) => {
+        concat!(
+            "(",
+            $now,
+            " + ",
+            batch_clock_offset!($b),
+            ") + GREATEST(0, ",
+            $b,
+            ".cancel_initiated_at - (",
+            $now,
+            " + ",
+            batch_clock_offset!($b),
+            "))"
+        )
+    };
+}
+
 /// SQL for the largest clock offset of any workspace: constant within a statement, so a
 /// comparison with it keeps using the index, which [`batch_clock_offset`] then refines.
 macro_rules! max_clock_offset {

@@ -13,8 +13,8 @@ use crate::rows::{get, parse_id};
 
 /// Batches past `expires_at` on their workspace's clock end expired, at that clock's time.
 pub(crate) const EXPIRE_DUE: &str = concat!(
-    "UPDATE batches SET state = $1, end_reason = $2, ended_at = $3 + ",
-    batch_clock_offset!("batches"),
+    "UPDATE batches SET state = $1, end_reason = $2, ended_at = ",
+    ended_at!("$3", "batches"),
     " WHERE state IN (1, 2) AND expires_at <= $3 + ",
     max_clock_offset!(),
     " AND expires_at <= $3 + ",
@@ -42,15 +42,20 @@ pub(crate) const ARCHIVE_DUE: &str = concat!(
     max_clock_offset!(),
     " AND created_at <= $2 + ",
     batch_clock_offset!("batches"),
-    " AND state = $3"
+    // An OpenAI batch is archived only once its files are written: archiving first would
+    // hide it from the finalizer and purge the results its files are made from.
+    " AND state = $3 AND (endpoint = 0 OR finalized_at IS NOT NULL)"
 );
 
+/// The purge's targets are taken with `FOR UPDATE SKIP LOCKED`: two processes purging the same
+/// target at once would each see the other's deletions as "nothing left" and remove the batch
+/// or file row while rows of it remain, which nothing would then ever reclaim.
 pub(crate) const OLDEST_DELETED: &str =
-    "SELECT key FROM batches WHERE deleted ORDER BY key LIMIT 1";
+    "SELECT key FROM batches WHERE deleted ORDER BY key LIMIT 1 FOR UPDATE SKIP LOCKED";
 
 /// Archived batches whose rows are still there (they stay visible; only their rows go).
 pub(crate) const OLDEST_ARCHIVED: &str = "SELECT key FROM batches \
-     WHERE archived_at IS NOT NULL AND NOT rows_reclaimed ORDER BY key LIMIT 1";
+     WHERE archived_at IS NOT NULL AND NOT rows_reclaimed ORDER BY key LIMIT 1 FOR UPDATE SKIP LOCKED";
 
 /// One bounded step of reclaiming a batch's rows in each table.
 const PURGE: [&str; 3] = [
@@ -64,7 +69,7 @@ const PURGE: [&str; 3] = [
 
 /// The oldest file whose chunks wait to be reclaimed (deleted, aborted or expired).
 pub(crate) const OLDEST_DELETED_FILE: &str =
-    "SELECT key FROM files WHERE state = 2 ORDER BY key LIMIT 1";
+    "SELECT key FROM files WHERE state = 2 ORDER BY key LIMIT 1 FOR UPDATE SKIP LOCKED";
 
 pub(crate) const PURGE_CHUNKS: &str = "DELETE FROM file_chunks WHERE file_key = $1 AND seq IN \
      (SELECT seq FROM file_chunks WHERE file_key = $1 ORDER BY seq LIMIT $2)";
@@ -82,7 +87,7 @@ impl PostgresStore {
     /// Removes up to `step` rows of the oldest deleted batch (or, when none is left, of the
     /// oldest archived one), then its batch row once nothing else of it is left (an archived
     /// batch keeps its row and is only marked reclaimed). One short transaction. Processes
-    /// purging the same batch at once only wait for each other's row locks.
+    /// purging at once each take a different target (see [`OLDEST_DELETED`]).
     pub(crate) async fn purge_step(&self, step: u64) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await.map_err(query_error)?;
         let mut found = None;

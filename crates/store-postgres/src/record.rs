@@ -44,8 +44,8 @@ const CLAIMED_BATCHES: &str =
 /// the batch's workspace's clock (NULL, unended, stays NULL).
 const UPDATE_TALLIES: &str = concat!(
     "UPDATE batches b SET succeeded = u.s, errored = u.e, state = u.st, \
-         end_reason = u.r, ended_at = u.at + ",
-    batch_clock_offset!("b"),
+         end_reason = u.r, ended_at = ",
+    ended_at!("u.at", "b"),
     " FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::smallint[], $5::smallint[], \
          $6::bigint[]) AS u(k, s, e, st, r, at) \
      WHERE b.key = u.k"

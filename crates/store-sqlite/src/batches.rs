@@ -159,7 +159,8 @@ pub(crate) const UNFINALIZED: &str = concat!(
 );
 
 /// Records an OpenAI batch's files, once: only while it is ended, visible and not finalized.
-pub(crate) const FINALIZE: &str = "UPDATE batches SET openai = ?1, finalized_at = ?2 \
+/// `finalized_at` is never before `ended_at`, which may be on a workspace's test clock.
+pub(crate) const FINALIZE: &str = "UPDATE batches SET openai = ?1, finalized_at = MAX(?2, ended_at) \
      WHERE key = ?3 AND state = 3 AND endpoint <> 0 AND finalized_at IS NULL AND deleted = 0";
 
 pub(crate) const STATS: &str = "SELECT state, COUNT(*), COALESCE(SUM(total - succeeded - errored), 0) \

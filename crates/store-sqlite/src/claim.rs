@@ -217,8 +217,8 @@ impl SqliteStore {
         let mut ended = Vec::new();
         for key in drained {
             let done = sqlx::query(concat!(
-                "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ?3 + ",
-                batch_clock_offset!(),
+                "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ",
+                ended_at!("?3"),
                 " WHERE key = ?4 AND state = ?5"
             ))
             .bind(ENDED)

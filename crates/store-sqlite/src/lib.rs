@@ -25,7 +25,8 @@
 //!   [`BatchStore::commit_batch`], [`BatchStore::cancel_batch`], [`BatchStore::delete_batch`],
 //!   [`KeyStore::create_key`], [`KeyStore::create_first_key`], [`KeyStore::revoke_key`],
 //!   [`BatchStore::insert_failed_batch`], [`FileStore::commit_file`], [`FileStore::delete_file`],
-//!   [`DispatchStore::finalize`]; and for
+//!   [`DispatchStore::finalize`], [`ClockStore::advance_clock`], [`ClockStore::reset_workspace`];
+//!   and for
 //!   every transaction that ends a batch (the [`DispatchStore::record`] group that completes or
 //!   finishes canceling it, [`DispatchStore::finish_due`], a [`DispatchStore::release`] that
 //!   drains a canceling batch), so that a batch seen ended, its results perhaps downloaded, never
@@ -59,6 +60,22 @@ macro_rules! batch_clock_offset {
     };
 }
 
+/// SQL for the `ended_at` a statement writes, given the SQL of the moment it ends at (`now`, a
+/// parameter): that moment on the batch's workspace's clock, and never before the batch's
+/// `cancel_initiated_at` — a cancel may land between the moment a caller took `now` and its
+/// statement. NULL stays NULL (SQLite's `MAX` of a NULL is NULL).
+macro_rules! ended_at {
+    ($now:literal) => {
+        concat!(
+            "MAX(",
+            $now,
+            " + ",
+            batch_clock_offset!(),
+            ", COALESCE(cancel_initiated_at, 0))"
+        )
+    };
+}
+
 /// SQL for the largest clock offset of any workspace: a bound that is constant in a statement,
 /// so a comparison with it keeps using the index, which [`batch_clock_offset`] then refines.
 macro_rules! max_clock_offset {
@@ -88,7 +105,7 @@ mod tests;
 
 use batchd_store::StoreError;
 #[cfg(doc)]
-use batchd_store::{BatchStore, DispatchStore, FileStore, KeyStore};
+use batchd_store::{BatchStore, ClockStore, DispatchStore, FileStore, KeyStore};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 

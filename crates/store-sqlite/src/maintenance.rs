@@ -22,8 +22,8 @@ pub(crate) const NEXT_EXPIRY: &str = "SELECT MIN(t) FROM (\
 
 /// Batches past `expires_at` on their workspace's clock end expired, at that clock's time.
 pub(crate) const EXPIRE_DUE: &str = concat!(
-    "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ?3 + ",
-    batch_clock_offset!(),
+    "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ",
+    ended_at!("?3"),
     " WHERE state IN (?4, ?5) AND expires_at <= ?3 + ",
     max_clock_offset!(),
     " AND expires_at <= ?3 + ",
@@ -51,7 +51,9 @@ pub(crate) const ARCHIVE_DUE: &str = concat!(
     max_clock_offset!(),
     " AND created_at <= ?2 + ",
     batch_clock_offset!(),
-    " AND state = ?3"
+    // An OpenAI batch is archived only once its files are written: archiving first would
+    // hide it from the finalizer and purge the results its files are made from.
+    " AND state = ?3 AND (endpoint = 0 OR finalized_at IS NOT NULL)"
 );
 
 pub(crate) const PURGE_REQUESTS: &str = "DELETE FROM requests WHERE rid IN \

@@ -86,8 +86,8 @@ impl SqliteStore {
             // `ended_at` on the workspace's clock (NULL, unended, stays NULL).
             sqlx::query(concat!(
                 "UPDATE batches SET succeeded = ?1, errored = ?2, state = ?3, end_reason = ?4, ",
-                "ended_at = ?5 + ",
-                batch_clock_offset!(),
+                "ended_at = ",
+                ended_at!("?5"),
                 " WHERE key = ?6"
             ))
             .bind(recorded.succeeded as i64)

@@ -55,6 +55,7 @@ macro_rules! conformance_tests {
             list_is_newest_first_with_cursors_both_ways,
             list_between_two_cursors_pages_from_the_older_one,
             cancel_moves_through_canceling_to_ended,
+            a_batch_never_ends_before_its_cancel,
             delete_needs_an_ended_batch_and_purge_removes_its_rows,
             claim_record_complete,
             results_lines_render_the_result_rows,
@@ -841,6 +842,28 @@ pub async fn answers_after_expiry_are_dropped<H: Harness>(h: &H) {
     assert_eq!(get(&store, &b).await.succeeded, 0);
     assert_eq!(h.rows(&store, "results").await, 1);
     assert_eq!(store.next_expiry().await.unwrap(), None);
+}
+
+/// A cancel may land between the moment a caller took `now` and the statement that ends the
+/// batch with it: `ended_at` is then the cancel's time, never earlier.
+pub async fn a_batch_never_ends_before_its_cancel<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let idle = create(&store, 2).await;
+    store.cancel_batch(WS, &idle.id, at(10)).await.unwrap();
+    let ended = store.finish_due(at(5)).await.unwrap();
+    assert_eq!(ended.batches, vec![(idle.id.clone(), EndReason::Canceled)]);
+    assert_eq!(get(&store, &idle).await.ended_at, Some(at(10)));
+
+    let busy = create(&store, 1).await;
+    let items = claim(&store, 1, at(11)).await;
+    store.cancel_batch(WS, &busy.id, at(20)).await.unwrap();
+    let ended = store
+        .record(&answers(&items, Outcome::Succeeded), at(15))
+        .await
+        .unwrap();
+    // Every request answered: it ends completed, still not before the cancel.
+    assert_eq!(ended.batches, vec![(busy.id.clone(), EndReason::Completed)]);
+    assert_eq!(get(&store, &busy).await.ended_at, Some(at(20)));
 }
 
 pub async fn canceling_batch_ends_when_its_last_claim_is_recorded<H: Harness>(h: &H) {

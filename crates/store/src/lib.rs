@@ -5,7 +5,7 @@
 //! that every engine runs after its own SQL lives here too, one module per concern, so that it
 //! is written once: row decoding (`rows`), paging a list (`paging`), cancel (`cancel`), ending a
 //! batch (`ending`), failed batches (`failed`), listing and checking files (`files`), reclaiming
-//! rows (`purge`) and folding health figures ([`Stats::fold`]).
+//! rows (`purge`), moving a clock (`clock`) and folding health figures ([`Stats::fold`]).
 //!
 //! Each database engine has its own crate implementing these traits (`store-sqlite`,
 //! `store-postgres`); `conformance` (feature `testkit`) runs this contract against each of

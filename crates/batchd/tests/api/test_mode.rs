@@ -142,6 +142,22 @@ async fn a_workspace_clock_starts_at_real_time_and_only_moves_forward() {
         90_000,
         "refusals move nothing"
     );
+    let resp = app
+        .request(reqwest::Method::POST, "/v1/batchd/test/clock/advance")
+        .body("a day")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("The request body is not valid JSON"),
+        "{body}"
+    );
     let other = clock(&app.as_key(KEY_B)).await;
     assert_eq!(
         other["offset_seconds"], 0,

@@ -103,7 +103,19 @@ pub struct Server {
 /// followed by `extra` flags, and waits (at most 60 s) for its "batchd listening" line, whose
 /// `addr` field gives the port.
 pub async fn start(data_dir: &Path, extra: &[&str], log: &Log, run: &str) -> Server {
+    start_with_env(data_dir, extra, &[], log, run).await
+}
+
+/// [`start`] with these environment variables set.
+pub async fn start_with_env(
+    data_dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    log: &Log,
+    run: &str,
+) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchd"));
+    cmd.envs(env.iter().copied());
     cmd.arg("--data-dir")
         .arg(data_dir)
         .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])

@@ -256,7 +256,7 @@ pub async fn create(
     // the Anthropic surface.
     let _slot = state.inner.creates.admit().await?;
 
-    let now = Timestamp::now();
+    let now = state.now_in(&caller.workspace).await?;
     let mut meta = OpenAiBatchMeta {
         input_file_id: create.input_file_id.clone(),
         completion_window: COMPLETION_WINDOW.to_owned(),
@@ -582,7 +582,11 @@ pub async fn cancel(
     match state
         .inner
         .store
-        .cancel_batch(&caller.workspace, &batch.id, Timestamp::now())
+        .cancel_batch(
+            &caller.workspace,
+            &batch.id,
+            state.now_in(&caller.workspace).await?,
+        )
         .await?
     {
         CancelOutcome::NotFound => Err(OpenAiError::no_such_batch(&raw)),

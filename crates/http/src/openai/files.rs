@@ -295,7 +295,7 @@ pub async fn upload(
                             return Err(OpenAiError::invalid_batch_file());
                         }
                         let batch = purpose == BATCH_PURPOSE && fields.purpose.is_some();
-                        let now = Timestamp::now();
+                        let now = state.now_in(&caller.workspace).await?;
                         let expires_at = fields.expires_at(now, &purpose)?;
                         let draft = store
                             .begin_file(NewFile {

@@ -5,6 +5,7 @@
 
 use axum::Extension;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::response::Response;
 use batchd_domain::Timestamp;
 use batchd_domain::validation::{self, at};
@@ -50,9 +51,13 @@ pub async fn get_clock(
 pub async fn advance(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let test = test_mode(&state)?;
+    // In the API's envelope, as every other failure.
+    let body = body.map_err(|rejection| {
+        ApiError::invalid(rejection.body_text()).with_status(rejection.status())
+    })?;
     let current = test.clocks.clock_offset(&caller.workspace).await?;
     let room = (MAX_OFFSET_MICROS - current).max(0) / MICROS_PER_SECOND;
     let seconds = advance_seconds(&body, room).map_err(ApiError::invalid)?;
@@ -108,8 +113,7 @@ pub async fn reset(
 /// The `seconds` of an advance body, a whole number from 0 to `max`, or the 400's message in
 /// the API's `<field>: <message>` form. Whole floats are integers, as Pydantic reads them.
 fn advance_seconds(body: &[u8], max: i64) -> Result<i64, String> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| format!("The request body is not valid JSON: {e}"))?;
+    let value: Value = serde_json::from_slice(body).map_err(validation::not_json)?;
     let Value::Object(fields) = value else {
         return Err(validation::NOT_DICT.to_owned());
     };

@@ -348,11 +348,20 @@ pub async fn ended_openai_batches_are_finalized_once<H: Harness>(h: &H) {
     assert!(store.unfinalized(10).await.unwrap().is_empty());
     assert!(!store.finalize(second.key, &written, at(12)).await.unwrap());
 
-    // An archived batch's results are gone: it is not waiting for them any more.
+    // Retention waits for the files: archiving first would hide the batch from the finalizer
+    // and purge the results its files are made from.
     store.cancel_batch(WS, &running.id, at(21)).await.unwrap();
     store.finish_due(at(22)).await.unwrap();
     assert_eq!(store.unfinalized(10).await.unwrap().len(), 1);
     store.archive_due(at(20), at(23)).await.unwrap();
+    let waiting = get(&store, &running).await;
+    assert_eq!(waiting.archived_at, None, "archived before its files");
+    assert_eq!(store.unfinalized(10).await.unwrap().len(), 1);
+    // `finalized_at` is never before the end, whatever clock the caller read.
+    assert!(store.finalize(running.key, &written, at(1)).await.unwrap());
+    assert_eq!(get(&store, &running).await.finalized_at, waiting.ended_at);
+    store.archive_due(at(20), at(24)).await.unwrap();
+    assert!(get(&store, &running).await.archived_at.is_some());
     assert!(store.unfinalized(10).await.unwrap().is_empty());
 }
 
