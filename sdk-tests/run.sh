@@ -8,7 +8,7 @@
 #    sdk-tests/node/node_modules (npm ci);
 # 2. builds the server unless BATCHD_BIN points at one;
 # 3. starts four servers on free loopback ports with fresh data dirs:
-#      FAST     no mock latency
+#      FAST     no mock latency, --test-mode (the README's pytest example drives its test routes)
 #      SLOW     --mock-latency 1s --mock-concurrency 1 --concurrency 1
 #      TLS      FAST's settings over https, with the test certificates and CA
 #      LIMITED  --rate-limit 60 (a call a second once the burst is spent)
@@ -57,7 +57,7 @@ ensure_batchd_bin
 KEYS=(--api-key "$KEY_A@ws-a" --api-key "$KEY_B@ws-b" --api-key "sk-batchd-local-quickstart@readme")
 # Every suite, each SDK generation in turn, checks wrong keys from this address: more failed
 # authentications than the default throttle allows in its window.
-start_server fast "${KEYS[@]}" --auth-failure-limit 1000
+start_server fast "${KEYS[@]}" --auth-failure-limit 1000 --test-mode
 start_server slow "${KEYS[@]}" --mock-latency 1s --mock-concurrency 1 --concurrency 1
 # TLS: the FAST server's settings over https, with the test certificates and CA.
 TLS_FIXTURES="$ROOT/crates/batchd/tests/fixtures/tls"

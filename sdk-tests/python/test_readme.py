@@ -1,4 +1,5 @@
-"""The README's "Use it" snippets, run as written against a real batchd.
+"""The README's "Use it" snippets, and its pytest example of test mode, run as written against a
+real batchd.
 
 Each fenced block after a `<!-- readme-test: NAME -->` marker is extracted from README.md and
 run with only the quickstart address (`http://127.0.0.1:8080`) replaced by the test server's.
@@ -12,6 +13,9 @@ import os
 import re
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,7 +28,7 @@ MARKER = re.compile(r"<!-- readme-test: (\w+) -->\s*```(\w+)\n(.*?)```", re.S)
 
 def snippets() -> dict[str, tuple[str, str]]:
     found = {name: (lang, body) for name, lang, body in MARKER.findall(README.read_text())}
-    assert set(found) == {"curl", "python", "node", "cli"}, f"README snippets: {sorted(found)}"
+    assert set(found) == {"curl", "python", "node", "cli", "pytest"}, f"README snippets: {sorted(found)}"
     return found
 
 
@@ -80,3 +84,32 @@ def test_cli_snippet(tmp_path: Path) -> None:
     results = (tmp_path / "results.jsonl").read_text().splitlines()
     assert len(results) == 2, results
     assert all('"type":"succeeded"' in line for line in results)
+
+
+def in_test_mode(base: str) -> bool:
+    """Whether the README's server answers the test-mode routes (it runs with --test-mode)."""
+    request = urllib.request.Request(
+        f"{base}/v1/batchd/test/clock",
+        headers={"x-api-key": "sk-batchd-local-quickstart", "anthropic-version": "2023-06-01"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status == 200
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return False
+        raise
+
+
+def test_pytest_example(tmp_path: Path) -> None:
+    base = os.environ["BATCHD_README_URL"]
+    if not in_test_mode(base):
+        pytest.skip("the README's server was not started with --test-mode (sdk-tests/run.sh starts FAST so)")
+    (tmp_path / "test_readme_example.py").write_text(source("pytest"))
+    started = time.monotonic()
+    out = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_readme_example.py"], tmp_path)
+    elapsed = time.monotonic() - started
+    assert "3 passed" in out, out
+    # The three scenarios take a day and 29 more against the real API; here, a few seconds.
+    print(f"README pytest example: 3 scenarios in {elapsed:.2f}s")
+    assert elapsed < 30, f"the example took {elapsed:.1f}s"

@@ -199,6 +199,11 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
+    /// Whether this is the built-in mock, whose answers test mode may script.
+    fn is_mock(&self) -> bool {
+        false
+    }
+
     /// Sends one OpenAI-surface request: `body` is the line's `body` JSON exactly as uploaded.
     /// The default answers that this backend cannot serve `endpoint`.
     async fn send_openai(&self, request: OpenAiRequest<'_>) -> Result<OpenAiAnswer, BackendError> {
@@ -237,7 +242,7 @@ impl GuardedBackend {
     pub fn serves(&self, model: &str) -> bool {
         self.models
             .iter()
-            .any(|glob| config::glob_matches(glob, model))
+            .any(|glob| batchd_domain::glob::matches(glob, model))
     }
 }
 

@@ -119,6 +119,10 @@ impl Backend for MockBackend {
         endpoint != Endpoint::Messages
     }
 
+    fn is_mock(&self) -> bool {
+        true
+    }
+
     /// `strict_models` does not apply here: the models it knows are the Anthropic API's.
     async fn send_openai(&self, request: OpenAiRequest<'_>) -> Result<OpenAiAnswer, BackendError> {
         if !self.serves_endpoint(request.endpoint) {
@@ -129,6 +133,44 @@ impl Backend for MockBackend {
     }
 }
 
+/// Input tokens as the mock counts them: a quarter of the characters of the system prompt and
+/// every message's text, at least one.
+fn input_tokens(params: &Params) -> u64 {
+    let body = &params.body;
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let mut input_chars = body.get("system").map_or(0, char_count);
+    for message in messages {
+        input_chars += message.get("content").map_or(0, char_count);
+    }
+    input_chars.div_ceil(4).max(1) as u64
+}
+
+/// The serialized `Message` the mock answers `params` with when test mode scripts its text:
+/// the mock's own id, model and usage, `text` as the only block, one output token per word,
+/// `end_turn`.
+pub fn scripted_message(
+    params: &Params,
+    batch_id: &str,
+    custom_id: &str,
+    text: &str,
+) -> serde_json::Result<String> {
+    let id = message_id(batch_id, custom_id);
+    serde_json::to_string(&Message::assistant(
+        &id,
+        models::resolve(&params.model),
+        vec![Block::text(text)],
+        ("end_turn", None),
+        Usage::batch(
+            input_tokens(params),
+            0,
+            text.split_whitespace().count() as u64,
+        ),
+    ))
+}
+
 /// The serialized `Message` answering `params`.
 fn render(params: &Params, batch_id: &str, custom_id: &str) -> serde_json::Result<String> {
     let body = &params.body;
@@ -136,11 +178,6 @@ fn render(params: &Params, batch_id: &str, custom_id: &str) -> serde_json::Resul
         .get("messages")
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
-
-    let mut input_chars = body.get("system").map_or(0, char_count);
-    for message in messages {
-        input_chars += message.get("content").map_or(0, char_count);
-    }
 
     let last_user = messages
         .iter()
@@ -177,7 +214,7 @@ fn render(params: &Params, batch_id: &str, custom_id: &str) -> serde_json::Resul
         models::resolve(&params.model),
         vec![Block::text(&reply.text)],
         (stop_reason, stop_sequence),
-        Usage::batch(input_chars.div_ceil(4).max(1) as u64, 0, reply.words),
+        Usage::batch(input_tokens(params), 0, reply.words),
     ))
 }
 
@@ -332,6 +369,28 @@ mod tests {
     async fn answer(params: &Params) -> Value {
         let json = send(&MockBackend::new(Duration::ZERO, 1), params, "c").await;
         serde_json::from_str(&json).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_scripted_text_keeps_the_mock_id_model_and_input_usage() {
+        let p = ask("hello there", "");
+        let own = answer(&p).await;
+        let scripted: Value =
+            serde_json::from_str(&scripted_message(&p, BATCH, "c", "REFUND APPROVED now").unwrap())
+                .unwrap();
+        assert_eq!(scripted["id"], own["id"]);
+        assert_eq!(scripted["model"], own["model"]);
+        assert_eq!(
+            scripted["usage"]["input_tokens"],
+            own["usage"]["input_tokens"]
+        );
+        assert_eq!(scripted["usage"]["output_tokens"], 3);
+        assert_eq!(
+            scripted["content"],
+            serde_json::json!([{"type": "text", "text": "REFUND APPROVED now"}])
+        );
+        assert_eq!(scripted["stop_reason"], "end_turn");
+        assert!(MockBackend::new(Duration::ZERO, 1).is_mock());
     }
 
     #[tokio::test]

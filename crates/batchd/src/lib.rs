@@ -59,6 +59,10 @@ pub async fn serve(
     for guarded in backends.backends() {
         tracing::info!(backend = guarded.backend.name(), "backend ready");
     }
+    // Test mode's scripted mock outcomes: written by the test routes, read by the dispatcher.
+    let scripts = options
+        .test_mode
+        .then(|| Arc::new(batchd_domain::script::Scripts::new()));
     let dispatcher = Dispatcher::start(
         store.clone(),
         Arc::new(backends),
@@ -67,6 +71,7 @@ pub async fn serve(
             results_retention: options.results_retention,
             retry_base_delay: options.retry_base_delay,
             retry_max_delay: options.retry_max_delay,
+            scripts: scripts.clone(),
             ..Default::default()
         },
     );
@@ -111,6 +116,7 @@ pub async fn serve(
         state.with_test_mode(batchd_http::test_mode::TestMode {
             clocks: store.clone(),
             results_retention: options.results_retention,
+            scripts: scripts.unwrap_or_default(),
         })
     } else {
         state

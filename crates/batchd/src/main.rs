@@ -66,6 +66,9 @@ enum Command {
     Migrate,
     /// Use a Message Batches API (batchd or api.anthropic.com) as a client.
     Batches(cli::BatchesArgs),
+    /// Drive a batchd server started with `--test-mode`: its virtual clock, the mock's rules and
+    /// replayed results, and the reset of a workspace.
+    Test(cli::test::TestArgs),
 }
 
 #[derive(clap::Args)]
@@ -125,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys(cmd) => keys_command(&cli.data_dir, cli.database_url.as_deref(), cmd).await,
         Command::Migrate => migrate(&cli.data_dir, cli.database_url.as_deref()).await,
         Command::Batches(args) => std::process::exit(cli::run(args).await),
+        Command::Test(args) => std::process::exit(cli::test::run(args).await),
     }
 }
 

@@ -1,11 +1,12 @@
 //! [`Client`] and its [`ClientBuilder`]: the six Message Batches calls, auto-pagination, results
-//! streaming and the SDK-compatible retry loop.
+//! streaming and the SDK-compatible retry loop; beside them, the calls of batchd's test mode.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use batchd_wire::test_mode::{AdvanceClock, TestClock, TestFixtures, TestMockRules, TestReset};
 use batchd_wire::{CreateBatch, DeletedMessageBatch, ListPage, MessageBatch, ResultLine};
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
@@ -425,6 +426,53 @@ impl Client {
                     .map_err(|e| Error::Decode(format!("results line {}: {e}", line.number)))
             })
             .boxed())
+    }
+
+    /// `GET /v1/batchd/test/clock`: the workspace's virtual clock (a batchd server in test mode
+    /// only; other servers answer 404).
+    pub async fn test_clock(&self) -> Result<TestClock> {
+        self.json(Method::GET, self.test_endpoint(&["clock"])?, None)
+            .await
+    }
+
+    /// `POST /v1/batchd/test/clock/advance`: moves the workspace's clock forward.
+    pub async fn test_advance(&self, seconds: u64) -> Result<TestClock> {
+        let body = serde_json::to_vec(&AdvanceClock { seconds })
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let url = self.test_endpoint(&["clock", "advance"])?;
+        self.json(Method::POST, url, Some(body.into())).await
+    }
+
+    /// `PUT /v1/batchd/test/mock/rules` with `body` (`{"rules": [...], "chaos": ...}`) as is.
+    pub async fn test_put_rules(&self, body: Vec<u8>) -> Result<TestMockRules> {
+        let url = self.test_endpoint(&["mock", "rules"])?;
+        self.json(Method::PUT, url, Some(body.into())).await
+    }
+
+    /// `POST /v1/batchd/test/mock/fixtures` with `jsonl` (lines of a results file) as is.
+    pub async fn test_fixtures(&self, jsonl: Vec<u8>) -> Result<TestFixtures> {
+        let url = self.test_endpoint(&["mock", "fixtures"])?;
+        self.json(Method::POST, url, Some(jsonl.into())).await
+    }
+
+    /// `POST /v1/batchd/test/reset`: deletes everything the workspace owns but its keys.
+    pub async fn test_reset(&self) -> Result<TestReset> {
+        let url = self.test_endpoint(&["reset"])?;
+        self.json(Method::POST, url, Some(Bytes::from_static(b"{}")))
+            .await
+    }
+
+    /// `{base}/v1/batchd/test/{segments…}`: batchd's test-mode routes.
+    fn test_endpoint(&self, segments: &[&str]) -> Result<Url> {
+        let mut url = self.inner.base.clone();
+        url.set_fragment(None);
+        url.set_query(None);
+        url.path_segments_mut()
+            .map_err(|()| Error::Invalid("the base URL cannot have a path".into()))?
+            .pop_if_empty()
+            .extend(["v1", "batchd", "test"])
+            .extend(segments);
+        Ok(url)
     }
 
     /// `{base}/v1/messages/batches/{segments…}` (with `?beta=true` in the beta namespace).

@@ -42,6 +42,7 @@ use std::time::Instant;
 
 use batchd_backends::BackendTable;
 use batchd_domain::openai::Surface;
+use batchd_domain::script::Scripts;
 use batchd_store::DispatchStore;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -68,6 +69,9 @@ pub struct Config {
     /// `retry_max_delay`.
     pub retry_base_delay: Duration,
     pub retry_max_delay: Duration,
+    /// Test mode's scripted outcomes, asked first for every Messages request a mock backend
+    /// serves; `None` (the default) outside test mode.
+    pub scripts: Option<Arc<Scripts>>,
 }
 
 impl Default for Config {
@@ -81,6 +85,7 @@ impl Default for Config {
             results_retention: Duration::from_secs(29 * 24 * 3600),
             retry_base_delay: Duration::from_secs(1),
             retry_max_delay: Duration::from_secs(60),
+            scripts: None,
         }
     }
 }

@@ -20,13 +20,14 @@ use std::time::{Duration, Instant};
 use batchd_backends::limits::{Admission, Concurrency, Permit};
 use batchd_backends::{
     BackendError, BackendRequest, GuardedBackend, OpenAiAnswer, OpenAiRequest, cannot_serve,
-    derived_request_id, estimate_input_tokens,
+    derived_request_id, estimate_input_tokens, mock,
 };
 use batchd_domain::models;
 use batchd_domain::openai::Endpoint;
 use batchd_domain::params::{self, Params};
+use batchd_domain::script::{self, Answer, Scripted};
 use batchd_domain::{ErrorType, Outcome, Timestamp};
-use batchd_store::{Retry, WorkItem};
+use batchd_store::{Retry, WorkItem, ending};
 use batchd_wire::ErrorEnvelope;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
@@ -56,6 +57,9 @@ pub(crate) async fn run(
 /// One upstream attempt. `Err` is the report of an attempt that ended before sending.
 async fn attempt(shared: &Shared, item: &WorkItem) -> Result<Report, Report> {
     let routed = route(shared, item)?;
+    if let Some(report) = scripted(shared, item, &routed).await {
+        return Ok(report);
+    }
     let admitted = admit(shared, item, &routed).await?;
     let sent = send(shared, item, &routed).await;
     Ok(settle(shared, item, &routed, admitted, sent))
@@ -159,6 +163,54 @@ fn route_openai<'s>(shared: &'s Shared, item: &WorkItem) -> Result<Routed<'s>, R
         index,
         backend,
         metrics: &shared.backend_metrics[index],
+    })
+}
+
+/// Test mode: what the request's workspace scripted for it, when a mock serves it (scripts
+/// apply to the Messages surface only). A scripted answer skips the mock, its latency and its
+/// admission limits, and waits its own `delay_ms` instead, holding its dispatch slot as the
+/// mock's latency would.
+async fn scripted(shared: &Shared, item: &WorkItem, routed: &Routed<'_>) -> Option<Report> {
+    let scripts = shared.config.scripts.as_ref()?;
+    let Prepared::Messages(params) = &routed.prepared else {
+        return None;
+    };
+    if !routed.backend.backend.is_mock() {
+        return None;
+    }
+    let request = script::Request {
+        custom_id: &item.custom_id,
+        model: &params.model,
+        params: &item.params,
+        body: &params.body,
+    };
+    let (answer, delay) = match scripts.lookup(&item.workspace, &request)? {
+        Scripted::Replay { outcome, result } if ending::is_stored(outcome) => {
+            return Some(answer(item, outcome, result.to_string()));
+        }
+        // A replayed `canceled` or `expired` row is what a request without a result shows when
+        // its batch ends: it is left unanswered, like `unanswered`.
+        Scripted::Replay { .. } => (Answer::Unanswered, Duration::ZERO),
+        Scripted::Answer { answer, delay } => (answer, delay),
+    };
+    if !delay.is_zero() {
+        // Like every request task, dropped unanswered if shutdown's grace ends meanwhile.
+        tokio::time::sleep(delay).await;
+    }
+    Some(match answer {
+        Answer::Text(text) => {
+            match mock::scripted_message(params, item.batch_id.as_str(), &item.custom_id, &text) {
+                Ok(message) => self::answer(item, Outcome::Succeeded, succeeded_body(&message)),
+                Err(err) => errored(item, ErrorType::Api, &format!("scripted answer: {err}")),
+            }
+        }
+        Answer::Message(message) => {
+            self::answer(item, Outcome::Succeeded, succeeded_body(&message))
+        }
+        Answer::Errored { kind, message } => errored(item, kind, &message),
+        // Back to the store until the batch's end, spending no attempt: it ends `expired` at
+        // expiry or `canceled` on cancel, and is never sent meanwhile.
+        Answer::Unanswered => retry_at(item, item.attempts, item.expires_at),
     })
 }
 

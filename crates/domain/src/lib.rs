@@ -7,18 +7,21 @@
 //! serves and their output caps in [`models`], the validation texts all of them share in
 //! [`validation`], and the tables of what the API's versions and betas change in
 //! [`api_version`] and [`betas`]; the OpenAI surface's endpoints, ids and stored extras in
-//! [`openai`].
+//! [`openai`]; shell-style
+//! patterns in [`glob`], and test mode's scripted outcomes for the mock in [`script`].
 
 pub mod api_version;
 pub mod batch;
 pub mod betas;
 pub mod custom_id;
 pub mod error_type;
+pub mod glob;
 pub mod ids;
 pub mod keys;
 pub mod models;
 pub mod openai;
 pub mod params;
+pub mod script;
 pub mod timestamp;
 pub mod validation;
 

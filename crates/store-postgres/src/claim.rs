@@ -46,7 +46,7 @@ pub(crate) const CLAIM_ALL: &str = "WITH cfg AS MATERIALIZED \
              AND EXISTS (SELECT 1 FROM pending p WHERE p.batch_key = b.key \
                  AND p.worker IS NULL AND (p.not_before IS NULL OR p.not_before <= $1))) w \
          ORDER BY turn, last_served, key LIMIT $2) t, cfg WHERE cfg.v IS NOT NULL), \
-     locked AS MATERIALIZED (SELECT b.key, b.id, b.betas, b.api_version, b.user_profile_id, \
+     locked AS MATERIALIZED (SELECT b.key, b.id, b.workspace, b.betas, b.api_version, b.user_profile_id, \
              b.endpoint, b.expires_at, c.pos, \
              ($2 + c.n - 1 - c.pos) / c.n AS share \
          FROM batches b JOIN cand c ON c.key = b.key \
@@ -66,7 +66,7 @@ pub(crate) const CLAIM_ALL: &str = "WITH cfg AS MATERIALIZED \
      first AS (INSERT INTO serving (batch_key, last_served) SELECT t.key, t.turn FROM turns t \
          WHERE NOT EXISTS (SELECT 1 FROM serving s WHERE s.batch_key = t.key) \
          ON CONFLICT DO NOTHING) \
-     SELECT c.batch_key, l.id, l.betas, l.api_version, l.user_profile_id, l.endpoint, \
+     SELECT c.batch_key, l.id, l.workspace, l.betas, l.api_version, l.user_profile_id, l.endpoint, \
          l.expires_at, l.share, c.idx, c.attempts, c.not_before, \
          r.custom_id, r.params FROM claimed c JOIN locked l ON l.key = c.batch_key \
      JOIN requests r ON r.batch_key = c.batch_key AND r.idx = c.idx ORDER BY l.pos, c.idx";
@@ -118,6 +118,7 @@ impl PostgresStore {
         struct ClaimedBatch {
             key: i64,
             id: BatchId,
+            workspace: String,
             betas: Vec<String>,
             api_version: ApiVersion,
             user_profile_id: Option<String>,
@@ -132,6 +133,7 @@ impl PostgresStore {
                     batch = Some(ClaimedBatch {
                         key,
                         id: parse_id(get(row, "id")?)?,
+                        workspace: get(row, "workspace")?,
                         betas: parse_betas(get(row, "betas")?)?,
                         api_version: parse_version(get(row, "api_version")?)?,
                         user_profile_id: get(row, "user_profile_id")?,
@@ -145,6 +147,7 @@ impl PostgresStore {
                     WorkItem {
                         batch_key: key,
                         batch_id: b.id.clone(),
+                        workspace: b.workspace.clone(),
                         index: index(get(row, "idx")?)?,
                         custom_id: get(row, "custom_id")?,
                         params: get(row, "params")?,

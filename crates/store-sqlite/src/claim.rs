@@ -80,6 +80,7 @@ impl SqliteStore {
                     Ok(WorkItem {
                         batch_key: key,
                         batch_id: take.info.id.clone(),
+                        workspace: take.info.workspace.clone(),
                         index: index_of(get(row, "rid")?),
                         custom_id: get(row, "custom_id")?,
                         params: get(row, "params")?,

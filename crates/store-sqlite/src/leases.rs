@@ -550,6 +550,7 @@ mod tests {
         handout.items.push(WorkItem {
             batch_key: 1,
             batch_id: BatchId::generate(),
+            workspace: "ws".into(),
             index: 0,
             custom_id: "a".into(),
             params: "{}".into(),

@@ -319,6 +319,26 @@ pub async fn workspaces_are_isolated<H: Harness>(h: &H) {
     );
     assert_eq!(get(&store, &a).await.status, ProcessingStatus::InProgress);
     assert_eq!(get(&store, &b).await.workspace, "team-b");
+
+    // Claims carry their batch's workspace, fresh and released ones alike (the dispatcher
+    // scripts answers per workspace in test mode).
+    let owner = |w: &WorkItem| {
+        if w.batch_key == a.key {
+            "team-a"
+        } else {
+            "team-b"
+        }
+    };
+    let items = claim(&store, 10, at(2)).await;
+    assert_eq!(items.len(), 4);
+    assert!(items.iter().all(|w| w.workspace == owner(w)), "{items:?}");
+    store
+        .release(&[items[0].slot(), items[3].slot()])
+        .await
+        .unwrap();
+    let again = claim(&store, 10, at(3)).await;
+    assert_eq!(again.len(), 2);
+    assert!(again.iter().all(|w| w.workspace == owner(w)), "{again:?}");
 }
 
 pub async fn list_is_newest_first_with_cursors_both_ways<H: Harness>(h: &H) {

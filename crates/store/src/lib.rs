@@ -194,6 +194,8 @@ pub enum DeleteOutcome {
 pub struct WorkItem {
     pub batch_key: i64,
     pub batch_id: BatchId,
+    /// The batch's workspace (test mode's scripted outcomes are per workspace).
+    pub workspace: String,
     pub index: u32,
     pub custom_id: String,
     pub params: String,

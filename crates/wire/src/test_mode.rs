@@ -1,5 +1,6 @@
 //! The objects of test mode's routes (`/v1/batchd/test/...`), which only a server started with
-//! `--test-mode` answers: a workspace's virtual clock and what a reset leaves.
+//! `--test-mode` answers: a workspace's virtual clock, what a reset leaves, the mock's rules and
+//! the count of replayed results loaded.
 
 use serde::{Deserialize, Serialize};
 
@@ -45,4 +46,39 @@ pub struct TestReset {
     pub clock: TestClock,
     /// The workspace's mock rules: none after a reset.
     pub rules: Vec<serde_json::Value>,
+}
+
+/// The constant `"test_mock_rules"` type tag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TestMockRulesType {
+    #[default]
+    #[serde(rename = "test_mock_rules")]
+    TestMockRules,
+}
+
+/// A workspace's mock rules and chaos setting, as put: the answer of `GET` and `PUT
+/// /v1/batchd/test/mock/rules`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestMockRules {
+    #[serde(rename = "type")]
+    pub kind: TestMockRulesType,
+    pub rules: Vec<serde_json::Value>,
+    /// `{"seed": <int>, "errored_rate": <0..1>}`, or `null`.
+    pub chaos: serde_json::Value,
+}
+
+/// The constant `"test_fixtures"` type tag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TestFixturesType {
+    #[default]
+    #[serde(rename = "test_fixtures")]
+    TestFixtures,
+}
+
+/// The answer of `POST /v1/batchd/test/mock/fixtures`: how many lines were loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestFixtures {
+    #[serde(rename = "type")]
+    pub kind: TestFixturesType,
+    pub loaded: u64,
 }

@@ -2,7 +2,8 @@
 //! `batchd-client`. It works against batchd and against api.anthropic.com. It also drives the
 //! OpenAI Batch API batchd serves: `create --surface openai` uploads the file and creates the
 //! batch on `/v1/batches`, `list --surface openai` lists those batches, and `get`, `watch`,
-//! `results` and `cancel` take either kind of id (`batch_…` is an OpenAI batch).
+//! `results` and `cancel` take either kind of id (`batch_…` is an OpenAI batch). `batchd test …`
+//! ([`test`]) drives a batchd server's test mode with the same connection options.
 //!
 //! Output is human-readable by default (aligned fields, tables); `--json` prints the API's JSON
 //! objects, one per line. Results are always JSONL, exactly as downloaded. API errors print
@@ -11,6 +12,7 @@
 mod input;
 mod openai_surface;
 mod output;
+pub mod test;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -25,9 +27,9 @@ use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 
-/// Options shared by every `batches` command.
+/// Where the API is and how to call it: shared by `batches` and `test`.
 #[derive(Debug, Args)]
-pub struct BatchesArgs {
+pub struct ApiArgs {
     /// API base URL (batchd, or https://api.anthropic.com).
     #[arg(
         long,
@@ -39,12 +41,50 @@ pub struct BatchesArgs {
     /// API key (required).
     #[arg(long, global = true, env = "ANTHROPIC_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
-    /// Print the API's JSON objects instead of human-readable output.
-    #[arg(long, global = true)]
-    json: bool,
     /// Retries of failed calls that the API marks retryable (as the SDKs do).
     #[arg(long, global = true, default_value_t = 2)]
     max_retries: u32,
+    /// Print the API's JSON objects instead of human-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl ApiArgs {
+    /// The API key, or the usage error (exit 2) when none was given.
+    fn key_or_exit(&self) -> String {
+        let Some(api_key) = self.api_key.clone().filter(|k| !k.trim().is_empty()) else {
+            clap::Error::raw(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "an API key is required: pass --api-key or set ANTHROPIC_API_KEY\n",
+            )
+            .exit();
+        };
+        api_key
+    }
+
+    fn client(&self, api_key: String) -> batchd_client::ClientBuilder {
+        Client::builder(self.base_url.clone(), api_key).max_retries(self.max_retries)
+    }
+}
+
+/// The exit code of a command's outcome: 0, or 1 with the error on stderr (a closed stdout is
+/// not an error).
+fn exit_code(outcome: Result<()>) -> i32 {
+    match outcome {
+        Ok(()) => 0,
+        Err(e) if is_broken_pipe(&e) => 0,
+        Err(e) => {
+            eprintln!("error: {}", describe(&e));
+            1
+        }
+    }
+}
+
+/// Options shared by every `batches` command.
+#[derive(Debug, Args)]
+pub struct BatchesArgs {
+    #[command(flatten)]
+    api: ApiArgs,
     /// Use the beta namespace: `?beta=true` and `anthropic-beta: message-batches-2024-09-24`.
     #[arg(long, global = true)]
     beta: bool,
@@ -157,29 +197,13 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 
 /// Runs a `batches` command; returns the process exit code (usage errors exit from here).
 pub async fn run(args: BatchesArgs) -> i32 {
-    let Some(api_key) = args.api_key.clone().filter(|k| !k.trim().is_empty()) else {
-        clap::Error::raw(
-            clap::error::ErrorKind::MissingRequiredArgument,
-            "an API key is required: pass --api-key or set ANTHROPIC_API_KEY\n",
-        )
-        .exit();
-    };
-    match execute(args, api_key).await {
-        Ok(()) => 0,
-        Err(e) if is_broken_pipe(&e) => 0,
-        Err(e) => {
-            eprintln!("error: {}", describe(&e));
-            1
-        }
-    }
+    let api_key = args.api.key_or_exit();
+    exit_code(execute(args, api_key).await)
 }
 
 async fn execute(args: BatchesArgs, api_key: String) -> Result<()> {
-    let client = Client::builder(args.base_url.clone(), api_key)
-        .max_retries(args.max_retries)
-        .beta_namespace(args.beta)
-        .build()?;
-    let json = args.json;
+    let client = args.api.client(api_key).beta_namespace(args.beta).build()?;
+    let json = args.api.json;
     match args.command {
         BatchesCommand::Create {
             file,

@@ -1,6 +1,6 @@
 //! The real `batchd batches …` binary against a real server: create from JSONL (native and
 //! OpenAI format), get, list, watch, results with `--only` and `-o`, delete, `--json` output,
-//! and how errors are reported.
+//! and how errors are reported; `batchd test …` against a server in test mode.
 
 use std::path::Path;
 use std::process::Output;
@@ -16,9 +16,16 @@ async fn batches(app: &TestApp, args: &[&str]) -> Output {
 }
 
 async fn batches_with_key(app: &TestApp, key: Option<&str>, args: &[&str]) -> Output {
+    let args: Vec<&str> = std::iter::once("batches")
+        .chain(args.iter().copied())
+        .collect();
+    cli_with_key(app, key, &args).await
+}
+
+/// Runs `batchd <args>` against `app` with `key`.
+async fn cli_with_key(app: &TestApp, key: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchd"));
-    cmd.arg("batches")
-        .args(args)
+    cmd.args(args)
         .env("ANTHROPIC_BASE_URL", &app.base)
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("RUST_LOG")
@@ -555,4 +562,88 @@ async fn an_openai_batch_is_cancelled_through_the_cli() {
         "{}",
         stderr(&delete)
     );
+}
+
+#[tokio::test]
+async fn test_commands_drive_a_test_mode_server() {
+    let app = spawn_with(|o| o.test_mode = true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let test = |args: &'static [&'static str]| {
+        let args: Vec<&str> = std::iter::once("test")
+            .chain(args.iter().copied())
+            .collect();
+        let app = &app;
+        async move { cli_with_key(app, Some(app.key), &args).await }
+    };
+
+    let out = test(&["clock"]).await;
+    assert_ok(&out);
+    assert!(stdout(&out).contains("(offset 0s)"), "{}", stdout(&out));
+    let out = test(&["advance", "25h"]).await;
+    assert_ok(&out);
+    assert!(stdout(&out).contains("(offset 90000s)"), "{}", stdout(&out));
+    let out = test(&["--json", "clock"]).await;
+    assert_ok(&out);
+    let clock: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (clock["type"].as_str(), clock["offset_seconds"].as_i64()),
+        (Some("test_clock"), Some(90_000))
+    );
+
+    let rules = write(
+        dir.path(),
+        "rules.json",
+        &[json!({"rules": [{"match": {"custom_id": "boom-*"}, "outcome": {"type": "errored", "error": {"type": "api_error", "message": "boom"}}}]}).to_string()],
+    );
+    let out = cli_with_key(&app, Some(app.key), &["test", "rules", &rules]).await;
+    assert_ok(&out);
+    assert_eq!(stdout(&out), "1 rule(s)\n");
+    let fixtures = write(
+        dir.path(),
+        "results.jsonl",
+        &[r#"{"custom_id":"fx","result":{"type":"errored","error":{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_1"}}}"#.to_owned()],
+    );
+    let out = cli_with_key(&app, Some(app.key), &["test", "fixtures", &fixtures]).await;
+    assert_ok(&out);
+    assert_eq!(stdout(&out), "loaded 1 fixture line(s)\n");
+    let results = by_custom_id(
+        app.run_with(
+            &[("anthropic-version", VERSION)],
+            &[request("boom-1"), request("fx")],
+            std::time::Duration::from_secs(30),
+        )
+        .await,
+    );
+    assert_eq!(error_of(&results["boom-1"]), ("api_error", "boom"));
+    assert_eq!(error_of(&results["fx"]), ("overloaded_error", "Overloaded"));
+
+    let bad = write(
+        dir.path(),
+        "bad.jsonl",
+        &[r#"{"custom_id":"x","result":{"type":"nope"}}"#.to_owned()],
+    );
+    let out = cli_with_key(&app, Some(app.key), &["test", "fixtures", &bad]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("line 1: result.type"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = test(&["reset"]).await;
+    assert_ok(&out);
+    assert!(stdout(&out).starts_with("reset; now "), "{}", stdout(&out));
+    let out = test(&["clock"]).await;
+    assert!(stdout(&out).contains("(offset 0s)"), "{}", stdout(&out));
+    let list: Value = app.get("/v1/messages/batches").await.json().await.unwrap();
+    assert_eq!(list["data"], json!([]));
+
+    let plain = spawn().await;
+    let out = cli_with_key(&plain, Some(plain.key), &["test", "clock"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a server not in test mode answers 404"
+    );
+    assert!(stderr(&out).contains("not_found_error"), "{}", stderr(&out));
 }

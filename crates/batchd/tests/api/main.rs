@@ -31,6 +31,7 @@ mod scale;
 mod shutdown;
 mod storage_faults;
 mod test_mode;
+mod test_scripts;
 mod tls;
 mod ui;
 mod versions;

@@ -21,7 +21,7 @@ use crate::{ApiError, AppState};
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
 
-fn test_mode(state: &AppState) -> Result<&TestMode, ApiError> {
+pub(crate) fn test_mode(state: &AppState) -> Result<&TestMode, ApiError> {
     // The routes are mounted only with test mode on.
     state
         .inner
@@ -88,6 +88,7 @@ pub async fn reset(
     let test = test_mode(&state)?;
     let now = Timestamp::now();
     let reset = test.clocks.reset_workspace(&caller.workspace, now).await?;
+    test.scripts.clear(&caller.workspace);
     // Requests of those batches that are claimed but not sent must not be sent: the same
     // signal as a cancel. Answers already on their way are dropped when recorded.
     for &key in &reset.batch_keys {

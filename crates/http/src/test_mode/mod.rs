@@ -2,19 +2,23 @@
 //! `--test-mode` (elsewhere those paths are unknown routes, 404 `not_found_error`). They are
 //! authenticated like every API route and act on the caller's workspace only, so parallel tests
 //! that each use their own key never see each other. The handlers live with their concern:
-//! virtual clocks and reset in [`clock`].
+//! virtual clocks and reset in [`clock`], the mock's scripted outcomes in [`scripts`].
 
 pub mod clock;
+pub mod scripts;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use batchd_domain::Timestamp;
+use batchd_domain::script::Scripts;
 use batchd_store::{ClockStore, StoreError, clock::virtual_now};
 
 use crate::AppState;
+pub(crate) use clock::test_mode;
 
 /// What the test routes need beside the API's state; present exactly when test mode is on.
 pub struct TestMode {
@@ -23,6 +27,8 @@ pub struct TestMode {
     /// How long results are kept (the dispatcher's setting), for the retention an advance
     /// settles at once.
     pub results_retention: Duration,
+    /// The mock's scripted outcomes, shared with the dispatcher.
+    pub scripts: Arc<Scripts>,
 }
 
 /// The test routes, to be merged into the authenticated API.
@@ -31,6 +37,14 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/batchd/test/clock", get(clock::get_clock))
         .route("/v1/batchd/test/clock/advance", post(clock::advance))
         .route("/v1/batchd/test/reset", post(clock::reset))
+        .route(
+            "/v1/batchd/test/mock/rules",
+            get(scripts::get_rules).put(scripts::put_rules),
+        )
+        .route(
+            "/v1/batchd/test/mock/fixtures",
+            post(scripts::post_fixtures).layer(DefaultBodyLimit::max(scripts::MAX_FIXTURES_BYTES)),
+        )
 }
 
 impl AppState {
