@@ -19,6 +19,7 @@ pub mod keys;
 pub mod models;
 pub mod openai;
 pub mod params;
+pub mod rerun;
 pub mod timestamp;
 pub mod validation;
 

@@ -1,5 +1,5 @@
 //! The HTTP layer: the six Message Batches routes on axum, byte-compatible with the real API,
-//! and beside them the OpenAI Batch and Files routes ([`openai`]) on the same store.
+//! batchd's re-run of a batch's unfinished requests beside them (`batches::rerun`), and the OpenAI Batch and Files routes ([`openai`]) on the same store.
 //!
 //! Layers, outermost first: [`request_id`] (ids, access log), [`auth`] (key, version, betas),
 //! then the handlers in [`batches`] and [`create`], and, on a server in test mode, those of
@@ -194,6 +194,7 @@ pub fn router(state: AppState) -> Router {
             get(batches::retrieve).delete(batches::delete),
         )
         .route("/v1/messages/batches/{id}/cancel", post(batches::cancel))
+        .route("/v1/messages/batches/{id}/rerun", post(batches::rerun))
         .route("/v1/messages/batches/{id}/results", get(batches::results))
         .route("/v1/messages/batches/{id}/progress", get(batches::progress));
     if state.test_mode() {

@@ -5,7 +5,7 @@
 //! that every engine runs after its own SQL lives here too, one module per concern, so that it
 //! is written once: row decoding (`rows`), paging a list (`paging`), cancel (`cancel`), ending a
 //! batch (`ending`), failed batches (`failed`), listing and checking files (`files`), reclaiming
-//! rows (`purge`), moving a clock (`clock`) and folding health figures ([`Stats::fold`]).
+//! rows (`purge`), re-running a batch's unfinished requests (`rerun`), moving a clock (`clock`) and folding health figures ([`Stats::fold`]).
 //!
 //! Each database engine has its own crate implementing these traits (`store-sqlite`,
 //! `store-postgres`); `conformance` (feature `testkit`) runs this contract against each of
@@ -54,11 +54,13 @@ pub mod failed;
 pub mod files;
 pub mod paging;
 pub mod purge;
+pub mod rerun;
 pub mod rows;
 
 use async_trait::async_trait;
 use batchd_domain::keys::KeyHash;
 use batchd_domain::openai::{Endpoint, FileId, OpenAiBatchMeta, Surface};
+use batchd_domain::rerun::RerunSet;
 use batchd_domain::{ApiVersion, Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
 
 /// Storage failures. Anything but `Unavailable` is a bug or corruption and shows as `api_error`.
@@ -446,6 +448,35 @@ pub trait BatchStore: Send + Sync + 'static {
             rows: rows.len() as u32,
             lines: render_result_lines(&rows, unanswered.unwrap_or_default()),
         }))
+    }
+
+    /// Copies into `draft`, in index order and under new indices from `next` on, the requests
+    /// of the ended batch `source_key` with an index in `[from, to)` whose result type is in
+    /// `only` (a request without a stored result has the type `unanswered`), with their
+    /// `custom_id` and `params`; one transaction, and the rows never leave the database.
+    /// Returns how many were copied.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_requests(
+        &self,
+        draft: &Draft,
+        source_key: i64,
+        from: u32,
+        to: u32,
+        only: RerunSet,
+        unanswered: Outcome,
+        next: u32,
+    ) -> Result<u64>;
+    /// A new batch of the requests of the ended batch `id` whose result type is in `only`, with
+    /// the same betas, version and user profile, committed under `terms.queue_cap` as a create
+    /// is. The original is untouched. See `rerun`.
+    async fn rerun_batch(
+        &self,
+        workspace: &str,
+        id: &BatchId,
+        only: RerunSet,
+        terms: rerun::RerunTerms,
+    ) -> Result<rerun::RerunOutcome> {
+        rerun::run(self, workspace, id, only, terms).await
     }
 
     /// Succeeds when storage answers queries (migrations are applied when the store opens).

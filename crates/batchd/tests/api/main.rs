@@ -24,6 +24,7 @@ mod openapi;
 mod ops;
 mod protocol_errors;
 mod quotas;
+mod rerun;
 mod results;
 mod retention;
 mod retrieve;
