@@ -5,15 +5,17 @@
 //! plus a row count of the tables every engine has (`batches`, `requests`, `results`, `files`,
 //! `file_chunks`), where the contract promises something about storage (purges, drafts,
 //! duplicates). The OpenAI surface's cases are in `openai`, test mode's in `clock`, re-runs' in
-//! `rerun`. Engine-specific behaviour (locks,
+//! `rerun`, the webhook outbox's in `outbox`. Engine-specific behaviour (locks,
 //! query plans, multi-process claims) is tested in the engine's own crate.
 
 mod clock;
 mod openai;
+mod outbox;
 mod rerun;
 
 pub use clock::*;
 pub use openai::*;
+pub use outbox::*;
 pub use rerun::*;
 
 use std::collections::{BTreeSet, HashSet};
@@ -89,6 +91,7 @@ macro_rules! conformance_tests {
             reset_removes_a_workspace_but_its_keys,
             rerun_copies_exactly_the_chosen_unfinished_requests,
             rerun_batches_run_and_refusals_say_why,
+            every_end_writes_one_outbox_row,
         );
     };
     (@each $harness:expr; $($name:ident,)*) => {
