@@ -3,7 +3,8 @@
 //! signature over `id.timestamp.body` ([`sign`]), the event body ([`event`]), which URLs and
 //! addresses an endpoint may point at, at create time and again after DNS resolution at send
 //! time ([`policy`]), and when a failed delivery is tried again and an endpoint disabled
-//! ([`schedule`]).
+//! ([`schedule`]); and one attempt at sending a signed event to a checked, pinned address
+//! ([`send`]).
 //!
 //! The delivery worker (claim → sign → send → settle) and the outbox it reads are built on
 //! these; see <https://www.standardwebhooks.com/> for the wire format.
@@ -12,6 +13,7 @@ pub mod event;
 pub mod policy;
 pub mod schedule;
 pub mod secret;
+pub mod send;
 pub mod sign;
 
 pub use secret::Secret;

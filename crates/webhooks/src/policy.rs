@@ -27,7 +27,7 @@ pub struct Policy {
 }
 
 /// Why a URL or an address is refused; the text goes into the API's 400 after the URL.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
 pub enum Refusal {
     #[error("is not a valid URL")]
     Invalid,
