@@ -92,6 +92,7 @@ macro_rules! conformance_tests {
             rerun_copies_exactly_the_chosen_unfinished_requests,
             rerun_batches_run_and_refusals_say_why,
             every_end_writes_one_outbox_row,
+            webhook_endpoints_are_stored_per_workspace,
         );
     };
     (@each $harness:expr; $($name:ident,)*) => {

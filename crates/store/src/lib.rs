@@ -56,6 +56,7 @@ pub mod paging;
 pub mod purge;
 pub mod rerun;
 pub mod rows;
+pub mod webhooks;
 
 use async_trait::async_trait;
 use batchd_domain::keys::KeyHash;
@@ -353,11 +354,15 @@ pub struct Ended {
 
 /// Everything batchd stores, as one object: the sum of what the API needs ([`BatchStore`]),
 /// what the dispatcher needs ([`DispatchStore`]), API keys ([`KeyStore`]), the OpenAI
-/// surface's files ([`FileStore`]) and test mode's clocks ([`ClockStore`]). See the crate
+/// surface's files ([`FileStore`]), test mode's clocks ([`ClockStore`]) and webhook endpoints
+/// ([`WebhookStore`]). See the crate
 /// documentation for the contract. Implemented for every type that implements the five.
-pub trait Store: BatchStore + DispatchStore + KeyStore + FileStore + ClockStore {}
+pub trait Store:
+    BatchStore + DispatchStore + KeyStore + FileStore + ClockStore + WebhookStore
+{
+}
 
-impl<T: BatchStore + DispatchStore + KeyStore + FileStore + ClockStore> Store for T {}
+impl<T: BatchStore + DispatchStore + KeyStore + FileStore + ClockStore + WebhookStore> Store for T {}
 
 /// Batches as the API sees them: the staged create, reads, cancel, delete, result downloads,
 /// and the health figures the API reports.
@@ -650,6 +655,27 @@ pub trait ClockStore: DispatchStore {
         let archived = self.archive_due(now.minus(retention), now).await?;
         Ok(clock::Settled { ended, archived })
     }
+}
+
+/// Webhook endpoints, per workspace (see `webhooks`).
+#[async_trait]
+pub trait WebhookStore: Send + Sync + 'static {
+    /// Durable when it returns.
+    async fn create_endpoint(&self, endpoint: webhooks::NewEndpoint) -> Result<webhooks::Endpoint>;
+    /// The workspace's endpoints, oldest first.
+    async fn list_endpoints(&self, workspace: &str) -> Result<Vec<webhooks::Endpoint>>;
+    async fn get_endpoint(&self, workspace: &str, id: &str) -> Result<Option<webhooks::Endpoint>>;
+    /// False when the workspace has no such endpoint.
+    async fn delete_endpoint(&self, workspace: &str, id: &str) -> Result<bool>;
+    /// Makes `secret` the endpoint's secret and keeps the current one valid until
+    /// `previous_until`; `None` when the workspace has no such endpoint.
+    async fn rotate_secret(
+        &self,
+        workspace: &str,
+        id: &str,
+        secret: &str,
+        previous_until: Timestamp,
+    ) -> Result<Option<webhooks::Endpoint>>;
 }
 
 /// API keys: created and revoked by the `keys` commands, looked up on every API call.
