@@ -9,7 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use url::Url;
+pub use url::Url;
 
 /// Connect and read timeout of a delivery.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);

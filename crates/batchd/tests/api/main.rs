@@ -35,3 +35,4 @@ mod test_mode;
 mod tls;
 mod ui;
 mod versions;
+mod webhooks;
