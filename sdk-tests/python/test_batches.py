@@ -743,3 +743,28 @@ def test_async_client_flow(fast_url: str, key_a: str, ns: Namespace) -> None:
             assert_error_envelope(info.value, 404, "not_found_error", f"Message Batch {created[0].id} not found.")
 
     asyncio.run(flow())
+
+
+# ---------------------------------------------------------------------------------------------
+# re-run (batchd's extension)
+
+
+def test_rerun_answer_reads_as_a_message_batch(fast_a: anthropic.Anthropic) -> None:
+    requests = requests_for(2, "rr")
+    requests.append({"custom_id": "rr-bad", "params": {"model": MODEL, "max_tokens": 64}})
+    batch = fast_a.messages.batches.create(requests=requests)
+    wait_ended(fast_a.messages.batches, batch.id)
+    # The SDK's own model, through its generic call: the extra key must not break it.
+    rerun = fast_a.post(
+        f"/v1/messages/batches/{batch.id}/rerun",
+        body={"only": ["errored"]},
+        cast_to=anthropic.types.messages.MessageBatch,
+    )
+    assert isinstance(rerun, anthropic.types.messages.MessageBatch)
+    assert rerun.type == "message_batch"
+    assert rerun.request_counts.processing == 1
+    assert (rerun.model_extra or {}).get("rerun_of") == batch.id
+    ended = wait_ended(fast_a.messages.batches, rerun.id)
+    assert counts(ended)["errored"] == 1
+    rows = list(fast_a.messages.batches.results(rerun.id))
+    assert [r.custom_id for r in rows] == ["rr-bad"]

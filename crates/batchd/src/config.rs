@@ -80,6 +80,13 @@ pub struct ServeOptions {
     // Boolish, so that `BATCHD_TEST_MODE=1` (and `yes`, `on`) turns it on as well as `true`.
     #[arg(long, env = "BATCHD_TEST_MODE", value_parser = clap::builder::BoolishValueParser::new())]
     pub test_mode: bool,
+    /// Let webhook endpoints use `http://` (for local receivers and tests).
+    #[arg(long, env = "BATCHD_WEBHOOK_ALLOW_HTTP")]
+    pub webhook_allow_http: bool,
+    /// Let webhook endpoints point at loopback, private, link-local or metadata addresses
+    /// (for local receivers and tests): off, such destinations are refused at create and at send.
+    #[arg(long, env = "BATCHD_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
     /// Requests in flight at once across all batches.
     #[arg(long, env = "BATCHD_CONCURRENCY", default_value_t = ServeOptions::default().concurrency)]
     pub concurrency: usize,
@@ -249,6 +256,8 @@ impl Default for ServeOptions {
             // Off unless asked for: it gives every key powers over its workspace that no client
             // of the real API has.
             test_mode: false,
+            webhook_allow_http: http.webhooks.allow_http,
+            webhook_allow_private: http.webhooks.allow_private,
             concurrency: dispatch.concurrency,
             batch_expiry: http.batch_expiry,
             results_retention: dispatch.results_retention,

@@ -106,8 +106,13 @@ pub async fn serve(
                 max_file_lines: options.openai_max_file_lines,
                 single_model_batches: options.single_model_batches,
             },
+            webhooks: batchd_webhooks::policy::Policy {
+                allow_http: options.webhook_allow_http,
+                allow_private: options.webhook_allow_private,
+            },
         },
     );
+    let state = state.with_webhooks(store.clone());
     let state = if options.test_mode {
         tracing::warn!(
             "TEST MODE IS ON: /v1/batchd/test/ lets every key move its workspace's clock and \

@@ -373,6 +373,20 @@ impl Client {
         self.json(Method::POST, url, None).await
     }
 
+    /// `POST /v1/messages/batches/{id}/rerun`, batchd's extension: a new batch of the ended
+    /// batch's requests whose result type is one of `only` (`errored`, `expired`, `canceled`;
+    /// the server's default, all three, when empty). The answer's extra `rerun_of` is dropped.
+    pub async fn rerun(&self, id: &str, only: &[&str]) -> Result<MessageBatch> {
+        let url = self.endpoint(&[check_id(id)?, "rerun"])?;
+        let body = if only.is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::json!({ "only": only })
+        };
+        self.json(Method::POST, url, Some(body.to_string().into()))
+            .await
+    }
+
     /// `DELETE /v1/messages/batches/{id}`.
     pub async fn delete(&self, id: &str) -> Result<DeletedMessageBatch> {
         let url = self.endpoint(&[check_id(id)?])?;

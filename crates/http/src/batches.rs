@@ -1,4 +1,4 @@
-//! Retrieve, list, cancel, delete and results.
+//! Retrieve, list, cancel, delete, re-run and results.
 
 use axum::Extension;
 use axum::body::Body;
@@ -6,7 +6,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use batchd_domain::openai::Surface;
+use batchd_domain::rerun::{self, RerunSet};
 use batchd_domain::{Batch, BatchId, ErrorType, Outcome};
+use batchd_store::rerun::{RerunOutcome, RerunTerms};
 use batchd_store::{BatchStore, CancelOutcome, Cursor, DeleteOutcome, StoreError};
 use batchd_wire::{DeletedMessageBatch, DeletedType, ListPage};
 use bytes::Bytes;
@@ -234,6 +236,69 @@ pub async fn delete(
             json(&DeletedMessageBatch {
                 id: raw_id,
                 kind: DeletedType::MessageBatchDeleted,
+            })
+        }
+    }
+}
+
+/// A re-run's answer: the new batch as `GET` shows it, and last, so that the SDKs' models
+/// (which keep unknown keys and ignore them) read it as a plain `MessageBatch`, the batch it
+/// re-runs.
+#[derive(Serialize)]
+struct Rerun {
+    #[serde(flatten)]
+    batch: batchd_wire::MessageBatch,
+    rerun_of: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/messages/batches/{message_batch_id}/rerun",
+    operation_id = "rerun_message_batch",
+    tag = "Message Batches",
+    summary = "Re-run the unfinished requests of a Message Batch (batchd)",
+    description = "An extension of batchd: a new batch of the requests of an ended batch whose result was one of `only` (`errored`, `expired`, `canceled`; all three by default), with the same `custom_id`, `params`, betas and version, copied inside the server. The answer is the new batch with `rerun_of`, the original's id. The original is untouched. It counts under the workspace's queue cap as a create does.",
+    params(crate::openapi::BatchIdPath, crate::openapi::ApiHeaders, crate::openapi::BetaQuery),
+    responses(
+        (status = 200, description = "The new batch, `in_progress`, with `rerun_of`.", body = batchd_wire::MessageBatch),
+    ),
+    security(("ApiKeyAuth" = []), ("BearerAuth" = [])),
+)]
+pub async fn rerun(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    IdParam(raw_id): IdParam,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = parse_batch_id(&raw_id)?;
+    let only = RerunSet::from_body(&body).map_err(ApiError::invalid)?;
+    let cap = state.inner.config.quotas.queue_cap(&caller.workspace);
+    let terms = RerunTerms {
+        id: BatchId::generate(),
+        now: state.now_in(&caller.workspace).await?,
+        expiry: state.inner.config.batch_expiry,
+        queue_cap: cap,
+    };
+    let outcome = state
+        .inner
+        .store
+        .rerun_batch(&caller.workspace, &id, only, terms)
+        .await?;
+    match outcome {
+        RerunOutcome::NotFound => Err(ApiError::batch_not_found(&raw_id)),
+        RerunOutcome::NotEnded => Err(ApiError::invalid(rerun::NOT_ENDED)),
+        RerunOutcome::Archived => Err(ApiError::invalid(rerun::archived(&raw_id))),
+        RerunOutcome::Nothing => Err(ApiError::invalid(rerun::nothing_to_rerun(&raw_id))),
+        RerunOutcome::QueueFull { requests, .. } if requests > cap => {
+            Err(crate::quota::batch_over_cap(cap, requests))
+        }
+        RerunOutcome::QueueFull { waiting, .. } => Err(crate::quota::queue_full(cap, waiting)),
+        RerunOutcome::Created(batch) => {
+            state.inner.work.notify_created();
+            json(&Rerun {
+                batch: batch.to_wire(&state.public_base(&headers)),
+                rerun_of: raw_id,
             })
         }
     }

@@ -1,5 +1,5 @@
 //! The HTTP layer: the six Message Batches routes on axum, byte-compatible with the real API,
-//! and beside them the OpenAI Batch and Files routes ([`openai`]) on the same store.
+//! batchd's re-run of a batch's unfinished requests beside them (`batches::rerun`), and the OpenAI Batch and Files routes ([`openai`]) on the same store.
 //!
 //! Layers, outermost first: [`request_id`] (ids, access log), [`auth`] (key, version, betas),
 //! then the handlers in [`batches`] and [`create`], and, on a server in test mode, those of
@@ -27,6 +27,7 @@ pub mod quota;
 pub mod request_id;
 pub mod test_mode;
 pub mod ui;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +73,8 @@ pub struct HttpConfig {
     pub extra_betas: Vec<String>,
     /// Limits and rules of the OpenAI surface.
     pub openai: openai::OpenAiConfig,
+    /// Which webhook destinations beyond public `https://` ones are allowed.
+    pub webhooks: batchd_webhooks::policy::Policy,
 }
 
 impl Default for HttpConfig {
@@ -87,6 +90,8 @@ impl Default for HttpConfig {
             quotas: quota::QuotaConfig::default(),
             extra_betas: Vec::new(),
             openai: openai::OpenAiConfig::default(),
+            // Public https destinations only, unless the operator says otherwise.
+            webhooks: batchd_webhooks::policy::Policy::default(),
         }
     }
 }
@@ -126,6 +131,8 @@ struct Inner {
     drains: drain::Drains,
     /// Present exactly when test mode is on (see [`AppState::with_test_mode`]).
     test: Option<test_mode::TestMode>,
+    /// Webhook endpoints (see [`AppState::with_webhooks`]); without them the routes answer 404.
+    webhooks: Option<Arc<dyn batchd_store::WebhookStore>>,
 }
 
 impl AppState {
@@ -156,6 +163,7 @@ impl AppState {
                 rate: quota::RateLimiter::default(),
                 auth_throttle,
                 test: None,
+                webhooks: None,
             }),
         }
     }
@@ -194,8 +202,21 @@ pub fn router(state: AppState) -> Router {
             get(batches::retrieve).delete(batches::delete),
         )
         .route("/v1/messages/batches/{id}/cancel", post(batches::cancel))
+        .route("/v1/messages/batches/{id}/rerun", post(batches::rerun))
         .route("/v1/messages/batches/{id}/results", get(batches::results))
-        .route("/v1/messages/batches/{id}/progress", get(batches::progress));
+        .route("/v1/messages/batches/{id}/progress", get(batches::progress))
+        .route(
+            "/v1/batchd/webhooks",
+            post(webhooks::create).get(webhooks::list),
+        )
+        .route(
+            "/v1/batchd/webhooks/{id}",
+            get(webhooks::retrieve).delete(webhooks::delete),
+        )
+        .route(
+            "/v1/batchd/webhooks/{id}/rotate_secret",
+            post(webhooks::rotate),
+        );
     if state.test_mode() {
         api = api.merge(test_mode::routes());
     }

@@ -5,7 +5,8 @@ use std::ops::ControlFlow;
 
 use async_trait::async_trait;
 use batchd_domain::openai::Surface;
-use batchd_domain::{Batch, BatchId, EndReason, Timestamp};
+use batchd_domain::rerun::RerunSet;
+use batchd_domain::{Batch, BatchId, EndReason, Outcome, Timestamp};
 use batchd_store::{
     BatchPage, BatchStore, CancelOutcome, Cursor, DeleteOutcome, Draft, ListError, NewBatch,
     NewRequest, QueueFull, ResultRow, Stats, StoreError, cancel, failed, paging,
@@ -131,6 +132,21 @@ const APPEND: &str = "WITH b AS (SELECT key FROM batches \
      r AS (INSERT INTO requests (batch_key, idx, custom_id, params) \
          SELECT b.key, u.idx, u.custom_id, u.params FROM b, \
          UNNEST($2::int[], $3::text[], $4::text[]) AS u(idx, custom_id, params) \
+         RETURNING batch_key, idx) \
+     INSERT INTO pending (batch_key, idx) SELECT batch_key, idx FROM r";
+
+/// A re-run's copy of one range of a batch's requests into the draft $1: those whose result
+/// type (a stored result's outcome, else $7, the batch's end reason's) is a bit of $6,
+/// renumbered from $2 + 1 in index order, each also pending as [`APPEND`] makes them. `params`
+/// go from table to table without leaving PostgreSQL. Nothing is copied into a batch that is
+/// no open draft.
+const COPY_REQUESTS: &str = "WITH b AS (SELECT key FROM batches \
+         WHERE key = $1 AND state = 0 AND NOT deleted FOR SHARE), \
+     r AS (INSERT INTO requests (batch_key, idx, custom_id, params) \
+         SELECT b.key, $2 + (ROW_NUMBER() OVER (ORDER BY q.idx))::int, q.custom_id, q.params \
+         FROM b, requests q LEFT JOIN results s ON s.batch_key = q.batch_key AND s.idx = q.idx \
+         WHERE q.batch_key = $3 AND q.idx >= $4 AND q.idx < $5 \
+         AND (($6 >> COALESCE(s.outcome::int, $7)) & 1) = 1 \
          RETURNING batch_key, idx) \
      INSERT INTO pending (batch_key, idx) SELECT batch_key, idx FROM r";
 
@@ -494,6 +510,34 @@ impl BatchStore for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn copy_requests(
+        &self,
+        draft: &Draft,
+        source_key: i64,
+        from: u32,
+        to: u32,
+        only: RerunSet,
+        unanswered: Outcome,
+        next: u32,
+    ) -> Result<u64, StoreError> {
+        let int =
+            |n: u32| i32::try_from(n).map_err(|_| misuse(format!("request index {n} too large")));
+        // One statement: its own transaction.
+        let copied = sqlx::query(COPY_REQUESTS)
+            .bind(draft.key)
+            .bind(int(next)? - 1)
+            .bind(source_key)
+            .bind(int(from)?)
+            .bind(int(to)?)
+            .bind(only.bits() as i32)
+            .bind(unanswered.code() as i32)
+            .execute(&self.pool)
+            .await
+            .map_err(query_error)?
+            .rows_affected();
+        Ok(copied)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -102,6 +102,7 @@ mod record;
 mod rows;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+mod webhooks;
 
 #[cfg(test)]
 mod tests;

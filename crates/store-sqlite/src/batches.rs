@@ -5,7 +5,8 @@ use std::ops::ControlFlow;
 
 use async_trait::async_trait;
 use batchd_domain::openai::Surface;
-use batchd_domain::{Batch, BatchId, EndReason, Timestamp};
+use batchd_domain::rerun::RerunSet;
+use batchd_domain::{Batch, BatchId, EndReason, Outcome, Timestamp};
 use batchd_store::{
     BatchPage, BatchStore, CancelOutcome, Cursor, DeleteOutcome, Draft, ListError, NewBatch,
     NewRequest, QueueFull, ResultLines, ResultRow, Stats, StoreError, cancel, failed, paging,
@@ -162,6 +163,15 @@ pub(crate) const UNFINALIZED: &str = concat!(
 /// `finalized_at` is never before `ended_at`, which may be on a workspace's test clock.
 pub(crate) const FINALIZE: &str = "UPDATE batches SET openai = ?1, finalized_at = MAX(?2, ended_at) \
      WHERE key = ?3 AND state = 3 AND endpoint <> 0 AND finalized_at IS NULL AND deleted = 0";
+
+/// A re-run's copy of one range of a batch's requests: those whose result type (a stored
+/// result's outcome, else ?5, the batch's end reason's) is a bit of ?4, renumbered from ?1 + 1
+/// in rid order. `params` go from table to table without leaving SQLite.
+pub(crate) const COPY_REQUESTS: &str = "INSERT INTO requests (rid, custom_id, params) \
+     SELECT ?1 + ROW_NUMBER() OVER (ORDER BY r.rid), r.custom_id, r.params \
+     FROM requests r LEFT JOIN results s ON s.rid = r.rid \
+     WHERE r.rid >= ?2 AND r.rid < ?3 AND ((?4 >> COALESCE(s.outcome, ?5)) & 1) = 1 \
+     ORDER BY r.rid";
 
 pub(crate) const STATS: &str = "SELECT state, COUNT(*), COALESCE(SUM(total - succeeded - errored), 0) \
      FROM batches WHERE state IN (?1, ?2) GROUP BY state";
@@ -510,6 +520,50 @@ impl BatchStore for SqliteStore {
             return Ok(None);
         };
         self.downloads.page(from, hi, limit, unanswered).await
+    }
+
+    async fn copy_requests(
+        &self,
+        draft: &Draft,
+        source_key: i64,
+        from: u32,
+        to: u32,
+        only: RerunSet,
+        unanswered: Outcome,
+        next: u32,
+    ) -> Result<u64, StoreError> {
+        if u64::from(to) > RID_INDICES || u64::from(next) >= RID_INDICES {
+            return Err(misuse(format!(
+                "request indices {from}..{to} or {next} out of range"
+            )));
+        }
+        let mut conn = self.pools.writer(Durability::Normal).await?;
+        let mut tx = conn
+            .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .map_err(query_error)?;
+        let open: Option<bool> =
+            sqlx::query_scalar("SELECT state = ?2 AND deleted = 0 FROM batches WHERE key = ?1")
+                .bind(draft.key)
+                .bind(DRAFT)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(query_error)?;
+        if open != Some(true) {
+            return Err(misuse(format!("batch {} is not an open draft", draft.key)));
+        }
+        let copied = sqlx::query(COPY_REQUESTS)
+            .bind(rid(draft.key, next) - 1)
+            .bind(rid(source_key, from))
+            .bind(rid(source_key, 0) + i64::from(to))
+            .bind(only.bits())
+            .bind(unanswered.code())
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?
+            .rows_affected();
+        tx.commit().await.map_err(query_error)?;
+        Ok(copied)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -99,6 +99,7 @@ mod lock;
 mod maintenance;
 mod record;
 mod rows;
+mod webhooks;
 
 #[cfg(test)]
 mod tests;

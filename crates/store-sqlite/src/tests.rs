@@ -246,6 +246,60 @@ async fn throughput() {
     );
 }
 
+/// How long re-running the whole of a 100,000-request batch takes in the store: the worst case,
+/// every request copied (a batch canceled before any answer). Prints it; asserts only the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run in release"]
+async fn rerun_time() {
+    const N: u32 = 100_000;
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let params = format!(
+        r#"{{"model":"m","max_tokens":1024,"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(2_430)
+    );
+    let d = store.begin_batch(new_batch(WS, at(0))).await.unwrap();
+    for start in (0..N).step_by(1_000) {
+        let chunk = (start..start + 1_000)
+            .map(|i| NewRequest {
+                index: i,
+                custom_id: CustomId::parse(&format!("req-{i}")).unwrap(),
+                params: params.clone(),
+            })
+            .collect();
+        store.append_requests(&d, chunk).await.unwrap();
+    }
+    let b = store.commit_batch(d, u64::from(N)).await.unwrap();
+    store.cancel_batch(WS, &b.id, at(1)).await.unwrap();
+    store.finish_due(at(2)).await.unwrap();
+
+    let started = Instant::now();
+    let outcome = store
+        .rerun_batch(
+            WS,
+            &b.id,
+            batchd_domain::rerun::RerunSet::default(),
+            batchd_store::rerun::RerunTerms {
+                id: BatchId::generate(),
+                now: at(3),
+                expiry: Duration::from_secs(86_400),
+                queue_cap: u64::MAX,
+            },
+        )
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let batchd_store::rerun::RerunOutcome::Created(new) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(new.total, u64::from(N));
+    println!(
+        "rerun: {N} requests of {} B copied in {:.3} s",
+        params.len(),
+        took.as_secs_f64()
+    );
+}
+
 /// Every hot query must be an index or rowid-range search: a full scan of `batches` or
 /// `requests`, or a sort, would not show in small tests but would at scale.
 #[tokio::test]

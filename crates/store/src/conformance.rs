@@ -4,14 +4,19 @@
 //! [`Harness`] that opens its store on fresh storage. The tests speak only the [`Store`] trait,
 //! plus a row count of the tables every engine has (`batches`, `requests`, `results`, `files`,
 //! `file_chunks`), where the contract promises something about storage (purges, drafts,
-//! duplicates). The OpenAI surface's cases are in `openai`. Engine-specific behaviour (locks,
+//! duplicates). The OpenAI surface's cases are in `openai`, test mode's in `clock`, re-runs' in
+//! `rerun`, the webhook outbox's in `outbox`. Engine-specific behaviour (locks,
 //! query plans, multi-process claims) is tested in the engine's own crate.
 
 mod clock;
 mod openai;
+mod outbox;
+mod rerun;
 
 pub use clock::*;
 pub use openai::*;
+pub use outbox::*;
+pub use rerun::*;
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
@@ -84,6 +89,10 @@ macro_rules! conformance_tests {
             record_ends_batches_on_their_workspace_clock,
             retention_and_settle_follow_the_workspace_clock,
             reset_removes_a_workspace_but_its_keys,
+            rerun_copies_exactly_the_chosen_unfinished_requests,
+            rerun_batches_run_and_refusals_say_why,
+            every_end_writes_one_outbox_row,
+            webhook_endpoints_are_stored_per_workspace,
         );
     };
     (@each $harness:expr; $($name:ident,)*) => {

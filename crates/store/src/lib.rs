@@ -5,7 +5,7 @@
 //! that every engine runs after its own SQL lives here too, one module per concern, so that it
 //! is written once: row decoding (`rows`), paging a list (`paging`), cancel (`cancel`), ending a
 //! batch (`ending`), failed batches (`failed`), listing and checking files (`files`), reclaiming
-//! rows (`purge`), moving a clock (`clock`) and folding health figures ([`Stats::fold`]).
+//! rows (`purge`), re-running a batch's unfinished requests (`rerun`), moving a clock (`clock`) and folding health figures ([`Stats::fold`]).
 //!
 //! Each database engine has its own crate implementing these traits (`store-sqlite`,
 //! `store-postgres`); `conformance` (feature `testkit`) runs this contract against each of
@@ -54,11 +54,14 @@ pub mod failed;
 pub mod files;
 pub mod paging;
 pub mod purge;
+pub mod rerun;
 pub mod rows;
+pub mod webhooks;
 
 use async_trait::async_trait;
 use batchd_domain::keys::KeyHash;
 use batchd_domain::openai::{Endpoint, FileId, OpenAiBatchMeta, Surface};
+use batchd_domain::rerun::RerunSet;
 use batchd_domain::{ApiVersion, Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
 
 /// Storage failures. Anything but `Unavailable` is a bug or corruption and shows as `api_error`.
@@ -353,11 +356,15 @@ pub struct Ended {
 
 /// Everything batchd stores, as one object: the sum of what the API needs ([`BatchStore`]),
 /// what the dispatcher needs ([`DispatchStore`]), API keys ([`KeyStore`]), the OpenAI
-/// surface's files ([`FileStore`]) and test mode's clocks ([`ClockStore`]). See the crate
+/// surface's files ([`FileStore`]), test mode's clocks ([`ClockStore`]) and webhook endpoints
+/// ([`WebhookStore`]). See the crate
 /// documentation for the contract. Implemented for every type that implements the five.
-pub trait Store: BatchStore + DispatchStore + KeyStore + FileStore + ClockStore {}
+pub trait Store:
+    BatchStore + DispatchStore + KeyStore + FileStore + ClockStore + WebhookStore
+{
+}
 
-impl<T: BatchStore + DispatchStore + KeyStore + FileStore + ClockStore> Store for T {}
+impl<T: BatchStore + DispatchStore + KeyStore + FileStore + ClockStore + WebhookStore> Store for T {}
 
 /// Batches as the API sees them: the staged create, reads, cancel, delete, result downloads,
 /// and the health figures the API reports.
@@ -448,6 +455,35 @@ pub trait BatchStore: Send + Sync + 'static {
             rows: rows.len() as u32,
             lines: render_result_lines(&rows, unanswered.unwrap_or_default()),
         }))
+    }
+
+    /// Copies into `draft`, in index order and under new indices from `next` on, the requests
+    /// of the ended batch `source_key` with an index in `[from, to)` whose result type is in
+    /// `only` (a request without a stored result has the type `unanswered`), with their
+    /// `custom_id` and `params`; one transaction, and the rows never leave the database.
+    /// Returns how many were copied.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_requests(
+        &self,
+        draft: &Draft,
+        source_key: i64,
+        from: u32,
+        to: u32,
+        only: RerunSet,
+        unanswered: Outcome,
+        next: u32,
+    ) -> Result<u64>;
+    /// A new batch of the requests of the ended batch `id` whose result type is in `only`, with
+    /// the same betas, version and user profile, committed under `terms.queue_cap` as a create
+    /// is. The original is untouched. See `rerun`.
+    async fn rerun_batch(
+        &self,
+        workspace: &str,
+        id: &BatchId,
+        only: RerunSet,
+        terms: rerun::RerunTerms,
+    ) -> Result<rerun::RerunOutcome> {
+        rerun::run(self, workspace, id, only, terms).await
     }
 
     /// Succeeds when storage answers queries (migrations are applied when the store opens).
@@ -621,6 +657,27 @@ pub trait ClockStore: DispatchStore {
         let archived = self.archive_due(now.minus(retention), now).await?;
         Ok(clock::Settled { ended, archived })
     }
+}
+
+/// Webhook endpoints, per workspace (see `webhooks`).
+#[async_trait]
+pub trait WebhookStore: Send + Sync + 'static {
+    /// Durable when it returns.
+    async fn create_endpoint(&self, endpoint: webhooks::NewEndpoint) -> Result<webhooks::Endpoint>;
+    /// The workspace's endpoints, oldest first.
+    async fn list_endpoints(&self, workspace: &str) -> Result<Vec<webhooks::Endpoint>>;
+    async fn get_endpoint(&self, workspace: &str, id: &str) -> Result<Option<webhooks::Endpoint>>;
+    /// False when the workspace has no such endpoint.
+    async fn delete_endpoint(&self, workspace: &str, id: &str) -> Result<bool>;
+    /// Makes `secret` the endpoint's secret and keeps the current one valid until
+    /// `previous_until`; `None` when the workspace has no such endpoint.
+    async fn rotate_secret(
+        &self,
+        workspace: &str,
+        id: &str,
+        secret: &str,
+        previous_until: Timestamp,
+    ) -> Result<Option<webhooks::Endpoint>>;
 }
 
 /// API keys: created and revoked by the `keys` commands, looked up on every API call.

@@ -181,6 +181,25 @@ for (const { Anthropic, version, apiVersion, bearer } of SDKS) {
     const fastB = client(FAST_URL, KEY_B);
     const slowA = client(SLOW_URL, KEY_A);
 
+    test('a re-run (batchd extension) reads as a batch', async () => {
+      const res = fastA.messages.batches;
+      const requests = requestsFor(2, 'rr');
+      requests.push({ custom_id: 'rr-bad', params: { model: MODEL, max_tokens: 64 } });
+      const batch = await res.create({ requests });
+      await waitEnded(res, batch.id);
+      const rerun = await fastA.post(`/v1/messages/batches/${batch.id}/rerun`, { body: { only: ['errored'] } });
+      assert.equal(rerun.rerun_of, batch.id);
+      const { rerun_of, ...asBatch } = rerun;
+      assertBatchShape(asBatch);
+      assert.deepEqual(counts(rerun), zeroCounts({ processing: 1 }));
+      const ended = await waitEnded(res, rerun.id);
+      assertBatchShape(ended);
+      assert.deepEqual(counts(ended), zeroCounts({ errored: 1 }));
+      const ids = [];
+      for await (const row of await res.results(rerun.id)) ids.push(row.custom_id);
+      assert.deepEqual(ids, ['rr-bad']);
+    });
+
     for (const ns of NAMESPACES) {
       describe(`client.${ns.beta ? 'beta.' : ''}messages.batches`, () => {
         test('create and retrieve', async () => {

@@ -127,6 +127,14 @@ enum BatchesCommand {
     Get { id: String },
     /// Cancel a batch.
     Cancel { id: String },
+    /// Re-run an ended batch's unfinished requests as a new batch (batchd's extension).
+    Rerun {
+        id: String,
+        /// Only requests whose result had one of these types (comma-separated; default:
+        /// errored, expired and canceled).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<ResultKind>,
+    },
     /// Delete an ended batch.
     Delete { id: String },
     /// Download the results (JSONL) of an ended batch.
@@ -253,6 +261,10 @@ async fn execute(args: BatchesArgs, api_key: String) -> Result<()> {
         BatchesCommand::Cancel { id } => print_batch(&client.cancel(&id).await?, json),
         BatchesCommand::Delete { id } if Surface::of(&id) == Surface::Openai => {
             anyhow::bail!("{id} is an OpenAI batch: the OpenAI Batch API has no delete")
+        }
+        BatchesCommand::Rerun { id, only } => {
+            let only: Vec<&str> = only.iter().map(|k| k.as_str()).collect();
+            print_batch(&client.rerun(&id, &only).await?, json)
         }
         BatchesCommand::Delete { id } => {
             let deleted = client.delete(&id).await?;

@@ -647,3 +647,35 @@ async fn test_commands_drive_a_test_mode_server() {
     );
     assert!(stderr(&out).contains("not_found_error"), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn rerun_through_the_cli() {
+    let app = spawn().await;
+    let created = app
+        .create(vec![
+            request("fine"),
+            json!({"custom_id": "bad-params", "params": {"model": "m", "max_tokens": 5}}),
+        ])
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    app.wait_ended(&id, Duration::from_secs(20)).await;
+
+    let out = batches(&app, &["rerun", &id, "--only", "errored,expired", "--json"]).await;
+    assert_ok(&out);
+    let rerun: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(rerun["request_counts"]["processing"], 1);
+    let new_id = rerun["id"].as_str().unwrap().to_owned();
+    app.wait_ended(&new_id, Duration::from_secs(20)).await;
+    let lines = app.results(&new_id).await;
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["custom_id"], "bad-params");
+
+    // The server's refusal, as it words it.
+    let out = batches(&app, &["rerun", &id, "--only", "canceled"]).await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("Message Batch {id} has no requests to re-run.")),
+        "{}",
+        stderr(&out)
+    );
+}
