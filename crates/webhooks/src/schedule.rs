@@ -93,6 +93,24 @@ mod tests {
     }
 
     #[test]
+    fn a_shorter_first_step_scales_the_back_off_but_not_the_caps() {
+        let first = Duration::from_millis(50);
+        let mut rng = rand::rng();
+        let d = delay_from(first, 1, &mut rng);
+        assert!(d >= first / 2 && d <= first, "{d:?}");
+        assert_eq!(nominal_delay_from(first, 3), Duration::from_millis(200));
+        assert_eq!(
+            nominal_delay_from(first, 40),
+            MAX_DELAY.min(first * (1 << 20))
+        );
+        assert_eq!(
+            next_attempt_from(first, 1, GIVE_UP_AFTER, &mut rng),
+            None,
+            "given up after 72 hours whatever the step"
+        );
+    }
+
+    #[test]
     fn deliveries_are_given_up_after_72_hours() {
         let mut rng = rand::rng();
         let (mut elapsed, mut failures) = (Duration::ZERO, 0);
