@@ -168,7 +168,7 @@ impl WebhookStore for PostgresStore {
     ) -> Result<usize, StoreError> {
         let mut tx = self.pool.begin().await.map_err(query_error)?;
         let rows = sqlx::query(
-            "SELECT o.seq, o.batch_key, o.created_at, b.workspace, b.deleted \
+            "SELECT o.seq, o.batch_key, o.created_at, b.workspace, b.deleted, b.endpoint AS surface \
              FROM webhook_outbox o LEFT JOIN batches b ON b.key = o.batch_key \
              ORDER BY o.seq LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
         )
@@ -183,7 +183,14 @@ impl WebhookStore for PostgresStore {
             let event_at: i64 = row.try_get("created_at").map_err(corrupt)?;
             let workspace: Option<String> = row.try_get("workspace").map_err(corrupt)?;
             let deleted: Option<bool> = row.try_get("deleted").map_err(corrupt)?;
-            if let (Some(workspace), Some(false)) = (workspace, deleted) {
+            let surface: Option<i64> = row
+                .try_get::<Option<i16>, _>("surface")
+                .map_err(corrupt)?
+                .map(i64::from);
+            // Only Anthropic-surface batches have an event yet (`message_batch.ended`).
+            let messages = Some(batchd_domain::openai::Endpoint::Messages.code());
+            if let (Some(workspace), Some(false), true) = (workspace, deleted, surface == messages)
+            {
                 sqlx::query(
                     "INSERT INTO webhook_deliveries \
                      (event_id, endpoint_key, batch_key, event_at, created_at, next_attempt_at) \
@@ -294,7 +301,9 @@ impl WebhookStore for PostgresStore {
         .await
         .map_err(query_error)?;
         if let Some(endpoint) = endpoint {
-            if settlement.outcome == SettleOutcome::Delivered {
+            if !settlement.about_endpoint {
+                // Nothing the endpoint did: its run of failures neither starts nor ends.
+            } else if settlement.outcome == SettleOutcome::Delivered {
                 sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE key = $1")
                     .bind(endpoint)
                     .execute(&mut *tx)

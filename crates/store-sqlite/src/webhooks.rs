@@ -186,7 +186,7 @@ impl WebhookStore for SqliteStore {
             .await
             .map_err(query_error)?;
         let rows = sqlx::query(
-            "SELECT o.seq, o.batch_key, o.created_at, b.workspace, b.deleted \
+            "SELECT o.seq, o.batch_key, o.created_at, b.workspace, b.deleted, b.endpoint AS surface \
              FROM webhook_outbox o LEFT JOIN batches b ON b.key = o.batch_key \
              ORDER BY o.seq LIMIT ?1",
         )
@@ -201,7 +201,10 @@ impl WebhookStore for SqliteStore {
             let event_at: i64 = row.try_get("created_at").map_err(corrupt)?;
             let workspace: Option<String> = row.try_get("workspace").map_err(corrupt)?;
             let deleted: Option<i64> = row.try_get("deleted").map_err(corrupt)?;
-            if let (Some(workspace), Some(0)) = (workspace, deleted) {
+            let surface: Option<i64> = row.try_get("surface").map_err(corrupt)?;
+            // Only Anthropic-surface batches have an event yet (`message_batch.ended`).
+            let messages = Some(batchd_domain::openai::Endpoint::Messages.code());
+            if let (Some(workspace), Some(0), true) = (workspace, deleted, surface == messages) {
                 sqlx::query(
                     "INSERT OR IGNORE INTO webhook_deliveries \
                      (event_id, endpoint_key, batch_key, event_at, created_at, next_attempt_at) \
@@ -318,7 +321,9 @@ impl WebhookStore for SqliteStore {
         .await
         .map_err(query_error)?;
         if let Some(endpoint) = endpoint {
-            if settlement.outcome == SettleOutcome::Delivered {
+            if !settlement.about_endpoint {
+                // Nothing the endpoint did: its run of failures neither starts nor ends.
+            } else if settlement.outcome == SettleOutcome::Delivered {
                 sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE key = ?1")
                     .bind(endpoint)
                     .execute(&mut *tx)

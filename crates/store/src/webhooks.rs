@@ -125,6 +125,9 @@ pub struct Settlement {
     /// Why the attempt failed without an answer.
     pub error: Option<String>,
     pub outcome: SettleOutcome,
+    /// Whether the attempt says something about the endpoint (false when there was nothing to
+    /// send, e.g. the batch is gone): only then does it start or end the endpoint's failures.
+    pub about_endpoint: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

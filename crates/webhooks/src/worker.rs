@@ -136,9 +136,10 @@ async fn deliver(
         Attempt::Refused(refusal) => (None, Some(refusal.to_string()), false),
     };
     let failures = delivery.attempts + 1;
+    let nothing_to_send = error.as_deref() == Some(BATCH_GONE);
     let outcome = if delivered {
         SettleOutcome::Delivered
-    } else if error.as_deref() == Some(BATCH_GONE) {
+    } else if nothing_to_send {
         SettleOutcome::GiveUp
     } else {
         let elapsed = delivery.created_at.until(now);
@@ -174,6 +175,7 @@ async fn deliver(
                 status,
                 error,
                 outcome,
+                about_endpoint: !nothing_to_send,
             },
             now,
             now.minus(schedule::DISABLE_AFTER),

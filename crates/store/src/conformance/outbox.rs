@@ -205,9 +205,14 @@ pub async fn deliveries_fan_out_claim_and_settle<H: Harness>(h: &H) {
     let batch = ended_batch(&store, WS, 10).await;
     let deleted = ended_batch(&store, WS, 20).await;
     store.delete_batch(WS, &deleted.id).await.unwrap();
-    assert_eq!(h.rows(&store, OUTBOX).await, 2);
+    // The OpenAI surface has no event of its own yet: its ends make no delivery.
+    store
+        .insert_failed_batch(super::openai::failed_batch(WS, at(25)), at(25))
+        .await
+        .unwrap();
+    assert_eq!(h.rows(&store, OUTBOX).await, 3);
     assert_eq!(store.fan_out(EVENT, 1, at(30)).await.unwrap(), 1);
-    assert_eq!(store.fan_out(EVENT, 10, at(30)).await.unwrap(), 1);
+    assert_eq!(store.fan_out(EVENT, 10, at(30)).await.unwrap(), 2);
     assert_eq!(store.fan_out(EVENT, 10, at(30)).await.unwrap(), 0);
     assert_eq!(h.rows(&store, OUTBOX).await, 0, "consumed");
     assert_eq!(h.rows(&store, "webhook_deliveries").await, 1, "{a:?}");
@@ -239,6 +244,7 @@ pub async fn deliveries_fan_out_claim_and_settle<H: Harness>(h: &H) {
         status: Some(500),
         error: None,
         outcome: SettleOutcome::RetryAt(at_),
+        about_endpoint: true,
     };
     store
         .settle_delivery(d.key, "w2", failure(at(50)), at(42), at(0))
@@ -283,6 +289,7 @@ pub async fn deliveries_fan_out_claim_and_settle<H: Harness>(h: &H) {
                 status: Some(204),
                 error: None,
                 outcome: SettleOutcome::Delivered,
+                about_endpoint: true,
             },
             at(101),
             at(0),
@@ -320,9 +327,19 @@ pub async fn deliveries_fan_out_claim_and_settle<H: Harness>(h: &H) {
         .unwrap();
     assert_eq!(retaken.len(), 1, "the lease ran out");
     store
-        .settle_delivery(retaken[0].key, "w2", failure(at(500)), at(301), at(0))
+        .settle_delivery(
+            retaken[0].key,
+            "w2",
+            Settlement {
+                about_endpoint: false,
+                ..failure(at(500))
+            },
+            at(301),
+            at(400),
+        )
         .await
         .unwrap();
+    // Had that attempt started the endpoint's run of failures (at 301), this would disable it.
     assert_eq!(
         store
             .get_endpoint(WS, "whep_a")
@@ -337,7 +354,7 @@ pub async fn deliveries_fan_out_claim_and_settle<H: Harness>(h: &H) {
         .await
         .unwrap();
     store
-        .settle_delivery(last[0].key, "w1", failure(at(700)), at(501), at(301))
+        .settle_delivery(last[0].key, "w1", failure(at(700)), at(501), at(501))
         .await
         .unwrap();
     assert_eq!(
@@ -348,7 +365,7 @@ pub async fn deliveries_fan_out_claim_and_settle<H: Harness>(h: &H) {
             .unwrap()
             .disabled_at,
         Some(at(501)),
-        "failing since 301, disabled for failures from 301 on"
+        "failing since 501, disabled for failures from 501 on"
     );
     assert!(
         store
