@@ -225,3 +225,33 @@ async fn delivery_latency_is_reported() {
         p(0.99)
     );
 }
+
+/// A delivery still pending when the server stops is sent by the next server on the same
+/// storage, with the same `webhook-id`.
+#[tokio::test]
+async fn a_pending_delivery_survives_a_restart() {
+    // Long enough that the first server stops before the retry is due.
+    let options = |o: &mut batchd::config::ServeOptions| {
+        o.webhook_allow_http = true;
+        o.webhook_allow_private = true;
+        o.webhook_first_retry = Duration::from_secs(2);
+    };
+    let app = spawn_with(options).await;
+    let (r, url) = receiver(&[500]).await;
+    let (endpoint, secret) = register(&app, &url).await;
+    let id = app.create_n(1).await["id"].as_str().unwrap().to_owned();
+    app.wait_ended(&id, Duration::from_secs(30)).await;
+    wait_for(&r, 1).await;
+    let data_dir = app.data_dir.clone();
+    let dir = app.stop().await;
+    assert_eq!(r.got.lock().unwrap().len(), 1, "stopped before the retry");
+
+    let app = start_in(data_dir, options).await;
+    let got = wait_for(&r, 2).await;
+    verified(&secret, &got[1]);
+    assert_eq!(got[0].id, got[1].id, "same webhook-id after the restart");
+    let deliveries = deliveries_settled(&app, &endpoint).await;
+    assert_eq!(deliveries[0]["state"], "delivered");
+    app.stop().await;
+    drop(dir);
+}
