@@ -214,6 +214,11 @@ pub struct ServeOptions {
     #[arg(skip)]
     #[serde(deserialize_with = "duration")]
     pub retry_max_delay: Duration,
+    /// Nominal delay before a failed webhook delivery's first retry; later ones double from it.
+    /// From the file only (tests shorten it).
+    #[arg(skip)]
+    #[serde(deserialize_with = "duration")]
+    pub webhook_first_retry: Duration,
     /// Largest accepted create body. Not an option of the command; tests lower it.
     #[arg(skip)]
     #[serde(skip)]
@@ -279,6 +284,7 @@ impl Default for ServeOptions {
             extra_betas: http.extra_betas,
             retry_base_delay: dispatch.retry_base_delay,
             retry_max_delay: dispatch.retry_max_delay,
+            webhook_first_retry: batchd_webhooks::worker::Config::default().first_retry,
             max_create_bytes: http.max_create_bytes,
             backends: Vec::new(),
             backend_entries: Vec::new(),

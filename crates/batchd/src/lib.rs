@@ -113,6 +113,35 @@ pub async fn serve(
         },
     );
     let state = state.with_webhooks(store.clone());
+    // Completion webhooks are delivered by this process too, woken when a batch ends here and
+    // polling at the maintenance interval for ends elsewhere (other processes, restarts).
+    let webhook_stop = CancellationToken::new();
+    let webhook_worker = {
+        let defaults = batchd_webhooks::worker::Config::default();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let config = batchd_webhooks::worker::Config {
+            policy: batchd_webhooks::policy::Policy {
+                allow_http: options.webhook_allow_http,
+                allow_private: options.webhook_allow_private,
+            },
+            results_base: options.public_url.as_deref().map_or_else(
+                || format!("{scheme}://{addr}"),
+                |url| url.trim_end_matches('/').to_owned(),
+            ),
+            poll_interval: batchd_dispatcher::Config::default().maintenance_interval,
+            first_retry: options.webhook_first_retry,
+            ..defaults
+        };
+        tokio::spawn(batchd_webhooks::worker::run(
+            batchd_webhooks::worker::Stores {
+                webhooks: store.clone(),
+                batches: store.clone(),
+            },
+            config,
+            dispatcher.ended_signal(),
+            webhook_stop.clone(),
+        ))
+    };
     let state = if options.test_mode {
         tracing::warn!(
             "TEST MODE IS ON: /v1/batchd/test/ lets every key move its workspace's clock and \
@@ -186,6 +215,10 @@ pub async fn serve(
     if let Some(reloads) = reloads {
         reloads.abort();
     }
+    // An attempt cut here is not lost: its lease runs out and the next process sends it again
+    // with the same `webhook-id`.
+    webhook_stop.cancel();
+    let _ = tokio::time::timeout(grace, webhook_worker).await;
     storage.close().await;
     tracing::info!("batchd stopped");
     Ok(())

@@ -101,6 +101,8 @@ struct Shared {
     maintenance: Notify,
     /// Signalled when a batch of the OpenAI surface ended: its files are to be written.
     finalize: Notify,
+    /// Signalled when any batch ended here: the webhook worker has an outbox row to deliver.
+    ended: Arc<Notify>,
     /// Batches now canceling: their claimed requests must not be sent. Filled at once by a
     /// cancel made here, and replaced by what the store says every maintenance pass (cancels
     /// made by other processes; batches that have ended since).
@@ -178,6 +180,7 @@ impl Dispatcher {
             work: Notify::new(),
             maintenance: Notify::new(),
             finalize: Notify::new(),
+            ended: Arc::new(Notify::new()),
             canceling: Mutex::new(HashSet::new()),
             canceled_here: Notify::new(),
             saturated: Mutex::new(HashMap::new()),
@@ -242,6 +245,12 @@ impl Dispatcher {
     }
 
     /// Requests currently at the backend.
+    /// Notified whenever batches end through this dispatcher (or [`Dispatcher::notify_ended`]):
+    /// what wakes the webhook worker at once rather than at its next poll.
+    pub fn ended_signal(&self) -> Arc<Notify> {
+        self.shared.ended.clone()
+    }
+
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Relaxed)
     }
@@ -313,6 +322,9 @@ fn report_ended(shared: &Shared, ended: batchd_store::Ended) {
         .any(|(id, _)| id.surface() == Surface::OpenAi)
     {
         shared.finalize.notify_one();
+    }
+    if !ended.batches.is_empty() {
+        shared.ended.notify_one();
     }
     for (id, reason) in ended.batches {
         metrics::counter!("batchd_batches_ended_total", "reason" => format!("{reason:?}").to_lowercase()).increment(1);

@@ -216,6 +216,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/batchd/webhooks/{id}/rotate_secret",
             post(webhooks::rotate),
+        )
+        .route(
+            "/v1/batchd/webhooks/{id}/deliveries",
+            get(webhooks::deliveries),
         );
     if state.test_mode() {
         api = api.merge(test_mode::routes());

@@ -1,6 +1,7 @@
 //! batchd's webhook endpoints under `/v1/batchd/webhooks`: create (the only answer, with rotate,
 //! that shows the secret), list, retrieve, delete and `rotate_secret`. A URL is checked when the
-//! endpoint is created, by the rules of `batchd_webhooks::policy`, and again at every send.
+//! endpoint is created, by the rules of `batchd_webhooks::policy`, and again at every send; and
+//! an endpoint's recent deliveries (`deliveries`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use axum::extract::State;
 use axum::response::Response;
 use batchd_domain::ErrorType;
 use batchd_store::WebhookStore;
-use batchd_store::webhooks::{Endpoint, NewEndpoint};
+use batchd_store::webhooks::{DeliveryRecord, DeliveryState, Endpoint, NewEndpoint};
 use batchd_webhooks::event::{EVENT_TYPES, MESSAGE_BATCH_ENDED, endpoint_id};
 use batchd_webhooks::{Secret, policy};
 use bytes::Bytes;
@@ -26,6 +27,8 @@ use crate::{ApiError, AppState};
 pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3_600);
 /// Longest description.
 const MAX_DESCRIPTION: usize = 512;
+/// How many recent deliveries `GET …/deliveries` lists.
+const RECENT_DELIVERIES: usize = 100;
 
 impl AppState {
     /// Serves the webhook routes from `store`. Set before the state is shared.
@@ -198,6 +201,43 @@ pub async fn retrieve(
         .await?
         .ok_or_else(|| not_found(&id))?;
     json(&endpoint_json(&endpoint, None))
+}
+
+fn delivery_json(d: &DeliveryRecord) -> Value {
+    let state = match d.state {
+        DeliveryState::Pending => "pending",
+        DeliveryState::Delivered => "delivered",
+        DeliveryState::Failed => "failed",
+    };
+    json!({
+        "type": "webhook_delivery",
+        "event_id": d.event_id,
+        "batch_id": d.batch_id,
+        "state": state,
+        "attempts": d.attempts,
+        "last_status": d.last_status,
+        "last_error": d.last_error,
+        "last_attempt_at": d.last_attempt_at.map(|t| t.to_rfc3339()),
+        "next_attempt_at": d.next_attempt_at.map(|t| t.to_rfc3339()),
+    })
+}
+
+/// The endpoint's recent deliveries, newest first.
+pub async fn deliveries(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    IdParam(id): IdParam,
+) -> Result<Response, ApiError> {
+    let store = state.webhooks()?;
+    store
+        .get_endpoint(&caller.workspace, &id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    let records = store
+        .list_deliveries(&caller.workspace, &id, RECENT_DELIVERIES)
+        .await?;
+    let data: Vec<Value> = records.iter().map(delivery_json).collect();
+    json(&json!({ "data": data }))
 }
 
 pub async fn delete(

@@ -449,3 +449,53 @@ async fn batches_stored_before_the_openai_surface_are_anthropic() {
     assert_eq!(items[0].endpoint, Endpoint::Messages);
     assert!(store.unfinalized(10).await.unwrap().is_empty());
 }
+
+/// Processes delivering from one database never hold one delivery at once: each claim skips
+/// what another holds, so every due delivery is handed to exactly one of them.
+#[tokio::test]
+async fn processes_claim_disjoint_webhook_deliveries() {
+    use batchd_store::WebhookStore;
+    let Some(db) = Postgres::new("processes_claim_disjoint_webhook_deliveries").await else {
+        return;
+    };
+    let stores = [db.open().await, db.open().await, db.open().await];
+    let endpoint = stores[0]
+        .create_endpoint(batchd_store::webhooks::NewEndpoint {
+            id: "whep_x".into(),
+            workspace: WS.into(),
+            url: "https://example.com/x".into(),
+            events: vec!["message_batch.ended".into()],
+            description: None,
+            secret: "whsec_x".into(),
+            created_at: at(0),
+        })
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (event_id, endpoint_key, batch_key, event_at, created_at, \
+         next_attempt_at) SELECT 'evt_' || g, $1, g, 0, 0, 0 FROM generate_series(1, 500) g",
+    )
+    .bind(endpoint.key)
+    .execute(&stores[0].pool)
+    .await
+    .unwrap();
+    let mut seen = HashSet::new();
+    loop {
+        let (a, b, c) = tokio::join!(
+            stores[0].claim_deliveries("p0", 7, at(1), at(DAY)),
+            stores[1].claim_deliveries("p1", 7, at(1), at(DAY)),
+            stores[2].claim_deliveries("p2", 7, at(1), at(DAY)),
+        );
+        let mut any = false;
+        for claimed in [a, b, c] {
+            for d in claimed.unwrap() {
+                any = true;
+                assert!(seen.insert(d.key), "delivery {} claimed twice", d.key);
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 500);
+}

@@ -93,6 +93,7 @@ macro_rules! conformance_tests {
             rerun_batches_run_and_refusals_say_why,
             every_end_writes_one_outbox_row,
             webhook_endpoints_are_stored_per_workspace,
+            deliveries_fan_out_claim_and_settle,
         );
     };
     (@each $harness:expr; $($name:ident,)*) => {

@@ -678,6 +678,41 @@ pub trait WebhookStore: Send + Sync + 'static {
         secret: &str,
         previous_until: Timestamp,
     ) -> Result<Option<webhooks::Endpoint>>;
+
+    /// Turns up to `limit` outbox rows into deliveries, one per endpoint of the batch's
+    /// workspace that is enabled, subscribed to `event_type` and was created no later
+    /// than the event, each with its event id fixed now; a deleted batch gets none. Each outbox
+    /// row is removed in the transaction that fans it out. Returns the outbox rows consumed.
+    async fn fan_out(&self, event_type: &str, limit: usize, now: Timestamp) -> Result<usize>;
+    /// Leases up to `limit` pending deliveries due at `now` to `owner` until `lease_until`; a
+    /// delivery leased by another owner whose lease has not run out is never handed out, so no
+    /// event is sent by two workers at once. Deliveries of deleted or disabled endpoints are
+    /// failed on the way, never handed out.
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        limit: usize,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<webhooks::ClaimedDelivery>>;
+    /// Records an attempt of a delivery `owner` holds (nothing when the lease was lost), and
+    /// the endpoint's run of failures: a success ends it; a failure starts it if none was
+    /// running, and disables the endpoint when the run began at or before `disable_before`.
+    async fn settle_delivery(
+        &self,
+        key: i64,
+        owner: &str,
+        settlement: webhooks::Settlement,
+        now: Timestamp,
+        disable_before: Timestamp,
+    ) -> Result<()>;
+    /// The endpoint's most recent deliveries, newest first.
+    async fn list_deliveries(
+        &self,
+        workspace: &str,
+        endpoint_id: &str,
+        limit: usize,
+    ) -> Result<Vec<webhooks::DeliveryRecord>>;
 }
 
 /// API keys: created and revoked by the `keys` commands, looked up on every API call.

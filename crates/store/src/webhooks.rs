@@ -68,3 +68,101 @@ impl std::fmt::Debug for NewEndpoint {
 pub fn parse_events(text: &str) -> Result<Vec<String>, crate::StoreError> {
     serde_json::from_str(text).map_err(|e| crate::StoreError::Corrupt(format!("events: {e}")))
 }
+
+/// A delivery's state as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn code(self) -> i64 {
+        match self {
+            Self::Pending => 0,
+            Self::Delivered => 1,
+            Self::Failed => 2,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Result<Self, crate::StoreError> {
+        match code {
+            0 => Ok(Self::Pending),
+            1 => Ok(Self::Delivered),
+            2 => Ok(Self::Failed),
+            other => Err(crate::StoreError::Corrupt(format!(
+                "webhook delivery state {other}"
+            ))),
+        }
+    }
+}
+
+/// The last error of a delivery whose endpoint was deleted or disabled before it was sent.
+pub const ENDPOINT_GONE: &str = "endpoint deleted or disabled";
+
+/// A delivery handed to one worker until `lease_until`: what it needs to build, sign and send
+/// the event. `event_id` was fixed at fan-out, so every attempt carries the same `webhook-id`.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub key: i64,
+    pub event_id: String,
+    /// The batch's `ended_at`, on its workspace's clock: the event's `created_at`.
+    pub event_at: Timestamp,
+    /// When the delivery was made: the origin of its retry schedule.
+    pub created_at: Timestamp,
+    pub attempts: u32,
+    /// `None` once the batch's row is gone (purged): there is nothing left to send.
+    pub batch_id: Option<String>,
+    pub endpoint: Endpoint,
+}
+
+/// How one attempt went, as the worker decided it with the retry schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// The receiver's status, when it answered.
+    pub status: Option<u16>,
+    /// Why the attempt failed without an answer.
+    pub error: Option<String>,
+    pub outcome: SettleOutcome,
+    /// Whether the attempt says something about the endpoint (false when there was nothing to
+    /// send, e.g. the batch is gone): only then does it start or end the endpoint's failures.
+    pub about_endpoint: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleOutcome {
+    Delivered,
+    /// Failed; tried again at this time.
+    RetryAt(Timestamp),
+    /// Failed for the last time.
+    GiveUp,
+}
+
+/// One delivery as `GET …/deliveries` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub event_id: String,
+    pub batch_id: Option<String>,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub last_attempt_at: Option<Timestamp>,
+    /// Set while pending.
+    pub next_attempt_at: Option<Timestamp>,
+}
+
+/// The endpoint columns prefixed with `e.`, for joins.
+pub fn endpoint_columns_of(alias: &str) -> String {
+    ENDPOINT_COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The pattern an endpoint's stored `events` JSON matches when it holds `event_type`.
+pub fn subscribed_pattern(event_type: &str) -> String {
+    format!("%\"{event_type}\"%")
+}

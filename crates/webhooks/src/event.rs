@@ -1,7 +1,8 @@
 //! The event a delivery carries: `{"id":"evt_…","type":"message_batch.ended","created_at":"…",
-//! "data":{the batch as GET returns it}}`, serialized once when the event is made, so every
-//! retry sends (and signs) the same bytes. The event id doubles as the `webhook-id`, which
-//! receivers deduplicate on.
+//! "data":{the batch as GET returns it}}`, built by the worker at each attempt from the batch as
+//! it is then (an ended batch changes only when its results are archived, which shows in
+//! `archived_at`); each attempt signs exactly the bytes it sends. The event id, fixed when the
+//! delivery is made, doubles as the `webhook-id`, which receivers deduplicate on.
 
 use batchd_wire::MessageBatch;
 use rand::Rng as _;

@@ -6,8 +6,8 @@
 //! ([`schedule`]); and one attempt at sending a signed event to a checked, pinned address
 //! ([`send`]).
 //!
-//! The delivery worker (claim → sign → send → settle) and the outbox it reads are built on
-//! these; see <https://www.standardwebhooks.com/> for the wire format.
+//! The delivery [`worker`] runs them: fan-out of the outbox, claim, build, sign, send, settle;
+//! see <https://www.standardwebhooks.com/> for the wire format.
 
 pub mod event;
 pub mod policy;
@@ -15,5 +15,6 @@ pub mod schedule;
 pub mod secret;
 pub mod send;
 pub mod sign;
+pub mod worker;
 
 pub use secret::Secret;

@@ -20,13 +20,23 @@ pub const DISABLE_AFTER: Duration = Duration::from_secs(5 * 86_400);
 /// The nominal delay after the `failures`-th failed attempt (1 for the first): 10 s, 20 s,
 /// 40 s… up to [`MAX_DELAY`].
 pub fn nominal_delay(failures: u32) -> Duration {
-    let doubled = FIRST_RETRY.saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+    nominal_delay_from(FIRST_RETRY, failures)
+}
+
+/// [`nominal_delay`] with another first step (tests shorten it), capped the same way.
+pub fn nominal_delay_from(first: Duration, failures: u32) -> Duration {
+    let doubled = first.saturating_mul(1u32 << failures.saturating_sub(1).min(20));
     doubled.min(MAX_DELAY)
 }
 
 /// The delay after the `failures`-th failure, jittered into `[nominal / 2, nominal]`.
 pub fn delay(failures: u32, rng: &mut impl rand::Rng) -> Duration {
-    let nominal = nominal_delay(failures);
+    delay_from(FIRST_RETRY, failures, rng)
+}
+
+/// [`delay`] from another first step.
+pub fn delay_from(first: Duration, failures: u32, rng: &mut impl rand::Rng) -> Duration {
+    let nominal = nominal_delay_from(first, failures);
     let half = nominal / 2;
     half + Duration::from_millis(rng.random_range(0..=half.as_millis() as u64))
 }
@@ -38,7 +48,17 @@ pub fn next_attempt(
     elapsed: Duration,
     rng: &mut impl rand::Rng,
 ) -> Option<Duration> {
-    let at = elapsed + delay(failures, rng);
+    next_attempt_from(FIRST_RETRY, failures, elapsed, rng)
+}
+
+/// [`next_attempt`] from another first step.
+pub fn next_attempt_from(
+    first: Duration,
+    failures: u32,
+    elapsed: Duration,
+    rng: &mut impl rand::Rng,
+) -> Option<Duration> {
+    let at = elapsed + delay_from(first, failures, rng);
     (at <= GIVE_UP_AFTER).then_some(at)
 }
 
@@ -70,6 +90,24 @@ mod tests {
         assert_eq!(nominal_delay(3), Duration::from_secs(40));
         assert_eq!(nominal_delay(30), MAX_DELAY);
         assert_eq!(nominal_delay(u32::MAX), MAX_DELAY);
+    }
+
+    #[test]
+    fn a_shorter_first_step_scales_the_back_off_but_not_the_caps() {
+        let first = Duration::from_millis(50);
+        let mut rng = rand::rng();
+        let d = delay_from(first, 1, &mut rng);
+        assert!(d >= first / 2 && d <= first, "{d:?}");
+        assert_eq!(nominal_delay_from(first, 3), Duration::from_millis(200));
+        assert_eq!(
+            nominal_delay_from(first, 40),
+            MAX_DELAY.min(first * (1 << 20))
+        );
+        assert_eq!(
+            next_attempt_from(first, 1, GIVE_UP_AFTER, &mut rng),
+            None,
+            "given up after 72 hours whatever the step"
+        );
     }
 
     #[test]

@@ -36,4 +36,5 @@ mod test_scripts;
 mod tls;
 mod ui;
 mod versions;
+mod webhook_delivery;
 mod webhooks;

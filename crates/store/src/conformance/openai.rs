@@ -34,7 +34,7 @@ fn openai_batch(workspace: &str, created_at: Timestamp) -> NewBatch {
     }
 }
 
-fn failed_batch(workspace: &str, created_at: Timestamp) -> NewBatch {
+pub(super) fn failed_batch(workspace: &str, created_at: Timestamp) -> NewBatch {
     let mut nb = openai_batch(workspace, created_at);
     nb.endpoint = Endpoint::Embeddings;
     nb.openai.as_mut().expect("set above").errors = vec![

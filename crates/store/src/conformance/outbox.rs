@@ -164,3 +164,228 @@ pub async fn webhook_endpoints_are_stored_per_workspace<H: Harness>(h: &H) {
         "never reused"
     );
 }
+
+/// Ends a fresh batch of one request in `workspace` at `when`, leaving its outbox row.
+async fn ended_batch(store: &impl Store, workspace: &str, when: i64) -> Batch {
+    let b = create_in(store, workspace, at(when), 1).await;
+    let items = claim(store, 10, at(when)).await;
+    let mine: Vec<WorkItem> = items.into_iter().filter(|i| i.batch_id == b.id).collect();
+    store
+        .record(&answers(&mine, Outcome::Succeeded), at(when))
+        .await
+        .unwrap();
+    b
+}
+
+/// Fan-out makes one delivery per enabled, subscribed endpoint of the batch's workspace that
+/// existed at the event, and consumes the outbox row; a deleted batch gets none. A claimed
+/// delivery is leased: not handed out again until settled or its lease runs out. Settling
+/// records the attempt and keeps the event id; failures for long enough disable the endpoint,
+/// whose pending deliveries are then failed rather than sent.
+pub async fn deliveries_fan_out_claim_and_settle<H: Harness>(h: &H) {
+    use crate::WebhookStore;
+    use crate::webhooks::{DeliveryState, SettleOutcome, Settlement};
+    const EVENT: &str = "message_batch.ended";
+    let store = h.open().await;
+    let a = store
+        .create_endpoint(new_endpoint(WS, "whep_a"))
+        .await
+        .unwrap();
+    let mut unsubscribed = new_endpoint(WS, "whep_u");
+    unsubscribed.events = vec!["batch.completed".into()];
+    store.create_endpoint(unsubscribed).await.unwrap();
+    store
+        .create_endpoint(new_endpoint("other", "whep_o"))
+        .await
+        .unwrap();
+    let mut later = new_endpoint(WS, "whep_later");
+    later.created_at = at(DAY * 3);
+    store.create_endpoint(later).await.unwrap();
+
+    let batch = ended_batch(&store, WS, 10).await;
+    let deleted = ended_batch(&store, WS, 20).await;
+    store.delete_batch(WS, &deleted.id).await.unwrap();
+    // The OpenAI surface has no event of its own yet: its ends make no delivery.
+    store
+        .insert_failed_batch(super::openai::failed_batch(WS, at(25)), at(25))
+        .await
+        .unwrap();
+    assert_eq!(h.rows(&store, OUTBOX).await, 3);
+    assert_eq!(store.fan_out(EVENT, 1, at(30)).await.unwrap(), 1);
+    assert_eq!(store.fan_out(EVENT, 10, at(30)).await.unwrap(), 2);
+    assert_eq!(store.fan_out(EVENT, 10, at(30)).await.unwrap(), 0);
+    assert_eq!(h.rows(&store, OUTBOX).await, 0, "consumed");
+    assert_eq!(h.rows(&store, "webhook_deliveries").await, 1, "{a:?}");
+
+    let now = at(40);
+    let claimed = store
+        .claim_deliveries("w1", 10, now, at(40 + 1_000))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let d = &claimed[0];
+    assert!(
+        d.event_id.starts_with("evt_") && d.event_id.len() == 28,
+        "{}",
+        d.event_id
+    );
+    assert_eq!(d.batch_id.as_deref(), Some(batch.id.as_str()));
+    assert_eq!((d.endpoint.id.as_str(), d.attempts), ("whep_a", 0));
+    assert!(
+        store
+            .claim_deliveries("w2", 10, at(41), at(2_000))
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    // A settle by an owner that does not hold the lease does nothing.
+    let failure = |at_: Timestamp| Settlement {
+        status: Some(500),
+        error: None,
+        outcome: SettleOutcome::RetryAt(at_),
+        about_endpoint: true,
+    };
+    store
+        .settle_delivery(d.key, "w2", failure(at(50)), at(42), at(0))
+        .await
+        .unwrap();
+    store
+        .settle_delivery(d.key, "w1", failure(at(100)), at(42), at(0))
+        .await
+        .unwrap();
+    let records = store.list_deliveries(WS, "whep_a", 10).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (
+            records[0].state,
+            records[0].attempts,
+            records[0].last_status
+        ),
+        (DeliveryState::Pending, 1, Some(500))
+    );
+    assert_eq!(records[0].next_attempt_at, Some(at(100)));
+    assert!(
+        store
+            .claim_deliveries("w1", 10, at(99), at(2_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store
+        .claim_deliveries("w2", 10, at(100), at(2_000))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].event_id.as_str(), again[0].attempts),
+        (d.event_id.as_str(), 1)
+    );
+    store
+        .settle_delivery(
+            d.key,
+            "w2",
+            Settlement {
+                status: Some(204),
+                error: None,
+                outcome: SettleOutcome::Delivered,
+                about_endpoint: true,
+            },
+            at(101),
+            at(0),
+        )
+        .await
+        .unwrap();
+    let records = store.list_deliveries(WS, "whep_a", 10).await.unwrap();
+    assert_eq!(
+        (
+            records[0].state,
+            records[0].attempts,
+            records[0].next_attempt_at
+        ),
+        (DeliveryState::Delivered, 2, None)
+    );
+    assert!(
+        store
+            .list_deliveries("other", "whep_a", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A lease that ran out is handed out again; failing long enough disables the endpoint.
+    ended_batch(&store, WS, 200).await;
+    store.fan_out(EVENT, 10, at(200)).await.unwrap();
+    let first = store
+        .claim_deliveries("w1", 10, at(201), at(300))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let retaken = store
+        .claim_deliveries("w2", 10, at(300), at(400))
+        .await
+        .unwrap();
+    assert_eq!(retaken.len(), 1, "the lease ran out");
+    store
+        .settle_delivery(
+            retaken[0].key,
+            "w2",
+            Settlement {
+                about_endpoint: false,
+                ..failure(at(500))
+            },
+            at(301),
+            at(400),
+        )
+        .await
+        .unwrap();
+    // Had that attempt started the endpoint's run of failures (at 301), this would disable it.
+    assert_eq!(
+        store
+            .get_endpoint(WS, "whep_a")
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled_at,
+        None
+    );
+    let last = store
+        .claim_deliveries("w1", 10, at(500), at(600))
+        .await
+        .unwrap();
+    store
+        .settle_delivery(last[0].key, "w1", failure(at(700)), at(501), at(501))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_endpoint(WS, "whep_a")
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled_at,
+        Some(at(501)),
+        "failing since 501, disabled for failures from 501 on"
+    );
+    assert!(
+        store
+            .claim_deliveries("w1", 10, at(700), at(800))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let records = store.list_deliveries(WS, "whep_a", 10).await.unwrap();
+    assert_eq!(records[0].state, DeliveryState::Failed);
+    assert_eq!(
+        records[0].last_error.as_deref(),
+        Some(crate::webhooks::ENDPOINT_GONE)
+    );
+
+    h.close(store).await;
+    let store = h.open().await;
+    assert_eq!(
+        store.list_deliveries(WS, "whep_a", 10).await.unwrap().len(),
+        2,
+        "durable"
+    );
+}

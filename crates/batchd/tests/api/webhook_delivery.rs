@@ -1,0 +1,257 @@
+//! Completion webhooks delivered: a local receiver on port 0 verifies every signature with the
+//! Standard Webhooks rules (in Rust, `batchd_webhooks::sign::verify`), sees the batch as `GET`
+//! returns it, and gets the same `webhook-id` on every retry; a 3xx is a failure retried.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// One request the receiver got, with the time it arrived (microseconds since the epoch).
+#[derive(Debug, Clone)]
+struct Received {
+    id: String,
+    timestamp: i64,
+    signature: String,
+    body: Vec<u8>,
+    at_micros: i128,
+}
+
+#[derive(Default)]
+struct Receiver {
+    got: Mutex<Vec<Received>>,
+    /// Statuses to answer with, in order; 204 once they run out.
+    plan: Mutex<VecDeque<u16>>,
+}
+
+async fn hook(
+    State(r): State<Arc<Receiver>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> impl IntoResponse {
+    let at_micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i128;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    r.got.lock().unwrap().push(Received {
+        id: header("webhook-id"),
+        timestamp: header("webhook-timestamp").parse().unwrap_or_default(),
+        signature: header("webhook-signature"),
+        body: body.to_vec(),
+        at_micros,
+    });
+    let status = r.plan.lock().unwrap().pop_front().unwrap_or(204);
+    let mut response = StatusCode::from_u16(status).unwrap().into_response();
+    if (300..400).contains(&status) {
+        response
+            .headers_mut()
+            .insert("location", "http://127.0.0.1:9/elsewhere".parse().unwrap());
+    }
+    response
+}
+
+/// Starts a receiver on port 0 answering with `plan`; returns it and its URL.
+async fn receiver(plan: &[u16]) -> (Arc<Receiver>, String) {
+    let state = Arc::new(Receiver {
+        plan: Mutex::new(plan.iter().copied().collect()),
+        ..Default::default()
+    });
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (state, format!("http://{addr}/hook"))
+}
+
+/// A server that may deliver to the local receiver, retrying after a few milliseconds.
+async fn app() -> TestApp {
+    spawn_with(|o| {
+        o.webhook_allow_http = true;
+        o.webhook_allow_private = true;
+        o.webhook_first_retry = Duration::from_millis(50);
+    })
+    .await
+}
+
+/// Registers `url`; returns the endpoint's id and secret.
+async fn register(app: &TestApp, url: &str) -> (String, batchd_webhooks::Secret) {
+    let resp = app
+        .post("/v1/batchd/webhooks", &json!({ "url": url }))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let created: Value = resp.json().await.unwrap();
+    let secret = batchd_webhooks::Secret::parse(created["secret"].as_str().unwrap()).unwrap();
+    (created["id"].as_str().unwrap().to_owned(), secret)
+}
+
+/// Waits until the receiver holds `n` requests.
+async fn wait_for(r: &Receiver, n: usize) -> Vec<Received> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = r.got.lock().unwrap().clone();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} received",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn verified(secret: &batchd_webhooks::Secret, got: &Received) -> Value {
+    assert!(
+        batchd_webhooks::sign::verify(secret, &got.id, got.timestamp, &got.body, &got.signature),
+        "signature of {} does not verify",
+        got.id
+    );
+    serde_json::from_slice(&got.body).unwrap()
+}
+
+#[tokio::test]
+async fn an_ended_batch_is_delivered_once_signed_with_the_batch_object() {
+    let app = app().await;
+    let (r, url) = receiver(&[]).await;
+    let (_, secret) = register(&app, &url).await;
+    let batch = app.create_n(2).await;
+    let id = batch["id"].as_str().unwrap();
+    let ended = app.wait_ended(id, Duration::from_secs(30)).await;
+    let got = wait_for(&r, 1).await;
+    let event = verified(&secret, &got[0]);
+    assert_eq!(event["type"], "message_batch.ended");
+    assert_eq!(event["id"], got[0].id.as_str());
+    assert!(got[0].id.starts_with("evt_"));
+    assert_eq!(event["data"], ended, "the batch as GET returns it");
+    // Once only.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(r.got.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_failing_receiver_gets_the_same_webhook_id_until_it_answers_2xx() {
+    let app = app().await;
+    let (r, url) = receiver(&[500, 503]).await;
+    let (endpoint, secret) = register(&app, &url).await;
+    let id = app.create_n(1).await["id"].as_str().unwrap().to_owned();
+    app.wait_ended(&id, Duration::from_secs(30)).await;
+    let got = wait_for(&r, 3).await;
+    for g in &got {
+        verified(&secret, g);
+    }
+    assert!(
+        got.iter().all(|g| g.id == got[0].id),
+        "same webhook-id: {got:?}"
+    );
+    let deliveries = deliveries_settled(&app, &endpoint).await;
+    assert_eq!(deliveries[0]["state"], "delivered", "{deliveries:?}");
+    assert_eq!(deliveries[0]["attempts"], 3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(r.got.lock().unwrap().len(), 3, "nothing after the success");
+}
+
+#[tokio::test]
+async fn a_redirect_is_a_failure_and_retried() {
+    let app = app().await;
+    let (r, url) = receiver(&[307]).await;
+    let (endpoint, _) = register(&app, &url).await;
+    let id = app.create_n(1).await["id"].as_str().unwrap().to_owned();
+    app.wait_ended(&id, Duration::from_secs(30)).await;
+    let got = wait_for(&r, 2).await;
+    assert_eq!(got[0].id, got[1].id);
+    let deliveries = deliveries_settled(&app, &endpoint).await;
+    assert_eq!(deliveries[0]["attempts"], 2, "{deliveries:?}");
+    assert_eq!(deliveries[0]["state"], "delivered");
+}
+
+/// The endpoint's deliveries once none is pending.
+async fn deliveries_settled(app: &TestApp, endpoint: &str) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = app
+            .get(&format!("/v1/batchd/webhooks/{endpoint}/deliveries"))
+            .await;
+        assert_eq!(resp.status(), 200);
+        let list: Value = resp.json().await.unwrap();
+        let data = list["data"].as_array().unwrap().clone();
+        if !data.is_empty() && data.iter().all(|d| d["state"] != "pending") {
+            return data;
+        }
+        assert!(std::time::Instant::now() < deadline, "{list}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Batch end → receiver over 20 batches, printed (not asserted: the machine is shared).
+#[tokio::test]
+async fn delivery_latency_is_reported() {
+    let app = app().await;
+    let (r, url) = receiver(&[]).await;
+    register(&app, &url).await;
+    const N: usize = 20;
+    for _ in 0..N {
+        let id = app.create_n(1).await["id"].as_str().unwrap().to_owned();
+        app.wait_ended(&id, Duration::from_secs(30)).await;
+    }
+    let got = wait_for(&r, N).await;
+    let mut latencies: Vec<f64> = got
+        .iter()
+        .map(|g| {
+            let event: Value = serde_json::from_slice(&g.body).unwrap();
+            (g.at_micros - micros(&event["data"]["ended_at"])) as f64 / 1_000.0
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "webhook delivery latency (batch end -> receiver) over {N} batches: median {:.1} ms, p99 {:.1} ms",
+        p(0.5),
+        p(0.99)
+    );
+}
+
+/// A delivery still pending when the server stops is sent by the next server on the same
+/// storage, with the same `webhook-id`.
+#[tokio::test]
+async fn a_pending_delivery_survives_a_restart() {
+    // Long enough that the first server stops before the retry is due.
+    let options = |o: &mut batchd::config::ServeOptions| {
+        o.webhook_allow_http = true;
+        o.webhook_allow_private = true;
+        o.webhook_first_retry = Duration::from_secs(2);
+    };
+    let app = spawn_with(options).await;
+    let (r, url) = receiver(&[500]).await;
+    let (endpoint, secret) = register(&app, &url).await;
+    let id = app.create_n(1).await["id"].as_str().unwrap().to_owned();
+    app.wait_ended(&id, Duration::from_secs(30)).await;
+    wait_for(&r, 1).await;
+    let data_dir = app.data_dir.clone();
+    let dir = app.stop().await;
+    assert_eq!(r.got.lock().unwrap().len(), 1, "stopped before the retry");
+
+    let app = start_in(data_dir, options).await;
+    let got = wait_for(&r, 2).await;
+    verified(&secret, &got[1]);
+    assert_eq!(got[0].id, got[1].id, "same webhook-id after the restart");
+    let deliveries = deliveries_settled(&app, &endpoint).await;
+    assert_eq!(deliveries[0]["state"], "delivered");
+    app.stop().await;
+    drop(dir);
+}
