@@ -9,12 +9,13 @@
 //! objects, one per line. Results are always JSONL, exactly as downloaded. API errors print
 //! `error: <type>: <message> (request-id …)` on stderr and exit 1; usage errors exit 2.
 
+mod follow;
 mod input;
 mod openai_surface;
 mod output;
 pub mod test;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,8 +25,6 @@ use batchd_client::{
 };
 use clap::{Args, Subcommand, ValueEnum};
 use futures_util::StreamExt;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 
 /// Where the API is and how to call it: shared by `batches` and `test`.
 #[derive(Debug, Args)]
@@ -360,95 +359,30 @@ async fn results(
     }
 
     let mut lines = client.results_lines(id).await?;
-    let sink: Box<dyn AsyncWrite + Unpin + Send> = match path {
-        Some(p) => Box::new(
-            tokio::fs::File::create(p)
-                .await
-                .with_context(|| format!("creating {}", p.display()))?,
-        ),
-        None => Box::new(tokio::io::stdout()),
-    };
-    let mut out = BufWriter::with_capacity(256 * 1024, sink);
-    let (mut total, mut written) = (0u64, 0u64);
+    let mut sink = follow::Sink::open(path).await?;
     while let Some(line) = lines.next().await {
         let line = line?;
         let probe: Probe = serde_json::from_slice(&line.bytes)
             .with_context(|| format!("results line {} is not a result object", line.number))?;
-        total += 1;
-        if only.is_none_or(|k| k.as_str() == probe.result.kind) {
-            out.write_all(&line.bytes).await?;
-            out.write_all(b"\n").await?;
-            written += 1;
-        }
+        let keep = only.is_none_or(|k| k.as_str() == probe.result.kind);
+        sink.offer(&line.bytes, keep).await?;
     }
-    out.flush().await?;
-    out.into_inner().shutdown().await?;
-    if let Some(p) = path {
-        match only {
-            Some(k) => eprintln!(
-                "wrote {written} {} of {total} results to {}",
-                k.as_str(),
-                p.display()
-            ),
-            None => eprintln!("wrote {written} results to {}", p.display()),
-        }
-    }
-    Ok(())
+    sink.finish(path, only).await
 }
 
 async fn watch(client: &Client, id: &str, interval: Duration, json: bool) -> Result<()> {
-    let tty = std::io::stdout().is_terminal();
-    let bar = (tty && !json).then(|| {
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stdout());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {prefix} [{elapsed_precise}] [{bar:40}] {pos}/{len} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(id.to_owned());
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar
-    });
-    let mut last_line = String::new();
-    let batch = loop {
-        let batch = match client.retrieve(id).await {
-            Ok(b) => b,
-            Err(e) => {
-                if let Some(bar) = &bar {
-                    bar.abandon();
-                }
-                return Err(e.into());
-            }
-        };
-        let c = &batch.request_counts;
-        match &bar {
-            Some(bar) => {
-                bar.set_length(c.total());
-                bar.set_position(c.total() - c.processing);
-                bar.set_message(batch.processing_status.as_str());
-            }
-            None => {
-                let line = output::progress_line(&batch);
-                if line != last_line {
-                    if json {
-                        eprintln!("{line}");
-                    } else {
-                        println_out(&line)?;
-                    }
-                    last_line = line;
-                }
-            }
+    let fetch = || async { Ok(client.retrieve(id).await?) };
+    let batch = follow::until_ended(id, interval, json, fetch, |b: &MessageBatch| {
+        let c = &b.request_counts;
+        follow::Progress {
+            total: c.total(),
+            done: c.total() - c.processing,
+            status: b.processing_status.as_str(),
+            line: output::progress_line(b),
+            ended: b.processing_status == ProcessingStatus::Ended,
         }
-        if batch.processing_status == ProcessingStatus::Ended {
-            break batch;
-        }
-        tokio::time::sleep(interval).await;
-    };
-    if let Some(bar) = bar {
-        bar.finish();
-    }
+    })
+    .await?;
     if json {
         return println_out(&serde_json::to_string(&batch)?);
     }

@@ -2,7 +2,6 @@
 //! get, cancel, watch and results of `batch_…` ids. Results are the output file's lines, then
 //! the error file's, exactly as downloaded.
 
-use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
@@ -10,10 +9,8 @@ use anyhow::{Context, Result};
 use batchd_client::wire::openai::{CreateOpenAiBatch, OpenAiBatch, OpenAiBatchStatus};
 use batchd_client::{Client, OpenAiListParams};
 use futures_util::StreamExt;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 
-use super::{ResultKind, output, print_out, println_out};
+use super::{ResultKind, follow, output, print_out, println_out};
 
 /// The only completion window the API offers.
 const COMPLETION_WINDOW: &str = "24h";
@@ -156,16 +153,7 @@ pub async fn results(
             batch.status.as_str()
         );
     }
-    let sink: Box<dyn AsyncWrite + Unpin + Send> = match path {
-        Some(p) => Box::new(
-            tokio::fs::File::create(p)
-                .await
-                .with_context(|| format!("creating {}", p.display()))?,
-        ),
-        None => Box::new(tokio::io::stdout()),
-    };
-    let mut out = BufWriter::with_capacity(256 * 1024, sink);
-    let (mut total, mut written) = (0u64, 0u64);
+    let mut sink = follow::Sink::open(path).await?;
     let files = [
         (batch.output_file_id.as_deref(), true),
         (batch.error_file_id.as_deref(), false),
@@ -175,88 +163,32 @@ pub async fn results(
         let mut lines = client.file_lines(file).await?;
         while let Some(line) = lines.next().await {
             let line = line?;
-            total += 1;
             let kind = if succeeded {
                 ResultKind::Succeeded
             } else {
                 kind_of(&line.bytes)
             };
-            if only.is_none_or(|k| k == kind) {
-                out.write_all(&line.bytes).await?;
-                out.write_all(b"\n").await?;
-                written += 1;
-            }
+            sink.offer(&line.bytes, only.is_none_or(|k| k == kind))
+                .await?;
         }
     }
-    out.flush().await?;
-    out.into_inner().shutdown().await?;
-    if let Some(p) = path {
-        match only {
-            Some(k) => eprintln!(
-                "wrote {written} {} of {total} results to {}",
-                k.as_str(),
-                p.display()
-            ),
-            None => eprintln!("wrote {written} results to {}", p.display()),
-        }
-    }
-    Ok(())
+    sink.finish(path, only).await
 }
 
 /// Polls until the batch reaches a final status, showing progress; then prints its counts.
 pub async fn watch(client: &Client, id: &str, interval: Duration, json: bool) -> Result<()> {
-    let tty = std::io::stdout().is_terminal();
-    let bar = (tty && !json).then(|| {
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stdout());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {prefix} [{elapsed_precise}] [{bar:40}] {pos}/{len} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(id.to_owned());
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar
-    });
-    let mut last_line = String::new();
-    let batch = loop {
-        let batch = match client.retrieve_openai_batch(id).await {
-            Ok(b) => b,
-            Err(e) => {
-                if let Some(bar) = &bar {
-                    bar.abandon();
-                }
-                return Err(e.into());
-            }
-        };
-        let c = &batch.request_counts;
-        match &bar {
-            Some(bar) => {
-                bar.set_length(c.total);
-                bar.set_position(c.completed + c.failed);
-                bar.set_message(batch.status.as_str());
-            }
-            None => {
-                let line = output::openai_progress_line(&batch);
-                if line != last_line {
-                    if json {
-                        eprintln!("{line}");
-                    } else {
-                        println_out(&line)?;
-                    }
-                    last_line = line;
-                }
-            }
+    let fetch = || async { Ok(client.retrieve_openai_batch(id).await?) };
+    let batch = follow::until_ended(id, interval, json, fetch, |b: &OpenAiBatch| {
+        let c = &b.request_counts;
+        follow::Progress {
+            total: c.total,
+            done: c.completed + c.failed,
+            status: b.status.as_str(),
+            line: output::openai_progress_line(b),
+            ended: is_final(b.status),
         }
-        if is_final(batch.status) {
-            break batch;
-        }
-        tokio::time::sleep(interval).await;
-    };
-    if let Some(bar) = bar {
-        bar.finish();
-    }
+    })
+    .await?;
     if json {
         return println_out(&serde_json::to_string(&batch)?);
     }
