@@ -48,6 +48,16 @@ impl Harness for Postgres {
 
 batchd_store::conformance_tests!(Postgres::new("the PostgreSQL conformance suite"));
 
+/// How long re-running the whole of a 100,000-request batch takes in this engine (see
+/// `batchd_store::conformance::rerun_timing`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run in release"]
+async fn rerun_time() {
+    if let Some(h) = Postgres::new("rerun_time").await {
+        batchd_store::conformance::rerun_timing(&h).await;
+    }
+}
+
 const WS: &str = "default";
 const T0: i64 = 1_700_000_000_000_000;
 const DAY: i64 = 86_400_000_000;

@@ -246,73 +246,13 @@ async fn throughput() {
     );
 }
 
-/// How long re-running the whole of a 100,000-request batch takes in the store: the worst case,
-/// every request copied (a batch canceled before any answer). Prints it; asserts only the count.
+/// How long re-running the whole of a 100,000-request batch takes in this engine (see
+/// `batchd_store::conformance::rerun_timing`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement; run in release"]
 async fn rerun_time() {
-    const N: u32 = 100_000;
     let dir = TempDir::new().unwrap();
-    let store = open(dir.path()).await;
-    let params = format!(
-        r#"{{"model":"m","max_tokens":1024,"messages":[{{"role":"user","content":"{}"}}]}}"#,
-        "x".repeat(2_430)
-    );
-    let d = store.begin_batch(new_batch(WS, at(0))).await.unwrap();
-    for start in (0..N).step_by(1_000) {
-        let chunk = (start..start + 1_000)
-            .map(|i| NewRequest {
-                index: i,
-                custom_id: CustomId::parse(&format!("req-{i}")).unwrap(),
-                params: params.clone(),
-            })
-            .collect();
-        store.append_requests(&d, chunk).await.unwrap();
-    }
-    let b = store.commit_batch(d, u64::from(N)).await.unwrap();
-    store.cancel_batch(WS, &b.id, at(1)).await.unwrap();
-    store.finish_due(at(2)).await.unwrap();
-
-    let (started, cpu_before) = (Instant::now(), process_cpu_seconds());
-    let outcome = store
-        .rerun_batch(
-            WS,
-            &b.id,
-            batchd_domain::rerun::RerunSet::default(),
-            batchd_store::rerun::RerunTerms {
-                id: BatchId::generate(),
-                now: at(3),
-                expiry: Duration::from_secs(86_400),
-                queue_cap: u64::MAX,
-            },
-        )
-        .await
-        .unwrap();
-    let (took, cpu) = (started.elapsed(), process_cpu_seconds() - cpu_before);
-    let batchd_store::rerun::RerunOutcome::Created(new) = outcome else {
-        panic!("{outcome:?}");
-    };
-    assert_eq!(new.total, u64::from(N));
-    println!(
-        "rerun: {N} requests of {} B copied in {:.3} s ({cpu:.2} s of CPU, user + system)",
-        params.len(),
-        took.as_secs_f64()
-    );
-}
-
-/// This process's user + system CPU time so far, from `/proc/self/stat` (clock ticks, 100 per
-/// second on Linux): on a busy machine it says what the work cost better than the wall clock.
-fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let ticks: u64 = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|f| f.parse::<u64>().ok())
-        .sum();
-    ticks as f64 / 100.0
+    batchd_store::conformance::rerun_timing(&Sqlite(dir)).await;
 }
 
 /// Every hot query must be an index or rowid-range search: a full scan of `batches` or

@@ -221,3 +221,63 @@ pub async fn rerun_batches_run_and_refusals_say_why<H: Harness>(h: &H) {
         RerunOutcome::Created(_)
     ));
 }
+
+/// Not a contract case but a measurement each engine runs (`#[ignore]`d, in release): how long
+/// re-running the whole of a 100,000-request batch of 2.5 KB params takes in the store, the
+/// worst case (a batch canceled before any answer, so every request is copied). Prints the wall
+/// time and this process's CPU time (which a busy machine distorts less; for PostgreSQL the
+/// server's own CPU is not in it); asserts only the count.
+pub async fn rerun_timing<H: Harness>(h: &H) {
+    const N: u32 = 100_000;
+    let store = h.open().await;
+    let params = format!(
+        r#"{{"model":"m","max_tokens":1024,"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(2_430)
+    );
+    let d = store.begin_batch(new_batch(WS, at(0))).await.unwrap();
+    for start in (0..N).step_by(1_000) {
+        let chunk = (start..start + 1_000)
+            .map(|i| NewRequest {
+                index: i,
+                custom_id: CustomId::parse(&format!("req-{i}")).unwrap(),
+                params: params.clone(),
+            })
+            .collect();
+        store.append_requests(&d, chunk).await.unwrap();
+    }
+    let b = store.commit_batch(d, u64::from(N)).await.unwrap();
+    store.cancel_batch(WS, &b.id, at(1)).await.unwrap();
+    store.finish_due(at(2)).await.unwrap();
+
+    let (started, cpu_before) = (std::time::Instant::now(), process_cpu_seconds());
+    let outcome = store
+        .rerun_batch(WS, &b.id, RerunSet::default(), terms(at(3)))
+        .await
+        .unwrap();
+    let (took, cpu) = (started.elapsed(), process_cpu_seconds() - cpu_before);
+    let RerunOutcome::Created(new) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(new.total, u64::from(N));
+    println!(
+        "rerun: {N} requests of {} B copied in {:.3} s ({cpu:.2} s of this process's CPU)",
+        params.len(),
+        took.as_secs_f64()
+    );
+    h.close(store).await;
+}
+
+/// This process's user + system CPU time so far, from `/proc/self/stat` (clock ticks, 100 per
+/// second on Linux); 0 where there is no such file.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
