@@ -42,7 +42,7 @@ const METHOD: &str = "\
   2 ms), and `VmRSS` after one idle second.
 - **OpenAI surface** (`--rows openai`): batchd with `[[backends]] kind = \"openai\"` pointed at
   the same fake upstream, which answers `/v1/chat/completions` in OpenAI's dialect, and
-  `openai_max_file_bytes` / `openai_max_file_lines` raised to fit the bench's files.
+  `openai_max_file_bytes` / `openai_max_file_lines` set to fit the bench's files.
   *Upload + create*: a 50,000-line, ~200 MB JSONL file (the hosted API's limits) sent as the
   SDKs send it (multipart `POST /v1/files`, `purpose` then the file), then `POST /v1/batches`
   on it; time from the upload's first byte to the create's 200, against write+fsync of the same
@@ -50,8 +50,8 @@ const METHOD: &str = "\
   *Dispatch*: the same conversations and concurrency as the Message Batches rows, as 100,000
   chat-completion lines; completed/s = requests ÷ (create's 200 → first retrieve whose
   `request_counts` are complete, polled every 50 ms), the moment Message Batches shows `ended`;
-  the output file is written after it (the *Finalize* row, an upper bound at the polling
-  resolution) and before the direct load generator sends the same bodies to the fake's
+  the output file is written after it (the *Finalize* row, to within the polling interval)
+  and before the direct load generator sends the same bodies to the fake's
   `/v1/chat/completions`. *Download*: `GET /v1/files/{output_file_id}/content` of that batch
   against the static file server, as for results.";
 

@@ -966,7 +966,7 @@ impl Run {
             .with_context(|| format!("the dispatch batch ended without an output file: {done}"))?;
         self.rows.push(Row::new(
             "Finalize (OpenAI): last answer seen → output file written",
-            format!("≤ {}", ms(finalized)),
+            format!("{} (polled every {})", ms(finalized), ms(POLL)),
             "—".into(),
             None,
             "—",
