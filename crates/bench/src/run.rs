@@ -592,14 +592,15 @@ impl Run {
         let (fake, fake_addr, server, upstream, lat) =
             self.start_slow(self.args.latency, surface, files).await?;
         let api = Api::on(surface, server.addr, KEY);
-        self.progress(&format!("dispatch at {lat} ({surface:?}): batchd"));
+        self.progress(&format!("dispatch at {lat} ({}): batchd", surface.name()));
         let (id, created) = self.submit(&api, workload).await?;
-        let what = format!("dispatch {lat} ({surface:?})");
+        let what = format!("dispatch {lat} ({})", surface.name());
         let ended = self.answered(&api, surface, &id, &what).await?;
         let batchd_rate = n as f64 / (ended - created).as_secs_f64();
         drop(server);
         self.progress(&format!(
-            "dispatch at {lat} ({surface:?}): direct load generator"
+            "dispatch at {lat} ({}): direct load generator",
+            surface.name()
         ));
         let direct = self.direct(fake_addr, workload).await?;
         drop(fake);
@@ -953,7 +954,7 @@ impl Run {
         ));
         let (id, created) = self.submit(&api, chat).await?;
         let answered = self
-            .answered(&api, Surface::OpenAi, &id, "dispatch 0 ms (OpenAi)")
+            .answered(&api, Surface::OpenAi, &id, "dispatch 0 ms (OpenAI)")
             .await?;
         let batchd_rate = n as f64 / (answered - created).as_secs_f64();
         // The output file is written before anything else runs, so that the direct load

@@ -222,6 +222,14 @@ impl Surface {
         }
     }
 
+    /// How progress and notes name the surface.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Anthropic => "Message Batches",
+            Self::OpenAi => "OpenAI",
+        }
+    }
+
     /// The `[[backends]]` kind that forwards this surface's requests without translating them.
     pub fn backend_kind(self) -> &'static str {
         match self {
