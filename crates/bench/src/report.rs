@@ -78,10 +78,18 @@ pub fn markdown(
     } else {
         format!(" --rows {}", args.rows.join(","))
     };
+    let upload = if args.wants("openai-upload") {
+        format!(
+            ", OpenAI upload {} lines of {} B",
+            args.upload_lines, args.upload_line_bytes
+        )
+    } else {
+        String::new()
+    };
     let _ = write!(
         out,
         "\n## Results\n\nCommand: `scripts/bench.sh{selected}` ({} requests per batch, {} B params, \
-         concurrency {}, slow upstream {} ms; whole run {:.0} s).\n\n",
+         concurrency {}, slow upstream {} ms{upload}; whole run {:.0} s).\n\n",
         args.requests,
         args.param_bytes,
         args.concurrency,

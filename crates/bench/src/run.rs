@@ -116,7 +116,8 @@ pub struct Args {
 }
 
 impl Args {
-    fn wants(&self, row: &str) -> bool {
+    /// Whether `row` is selected.
+    pub fn wants(&self, row: &str) -> bool {
         self.rows
             .iter()
             .any(|r| r == row || (r == OPENAI_ROWS && row.starts_with("openai-")))
