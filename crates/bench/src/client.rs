@@ -16,6 +16,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
+use crate::workload::Surface;
+
 /// One keep-alive connection.
 pub struct Conn {
     sender: SendRequest<Full<Bytes>>,
@@ -67,7 +69,8 @@ pub async fn count_body(response: Response<Incoming>) -> anyhow::Result<u64> {
     Ok(total)
 }
 
-/// A request with the headers batchd and the fake upstream expect.
+/// A JSON request with the headers batchd's Message Batches routes and the fake upstream
+/// expect.
 pub fn request(
     method: Method,
     addr: SocketAddr,
@@ -75,39 +78,111 @@ pub fn request(
     key: &str,
     body: Bytes,
 ) -> Request<Full<Bytes>> {
-    Request::builder()
+    request_as(
+        Surface::Anthropic,
+        method,
+        addr,
+        path,
+        key,
+        "application/json",
+        body,
+    )
+}
+
+/// A request as `surface`'s clients send it: Anthropic's SDKs with `x-api-key` and
+/// `anthropic-version`, OpenAI's with `Authorization: Bearer`.
+pub fn request_as(
+    surface: Surface,
+    method: Method,
+    addr: SocketAddr,
+    path: &str,
+    key: &str,
+    content_type: &str,
+    body: Bytes,
+) -> Request<Full<Bytes>> {
+    let builder = Request::builder()
         .method(method)
         .uri(path)
         .header(header::HOST, addr.to_string())
-        .header("x-api-key", key)
-        .header("anthropic-version", "2023-06-01")
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, content_type);
+    let builder = match surface {
+        Surface::Anthropic => builder
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01"),
+        Surface::OpenAi => builder.header(header::AUTHORIZATION, format!("Bearer {key}")),
+    };
+    builder
         .body(Full::new(body))
         .expect("static request parts are valid")
 }
 
+/// The boundary of the bench's multipart uploads: a line of the JSONL it uploads never
+/// starts with it.
+const BOUNDARY: &str = "batchd-bench-5f1c0e7a9d3b";
+
+/// `POST /v1/files` form as the OpenAI SDKs send it (`purpose` first, then the file part):
+/// its `Content-Type` and body. Built before an upload is timed, as an SDK streams a file
+/// it already has.
+pub fn multipart_upload(file: &[u8], filename: &str) -> (String, Bytes) {
+    let head = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
+         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    );
+    let tail = format!("\r\n--{BOUNDARY}--\r\n");
+    let mut body = Vec::with_capacity(head.len() + file.len() + tail.len());
+    body.extend_from_slice(head.as_bytes());
+    body.extend_from_slice(file);
+    body.extend_from_slice(tail.as_bytes());
+    (
+        format!("multipart/form-data; boundary={BOUNDARY}"),
+        Bytes::from(body),
+    )
+}
+
 /// The batchd API over one reused connection (reconnecting after errors), for the bench's
-/// sequential calls: create, poll, delete, results.
+/// sequential calls: create, poll, delete, results; on the OpenAI surface upload, create,
+/// poll and download.
 pub struct Api {
     pub addr: SocketAddr,
     key: String,
+    surface: Surface,
     conn: Mutex<Option<Conn>>,
 }
 
 impl Api {
+    /// The Message Batches API.
     pub fn new(addr: SocketAddr, key: &str) -> Self {
+        Self::on(Surface::Anthropic, addr, key)
+    }
+
+    /// The API of `surface`, authenticated as its SDKs do.
+    pub fn on(surface: Surface, addr: SocketAddr, key: &str) -> Self {
         Self {
             addr,
             key: key.to_owned(),
+            surface,
             conn: Mutex::new(None),
         }
     }
 
-    /// Sends one request; the response is returned unread so callers can stream it.
+    /// Sends one JSON request; the response is returned unread so callers can stream it.
     pub async fn send(
         &self,
         method: Method,
         path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<Response<Incoming>> {
+        self.send_typed(method, path, "application/json", body)
+            .await
+    }
+
+    /// Sends one request with the given `Content-Type`.
+    pub async fn send_typed(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
         body: Bytes,
     ) -> anyhow::Result<Response<Incoming>> {
         let mut slot = self.conn.lock().await;
@@ -116,7 +191,15 @@ impl Api {
         if slot.as_ref().is_none_or(Conn::is_closed) {
             *slot = Some(Conn::connect(self.addr).await?);
         }
-        let request = request(method.clone(), self.addr, path, &self.key, body);
+        let request = request_as(
+            self.surface,
+            method.clone(),
+            self.addr,
+            path,
+            &self.key,
+            content_type,
+            body,
+        );
         match slot.as_mut().expect("set above").send(request).await {
             Ok(response) => Ok(response),
             Err(err) => {
@@ -133,7 +216,21 @@ impl Api {
         path: &str,
         body: Bytes,
     ) -> anyhow::Result<serde_json::Value> {
-        let response = self.send(method.clone(), path, body).await?;
+        self.call_typed(method, path, "application/json", body)
+            .await
+    }
+
+    /// [`Api::call`] with the given `Content-Type`.
+    pub async fn call_typed(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> anyhow::Result<serde_json::Value> {
+        let response = self
+            .send_typed(method.clone(), path, content_type, body)
+            .await?;
         let (status, body) = read_body(response).await?;
         if !status.is_success() {
             bail!(
@@ -172,20 +269,65 @@ impl Api {
         every: Duration,
         deadline: Duration,
     ) -> anyhow::Result<(Instant, serde_json::Value)> {
+        self.wait_for(
+            &format!("/v1/messages/batches/{id}"),
+            every,
+            deadline,
+            |batch| batch["processing_status"] == "ended",
+        )
+        .await
+    }
+
+    /// Polls `GET path` every `every` until `done` holds for the object; returns the instant
+    /// it was first seen to hold and that object.
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        every: Duration,
+        deadline: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> anyhow::Result<(Instant, serde_json::Value)> {
         let give_up = Instant::now() + deadline;
         loop {
-            let batch = self.retrieve(id).await?;
-            if batch["processing_status"] == "ended" {
-                return Ok((Instant::now(), batch));
+            let object = self.call(Method::GET, path, Bytes::new()).await?;
+            if done(&object) {
+                return Ok((Instant::now(), object));
             }
             if Instant::now() > give_up {
                 bail!(
-                    "batch {id} did not end within {deadline:?}: {}",
-                    batch["request_counts"]
+                    "{path} was not done within {deadline:?}: {}",
+                    object["request_counts"]
                 );
             }
             tokio::time::sleep(every).await;
         }
+    }
+
+    /// Uploads a `purpose=batch` file (a body from [`multipart_upload`]); returns its id.
+    pub async fn upload(&self, content_type: &str, body: Bytes) -> anyhow::Result<String> {
+        let file = self
+            .call_typed(Method::POST, "/v1/files", content_type, body)
+            .await?;
+        file["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("upload answered without an id: {file}"))
+    }
+
+    /// Creates an OpenAI batch of chat completions on an uploaded file; returns its id.
+    pub async fn create_openai(&self, input_file_id: &str) -> anyhow::Result<String> {
+        let body = serde_json::json!({
+            "input_file_id": input_file_id,
+            "endpoint": Surface::OpenAi.upstream_path(),
+            "completion_window": "24h",
+        });
+        let batch = self
+            .call(Method::POST, "/v1/batches", Bytes::from(body.to_string()))
+            .await?;
+        batch["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("create answered without an id: {batch}"))
     }
 
     /// DELETE and its latency.
@@ -320,4 +462,45 @@ where
     result.elapsed = start.elapsed();
     result.latencies_us.sort_unstable();
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_is_a_purpose_field_and_the_file_between_boundaries() {
+        let (content_type, body) = multipart_upload(b"{\"a\":1}\n", "x.jsonl");
+        let boundary = content_type
+            .strip_prefix("multipart/form-data; boundary=")
+            .unwrap();
+        let text = std::str::from_utf8(&body).unwrap();
+        let parts: Vec<&str> = text.split(&format!("--{boundary}")).collect();
+        assert_eq!(parts.len(), 4, "{text}");
+        assert_eq!(parts[0], "");
+        assert!(parts[1].ends_with("name=\"purpose\"\r\n\r\nbatch\r\n"));
+        assert!(parts[2].contains("name=\"file\"; filename=\"x.jsonl\""));
+        assert!(parts[2].ends_with("\r\n\r\n{\"a\":1}\n\r\n"));
+        assert_eq!(parts[3], "--\r\n");
+    }
+
+    #[test]
+    fn each_surface_authenticates_as_its_sdks_do() {
+        let addr: SocketAddr = ([127, 0, 0, 1], 1).into();
+        let r = request(Method::GET, addr, "/", "k", Bytes::new());
+        assert_eq!(r.headers()["x-api-key"], "k");
+        assert!(r.headers().get(header::AUTHORIZATION).is_none());
+        let r = request_as(
+            Surface::OpenAi,
+            Method::GET,
+            addr,
+            "/",
+            "k",
+            "text/plain",
+            Bytes::new(),
+        );
+        assert_eq!(r.headers()[header::AUTHORIZATION], "Bearer k");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/plain");
+        assert!(r.headers().get("x-api-key").is_none());
+    }
 }

@@ -39,7 +39,21 @@ const METHOD: &str = "\
 - **Fake upstream**: the direct load generator against the fake upstream with ~150 B bodies:
   its own ceiling on this machine, so the dispatch rows are known to measure batchd.
 - **Footprint**: from spawning `batchd serve` to its first 200 on `/healthz` (polled every
-  2 ms), and `VmRSS` after one idle second.";
+  2 ms), and `VmRSS` after one idle second.
+- **OpenAI surface** (`--rows openai`): batchd with `[[backends]] kind = \"openai\"` pointed at
+  the same fake upstream, which answers `/v1/chat/completions` in OpenAI's dialect, and
+  `openai_max_file_bytes` / `openai_max_file_lines` set to fit the bench's files.
+  *Upload + create*: a 50,000-line, ~200 MB JSONL file (the hosted API's limits) sent as the
+  SDKs send it (multipart `POST /v1/files`, `purpose` then the file), then `POST /v1/batches`
+  on it; time from the upload's first byte to the create's 200, against write+fsync of the same
+  bytes as for ingest; RSS as for ingest, over upload and create; that batch is then cancelled.
+  *Dispatch*: the same conversations and concurrency as the Message Batches rows, as 100,000
+  chat-completion lines; completed/s = requests ÷ (create's 200 → first retrieve whose
+  `request_counts` are complete, polled every 50 ms), the moment Message Batches shows `ended`;
+  the output file is written after it (the *Finalize* row, to within the polling interval)
+  and before the direct load generator sends the same bodies to the fake's
+  `/v1/chat/completions`. *Download*: `GET /v1/files/{output_file_id}/content` of that batch
+  against the static file server, as for results.";
 
 /// The whole report.
 pub fn markdown(
@@ -59,15 +73,23 @@ pub fn markdown(
     for (k, v) in machine {
         let _ = writeln!(out, "| {k} | {} |", v.replace('|', "\\|"));
     }
-    let selected = if args.rows.len() == 8 {
+    let selected = if args.all_rows() {
         String::new()
     } else {
         format!(" --rows {}", args.rows.join(","))
     };
+    let upload = if args.wants("openai-upload") {
+        format!(
+            ", OpenAI upload {} lines of {} B",
+            args.upload_lines, args.upload_line_bytes
+        )
+    } else {
+        String::new()
+    };
     let _ = write!(
         out,
         "\n## Results\n\nCommand: `scripts/bench.sh{selected}` ({} requests per batch, {} B params, \
-         concurrency {}, slow upstream {} ms; whole run {:.0} s).\n\n",
+         concurrency {}, slow upstream {} ms{upload}; whole run {:.0} s).\n\n",
         args.requests,
         args.param_bytes,
         args.concurrency,

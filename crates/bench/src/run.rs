@@ -5,7 +5,10 @@
 //! 1. fake upstream at 0 ms: footprint, ingest, dispatch at 0 ms, results, delete;
 //! 2. fake upstream at `--latency` (50 ms): dispatch;
 //! 3. fake upstream at `--api-latency` (slow, so the batch keeps processing): API under load;
-//! 4. built-in mock at 0 ms: dispatch.
+//! 4. built-in mock at 0 ms: dispatch;
+//! 5. the OpenAI surface, fake upstream at 0 ms in its OpenAI dialect: upload + create, dispatch
+//!    at 0 ms, output-file download;
+//! 6. the OpenAI surface at `--latency` (50 ms): dispatch.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,15 +18,18 @@ use bytes::Bytes;
 use clap::Parser;
 use http::Method;
 
-use crate::client::{Api, Conn, LoadResult, Until, closed_loop, count_body, request};
+use crate::client::{
+    Api, Conn, LoadResult, Until, closed_loop, count_body, multipart_upload, request, request_as,
+};
 use crate::process::{Batchd, Guarded, RssSampler, start_batchd, start_fake, tail};
 use crate::staticfile::StaticServer;
 use crate::table::{Row, Verdict};
-use crate::workload::Workload;
+use crate::workload::{Surface, Workload};
 use crate::{machine, table};
 
 const KEY: &str = "sk-bench-local-benchmark";
-const ALL_ROWS: &[&str] = &[
+/// Every row, in the order of `--rows`' default.
+pub const ALL_ROWS: &[&str] = &[
     "upstream",
     "footprint",
     "ingest",
@@ -32,19 +38,34 @@ const ALL_ROWS: &[&str] = &[
     "delete",
     "api",
     "mock",
+    "openai-upload",
+    "openai-dispatch",
+    "openai-download",
 ];
+/// A `--rows` name standing for every `openai-*` row.
+const OPENAI_ROWS: &str = "openai";
 const MB: f64 = 1_000_000.0;
+/// Target ratio of dispatch against the direct load generator with a 0 ms upstream, on both
+/// surfaces.
+const FAST_DISPATCH_TARGET: f64 = 0.9;
+/// The same with the slow upstream, where the CPU is not the limit.
+const SLOW_DISPATCH_TARGET: f64 = 0.98;
+/// How often the bench polls a batch it waits for (the resolution of the dispatch rows).
+const POLL: Duration = Duration::from_millis(50);
+/// Longest wait for a batch.
+const BATCH_DEADLINE: Duration = Duration::from_secs(1200);
 
 /// Benchmarks batchd against this machine's limits and writes BENCHMARKS.md.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "batchd-bench")]
 pub struct Args {
     /// Rows to run, comma-separated: upstream, footprint, ingest, dispatch, results, delete,
-    /// api, mock.
+    /// api, mock, openai-upload, openai-dispatch, openai-download; `openai` stands for the
+    /// three OpenAI-surface rows.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "upstream,footprint,ingest,dispatch,results,delete,api,mock"
+        default_value = "upstream,footprint,ingest,dispatch,results,delete,api,mock,openai-upload,openai-dispatch,openai-download"
     )]
     pub rows: Vec<String>,
     /// Requests per large batch.
@@ -53,6 +74,13 @@ pub struct Args {
     /// Bytes of `params` per request (2,560 × 100,000 ≈ 256 MB).
     #[arg(long, default_value_t = 2560)]
     pub param_bytes: usize,
+    /// Lines of the OpenAI upload row's input file (the hosted API's most per batch).
+    #[arg(long, default_value_t = 50_000)]
+    pub upload_lines: usize,
+    /// Bytes per line of that file (50,000 × 4,000 = 200 MB, about the hosted API's largest
+    /// batch input file).
+    #[arg(long, default_value_t = 4_000)]
+    pub upload_line_bytes: usize,
     /// Words in each fake-upstream answer (≈ 330 makes results as large as the requests).
     #[arg(long, default_value_t = 330)]
     pub answer_words: usize,
@@ -71,7 +99,8 @@ pub struct Args {
     /// DELETE samples per batch size.
     #[arg(long, default_value_t = 5)]
     pub delete_samples: usize,
-    /// A quick smoke run: 2,000 requests, 1 s API loads, 3 delete samples, no BENCHMARKS.md.
+    /// A quick smoke run: 2,000 requests, a 2,000-line upload, 1 s API loads, 3 delete
+    /// samples, no BENCHMARKS.md.
     #[arg(long)]
     pub smoke: bool,
     /// Where to write the Markdown report (default BENCHMARKS.md; none in --smoke mode).
@@ -87,13 +116,22 @@ pub struct Args {
 }
 
 impl Args {
-    fn wants(&self, row: &str) -> bool {
-        self.rows.iter().any(|r| r == row)
+    /// Whether `row` is selected.
+    pub fn wants(&self, row: &str) -> bool {
+        self.rows
+            .iter()
+            .any(|r| r == row || (r == OPENAI_ROWS && row.starts_with("openai-")))
+    }
+
+    /// Whether every row is selected (the report then shows the plain command).
+    pub fn all_rows(&self) -> bool {
+        ALL_ROWS.iter().all(|r| self.wants(r))
     }
 
     fn apply_smoke(&mut self) {
         if self.smoke {
             self.requests = self.requests.min(2_000);
+            self.upload_lines = self.upload_lines.min(2_000);
             self.api_seconds = self.api_seconds.min(1.0);
             self.delete_samples = self.delete_samples.min(3);
         }
@@ -136,6 +174,21 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The most bytes and lines among OpenAI input files, for the server's upload limits.
+fn file_limits(files: &[&[u8]]) -> (usize, usize) {
+    files.iter().fold((0, 0), |(bytes, lines), f| {
+        let n = f.iter().filter(|b| **b == b'\n').count();
+        (bytes.max(f.len()), lines.max(n))
+    })
+}
+
+/// Whether an OpenAI batch's `status` is one it stays in.
+fn openai_terminal(batch: &serde_json::Value) -> bool {
+    ["completed", "failed", "expired", "cancelled"]
+        .iter()
+        .any(|s| batch["status"] == *s)
+}
+
 /// Writes `bytes` to a new file and fsyncs it: the disk's limit for ingest.
 fn write_fsync(path: &Path, bytes: &[u8]) -> anyhow::Result<Duration> {
     use std::io::Write;
@@ -159,20 +212,30 @@ impl Run {
         self.work.join(format!("batchd-{}", self.servers))
     }
 
-    /// Starts batchd pointed at a fake upstream through `[[backends]]`. If this batchd does not
-    /// know that config yet, falls back to the built-in mock with `mock_flags` and says so.
+    /// Starts batchd pointed at a fake upstream through `[[backends]]` of the kind that serves
+    /// `surface`, taking OpenAI input files up to `files` (bytes, lines) when given. If this
+    /// batchd does not know that config yet, falls back to the built-in mock with `mock_flags`
+    /// and says so.
     async fn start_with_upstream(
         &mut self,
         upstream: std::net::SocketAddr,
+        surface: Surface,
+        files: Option<(usize, usize)>,
         mock_flags: &[String],
     ) -> anyhow::Result<(Batchd, bool)> {
         let dir = self.data_dir();
         let config = dir.with_extension("toml");
         let c = self.args.concurrency;
+        let kind = surface.backend_kind();
+        // The dispatch rows' files go past the hosted API's limits (100,000 lines, over
+        // 200 MB), which batchd enforces by default; they are not what is measured.
+        let files = files.map_or(String::new(), |(bytes, lines)| {
+            format!("openai_max_file_bytes = {bytes}\nopenai_max_file_lines = {lines}\n")
+        });
         std::fs::write(
             &config,
             format!(
-                "concurrency = {c}\n\n[[backends]]\nname = \"fake\"\nkind = \"anthropic\"\n\
+                "concurrency = {c}\n{files}\n[[backends]]\nname = \"fake\"\nkind = \"{kind}\"\n\
                  base_url = \"http://{upstream}\"\nmodels = [\"*\"]\nmax_concurrency = {c}\n"
             ),
         )?;
@@ -196,24 +259,27 @@ impl Run {
     }
 
     /// The direct load generator: `n` requests with the workload's params straight at the
-    /// fake upstream over `concurrency` keep-alive connections.
+    /// fake upstream's route for its surface over `concurrency` keep-alive connections.
     async fn direct(
         &self,
         upstream: std::net::SocketAddr,
         workload: &Workload,
     ) -> anyhow::Result<LoadResult> {
         let params = workload.params.clone();
+        let surface = workload.surface;
         let r = closed_loop(
             upstream,
             self.args.concurrency,
             Until::Requests(self.args.requests),
             false,
             move |i| {
-                request(
+                request_as(
+                    surface,
                     Method::POST,
                     upstream,
-                    "/v1/messages",
+                    surface.upstream_path(),
                     "sk-upstream",
+                    "application/json",
                     params[i % params.len()].clone(),
                 )
             },
@@ -227,15 +293,109 @@ impl Run {
 
     /// Waits for a batch to end, checking every request succeeded; returns the end instant.
     async fn ended(&mut self, api: &Api, id: &str, what: &str) -> anyhow::Result<Instant> {
-        let (at, batch) = api
-            .wait_ended(id, Duration::from_millis(50), Duration::from_secs(1200))
-            .await?;
+        let (at, batch) = api.wait_ended(id, POLL, BATCH_DEADLINE).await?;
         let counts = &batch["request_counts"];
         if counts["succeeded"].as_u64() != Some(self.args.requests as u64) {
             self.notes
                 .push(format!("{what}: not every request succeeded: {counts}"));
         }
         Ok(at)
+    }
+
+    /// Hands the workload's batch to batchd as its surface's clients do (one create, or an
+    /// upload and a batch on it); returns the batch id and the instant the create answered.
+    async fn submit(&self, api: &Api, workload: &Workload) -> anyhow::Result<(String, Instant)> {
+        let id = match workload.surface {
+            Surface::Anthropic => api.create(workload.body.clone()).await?,
+            Surface::OpenAi => {
+                let (content_type, body) = multipart_upload(&workload.body, "bench.jsonl");
+                let file = api.upload(&content_type, body).await?;
+                api.create_openai(&file).await?
+            }
+        };
+        Ok((id, Instant::now()))
+    }
+
+    /// Waits until every request of the batch is answered, checking each succeeded; returns
+    /// when that was first seen. On the OpenAI surface that is the moment Message Batches
+    /// would show `ended`: the counts are complete, the output file is still to be written.
+    async fn answered(
+        &mut self,
+        api: &Api,
+        surface: Surface,
+        id: &str,
+        what: &str,
+    ) -> anyhow::Result<Instant> {
+        if surface == Surface::Anthropic {
+            return self.ended(api, id, what).await;
+        }
+        let (at, batch) = api
+            .wait_for(&format!("/v1/batches/{id}"), POLL, BATCH_DEADLINE, |b| {
+                let c = &b["request_counts"];
+                let n = |k: &str| c[k].as_u64().unwrap_or(0);
+                openai_terminal(b) || (n("total") > 0 && n("completed") + n("failed") >= n("total"))
+            })
+            .await?;
+        if batch["status"] == "failed" {
+            bail!("{what}: the batch failed validation: {}", batch["errors"]);
+        }
+        let counts = &batch["request_counts"];
+        if counts["completed"].as_u64() != Some(self.args.requests as u64) {
+            self.notes
+                .push(format!("{what}: not every request succeeded: {counts}"));
+        }
+        Ok(at)
+    }
+
+    /// Waits for an OpenAI batch to reach a status it stays in (its files written).
+    async fn openai_settled(&self, api: &Api, id: &str) -> anyhow::Result<serde_json::Value> {
+        let (_, batch) = api
+            .wait_for(
+                &format!("/v1/batches/{id}"),
+                POLL,
+                BATCH_DEADLINE,
+                openai_terminal,
+            )
+            .await?;
+        Ok(batch)
+    }
+
+    /// The download limit: the same client fetching `bytes` bytes (cut from `filler`) from a
+    /// freshly written file, served by the bench's static server. Returns its duration.
+    async fn static_download(&self, bytes: u64, filler: &[u8]) -> anyhow::Result<Duration> {
+        let file = self.work.join("download-limit.bin");
+        {
+            use std::io::Write;
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&file)?);
+            let mut left = bytes as usize;
+            while left > 0 {
+                let chunk = &filler[..left.min(filler.len())];
+                f.write_all(chunk)?;
+                left -= chunk.len();
+            }
+            f.flush()?;
+        }
+        let server_static = StaticServer::start(file.clone()).await?;
+        let mut conn = Conn::connect(server_static.addr).await?;
+        let t = Instant::now();
+        let got = count_body(
+            conn.send(request(
+                Method::GET,
+                server_static.addr,
+                "/file",
+                KEY,
+                Bytes::new(),
+            ))
+            .await?,
+        )
+        .await?;
+        let base = t.elapsed();
+        drop(server_static);
+        std::fs::remove_file(&file)?;
+        if got != bytes {
+            bail!("static server sent {got} bytes, expected {bytes}");
+        }
+        Ok(base)
     }
 
     async fn phase_fast_upstream(&mut self, workload: &Workload) -> anyhow::Result<()> {
@@ -245,6 +405,8 @@ impl Run {
         let (server, upstream) = self
             .start_with_upstream(
                 fake_addr,
+                Surface::Anthropic,
+                None,
                 &[
                     "--mock-latency".into(),
                     "0ms".into(),
@@ -329,7 +491,14 @@ impl Run {
         if self.args.wants("dispatch") {
             self.progress("dispatch at 0 ms: direct load generator");
             let direct = self.direct(fake_addr, workload).await?;
-            self.dispatch_row("0 ms", batchd_rate, direct.rate(), upstream, 0.9);
+            self.dispatch_row(
+                Surface::Anthropic,
+                "0 ms",
+                batchd_rate,
+                direct.rate(),
+                upstream,
+                FAST_DISPATCH_TARGET,
+            );
         }
 
         if self.args.wants("results") {
@@ -351,38 +520,7 @@ impl Run {
             let took = t.elapsed();
             let peak = sampler.stop();
             self.progress("results: static file baseline");
-            let file = self.work.join("results-limit.bin");
-            {
-                use std::io::Write;
-                let mut f = std::io::BufWriter::new(std::fs::File::create(&file)?);
-                let mut left = bytes as usize;
-                while left > 0 {
-                    let chunk = &workload.body[..left.min(workload.body.len())];
-                    f.write_all(chunk)?;
-                    left -= chunk.len();
-                }
-                f.flush()?;
-            }
-            let server_static = StaticServer::start(file.clone()).await?;
-            let mut conn = Conn::connect(server_static.addr).await?;
-            let t = Instant::now();
-            let got = count_body(
-                conn.send(request(
-                    Method::GET,
-                    server_static.addr,
-                    "/file",
-                    KEY,
-                    Bytes::new(),
-                ))
-                .await?,
-            )
-            .await?;
-            let base = t.elapsed();
-            drop(server_static);
-            std::fs::remove_file(&file)?;
-            if got != bytes {
-                bail!("static server sent {got} bytes, expected {bytes}");
-            }
+            let base = self.static_download(bytes, &workload.body).await?;
             let size = bytes as f64 / MB;
             let (rate, base_rate) = (size / took.as_secs_f64(), size / base.as_secs_f64());
             self.rows.push(Row::new(
@@ -447,34 +585,53 @@ impl Run {
         Ok(())
     }
 
+    /// Dispatch against the slow upstream, on the workload's surface.
     async fn phase_slow_dispatch(&mut self, workload: &Workload) -> anyhow::Result<()> {
         let n = self.args.requests;
-        let (fake, fake_addr, server, upstream, lat) = self.start_slow(self.args.latency).await?;
-        let api = Api::new(server.addr, KEY);
-        self.progress(&format!("dispatch at {lat}: batchd"));
-        let id = api.create(workload.body.clone()).await?;
-        let created = Instant::now();
-        let ended = self.ended(&api, &id, &format!("dispatch {lat}")).await?;
+        let surface = workload.surface;
+        let files = (surface == Surface::OpenAi).then(|| file_limits(&[&workload.body]));
+        let (fake, fake_addr, server, upstream, lat) =
+            self.start_slow(self.args.latency, surface, files).await?;
+        let api = Api::on(surface, server.addr, KEY);
+        self.progress(&format!("dispatch at {lat} ({}): batchd", surface.name()));
+        let (id, created) = self.submit(&api, workload).await?;
+        let what = format!("dispatch {lat} ({})", surface.name());
+        let ended = self.answered(&api, surface, &id, &what).await?;
         let batchd_rate = n as f64 / (ended - created).as_secs_f64();
         drop(server);
-        self.progress(&format!("dispatch at {lat}: direct load generator"));
+        self.progress(&format!(
+            "dispatch at {lat} ({}): direct load generator",
+            surface.name()
+        ));
         let direct = self.direct(fake_addr, workload).await?;
         drop(fake);
-        self.dispatch_row(&lat, batchd_rate, direct.rate(), upstream, 0.98);
+        self.dispatch_row(
+            surface,
+            &lat,
+            batchd_rate,
+            direct.rate(),
+            upstream,
+            SLOW_DISPATCH_TARGET,
+        );
         Ok(())
     }
 
-    /// A fake upstream answering after `latency`, and batchd pointed at it (its mock given the
-    /// same latency, in case the config is refused). Returns the latency as text too, for labels.
+    /// A fake upstream answering after `latency`, and batchd pointed at it for `surface` (its
+    /// mock given the same latency, in case the config is refused). Returns the latency as text
+    /// too, for labels.
     async fn start_slow(
         &mut self,
         latency: Duration,
+        surface: Surface,
+        files: Option<(usize, usize)>,
     ) -> anyhow::Result<(Guarded, std::net::SocketAddr, Batchd, bool, String)> {
         let (fake, fake_addr) = start_fake(&self.fake_bin, latency, self.args.answer_words)?;
         let lat = format!("{}ms", latency.as_millis());
         let (server, upstream) = self
             .start_with_upstream(
                 fake_addr,
+                surface,
+                files,
                 &[
                     "--mock-latency".into(),
                     lat.clone(),
@@ -489,17 +646,22 @@ impl Run {
     /// A dispatch row: batchd's completed/s against the direct load generator's, at `latency`.
     fn dispatch_row(
         &mut self,
+        surface: Surface,
         latency: &str,
         batchd: f64,
         direct: f64,
         upstream: bool,
         target: f64,
     ) {
-        let name = format!(
-            "Dispatch: {} req, {latency} upstream, concurrency {}",
-            fmt_n(self.args.requests),
-            self.args.concurrency
-        );
+        let (n, c) = (fmt_n(self.args.requests), self.args.concurrency);
+        let name = match surface {
+            Surface::Anthropic => {
+                format!("Dispatch: {n} req, {latency} upstream, concurrency {c}")
+            }
+            Surface::OpenAi => format!(
+                "Dispatch (OpenAI): {n} chat completions, {latency} upstream, concurrency {c}"
+            ),
+        };
         let limit = format!("direct {} req/s", rate(direct));
         let target_text = format!("≥ {target}");
         if upstream {
@@ -522,7 +684,9 @@ impl Run {
 
     async fn phase_api(&mut self) -> anyhow::Result<()> {
         let n = self.args.requests;
-        let (fake, _, server, _, lat) = self.start_slow(self.args.api_latency).await?;
+        let (fake, _, server, _, lat) = self
+            .start_slow(self.args.api_latency, Surface::Anthropic, None)
+            .await?;
         let api = Api::new(server.addr, KEY);
         // Some finished batches too, so list has pages to read.
         for _ in 0..20 {
@@ -698,6 +862,166 @@ impl Run {
         ));
         Ok(())
     }
+
+    /// The OpenAI surface against the fake upstream at 0 ms: upload + create of a file at the
+    /// hosted API's limits, dispatch of `chat`, and the download of its output file.
+    async fn phase_openai(&mut self, chat: &Workload) -> anyhow::Result<()> {
+        let a = &self.args;
+        let n = a.requests;
+        let upload = a
+            .wants("openai-upload")
+            .then(|| Workload::chat_file(a.upload_lines, a.upload_line_bytes));
+        let batch = a.wants("openai-dispatch") || a.wants("openai-download");
+        let files = file_limits(&[
+            upload.as_deref().unwrap_or_default(),
+            if batch { &chat.body } else { &[] },
+        ]);
+        let (fake, fake_addr) = start_fake(&self.fake_bin, Duration::ZERO, a.answer_words)?;
+        let (server, upstream) = self
+            .start_with_upstream(
+                fake_addr,
+                Surface::OpenAi,
+                Some(files),
+                &[
+                    "--mock-latency".into(),
+                    "0ms".into(),
+                    "--mock-concurrency".into(),
+                    self.args.concurrency.to_string(),
+                ],
+            )
+            .await?;
+        let api = Api::on(Surface::OpenAi, server.addr, KEY);
+
+        if let Some(file) = upload {
+            let lines = self.args.upload_lines;
+            let size = file.len() as f64 / MB;
+            self.progress(&format!(
+                "openai upload: {} lines, {size:.0} MB, then a batch on it",
+                fmt_n(lines)
+            ));
+            let (content_type, body) = multipart_upload(&file, "upload.jsonl");
+            let rss0 = server.rss();
+            let sampler = RssSampler::start(server.pid());
+            let t0 = Instant::now();
+            let file_id = api.upload(&content_type, body).await?;
+            let id = api.create_openai(&file_id).await?;
+            let took = t0.elapsed();
+            let peak = sampler.stop();
+            let disk = write_fsync(&self.work.join("upload-limit.bin"), &file)?;
+            let (rate, disk_rate) = (size / took.as_secs_f64(), size / disk.as_secs_f64());
+            let ratio = rate / disk_rate;
+            self.rows.push(Row::new(
+                &format!(
+                    "Upload + create (OpenAI): {} lines, {size:.0} MB → batch",
+                    fmt_n(lines)
+                ),
+                format!("{:.2} s = {rate:.0} MB/s", took.as_secs_f64()),
+                format!(
+                    "disk write+fsync {disk_rate:.0} MB/s ({:.2} s)",
+                    disk.as_secs_f64()
+                ),
+                Some(ratio),
+                "≥ 0.5",
+                Verdict::check(ratio >= 0.5),
+            ));
+            let growth = peak.saturating_sub(rss0) as f64 / MB;
+            let ratio = growth / size;
+            self.rows.push(Row::new(
+                "Upload + create (OpenAI): peak RSS growth",
+                format!("{growth:.0} MB (peak {:.0} MB)", peak as f64 / MB),
+                format!("file {size:.0} MB"),
+                Some(ratio),
+                "≤ 0.5",
+                Verdict::check(ratio <= 0.5),
+            ));
+            // Its requests are not a figure of this row: cancelled and settled, so they do not
+            // share the CPU with the dispatch row's batch.
+            let _ = api
+                .call(
+                    Method::POST,
+                    &format!("/v1/batches/{id}/cancel"),
+                    Bytes::new(),
+                )
+                .await;
+            self.openai_settled(&api, &id).await?;
+        }
+        if !batch {
+            return Ok(());
+        }
+
+        self.progress(&format!(
+            "openai dispatch at 0 ms: uploading {} chat completions and waiting for them",
+            fmt_n(n)
+        ));
+        let (id, created) = self.submit(&api, chat).await?;
+        let answered = self
+            .answered(&api, Surface::OpenAi, &id, "dispatch 0 ms (OpenAI)")
+            .await?;
+        let batchd_rate = n as f64 / (answered - created).as_secs_f64();
+        // The output file is written before anything else runs, so that the direct load
+        // generator does not share the CPU with it.
+        let done = self.openai_settled(&api, &id).await?;
+        let finalized = answered.elapsed();
+        let output = done["output_file_id"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("the dispatch batch ended without an output file: {done}"))?;
+        self.rows.push(Row::new(
+            "Finalize (OpenAI): last answer seen → output file written",
+            format!("{} (polled every {})", ms(finalized), ms(POLL)),
+            "—".into(),
+            None,
+            "—",
+            Verdict::Info,
+        ));
+        if self.args.wants("openai-dispatch") {
+            self.progress("openai dispatch at 0 ms: direct load generator");
+            let direct = self.direct(fake_addr, chat).await?;
+            self.dispatch_row(
+                Surface::OpenAi,
+                "0 ms",
+                batchd_rate,
+                direct.rate(),
+                upstream,
+                FAST_DISPATCH_TARGET,
+            );
+        }
+
+        if self.args.wants("openai-download") {
+            self.progress("openai download: the output file from batchd");
+            let t = Instant::now();
+            let response = api
+                .send(
+                    Method::GET,
+                    &format!("/v1/files/{output}/content"),
+                    Bytes::new(),
+                )
+                .await?;
+            if !response.status().is_success() {
+                bail!("output file content answered {}", response.status());
+            }
+            let bytes = count_body(response).await?;
+            let took = t.elapsed();
+            self.progress("openai download: static file baseline");
+            let base = self.static_download(bytes, &chat.body).await?;
+            let size = bytes as f64 / MB;
+            let (rate, base_rate) = (size / took.as_secs_f64(), size / base.as_secs_f64());
+            self.rows.push(Row::new(
+                &format!(
+                    "Download (OpenAI): output file {size:.0} MB ({} lines)",
+                    fmt_n(n)
+                ),
+                format!("{rate:.0} MB/s ({:.2} s)", took.as_secs_f64()),
+                format!("static file server {base_rate:.0} MB/s"),
+                Some(rate / base_rate),
+                "≥ 0.5",
+                Verdict::check(rate / base_rate >= 0.5),
+            ));
+        }
+        drop(server);
+        drop(fake);
+        Ok(())
+    }
 }
 
 /// What a run produced: the table and the notes (phase failures among them).
@@ -711,8 +1035,11 @@ pub struct Outcome {
 pub async fn run(mut args: Args) -> anyhow::Result<Outcome> {
     args.apply_smoke();
     for r in &args.rows {
-        if !ALL_ROWS.contains(&r.as_str()) {
-            bail!("unknown row {r:?}; rows are {}", ALL_ROWS.join(", "));
+        if !ALL_ROWS.contains(&r.as_str()) && r != OPENAI_ROWS {
+            bail!(
+                "unknown row {r:?}; rows are {} (and {OPENAI_ROWS} for every openai-* row)",
+                ALL_ROWS.join(", ")
+            );
         }
     }
     let bin_dir = match &args.bin_dir {
@@ -754,17 +1081,26 @@ pub async fn run(mut args: Args) -> anyhow::Result<Outcome> {
         ));
         Workload::realistic(args.requests, args.param_bytes)
     } else {
-        Workload {
-            params: vec![Bytes::from_static(b"{}")],
-            body: Bytes::new(),
-        }
+        Workload::empty(Surface::Anthropic)
     };
-    let phases: [(&[&str], u8); 5] = [
+    let chat = if args.wants("openai-dispatch") || args.wants("openai-download") {
+        run.progress(&format!(
+            "generating {} chat completions of ~{} B",
+            fmt_n(args.requests),
+            args.param_bytes
+        ));
+        Workload::chat(args.requests, args.param_bytes)
+    } else {
+        Workload::empty(Surface::OpenAi)
+    };
+    let phases: [(&[&str], u8); 7] = [
         (&["upstream"], 4),
         (&["footprint", "ingest", "dispatch", "results", "delete"], 0),
         (&["dispatch"], 1),
         (&["api"], 2),
         (&["mock"], 3),
+        (&["openai-upload", "openai-dispatch", "openai-download"], 5),
+        (&["openai-dispatch"], 6),
     ];
     for (rows, phase) in phases {
         if !rows.iter().any(|r| args.wants(r)) {
@@ -774,8 +1110,10 @@ pub async fn run(mut args: Args) -> anyhow::Result<Outcome> {
             0 => run.phase_fast_upstream(&workload).await,
             1 => run.phase_slow_dispatch(&workload).await,
             2 => run.phase_api().await,
+            3 => run.phase_mock(&workload).await,
             4 => run.phase_upstream().await,
-            _ => run.phase_mock(&workload).await,
+            5 => run.phase_openai(&chat).await,
+            _ => run.phase_slow_dispatch(&chat).await,
         };
         if let Err(err) = outcome {
             // One broken phase should not lose the others' figures.
@@ -813,4 +1151,41 @@ pub async fn run(mut args: Args) -> anyhow::Result<Outcome> {
         rows: run.rows,
         notes: run.notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        Args::parse_from(std::iter::once("batchd-bench").chain(extra.iter().copied()))
+    }
+
+    #[test]
+    fn the_default_selects_every_row_and_openai_selects_only_its_own() {
+        let all = args(&[]);
+        assert_eq!(all.rows, ALL_ROWS, "the default lists every row, in order");
+        assert!(all.all_rows());
+
+        let openai = args(&["--rows", "openai"]);
+        assert!(!openai.all_rows());
+        for row in ALL_ROWS {
+            assert_eq!(openai.wants(row), row.starts_with("openai-"), "{row}");
+        }
+        let one = args(&["--rows", "ingest,openai-download"]);
+        assert!(one.wants("openai-download") && one.wants("ingest"));
+        assert!(!one.wants("openai-upload") && !one.wants("dispatch"));
+    }
+
+    #[test]
+    fn smoke_scales_the_upload_down_too() {
+        let mut a = args(&["--smoke"]);
+        a.apply_smoke();
+        assert_eq!((a.requests, a.upload_lines), (2_000, 2_000));
+    }
+
+    #[test]
+    fn file_limits_are_the_largest_file_and_line_count() {
+        assert_eq!(file_limits(&[b"a\nb\n", b"abcdefgh\n", b""]), (9, 2));
+    }
 }

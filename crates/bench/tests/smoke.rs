@@ -42,42 +42,93 @@ async fn load_generator_completes_every_request() {
     assert!(timed.failed > 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tiny_rows_against_debug_binaries_when_built() {
-    let bin_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug");
-    if !bin_dir.join("batchd").exists() || !bin_dir.join("fake-upstream").exists() {
+/// The debug binaries of batchd and the fake upstream, if both are built.
+fn debug_binaries() -> Option<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        PathBuf::from,
+    );
+    let bin_dir = target.join("debug");
+    if bin_dir.join("batchd").exists() && bin_dir.join("fake-upstream").exists() {
+        Some(bin_dir)
+    } else {
         eprintln!("skipped: build debug batchd and fake-upstream to run this check");
-        return;
+        None
     }
+}
+
+/// Runs tiny rows with `rows_args` against the debug binaries; checks no phase failed and
+/// every row was measured, and returns the rows' names.
+async fn tiny_run(bin_dir: PathBuf, rows_args: &[&str]) -> Vec<String> {
     let work = tempfile::tempdir().unwrap();
-    let args = Args::parse_from([
-        "batchd-bench",
-        "--smoke",
-        "--rows",
-        "footprint,ingest,delete",
-        "--requests",
-        "50",
-        "--param-bytes",
-        "300",
-        "--delete-samples",
-        "1",
-        "--bin-dir",
-        bin_dir.to_str().unwrap(),
-        "--work-dir",
-        work.path().to_str().unwrap(),
-    ]);
+    let args = Args::parse_from(
+        ["batchd-bench", "--smoke", "--param-bytes", "300"]
+            .into_iter()
+            .chain(rows_args.iter().copied())
+            .chain([
+                "--bin-dir",
+                bin_dir.to_str().unwrap(),
+                "--work-dir",
+                work.path().to_str().unwrap(),
+            ]),
+    );
     let outcome = run(args).await.unwrap();
     assert!(
         outcome.notes.iter().all(|n| !n.contains("failed")),
         "{:?}",
         outcome.notes
     );
-    let names: Vec<&str> = outcome.rows.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(outcome.rows.len(), 5, "{names:?}");
     assert!(
         outcome
             .rows
             .iter()
             .all(|r| !matches!(r.verdict, Verdict::NotRun(_)))
     );
+    outcome.rows.into_iter().map(|r| r.name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_rows_against_debug_binaries_when_built() {
+    let Some(bin_dir) = debug_binaries() else {
+        return;
+    };
+    let names = tiny_run(
+        bin_dir,
+        &[
+            "--rows",
+            "footprint,ingest,delete",
+            "--requests",
+            "50",
+            "--delete-samples",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(names.len(), 5, "{names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_openai_rows_against_debug_binaries_when_built() {
+    let Some(bin_dir) = debug_binaries() else {
+        return;
+    };
+    let names = tiny_run(
+        bin_dir,
+        &[
+            "--rows",
+            "openai",
+            "--requests",
+            "50",
+            "--upload-lines",
+            "20",
+            "--upload-line-bytes",
+            "600",
+            "--latency",
+            "10ms",
+        ],
+    )
+    .await;
+    // Upload + create and its RSS, dispatch at 0 ms, finalize, download, dispatch at 10 ms.
+    assert_eq!(names.len(), 6, "{names:?}");
+    assert!(names.iter().all(|n| n.contains("(OpenAI)")), "{names:?}");
 }
