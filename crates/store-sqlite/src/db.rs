@@ -10,6 +10,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection as _, Sqlite, SqliteConnection, SqlitePool};
 
+use crate::checkpoint::Checkpointer;
+
 /// The database file inside the data dir.
 pub(crate) const DB_FILE: &str = "batchd.sqlite3";
 
@@ -40,10 +42,15 @@ pub(crate) struct Pools {
     /// than fight over SQLite's lock.
     pub writer: SqlitePool,
     pub reader: SqlitePool,
+    /// `None` where SQLite checkpoints by itself at commit (the `keys` commands' short-lived
+    /// store, tests of the schema).
+    checkpointer: std::sync::Mutex<Option<Checkpointer>>,
 }
 
 impl Pools {
-    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+    /// Opens the connections; with `background_checkpoints`, the WAL is checkpointed by
+    /// [`Checkpointer`] instead of at commit (a server's store, which runs in a Tokio runtime).
+    pub async fn open(data_dir: &Path, background_checkpoints: bool) -> Result<Self, StoreError> {
         // SQLite would create the file with the umask's permissions; made here first, it is
         // owner-only, and SQLite gives the WAL and shared-memory files the same permissions.
         // SQLite takes an empty file for a new database.
@@ -69,6 +76,11 @@ impl Pools {
             // request range being appended) fit easily; a bigger cache only raised RSS: with
             // 64 MiB here and 16 MiB per reader, a 256 MB create peaked near 200 MB RSS.
             .pragma("cache_size", "-16384");
+        let writer_options = if background_checkpoints {
+            writer_options.pragma("wal_autocheckpoint", "0")
+        } else {
+            writer_options
+        };
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -92,8 +104,24 @@ impl Pools {
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(reader_options);
-        Ok(Self { writer, reader })
+            .connect_lazy_with(reader_options.clone());
+        let checkpointer = background_checkpoints.then(|| {
+            // A checkpoint copies pages from the WAL to the database file and syncs both
+            // (`synchronous = NORMAL` does); it needs a connection that may write.
+            let options = reader_options
+                .pragma("query_only", "OFF")
+                .synchronous(SqliteSynchronous::Normal);
+            let own = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_lazy_with(options);
+            Checkpointer::start(own, writer.clone())
+        });
+        Ok(Self {
+            writer,
+            reader,
+            checkpointer: std::sync::Mutex::new(checkpointer),
+        })
     }
 
     /// Runs the embedded migrations on the writer. sqlx's migrator reads before it writes in a
@@ -130,7 +158,16 @@ impl Pools {
     }
 
     pub async fn close(&self) {
+        let checkpointer = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(mut checkpointer) = checkpointer {
+            checkpointer.stop().await;
+        }
         self.reader.close().await;
+        // The last connection to close checkpoints the WAL into the database file.
         self.writer.close().await;
     }
 }

@@ -85,6 +85,7 @@ macro_rules! max_clock_offset {
 }
 
 mod batches;
+mod checkpoint;
 mod claim;
 mod clock;
 mod db;
@@ -162,7 +163,9 @@ impl SqliteStore {
     }
 
     async fn open_unlocked(data_dir: &Path, lock: Option<DirLock>) -> Result<Self, StoreError> {
-        let pools = Pools::open(data_dir).await?;
+        // A server's store checkpoints in the background; the `keys` commands' short-lived one
+        // leaves it to SQLite.
+        let pools = Pools::open(data_dir, lock.is_some()).await?;
         pools.migrate().await?;
         Ok(Self {
             pools,

@@ -423,7 +423,7 @@ async fn pages_after_close_are_refused() {
 #[tokio::test]
 async fn batches_stored_before_the_openai_surface_are_anthropic() {
     let dir = TempDir::new().unwrap();
-    let pools = crate::db::Pools::open(dir.path()).await.unwrap();
+    let pools = crate::db::Pools::open(dir.path(), false).await.unwrap();
     crate::db::migrator_through(5)
         .run(&pools.writer)
         .await
