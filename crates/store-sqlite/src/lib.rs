@@ -43,7 +43,8 @@
 //!
 //! # Layout
 //!
-//! Schema in `migrations/` (embedded by `build.rs`); connections in `db`; row encodings in
+//! Schema in `migrations/` (embedded by `build.rs`); connections in `db`, the background WAL
+//! checkpointer in `checkpoint`; row encodings in
 //! `rows`; leases in `leases`; the data-dir lock in `lock`; file permissions in `files`; batches as the API sees them
 //! (`BatchStore`) in `batches`, with result downloads in `download`; the dispatcher's side
 //! (`DispatchStore`) in `dispatch`, whose steps live in `claim`, `record` and `maintenance`
