@@ -163,7 +163,10 @@ mod tests {
         assert!(SCRIPT.body.contains("'/v1/batchd/webhooks'"));
         assert!(SCRIPT.body.contains("/deliveries`"));
         for field in ["url", "events", "disabled_at", "created_at"] {
-            assert!(SCRIPT.body.contains(&format!("e.{field}")), "endpoint {field}");
+            assert!(
+                SCRIPT.body.contains(&format!("e.{field}")),
+                "endpoint {field}"
+            );
         }
         for field in [
             "event_id",
@@ -172,7 +175,10 @@ mod tests {
             "last_error",
             "next_attempt_at",
         ] {
-            assert!(SCRIPT.body.contains(&format!("d.{field}")), "delivery {field}");
+            assert!(
+                SCRIPT.body.contains(&format!("d.{field}")),
+                "delivery {field}"
+            );
         }
     }
 

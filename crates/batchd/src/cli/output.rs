@@ -215,60 +215,6 @@ pub fn progress_line(b: &MessageBatch) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use batchd_client::{ProcessingStatus, wire::MessageBatchType};
-
-    fn batch(id: &str, processing: u64, succeeded: u64) -> MessageBatch {
-        MessageBatch {
-            id: id.into(),
-            kind: MessageBatchType::MessageBatch,
-            processing_status: if processing == 0 {
-                ProcessingStatus::Ended
-            } else {
-                ProcessingStatus::InProgress
-            },
-            request_counts: RequestCounts {
-                processing,
-                succeeded,
-                ..Default::default()
-            },
-            ended_at: None,
-            created_at: "2025-01-29T14:25:40.141141+00:00".into(),
-            expires_at: "2025-01-30T14:25:40.141141+00:00".into(),
-            archived_at: None,
-            cancel_initiated_at: None,
-            results_url: None,
-        }
-    }
-
-    #[test]
-    fn table_is_aligned() {
-        let t = batch_table(&[batch("msgbatch_a", 0, 12), batch("msgbatch_bb", 3, 0)]);
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("ID           STATUS       REQUESTS"));
-        assert!(lines[1].starts_with("msgbatch_a   ended              12"));
-        assert!(lines[2].starts_with("msgbatch_bb  in_progress         3"));
-        let col = |l: &str| l.find("2025").unwrap();
-        assert_eq!(col(lines[1]), col(lines[2]));
-        assert!(lines.iter().all(|l| !l.ends_with(' ')));
-    }
-
-    #[test]
-    fn fields_and_progress() {
-        let f = batch_fields(&batch("msgbatch_a", 2, 1));
-        assert!(f.contains("id                   msgbatch_a\n"));
-        assert!(f.contains("requests             3 (processing 2, succeeded 1,"));
-        assert!(f.contains("results_url          -\n"));
-        assert_eq!(
-            progress_line(&batch("msgbatch_a", 2, 1)),
-            "msgbatch_a in_progress: 1/3 done (processing 2, succeeded 1, errored 0, canceled 0, expired 0)"
-        );
-    }
-}
-
 /// One webhook endpoint as aligned `field  value` lines; the secret only when the answer has
 /// it (create and rotate).
 pub fn webhook_fields(e: &WebhookEndpoint) -> String {
@@ -337,4 +283,58 @@ pub fn delivery_table(deliveries: &[WebhookDelivery]) -> String {
         })
         .collect();
     table(&header, &rows, |i| i == 3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use batchd_client::{ProcessingStatus, wire::MessageBatchType};
+
+    fn batch(id: &str, processing: u64, succeeded: u64) -> MessageBatch {
+        MessageBatch {
+            id: id.into(),
+            kind: MessageBatchType::MessageBatch,
+            processing_status: if processing == 0 {
+                ProcessingStatus::Ended
+            } else {
+                ProcessingStatus::InProgress
+            },
+            request_counts: RequestCounts {
+                processing,
+                succeeded,
+                ..Default::default()
+            },
+            ended_at: None,
+            created_at: "2025-01-29T14:25:40.141141+00:00".into(),
+            expires_at: "2025-01-30T14:25:40.141141+00:00".into(),
+            archived_at: None,
+            cancel_initiated_at: None,
+            results_url: None,
+        }
+    }
+
+    #[test]
+    fn table_is_aligned() {
+        let t = batch_table(&[batch("msgbatch_a", 0, 12), batch("msgbatch_bb", 3, 0)]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("ID           STATUS       REQUESTS"));
+        assert!(lines[1].starts_with("msgbatch_a   ended              12"));
+        assert!(lines[2].starts_with("msgbatch_bb  in_progress         3"));
+        let col = |l: &str| l.find("2025").unwrap();
+        assert_eq!(col(lines[1]), col(lines[2]));
+        assert!(lines.iter().all(|l| !l.ends_with(' ')));
+    }
+
+    #[test]
+    fn fields_and_progress() {
+        let f = batch_fields(&batch("msgbatch_a", 2, 1));
+        assert!(f.contains("id                   msgbatch_a\n"));
+        assert!(f.contains("requests             3 (processing 2, succeeded 1,"));
+        assert!(f.contains("results_url          -\n"));
+        assert_eq!(
+            progress_line(&batch("msgbatch_a", 2, 1)),
+            "msgbatch_a in_progress: 1/3 done (processing 2, succeeded 1, errored 0, canceled 0, expired 0)"
+        );
+    }
 }
