@@ -8,7 +8,8 @@
 #    sdk-tests/node/node_modules (npm ci);
 # 2. builds the server unless BATCHD_BIN points at one;
 # 3. starts four servers on free loopback ports with fresh data dirs:
-#      FAST     no mock latency, --test-mode (the README's pytest example drives its test routes)
+#      FAST     no mock latency, --test-mode (the README's pytest example drives its test routes),
+#               --webhook-allow-http --webhook-allow-private (webhooks to loopback receivers)
 #      SLOW     --mock-latency 1s --mock-concurrency 1 --concurrency 1
 #      TLS      FAST's settings over https, with the test certificates and CA
 #      LIMITED  --rate-limit 60 (a call a second once the burst is spent)
@@ -57,7 +58,10 @@ ensure_batchd_bin
 KEYS=(--api-key "$KEY_A@ws-a" --api-key "$KEY_B@ws-b" --api-key "sk-batchd-local-quickstart@readme")
 # Every suite, each SDK generation in turn, checks wrong keys from this address: more failed
 # authentications than the default throttle allows in its window.
-start_server fast "${KEYS[@]}" --auth-failure-limit 1000 --test-mode
+# Webhooks (test_webhooks.py, the README's webhooks snippet) go to plain-http receivers on
+# loopback, which only these two flags allow.
+start_server fast "${KEYS[@]}" --auth-failure-limit 1000 --test-mode \
+  --webhook-allow-http --webhook-allow-private
 start_server slow "${KEYS[@]}" --mock-latency 1s --mock-concurrency 1 --concurrency 1
 # TLS: the FAST server's settings over https, with the test certificates and CA.
 TLS_FIXTURES="$ROOT/crates/batchd/tests/fixtures/tls"

@@ -5,7 +5,8 @@
 # 2. installs the pinned playwright-core into ui-tests/node_modules (npm ci);
 # 3. builds the server unless BATCHD_BIN points at one;
 # 4. starts it on a free loopback port with a fresh data dir, the mock model slowed down
-#    (--mock-latency 300ms --mock-concurrency 2 --concurrency 2) so progress can be watched;
+#    (--mock-latency 300ms --mock-concurrency 2 --concurrency 2) so progress can be watched, and
+#    webhooks to loopback allowed (--webhook-allow-http --webhook-allow-private);
 # 5. runs node --test ui-tests/test/*.test.mjs; the server is always stopped.
 # Screenshots land in ui-tests/artifacts/.
 set -euo pipefail
@@ -28,7 +29,9 @@ SECONDS=0
 log "npm ci (ui-tests)"
 (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 ensure_batchd_bin
-start_server ui --api-key "$KEY@ui" --mock-latency 300ms --mock-concurrency 2 --concurrency 2
+# The webhook flags let the test register an endpoint on loopback (its deliveries fail there).
+start_server ui --api-key "$KEY@ui" --mock-latency 300ms --mock-concurrency 2 --concurrency 2 \
+  --webhook-allow-http --webhook-allow-private
 URL="$URL_UI"
 log "setup took ${SECONDS}s"
 

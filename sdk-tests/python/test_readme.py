@@ -1,5 +1,5 @@
-"""The README's "Use it" snippets, and its pytest example of test mode, run as written against a
-real batchd.
+"""The README's "Use it" snippets, its pytest example of test mode and its webhook receiver, run
+as written against a real batchd.
 
 Each fenced block after a `<!-- readme-test: NAME -->` marker is extracted from README.md and
 run with only the quickstart address (`http://127.0.0.1:8080`) replaced by the test server's.
@@ -28,7 +28,7 @@ MARKER = re.compile(r"<!-- readme-test: (\w+) -->\s*```(\w+)\n(.*?)```", re.S)
 
 def snippets() -> dict[str, tuple[str, str]]:
     found = {name: (lang, body) for name, lang, body in MARKER.findall(README.read_text())}
-    assert set(found) == {"curl", "python", "node", "cli", "pytest"}, f"README snippets: {sorted(found)}"
+    assert set(found) == {"curl", "python", "node", "cli", "pytest", "webhooks"}, f"README snippets: {sorted(found)}"
     return found
 
 
@@ -84,6 +84,17 @@ def test_cli_snippet(tmp_path: Path) -> None:
     results = (tmp_path / "results.jsonl").read_text().splitlines()
     assert len(results) == 2, results
     assert all('"type":"succeeded"' in line for line in results)
+
+
+@pytest.mark.skipif(not os.environ.get("BATCHD_BIN"), reason="needs BATCHD_BIN (set by run.sh)")
+def test_webhooks_snippet(tmp_path: Path) -> None:
+    # The server must allow http:// and loopback receivers (run.sh starts FAST so).
+    out = run([sys.executable, "-"], tmp_path, stdin=source("webhooks"))
+    [line] = out.strip().splitlines()
+    event_type, batch_id, counts = line.split(" ", 2)
+    assert event_type == "message_batch.ended", out
+    assert batch_id.startswith("msgbatch_"), out
+    assert "'succeeded': 1" in counts, out
 
 
 def in_test_mode(base: str) -> bool:

@@ -5,10 +5,12 @@
 // The steps run in order on one page, as a person would use it: a wrong key, the right key, two
 // batches appearing with progress bars that advance, one batch followed to its end, its results
 // downloaded and the batch deleted through the page's confirmation step, the other canceled;
-// then a long list, and an OpenAI Batch API batch listed beside them.
+// then a long list, an OpenAI Batch API batch listed beside them, and the webhooks view with an
+// endpoint whose delivery fails.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -368,6 +370,46 @@ describe('batchd dashboard', { timeout: 60_000 }, () => {
     // OpenAI batches are not Message Batches rows (those stay as they were).
     assert.equal(await row(id).count(), 0);
     await shot('list-openai.png');
+  });
+
+  test('the webhooks view lists endpoints and failing deliveries', async () => {
+    // A loopback port nobody listens on: every delivery attempt fails to connect.
+    const closed = net.createServer();
+    await new Promise((r) => closed.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${closed.address().port}/hook`;
+    await new Promise((r) => closed.close(r));
+    const created = await api('POST', '/v1/batchd/webhooks', { url, description: 'dashboard test' });
+    assert.equal(created.status, 200, JSON.stringify(created.body));
+    const endpointId = created.body.id;
+
+    await page.click(tid('nav-webhooks'));
+    assert.equal(await page.locator(tid('nav-webhooks')).getAttribute('aria-current'), 'page');
+    const endpointRow = page.locator(`${tid('endpoint-row')}[data-endpoint-id="${endpointId}"]`);
+    await endpointRow.waitFor();
+    assert.equal(await text(`${tid('endpoint-row')}[data-endpoint-id="${endpointId}"] ${tid('endpoint-url')}`), url);
+    assert.equal(await endpointRow.locator(tid('endpoint-events')).textContent(), 'message_batch.ended');
+    assert.equal(await endpointRow.locator(tid('endpoint-state')).textContent(), 'active');
+    // The secret is never shown again.
+    assert.equal((await page.locator(tid('webhooks-view')).textContent()).includes('whsec_'), false);
+
+    // A batch ends; its delivery fails and waits for its next retry (the view polls).
+    const batch = await createBatch(1, 'hook');
+    const delivery = page.locator(tid('delivery-row')).first();
+    await delivery.waitFor({ timeout: 20_000 });
+    assert.equal(await delivery.locator(tid('delivery-state')).textContent(), 'pending');
+    assert.ok(Number(await delivery.locator(tid('delivery-attempts')).textContent()) >= 1);
+    assert.notEqual((await delivery.locator(tid('delivery-outcome')).textContent()).trim(), '—');
+    assert.equal(await delivery.locator(`${tid('delivery-next')} time`).count(), 1);
+    assert.ok((await delivery.textContent()).includes(batch));
+    await shot('webhooks.png');
+
+    const deleted = await api('DELETE', `/v1/batchd/webhooks/${endpointId}`);
+    assert.equal(deleted.status, 200);
+    await page.click(tid('webhooks-refresh'));
+    await endpointRow.waitFor({ state: 'detached' });
+    assert.equal(await page.locator(tid('webhooks-empty')).isVisible(), true);
+    await page.click(tid('nav-batches'));
+    await page.locator(tid('list-view')).waitFor();
   });
 
   test('nothing broke the policy or left the machine', () => {

@@ -1,5 +1,6 @@
 //! The `batchd` command: `serve` runs the server; `keys` manages durable API keys; `batches` is
-//! a client for the Message Batches API.
+//! a client for the Message Batches API; `test` drives test mode; `webhooks` manages completion
+//! webhook endpoints.
 
 mod cli;
 
@@ -69,6 +70,9 @@ enum Command {
     /// Drive a batchd server started with `--test-mode`: its virtual clock, the mock's rules and
     /// replayed results, and the reset of a workspace.
     Test(cli::test::TestArgs),
+    /// Manage the caller's completion webhook endpoints on a batchd server (batchd's
+    /// extension).
+    Webhooks(cli::webhooks::WebhooksArgs),
 }
 
 #[derive(clap::Args)]
@@ -129,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => migrate(&cli.data_dir, cli.database_url.as_deref()).await,
         Command::Batches(args) => std::process::exit(cli::run(args).await),
         Command::Test(args) => std::process::exit(cli::test::run(args).await),
+        Command::Webhooks(args) => std::process::exit(cli::webhooks::run(args).await),
     }
 }
 

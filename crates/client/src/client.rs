@@ -1,5 +1,6 @@
 //! [`Client`] and its [`ClientBuilder`]: the six Message Batches calls, auto-pagination, results
-//! streaming and the SDK-compatible retry loop; beside them, the calls of batchd's test mode.
+//! streaming and the SDK-compatible retry loop; beside them, the calls of batchd's test mode,
+//! and of its webhook endpoints (`webhooks`).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -19,6 +20,7 @@ use crate::jsonl::{self, DEFAULT_MAX_LINE_BYTES, Line};
 use crate::retry;
 
 mod openai;
+mod webhooks;
 
 pub use openai::OpenAiListParams;
 
@@ -478,13 +480,19 @@ impl Client {
 
     /// `{base}/v1/batchd/test/{segments…}`: batchd's test-mode routes.
     fn test_endpoint(&self, segments: &[&str]) -> Result<Url> {
+        self.batchd_endpoint(&["test"], segments)
+    }
+
+    /// `{base}/v1/batchd/{area…}/{segments…}`: batchd's own routes (never `?beta=true`).
+    fn batchd_endpoint(&self, area: &[&str], segments: &[&str]) -> Result<Url> {
         let mut url = self.inner.base.clone();
         url.set_fragment(None);
         url.set_query(None);
         url.path_segments_mut()
             .map_err(|()| Error::Invalid("the base URL cannot have a path".into()))?
             .pop_if_empty()
-            .extend(["v1", "batchd", "test"])
+            .extend(["v1", "batchd"])
+            .extend(area)
             .extend(segments);
         Ok(url)
     }

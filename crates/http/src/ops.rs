@@ -4,13 +4,15 @@
 //! Metrics go through the `metrics` facade, so the dispatcher and the store record without
 //! knowing about Prometheus; one process-wide recorder renders them here. Gauges describing
 //! stored state (batches by state, unanswered requests) are refreshed from the store at scrape
-//! time rather than tracked incrementally, so they cannot drift.
+//! time rather than tracked incrementally, so they cannot drift; so is the webhook backlog (the
+//! outbox's oldest age, the most overdue delivery), each read through an index.
 
 use std::sync::OnceLock;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use batchd_domain::Timestamp;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::AppState;
@@ -90,6 +92,22 @@ fn describe() {
         "batchd_record_group_size",
         "Answers written per group commit."
     );
+    describe_counter!(
+        "batchd_webhook_deliveries_total",
+        "Webhook delivery attempts by outcome."
+    );
+    describe_gauge!(
+        "batchd_webhook_outbox_oldest_age_seconds",
+        Unit::Seconds,
+        "How long the oldest ended batch has waited to be turned into webhook deliveries \
+         (0 when none waits)."
+    );
+    describe_gauge!(
+        "batchd_webhook_delivery_lag_seconds",
+        Unit::Seconds,
+        "How long the most overdue pending webhook delivery has been due, an attempt in \
+         progress included (0 when none is due)."
+    );
 }
 
 #[utoipa::path(
@@ -138,7 +156,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     operation_id = "metrics",
     tag = "Operations",
     summary = "Prometheus metrics",
-    description = "Metrics in the Prometheus text format (version 0.0.4): HTTP requests, batches and requests by state, model calls, storage latency.",
+    description = "Metrics in the Prometheus text format (version 0.0.4): HTTP requests, batches and requests by state, model calls, storage latency, webhook deliveries and backlog.",
     responses(
         (status = 200, description = "The metrics.", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
         (status = 404, description = "No metrics recorder could be installed in this process (another one was installed first).", content_type = "text/plain; charset=utf-8", body = String),
@@ -160,6 +178,18 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
                 .set(stats.unanswered.saturating_sub(in_flight) as f64);
         }
         Err(err) => tracing::warn!(error = %err, "metrics: reading storage stats failed"),
+    }
+    if let Some(webhooks) = &state.inner.webhooks {
+        match webhooks.backlog().await {
+            Ok(backlog) => {
+                let now = Timestamp::now();
+                metrics::gauge!("batchd_webhook_outbox_oldest_age_seconds")
+                    .set(backlog.outbox_age(now).as_secs_f64());
+                metrics::gauge!("batchd_webhook_delivery_lag_seconds")
+                    .set(backlog.delivery_lag(now).as_secs_f64());
+            }
+            Err(err) => tracing::warn!(error = %err, "metrics: reading the webhook backlog failed"),
+        }
     }
     let mut response = handle.render().into_response();
     response.headers_mut().insert(

@@ -4,7 +4,9 @@
 //! The page is public, like `/healthz`: it holds no data. It asks for an API key, keeps it in the
 //! tab's `sessionStorage`, and calls the ordinary authenticated `/v1` routes on the same origin
 //! with `x-api-key` and `anthropic-version`, so it can see exactly what the key can see: the
-//! Message Batches, and beside them the OpenAI Batch API batches (`/v1/batches`, read-only).
+//! Message Batches, and beside them the OpenAI Batch API batches (`/v1/batches`, read-only); and
+//! in a view of their own the workspace's webhook endpoints and their recent failing deliveries
+//! (`/v1/batchd/webhooks`, read-only).
 //!
 //! Routes (see [`router`]): `/ui` (the page), `/ui/app.js`, `/ui/app.css`, and `/ui/`, which
 //! redirects to `/ui` so the page's relative asset references always resolve the same way (also
@@ -146,6 +148,38 @@ mod tests {
         }
         assert!(!PAGE.body.contains("<script>") && !PAGE.body.contains("<style"));
         assert!(!PAGE.body.contains(" style=") && !PAGE.body.contains(" onclick="));
+    }
+
+    #[test]
+    fn the_webhooks_view_reads_the_webhook_routes() {
+        for needle in [
+            r##"href="#/webhooks""##,
+            r#"id="webhooks-view""#,
+            r#"id="endpoint-rows""#,
+            r#"id="failing-rows""#,
+        ] {
+            assert!(PAGE.body.contains(needle), "{needle}");
+        }
+        assert!(SCRIPT.body.contains("'/v1/batchd/webhooks'"));
+        assert!(SCRIPT.body.contains("/deliveries`"));
+        for field in ["url", "events", "disabled_at", "created_at"] {
+            assert!(
+                SCRIPT.body.contains(&format!("e.{field}")),
+                "endpoint {field}"
+            );
+        }
+        for field in [
+            "event_id",
+            "last_attempt_at",
+            "last_status",
+            "last_error",
+            "next_attempt_at",
+        ] {
+            assert!(
+                SCRIPT.body.contains(&format!("d.{field}")),
+                "delivery {field}"
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! batchd's webhook endpoints under `/v1/batchd/webhooks`: create (the only answer, with rotate,
 //! that shows the secret), list, retrieve, delete and `rotate_secret`. A URL is checked when the
 //! endpoint is created, by the rules of `batchd_webhooks::policy`, and again at every send; and
-//! an endpoint's recent deliveries (`deliveries`).
+//! an endpoint's recent deliveries (`deliveries`). The objects are `batchd_wire::webhooks`'.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +14,13 @@ use batchd_store::WebhookStore;
 use batchd_store::webhooks::{DeliveryRecord, DeliveryState, Endpoint, NewEndpoint};
 use batchd_webhooks::event::{EVENT_TYPES, MESSAGE_BATCH_ENDED, endpoint_id};
 use batchd_webhooks::{Secret, policy};
+use batchd_wire::ListPage;
+use batchd_wire::webhooks::{
+    DeletedWebhookEndpoint, DeletedWebhookEndpointType, WebhookDelivery, WebhookDeliveryList,
+    WebhookDeliveryState, WebhookDeliveryType, WebhookEndpoint, WebhookEndpointType,
+};
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::batches::json;
@@ -56,20 +61,17 @@ fn not_found(id: &str) -> ApiError {
 }
 
 /// The endpoint as the API shows it; `secret` only when given.
-fn endpoint_json(e: &Endpoint, secret: Option<&Secret>) -> Value {
-    let mut v = json!({
-        "type": "webhook_endpoint",
-        "id": e.id,
-        "url": e.url,
-        "events": e.events,
-        "description": e.description,
-        "created_at": e.created_at.to_rfc3339(),
-        "disabled_at": e.disabled_at.map(|t| t.to_rfc3339()),
-    });
-    if let Some(secret) = secret {
-        v["secret"] = json!(secret.expose());
+fn endpoint_json(e: &Endpoint, secret: Option<&Secret>) -> WebhookEndpoint {
+    WebhookEndpoint {
+        kind: WebhookEndpointType::WebhookEndpoint,
+        id: e.id.clone(),
+        url: e.url.clone(),
+        events: e.events.clone(),
+        description: e.description.clone(),
+        created_at: e.created_at.to_rfc3339(),
+        disabled_at: e.disabled_at.map(|t| t.to_rfc3339()),
+        secret: secret.map(|s| s.expose().to_owned()),
     }
-    v
 }
 
 /// The create body: `url` (required), `events` (default: every type), `description`.
@@ -181,13 +183,12 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
     let endpoints = state.webhooks()?.list_endpoints(&caller.workspace).await?;
-    let data: Vec<Value> = endpoints.iter().map(|e| endpoint_json(e, None)).collect();
-    json(&json!({
-        "data": data,
-        "has_more": false,
-        "first_id": endpoints.first().map(|e| e.id.clone()),
-        "last_id": endpoints.last().map(|e| e.id.clone()),
-    }))
+    json(&ListPage {
+        data: endpoints.iter().map(|e| endpoint_json(e, None)).collect(),
+        has_more: false,
+        first_id: endpoints.first().map(|e| e.id.clone()),
+        last_id: endpoints.last().map(|e| e.id.clone()),
+    })
 }
 
 pub async fn retrieve(
@@ -203,23 +204,22 @@ pub async fn retrieve(
     json(&endpoint_json(&endpoint, None))
 }
 
-fn delivery_json(d: &DeliveryRecord) -> Value {
-    let state = match d.state {
-        DeliveryState::Pending => "pending",
-        DeliveryState::Delivered => "delivered",
-        DeliveryState::Failed => "failed",
-    };
-    json!({
-        "type": "webhook_delivery",
-        "event_id": d.event_id,
-        "batch_id": d.batch_id,
-        "state": state,
-        "attempts": d.attempts,
-        "last_status": d.last_status,
-        "last_error": d.last_error,
-        "last_attempt_at": d.last_attempt_at.map(|t| t.to_rfc3339()),
-        "next_attempt_at": d.next_attempt_at.map(|t| t.to_rfc3339()),
-    })
+fn delivery_json(d: &DeliveryRecord) -> WebhookDelivery {
+    WebhookDelivery {
+        kind: WebhookDeliveryType::WebhookDelivery,
+        event_id: d.event_id.clone(),
+        batch_id: d.batch_id.clone(),
+        state: match d.state {
+            DeliveryState::Pending => WebhookDeliveryState::Pending,
+            DeliveryState::Delivered => WebhookDeliveryState::Delivered,
+            DeliveryState::Failed => WebhookDeliveryState::Failed,
+        },
+        attempts: d.attempts,
+        last_status: d.last_status,
+        last_error: d.last_error.clone(),
+        last_attempt_at: d.last_attempt_at.map(|t| t.to_rfc3339()),
+        next_attempt_at: d.next_attempt_at.map(|t| t.to_rfc3339()),
+    }
 }
 
 /// The endpoint's recent deliveries, newest first.
@@ -236,8 +236,9 @@ pub async fn deliveries(
     let records = store
         .list_deliveries(&caller.workspace, &id, RECENT_DELIVERIES)
         .await?;
-    let data: Vec<Value> = records.iter().map(delivery_json).collect();
-    json(&json!({ "data": data }))
+    json(&WebhookDeliveryList {
+        data: records.iter().map(delivery_json).collect(),
+    })
 }
 
 pub async fn delete(
@@ -252,7 +253,10 @@ pub async fn delete(
     {
         return Err(not_found(&id));
     }
-    json(&json!({"id": id, "type": "webhook_endpoint_deleted"}))
+    json(&DeletedWebhookEndpoint {
+        id,
+        kind: DeletedWebhookEndpointType::WebhookEndpointDeleted,
+    })
 }
 
 pub async fn rotate(

@@ -4,9 +4,11 @@
 // every call carries the key from sessionStorage as `x-api-key` and `anthropic-version`.
 // The list also shows the workspace's newest OpenAI Batch API batches (`/v1/batches`, which
 // takes the same key), read-only. Routes live in the URL hash: `#/` is the list,
-// `#/batches/{id}` one batch. While anything
+// `#/batches/{id}` one batch, `#/webhooks` the workspace's webhook endpoints and their recent
+// failing deliveries (batchd's `/v1/batchd/webhooks` routes, read-only). While anything
 // shown is unended the view polls once a second; it stops when everything has ended or the tab
-// is hidden, and starts again when the tab comes back.
+// is hidden, and starts again when the tab comes back. The webhooks view polls every few seconds
+// while shown.
 'use strict';
 
 (() => {
@@ -14,6 +16,10 @@
   const KEY_STORE = 'batchd.apiKey';
   const PAGE = 20;
   const POLL_MS = 1000;
+  // Deliveries move on a retry schedule of seconds to hours: no need to ask every second.
+  const WEBHOOKS_POLL_MS = 5000;
+  // How many failing deliveries the webhooks view lists, newest attempt first.
+  const FAILING_SHOWN = 50;
   // The page is `<base>/ui`; the API is `<base>/v1/…` (base is empty unless behind a prefix).
   const API_BASE = location.pathname.replace(/\/ui\/?$/, '');
   const OUTCOMES = ['succeeded', 'errored', 'canceled', 'expired'];
@@ -88,6 +94,7 @@
   }
 
   const batchPath = (id) => `/v1/messages/batches/${encodeURIComponent(id)}`;
+  const webhookPath = (id) => `/v1/batchd/webhooks/${encodeURIComponent(id)}`;
 
   // --- state ------------------------------------------------------------------------------------
 
@@ -99,9 +106,11 @@
     list: { batches: [], progress: new Map(), hasMore: false, loaded: false, openai: [] },
     rows: new Map(), // batch id -> <tr>
     batch: { id: null, data: null, progress: null },
+    webhooks: { endpoints: [], failing: [], loaded: false },
   };
 
   function route() {
+    if (location.hash === '#/webhooks') return { view: 'webhooks' };
     const m = /^#\/batches\/([^/?#]+)$/.exec(location.hash);
     return m ? { view: 'batch', id: decodeURIComponent(m[1]) } : { view: 'list' };
   }
@@ -200,13 +209,13 @@
     state.timer = null;
   }
 
-  function schedule(gen, fn) {
+  function schedule(gen, fn, ms = POLL_MS) {
     stopPolling();
     if (gen !== state.gen || document.hidden) return;
     state.timer = setTimeout(() => {
       state.timer = null;
       if (gen === state.gen && !document.hidden) fn(gen);
-    }, POLL_MS);
+    }, ms);
   }
 
   /** Drops whatever is in flight and loads the current view afresh. */
@@ -217,6 +226,7 @@
     const r = route();
     if (!storedKey()) return;
     if (r.view === 'batch') refreshBatch(gen);
+    else if (r.view === 'webhooks') refreshWebhooks(gen);
     else refreshList(gen, extra);
   }
 
@@ -524,6 +534,72 @@
     }
   }
 
+  // --- webhooks view -------------------------------------------------------------------------
+
+  /** A delivery whose last attempt failed: given up on, or pending another try. */
+  const isFailing = (d) => d.state === 'failed' || (d.state === 'pending' && d.attempts > 0);
+
+  async function refreshWebhooks(gen) {
+    try {
+      const page = await api('GET', '/v1/batchd/webhooks');
+      if (gen !== state.gen) return;
+      const endpoints = page.data;
+      const lists = await Promise.all(
+        endpoints.map((e) => api('GET', `${webhookPath(e.id)}/deliveries`).catch(() => ({ data: [] }))),
+      );
+      if (gen !== state.gen) return;
+      const failing = endpoints.flatMap((endpoint, i) =>
+        lists[i].data.filter(isFailing).map((delivery) => ({ endpoint, delivery })));
+      failing.sort((a, b) => String(b.delivery.last_attempt_at).localeCompare(String(a.delivery.last_attempt_at)));
+      state.webhooks = { endpoints, failing: failing.slice(0, FAILING_SHOWN), loaded: true };
+      renderWebhooks();
+      clearError('poll');
+      schedule(gen, refreshWebhooks, WEBHOOKS_POLL_MS);
+    } catch (e) {
+      if (gen !== state.gen) return;
+      showError(e, 'poll');
+      if (e.status === 401) forgetKey(false);
+      else if (e.status !== 404) schedule(gen, refreshWebhooks, WEBHOOKS_POLL_MS);
+    }
+  }
+
+  function renderWebhooks() {
+    const W = state.webhooks;
+    const endpoints = W.endpoints.map((e) => {
+      const badge = h('span', { dataset: { testid: 'endpoint-state' } });
+      setBadge(badge, e.disabled_at ? 'disabled' : 'active');
+      if (e.disabled_at) badge.title = `disabled at ${e.disabled_at}`;
+      return h('tr', { dataset: { testid: 'endpoint-row', endpointId: e.id } },
+        h('th', { scope: 'row', className: 'mono' }, e.id),
+        h('td', { className: 'mono wrap', dataset: { testid: 'endpoint-url' } }, e.url),
+        h('td', { className: 'mono', dataset: { testid: 'endpoint-events' } }, e.events.join(', ')),
+        h('td', {}, badge),
+        h('td', {}, timeEl(e.created_at)),
+      );
+    });
+    $('endpoint-rows').replaceChildren(...endpoints);
+    const failing = W.failing.map(({ endpoint, delivery: d }) => {
+      const badge = h('span', { dataset: { testid: 'delivery-state' } });
+      setBadge(badge, d.state);
+      const outcome = d.last_status !== null ? `HTTP ${d.last_status}` : d.last_error || '—';
+      return h('tr', { dataset: { testid: 'delivery-row', eventId: d.event_id } },
+        h('th', { scope: 'row', className: 'mono' }, d.event_id),
+        h('td', { className: 'mono' }, endpoint.id),
+        h('td', { className: 'mono' }, d.batch_id || h('span', { className: 'muted' }, 'deleted')),
+        h('td', {}, badge),
+        h('td', { className: 'num', dataset: { testid: 'delivery-attempts' } }, num(d.attempts)),
+        h('td', {}, timeEl(d.last_attempt_at)),
+        h('td', { className: 'wrap', dataset: { testid: 'delivery-outcome' } }, outcome),
+        h('td', { dataset: { testid: 'delivery-next' } }, timeEl(d.next_attempt_at)),
+      );
+    });
+    $('failing-rows').replaceChildren(...failing);
+    $('webhooks-empty').hidden = !W.loaded || W.endpoints.length > 0;
+    $('endpoint-table').hidden = W.endpoints.length === 0;
+    $('failing-empty').hidden = !W.loaded || failing.length > 0;
+    $('failing-table').hidden = failing.length === 0;
+  }
+
   // --- key ------------------------------------------------------------------------------------
 
   function forgetKey(clearField) {
@@ -536,7 +612,9 @@
     // Another key may belong to another workspace: show nothing of this one meanwhile.
     state.list = { batches: [], progress: new Map(), hasMore: false, loaded: false, openai: [] };
     state.batch = { id: null, data: null, progress: null };
+    state.webhooks = { endpoints: [], failing: [], loaded: false };
     renderList();
+    renderWebhooks();
     render();
   }
 
@@ -549,7 +627,13 @@
     $('key-forget').hidden = !hasKey;
     $('list-view').hidden = !hasKey || r.view !== 'list';
     $('batch-view').hidden = !hasKey || r.view !== 'batch';
-    document.title = r.view === 'batch' ? `${r.id} · batchd` : 'batchd · Message Batches';
+    $('webhooks-view').hidden = !hasKey || r.view !== 'webhooks';
+    for (const [id, view] of [['nav-batches', 'list'], ['nav-webhooks', 'webhooks']]) {
+      if (r.view === view) $(id).setAttribute('aria-current', 'page');
+      else $(id).removeAttribute('aria-current');
+    }
+    document.title = r.view === 'batch' ? `${r.id} · batchd`
+      : r.view === 'webhooks' ? 'Webhooks · batchd' : 'batchd · Message Batches';
   }
 
   function onRoute() {
@@ -557,6 +641,7 @@
     showNotice(state.pendingNotice);
     state.pendingNotice = null;
     if (route().view === 'list') renderList();
+    if (route().view === 'webhooks') renderWebhooks();
     render();
     restart();
   }
@@ -581,6 +666,10 @@
       restart();
     });
     $('load-more').addEventListener('click', () => restart({ append: true }));
+    $('webhooks-refresh').addEventListener('click', () => {
+      clearError();
+      restart();
+    });
     $('cancel').addEventListener('click', cancelBatch);
     $('delete').addEventListener('click', askDelete);
     $('download').addEventListener('click', downloadResults);

@@ -8,8 +8,9 @@ use crate::db::query_error;
 use async_trait::async_trait;
 use batchd_domain::Timestamp;
 use batchd_store::webhooks::{
-    ClaimedDelivery, DeliveryRecord, DeliveryState, ENDPOINT_COLUMNS, ENDPOINT_GONE, Endpoint,
-    NewEndpoint, SettleOutcome, Settlement, endpoint_columns_of, parse_events, subscribed_pattern,
+    Backlog, ClaimedDelivery, DeliveryRecord, DeliveryState, ENDPOINT_COLUMNS, ENDPOINT_GONE,
+    Endpoint, NewEndpoint, SettleOutcome, Settlement, endpoint_columns_of, parse_events,
+    subscribed_pattern,
 };
 use batchd_store::{StoreError, WebhookStore};
 use sqlx::{AssertSqlSafe, Row as _};
@@ -356,5 +357,26 @@ impl WebhookStore for PostgresStore {
         .await
         .map_err(query_error)?;
         rows.iter().map(record_from_row).collect()
+    }
+
+    async fn backlog(&self) -> Result<Backlog, StoreError> {
+        // Two single-row reads, each the first entry of an index: the outbox's primary key
+        // (rows arrive in `seq` order) and the partial index of pending deliveries by due time.
+        let outbox_oldest: Option<i64> =
+            sqlx::query_scalar("SELECT created_at FROM webhook_outbox ORDER BY seq LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_error)?;
+        let next_due: Option<i64> = sqlx::query_scalar(
+            "SELECT next_attempt_at FROM webhook_deliveries WHERE state = 0 \
+             ORDER BY next_attempt_at LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error)?;
+        Ok(Backlog {
+            outbox_oldest: outbox_oldest.map(Timestamp::from_micros),
+            next_due: next_due.map(Timestamp::from_micros),
+        })
     }
 }

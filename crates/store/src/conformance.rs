@@ -5,14 +5,16 @@
 //! plus a row count of the tables every engine has (`batches`, `requests`, `results`, `files`,
 //! `file_chunks`), where the contract promises something about storage (purges, drafts,
 //! duplicates). The OpenAI surface's cases are in `openai`, test mode's in `clock`, re-runs' in
-//! `rerun`, the webhook outbox's in `outbox`. Engine-specific behaviour (locks,
+//! `rerun`, the webhook outbox's in `outbox`, the webhook backlog's in `backlog`. Engine-specific behaviour (locks,
 //! query plans, multi-process claims) is tested in the engine's own crate.
 
+mod backlog;
 mod clock;
 mod openai;
 mod outbox;
 mod rerun;
 
+pub use backlog::*;
 pub use clock::*;
 pub use openai::*;
 pub use outbox::*;
@@ -94,6 +96,7 @@ macro_rules! conformance_tests {
             every_end_writes_one_outbox_row,
             webhook_endpoints_are_stored_per_workspace,
             deliveries_fan_out_claim_and_settle,
+            webhook_backlog_reports_the_oldest_event_and_the_next_due_delivery,
         );
     };
     (@each $harness:expr; $($name:ident,)*) => {

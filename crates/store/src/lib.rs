@@ -713,6 +713,9 @@ pub trait WebhookStore: Send + Sync + 'static {
         endpoint_id: &str,
         limit: usize,
     ) -> Result<Vec<webhooks::DeliveryRecord>>;
+    /// The oldest outbox row's event time and the earliest due pending delivery, across every
+    /// workspace, each read through an index (`/metrics` calls this on every scrape).
+    async fn backlog(&self) -> Result<webhooks::Backlog>;
 }
 
 /// API keys: created and revoked by the `keys` commands, looked up on every API call.

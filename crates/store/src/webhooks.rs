@@ -3,6 +3,8 @@
 //! previous one stays valid until `previous_until`, so deliveries in that window carry both
 //! signatures.
 
+use std::time::Duration;
+
 use batchd_domain::Timestamp;
 
 /// The columns every engine selects for an endpoint, in this order.
@@ -153,6 +155,32 @@ pub struct DeliveryRecord {
     pub next_attempt_at: Option<Timestamp>,
 }
 
+/// How far behind completion webhooks are, as `/metrics` shows it: read with one indexed
+/// lookup per table (the outbox's first row by `seq`; the due index of pending deliveries), so a
+/// scrape never scans.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// The event time (the batch's `ended_at`) of the outbox row waiting longest to be fanned
+    /// out; `None` when the outbox is empty.
+    pub outbox_oldest: Option<Timestamp>,
+    /// When the earliest pending delivery is due; `None` when none is pending.
+    pub next_due: Option<Timestamp>,
+}
+
+impl Backlog {
+    /// How long the oldest outbox row has waited at `now`: zero when there is none (or its
+    /// time is ahead, as a test-mode clock can put it).
+    pub fn outbox_age(&self, now: Timestamp) -> Duration {
+        self.outbox_oldest.map_or(Duration::ZERO, |t| t.until(now))
+    }
+
+    /// How long the most overdue pending delivery has been due at `now`: zero when none is
+    /// due yet. A delivery being sent counts as due until it is settled.
+    pub fn delivery_lag(&self, now: Timestamp) -> Duration {
+        self.next_due.map_or(Duration::ZERO, |t| t.until(now))
+    }
+}
+
 /// The endpoint columns prefixed with `e.`, for joins.
 pub fn endpoint_columns_of(alias: &str) -> String {
     ENDPOINT_COLUMNS
@@ -165,4 +193,22 @@ pub fn endpoint_columns_of(alias: &str) -> String {
 /// The pattern an endpoint's stored `events` JSON matches when it holds `event_type`.
 pub fn subscribed_pattern(event_type: &str) -> String {
     format!("%\"{event_type}\"%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backlog_ages_are_zero_when_empty_or_ahead() {
+        let now = Timestamp::from_micros(10_000_000);
+        assert_eq!(Backlog::default().outbox_age(now), Duration::ZERO);
+        assert_eq!(Backlog::default().delivery_lag(now), Duration::ZERO);
+        let backlog = Backlog {
+            outbox_oldest: Some(Timestamp::from_micros(7_000_000)),
+            next_due: Some(Timestamp::from_micros(12_000_000)),
+        };
+        assert_eq!(backlog.outbox_age(now), Duration::from_secs(3));
+        assert_eq!(backlog.delivery_lag(now), Duration::ZERO, "not due yet");
+    }
 }

@@ -5,11 +5,13 @@
 //! as the already formatted RFC 3339 strings so that server and client agree byte for byte.
 //! This crate has no async or HTTP dependencies so the client can share it; [`retry_after`]
 //! reads the one response header both sides interpret. [`openai`] holds the objects of the
-//! OpenAI Batch and Files surface; [`test_mode`] those of the test routes.
+//! OpenAI Batch and Files surface; [`test_mode`] those of the test routes; [`webhooks`] those of
+//! the webhook endpoint routes.
 
 pub mod openai;
 pub mod retry_after;
 pub mod test_mode;
+pub mod webhooks;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

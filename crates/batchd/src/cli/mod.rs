@@ -3,7 +3,8 @@
 //! OpenAI Batch API batchd serves: `create --surface openai` uploads the file and creates the
 //! batch on `/v1/batches`, `list --surface openai` lists those batches, and `get`, `watch`,
 //! `results` and `cancel` take either kind of id (`batch_…` is an OpenAI batch). `batchd test …`
-//! ([`test`]) drives a batchd server's test mode with the same connection options.
+//! ([`test`]) drives a batchd server's test mode, and `batchd webhooks …` ([`webhooks`]) its
+//! webhook endpoints, with the same connection options.
 //!
 //! Output is human-readable by default (aligned fields, tables); `--json` prints the API's JSON
 //! objects, one per line. Results are always JSONL, exactly as downloaded. API errors print
@@ -14,6 +15,7 @@ mod input;
 mod openai_surface;
 mod output;
 pub mod test;
+pub mod webhooks;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -26,7 +28,7 @@ use batchd_client::{
 use clap::{Args, Subcommand, ValueEnum};
 use futures_util::StreamExt;
 
-/// Where the API is and how to call it: shared by `batches` and `test`.
+/// Where the API is and how to call it: shared by `batches`, `test` and `webhooks`.
 #[derive(Debug, Args)]
 pub struct ApiArgs {
     /// API base URL (batchd, or https://api.anthropic.com).

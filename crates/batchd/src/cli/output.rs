@@ -1,7 +1,9 @@
 //! Human-readable rendering of batches of either surface: an aligned field list for one batch, a
-//! table for many, and one-line progress summaries for `watch`.
+//! table for many, and one-line progress summaries for `watch`; and of webhook endpoints and
+//! their deliveries.
 
 use batchd_client::wire::openai::OpenAiBatch;
+use batchd_client::wire::webhooks::{WebhookDelivery, WebhookEndpoint};
 use batchd_client::{MessageBatch, RequestCounts};
 
 /// One batch as aligned `field  value` lines.
@@ -211,6 +213,76 @@ pub fn progress_line(b: &MessageBatch) -> String {
         c.total(),
         counts_summary(c)
     )
+}
+
+/// One webhook endpoint as aligned `field  value` lines; the secret only when the answer has
+/// it (create and rotate).
+pub fn webhook_fields(e: &WebhookEndpoint) -> String {
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let mut rows = vec![
+        ("id", e.id.clone()),
+        ("url", e.url.clone()),
+        ("events", e.events.join(",")),
+        ("description", dash(&e.description)),
+        ("created_at", e.created_at.clone()),
+        ("disabled_at", dash(&e.disabled_at)),
+    ];
+    if let Some(secret) = &e.secret {
+        rows.push(("secret", secret.clone()));
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in rows {
+        out.push_str(&format!("{k:<width$}  {v}\n"));
+    }
+    out
+}
+
+/// A table of webhook endpoints.
+pub fn webhook_table(endpoints: &[WebhookEndpoint]) -> String {
+    let header = ["ID", "URL", "EVENTS", "DISABLED", "CREATED"];
+    let rows: Vec<Vec<String>> = endpoints
+        .iter()
+        .map(|e| {
+            vec![
+                e.id.clone(),
+                e.url.clone(),
+                e.events.join(","),
+                e.disabled_at.clone().unwrap_or_else(|| "-".into()),
+                e.created_at.clone(),
+            ]
+        })
+        .collect();
+    table(&header, &rows, |_| false)
+}
+
+/// A table of an endpoint's deliveries.
+pub fn delivery_table(deliveries: &[WebhookDelivery]) -> String {
+    let header = [
+        "EVENT",
+        "BATCH",
+        "STATE",
+        "ATTEMPTS",
+        "LAST",
+        "LAST_ATTEMPT",
+        "NEXT_ATTEMPT",
+    ];
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let rows: Vec<Vec<String>> = deliveries
+        .iter()
+        .map(|d| {
+            vec![
+                d.event_id.clone(),
+                dash(&d.batch_id),
+                d.state.as_str().to_owned(),
+                d.attempts.to_string(),
+                super::webhooks::last_outcome(d),
+                dash(&d.last_attempt_at),
+                dash(&d.next_attempt_at),
+            ]
+        })
+        .collect();
+    table(&header, &rows, |i| i == 3)
 }
 
 #[cfg(test)]

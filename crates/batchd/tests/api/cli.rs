@@ -1,6 +1,7 @@
 //! The real `batchd batches …` binary against a real server: create from JSONL (native and
 //! OpenAI format), get, list, watch, results with `--only` and `-o`, delete, `--json` output,
-//! and how errors are reported; `batchd test …` against a server in test mode.
+//! and how errors are reported; `batchd test …` against a server in test mode; `batchd webhooks
+//! …` managing endpoints.
 
 use std::path::Path;
 use std::process::Output;
@@ -678,4 +679,127 @@ async fn rerun_through_the_cli() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Runs `batchd webhooks <args>` against `app` with its key.
+async fn webhooks(app: &TestApp, args: &[&str]) -> Output {
+    let args: Vec<&str> = std::iter::once("webhooks")
+        .chain(args.iter().copied())
+        .collect();
+    cli_with_key(app, Some(app.key), &args).await
+}
+
+#[tokio::test]
+async fn webhook_endpoints_through_the_cli() {
+    let app = spawn_with(|o| {
+        o.webhook_allow_http = true;
+        o.webhook_allow_private = true;
+        o.webhook_first_retry = Duration::from_millis(50);
+    })
+    .await;
+    // A loopback port nobody listens on: every attempt fails with a connection error.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+
+    // create prints the secret, the only time it is shown.
+    let out = webhooks(
+        &app,
+        &["create", "--url", &url, "--description", "ops", "--json"],
+    )
+    .await;
+    assert_ok(&out);
+    let created: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(
+        id.starts_with("whep_") && secret.starts_with("whsec_"),
+        "{created}"
+    );
+    assert_eq!(created["events"], json!(["message_batch.ended"]));
+    assert_eq!(created["description"], "ops");
+
+    // list and get show the endpoint, never the secret.
+    let out = webhooks(&app, &["list"]).await;
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(text.starts_with("ID"), "{text}");
+    assert!(text.contains(&id) && text.contains(&url), "{text}");
+    assert!(!text.contains("whsec_"), "{text}");
+    let out = webhooks(&app, &["list", "--json"]).await;
+    assert_ok(&out);
+    let page: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(page["data"][0]["id"], id.as_str());
+    assert!(page["data"][0].get("secret").is_none(), "{page}");
+    let out = webhooks(&app, &["get", &id]).await;
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&url) && text.contains("message_batch.ended"),
+        "{text}"
+    );
+    assert!(!text.contains("whsec_"), "{text}");
+
+    // rotate prints a new secret.
+    let out = webhooks(&app, &["rotate", &id]).await;
+    assert_ok(&out);
+    let text = stdout(&out);
+    let rotated = text
+        .lines()
+        .find_map(|l| l.strip_prefix("secret"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no secret in {text}"));
+    assert!(rotated.starts_with("whsec_") && rotated != secret, "{text}");
+
+    // A batch ends; its delivery fails and shows the error and the next retry.
+    let batch = app.create_n(1).await;
+    let batch_id = batch["id"].as_str().unwrap().to_owned();
+    app.wait_ended(&batch_id, Duration::from_secs(20)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let delivery = loop {
+        let out = webhooks(&app, &["deliveries", &id, "--json"]).await;
+        assert_ok(&out);
+        let list: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        if list["data"][0]["attempts"].as_u64().unwrap_or(0) >= 1 {
+            break list["data"][0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no attempt: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(delivery["batch_id"], batch_id.as_str());
+    assert!(delivery["last_error"].is_string(), "{delivery}");
+    let out = webhooks(&app, &["deliveries", &id]).await;
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(text.starts_with("EVENT"), "{text}");
+    assert!(
+        text.contains(delivery["event_id"].as_str().unwrap()),
+        "{text}"
+    );
+
+    // delete, then the endpoint is gone.
+    let out = webhooks(&app, &["delete", &id]).await;
+    assert_ok(&out);
+    assert_eq!(stdout(&out).trim(), format!("deleted {id}"));
+    let out = webhooks(&app, &["get", &id]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "error: not_found_error: Webhook endpoint {id} not found."
+        )),
+        "{}",
+        stderr(&out)
+    );
+
+    // A refused URL prints the API's message and exits 1.
+    let out = webhooks(&app, &["create", "--url", "ftp://example.com/hook"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(
+            "error: invalid_request_error: url: ftp://example.com/hook is not a valid URL"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty());
 }

@@ -196,3 +196,71 @@ async fn unknown_methods_do_not_grow_metrics() {
         healthz.join("\n")
     );
 }
+
+/// A gauge's value in a Prometheus scrape.
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The webhook backlog is scraped: nothing waits at first; a delivery whose receiver never
+/// answers stays due while it is being sent, so the delivery lag grows (the outbox's age is
+/// pinned by the store's conformance case: here the worker empties it at once).
+#[tokio::test]
+async fn metrics_show_the_webhook_backlog() {
+    let app = spawn_with(|o| {
+        o.webhook_allow_http = true;
+        o.webhook_allow_private = true;
+    })
+    .await;
+    let scrape = || async {
+        app.client
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    // The recorder is the process's, shared with the other tests' servers: a scrape of theirs
+    // may set a gauge between this one's read and render, so only "small" is certain here.
+    let text = scrape().await;
+    for name in [
+        "batchd_webhook_outbox_oldest_age_seconds",
+        "batchd_webhook_delivery_lag_seconds",
+    ] {
+        let value = gauge(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        assert!(value < 1.0, "{name} {value}");
+    }
+
+    // A receiver that accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            open.push(conn);
+        }
+    });
+    let resp = app
+        .post("/v1/batchd/webhooks", &serde_json::json!({ "url": url }))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let id = app.create_n(1).await["id"].as_str().unwrap().to_owned();
+    app.wait_ended(&id, Duration::from_secs(20)).await;
+    // The attempt's timeout is 10 s: well before it, the lag passes a second.
+    let deadline = Instant::now() + Duration::from_secs(9);
+    loop {
+        let text = scrape().await;
+        let lag = gauge(&text, "batchd_webhook_delivery_lag_seconds").unwrap();
+        if lag >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lag {lag}\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    held.abort();
+}

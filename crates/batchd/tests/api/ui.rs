@@ -80,6 +80,7 @@ async fn page_and_assets_are_served_with_types_policy_and_caching() {
     let js = get(&app, "/ui/app.js").await.text().await.unwrap();
     assert!(js.contains("'x-api-key'") && js.contains("'anthropic-version'"));
     assert!(js.contains("/v1/messages/batches"));
+    assert!(js.contains("/v1/batchd/webhooks"));
 }
 
 #[tokio::test]

@@ -166,7 +166,7 @@ pub async fn webhook_endpoints_are_stored_per_workspace<H: Harness>(h: &H) {
 }
 
 /// Ends a fresh batch of one request in `workspace` at `when`, leaving its outbox row.
-async fn ended_batch(store: &impl Store, workspace: &str, when: i64) -> Batch {
+pub(super) async fn ended_batch(store: &impl Store, workspace: &str, when: i64) -> Batch {
     let b = create_in(store, workspace, at(when), 1).await;
     let items = claim(store, 10, at(when)).await;
     let mine: Vec<WorkItem> = items.into_iter().filter(|i| i.batch_id == b.id).collect();
