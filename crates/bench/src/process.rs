@@ -29,6 +29,18 @@ pub fn memory(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// User + system CPU time a process has used so far, in seconds, from `/proc/PID/stat` (fields
+/// 14 and 15, in clock ticks: 100 a second on Linux).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the parenthesised command name (which may hold spaces), utime is the 12th field.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// Samples a process's RSS every few milliseconds until stopped; reports the peak.
 pub struct RssSampler {
     stop: Arc<AtomicBool>,

@@ -21,7 +21,7 @@ use http::Method;
 use crate::client::{
     Api, Conn, LoadResult, Until, closed_loop, count_body, multipart_upload, request, request_as,
 };
-use crate::process::{Batchd, Guarded, RssSampler, start_batchd, start_fake, tail};
+use crate::process::{Batchd, Guarded, RssSampler, cpu_seconds, start_batchd, start_fake, tail};
 use crate::staticfile::StaticServer;
 use crate::table::{Row, Verdict};
 use crate::workload::{Surface, Workload};
@@ -455,6 +455,7 @@ impl Run {
         let t0 = Instant::now();
         let id = api.create(workload.body.clone()).await?;
         let created = Instant::now();
+        let cpu0 = cpu_seconds(server.pid());
         let peak = sampler.stop();
         let ingest = created - t0;
         if self.args.wants("ingest") {
@@ -487,6 +488,7 @@ impl Run {
 
         self.progress("dispatch at 0 ms: waiting for the batch to end");
         let ended = self.ended(&api, &id, "dispatch 0 ms").await?;
+        let cpu = cpu_used(server.pid(), cpu0);
         let batchd_rate = n as f64 / (ended - created).as_secs_f64();
         if self.args.wants("dispatch") {
             self.progress("dispatch at 0 ms: direct load generator");
@@ -498,6 +500,7 @@ impl Run {
                 direct.rate(),
                 upstream,
                 FAST_DISPATCH_TARGET,
+                cpu,
             );
         }
 
@@ -595,8 +598,10 @@ impl Run {
         let api = Api::on(surface, server.addr, KEY);
         self.progress(&format!("dispatch at {lat} ({}): batchd", surface.name()));
         let (id, created) = self.submit(&api, workload).await?;
+        let cpu0 = cpu_seconds(server.pid());
         let what = format!("dispatch {lat} ({})", surface.name());
         let ended = self.answered(&api, surface, &id, &what).await?;
+        let cpu = cpu_used(server.pid(), cpu0);
         let batchd_rate = n as f64 / (ended - created).as_secs_f64();
         drop(server);
         self.progress(&format!(
@@ -612,6 +617,7 @@ impl Run {
             direct.rate(),
             upstream,
             SLOW_DISPATCH_TARGET,
+            cpu,
         );
         Ok(())
     }
@@ -644,6 +650,7 @@ impl Run {
     }
 
     /// A dispatch row: batchd's completed/s against the direct load generator's, at `latency`.
+    #[allow(clippy::too_many_arguments)]
     fn dispatch_row(
         &mut self,
         surface: Surface,
@@ -652,6 +659,7 @@ impl Run {
         direct: f64,
         upstream: bool,
         target: f64,
+        cpu_seconds: Option<f64>,
     ) {
         let (n, c) = (fmt_n(self.args.requests), self.args.concurrency);
         let name = match surface {
@@ -666,9 +674,19 @@ impl Run {
         let target_text = format!("≥ {target}");
         if upstream {
             let ratio = batchd / direct;
+            // batchd's own CPU (user + system) over the dispatch, per request: what a faster
+            // upstream or a smaller machine would run out of first.
+            let figure = match cpu_seconds {
+                Some(cpu) => format!(
+                    "{} req/s, {:.0} µs CPU/req",
+                    rate(batchd),
+                    cpu * 1e6 / self.args.requests as f64
+                ),
+                None => format!("{} req/s", rate(batchd)),
+            };
             self.rows.push(Row::new(
                 &name,
-                format!("{} req/s", rate(batchd)),
+                figure,
                 limit,
                 Some(ratio),
                 &target_text,
@@ -954,9 +972,11 @@ impl Run {
             fmt_n(n)
         ));
         let (id, created) = self.submit(&api, chat).await?;
+        let cpu0 = cpu_seconds(server.pid());
         let answered = self
             .answered(&api, Surface::OpenAi, &id, "dispatch 0 ms (OpenAI)")
             .await?;
+        let cpu = cpu_used(server.pid(), cpu0);
         let batchd_rate = n as f64 / (answered - created).as_secs_f64();
         // The output file is written before anything else runs, so that the direct load
         // generator does not share the CPU with it.
@@ -984,6 +1004,7 @@ impl Run {
                 direct.rate(),
                 upstream,
                 FAST_DISPATCH_TARGET,
+                cpu,
             );
         }
 
@@ -1151,6 +1172,11 @@ pub async fn run(mut args: Args) -> anyhow::Result<Outcome> {
         rows: run.rows,
         notes: run.notes,
     })
+}
+
+/// The CPU time `pid` used since `before` (from [`cpu_seconds`]), if both readings worked.
+fn cpu_used(pid: u32, before: Option<f64>) -> Option<f64> {
+    Some(cpu_seconds(pid)? - before?)
 }
 
 #[cfg(test)]
