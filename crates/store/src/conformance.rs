@@ -94,6 +94,7 @@ macro_rules! conformance_tests {
             every_end_writes_one_outbox_row,
             webhook_endpoints_are_stored_per_workspace,
             deliveries_fan_out_claim_and_settle,
+            openai_ends_are_events_once_their_files_are_written,
         );
     };
     (@each $harness:expr; $($name:ident,)*) => {

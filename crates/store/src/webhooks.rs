@@ -3,7 +3,12 @@
 //! previous one stays valid until `previous_until`, so deliveries in that window carry both
 //! signatures.
 
-use batchd_domain::Timestamp;
+use batchd_domain::{Batch, Timestamp};
+
+/// The event type an ended batch's event has (it follows what its surface shows), or `None`
+/// when it has no event; fan-out asks it of each batch, so an endpoint gets only the types it
+/// subscribed to.
+pub type EventTypeOf = fn(&Batch) -> Option<&'static str>;
 
 /// The columns every engine selects for an endpoint, in this order.
 pub const ENDPOINT_COLUMNS: &str = "key, id, workspace, url, events, description, secret, \

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use batchd_domain::openai::{Surface, unix};
 use batchd_domain::{BatchId, Timestamp};
 use batchd_store::webhooks::{ClaimedDelivery, SettleOutcome, Settlement};
 use batchd_store::{BatchStore, WebhookStore};
@@ -14,7 +15,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{self, MESSAGE_BATCH_ENDED};
+use crate::event;
 use crate::policy::{Policy, Url};
 use crate::schedule;
 use crate::secret::Secret;
@@ -94,7 +95,7 @@ async fn pass(
 ) -> Result<(bool, Option<Duration>), batchd_store::StoreError> {
     while stores
         .webhooks
-        .fan_out(MESSAGE_BATCH_ENDED, FAN_OUT_STEP, Timestamp::now())
+        .fan_out(event::event_type, FAN_OUT_STEP, Timestamp::now())
         .await?
         == FAN_OUT_STEP
     {}
@@ -193,7 +194,11 @@ async fn attempt(
     let gone = || Attempt::Failed {
         error: BATCH_GONE.to_owned(),
     };
-    let Some(id) = delivery.batch_id.as_deref().and_then(BatchId::parse) else {
+    let Some(id) = delivery
+        .batch_id
+        .as_deref()
+        .and_then(|id| BatchId::parse(id).or_else(|| BatchId::parse_openai(id)))
+    else {
         return Ok(gone());
     };
     let Some(batch) = stores
@@ -203,11 +208,19 @@ async fn attempt(
     else {
         return Ok(gone());
     };
-    let body = event::batch_ended(
-        &delivery.event_id,
-        &delivery.event_at.to_rfc3339(),
-        &batch.to_wire(&config.results_base),
-    );
+    let body = match (batch.endpoint.surface(), event::event_type(&batch)) {
+        (Surface::OpenAi, Some(kind)) => event::openai_batch_event(
+            &delivery.event_id,
+            kind,
+            unix(delivery.event_at),
+            batch.id.as_str(),
+        ),
+        _ => event::batch_ended(
+            &delivery.event_id,
+            &delivery.event_at.to_rfc3339(),
+            &batch.to_wire(&config.results_base),
+        ),
+    };
     let failed = |error: String| Ok(Attempt::Failed { error });
     let Ok(url) = Url::parse(&delivery.endpoint.url) else {
         return failed("the endpoint's URL does not parse".into());
