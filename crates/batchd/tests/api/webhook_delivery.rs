@@ -255,3 +255,135 @@ async fn a_pending_delivery_survives_a_restart() {
     app.stop().await;
     drop(dir);
 }
+
+/// Registers `url` for `events`; returns the endpoint's secret.
+async fn register_for(app: &TestApp, url: &str, events: &[&str]) -> batchd_webhooks::Secret {
+    let resp = app
+        .post(
+            "/v1/batchd/webhooks",
+            &json!({ "url": url, "events": events }),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let created: Value = resp.json().await.unwrap();
+    assert_eq!(created["events"], json!(events));
+    batchd_webhooks::Secret::parse(created["secret"].as_str().unwrap()).unwrap()
+}
+
+/// Each OpenAI batch sends one event, once it shows its terminal status, of the type that
+/// status names, in OpenAI's thin shape with the time of that status; an endpoint gets only
+/// the types it subscribed to.
+#[tokio::test]
+async fn openai_batches_send_the_event_of_the_status_they_end_in() {
+    use crate::openai::{chat_line, oa, ok_json};
+    let app = spawn_with(|o| {
+        o.webhook_allow_http = true;
+        o.webhook_allow_private = true;
+        o.webhook_first_retry = Duration::from_millis(50);
+        // The clock moves past a batch's window; requests take long enough to cancel.
+        o.test_mode = true;
+        o.mock_latency = Duration::from_millis(300);
+        o.mock_concurrency = 2;
+        o.concurrency = 2;
+    })
+    .await;
+    let (all, all_url) = receiver(&[]).await;
+    let secret = register_for(
+        &app,
+        &all_url,
+        &[
+            "batch.completed",
+            "batch.failed",
+            "batch.expired",
+            "batch.cancelled",
+        ],
+    )
+    .await;
+    let (completed_only, completed_url) = receiver(&[]).await;
+    register_for(&app, &completed_url, &["batch.completed"]).await;
+    let (messages, messages_url) = receiver(&[]).await;
+    register_for(&app, &messages_url, &["message_batch.ended"]).await;
+
+    let oa = oa(&app);
+    let lines = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| chat_line(&format!("r{i}"), "gpt-4o-mini", "hi"))
+            .collect()
+    };
+    let id_of = |v: &Value| v["id"].as_str().unwrap().to_owned();
+    // (batch id, event type, the batch's field holding the event's time, the batch at its end)
+    let mut expected: Vec<(String, &str, &str, Value)> = Vec::new();
+
+    let id = id_of(&oa.create("/v1/chat/completions", &lines(1)).await);
+    let done = oa.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    expected.push((id, "batch.completed", "completed_at", done));
+
+    let good = chat_line("a", "gpt-4o-mini", "hi");
+    let file = oa.upload("in.jsonl", &format!("{good}\nnot json\n")).await;
+    let created = ok_json(
+        oa.post(
+            "/v1/batches",
+            &json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}),
+        )
+        .await,
+    )
+    .await;
+    let id = id_of(&created);
+    let failed = oa.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    expected.push((id, "batch.failed", "failed_at", failed));
+
+    let id = id_of(&oa.create("/v1/chat/completions", &lines(30)).await);
+    ok_json(
+        oa.post(&format!("/v1/batches/{id}/cancel"), &json!({}))
+            .await,
+    )
+    .await;
+    let cancelled = oa.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    expected.push((id, "batch.cancelled", "cancelled_at", cancelled));
+
+    let id = id_of(&oa.create("/v1/chat/completions", &lines(30)).await);
+    let resp = app
+        .post(
+            "/v1/batchd/test/clock/advance",
+            &json!({ "seconds": 25 * 3_600 }),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let expired = oa.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(expired["status"], "expired", "{expired}");
+    expected.push((id, "batch.expired", "expired_at", expired));
+
+    let got = wait_for(&all, expected.len()).await;
+    for (id, kind, at, batch) in &expected {
+        let delivery = got
+            .iter()
+            .find(|g| verified(&secret, g)["data"]["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("no event for {id} ({kind}): {got:?}"));
+        assert_eq!(
+            verified(&secret, delivery),
+            json!({
+                "object": "event",
+                "id": delivery.id,
+                "type": kind,
+                "created_at": batch[at],
+                "data": {"id": id},
+            })
+        );
+        assert!(delivery.id.starts_with("evt_"));
+    }
+    wait_for(&completed_only, 1).await;
+    // Nothing more arrives: one event per batch, and none of an unsubscribed type.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(all.got.lock().unwrap().len(), expected.len());
+    let only = completed_only.got.lock().unwrap().clone();
+    assert_eq!(only.len(), 1);
+    let body: Value = serde_json::from_slice(&only[0].body).unwrap();
+    assert_eq!(
+        (body["type"].as_str(), body["data"]["id"].as_str()),
+        (Some("batch.completed"), Some(expected[0].0.as_str()))
+    );
+    assert!(messages.got.lock().unwrap().is_empty());
+}
