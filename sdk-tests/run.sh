@@ -57,7 +57,7 @@ ensure_batchd_bin
 KEYS=(--api-key "$KEY_A@ws-a" --api-key "$KEY_B@ws-b" --api-key "sk-batchd-local-quickstart@readme")
 # Every suite, each SDK generation in turn, checks wrong keys from this address: more failed
 # authentications than the default throttle allows in its window.
-start_server fast "${KEYS[@]}" --auth-failure-limit 1000 --test-mode
+start_server fast "${KEYS[@]}" --auth-failure-limit 1000 --test-mode --webhook-allow-http --webhook-allow-private
 start_server slow "${KEYS[@]}" --mock-latency 1s --mock-concurrency 1 --concurrency 1
 # TLS: the FAST server's settings over https, with the test certificates and CA.
 TLS_FIXTURES="$ROOT/crates/batchd/tests/fixtures/tls"
