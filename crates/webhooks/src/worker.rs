@@ -10,7 +10,7 @@ use std::time::Duration;
 use batchd_domain::openai::{Surface, unix};
 use batchd_domain::{BatchId, Timestamp};
 use batchd_store::webhooks::{ClaimedDelivery, SettleOutcome, Settlement};
-use batchd_store::{BatchStore, WebhookStore};
+use batchd_store::{BatchStore, ClockStore, WebhookStore};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -25,8 +25,9 @@ use crate::send::{self, Attempt, Delivery};
 const FAN_OUT_STEP: usize = 64;
 /// Deliveries leased and sent at once by one worker.
 const CLAIM_STEP: usize = 16;
-/// How long a lease lasts: longer than an attempt can take (a connect and an answer timeout),
-/// so a live worker never loses one mid-send; a dead worker's deliveries are retaken after it.
+/// How long a lease lasts at least: longer than an attempt can take (a connect and an answer
+/// timeout), so a live worker never loses one mid-send; a dead worker's deliveries are retaken
+/// after it. A longer configured timeout lengthens it ([`Config::lease`]).
 const LEASE: Duration = Duration::from_secs(60);
 /// The last error of a delivery whose batch is gone.
 const BATCH_GONE: &str = "batch deleted";
@@ -41,8 +42,19 @@ pub struct Config {
     pub poll_interval: Duration,
     /// The nominal delay before the first retry ([`schedule::FIRST_RETRY`]); tests shorten it.
     pub first_retry: Duration,
+    /// Connect and answer timeout of one attempt ([`crate::policy::SEND_TIMEOUT`]); tests
+    /// shorten it.
+    pub send_timeout: Duration,
     /// This worker's name in leases; unique per process.
     pub owner: String,
+}
+
+impl Config {
+    /// How long a claimed delivery stays this worker's: more than an attempt's connect and
+    /// answer timeouts together.
+    fn lease(&self) -> Duration {
+        LEASE.max(self.send_timeout * 3)
+    }
 }
 
 impl Default for Config {
@@ -52,6 +64,7 @@ impl Default for Config {
             results_base: "http://localhost".into(),
             poll_interval: Duration::from_secs(1),
             first_retry: schedule::FIRST_RETRY,
+            send_timeout: crate::policy::SEND_TIMEOUT,
             owner: event::event_id().replacen(event::EVENT_PREFIX, "worker_", 1),
         }
     }
@@ -62,6 +75,8 @@ impl Default for Config {
 pub struct Stores {
     pub webhooks: Arc<dyn WebhookStore>,
     pub batches: Arc<dyn BatchStore>,
+    /// The workspaces' clocks: a rotation's overlap ends on the clock it was set by.
+    pub clocks: Arc<dyn ClockStore>,
 }
 
 /// Runs until `stop` is cancelled; `wake` is notified when batches end.
@@ -102,7 +117,7 @@ async fn pass(
     let now = Timestamp::now();
     let claimed = stores
         .webhooks
-        .claim_deliveries(&config.owner, CLAIM_STEP, now, now.plus(LEASE))
+        .claim_deliveries(&config.owner, CLAIM_STEP, now, now.plus(config.lease()))
         .await?;
     let full = claimed.len() == CLAIM_STEP;
     let mut sends = JoinSet::new();
@@ -229,17 +244,24 @@ async fn attempt(
         return failed("the endpoint's secret does not parse".into());
     };
     let now = Timestamp::now();
-    let previous = delivery
-        .endpoint
-        .previous_secret
-        .as_deref()
-        .filter(|_| {
-            delivery
-                .endpoint
-                .previous_until
-                .is_some_and(|until| until > now)
-        })
-        .and_then(|s| Secret::parse(s).ok());
+    // `previous_until` was set on the workspace's clock (test mode's may run ahead), so it is
+    // read on that clock; only a rotated endpoint asks.
+    let previous = match (
+        &delivery.endpoint.previous_secret,
+        delivery.endpoint.previous_until,
+    ) {
+        (Some(previous), Some(until)) => {
+            let offset = stores
+                .clocks
+                .clock_offset(&delivery.endpoint.workspace)
+                .await?;
+            let workspace_now = Timestamp::from_micros(now.as_micros().saturating_add(offset));
+            (until > workspace_now)
+                .then(|| Secret::parse(previous).ok())
+                .flatten()
+        }
+        _ => None,
+    };
     let mut secrets = vec![&current];
     secrets.extend(previous.as_ref());
     Ok(send::send(
@@ -250,6 +272,7 @@ async fn attempt(
             secrets: &secrets,
         },
         config.policy,
+        config.send_timeout,
         now.as_micros() / 1_000_000,
     )
     .await)

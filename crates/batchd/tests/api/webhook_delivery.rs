@@ -1,6 +1,9 @@
 //! Completion webhooks delivered: a local receiver on port 0 verifies every signature with the
 //! Standard Webhooks rules (in Rust, `batchd_webhooks::sign::verify`), sees the batch as `GET`
-//! returns it, and gets the same `webhook-id` on every retry; a 3xx is a failure retried.
+//! returns it, and gets the same `webhook-id` on every retry; a 3xx and an answer slower than
+//! the send timeout are failures retried; after a secret's rotation deliveries carry both
+//! signatures until the overlap ends on the workspace's clock; OpenAI batches send OpenAI's
+//! events.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -23,10 +26,14 @@ struct Received {
     at_micros: i128,
 }
 
+/// A plan entry: no answer for 10 s.
+const HANG: u16 = 0;
+
 #[derive(Default)]
 struct Receiver {
     got: Mutex<Vec<Received>>,
-    /// Statuses to answer with, in order; 204 once they run out.
+    /// Statuses to answer with, in order; 204 once they run out. [`HANG`] answers only after
+    /// longer than any test's send timeout.
     plan: Mutex<VecDeque<u16>>,
 }
 
@@ -53,7 +60,11 @@ async fn hook(
         body: body.to_vec(),
         at_micros,
     });
-    let status = r.plan.lock().unwrap().pop_front().unwrap_or(204);
+    let mut status = r.plan.lock().unwrap().pop_front().unwrap_or(204);
+    if status == HANG {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        status = 204;
+    }
     let mut response = StatusCode::from_u16(status).unwrap().into_response();
     if (300..400).contains(&status) {
         response
@@ -386,4 +397,97 @@ async fn openai_batches_send_the_event_of_the_status_they_end_in() {
         (Some("batch.completed"), Some(expected[0].0.as_str()))
     );
     assert!(messages.got.lock().unwrap().is_empty());
+}
+
+/// No answer within the send timeout is a failure, counted and retried with the same
+/// `webhook-id`.
+#[tokio::test]
+async fn a_receiver_that_does_not_answer_in_time_is_retried_with_the_same_id() {
+    let app = spawn_with(|o| {
+        o.webhook_allow_http = true;
+        o.webhook_allow_private = true;
+        o.webhook_first_retry = Duration::from_millis(50);
+        o.webhook_send_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let (r, url) = receiver(&[HANG]).await;
+    let (endpoint, secret) = register(&app, &url).await;
+    let started = std::time::Instant::now();
+    let id = app.create_n(1).await["id"].as_str().unwrap().to_owned();
+    app.wait_ended(&id, Duration::from_secs(30)).await;
+    let got = wait_for(&r, 2).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "retried before the hung answer came"
+    );
+    verified(&secret, &got[1]);
+    assert_eq!(got[0].id, got[1].id, "same webhook-id");
+    let deliveries = deliveries_settled(&app, &endpoint).await;
+    assert_eq!(
+        (&deliveries[0]["state"], &deliveries[0]["attempts"]),
+        (&json!("delivered"), &json!(2)),
+        "{deliveries:?}"
+    );
+}
+
+/// After `rotate_secret`, a delivery carries a `v1,` signature per secret, each verifying with
+/// its own, for the overlap; once the workspace's clock passes it, only the new one.
+#[tokio::test]
+async fn a_rotated_secret_signs_beside_the_new_one_until_the_overlap_ends() {
+    let app = spawn_with(|o| {
+        o.webhook_allow_http = true;
+        o.webhook_allow_private = true;
+        o.test_mode = true;
+    })
+    .await;
+    let (r, url) = receiver(&[]).await;
+    let (endpoint, old) = register(&app, &url).await;
+    let rotated: Value = app
+        .post(
+            &format!("/v1/batchd/webhooks/{endpoint}/rotate_secret"),
+            &json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let new = batchd_webhooks::Secret::parse(rotated["secret"].as_str().unwrap()).unwrap();
+
+    let signatures =
+        |g: &Received| -> Vec<String> { g.signature.split(' ').map(str::to_owned).collect() };
+    let id = app.create_n(1).await["id"].as_str().unwrap().to_owned();
+    app.wait_ended(&id, Duration::from_secs(30)).await;
+    let during = wait_for(&r, 1).await.remove(0);
+    let sigs = signatures(&during);
+    assert_eq!(sigs.len(), 2, "{sigs:?}");
+    assert!(sigs.iter().all(|s| s.starts_with("v1,")), "{sigs:?}");
+    let verifies = |secret: &batchd_webhooks::Secret, sig: &str| {
+        batchd_webhooks::sign::verify(secret, &during.id, during.timestamp, &during.body, sig)
+    };
+    assert!(
+        verifies(&new, &sigs[0]) && verifies(&old, &sigs[1]),
+        "{sigs:?}"
+    );
+    assert!(!verifies(&old, &sigs[0]) && !verifies(&new, &sigs[1]));
+
+    // 24 h and a minute later on the workspace's clock, the old secret no longer signs.
+    let resp = app
+        .post(
+            "/v1/batchd/test/clock/advance",
+            &json!({ "seconds": 24 * 3_600 + 60 }),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let id = app.create_n(1).await["id"].as_str().unwrap().to_owned();
+    app.wait_ended(&id, Duration::from_secs(30)).await;
+    let after = wait_for(&r, 2).await.remove(1);
+    assert_eq!(signatures(&after).len(), 1, "{}", after.signature);
+    verified(&new, &after);
+    assert!(!batchd_webhooks::sign::verify(
+        &old,
+        &after.id,
+        after.timestamp,
+        &after.body,
+        &after.signature
+    ));
 }
