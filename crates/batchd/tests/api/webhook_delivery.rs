@@ -209,13 +209,14 @@ async fn deliveries_settled(app: &TestApp, endpoint: &str) -> Vec<Value> {
     }
 }
 
-/// Batch end → receiver over 20 batches, printed (not asserted: the machine is shared).
+/// Batch end → receiver over 100 batches, median and p99 printed (not asserted: the machine is
+/// shared).
 #[tokio::test]
 async fn delivery_latency_is_reported() {
     let app = app().await;
     let (r, url) = receiver(&[]).await;
     register(&app, &url).await;
-    const N: usize = 20;
+    const N: usize = 100;
     for _ in 0..N {
         let id = app.create_n(1).await["id"].as_str().unwrap().to_owned();
         app.wait_ended(&id, Duration::from_secs(30)).await;
