@@ -25,10 +25,10 @@ use crate::send::{self, Attempt, Delivery};
 const FAN_OUT_STEP: usize = 64;
 /// Deliveries leased and sent at once by one worker.
 const CLAIM_STEP: usize = 16;
-/// How long a lease lasts at least: longer than an attempt can take (a connect and an answer
-/// timeout), so a live worker never loses one mid-send; a dead worker's deliveries are retaken
-/// after it. A longer configured timeout lengthens it ([`Config::lease`]).
-const LEASE: Duration = Duration::from_secs(60);
+/// How long a lease lasts, in send timeouts: longer than an attempt can take (a connect and an
+/// answer timeout, the resolution and the settle), so a live worker never loses one mid-send;
+/// a dead worker's deliveries are retaken after it ([`Config::lease`]).
+const LEASE_IN_TIMEOUTS: u32 = 3;
 /// The last error of a delivery whose batch is gone.
 const BATCH_GONE: &str = "batch deleted";
 
@@ -50,10 +50,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// How long a claimed delivery stays this worker's: more than an attempt's connect and
-    /// answer timeouts together.
+    /// How long a claimed delivery stays this worker's.
     fn lease(&self) -> Duration {
-        LEASE.max(self.send_timeout * 3)
+        self.send_timeout * LEASE_IN_TIMEOUTS
     }
 }
 
