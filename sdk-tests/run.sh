@@ -58,7 +58,7 @@ ensure_batchd_bin
 KEYS=(--api-key "$KEY_A@ws-a" --api-key "$KEY_B@ws-b" --api-key "sk-batchd-local-quickstart@readme")
 # Every suite, each SDK generation in turn, checks wrong keys from this address: more failed
 # authentications than the default throttle allows in its window.
-# Webhooks (test_webhooks.py, the README's webhooks snippet) go to plain-http receivers on
+# Webhooks (test_webhooks.py, test_openai.py's unwrap test, the README's webhooks snippet) go to plain-http receivers on
 # loopback, which only these two flags allow.
 start_server fast "${KEYS[@]}" --auth-failure-limit 1000 --test-mode \
   --webhook-allow-http --webhook-allow-private

@@ -238,3 +238,68 @@ def test_readme_snippet_runs_as_written(tmp_path: Path) -> None:
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 3, proc.stdout
     assert all(" You said: What is " in text for text in lines), proc.stdout
+
+
+def test_a_webhook_event_verifies_with_the_sdk_unwrap(oa_fast: OpenAI, fast_url: str, key_a: str) -> None:
+    """batchd's signed `batch.completed` delivery is what `client.webhooks.unwrap()` accepts.
+
+    Needs the FAST server's `--webhook-allow-http --webhook-allow-private`: the receiver is a
+    plain-HTTP server on loopback, started here."""
+    import http.server
+    import threading
+    import urllib.request
+
+    received: List[tuple] = []
+    arrived = threading.Condition()
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            with arrived:
+                received.append((dict(self.headers.items()), body))
+                arrived.notify_all()
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+
+    def native(method: str, path: str, body: Any = None) -> dict:
+        request = urllib.request.Request(
+            f"{fast_url}{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"x-api-key": key_a, "anthropic-version": "2023-06-01", "content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read() or b"{}")
+
+    endpoint = native("POST", "/v1/batchd/webhooks", {"url": url, "events": ["batch.completed"]})
+    try:
+        batch = create(oa_fast, [line("a", "hi")])
+        assert wait_final(oa_fast, batch.id).status == "completed"
+        deadline = time.monotonic() + 30
+        event = None
+        with arrived:
+            while event is None:
+                for headers, body in received:
+                    unwrapped = oa_fast.webhooks.unwrap(body, headers, secret=endpoint["secret"])
+                    if unwrapped.data.id == batch.id:
+                        event = unwrapped
+                if event is None:
+                    assert time.monotonic() < deadline, f"no event for {batch.id}: {received}"
+                    arrived.wait(timeout=1)
+        assert event.type == "batch.completed"
+        assert event.data.id == batch.id
+        assert event.object == "event"
+        # A wrong secret is refused by the SDK.
+        headers, body = received[0]
+        with pytest.raises(openai.InvalidWebhookSignatureError):
+            oa_fast.webhooks.unwrap(body, headers, secret="whsec_" + "A" * 32)
+    finally:
+        native("DELETE", f"/v1/batchd/webhooks/{endpoint['id']}")
+        server.shutdown()

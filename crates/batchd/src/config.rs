@@ -219,6 +219,11 @@ pub struct ServeOptions {
     #[arg(skip)]
     #[serde(deserialize_with = "duration")]
     pub webhook_first_retry: Duration,
+    /// Connect and answer timeout of one webhook delivery attempt. From the file only (tests
+    /// shorten it).
+    #[arg(skip)]
+    #[serde(deserialize_with = "duration")]
+    pub webhook_send_timeout: Duration,
     /// Largest accepted create body. Not an option of the command; tests lower it.
     #[arg(skip)]
     #[serde(skip)]
@@ -285,6 +290,7 @@ impl Default for ServeOptions {
             retry_base_delay: dispatch.retry_base_delay,
             retry_max_delay: dispatch.retry_max_delay,
             webhook_first_retry: batchd_webhooks::worker::Config::default().first_retry,
+            webhook_send_timeout: batchd_webhooks::worker::Config::default().send_timeout,
             max_create_bytes: http.max_create_bytes,
             backends: Vec::new(),
             backend_entries: Vec::new(),

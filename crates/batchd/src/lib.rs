@@ -130,12 +130,14 @@ pub async fn serve(
             ),
             poll_interval: batchd_dispatcher::Config::default().maintenance_interval,
             first_retry: options.webhook_first_retry,
+            send_timeout: options.webhook_send_timeout,
             ..defaults
         };
         tokio::spawn(batchd_webhooks::worker::run(
             batchd_webhooks::worker::Stores {
                 webhooks: store.clone(),
                 batches: store.clone(),
+                clocks: store.clone(),
             },
             config,
             dispatcher.ended_signal(),

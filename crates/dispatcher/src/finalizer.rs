@@ -153,7 +153,8 @@ async fn finalize(
     let recorded = timed("finalize", shared.store.finalize(batch.key, &meta, now)).await;
     let ours = [&output, &errors];
     match recorded {
-        Ok(true) => {}
+        // The batch now shows its terminal status: its webhook event is in the outbox.
+        Ok(true) => shared.ended.notify_one(),
         Ok(false) => {
             // Another process finalized it first: its files count, ours go.
             delete(stores, &batch.workspace, ours.into_iter().flatten()).await;

@@ -101,7 +101,8 @@ struct Shared {
     maintenance: Notify,
     /// Signalled when a batch of the OpenAI surface ended: its files are to be written.
     finalize: Notify,
-    /// Signalled when any batch ended here: the webhook worker has an outbox row to deliver.
+    /// Signalled when a batch's end became visible here (a Messages batch ended, an OpenAI
+    /// batch's files were written): the webhook worker has an outbox row to deliver.
     ended: Arc<Notify>,
     /// Batches now canceling: their claimed requests must not be sent. Filled at once by a
     /// cancel made here, and replaced by what the store says every maintenance pass (cancels

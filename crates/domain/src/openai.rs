@@ -1,6 +1,8 @@
 //! The OpenAI Batch surface's domain: which endpoint a batch targets (and so which surface it
 //! belongs to), the ids in OpenAI's shapes (`batch_…`, `file-…`, `batch_req_…`), and what a
-//! batch of that surface stores beyond what every batch has ([`OpenAiBatchMeta`]).
+//! batch of that surface stores beyond what every batch has ([`OpenAiBatchMeta`]), and the
+//! `status` a stored batch shows there ([`status`]), which its retrieve and its webhook event
+//! both follow.
 //!
 //! Both surfaces share one store and one dispatcher. A batch's [`Endpoint`] is the one fact that
 //! tells them apart everywhere: the Anthropic surface's batches all target `/v1/messages`, an
@@ -14,8 +16,11 @@ use std::fmt;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::Timestamp;
+use batchd_wire::ProcessingStatus;
+use batchd_wire::openai::OpenAiBatchStatus;
+
 use crate::ids::{ALPHABET, FNV_OFFSET, fnv1a};
+use crate::{Batch, EndReason, Timestamp};
 
 /// The `purpose` of a batch's input file.
 pub const BATCH_PURPOSE: &str = "batch";
@@ -224,6 +229,32 @@ pub struct OpenAiBatchMeta {
     pub output_file_id: Option<FileId>,
     #[serde(default)]
     pub error_file_id: Option<FileId>,
+}
+
+/// Unix seconds, as the OpenAI API writes times.
+pub fn unix(t: Timestamp) -> u64 {
+    u64::try_from(t.as_micros().div_euclid(1_000_000)).unwrap_or(0)
+}
+
+/// The batch's `status`.
+pub fn status(batch: &Batch) -> OpenAiBatchStatus {
+    let failed = batch.openai.as_ref().is_some_and(|m| !m.errors.is_empty());
+    if failed {
+        return OpenAiBatchStatus::Failed;
+    }
+    match (batch.status, batch.end_reason, batch.finalized_at) {
+        (ProcessingStatus::InProgress, ..) => OpenAiBatchStatus::InProgress,
+        (ProcessingStatus::Canceling, ..) => OpenAiBatchStatus::Cancelling,
+        // A canceled batch stays `cancelling` until its files are written, as the hosted API
+        // goes `cancelling → cancelled` without a `finalizing` in between.
+        (ProcessingStatus::Ended, Some(EndReason::Canceled), None) => OpenAiBatchStatus::Cancelling,
+        (ProcessingStatus::Ended, _, None) => OpenAiBatchStatus::Finalizing,
+        (ProcessingStatus::Ended, Some(EndReason::Canceled), Some(_)) => {
+            OpenAiBatchStatus::Cancelled
+        }
+        (ProcessingStatus::Ended, Some(EndReason::Expired), Some(_)) => OpenAiBatchStatus::Expired,
+        (ProcessingStatus::Ended, _, Some(_)) => OpenAiBatchStatus::Completed,
+    }
 }
 
 #[cfg(test)]

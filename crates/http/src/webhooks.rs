@@ -74,7 +74,7 @@ fn endpoint_json(e: &Endpoint, secret: Option<&Secret>) -> WebhookEndpoint {
     }
 }
 
-/// The create body: `url` (required), `events` (default: every type), `description`.
+/// The create body: `url` (required), `events` (default: `message_batch.ended` only), `description`.
 fn parse_create(
     body: &[u8],
     policy: policy::Policy,
@@ -114,7 +114,8 @@ fn parse_create(
                     Some(_) => {}
                     None => {
                         return Err(ApiError::invalid(format!(
-                            "events.{i}: Input should be '{MESSAGE_BATCH_ENDED}'"
+                            "events.{i}: Input should be {}",
+                            one_of(&EVENT_TYPES)
                         )));
                     }
                 }
@@ -277,6 +278,16 @@ pub async fn rotate(
     json(&endpoint_json(&endpoint, Some(&secret)))
 }
 
+/// Pydantic's wording of a literal's choices: `'a', 'b' or 'c'`.
+fn one_of(choices: &[&str]) -> String {
+    let quoted: Vec<String> = choices.iter().map(|c| format!("'{c}'")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,8 +323,22 @@ mod tests {
                 .contains("loopback, private, link-local or metadata")
         );
         assert!(refusal(r#"{}"#).contains("url: Field required"));
+        let (_, events, _) = parse_create(
+            br#"{"url":"https://e.com","events":["batch.completed","batch.failed","batch.expired","batch.cancelled","message_batch.ended"]}"#,
+            STRICT,
+        )
+        .unwrap();
+        assert_eq!(
+            events.len(),
+            5,
+            "every surface's events may be subscribed to"
+        );
         assert!(
-            refusal(r#"{"url":"https://e.com","events":["batch.completed"]}"#).contains("events.0")
+            refusal(r#"{"url":"https://e.com","events":["batch.completed","batch.done"]}"#)
+                .contains(
+                    "events.1: Input should be 'message_batch.ended', 'batch.completed', \
+                     'batch.failed', 'batch.expired' or 'batch.cancelled'"
+                )
         );
         assert!(refusal(r#"{"url":"https://e.com","events":[]}"#).contains("at least 1 item"));
         assert!(refusal(r#"{"url":"https://e.com","x":1}"#).contains("x: Extra inputs"));

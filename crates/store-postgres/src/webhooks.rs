@@ -5,12 +5,13 @@
 
 use crate::PostgresStore;
 use crate::db::query_error;
+use crate::rows::{batch_columns, batch_from_row};
 use async_trait::async_trait;
 use batchd_domain::Timestamp;
 use batchd_store::webhooks::{
     Backlog, ClaimedDelivery, DeliveryRecord, DeliveryState, ENDPOINT_COLUMNS, ENDPOINT_GONE,
-    Endpoint, NewEndpoint, SettleOutcome, Settlement, endpoint_columns_of, parse_events,
-    subscribed_pattern,
+    Endpoint, EventTypeOf, NewEndpoint, SettleOutcome, Settlement, endpoint_columns_of,
+    parse_events, subscribed_pattern,
 };
 use batchd_store::{StoreError, WebhookStore};
 use sqlx::{AssertSqlSafe, Row as _};
@@ -163,35 +164,36 @@ impl WebhookStore for PostgresStore {
     }
     async fn fan_out(
         &self,
-        event_type: &str,
+        event_type: EventTypeOf,
         limit: usize,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
         let mut tx = self.pool.begin().await.map_err(query_error)?;
         let rows = sqlx::query(
-            "SELECT o.seq, o.batch_key, o.created_at, b.workspace, b.deleted, b.endpoint AS surface \
-             FROM webhook_outbox o LEFT JOIN batches b ON b.key = o.batch_key \
-             ORDER BY o.seq LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
+            "SELECT seq, batch_key, created_at FROM webhook_outbox \
+             ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(limit as i64)
         .fetch_all(&mut *tx)
         .await
         .map_err(query_error)?;
-        let pattern = subscribed_pattern(event_type);
         for row in &rows {
             let seq: i64 = row.try_get("seq").map_err(corrupt)?;
             let batch_key: i64 = row.try_get("batch_key").map_err(corrupt)?;
             let event_at: i64 = row.try_get("created_at").map_err(corrupt)?;
-            let workspace: Option<String> = row.try_get("workspace").map_err(corrupt)?;
-            let deleted: Option<bool> = row.try_get("deleted").map_err(corrupt)?;
-            let surface: Option<i64> = row
-                .try_get::<Option<i16>, _>("surface")
-                .map_err(corrupt)?
-                .map(i64::from);
-            // Only Anthropic-surface batches have an event yet (`message_batch.ended`).
-            let messages = Some(batchd_domain::openai::Endpoint::Messages.code());
-            if let (Some(workspace), Some(false), true) = (workspace, deleted, surface == messages)
-            {
+            let batch = sqlx::query(concat!(
+                "SELECT ",
+                batch_columns!(),
+                " FROM batches WHERE key = $1 AND NOT deleted"
+            ))
+            .bind(batch_key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query_error)?
+            .as_ref()
+            .map(batch_from_row)
+            .transpose()?;
+            if let Some((batch, kind)) = batch.and_then(|b| event_type(&b).map(|k| (b, k))) {
                 sqlx::query(
                     "INSERT INTO webhook_deliveries \
                      (event_id, endpoint_key, batch_key, event_at, created_at, next_attempt_at) \
@@ -203,8 +205,8 @@ impl WebhookStore for PostgresStore {
                 .bind(batch_key)
                 .bind(event_at)
                 .bind(now.as_micros())
-                .bind(workspace)
-                .bind(&pattern)
+                .bind(&batch.workspace)
+                .bind(subscribed_pattern(kind))
                 .execute(&mut *tx)
                 .await
                 .map_err(query_error)?;

@@ -97,6 +97,7 @@ macro_rules! conformance_tests {
             webhook_endpoints_are_stored_per_workspace,
             deliveries_fan_out_claim_and_settle,
             webhook_backlog_reports_the_oldest_event_and_the_next_due_delivery,
+            openai_ends_are_events_once_their_files_are_written,
         );
     };
     (@each $harness:expr; $($name:ident,)*) => {

@@ -680,10 +680,16 @@ pub trait WebhookStore: Send + Sync + 'static {
     ) -> Result<Option<webhooks::Endpoint>>;
 
     /// Turns up to `limit` outbox rows into deliveries, one per endpoint of the batch's
-    /// workspace that is enabled, subscribed to `event_type` and was created no later
-    /// than the event, each with its event id fixed now; a deleted batch gets none. Each outbox
-    /// row is removed in the transaction that fans it out. Returns the outbox rows consumed.
-    async fn fan_out(&self, event_type: &str, limit: usize, now: Timestamp) -> Result<usize>;
+    /// workspace that is enabled, subscribed to the batch's `event_type` and was created no
+    /// later than the event, each with its event id fixed now; a deleted batch, or one without
+    /// an event type, gets none. Each outbox row is removed in the transaction that fans it
+    /// out. Returns the outbox rows consumed.
+    async fn fan_out(
+        &self,
+        event_type: webhooks::EventTypeOf,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<usize>;
     /// Leases up to `limit` pending deliveries due at `now` to `owner` until `lease_until`; a
     /// delivery leased by another owner whose lease has not run out is never handed out, so no
     /// event is sent by two workers at once. Deliveries of deleted or disabled endpoints are

@@ -5,7 +5,12 @@
 
 use std::time::Duration;
 
-use batchd_domain::Timestamp;
+use batchd_domain::{Batch, Timestamp};
+
+/// The event type an ended batch's event has (it follows what its surface shows), or `None`
+/// when it has no event; fan-out asks it of each batch, so an endpoint gets only the types it
+/// subscribed to.
+pub type EventTypeOf = fn(&Batch) -> Option<&'static str>;
 
 /// The columns every engine selects for an endpoint, in this order.
 pub const ENDPOINT_COLUMNS: &str = "key, id, workspace, url, events, description, secret, \

@@ -2,7 +2,10 @@
 //! ([`policy::resolve`]), then connect to those addresses only (the client's resolver is
 //! overridden, and no proxy is used, since a proxy would pick the address itself), sign the
 //! exact body with this attempt's timestamp, send, and read the status. Redirects are not
-//! followed (a 3xx is a failure); connecting and answering each have [`policy::SEND_TIMEOUT`].
+//! followed (a 3xx is a failure); connecting and answering each have the caller's timeout
+//! ([`policy::SEND_TIMEOUT`] unless configured).
+
+use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderValue, USER_AGENT};
 use url::Url;
@@ -36,8 +39,14 @@ pub enum Attempt {
     Refused(Refusal),
 }
 
-/// Sends one attempt, signed with `timestamp` (seconds since the epoch).
-pub async fn send(delivery: Delivery<'_>, policy: Policy, timestamp: i64) -> Attempt {
+/// Sends one attempt, signed with `timestamp` (seconds since the epoch), giving up on a
+/// connection or an answer after `timeout`.
+pub async fn send(
+    delivery: Delivery<'_>,
+    policy: Policy,
+    timeout: Duration,
+    timestamp: i64,
+) -> Attempt {
     let addrs = match policy::resolve(delivery.url, policy).await {
         Ok(addrs) => addrs,
         Err(refusal) => return Attempt::Refused(refusal),
@@ -45,8 +54,8 @@ pub async fn send(delivery: Delivery<'_>, policy: Policy, timestamp: i64) -> Att
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .connect_timeout(policy::SEND_TIMEOUT)
-        .timeout(policy::SEND_TIMEOUT);
+        .connect_timeout(timeout)
+        .timeout(timeout);
     if let Some(url::Host::Domain(name)) = delivery.url.host() {
         builder = builder.resolve_to_addrs(name, &addrs);
     }
@@ -176,6 +185,7 @@ mod tests {
                 secrets: &[&secret],
             },
             OPEN,
+            policy::SEND_TIMEOUT,
             1_700_000_000,
         )
         .await;
@@ -210,11 +220,11 @@ mod tests {
             secrets: &[&secret],
         };
         assert_eq!(
-            send(delivery, OPEN, 1).await,
+            send(delivery, OPEN, policy::SEND_TIMEOUT, 1).await,
             Attempt::Rejected { status: 307 }
         );
         assert_eq!(
-            send(delivery, OPEN, 2).await,
+            send(delivery, OPEN, policy::SEND_TIMEOUT, 2).await,
             Attempt::Rejected { status: 500 }
         );
         // `localhost` resolves to loopback: refused unless private destinations are allowed,
@@ -224,7 +234,7 @@ mod tests {
             allow_private: false,
         };
         assert_eq!(
-            send(delivery, strict, 3).await,
+            send(delivery, strict, policy::SEND_TIMEOUT, 3).await,
             Attempt::Refused(Refusal::Private)
         );
     }
@@ -245,6 +255,7 @@ mod tests {
                 secrets: &[&secret],
             },
             OPEN,
+            policy::SEND_TIMEOUT,
             1,
         )
         .await;

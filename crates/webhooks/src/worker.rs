@@ -7,14 +7,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use batchd_domain::openai::{Surface, unix};
 use batchd_domain::{BatchId, Timestamp};
 use batchd_store::webhooks::{ClaimedDelivery, SettleOutcome, Settlement};
-use batchd_store::{BatchStore, WebhookStore};
+use batchd_store::{BatchStore, ClockStore, WebhookStore};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{self, MESSAGE_BATCH_ENDED};
+use crate::event;
 use crate::policy::{Policy, Url};
 use crate::schedule;
 use crate::secret::Secret;
@@ -24,9 +25,10 @@ use crate::send::{self, Attempt, Delivery};
 const FAN_OUT_STEP: usize = 64;
 /// Deliveries leased and sent at once by one worker.
 const CLAIM_STEP: usize = 16;
-/// How long a lease lasts: longer than an attempt can take (a connect and an answer timeout),
-/// so a live worker never loses one mid-send; a dead worker's deliveries are retaken after it.
-const LEASE: Duration = Duration::from_secs(60);
+/// How long a lease lasts, in send timeouts: longer than an attempt can take (a connect and an
+/// answer timeout, the resolution and the settle), so a live worker never loses one mid-send;
+/// a dead worker's deliveries are retaken after it ([`Config::lease`]).
+const LEASE_IN_TIMEOUTS: u32 = 3;
 /// The last error of a delivery whose batch is gone.
 const BATCH_GONE: &str = "batch deleted";
 
@@ -40,8 +42,18 @@ pub struct Config {
     pub poll_interval: Duration,
     /// The nominal delay before the first retry ([`schedule::FIRST_RETRY`]); tests shorten it.
     pub first_retry: Duration,
+    /// Connect and answer timeout of one attempt ([`crate::policy::SEND_TIMEOUT`]); tests
+    /// shorten it.
+    pub send_timeout: Duration,
     /// This worker's name in leases; unique per process.
     pub owner: String,
+}
+
+impl Config {
+    /// How long a claimed delivery stays this worker's.
+    fn lease(&self) -> Duration {
+        self.send_timeout * LEASE_IN_TIMEOUTS
+    }
 }
 
 impl Default for Config {
@@ -51,6 +63,7 @@ impl Default for Config {
             results_base: "http://localhost".into(),
             poll_interval: Duration::from_secs(1),
             first_retry: schedule::FIRST_RETRY,
+            send_timeout: crate::policy::SEND_TIMEOUT,
             owner: event::event_id().replacen(event::EVENT_PREFIX, "worker_", 1),
         }
     }
@@ -61,6 +74,8 @@ impl Default for Config {
 pub struct Stores {
     pub webhooks: Arc<dyn WebhookStore>,
     pub batches: Arc<dyn BatchStore>,
+    /// The workspaces' clocks: a rotation's overlap ends on the clock it was set by.
+    pub clocks: Arc<dyn ClockStore>,
 }
 
 /// Runs until `stop` is cancelled; `wake` is notified when batches end.
@@ -94,14 +109,14 @@ async fn pass(
 ) -> Result<(bool, Option<Duration>), batchd_store::StoreError> {
     while stores
         .webhooks
-        .fan_out(MESSAGE_BATCH_ENDED, FAN_OUT_STEP, Timestamp::now())
+        .fan_out(event::event_type, FAN_OUT_STEP, Timestamp::now())
         .await?
         == FAN_OUT_STEP
     {}
     let now = Timestamp::now();
     let claimed = stores
         .webhooks
-        .claim_deliveries(&config.owner, CLAIM_STEP, now, now.plus(LEASE))
+        .claim_deliveries(&config.owner, CLAIM_STEP, now, now.plus(config.lease()))
         .await?;
     let full = claimed.len() == CLAIM_STEP;
     let mut sends = JoinSet::new();
@@ -193,7 +208,11 @@ async fn attempt(
     let gone = || Attempt::Failed {
         error: BATCH_GONE.to_owned(),
     };
-    let Some(id) = delivery.batch_id.as_deref().and_then(BatchId::parse) else {
+    let Some(id) = delivery
+        .batch_id
+        .as_deref()
+        .and_then(|id| BatchId::parse(id).or_else(|| BatchId::parse_openai(id)))
+    else {
         return Ok(gone());
     };
     let Some(batch) = stores
@@ -203,11 +222,19 @@ async fn attempt(
     else {
         return Ok(gone());
     };
-    let body = event::batch_ended(
-        &delivery.event_id,
-        &delivery.event_at.to_rfc3339(),
-        &batch.to_wire(&config.results_base),
-    );
+    let body = match (batch.endpoint.surface(), event::event_type(&batch)) {
+        (Surface::OpenAi, Some(kind)) => event::openai_batch_event(
+            &delivery.event_id,
+            kind,
+            unix(delivery.event_at),
+            batch.id.as_str(),
+        ),
+        _ => event::batch_ended(
+            &delivery.event_id,
+            &delivery.event_at.to_rfc3339(),
+            &batch.to_wire(&config.results_base),
+        ),
+    };
     let failed = |error: String| Ok(Attempt::Failed { error });
     let Ok(url) = Url::parse(&delivery.endpoint.url) else {
         return failed("the endpoint's URL does not parse".into());
@@ -216,17 +243,24 @@ async fn attempt(
         return failed("the endpoint's secret does not parse".into());
     };
     let now = Timestamp::now();
-    let previous = delivery
-        .endpoint
-        .previous_secret
-        .as_deref()
-        .filter(|_| {
-            delivery
-                .endpoint
-                .previous_until
-                .is_some_and(|until| until > now)
-        })
-        .and_then(|s| Secret::parse(s).ok());
+    // `previous_until` was set on the workspace's clock (test mode's may run ahead), so it is
+    // read on that clock; only a rotated endpoint asks.
+    let previous = match (
+        &delivery.endpoint.previous_secret,
+        delivery.endpoint.previous_until,
+    ) {
+        (Some(previous), Some(until)) => {
+            let offset = stores
+                .clocks
+                .clock_offset(&delivery.endpoint.workspace)
+                .await?;
+            let workspace_now = Timestamp::from_micros(now.as_micros().saturating_add(offset));
+            (until > workspace_now)
+                .then(|| Secret::parse(previous).ok())
+                .flatten()
+        }
+        _ => None,
+    };
     let mut secrets = vec![&current];
     secrets.extend(previous.as_ref());
     Ok(send::send(
@@ -237,6 +271,7 @@ async fn attempt(
             secrets: &secrets,
         },
         config.policy,
+        config.send_timeout,
         now.as_micros() / 1_000_000,
     )
     .await)

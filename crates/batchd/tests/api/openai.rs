@@ -10,12 +10,12 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 /// The test server seen through the OpenAI surface.
-struct Oa<'a> {
+pub(crate) struct Oa<'a> {
     app: &'a TestApp,
     key: &'a str,
 }
 
-fn oa(app: &TestApp) -> Oa<'_> {
+pub(crate) fn oa(app: &TestApp) -> Oa<'_> {
     Oa { app, key: app.key }
 }
 
@@ -55,7 +55,7 @@ impl Oa<'_> {
         self.request(Method::GET, path).send().await.expect("GET")
     }
 
-    async fn post(&self, path: &str, body: &Value) -> Response {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Response {
         self.request(Method::POST, path)
             .json(body)
             .send()
@@ -74,7 +74,7 @@ impl Oa<'_> {
     }
 
     /// Uploads `content` as a batch input file; panics unless the answer is 200.
-    async fn upload(&self, filename: &str, content: &str) -> Value {
+    pub(crate) async fn upload(&self, filename: &str, content: &str) -> Value {
         let resp = self
             .upload_form(&[
                 ("purpose", None, b"batch"),
@@ -85,7 +85,7 @@ impl Oa<'_> {
     }
 
     /// Uploads `lines` and creates a batch on them; returns the create's answer.
-    async fn create(&self, endpoint: &str, lines: &[Value]) -> Value {
+    pub(crate) async fn create(&self, endpoint: &str, lines: &[Value]) -> Value {
         let file = self.upload("input.jsonl", &jsonl(lines)).await;
         let resp = self
             .post(
@@ -101,7 +101,7 @@ impl Oa<'_> {
     }
 
     /// Polls until the batch reaches a final status.
-    async fn wait_final(&self, id: &str, timeout: Duration) -> Value {
+    pub(crate) async fn wait_final(&self, id: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let batch = self.batch(id).await;
@@ -121,7 +121,7 @@ impl Oa<'_> {
     }
 }
 
-async fn ok_json(resp: Response) -> Value {
+pub(crate) async fn ok_json(resp: Response) -> Value {
     let status = resp.status();
     let text = resp.text().await.unwrap();
     assert_eq!(status, 200, "{text}");
@@ -132,7 +132,7 @@ fn jsonl(lines: &[Value]) -> String {
     lines.iter().map(|l| format!("{l}\n")).collect()
 }
 
-fn chat_line(custom_id: &str, model: &str, text: &str) -> Value {
+pub(crate) fn chat_line(custom_id: &str, model: &str, text: &str) -> Value {
     json!({
         "custom_id": custom_id,
         "method": "POST",

@@ -1,6 +1,9 @@
 //! Completion webhooks delivered: a local receiver on port 0 verifies every signature with the
 //! Standard Webhooks rules (in Rust, `batchd_webhooks::sign::verify`), sees the batch as `GET`
-//! returns it, and gets the same `webhook-id` on every retry; a 3xx is a failure retried.
+//! returns it, and gets the same `webhook-id` on every retry; a 3xx and an answer slower than
+//! the send timeout are failures retried; after a secret's rotation deliveries carry both
+//! signatures until the overlap ends on the workspace's clock; OpenAI batches send OpenAI's
+//! events.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -23,10 +26,14 @@ struct Received {
     at_micros: i128,
 }
 
+/// A plan entry: no answer for 10 s.
+const HANG: u16 = 0;
+
 #[derive(Default)]
 struct Receiver {
     got: Mutex<Vec<Received>>,
-    /// Statuses to answer with, in order; 204 once they run out.
+    /// Statuses to answer with, in order; 204 once they run out. [`HANG`] answers only after
+    /// longer than any test's send timeout.
     plan: Mutex<VecDeque<u16>>,
 }
 
@@ -53,7 +60,11 @@ async fn hook(
         body: body.to_vec(),
         at_micros,
     });
-    let status = r.plan.lock().unwrap().pop_front().unwrap_or(204);
+    let mut status = r.plan.lock().unwrap().pop_front().unwrap_or(204);
+    if status == HANG {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        status = 204;
+    }
     let mut response = StatusCode::from_u16(status).unwrap().into_response();
     if (300..400).contains(&status) {
         response
@@ -198,13 +209,14 @@ async fn deliveries_settled(app: &TestApp, endpoint: &str) -> Vec<Value> {
     }
 }
 
-/// Batch end → receiver over 20 batches, printed (not asserted: the machine is shared).
+/// Batch end → receiver over 100 batches, median and p99 printed (not asserted: the machine is
+/// shared).
 #[tokio::test]
 async fn delivery_latency_is_reported() {
     let app = app().await;
     let (r, url) = receiver(&[]).await;
     register(&app, &url).await;
-    const N: usize = 20;
+    const N: usize = 100;
     for _ in 0..N {
         let id = app.create_n(1).await["id"].as_str().unwrap().to_owned();
         app.wait_ended(&id, Duration::from_secs(30)).await;
@@ -254,4 +266,229 @@ async fn a_pending_delivery_survives_a_restart() {
     assert_eq!(deliveries[0]["state"], "delivered");
     app.stop().await;
     drop(dir);
+}
+
+/// Registers `url` for `events`; returns the endpoint's secret.
+async fn register_for(app: &TestApp, url: &str, events: &[&str]) -> batchd_webhooks::Secret {
+    let resp = app
+        .post(
+            "/v1/batchd/webhooks",
+            &json!({ "url": url, "events": events }),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let created: Value = resp.json().await.unwrap();
+    assert_eq!(created["events"], json!(events));
+    batchd_webhooks::Secret::parse(created["secret"].as_str().unwrap()).unwrap()
+}
+
+/// Each OpenAI batch sends one event, once it shows its terminal status, of the type that
+/// status names, in OpenAI's thin shape with the time of that status; an endpoint gets only
+/// the types it subscribed to.
+#[tokio::test]
+async fn openai_batches_send_the_event_of_the_status_they_end_in() {
+    use crate::openai::{chat_line, oa, ok_json};
+    let app = spawn_with(|o| {
+        o.webhook_allow_http = true;
+        o.webhook_allow_private = true;
+        o.webhook_first_retry = Duration::from_millis(50);
+        // The clock moves past a batch's window; requests take long enough to cancel.
+        o.test_mode = true;
+        o.mock_latency = Duration::from_millis(300);
+        o.mock_concurrency = 2;
+        o.concurrency = 2;
+    })
+    .await;
+    let (all, all_url) = receiver(&[]).await;
+    let secret = register_for(
+        &app,
+        &all_url,
+        &[
+            "batch.completed",
+            "batch.failed",
+            "batch.expired",
+            "batch.cancelled",
+        ],
+    )
+    .await;
+    let (completed_only, completed_url) = receiver(&[]).await;
+    register_for(&app, &completed_url, &["batch.completed"]).await;
+    let (messages, messages_url) = receiver(&[]).await;
+    register_for(&app, &messages_url, &["message_batch.ended"]).await;
+
+    let oa = oa(&app);
+    let lines = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| chat_line(&format!("r{i}"), "gpt-4o-mini", "hi"))
+            .collect()
+    };
+    let id_of = |v: &Value| v["id"].as_str().unwrap().to_owned();
+    // (batch id, event type, the batch's field holding the event's time, the batch at its end)
+    let mut expected: Vec<(String, &str, &str, Value)> = Vec::new();
+
+    let id = id_of(&oa.create("/v1/chat/completions", &lines(1)).await);
+    let done = oa.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    expected.push((id, "batch.completed", "completed_at", done));
+
+    let good = chat_line("a", "gpt-4o-mini", "hi");
+    let file = oa.upload("in.jsonl", &format!("{good}\nnot json\n")).await;
+    let created = ok_json(
+        oa.post(
+            "/v1/batches",
+            &json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}),
+        )
+        .await,
+    )
+    .await;
+    let id = id_of(&created);
+    let failed = oa.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    expected.push((id, "batch.failed", "failed_at", failed));
+
+    let id = id_of(&oa.create("/v1/chat/completions", &lines(30)).await);
+    ok_json(
+        oa.post(&format!("/v1/batches/{id}/cancel"), &json!({}))
+            .await,
+    )
+    .await;
+    let cancelled = oa.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    expected.push((id, "batch.cancelled", "cancelled_at", cancelled));
+
+    let id = id_of(&oa.create("/v1/chat/completions", &lines(30)).await);
+    let resp = app
+        .post(
+            "/v1/batchd/test/clock/advance",
+            &json!({ "seconds": 25 * 3_600 }),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let expired = oa.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(expired["status"], "expired", "{expired}");
+    expected.push((id, "batch.expired", "expired_at", expired));
+
+    let got = wait_for(&all, expected.len()).await;
+    for (id, kind, at, batch) in &expected {
+        let delivery = got
+            .iter()
+            .find(|g| verified(&secret, g)["data"]["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("no event for {id} ({kind}): {got:?}"));
+        assert_eq!(
+            verified(&secret, delivery),
+            json!({
+                "object": "event",
+                "id": delivery.id,
+                "type": kind,
+                "created_at": batch[at],
+                "data": {"id": id},
+            })
+        );
+        assert!(delivery.id.starts_with("evt_"));
+    }
+    wait_for(&completed_only, 1).await;
+    // Nothing more arrives: one event per batch, and none of an unsubscribed type.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(all.got.lock().unwrap().len(), expected.len());
+    let only = completed_only.got.lock().unwrap().clone();
+    assert_eq!(only.len(), 1);
+    let body: Value = serde_json::from_slice(&only[0].body).unwrap();
+    assert_eq!(
+        (body["type"].as_str(), body["data"]["id"].as_str()),
+        (Some("batch.completed"), Some(expected[0].0.as_str()))
+    );
+    assert!(messages.got.lock().unwrap().is_empty());
+}
+
+/// No answer within the send timeout is a failure, counted and retried with the same
+/// `webhook-id`.
+#[tokio::test]
+async fn a_receiver_that_does_not_answer_in_time_is_retried_with_the_same_id() {
+    let app = spawn_with(|o| {
+        o.webhook_allow_http = true;
+        o.webhook_allow_private = true;
+        o.webhook_first_retry = Duration::from_millis(50);
+        o.webhook_send_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let (r, url) = receiver(&[HANG]).await;
+    let (endpoint, secret) = register(&app, &url).await;
+    let started = std::time::Instant::now();
+    let id = app.create_n(1).await["id"].as_str().unwrap().to_owned();
+    app.wait_ended(&id, Duration::from_secs(30)).await;
+    let got = wait_for(&r, 2).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "retried before the hung answer came"
+    );
+    verified(&secret, &got[1]);
+    assert_eq!(got[0].id, got[1].id, "same webhook-id");
+    let deliveries = deliveries_settled(&app, &endpoint).await;
+    assert_eq!(
+        (&deliveries[0]["state"], &deliveries[0]["attempts"]),
+        (&json!("delivered"), &json!(2)),
+        "{deliveries:?}"
+    );
+}
+
+/// After `rotate_secret`, a delivery carries a `v1,` signature per secret, each verifying with
+/// its own, for the overlap; once the workspace's clock passes it, only the new one.
+#[tokio::test]
+async fn a_rotated_secret_signs_beside_the_new_one_until_the_overlap_ends() {
+    let app = spawn_with(|o| {
+        o.webhook_allow_http = true;
+        o.webhook_allow_private = true;
+        o.test_mode = true;
+    })
+    .await;
+    let (r, url) = receiver(&[]).await;
+    let (endpoint, old) = register(&app, &url).await;
+    let rotated: Value = app
+        .post(
+            &format!("/v1/batchd/webhooks/{endpoint}/rotate_secret"),
+            &json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let new = batchd_webhooks::Secret::parse(rotated["secret"].as_str().unwrap()).unwrap();
+
+    let signatures =
+        |g: &Received| -> Vec<String> { g.signature.split(' ').map(str::to_owned).collect() };
+    let id = app.create_n(1).await["id"].as_str().unwrap().to_owned();
+    app.wait_ended(&id, Duration::from_secs(30)).await;
+    let during = wait_for(&r, 1).await.remove(0);
+    let sigs = signatures(&during);
+    assert_eq!(sigs.len(), 2, "{sigs:?}");
+    assert!(sigs.iter().all(|s| s.starts_with("v1,")), "{sigs:?}");
+    let verifies = |secret: &batchd_webhooks::Secret, sig: &str| {
+        batchd_webhooks::sign::verify(secret, &during.id, during.timestamp, &during.body, sig)
+    };
+    assert!(
+        verifies(&new, &sigs[0]) && verifies(&old, &sigs[1]),
+        "{sigs:?}"
+    );
+    assert!(!verifies(&old, &sigs[0]) && !verifies(&new, &sigs[1]));
+
+    // 24 h and a minute later on the workspace's clock, the old secret no longer signs.
+    let resp = app
+        .post(
+            "/v1/batchd/test/clock/advance",
+            &json!({ "seconds": 24 * 3_600 + 60 }),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let id = app.create_n(1).await["id"].as_str().unwrap().to_owned();
+    app.wait_ended(&id, Duration::from_secs(30)).await;
+    let after = wait_for(&r, 2).await.remove(1);
+    assert_eq!(signatures(&after).len(), 1, "{}", after.signature);
+    verified(&new, &after);
+    assert!(!batchd_webhooks::sign::verify(
+        &old,
+        &after.id,
+        after.timestamp,
+        &after.body,
+        &after.signature
+    ));
 }

@@ -3,39 +3,15 @@
 //! beside it (validation errors, when its files were written). `validating` is never stored:
 //! the create checks the file before answering, and only its answer says `validating`.
 
+use batchd_domain::Batch;
 use batchd_domain::openai::OpenAiBatchMeta;
-use batchd_domain::{Batch, EndReason, Timestamp};
-use batchd_wire::ProcessingStatus;
 use batchd_wire::openai::{
     BatchError, BatchErrors, BatchUsage, OpenAiBatch, OpenAiBatchStatus, OpenAiRequestCounts,
 };
 use serde_json::value::RawValue;
 
-/// Unix seconds, as the OpenAI API writes times.
-pub fn unix(t: Timestamp) -> u64 {
-    u64::try_from(t.as_micros().div_euclid(1_000_000)).unwrap_or(0)
-}
-
-/// The batch's `status`.
-pub fn status(batch: &Batch) -> OpenAiBatchStatus {
-    let failed = batch.openai.as_ref().is_some_and(|m| !m.errors.is_empty());
-    if failed {
-        return OpenAiBatchStatus::Failed;
-    }
-    match (batch.status, batch.end_reason, batch.finalized_at) {
-        (ProcessingStatus::InProgress, ..) => OpenAiBatchStatus::InProgress,
-        (ProcessingStatus::Canceling, ..) => OpenAiBatchStatus::Cancelling,
-        // A canceled batch stays `cancelling` until its files are written, as the hosted API
-        // goes `cancelling → cancelled` without a `finalizing` in between.
-        (ProcessingStatus::Ended, Some(EndReason::Canceled), None) => OpenAiBatchStatus::Cancelling,
-        (ProcessingStatus::Ended, _, None) => OpenAiBatchStatus::Finalizing,
-        (ProcessingStatus::Ended, Some(EndReason::Canceled), Some(_)) => {
-            OpenAiBatchStatus::Cancelled
-        }
-        (ProcessingStatus::Ended, Some(EndReason::Expired), Some(_)) => OpenAiBatchStatus::Expired,
-        (ProcessingStatus::Ended, _, Some(_)) => OpenAiBatchStatus::Completed,
-    }
-}
+// Both live beside the batch they read, so the webhook worker names the same status.
+pub use batchd_domain::openai::{status, unix};
 
 /// The Batch object of a stored batch, as retrieve, list and cancel show it.
 pub fn to_wire(batch: &Batch) -> OpenAiBatch {
@@ -140,7 +116,8 @@ fn errors(meta: &OpenAiBatchMeta) -> BatchErrors {
 #[cfg(test)]
 mod tests {
     use batchd_domain::openai::{Endpoint, FileId, LineError};
-    use batchd_domain::{ApiVersion, BatchId};
+    use batchd_domain::{ApiVersion, BatchId, EndReason, Timestamp};
+    use batchd_wire::ProcessingStatus;
 
     use super::*;
 

@@ -12,7 +12,7 @@ pub(super) fn openai_meta() -> OpenAiBatchMeta {
     meta()
 }
 
-fn meta() -> OpenAiBatchMeta {
+pub(super) fn meta() -> OpenAiBatchMeta {
     OpenAiBatchMeta {
         input_file_id: "file-input".into(),
         completion_window: "24h".into(),
@@ -54,7 +54,7 @@ pub(super) fn failed_batch(workspace: &str, created_at: Timestamp) -> NewBatch {
     nb
 }
 
-async fn create_openai(store: &impl Store, created_at: Timestamp, n: u32) -> Batch {
+pub(super) async fn create_openai(store: &impl Store, created_at: Timestamp, n: u32) -> Batch {
     let d = draft(store, openai_batch(WS, created_at), n).await;
     store.commit_batch(d, u64::from(n)).await.unwrap()
 }

@@ -1,5 +1,7 @@
-//! The contract's webhook cases: every way a batch ends writes exactly one outbox row, in
-//! the transaction that ends it, and nothing else does; endpoints are stored per workspace.
+//! The contract's webhook cases: every way a batch's end becomes visible writes exactly one
+//! outbox row, in the transaction that makes it visible (for an OpenAI batch, the one that
+//! records its files), and nothing else does; endpoints are stored per workspace; fan-out
+//! gives each endpoint only the event types it subscribed to.
 
 use super::*;
 
@@ -186,6 +188,9 @@ pub async fn deliveries_fan_out_claim_and_settle<H: Harness>(h: &H) {
     use crate::WebhookStore;
     use crate::webhooks::{DeliveryState, SettleOutcome, Settlement};
     const EVENT: &str = "message_batch.ended";
+    fn messages_only(b: &Batch) -> Option<&'static str> {
+        (b.endpoint == batchd_domain::openai::Endpoint::Messages).then_some(EVENT)
+    }
     let store = h.open().await;
     let a = store
         .create_endpoint(new_endpoint(WS, "whep_a"))
@@ -205,15 +210,15 @@ pub async fn deliveries_fan_out_claim_and_settle<H: Harness>(h: &H) {
     let batch = ended_batch(&store, WS, 10).await;
     let deleted = ended_batch(&store, WS, 20).await;
     store.delete_batch(WS, &deleted.id).await.unwrap();
-    // The OpenAI surface has no event of its own yet: its ends make no delivery.
+    // A batch the caller gives no event type makes no delivery.
     store
         .insert_failed_batch(super::openai::failed_batch(WS, at(25)), at(25))
         .await
         .unwrap();
     assert_eq!(h.rows(&store, OUTBOX).await, 3);
-    assert_eq!(store.fan_out(EVENT, 1, at(30)).await.unwrap(), 1);
-    assert_eq!(store.fan_out(EVENT, 10, at(30)).await.unwrap(), 2);
-    assert_eq!(store.fan_out(EVENT, 10, at(30)).await.unwrap(), 0);
+    assert_eq!(store.fan_out(messages_only, 1, at(30)).await.unwrap(), 1);
+    assert_eq!(store.fan_out(messages_only, 10, at(30)).await.unwrap(), 2);
+    assert_eq!(store.fan_out(messages_only, 10, at(30)).await.unwrap(), 0);
     assert_eq!(h.rows(&store, OUTBOX).await, 0, "consumed");
     assert_eq!(h.rows(&store, "webhook_deliveries").await, 1, "{a:?}");
 
@@ -315,7 +320,7 @@ pub async fn deliveries_fan_out_claim_and_settle<H: Harness>(h: &H) {
 
     // A lease that ran out is handed out again; failing long enough disables the endpoint.
     ended_batch(&store, WS, 200).await;
-    store.fan_out(EVENT, 10, at(200)).await.unwrap();
+    store.fan_out(messages_only, 10, at(200)).await.unwrap();
     let first = store
         .claim_deliveries("w1", 10, at(201), at(300))
         .await
@@ -387,5 +392,100 @@ pub async fn deliveries_fan_out_claim_and_settle<H: Harness>(h: &H) {
         store.list_deliveries(WS, "whep_a", 10).await.unwrap().len(),
         2,
         "durable"
+    );
+}
+
+/// An OpenAI batch's outbox row is written when it shows a terminal status, not when it ends:
+/// when its files are recorded (once, however many finalize), or at once for one inserted
+/// failed. Fan-out asks the caller each batch's event type and gives each endpoint only the
+/// types it subscribed to.
+pub async fn openai_ends_are_events_once_their_files_are_written<H: Harness>(h: &H) {
+    use super::openai::{create_openai, failed_batch, meta};
+    use crate::WebhookStore;
+    fn kind(b: &Batch) -> Option<&'static str> {
+        let meta = b.openai.as_ref()?;
+        Some(if !meta.errors.is_empty() {
+            "batch.failed"
+        } else if b.end_reason == Some(EndReason::Canceled) {
+            "batch.cancelled"
+        } else {
+            "batch.completed"
+        })
+    }
+    let store = h.open().await;
+    for (id, event) in [
+        ("whep_done", "batch.completed"),
+        ("whep_cancel", "batch.cancelled"),
+        ("whep_failed", "batch.failed"),
+    ] {
+        let mut e = new_endpoint(WS, id);
+        e.events = vec![event.into()];
+        store.create_endpoint(e).await.unwrap();
+    }
+    let mut written = meta();
+    written.output_file_id = Some(batchd_domain::openai::FileId::generate());
+
+    let done = create_openai(&store, at(1), 1).await;
+    let items = claim(&store, 10, at(2)).await;
+    store
+        .record(&answers(&items, Outcome::Succeeded), at(3))
+        .await
+        .unwrap();
+    assert!(get(&store, &done).await.is_ended());
+    assert_eq!(
+        h.rows(&store, OUTBOX).await,
+        0,
+        "finalizing is not terminal"
+    );
+    assert!(store.finalize(done.key, &written, at(4)).await.unwrap());
+    assert_eq!(h.rows(&store, OUTBOX).await, 1);
+    assert!(!store.finalize(done.key, &written, at(5)).await.unwrap());
+
+    let canceled = create_openai(&store, at(6), 1).await;
+    store.cancel_batch(WS, &canceled.id, at(7)).await.unwrap();
+    store.finish_due(at(8)).await.unwrap();
+    assert!(get(&store, &canceled).await.is_ended());
+    assert_eq!(
+        h.rows(&store, OUTBOX).await,
+        1,
+        "cancelling until its files are written"
+    );
+    assert!(store.finalize(canceled.key, &written, at(9)).await.unwrap());
+    assert_eq!(h.rows(&store, OUTBOX).await, 2);
+
+    store
+        .insert_failed_batch(failed_batch(WS, at(10)), at(10))
+        .await
+        .unwrap();
+    assert_eq!(h.rows(&store, OUTBOX).await, 3);
+    // Archiving later changes nothing.
+    store.archive_due(at(DAY * 40), at(DAY * 40)).await.unwrap();
+    assert_eq!(h.rows(&store, OUTBOX).await, 3);
+
+    assert_eq!(store.fan_out(kind, 10, at(DAY * 40)).await.unwrap(), 3);
+    assert_eq!(h.rows(&store, "webhook_deliveries").await, 3);
+    for (endpoint, batch) in [("whep_done", Some(&done)), ("whep_cancel", Some(&canceled))] {
+        let records = store.list_deliveries(WS, endpoint, 10).await.unwrap();
+        assert_eq!(records.len(), 1, "{endpoint}");
+        assert_eq!(
+            records[0].batch_id.as_deref(),
+            batch.map(|b| b.id.as_str()),
+            "{endpoint}"
+        );
+    }
+    let failed = store.list_deliveries(WS, "whep_failed", 10).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    let claimed = store
+        .claim_deliveries("w", 10, at(DAY * 40), at(DAY * 41))
+        .await
+        .unwrap();
+    let done_at = claimed
+        .iter()
+        .find(|d| d.batch_id.as_deref() == Some(done.id.as_str()))
+        .map(|d| d.event_at);
+    assert_eq!(
+        done_at,
+        Some(at(4)),
+        "the event's time is when its files were recorded"
     );
 }
