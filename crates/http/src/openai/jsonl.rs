@@ -227,8 +227,9 @@ fn line_error(
     }
 }
 
-/// The name a JSON value's type goes by in the API's type errors.
-fn json_type_name(raw: &RawValue) -> &'static str {
+/// The name a JSON value's type goes by in the API's type errors (of a line and of a create's
+/// body alike).
+pub(super) fn json_type_name(raw: &RawValue) -> &'static str {
     match raw.get().trim_start().as_bytes().first() {
         Some(b'"') => "a string",
         Some(b'{') => "an object",
@@ -240,7 +241,7 @@ fn json_type_name(raw: &RawValue) -> &'static str {
 }
 
 /// Whether JSON text is an object (serde's derived structs also accept arrays).
-fn is_object(text: &[u8]) -> bool {
+pub(super) fn is_object(text: &[u8]) -> bool {
     text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
