@@ -115,6 +115,13 @@ pub(crate) const UNFINALIZED: &str = concat!(
      AND NOT deleted AND archived_at IS NULL ORDER BY ended_at, key LIMIT $1"
 );
 
+/// Takes an unfinalized batch (`UNFINALIZED`'s rule) for worker `$2`: unless another worker
+/// that is still registered (alive) holds it.
+pub(crate) const CLAIM_FINALIZE: &str = "UPDATE batches SET finalizer = $2 WHERE key = $1 \
+     AND state = 3 AND endpoint <> 0 AND finalized_at IS NULL AND NOT deleted AND archived_at IS NULL \
+     AND (finalizer IS NULL OR finalizer = $2 \
+     OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = batches.finalizer))";
+
 /// Records an OpenAI batch's files, once: only while it is ended, visible and not finalized.
 /// `finalized_at` is never before `ended_at`, which may be on a workspace's test clock or
 /// another process's clock.

@@ -33,6 +33,51 @@ pub(crate) const EXPIRE_FILES: &str = "UPDATE files SET state = 2 WHERE state = 
      (SELECT key FROM files WHERE state = 1 AND expires_at IS NOT NULL AND expires_at <= $1 \
      ORDER BY expires_at LIMIT $2)";
 
+/// Makes draft `key` visible in `tx`, once its pieces are checked against the `bytes` written.
+/// Shared by a file's own commit and the finalize that commits a batch's files with it.
+pub(crate) async fn commit_draft(
+    tx: &mut sqlx::PgConnection,
+    key: i64,
+    bytes: u64,
+) -> Result<StoredFile, StoreError> {
+    // Locks the draft first: the reaper cannot abandon it between the check and the commit.
+    let open: Option<i64> =
+        sqlx::query_scalar("SELECT key FROM files WHERE key = $1 AND state = 0 FOR UPDATE")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query_error)?;
+    if open.is_none() {
+        return Err(files::not_a_draft(key));
+    }
+    // `octet_length` of a stored value reads its size, not its bytes.
+    let (count, last_seq, stored): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(MAX(seq), -1)::bigint, \
+         COALESCE(SUM(octet_length(data)), 0)::bigint FROM file_chunks WHERE file_key = $1",
+    )
+    .bind(key)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(query_error)?;
+    let pieces = Pieces {
+        count,
+        last_seq,
+        bytes: stored,
+    };
+    files::check_commit(key, pieces, bytes)?;
+    let row = sqlx::query(concat!(
+        "UPDATE files SET state = $1, bytes = $2, owner = NULL WHERE key = $3 RETURNING ",
+        file_columns!()
+    ))
+    .bind(small(FILE_VISIBLE))
+    .bind(stored)
+    .bind(key)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(query_error)?;
+    file_from_row(&row)
+}
+
 fn placeholder(n: usize) -> String {
     format!("${n}")
 }
@@ -83,42 +128,7 @@ impl FileStore for PostgresStore {
 
     async fn commit_file(&self, draft: FileDraft, bytes: u64) -> Result<StoredFile, StoreError> {
         let mut tx = self.pool.begin().await.map_err(query_error)?;
-        // Locks the draft first: the reaper cannot abandon it between the check and the commit.
-        let open: Option<i64> =
-            sqlx::query_scalar("SELECT key FROM files WHERE key = $1 AND state = 0 FOR UPDATE")
-                .bind(draft.key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(query_error)?;
-        if open.is_none() {
-            return Err(files::not_a_draft(draft.key));
-        }
-        // `octet_length` of a stored value reads its size, not its bytes.
-        let (count, last_seq, stored): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(MAX(seq), -1)::bigint, \
-             COALESCE(SUM(octet_length(data)), 0)::bigint FROM file_chunks WHERE file_key = $1",
-        )
-        .bind(draft.key)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(query_error)?;
-        let pieces = Pieces {
-            count,
-            last_seq,
-            bytes: stored,
-        };
-        files::check_commit(draft.key, pieces, bytes)?;
-        let row = sqlx::query(concat!(
-            "UPDATE files SET state = $1, bytes = $2, owner = NULL WHERE key = $3 RETURNING ",
-            file_columns!()
-        ))
-        .bind(small(FILE_VISIBLE))
-        .bind(stored)
-        .bind(draft.key)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(query_error)?;
-        let file = file_from_row(&row)?;
+        let file = commit_draft(&mut tx, draft.key, bytes).await?;
         tx.commit().await.map_err(query_error)?;
         Ok(file)
     }

@@ -159,6 +159,10 @@ pub(crate) const UNFINALIZED: &str = concat!(
      AND deleted = 0 AND archived_at IS NULL ORDER BY ended_at, key LIMIT ?1"
 );
 
+/// Whether one batch is ended, OpenAI, still there and not finalized (`UNFINALIZED`'s rule).
+pub(crate) const UNFINALIZED_ONE: &str = "SELECT key FROM batches WHERE key = ?1 AND state = 3 \
+     AND endpoint <> 0 AND finalized_at IS NULL AND deleted = 0 AND archived_at IS NULL";
+
 /// Records an OpenAI batch's files, once: only while it is ended, visible and not finalized.
 /// `finalized_at` is never before `ended_at`, which may be on a workspace's test clock.
 pub(crate) const FINALIZE: &str = "UPDATE batches SET openai = ?1, finalized_at = MAX(?2, ended_at) \

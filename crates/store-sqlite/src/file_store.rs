@@ -27,6 +27,43 @@ pub(crate) const EXPIRE_FILES: &str = "UPDATE files SET state = 2 WHERE state = 
      (SELECT key FROM files WHERE state = 1 AND expires_at IS NOT NULL AND expires_at <= ?1 \
      ORDER BY expires_at LIMIT ?2)";
 
+/// Makes draft `key` visible in `tx`, once its pieces are checked against the `bytes` written.
+/// Shared by a file's own commit and the finalize that commits a batch's files with it.
+pub(crate) async fn commit_draft(
+    tx: &mut sqlx::SqliteConnection,
+    key: i64,
+    bytes: u64,
+) -> Result<StoredFile, StoreError> {
+    // `length` of a blob reads its size, not its bytes.
+    let (count, last_seq, stored): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(MAX(seq), -1), COALESCE(SUM(length(data)), 0) \
+         FROM file_chunks WHERE file_key = ?1",
+    )
+    .bind(key)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(query_error)?;
+    let pieces = Pieces {
+        count,
+        last_seq,
+        bytes: stored,
+    };
+    files::check_commit(key, pieces, bytes)?;
+    let row = sqlx::query(concat!(
+        "UPDATE files SET state = ?1, bytes = ?2 WHERE key = ?3 AND state = ?4 RETURNING ",
+        file_columns!()
+    ))
+    .bind(FILE_VISIBLE)
+    .bind(stored)
+    .bind(key)
+    .bind(FILE_DRAFT)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(query_error)?
+    .ok_or_else(|| files::not_a_draft(key))?;
+    file_from_row(&row)
+}
+
 fn placeholder(n: usize) -> String {
     format!("?{n}")
 }
@@ -94,34 +131,7 @@ impl FileStore for SqliteStore {
             .begin_with(BEGIN_IMMEDIATE)
             .await
             .map_err(query_error)?;
-        // `length` of a blob reads its size, not its bytes.
-        let (count, last_seq, stored): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(MAX(seq), -1), COALESCE(SUM(length(data)), 0) \
-             FROM file_chunks WHERE file_key = ?1",
-        )
-        .bind(draft.key)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(query_error)?;
-        let pieces = Pieces {
-            count,
-            last_seq,
-            bytes: stored,
-        };
-        files::check_commit(draft.key, pieces, bytes)?;
-        let row = sqlx::query(concat!(
-            "UPDATE files SET state = ?1, bytes = ?2 WHERE key = ?3 AND state = ?4 RETURNING ",
-            file_columns!()
-        ))
-        .bind(FILE_VISIBLE)
-        .bind(stored)
-        .bind(draft.key)
-        .bind(FILE_DRAFT)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(query_error)?
-        .ok_or_else(|| files::not_a_draft(draft.key))?;
-        let file = file_from_row(&row)?;
+        let file = commit_draft(&mut tx, draft.key, bytes).await?;
         tx.commit().await.map_err(query_error)?;
         Ok(file)
     }

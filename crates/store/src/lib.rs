@@ -39,8 +39,9 @@
 //! * **Both surfaces share every batch table.** A batch's [`Endpoint`] says which surface it
 //!   belongs to ([`Endpoint::Messages`] for every Anthropic batch); a list shows one surface.
 //!   An OpenAI batch that ended is *finalized* once its output and error files are written:
-//!   [`DispatchStore::unfinalized`] finds the batches waiting for that, and
-//!   [`DispatchStore::finalize`] records it at most once.
+//!   [`DispatchStore::unfinalized`] finds the batches waiting for that,
+//!   [`DispatchStore::claim_finalize`] gives one to a single process, and
+//!   [`DispatchStore::finalize`] records it, and makes its files visible, at most once.
 //! * **Files are staged like creates** and deleted like batches: pieces of at most
 //!   [`FILE_CHUNK_BYTES`], each its own transaction, visible at commit; a delete or expiry is
 //!   O(1) and the purge reclaims the chunks.
@@ -534,15 +535,24 @@ pub trait DispatchStore: Send + Sync + 'static {
     /// deleted nor archived, whose output and error files are not written yet
     /// (`finalized_at` unset), oldest ended first.
     async fn unfinalized(&self, limit: u32) -> Result<Vec<Batch>>;
-    /// Stores `meta` (now naming the output and error files) and `finalized_at = now`, in one
-    /// statement that only applies to an ended, undeleted OpenAI batch not finalized yet. False
-    /// when another process finalized it first (its files are the ones that count) or it was
-    /// deleted meanwhile: either way the caller deletes the files it wrote. Durable when it
-    /// returns.
+    /// Takes an unfinalized batch (as [`DispatchStore::unfinalized`] lists them) for this
+    /// process to write its files: true when it is this process's to finalize, false when it is
+    /// finalized, gone, or held by another live process. A holder keeps it until it finalizes
+    /// it or dies (then the next process to ask gets it), so processes sharing the storage do
+    /// not each write the same batch's files. Asking again for a batch already held is true.
+    async fn claim_finalize(&self, batch_key: i64) -> Result<bool>;
+    /// Stores `meta` (now naming the output and error files) and `finalized_at = now`, and
+    /// commits the file drafts `files` (each with the bytes written to it, checked as
+    /// [`FileStore::commit_file`] checks them), all in one transaction that only applies to an
+    /// ended, undeleted OpenAI batch not finalized yet: the files become visible exactly when
+    /// the batch names them. False when another process finalized it first or it was deleted
+    /// meanwhile; the drafts then stay drafts, for the caller to abort (or the purge to reclaim
+    /// once their process is gone). Durable when it returns.
     async fn finalize(
         &self,
         batch_key: i64,
         meta: &OpenAiBatchMeta,
+        files: &[(&FileDraft, u64)],
         now: Timestamp,
     ) -> Result<bool>;
 }
