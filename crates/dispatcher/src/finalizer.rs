@@ -6,7 +6,7 @@
 //! is the rows in index order: succeeded rows make the output file; every other stored row, and
 //! a `batch_expired` or `batch_cancelled` line for each request without a result, make the
 //! error file. Each file is written only when it has a line. Results are read a page at a time
-//! and bytes go to the store in pieces of at most [`FILE_CHUNK_BYTES`], so memory stays bounded
+//! (at most [`PAGE`] rows and about [`PAGE_BYTES`]) and bytes go to the store in pieces of at most [`FILE_CHUNK_BYTES`], so memory stays bounded
 //! whatever the batch's size.
 //!
 //! It is woken when a batch of the OpenAI surface ends (a last answer recorded, expiry, the end
@@ -31,8 +31,10 @@ use crate::{Shared, timed};
 /// (`output_expires_after`).
 pub use batchd_domain::openai::DEFAULT_FILE_EXPIRY as DEFAULT_OUTPUT_EXPIRY;
 use batchd_domain::openai::OUTPUT_PURPOSE;
-/// Result rows read per store call.
+/// Result rows read per store call, and the bytes at which a page is cut short: a thousand
+/// embeddings answers of megabytes each must not make a page of gigabytes.
 const PAGE: u32 = 1_000;
+const PAGE_BYTES: usize = 8 * 1024 * 1024;
 /// Batches taken per look at the store.
 const GROUP: u32 = 16;
 /// Expired files deleted per store call.
@@ -180,7 +182,9 @@ async fn write_lines(
     loop {
         let rows = timed(
             "results_page",
-            stores.results.results_page(batch.key, after, PAGE),
+            stores
+                .results
+                .results_page_within(batch.key, after, PAGE, PAGE_BYTES),
         )
         .await?;
         for row in &rows {
@@ -199,9 +203,10 @@ async fn write_lines(
                 }
             }
         }
+        // A page cut by bytes is short but not the last: only an empty page ends the rows.
         match rows.last() {
-            Some(last) if rows.len() == PAGE as usize => after = Some(last.index),
-            _ => return Ok(()),
+            Some(last) => after = Some(last.index),
+            None => return Ok(()),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Batches as the API sees them, [`BatchStore`] for PostgreSQL: the staged create, get, list,
 //! cancel, delete, result pages, and the health figures.
 
+use futures_util::TryStreamExt as _;
 use std::ops::ControlFlow;
 
 use async_trait::async_trait;
@@ -488,35 +489,42 @@ impl BatchStore for PostgresStore {
         })
     }
 
-    async fn results_page(
+    async fn results_page_within(
         &self,
         batch_key: i64,
         after: Option<u32>,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<ResultRow>, StoreError> {
         let after = match after {
             None => -1,
             Some(after) => i32::try_from(after).unwrap_or(i32::MAX),
         };
-        let rows = sqlx::query(RESULTS_PAGE)
+        let query = sqlx::query(RESULTS_PAGE)
             .bind(batch_key)
             .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(ResultRow {
-                    index: index(get(row, "idx")?)?,
-                    custom_id: get(row, "custom_id")?,
-                    body: get(row, "body")?,
-                    outcome: get::<Option<i16>>(row, "outcome")?
-                        .map(|code| parse_outcome(i64::from(code)))
-                        .transpose()?,
-                })
-            })
-            .collect()
+            .bind(i64::from(limit));
+        // Row by row, so that the rows past the byte budget are never read into memory (the
+        // connection discards them before its next use).
+        let mut rows = query.fetch(&self.pool);
+        let mut budget = paging::ByteBudget::new(max_bytes);
+        let mut page = Vec::new();
+        while let Some(row) = rows.try_next().await.map_err(query_error)? {
+            let row = ResultRow {
+                index: index(get(&row, "idx")?)?,
+                custom_id: get(&row, "custom_id")?,
+                body: get(&row, "body")?,
+                outcome: get::<Option<i16>>(&row, "outcome")?
+                    .map(|code| parse_outcome(i64::from(code)))
+                    .transpose()?,
+            };
+            let full = budget.spend(row.bytes());
+            page.push(row);
+            if full {
+                break;
+            }
+        }
+        Ok(page)
     }
 
     async fn copy_requests(

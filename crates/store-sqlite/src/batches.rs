@@ -1,6 +1,7 @@
 //! Batches as the API sees them, [`BatchStore`] for SQLite: the staged create, get, list,
 //! cancel, delete, result pages, and the health figures.
 
+use futures_util::TryStreamExt as _;
 use std::ops::ControlFlow;
 
 use async_trait::async_trait;
@@ -483,34 +484,38 @@ impl BatchStore for SqliteStore {
         Ok(DeleteOutcome::Deleted)
     }
 
-    async fn results_page(
+    async fn results_page_within(
         &self,
         batch_key: i64,
         after: Option<u32>,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<ResultRow>, StoreError> {
         let Some((from, hi)) = results_range(batch_key, after) else {
             return Ok(Vec::new());
         };
         let sql = format!("{RESULTS_PAGE} {limit}");
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(from)
-            .bind(hi)
-            .fetch_all(&self.pools.reader)
-            .await
-            .map_err(query_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(ResultRow {
-                    index: rows::index_of(get(row, "rid")?),
-                    custom_id: get(row, "custom_id")?,
-                    body: get(row, "body")?,
-                    outcome: get::<Option<i64>>(row, "outcome")?
-                        .map(rows::parse_outcome)
-                        .transpose()?,
-                })
-            })
-            .collect()
+        let query = sqlx::query(AssertSqlSafe(sql)).bind(from).bind(hi);
+        // Row by row, so that the rows past the byte budget are never read.
+        let mut rows = query.fetch(&self.pools.reader);
+        let mut budget = paging::ByteBudget::new(max_bytes);
+        let mut page = Vec::new();
+        while let Some(row) = rows.try_next().await.map_err(query_error)? {
+            let row = ResultRow {
+                index: rows::index_of(get(&row, "rid")?),
+                custom_id: get(&row, "custom_id")?,
+                body: get(&row, "body")?,
+                outcome: get::<Option<i64>>(&row, "outcome")?
+                    .map(rows::parse_outcome)
+                    .transpose()?,
+            };
+            let full = budget.spend(row.bytes());
+            page.push(row);
+            if full {
+                break;
+            }
+        }
+        Ok(page)
     }
 
     async fn results_lines(

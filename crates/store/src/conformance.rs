@@ -81,6 +81,7 @@ macro_rules! conformance_tests {
             failed_batches_are_stored_ended_with_their_errors,
             ended_openai_batches_are_finalized_once,
             finalize_commits_the_batch_files_with_it,
+            result_pages_are_cut_by_bytes,
             files_are_staged_then_read_back_by_chunk,
             files_list_in_either_order_by_purpose_after_a_cursor,
             deleted_aborted_and_expired_files_are_reclaimed,

@@ -279,6 +279,13 @@ pub struct ResultRow {
     pub outcome: Option<Outcome>,
 }
 
+impl ResultRow {
+    /// What the row weighs in a page: its `custom_id` and body.
+    pub fn bytes(&self) -> usize {
+        self.custom_id.len() + self.body.as_ref().map_or(0, String::len)
+    }
+}
+
 /// One page of a results download, already rendered: what [`BatchStore::results_lines`] returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultLines {
@@ -432,6 +439,20 @@ pub trait BatchStore: Send + Sync + 'static {
         batch_key: i64,
         after: Option<u32>,
         limit: u32,
+    ) -> Result<Vec<ResultRow>> {
+        self.results_page_within(batch_key, after, limit, usize::MAX)
+            .await
+    }
+    /// [`BatchStore::results_page`], also cut after the row that brings the page to
+    /// `max_bytes` of `custom_id`s and bodies (always at least one row, so paging moves on): the
+    /// rows beyond are never read into memory, so a page of huge results stays bounded. An
+    /// empty page is the end; a shorter one may not be.
+    async fn results_page_within(
+        &self,
+        batch_key: i64,
+        after: Option<u32>,
+        limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<ResultRow>>;
     /// The page [`BatchStore::results_page`] would return, rendered by [`render_result_lines`]
     /// (`None` past the last row), with `unanswered` as the `result` of rows that have none.

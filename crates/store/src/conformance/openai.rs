@@ -5,7 +5,7 @@
 use batchd_domain::openai::{Endpoint, FileId, LineError, OpenAiBatchMeta, Surface};
 
 use super::*;
-use crate::{FILE_CHUNK_BYTES, FileDraft, FileStore, NewFile, StoredFile};
+use crate::{FILE_CHUNK_BYTES, FileDraft, FileStore, NewFile, ResultRow, StoredFile};
 
 /// An OpenAI batch's extras, for the cases of other modules too.
 pub(super) fn openai_meta() -> OpenAiBatchMeta {
@@ -666,4 +666,27 @@ pub async fn finalize_commits_the_batch_files_with_it<H: Harness>(h: &H) {
     assert_eq!(store.get_file(WS, &late.id).await.unwrap(), None);
     assert_eq!(h.rows(&store, "files").await, 2);
     assert_eq!(h.rows(&store, "file_chunks").await, 2);
+}
+
+/// A page of results is cut at the row that reaches its byte budget (at least one row, and a
+/// short page is not the end), so the finalizer's pages stay bounded whatever the results weigh.
+pub async fn result_pages_are_cut_by_bytes<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let b = create_openai(&store, at(1), 5).await;
+    let items = claim(&store, 10, at(2)).await;
+    store
+        .record(&answers(&items, Outcome::Succeeded), at(3))
+        .await
+        .unwrap();
+    let all = store.results_page(b.key, None, 10).await.unwrap();
+    assert_eq!(all.len(), 5);
+    assert!(all.iter().all(|r| r.body.is_some()));
+    let indices = |rows: Vec<ResultRow>| rows.iter().map(|r| r.index).collect::<Vec<_>>();
+    let two = all[0].bytes() + all[1].bytes();
+    let page = |after, max| store.results_page_within(b.key, after, 10, max);
+    assert_eq!(indices(page(None, two).await.unwrap()), [0, 1]);
+    assert_eq!(indices(page(None, two + 1).await.unwrap()), [0, 1, 2]);
+    assert_eq!(indices(page(Some(2), 1).await.unwrap()), [3]);
+    assert_eq!(indices(page(Some(3), usize::MAX).await.unwrap()), [4]);
+    assert!(page(Some(4), 1).await.unwrap().is_empty());
 }
