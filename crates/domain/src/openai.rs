@@ -17,6 +17,12 @@ use serde::{Deserialize, Serialize};
 use crate::Timestamp;
 use crate::ids::{ALPHABET, FNV_OFFSET, fnv1a};
 
+/// Largest line of a batch input file: one request. `shared/spec/openai-batches.md` gives no
+/// per-request limit for the hosted Batch API, so this is the documented size limit of one
+/// Messages API request (32 MB, https://docs.anthropic.com/en/api/overview), the largest
+/// request batchd's other surface accepts on its own.
+pub const MAX_LINE_BYTES: usize = 32 * 1024 * 1024;
+
 /// The `purpose` of a batch's input file.
 pub const BATCH_PURPOSE: &str = "batch";
 /// The `purpose` of the output and error files a batch writes.

@@ -446,7 +446,7 @@ async fn scan(
         let (v, s, good) = tokio::task::spawn_blocking(move || {
             let (mut v, mut s) = (validator, splitter);
             let mut good: Vec<GoodLine> = Vec::new();
-            let mut each = |n: u64, line: &[u8]| -> Result<(), ()> {
+            let mut each = |n: u64, line: Option<&[u8]>| -> Result<(), ()> {
                 // Past the line cap nothing read later changes the verdict.
                 if v.requests() > max_lines {
                     return Err(());
