@@ -29,6 +29,8 @@ const RESET_BATCHES: &str = concat!(
 
 /// Visible files become deleted (state 2), their chunks reclaimed by the purge.
 const RESET_FILES: &str = "UPDATE files SET state = 2 WHERE workspace = ?1 AND state = 1";
+/// Where the workspace's deleted files stood: a reset workspace has no list to page through.
+const RESET_TOMBSTONES: &str = "DELETE FROM file_tombstones WHERE workspace = ?1";
 
 const RESET_CLOCK: &str = "DELETE FROM clocks WHERE workspace = ?1";
 
@@ -87,6 +89,11 @@ impl ClockStore for SqliteStore {
             .await
             .map_err(query_error)?
             .rows_affected();
+        sqlx::query(RESET_TOMBSTONES)
+            .bind(workspace)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
         sqlx::query(RESET_CLOCK)
             .bind(workspace)
             .execute(&mut *tx)

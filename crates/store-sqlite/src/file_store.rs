@@ -21,8 +21,13 @@ pub(crate) const GET_FILE: &str = concat!(
 
 pub(crate) const CHUNK: &str = "SELECT data FROM file_chunks WHERE file_key = ?1 AND seq = ?2";
 
-/// Visible files due to expire, oldest expiry first, through `files_expiry`. The outer
-/// `state = 1` makes a file that a concurrent pass (or delete) took first count once.
+/// Visible files due to expire (`?1` now, `?2` how many at most), oldest expiry first, through
+/// `files_expiry`.
+const DUE_FILES: &str = "key IN (SELECT key FROM files WHERE state = 1 \
+     AND expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2)";
+
+/// Expires [`DUE_FILES`]. The outer `state = 1` makes a file that a concurrent pass (or delete)
+/// took first count once.
 pub(crate) const EXPIRE_FILES: &str = "UPDATE files SET state = 2 WHERE state = 1 AND key IN \
      (SELECT key FROM files WHERE state = 1 AND expires_at IS NOT NULL AND expires_at <= ?1 \
      ORDER BY expires_at LIMIT ?2)";
@@ -230,6 +235,14 @@ impl FileStore for SqliteStore {
             .begin_with(BEGIN_IMMEDIATE)
             .await
             .map_err(query_error)?;
+        sqlx::query(AssertSqlSafe(files::tombstones_sql(
+            "id = ?1 AND workspace = ?2",
+        )))
+        .bind(id.as_str())
+        .bind(workspace)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error)?;
         let deleted = sqlx::query(
             "UPDATE files SET state = ?1 WHERE id = ?2 AND workspace = ?3 AND state = ?4",
         )
@@ -250,6 +263,13 @@ impl FileStore for SqliteStore {
         let mut conn = self.pools.writer(Durability::Normal).await?;
         let mut tx = conn
             .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .map_err(query_error)?;
+        // The same rows as the update's: one writer, one transaction.
+        sqlx::query(AssertSqlSafe(files::tombstones_sql(DUE_FILES)))
+            .bind(now.as_micros())
+            .bind(i64::from(limit))
+            .execute(&mut *tx)
             .await
             .map_err(query_error)?;
         let expired = sqlx::query(EXPIRE_FILES)

@@ -84,6 +84,7 @@ macro_rules! conformance_tests {
             result_pages_are_cut_by_bytes,
             files_are_staged_then_read_back_by_chunk,
             files_list_in_either_order_by_purpose_after_a_cursor,
+            files_list_after_a_deleted_or_expired_file,
             deleted_aborted_and_expired_files_are_reclaimed,
             file_drafts_of_a_stopped_process_are_reclaimed,
             clocks_are_per_workspace_and_only_move_forward,

@@ -690,3 +690,43 @@ pub async fn result_pages_are_cut_by_bytes<H: Harness>(h: &H) {
     assert_eq!(indices(page(Some(3), usize::MAX).await.unwrap()), [4]);
     assert!(page(Some(4), 1).await.unwrap().is_empty());
 }
+
+/// Paging with `after` a file deleted or expired since goes on from where it stood, also once
+/// the purge has reclaimed it; another workspace's deleted file names no position.
+pub async fn files_list_after_a_deleted_or_expired_file<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let mut f = Vec::new();
+    for i in 0..4 {
+        let mut nf = new_file(WS, "batch", at(i + 1));
+        if i == 1 {
+            nf.expires_at = Some(at(10));
+        }
+        f.push(write_file(&store, nf, 1).await.id);
+    }
+    let list = |after: FileId, desc| {
+        let store = &store;
+        async move {
+            let page = store
+                .list_files(WS, None, Some(&after), 10, desc)
+                .await
+                .unwrap();
+            file_ids(&page.files)
+        }
+    };
+    assert!(store.delete_file(WS, &f[0]).await.unwrap());
+    assert_eq!(store.expire_files(at(10), 10).await.unwrap(), 1);
+    for _ in 0..2 {
+        assert_eq!(list(f[0].clone(), false).await, [f[2].clone(), f[3].clone()]);
+        assert_eq!(list(f[1].clone(), false).await, [f[2].clone(), f[3].clone()]);
+        assert_eq!(list(f[1].clone(), true).await, Vec::<FileId>::new());
+        assert_eq!(list(f[3].clone(), true).await, [f[2].clone()]);
+        // Deleting again changes nothing; then the same once the rows are reclaimed.
+        assert!(!store.delete_file(WS, &f[0]).await.unwrap());
+        purge_all(&store).await;
+    }
+    let page = store
+        .list_files("other", None, Some(&f[0]), 10, false)
+        .await
+        .unwrap();
+    assert!(page.files.is_empty());
+}
