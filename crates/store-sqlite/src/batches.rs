@@ -257,7 +257,7 @@ impl BatchStore for SqliteStore {
                 .await
                 .map_err(query_error)?;
         if open != Some(true) {
-            return Err(misuse(format!("batch {} is not an open draft", draft.key)));
+            return Err(batchd_store::draft_gone(format!("batch {} is not an open draft", draft.key)));
         }
         let mut rows = requests.into_iter();
         for size in insert_sizes(rows.len()) {
@@ -559,7 +559,7 @@ impl BatchStore for SqliteStore {
                 .await
                 .map_err(query_error)?;
         if open != Some(true) {
-            return Err(misuse(format!("batch {} is not an open draft", draft.key)));
+            return Err(batchd_store::draft_gone(format!("batch {} is not an open draft", draft.key)));
         }
         let copied = sqlx::query(COPY_REQUESTS)
             .bind(rid(draft.key, next) - 1)
@@ -644,7 +644,7 @@ impl SqliteStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(query_error)?
-        .ok_or_else(|| misuse(format!("batch {} is not an open draft", draft.key)))?;
+        .ok_or_else(|| batchd_store::draft_gone(format!("batch {} is not an open draft", draft.key)))?;
         let batch = batch_from_row(&row)?;
         tx.commit().await.map_err(query_error)?;
         Ok(Ok(batch))

@@ -123,9 +123,9 @@ pub fn check_commit(draft_key: i64, pieces: Pieces, bytes: u64) -> Result<()> {
     Ok(())
 }
 
-/// A statement that changes one file row found nothing to change.
+/// A statement that changes one file draft found no open draft to change.
 pub fn not_a_draft(key: i64) -> StoreError {
-    misuse(format!("file {key} is not an open draft"))
+    crate::draft_gone(format!("file {key} is not an open draft"))
 }
 
 #[cfg(test)]

@@ -65,9 +65,14 @@ use batchd_domain::openai::{Endpoint, FileId, OpenAiBatchMeta, Surface};
 use batchd_domain::rerun::RerunSet;
 use batchd_domain::{ApiVersion, Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
 
-/// Storage failures. Anything but `Unavailable` is a bug or corruption and shows as `api_error`.
+/// Storage failures. Anything but `Unavailable` and `DraftGone` is a bug or corruption and
+/// shows as `api_error`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The draft (of a batch or a file) being written was removed before its commit: its
+    /// workspace was reset meanwhile, or its process was declared dead. Nothing was created.
+    #[error("draft removed before its commit: {0}")]
+    DraftGone(String),
     /// The database refused for a reason that may clear (locked, disk full, connection lost).
     #[error("storage temporarily unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -99,6 +104,11 @@ pub fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Misuse(pub String);
+
+/// The draft `what` is no longer open (see [`StoreError::DraftGone`]).
+pub fn draft_gone(what: impl Into<String>) -> StoreError {
+    StoreError::DraftGone(what.into())
+}
 
 pub fn misuse(msg: impl Into<String>) -> StoreError {
     StoreError::Other(Box::new(Misuse(msg.into())))

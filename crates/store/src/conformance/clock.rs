@@ -248,3 +248,54 @@ pub async fn reset_removes_a_workspace_but_its_keys<H: Harness>(h: &H) {
         "nothing left"
     );
 }
+
+/// A reset also abandons what its workspace is still creating or uploading: the draft's next
+/// piece or its commit fails as [`StoreError::DraftGone`] and nothing of it ever appears; other
+/// workspaces' drafts go on.
+pub async fn a_reset_abandons_creates_and_uploads_in_flight<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let creating = draft(&store, new_batch("a", at(0)), 2).await;
+    let committing = draft(&store, new_batch("a", at(0)), 1).await;
+    let elsewhere = draft(&store, new_batch("b", at(0)), 1).await;
+    let upload = |workspace: &str| NewFile {
+        id: FileId::generate(),
+        workspace: workspace.into(),
+        purpose: "batch".into(),
+        filename: "in.jsonl".into(),
+        created_at: at(0),
+        expires_at: None,
+    };
+    let uploading = store.begin_file(upload("a")).await.unwrap();
+    store
+        .append_file(&uploading, 0, b"{}\n".to_vec())
+        .await
+        .unwrap();
+    let file_id = uploading.file.id.clone();
+    let other_upload = store.begin_file(upload("b")).await.unwrap();
+
+    store.reset_workspace("a", at(1)).await.unwrap();
+
+    let more = vec![NewRequest {
+        index: 2,
+        custom_id: CustomId::parse("late").unwrap(),
+        params: "{}".into(),
+    }];
+    let gone = |r: crate::Result<()>| matches!(r, Err(StoreError::DraftGone(_)));
+    assert!(gone(store.append_requests(&creating, more).await.map(|_| ())));
+    assert!(gone(store.commit_batch(committing, 1).await.map(|_| ())));
+    assert!(gone(store.append_file(&uploading, 1, b"{}\n".to_vec()).await));
+    assert!(gone(store.commit_file(uploading, 3).await.map(|_| ())));
+    assert_eq!(store.get_file("a", &file_id).await.unwrap(), None);
+    let listed = store
+        .list_batches("a", Surface::Anthropic, Cursor::Start, 10)
+        .await
+        .unwrap();
+    assert!(listed.batches.is_empty());
+    // Another workspace's creates and uploads are untouched.
+    store.commit_batch(elsewhere, 1).await.unwrap();
+    store
+        .append_file(&other_upload, 0, b"{}\n".to_vec())
+        .await
+        .unwrap();
+    store.commit_file(other_upload, 3).await.unwrap();
+}
