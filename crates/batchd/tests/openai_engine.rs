@@ -91,6 +91,7 @@ impl Engine {
         self.dispatcher.start_finalizer(OutputStores {
             results: self.store.clone(),
             files: self.store.clone(),
+            clocks: self.store.clone(),
         });
     }
 
@@ -832,6 +833,7 @@ async fn files_of_an_unrecorded_finalize_never_show_and_the_batch_is_written_aga
 /// so, the dispatcher has its files written at once, not at the next maintenance interval.
 #[tokio::test]
 async fn an_openai_batch_expired_by_a_test_clock_is_finalized_at_once() {
+    let before = Timestamp::now();
     let engine = engine(
         Duration::from_secs(3_600),
         Config {
@@ -869,5 +871,12 @@ async fn an_openai_batch_expired_by_a_test_clock_is_finalized_at_once() {
     assert!(output.is_empty());
     assert_eq!(custom_ids(&errors), ["r0"]);
     assert!(errors.iter().all(|l| l["error"]["code"] == "batch_expired"));
+    // The record and the file are on the workspace's clock, a day ahead, as an upload's are.
+    let ahead = before.plus(Duration::from_secs(25 * 3_600));
+    assert!(batch.finalized_at.unwrap() >= ahead, "{batch:?}");
+    let id = batch.openai.unwrap().error_file_id.unwrap();
+    let file = engine.store.get_file(WORKSPACE, &id).await.unwrap().unwrap();
+    assert!(file.created_at >= ahead, "{file:?}");
+    assert_eq!(file.expires_at, Some(file.created_at.plus(DEFAULT_OUTPUT_EXPIRY)));
     engine.stop().await;
 }

@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use batchd_domain::openai::FileId;
 use batchd_domain::{Batch, EndReason, Outcome, Timestamp};
-use batchd_store::{BatchStore, FILE_CHUNK_BYTES, FileDraft, FileStore, NewFile};
+use batchd_store::clock::virtual_now;
+use batchd_store::{BatchStore, ClockStore, FILE_CHUNK_BYTES, FileDraft, FileStore, NewFile};
 
 use crate::openai_line::LineOf;
 use crate::{Shared, timed};
@@ -41,11 +42,13 @@ const GROUP: u32 = 16;
 const EXPIRE_STEP: u32 = 1_000;
 
 /// What the finalizer reads and writes beside the dispatcher's store: the results (read as the
-/// API's downloads read them) and the files.
+/// API's downloads read them), the files, and the workspaces' clocks (a file's times are on its
+/// workspace's clock, as an upload's are).
 #[derive(Clone)]
 pub struct OutputStores {
     pub results: Arc<dyn BatchStore>,
     pub files: Arc<dyn FileStore>,
+    pub clocks: Arc<dyn ClockStore>,
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, stores: OutputStores) {
@@ -121,6 +124,10 @@ async fn finalize(
         return Ok(());
     }
     let now = Timestamp::now();
+    // The files' times on the workspace's clock, as an upload's; `finalize` itself takes real
+    // time, as every store call does.
+    let offset = timed("clock_offset", stores.clocks.clock_offset(&batch.workspace)).await?;
+    let file_now = virtual_now(now, offset);
     let expiry = meta
         .output_expires_after
         .map_or(DEFAULT_OUTPUT_EXPIRY, Duration::from_secs);
@@ -129,8 +136,8 @@ async fn finalize(
         workspace: batch.workspace.clone(),
         purpose: OUTPUT_PURPOSE.to_owned(),
         filename: format!("batch_{}_{kind}.jsonl", batch.id),
-        created_at: now,
-        expires_at: Some(now.plus(expiry)),
+        created_at: file_now,
+        expires_at: Some(file_now.plus(expiry)),
     };
     let mut output = Writer::new(stores.files.as_ref(), file("output"));
     let mut errors = Writer::new(stores.files.as_ref(), file("error"));

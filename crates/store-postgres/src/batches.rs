@@ -124,10 +124,14 @@ pub(crate) const CLAIM_FINALIZE: &str = "UPDATE batches SET finalizer = $2 WHERE
      OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = batches.finalizer))";
 
 /// Records an OpenAI batch's files, once: only while it is ended, visible and not finalized.
-/// `finalized_at` is never before `ended_at`, which may be on a workspace's test clock or
+/// `finalized_at` is on the workspace's clock, and never before `ended_at`, which may be on
 /// another process's clock.
-pub(crate) const FINALIZE: &str = "UPDATE batches SET openai = $1, finalized_at = GREATEST($2, ended_at) \
-     WHERE key = $3 AND state = 3 AND endpoint <> 0 AND finalized_at IS NULL AND NOT deleted";
+pub(crate) const FINALIZE: &str = concat!(
+    "UPDATE batches SET openai = $1, finalized_at = GREATEST($2 + ",
+    batch_clock_offset!("batches"),
+    ", ended_at) WHERE key = $3 AND state = 3 AND endpoint <> 0 AND finalized_at IS NULL \
+     AND NOT deleted"
+);
 
 pub(crate) const STATS: &str = "SELECT state, COUNT(*), \
      COALESCE(SUM(total - succeeded - errored), 0)::bigint \

@@ -28,11 +28,16 @@ const APPEND: &str = "WITH f AS (SELECT key FROM files WHERE key = $1 AND state 
      INSERT INTO file_chunks (file_key, seq, data) SELECT f.key, $2, $3 FROM f";
 
 /// Visible files due to expire, oldest expiry first, through `files_expiry`, each leaving its
-/// tombstone in the same statement; how many. The outer `state = 1` makes a file that a
+/// tombstone in the same statement; how many. Due on their workspace's clock (test mode's
+/// offset, none without a `clocks` row); the first bound, by the farthest clock, keeps the scan
+/// of the index to the files that may be due. The outer `state = 1` makes a file that a
 /// concurrent pass (or delete) took first count once.
 pub(crate) const EXPIRE_FILES: &str = "WITH gone AS (UPDATE files SET state = 2 WHERE state = 1 \
      AND key IN (SELECT key FROM files WHERE state = 1 AND expires_at IS NOT NULL \
-     AND expires_at <= $1 ORDER BY expires_at LIMIT $2) RETURNING id, workspace, created_at, key), \
+     AND expires_at <= $1 + (SELECT COALESCE(MAX(offset_micros), 0) FROM clocks) \
+     AND expires_at <= $1 + COALESCE((SELECT c.offset_micros FROM clocks c \
+     WHERE c.workspace = files.workspace), 0) ORDER BY expires_at LIMIT $2) \
+     RETURNING id, workspace, created_at, key), \
      kept AS (INSERT INTO file_tombstones (id, workspace, created_at, key) SELECT * FROM gone \
      ON CONFLICT (id) DO NOTHING) SELECT COUNT(*) FROM gone";
 

@@ -165,9 +165,13 @@ pub(crate) const UNFINALIZED_ONE: &str = "SELECT key FROM batches WHERE key = ?1
      AND endpoint <> 0 AND finalized_at IS NULL AND deleted = 0 AND archived_at IS NULL";
 
 /// Records an OpenAI batch's files, once: only while it is ended, visible and not finalized.
-/// `finalized_at` is never before `ended_at`, which may be on a workspace's test clock.
-pub(crate) const FINALIZE: &str = "UPDATE batches SET openai = ?1, finalized_at = MAX(?2, ended_at) \
-     WHERE key = ?3 AND state = 3 AND endpoint <> 0 AND finalized_at IS NULL AND deleted = 0";
+/// `finalized_at` is on the workspace's clock, and never before `ended_at`.
+pub(crate) const FINALIZE: &str = concat!(
+    "UPDATE batches SET openai = ?1, finalized_at = MAX(?2 + ",
+    batch_clock_offset!(),
+    ", ended_at) WHERE key = ?3 AND state = 3 AND endpoint <> 0 AND finalized_at IS NULL \
+     AND deleted = 0"
+);
 
 /// A re-run's copy of one range of a batch's requests: those whose result type (a stored
 /// result's outcome, else ?5, the batch's end reason's) is a bit of ?4, renumbered from ?1 + 1

@@ -21,16 +21,30 @@ pub(crate) const GET_FILE: &str = concat!(
 
 pub(crate) const CHUNK: &str = "SELECT data FROM file_chunks WHERE file_key = ?1 AND seq = ?2";
 
+/// The keys of visible files due to expire (`?1` now, `?2` how many at most), oldest expiry
+/// first, through `files_expiry`: due on their workspace's clock (test mode's offset, none
+/// without a `clocks` row). The first bound, by the farthest clock, keeps the scan of the index
+/// to the files that may be due.
+macro_rules! due_files {
+    () => {
+        "SELECT key FROM files WHERE state = 1 AND expires_at IS NOT NULL \
+         AND expires_at <= ?1 + (SELECT COALESCE(MAX(offset_micros), 0) FROM clocks) \
+         AND expires_at <= ?1 + COALESCE((SELECT c.offset_micros FROM clocks c \
+         WHERE c.workspace = files.workspace), 0) ORDER BY expires_at LIMIT ?2"
+    };
+}
+
 /// Visible files due to expire (`?1` now, `?2` how many at most), oldest expiry first, through
 /// `files_expiry`.
-const DUE_FILES: &str = "key IN (SELECT key FROM files WHERE state = 1 \
-     AND expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2)";
+const DUE_FILES: &str = concat!("key IN (", due_files!(), ")");
 
 /// Expires [`DUE_FILES`]. The outer `state = 1` makes a file that a concurrent pass (or delete)
 /// took first count once.
-pub(crate) const EXPIRE_FILES: &str = "UPDATE files SET state = 2 WHERE state = 1 AND key IN \
-     (SELECT key FROM files WHERE state = 1 AND expires_at IS NOT NULL AND expires_at <= ?1 \
-     ORDER BY expires_at LIMIT ?2)";
+pub(crate) const EXPIRE_FILES: &str = concat!(
+    "UPDATE files SET state = 2 WHERE state = 1 AND key IN (",
+    due_files!(),
+    ")"
+);
 
 /// Makes draft `key` visible in `tx`, once its pieces are checked against the `bytes` written.
 /// Shared by a file's own commit and the finalize that commits a batch's files with it.

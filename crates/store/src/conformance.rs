@@ -93,6 +93,8 @@ macro_rules! conformance_tests {
             retention_and_settle_follow_the_workspace_clock,
             reset_removes_a_workspace_but_its_keys,
             a_reset_abandons_creates_and_uploads_in_flight,
+            files_expire_on_their_workspace_clock,
+            batches_are_finalized_on_their_workspace_clock,
             rerun_copies_exactly_the_chosen_unfinished_requests,
             rerun_batches_run_and_refusals_say_why,
             every_end_writes_one_outbox_row,

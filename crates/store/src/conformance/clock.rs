@@ -299,3 +299,54 @@ pub async fn a_reset_abandons_creates_and_uploads_in_flight<H: Harness>(h: &H) {
         .unwrap();
     store.commit_file(other_upload, 3).await.unwrap();
 }
+
+/// Files expire on their workspace's clock: a workspace a day ahead sees its file expire a day
+/// early in real time, another workspace's file with the same expiry stays.
+pub async fn files_expire_on_their_workspace_clock<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let mut ids = Vec::new();
+    for workspace in ["a", "b"] {
+        let draft = store
+            .begin_file(NewFile {
+                id: FileId::generate(),
+                workspace: workspace.into(),
+                purpose: "batch".into(),
+                filename: "in.jsonl".into(),
+                created_at: at(0),
+                expires_at: Some(at(DAY)),
+            })
+            .await
+            .unwrap();
+        store
+            .append_file(&draft, 0, b"{}\n".to_vec())
+            .await
+            .unwrap();
+        ids.push(store.commit_file(draft, 3).await.unwrap().id);
+    }
+    store.advance_clock("a", DAY).await.unwrap();
+    assert_eq!(store.expire_files(at(1), 10).await.unwrap(), 1);
+    assert_eq!(store.get_file("a", &ids[0]).await.unwrap(), None);
+    assert!(store.get_file("b", &ids[1]).await.unwrap().is_some());
+    assert_eq!(store.expire_files(at(DAY), 10).await.unwrap(), 1);
+    assert_eq!(store.get_file("b", &ids[1]).await.unwrap(), None);
+}
+
+/// A batch is finalized on its workspace's clock (never before it ended).
+pub async fn batches_are_finalized_on_their_workspace_clock<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let mut nb = new_batch("a", at(0));
+    nb.id = BatchId::generate_openai(at(0));
+    nb.endpoint = batchd_domain::openai::Endpoint::ChatCompletions;
+    nb.openai = Some(super::openai_meta());
+    let d = draft(&store, nb, 1).await;
+    let b = store.commit_batch(d, 1).await.unwrap();
+    let items = claim(&store, 10, at(1)).await;
+    store
+        .record(&answers(&items, Outcome::Succeeded), at(2))
+        .await
+        .unwrap();
+    store.advance_clock("a", DAY).await.unwrap();
+    let meta = super::openai_meta();
+    assert!(store.finalize(b.key, &meta, &[], at(3)).await.unwrap());
+    assert_eq!(get(&store, &b).await.finalized_at, Some(at(3 + DAY)));
+}
