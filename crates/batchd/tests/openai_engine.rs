@@ -794,14 +794,26 @@ async fn a_batch_another_live_process_finalizes_is_left_to_it() {
     let batch = engine.two_file_batch().await;
     // Ended, and looked at by the finalizer, but not this process's to write.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !engine.store.unfinalized(10).await.unwrap().iter().any(|b| b.key == batch.key) {
+    while !engine
+        .store
+        .unfinalized(10)
+        .await
+        .unwrap()
+        .iter()
+        .any(|b| b.key == batch.key)
+    {
         assert!(Instant::now() < deadline, "the batch never ended");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The finalizer looks again every maintenance interval (1 s here): give it a few looks.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert!(engine.visible_files().await.is_empty());
-    let held = engine.store.get_batch(WORKSPACE, &batch.id).await.unwrap().unwrap();
+    let held = engine
+        .store
+        .get_batch(WORKSPACE, &batch.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(held.finalized_at, None);
     // Once it is free (its holder died), this process writes it.
     let Rival::Holds { release } = &*rival else {
@@ -875,8 +887,16 @@ async fn an_openai_batch_expired_by_a_test_clock_is_finalized_at_once() {
     let ahead = before.plus(Duration::from_secs(25 * 3_600));
     assert!(batch.finalized_at.unwrap() >= ahead, "{batch:?}");
     let id = batch.openai.unwrap().error_file_id.unwrap();
-    let file = engine.store.get_file(WORKSPACE, &id).await.unwrap().unwrap();
+    let file = engine
+        .store
+        .get_file(WORKSPACE, &id)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(file.created_at >= ahead, "{file:?}");
-    assert_eq!(file.expires_at, Some(file.created_at.plus(DEFAULT_OUTPUT_EXPIRY)));
+    assert_eq!(
+        file.expires_at,
+        Some(file.created_at.plus(DEFAULT_OUTPUT_EXPIRY))
+    );
     engine.stop().await;
 }

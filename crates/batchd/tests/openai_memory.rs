@@ -55,9 +55,9 @@ fn upload_body() -> reqwest::Body {
     });
     let stream = futures_util::stream::once(async move { Ok(Bytes::from(head)) })
         .chain(lines)
-        .chain(futures_util::stream::once(async move {
-            Ok(Bytes::from(tail))
-        }));
+        .chain(futures_util::stream::once(
+            async move { Ok(Bytes::from(tail)) },
+        ));
     reqwest::Body::wrap_stream(stream)
 }
 
@@ -150,7 +150,11 @@ async fn a_200_mb_file_is_uploaded_run_and_written_with_bounded_memory() {
     let status = resp.status();
     let created: Value = resp.json().await.unwrap();
     assert_eq!(status, 200, "{created}");
-    let url = format!("{}/v1/batches/{}", server.base, created["id"].as_str().unwrap());
+    let url = format!(
+        "{}/v1/batches/{}",
+        server.base,
+        created["id"].as_str().unwrap()
+    );
     let deadline = Instant::now() + Duration::from_secs(600);
     let batch = loop {
         let batch = get_json(&http, &url).await;
@@ -225,5 +229,9 @@ async fn a_200_mb_file_is_uploaded_run_and_written_with_bounded_memory() {
     );
     server.kill().await;
     let problems = log.problems();
-    assert!(problems.is_empty(), "server log problems:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "server log problems:\n{}",
+        problems.join("\n")
+    );
 }

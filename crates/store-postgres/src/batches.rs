@@ -246,7 +246,10 @@ impl BatchStore for PostgresStore {
             .map_err(query_error)?
             .rows_affected();
         if inserted != n {
-            return Err(batchd_store::draft_gone(format!("batch {} is not an open draft", draft.key)));
+            return Err(batchd_store::draft_gone(format!(
+                "batch {} is not an open draft",
+                draft.key
+            )));
         }
         Ok(())
     }
@@ -313,7 +316,9 @@ impl BatchStore for PostgresStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(query_error)?
-        .ok_or_else(|| batchd_store::draft_gone(format!("batch {} is not an open draft", draft.key)))?;
+        .ok_or_else(|| {
+            batchd_store::draft_gone(format!("batch {} is not an open draft", draft.key))
+        })?;
         let batch = batch_from_row(&row)?;
         tx.commit().await.map_err(query_error)?;
         Ok(Ok(batch))

@@ -13,9 +13,9 @@ use batchd_store::{
 
 use crate::PostgresStore;
 use crate::batches::{CLAIM_FINALIZE, FINALIZE, UNFINALIZED};
-use crate::file_store::commit_draft;
 use crate::claim::{DEFER, RELEASE, end_idle_canceling, slot_arrays};
 use crate::db::query_error;
+use crate::file_store::commit_draft;
 use crate::maintenance::{ARCHIVE_DUE, CANCELING_KEYS, EXPIRE_DUE, NEXT_EXPIRY, ended_rows};
 use crate::record;
 use crate::rows::{ENDED, batch_from_row, end_reason_code, openai_text};

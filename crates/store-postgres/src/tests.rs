@@ -536,13 +536,19 @@ async fn one_process_finalizes_a_batch_until_it_dies() {
     first.record(&succeeded(&items), at(2)).await.unwrap();
 
     assert!(first.claim_finalize(b.key).await.unwrap());
-    assert!(!second.claim_finalize(b.key).await.unwrap(), "held by a live process");
+    assert!(
+        !second.claim_finalize(b.key).await.unwrap(),
+        "held by a live process"
+    );
     assert!(first.claim_finalize(b.key).await.unwrap());
     kill(first).await;
     crate::liveness::beat(&second.pool, second.worker.unwrap())
         .await
         .unwrap();
-    assert!(second.claim_finalize(b.key).await.unwrap(), "its holder is dead");
+    assert!(
+        second.claim_finalize(b.key).await.unwrap(),
+        "its holder is dead"
+    );
     let meta = b.openai.clone().unwrap();
     assert!(second.finalize(b.key, &meta, &[], at(3)).await.unwrap());
     assert!(!second.claim_finalize(b.key).await.unwrap(), "finalized");

@@ -261,7 +261,10 @@ impl BatchStore for SqliteStore {
                 .await
                 .map_err(query_error)?;
         if open != Some(true) {
-            return Err(batchd_store::draft_gone(format!("batch {} is not an open draft", draft.key)));
+            return Err(batchd_store::draft_gone(format!(
+                "batch {} is not an open draft",
+                draft.key
+            )));
         }
         let mut rows = requests.into_iter();
         for size in insert_sizes(rows.len()) {
@@ -563,7 +566,10 @@ impl BatchStore for SqliteStore {
                 .await
                 .map_err(query_error)?;
         if open != Some(true) {
-            return Err(batchd_store::draft_gone(format!("batch {} is not an open draft", draft.key)));
+            return Err(batchd_store::draft_gone(format!(
+                "batch {} is not an open draft",
+                draft.key
+            )));
         }
         let copied = sqlx::query(COPY_REQUESTS)
             .bind(rid(draft.key, next) - 1)
@@ -648,7 +654,9 @@ impl SqliteStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(query_error)?
-        .ok_or_else(|| batchd_store::draft_gone(format!("batch {} is not an open draft", draft.key)))?;
+        .ok_or_else(|| {
+            batchd_store::draft_gone(format!("batch {} is not an open draft", draft.key))
+        })?;
         let batch = batch_from_row(&row)?;
         tx.commit().await.map_err(query_error)?;
         Ok(Ok(batch))

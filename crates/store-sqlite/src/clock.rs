@@ -31,7 +31,8 @@ const RESET_BATCHES: &str = concat!(
 const RESET_FILES: &str = "UPDATE files SET state = 2 WHERE workspace = ?1 AND state = 1";
 /// Batches being created and files being uploaded are abandoned: their next piece or their
 /// commit fails (`StoreError::DraftGone`), so nothing begun before the reset appears after it.
-const RESET_DRAFTS: &str = "UPDATE batches SET deleted = 1 WHERE workspace = ?1 AND state = 0 AND deleted = 0";
+const RESET_DRAFTS: &str =
+    "UPDATE batches SET deleted = 1 WHERE workspace = ?1 AND state = 0 AND deleted = 0";
 const RESET_FILE_DRAFTS: &str = "UPDATE files SET state = 2 WHERE workspace = ?1 AND state = 0";
 /// Where the workspace's deleted files stood: a reset workspace has no list to page through.
 const RESET_TOMBSTONES: &str = "DELETE FROM file_tombstones WHERE workspace = ?1";

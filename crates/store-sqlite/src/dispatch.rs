@@ -14,9 +14,9 @@ use sqlx::Connection as _;
 
 use crate::SqliteStore;
 use crate::batches::{FINALIZE, UNFINALIZED, UNFINALIZED_ONE};
-use crate::file_store::commit_draft;
 use crate::db::{BEGIN_IMMEDIATE, Durability, query_error};
 use crate::ending::report;
+use crate::file_store::commit_draft;
 use crate::leases::{Handout, Recording};
 use crate::maintenance::{ARCHIVE_DUE, CANCELING_KEYS, NEXT_EXPIRY};
 use crate::rows::{CANCELING, ENDED, IN_PROGRESS, batch_from_row, openai_text};

@@ -73,7 +73,10 @@ mod tests {
         assert!(!budget.spend(5));
         assert!(budget.spend(1));
         let mut huge = ByteBudget::new(10);
-        assert!(huge.spend(1_000), "one row over the budget is a page of its own");
+        assert!(
+            huge.spend(1_000),
+            "one row over the budget is a page of its own"
+        );
         assert!(!ByteBudget::new(usize::MAX).spend(1 << 30));
     }
 

@@ -105,7 +105,9 @@ impl Oa<'_> {
     /// The lines of the file a finished batch names in `field` (`output_file_id` or
     /// `error_file_id`).
     async fn file_lines(&self, batch: &Value, field: &str) -> Vec<Value> {
-        let id = batch[field].as_str().unwrap_or_else(|| panic!("no {field}: {batch}"));
+        let id = batch[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {field}: {batch}"));
         parse_jsonl(&self.content(id).await)
     }
 

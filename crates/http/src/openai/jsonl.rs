@@ -623,7 +623,10 @@ mod tests {
             split(4, &["ab", "cd", "e", "fgh", "ij\nok\n"]),
             vec![(1, None), (2, some("ok"))]
         );
-        assert_eq!(split(4, &["ok\nabc", "de"]), vec![(1, some("ok")), (2, None)]);
+        assert_eq!(
+            split(4, &["ok\nabc", "de"]),
+            vec![(1, some("ok")), (2, None)]
+        );
         assert_eq!(split(4, &["ab", "cd\n"]), vec![(1, some("abcd"))]);
     }
 

@@ -281,9 +281,13 @@ pub async fn a_reset_abandons_creates_and_uploads_in_flight<H: Harness>(h: &H) {
         params: "{}".into(),
     }];
     let gone = |r: crate::Result<()>| matches!(r, Err(StoreError::DraftGone(_)));
-    assert!(gone(store.append_requests(&creating, more).await.map(|_| ())));
+    assert!(gone(
+        store.append_requests(&creating, more).await.map(|_| ())
+    ));
     assert!(gone(store.commit_batch(committing, 1).await.map(|_| ())));
-    assert!(gone(store.append_file(&uploading, 1, b"{}\n".to_vec()).await));
+    assert!(gone(
+        store.append_file(&uploading, 1, b"{}\n".to_vec()).await
+    ));
     assert!(gone(store.commit_file(uploading, 3).await.map(|_| ())));
     assert_eq!(store.get_file("a", &file_id).await.unwrap(), None);
     let listed = store

@@ -316,8 +316,18 @@ pub async fn ended_openai_batches_are_finalized_once<H: Harness>(h: &H) {
     let mut written = meta();
     written.output_file_id = Some(FileId::generate());
     written.error_file_id = Some(FileId::generate());
-    assert!(store.finalize(first.key, &written, &[], at(10)).await.unwrap());
-    assert!(!store.finalize(first.key, &meta(), &[], at(11)).await.unwrap());
+    assert!(
+        store
+            .finalize(first.key, &written, &[], at(10))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finalize(first.key, &meta(), &[], at(11))
+            .await
+            .unwrap()
+    );
     let f = get(&store, &first).await;
     assert_eq!(
         (f.finalized_at, f.openai),
@@ -340,13 +350,23 @@ pub async fn ended_openai_batches_are_finalized_once<H: Harness>(h: &H) {
             .unwrap()
     );
     let running = create_openai(&store, at(20), 1).await;
-    assert!(!store.finalize(running.key, &written, &[], at(12)).await.unwrap());
+    assert!(
+        !store
+            .finalize(running.key, &written, &[], at(12))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.delete_batch(WS, &second.id).await.unwrap(),
         DeleteOutcome::Deleted
     );
     assert!(store.unfinalized(10).await.unwrap().is_empty());
-    assert!(!store.finalize(second.key, &written, &[], at(12)).await.unwrap());
+    assert!(
+        !store
+            .finalize(second.key, &written, &[], at(12))
+            .await
+            .unwrap()
+    );
 
     // Retention waits for the files: archiving first would hide the batch from the finalizer
     // and purge the results its files are made from.
@@ -358,7 +378,12 @@ pub async fn ended_openai_batches_are_finalized_once<H: Harness>(h: &H) {
     assert_eq!(waiting.archived_at, None, "archived before its files");
     assert_eq!(store.unfinalized(10).await.unwrap().len(), 1);
     // `finalized_at` is never before the end, whatever clock the caller read.
-    assert!(store.finalize(running.key, &written, &[], at(1)).await.unwrap());
+    assert!(
+        store
+            .finalize(running.key, &written, &[], at(1))
+            .await
+            .unwrap()
+    );
     assert_eq!(get(&store, &running).await.finalized_at, waiting.ended_at);
     store.archive_due(at(20), at(24)).await.unwrap();
     assert!(get(&store, &running).await.archived_at.is_some());
@@ -616,7 +641,10 @@ pub async fn finalize_commits_the_batch_files_with_it<H: Harness>(h: &H) {
     store.finish_due(at(4)).await.unwrap();
     assert!(get(&store, &b).await.is_ended());
     assert!(store.claim_finalize(b.key).await.unwrap());
-    assert!(store.claim_finalize(b.key).await.unwrap(), "held by this process");
+    assert!(
+        store.claim_finalize(b.key).await.unwrap(),
+        "held by this process"
+    );
 
     let output = new_file(WS, "batch_output", at(5));
     let errors = new_file(WS, "batch_output", at(5));
@@ -657,7 +685,12 @@ pub async fn finalize_commits_the_batch_files_with_it<H: Harness>(h: &H) {
     store.append_file(&d, 0, b"late\n".to_vec()).await.unwrap();
     let mut other = meta();
     other.output_file_id = Some(late.id.clone());
-    assert!(!store.finalize(b.key, &other, &[(&d, 5)], at(8)).await.unwrap());
+    assert!(
+        !store
+            .finalize(b.key, &other, &[(&d, 5)], at(8))
+            .await
+            .unwrap()
+    );
     assert_eq!(store.get_file(WS, &late.id).await.unwrap(), None);
     assert_eq!(get(&store, &b).await.openai, Some(written));
     h.close(store).await;
@@ -716,8 +749,14 @@ pub async fn files_list_after_a_deleted_or_expired_file<H: Harness>(h: &H) {
     assert!(store.delete_file(WS, &f[0]).await.unwrap());
     assert_eq!(store.expire_files(at(10), 10).await.unwrap(), 1);
     for _ in 0..2 {
-        assert_eq!(list(f[0].clone(), false).await, [f[2].clone(), f[3].clone()]);
-        assert_eq!(list(f[1].clone(), false).await, [f[2].clone(), f[3].clone()]);
+        assert_eq!(
+            list(f[0].clone(), false).await,
+            [f[2].clone(), f[3].clone()]
+        );
+        assert_eq!(
+            list(f[1].clone(), false).await,
+            [f[2].clone(), f[3].clone()]
+        );
         assert_eq!(list(f[1].clone(), true).await, Vec::<FileId>::new());
         assert_eq!(list(f[3].clone(), true).await, [f[2].clone()]);
         // Deleting again changes nothing; then the same once the rows are reclaimed.
