@@ -6,8 +6,8 @@
 //! is the rows in index order: succeeded rows make the output file; every other stored row, and
 //! a `batch_expired` or `batch_cancelled` line for each request without a result, make the
 //! error file. Each file is written only when it has a line. Results are read a page at a time
-//! (at most [`PAGE`] rows and about [`PAGE_BYTES`]) and bytes go to the store in pieces of at most [`FILE_CHUNK_BYTES`], so memory stays bounded
-//! whatever the batch's size.
+//! (bounded in rows and in bytes) and bytes go to the store in pieces of at most
+//! [`FILE_CHUNK_BYTES`], so memory stays bounded whatever the batch's size.
 //!
 //! It is woken when a batch of the OpenAI surface ends (a last answer recorded, expiry, the end
 //! of a cancel) and also looks on every maintenance interval, so a batch whose process died

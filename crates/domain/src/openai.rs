@@ -18,9 +18,9 @@ use crate::Timestamp;
 use crate::ids::{ALPHABET, FNV_OFFSET, fnv1a};
 
 /// Largest line of a batch input file: one request. `shared/spec/openai-batches.md` gives no
-/// per-request limit for the hosted Batch API, so this is the documented size limit of one
-/// Messages API request (32 MB, https://docs.anthropic.com/en/api/overview), the largest
-/// request batchd's other surface accepts on its own.
+/// per-request limit for the hosted Batch API, so this is the size limit documented for one
+/// request of the Messages API, batchd's other surface (32 MB,
+/// <https://docs.anthropic.com/en/api/overview>).
 pub const MAX_LINE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The `purpose` of a batch's input file.
