@@ -160,17 +160,7 @@ pub async fn reset_removes_a_workspace_but_its_keys<H: Harness>(h: &H) {
     };
     let other = create_in(&store, "b", at(0), 2).await;
     let file = {
-        let draft = store
-            .begin_file(NewFile {
-                id: FileId::generate(),
-                workspace: "a".into(),
-                purpose: "batch".into(),
-                filename: "in.jsonl".into(),
-                created_at: at(0),
-                expires_at: None,
-            })
-            .await
-            .unwrap();
+        let draft = store.begin_file(input_file("a", None)).await.unwrap();
         store
             .append_file(&draft, 0, b"{}\n".to_vec())
             .await
@@ -257,21 +247,13 @@ pub async fn a_reset_abandons_creates_and_uploads_in_flight<H: Harness>(h: &H) {
     let creating = draft(&store, new_batch("a", at(0)), 2).await;
     let committing = draft(&store, new_batch("a", at(0)), 1).await;
     let elsewhere = draft(&store, new_batch("b", at(0)), 1).await;
-    let upload = |workspace: &str| NewFile {
-        id: FileId::generate(),
-        workspace: workspace.into(),
-        purpose: "batch".into(),
-        filename: "in.jsonl".into(),
-        created_at: at(0),
-        expires_at: None,
-    };
-    let uploading = store.begin_file(upload("a")).await.unwrap();
+    let uploading = store.begin_file(input_file("a", None)).await.unwrap();
     store
         .append_file(&uploading, 0, b"{}\n".to_vec())
         .await
         .unwrap();
     let file_id = uploading.file.id.clone();
-    let other_upload = store.begin_file(upload("b")).await.unwrap();
+    let other_upload = store.begin_file(input_file("b", None)).await.unwrap();
 
     store.reset_workspace("a", at(1)).await.unwrap();
 
@@ -311,14 +293,7 @@ pub async fn files_expire_on_their_workspace_clock<H: Harness>(h: &H) {
     let mut ids = Vec::new();
     for workspace in ["a", "b"] {
         let draft = store
-            .begin_file(NewFile {
-                id: FileId::generate(),
-                workspace: workspace.into(),
-                purpose: "batch".into(),
-                filename: "in.jsonl".into(),
-                created_at: at(0),
-                expires_at: Some(at(DAY)),
-            })
+            .begin_file(input_file(workspace, Some(at(DAY))))
             .await
             .unwrap();
         store
@@ -353,4 +328,16 @@ pub async fn batches_are_finalized_on_their_workspace_clock<H: Harness>(h: &H) {
     let meta = super::openai_meta();
     assert!(store.finalize(b.key, &meta, &[], at(3)).await.unwrap());
     assert_eq!(get(&store, &b).await.finalized_at, Some(at(3 + DAY)));
+}
+
+/// A batch input file of `workspace` created at `at(0)`.
+fn input_file(workspace: &str, expires_at: Option<Timestamp>) -> NewFile {
+    NewFile {
+        id: FileId::generate(),
+        workspace: workspace.into(),
+        purpose: "batch".into(),
+        filename: "in.jsonl".into(),
+        created_at: at(0),
+        expires_at,
+    }
 }
