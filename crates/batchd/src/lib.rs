@@ -80,6 +80,7 @@ pub async fn serve(
     dispatcher.start_finalizer(batchd_dispatcher::finalizer::OutputStores {
         results: store.clone(),
         files: store.clone(),
+        clocks: store.clone(),
     });
     let state = AppState::new(
         store.clone(),

@@ -4,6 +4,7 @@
 //! `BATCHD_TEST_STORE=postgres`). The routes' own tests live with the API suite.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use batchd::storage::{Location, Storage};
@@ -14,8 +15,8 @@ use batchd_dispatcher::{Config, Dispatcher};
 use batchd_domain::openai::{Endpoint, FileId, OpenAiBatchMeta, batch_request_id};
 use batchd_domain::{ApiVersion, Batch, BatchId, CustomId, EndReason, Timestamp};
 use batchd_store::{
-    Answer, CancelOutcome, DispatchStore, Ended, FILE_CHUNK_BYTES, NewBatch, NewRequest, Retry,
-    Slot, Store, WorkItem,
+    Answer, CancelOutcome, DispatchStore, Ended, FILE_CHUNK_BYTES, FileDraft, NewBatch, NewRequest,
+    Retry, Slot, Store, WorkItem,
 };
 use serde_json::{Value, json};
 
@@ -90,6 +91,7 @@ impl Engine {
         self.dispatcher.start_finalizer(OutputStores {
             results: self.store.clone(),
             files: self.store.clone(),
+            clocks: self.store.clone(),
         });
     }
 
@@ -655,22 +657,51 @@ async fn an_openai_upstream_is_retried_and_its_final_answer_kept() {
     engine.stop().await;
 }
 
-/// A store on which another process always finalizes a batch just before this one does.
-struct Overtaken(Arc<dyn DispatchStore>);
+/// What another process sharing the storage does to this one's finalizing, as seen by it.
+enum Rival {
+    /// Finalizes every batch just before this process does.
+    Overtakes,
+    /// Holds every batch's finalizing until `release` is set (a live process writing it).
+    Holds { release: AtomicBool },
+    /// This process's first finalize fails as a crash between writing the files and recording
+    /// them would leave it: not recorded.
+    Interrupts { fired: AtomicBool },
+}
+
+/// A store with a [`Rival`].
+struct Contested(Arc<dyn DispatchStore>, Arc<Rival>);
 
 #[async_trait::async_trait]
-impl DispatchStore for Overtaken {
+impl DispatchStore for Contested {
+    async fn claim_finalize(&self, batch_key: i64) -> batchd_store::Result<bool> {
+        if let Rival::Holds { release } = &*self.1
+            && !release.load(Ordering::SeqCst)
+        {
+            return Ok(false);
+        }
+        self.0.claim_finalize(batch_key).await
+    }
+
     async fn finalize(
         &self,
         batch_key: i64,
         meta: &OpenAiBatchMeta,
+        files: &[(&FileDraft, u64)],
         now: Timestamp,
     ) -> batchd_store::Result<bool> {
-        let mut theirs = meta.clone();
-        theirs.output_file_id = None;
-        theirs.error_file_id = None;
-        assert!(self.0.finalize(batch_key, &theirs, now).await?);
-        self.0.finalize(batch_key, meta, now).await
+        match &*self.1 {
+            Rival::Overtakes => {
+                let mut theirs = meta.clone();
+                theirs.output_file_id = None;
+                theirs.error_file_id = None;
+                assert!(self.0.finalize(batch_key, &theirs, &[], now).await?);
+            }
+            Rival::Interrupts { fired } if !fired.swap(true, Ordering::SeqCst) => {
+                return Err(batchd_store::misuse("interrupted before the record"));
+            }
+            _ => {}
+        }
+        self.0.finalize(batch_key, meta, files, now).await
     }
 
     async fn claim(
@@ -710,40 +741,103 @@ impl DispatchStore for Overtaken {
     }
 }
 
-#[tokio::test]
-async fn files_written_for_a_batch_another_process_finalized_are_deleted() {
-    let engine = engine_on(Duration::ZERO, Config::default(), &[], |store| {
-        Arc::new(Overtaken(store))
+async fn contested(rival: Rival) -> (Engine, Arc<Rival>) {
+    let rival = Arc::new(rival);
+    let theirs = rival.clone();
+    let engine = engine_on(Duration::ZERO, Config::default(), &[], move |store| {
+        Arc::new(Contested(store, theirs))
     })
     .await;
     engine.start_finalizer();
-    let batch = engine
-        .create(
+    (engine, rival)
+}
+
+impl Engine {
+    /// A batch of one good line and one for a model nobody serves: both files to write.
+    async fn two_file_batch(&self) -> Batch {
+        self.create(
             Endpoint::ChatCompletions,
             &[("ok", &chat("hi")), ("unknown", r#"{"model":"nope"}"#)],
             Duration::from_secs(3600),
         )
-        .await;
+        .await
+    }
+
+    /// The workspace's visible files.
+    async fn visible_files(&self) -> Vec<batchd_store::StoredFile> {
+        let page = self.store.list_files(WORKSPACE, None, None, 100, true);
+        page.await.unwrap().files
+    }
+}
+
+#[tokio::test]
+async fn files_written_for_a_batch_another_process_finalized_never_show() {
+    let (engine, _) = contested(Rival::Overtakes).await;
+    let batch = engine.two_file_batch().await;
     let batch = engine.finalized(&batch.id).await;
-    // The other process's record counts; the files this one wrote are gone.
+    // The other process's record counts; the files this one wrote never became visible.
     let meta = batch.openai.as_ref().unwrap();
     assert_eq!(
         (meta.output_file_id.as_ref(), meta.error_file_id.as_ref()),
         (None, None)
     );
+    assert!(engine.visible_files().await.is_empty());
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_another_live_process_finalizes_is_left_to_it() {
+    let (engine, rival) = contested(Rival::Holds {
+        release: AtomicBool::new(false),
+    })
+    .await;
+    let batch = engine.two_file_batch().await;
+    // Ended, and looked at by the finalizer, but not this process's to write.
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let page = engine
-            .store
-            .list_files(WORKSPACE, None, None, 100, true)
-            .await
-            .unwrap();
-        if page.files.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "files left: {:?}", page.files);
+    while !engine
+        .store
+        .unfinalized(10)
+        .await
+        .unwrap()
+        .iter()
+        .any(|b| b.key == batch.key)
+    {
+        assert!(Instant::now() < deadline, "the batch never ended");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The finalizer looks again every maintenance interval (1 s here): give it a few looks.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(engine.visible_files().await.is_empty());
+    let held = engine
+        .store
+        .get_batch(WORKSPACE, &batch.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.finalized_at, None);
+    // Once it is free (its holder died), this process writes it.
+    let Rival::Holds { release } = &*rival else {
+        unreachable!()
+    };
+    release.store(true, Ordering::SeqCst);
+    let batch = engine.finalized(&batch.id).await;
+    let (output, errors) = engine.files(&batch).await;
+    assert_eq!((output.len(), errors.len()), (1, 1));
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn files_of_an_unrecorded_finalize_never_show_and_the_batch_is_written_again() {
+    let (engine, _) = contested(Rival::Interrupts {
+        fired: AtomicBool::new(false),
+    })
+    .await;
+    let batch = engine.two_file_batch().await;
+    let batch = engine.finalized(&batch.id).await;
+    let (output, errors) = engine.files(&batch).await;
+    assert_eq!((output.len(), errors.len()), (1, 1));
+    // Only the recorded attempt's two files are visible; the first attempt's are not.
+    assert_eq!(engine.visible_files().await.len(), 2);
     engine.stop().await;
 }
 
@@ -751,6 +845,7 @@ async fn files_written_for_a_batch_another_process_finalized_are_deleted() {
 /// so, the dispatcher has its files written at once, not at the next maintenance interval.
 #[tokio::test]
 async fn an_openai_batch_expired_by_a_test_clock_is_finalized_at_once() {
+    let before = Timestamp::now();
     let engine = engine(
         Duration::from_secs(3_600),
         Config {
@@ -788,5 +883,20 @@ async fn an_openai_batch_expired_by_a_test_clock_is_finalized_at_once() {
     assert!(output.is_empty());
     assert_eq!(custom_ids(&errors), ["r0"]);
     assert!(errors.iter().all(|l| l["error"]["code"] == "batch_expired"));
+    // The record and the file are on the workspace's clock, a day ahead, as an upload's are.
+    let ahead = before.plus(Duration::from_secs(25 * 3_600));
+    assert!(batch.finalized_at.unwrap() >= ahead, "{batch:?}");
+    let id = batch.openai.unwrap().error_file_id.unwrap();
+    let file = engine
+        .store
+        .get_file(WORKSPACE, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(file.created_at >= ahead, "{file:?}");
+    assert_eq!(
+        file.expires_at,
+        Some(file.created_at.plus(DEFAULT_OUTPUT_EXPIRY))
+    );
     engine.stop().await;
 }

@@ -6,21 +6,24 @@
 //! is the rows in index order: succeeded rows make the output file; every other stored row, and
 //! a `batch_expired` or `batch_cancelled` line for each request without a result, make the
 //! error file. Each file is written only when it has a line. Results are read a page at a time
-//! and bytes go to the store in pieces of at most [`FILE_CHUNK_BYTES`], so memory stays bounded
-//! whatever the batch's size.
+//! (bounded in rows and in bytes) and bytes go to the store in pieces of at most
+//! [`FILE_CHUNK_BYTES`], so memory stays bounded whatever the batch's size.
 //!
 //! It is woken when a batch of the OpenAI surface ends (a last answer recorded, expiry, the end
 //! of a cancel) and also looks on every maintenance interval, so a batch whose process died
-//! between ending it and finalizing it is finalized by the next one to look. Two processes may
-//! finalize one batch at once: the store keeps the first record, and the other deletes the
-//! files it wrote. The same pass deletes expired files.
+//! between ending it and finalizing it is finalized by the next one to look. A process first
+//! claims the batch (`claim_finalize`), so of several sharing the storage only one writes its
+//! files; they are written as drafts, invisible, and become visible in the transaction that
+//! records them (`finalize`), so a crash in between leaves only drafts, which the purge
+//! reclaims. The same pass deletes expired files.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use batchd_domain::openai::FileId;
 use batchd_domain::{Batch, EndReason, Outcome, Timestamp};
-use batchd_store::{BatchStore, FILE_CHUNK_BYTES, FileDraft, FileStore, NewFile};
+use batchd_store::clock::virtual_now;
+use batchd_store::{BatchStore, ClockStore, FILE_CHUNK_BYTES, FileDraft, FileStore, NewFile};
 
 use crate::openai_line::LineOf;
 use crate::{Shared, timed};
@@ -29,19 +32,23 @@ use crate::{Shared, timed};
 /// (`output_expires_after`).
 pub use batchd_domain::openai::DEFAULT_FILE_EXPIRY as DEFAULT_OUTPUT_EXPIRY;
 use batchd_domain::openai::OUTPUT_PURPOSE;
-/// Result rows read per store call.
+/// Result rows read per store call, and the bytes at which a page is cut short: a thousand
+/// embeddings answers of megabytes each must not make a page of gigabytes.
 const PAGE: u32 = 1_000;
+const PAGE_BYTES: usize = 8 * 1024 * 1024;
 /// Batches taken per look at the store.
 const GROUP: u32 = 16;
 /// Expired files deleted per store call.
 const EXPIRE_STEP: u32 = 1_000;
 
 /// What the finalizer reads and writes beside the dispatcher's store: the results (read as the
-/// API's downloads read them) and the files.
+/// API's downloads read them), the files, and the workspaces' clocks (a file's times are on its
+/// workspace's clock, as an upload's are).
 #[derive(Clone)]
 pub struct OutputStores {
     pub results: Arc<dyn BatchStore>,
     pub files: Arc<dyn FileStore>,
+    pub clocks: Arc<dyn ClockStore>,
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, stores: OutputStores) {
@@ -100,8 +107,10 @@ async fn expire_files(stores: &OutputStores) {
     }
 }
 
-/// Writes one batch's files and records them. On any failure the drafts are given up (their
-/// rows are reclaimed by the purge) and the batch stays unfinalized, to be tried again.
+/// Writes one batch's files as drafts and records them, which makes them visible in the same
+/// transaction. A batch another live process is finalizing is left to it. On any failure the
+/// drafts are given up (their rows are reclaimed by the purge; so are those of a process that
+/// dies meanwhile) and the batch stays unfinalized, to be tried again.
 async fn finalize(
     shared: &Shared,
     stores: &OutputStores,
@@ -111,7 +120,14 @@ async fn finalize(
         // Not an OpenAI batch: nothing to write (the store never hands one out).
         return Ok(());
     };
+    if !timed("claim_finalize", shared.store.claim_finalize(batch.key)).await? {
+        return Ok(());
+    }
     let now = Timestamp::now();
+    // The files' times on the workspace's clock, as an upload's; `finalize` itself takes real
+    // time, as every store call does.
+    let offset = timed("clock_offset", stores.clocks.clock_offset(&batch.workspace)).await?;
+    let file_now = virtual_now(now, offset);
     let expiry = meta
         .output_expires_after
         .map_or(DEFAULT_OUTPUT_EXPIRY, Duration::from_secs);
@@ -120,65 +136,46 @@ async fn finalize(
         workspace: batch.workspace.clone(),
         purpose: OUTPUT_PURPOSE.to_owned(),
         filename: format!("batch_{}_{kind}.jsonl", batch.id),
-        created_at: now,
-        expires_at: Some(now.plus(expiry)),
+        created_at: file_now,
+        expires_at: Some(file_now.plus(expiry)),
     };
     let mut output = Writer::new(stores.files.as_ref(), file("output"));
     let mut errors = Writer::new(stores.files.as_ref(), file("error"));
-    let written = write_lines(stores, batch, &mut output, &mut errors).await;
-    let (output, errors) = match written {
-        Ok(()) => (output.commit().await, errors.commit().await),
-        Err(err) => {
-            output.abort().await;
-            errors.abort().await;
-            return Err(err);
-        }
-    };
-    let (output, errors) = match (output, errors) {
-        (Ok(output), Ok(errors)) => (output, errors),
-        (output, errors) => {
-            let files = [output.as_ref().ok(), errors.as_ref().ok()];
-            delete(
-                stores,
-                &batch.workspace,
-                files.into_iter().flatten().flatten(),
-            )
-            .await;
-            return Err(output.err().or(errors.err()).expect("one of them failed"));
-        }
-    };
-    let mut meta = meta.clone();
-    meta.output_file_id = output.clone();
-    meta.error_file_id = errors.clone();
-    let recorded = timed("finalize", shared.store.finalize(batch.key, &meta, now)).await;
-    let ours = [&output, &errors];
-    match recorded {
-        // The batch now shows its terminal status: its webhook event is in the outbox.
-        Ok(true) => shared.ended.notify_one(),
-        Ok(false) => {
-            // Another process finalized it first: its files count, ours go.
-            delete(stores, &batch.workspace, ours.into_iter().flatten()).await;
-            return Ok(());
-        }
-        Err(err) => {
-            // The record may have committed before the error reached us (a connection lost
-            // after the commit): our files go only if the batch does not name them.
-            let named = stores
-                .results
-                .get_batch(&batch.workspace, &batch.id)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|b| b.openai)
-                .is_some_and(|m| m.output_file_id == output && m.error_file_id == errors);
-            if !named {
-                delete(stores, &batch.workspace, ours.into_iter().flatten()).await;
-            }
-            return Err(err);
-        }
+    let mut written = write_lines(stores, batch, &mut output, &mut errors).await;
+    if written.is_ok() {
+        written = output.flush().await;
     }
+    if written.is_ok() {
+        written = errors.flush().await;
+    }
+    if let Err(err) = written {
+        output.abort().await;
+        errors.abort().await;
+        return Err(err);
+    }
+    let mut meta = meta.clone();
+    meta.output_file_id = output.id();
+    meta.error_file_id = errors.id();
+    let drafts: Vec<(&FileDraft, u64)> = [output.draft(), errors.draft()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let recorded = timed(
+        "finalize",
+        shared.store.finalize(batch.key, &meta, &drafts, now),
+    )
+    .await;
+    if !matches!(recorded, Ok(true)) {
+        // Finalized by another process first, deleted, or failed: the drafts are not part of
+        // the batch (a commit is all or nothing, and giving up a committed file is a no-op).
+        output.abort().await;
+        errors.abort().await;
+        return recorded.map(|_| ());
+    }
+    // The batch now shows its terminal status: its webhook event is in the outbox.
+    shared.ended.notify_one();
     metrics::counter!("batchd_openai_batches_finalized_total").increment(1);
-    tracing::info!(batch = %batch.id, output = ?output, errors = ?errors, "batch finalized");
+    tracing::info!(batch = %batch.id, output = ?meta.output_file_id, errors = ?meta.error_file_id, "batch finalized");
     Ok(())
 }
 
@@ -194,7 +191,9 @@ async fn write_lines(
     loop {
         let rows = timed(
             "results_page",
-            stores.results.results_page(batch.key, after, PAGE),
+            stores
+                .results
+                .results_page_within(batch.key, after, PAGE, PAGE_BYTES),
         )
         .await?;
         for row in &rows {
@@ -213,21 +212,10 @@ async fn write_lines(
                 }
             }
         }
+        // A page cut by bytes is short but not the last: only an empty page ends the rows.
         match rows.last() {
-            Some(last) if rows.len() == PAGE as usize => after = Some(last.index),
-            _ => return Ok(()),
-        }
-    }
-}
-
-async fn delete<'a>(
-    stores: &OutputStores,
-    workspace: &str,
-    files: impl IntoIterator<Item = &'a FileId>,
-) {
-    for id in files {
-        if let Err(err) = stores.files.delete_file(workspace, id).await {
-            tracing::warn!(file = %id, error = %err, "deleting an unused output file failed; it expires on its own");
+            Some(last) => after = Some(last.index),
+            None => return Ok(()),
         }
     }
 }
@@ -285,24 +273,26 @@ impl<'s> Writer<'s> {
         Ok(())
     }
 
-    /// The file's id once visible; `None` when it never had a line.
-    async fn commit(mut self) -> batchd_store::Result<Option<FileId>> {
-        if self.draft.is_none() {
-            return Ok(None);
-        }
-        if !self.buf.is_empty() {
+    /// Writes what is buffered; the draft then holds every line.
+    async fn flush(&mut self) -> batchd_store::Result<()> {
+        if self.draft.is_some() && !self.buf.is_empty() {
             let piece = std::mem::take(&mut self.buf);
-            if let Err(err) = self.append(piece).await {
-                self.abort().await;
-                return Err(err);
-            }
+            self.append(piece).await?;
         }
-        let draft = self.draft.take().expect("checked above");
-        let stored = timed("commit_file", self.files.commit_file(draft, self.bytes)).await?;
-        Ok(Some(stored.id))
+        Ok(())
     }
 
-    async fn abort(mut self) {
+    /// The file's id; `None` when it never had a line (and is not written).
+    fn id(&self) -> Option<FileId> {
+        self.draft.as_ref().map(|d| d.file.id.clone())
+    }
+
+    /// The draft and its bytes, to commit with the batch; `None` when it never had a line.
+    fn draft(&self) -> Option<(&FileDraft, u64)> {
+        self.draft.as_ref().map(|d| (d, self.bytes))
+    }
+
+    async fn abort(&mut self) {
         if let Some(draft) = self.draft.take()
             && let Err(err) = self.files.abort_file(draft).await
         {

@@ -55,10 +55,14 @@ impl DispatchStore for GatedStore {
     async fn unfinalized(&self, _: u32) -> Result<Vec<batchd_domain::Batch>> {
         Ok(Vec::new())
     }
+    async fn claim_finalize(&self, _: i64) -> Result<bool> {
+        unreachable!()
+    }
     async fn finalize(
         &self,
         _: i64,
         _: &batchd_domain::openai::OpenAiBatchMeta,
+        _: &[(&batchd_store::FileDraft, u64)],
         _: Timestamp,
     ) -> Result<bool> {
         unreachable!()

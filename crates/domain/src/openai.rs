@@ -22,6 +22,12 @@ use batchd_wire::openai::OpenAiBatchStatus;
 use crate::ids::{ALPHABET, FNV_OFFSET, fnv1a};
 use crate::{Batch, EndReason, Timestamp};
 
+/// Largest line of a batch input file: one request. `shared/spec/openai-batches.md` gives no
+/// per-request limit for the hosted Batch API, so this is the size limit documented for one
+/// request of the Messages API, batchd's other surface (32 MB,
+/// <https://docs.anthropic.com/en/api/overview>).
+pub const MAX_LINE_BYTES: usize = 32 * 1024 * 1024;
+
 /// The `purpose` of a batch's input file.
 pub const BATCH_PURPOSE: &str = "batch";
 /// The `purpose` of the output and error files a batch writes.

@@ -14,6 +14,10 @@ use crate::request_id;
 
 /// The message of every 529, as the API words it.
 pub(crate) const OVERLOADED: &str = "Overloaded";
+/// A create or upload whose workspace was reset (test mode) before it was stored: the reset
+/// removed what it had written, and nothing was created.
+pub(crate) const DRAFT_GONE: &str =
+    "The workspace was reset while this request was being stored; nothing was created.";
 
 /// The `error.details.error_code` values batchd sends: a stable name for the cause, which the
 /// SDKs map, with the status, to an error class of its own
@@ -131,6 +135,7 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %err, "storage unavailable");
                 Self::new(ErrorType::Overloaded, OVERLOADED)
             }
+            StoreError::DraftGone(_) => Self::invalid(DRAFT_GONE),
             other => Self::internal(&other),
         }
     }
@@ -175,5 +180,19 @@ impl IntoResponse for ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_create_whose_draft_a_reset_removed_is_a_clean_refusal() {
+        let err = ApiError::from(batchd_store::draft_gone("batch 1 is not an open draft"));
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert_eq!(err.message, DRAFT_GONE);
+        let err = ApiError::from(batchd_store::misuse("a bug"));
+        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

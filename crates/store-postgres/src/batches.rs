@@ -1,6 +1,7 @@
 //! Batches as the API sees them, [`BatchStore`] for PostgreSQL: the staged create, get, list,
 //! cancel, delete, result pages, and the health figures.
 
+use futures_util::TryStreamExt as _;
 use std::ops::ControlFlow;
 
 use async_trait::async_trait;
@@ -115,11 +116,22 @@ pub(crate) const UNFINALIZED: &str = concat!(
      AND NOT deleted AND archived_at IS NULL ORDER BY ended_at, key LIMIT $1"
 );
 
+/// Takes an unfinalized batch (`UNFINALIZED`'s rule) for worker `$2`: unless another worker
+/// that is still registered (alive) holds it.
+pub(crate) const CLAIM_FINALIZE: &str = "UPDATE batches SET finalizer = $2 WHERE key = $1 \
+     AND state = 3 AND endpoint <> 0 AND finalized_at IS NULL AND NOT deleted AND archived_at IS NULL \
+     AND (finalizer IS NULL OR finalizer = $2 \
+     OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = batches.finalizer))";
+
 /// Records an OpenAI batch's files, once: only while it is ended, visible and not finalized.
-/// `finalized_at` is never before `ended_at`, which may be on a workspace's test clock or
+/// `finalized_at` is on the workspace's clock, and never before `ended_at`, which may be on
 /// another process's clock.
-pub(crate) const FINALIZE: &str = "UPDATE batches SET openai = $1, finalized_at = GREATEST($2, ended_at) \
-     WHERE key = $3 AND state = 3 AND endpoint <> 0 AND finalized_at IS NULL AND NOT deleted";
+pub(crate) const FINALIZE: &str = concat!(
+    "UPDATE batches SET openai = $1, finalized_at = GREATEST($2 + ",
+    batch_clock_offset!("batches"),
+    ", ended_at) WHERE key = $3 AND state = 3 AND endpoint <> 0 AND finalized_at IS NULL \
+     AND NOT deleted"
+);
 
 pub(crate) const STATS: &str = "SELECT state, COUNT(*), \
      COALESCE(SUM(total - succeeded - errored), 0)::bigint \
@@ -234,7 +246,10 @@ impl BatchStore for PostgresStore {
             .map_err(query_error)?
             .rows_affected();
         if inserted != n {
-            return Err(misuse(format!("batch {} is not an open draft", draft.key)));
+            return Err(batchd_store::draft_gone(format!(
+                "batch {} is not an open draft",
+                draft.key
+            )));
         }
         Ok(())
     }
@@ -301,7 +316,9 @@ impl BatchStore for PostgresStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(query_error)?
-        .ok_or_else(|| misuse(format!("batch {} is not an open draft", draft.key)))?;
+        .ok_or_else(|| {
+            batchd_store::draft_gone(format!("batch {} is not an open draft", draft.key))
+        })?;
         let batch = batch_from_row(&row)?;
         tx.commit().await.map_err(query_error)?;
         Ok(Ok(batch))
@@ -481,35 +498,42 @@ impl BatchStore for PostgresStore {
         })
     }
 
-    async fn results_page(
+    async fn results_page_within(
         &self,
         batch_key: i64,
         after: Option<u32>,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<ResultRow>, StoreError> {
         let after = match after {
             None => -1,
             Some(after) => i32::try_from(after).unwrap_or(i32::MAX),
         };
-        let rows = sqlx::query(RESULTS_PAGE)
+        let query = sqlx::query(RESULTS_PAGE)
             .bind(batch_key)
             .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(ResultRow {
-                    index: index(get(row, "idx")?)?,
-                    custom_id: get(row, "custom_id")?,
-                    body: get(row, "body")?,
-                    outcome: get::<Option<i16>>(row, "outcome")?
-                        .map(|code| parse_outcome(i64::from(code)))
-                        .transpose()?,
-                })
-            })
-            .collect()
+            .bind(i64::from(limit));
+        // Row by row, so that the rows past the byte budget are never read into memory (the
+        // connection discards them before its next use).
+        let mut rows = query.fetch(&self.pool);
+        let mut budget = paging::ByteBudget::new(max_bytes);
+        let mut page = Vec::new();
+        while let Some(row) = rows.try_next().await.map_err(query_error)? {
+            let row = ResultRow {
+                index: index(get(&row, "idx")?)?,
+                custom_id: get(&row, "custom_id")?,
+                body: get(&row, "body")?,
+                outcome: get::<Option<i16>>(&row, "outcome")?
+                    .map(|code| parse_outcome(i64::from(code)))
+                    .transpose()?,
+            };
+            let full = budget.spend(row.bytes());
+            page.push(row);
+            if full {
+                break;
+            }
+        }
+        Ok(page)
     }
 
     async fn copy_requests(

@@ -21,6 +21,16 @@ pub(crate) async fn connect(url: &str) -> Result<PgPool, StoreError> {
     PgPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        // A connection keeps the buffers of the largest message it ever carried (a record
+        // group, a claim, a file piece: megabytes each), and every pooled connection soon has
+        // carried one: given back to their small size whenever the connection is, they cannot
+        // add up to a pool's worth of megabytes held for nothing.
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                sqlx::Connection::shrink_buffers(conn);
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .map_err(query_error)

@@ -7,12 +7,15 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use batchd_domain::openai::OpenAiBatchMeta;
 use batchd_domain::{Batch, EndReason, Timestamp};
-use batchd_store::{Answer, DispatchStore, Ended, Retry, Slot, StoreError, WorkItem, purge};
+use batchd_store::{
+    Answer, DispatchStore, Ended, FileDraft, Retry, Slot, StoreError, WorkItem, purge,
+};
 
 use crate::PostgresStore;
-use crate::batches::{FINALIZE, UNFINALIZED};
+use crate::batches::{CLAIM_FINALIZE, FINALIZE, UNFINALIZED};
 use crate::claim::{DEFER, RELEASE, end_idle_canceling, slot_arrays};
 use crate::db::query_error;
+use crate::file_store::commit_draft;
 use crate::maintenance::{ARCHIVE_DUE, CANCELING_KEYS, EXPIRE_DUE, NEXT_EXPIRY, ended_rows};
 use crate::record;
 use crate::rows::{ENDED, batch_from_row, end_reason_code, openai_text};
@@ -188,20 +191,43 @@ impl DispatchStore for PostgresStore {
         rows.iter().map(batch_from_row).collect()
     }
 
-    async fn finalize(
-        &self,
-        batch_key: i64,
-        meta: &OpenAiBatchMeta,
-        now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(FINALIZE)
-            .bind(openai_text(Some(meta))?)
-            .bind(now.as_micros())
+    async fn claim_finalize(&self, batch_key: i64) -> Result<bool, StoreError> {
+        // One statement: of two processes asking at once, the second waits on the row lock and
+        // then sees the first's claim.
+        let claimed = sqlx::query(CLAIM_FINALIZE)
             .bind(batch_key)
+            .bind(self.me()?)
             .execute(&self.pool)
             .await
             .map_err(query_error)?
             .rows_affected();
-        Ok(done == 1)
+        Ok(claimed == 1)
+    }
+
+    async fn finalize(
+        &self,
+        batch_key: i64,
+        meta: &OpenAiBatchMeta,
+        files: &[(&FileDraft, u64)],
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(query_error)?;
+        let done = sqlx::query(FINALIZE)
+            .bind(openai_text(Some(meta))?)
+            .bind(now.as_micros())
+            .bind(batch_key)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?
+            .rows_affected();
+        if done != 1 {
+            // Rolled back on drop: nothing to record, the drafts stay drafts.
+            return Ok(false);
+        }
+        for (draft, bytes) in files {
+            commit_draft(&mut tx, draft.key, *bytes).await?;
+        }
+        tx.commit().await.map_err(query_error)?;
+        Ok(true)
     }
 }

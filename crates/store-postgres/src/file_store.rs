@@ -27,11 +27,70 @@ pub(crate) const CHUNK: &str = "SELECT data FROM file_chunks WHERE file_key = $1
 const APPEND: &str = "WITH f AS (SELECT key FROM files WHERE key = $1 AND state = 0 FOR SHARE) \
      INSERT INTO file_chunks (file_key, seq, data) SELECT f.key, $2, $3 FROM f";
 
-/// Visible files due to expire, oldest expiry first, through `files_expiry`. The outer
-/// `state = 1` makes a file that a concurrent pass (or delete) took first count once.
-pub(crate) const EXPIRE_FILES: &str = "UPDATE files SET state = 2 WHERE state = 1 AND key IN \
-     (SELECT key FROM files WHERE state = 1 AND expires_at IS NOT NULL AND expires_at <= $1 \
-     ORDER BY expires_at LIMIT $2)";
+/// Visible files due to expire, oldest expiry first, through `files_expiry`, each leaving its
+/// tombstone in the same statement; how many. Due on their workspace's clock (test mode's
+/// offset, none without a `clocks` row); the first bound, by the farthest clock, keeps the scan
+/// of the index to the files that may be due. The outer `state = 1` makes a file that a
+/// concurrent pass (or delete) took first count once.
+pub(crate) const EXPIRE_FILES: &str = "WITH gone AS (UPDATE files SET state = 2 WHERE state = 1 \
+     AND key IN (SELECT key FROM files WHERE state = 1 AND expires_at IS NOT NULL \
+     AND expires_at <= $1 + (SELECT COALESCE(MAX(offset_micros), 0) FROM clocks) \
+     AND expires_at <= $1 + COALESCE((SELECT c.offset_micros FROM clocks c \
+     WHERE c.workspace = files.workspace), 0) ORDER BY expires_at LIMIT $2) \
+     RETURNING id, workspace, created_at, key), \
+     kept AS (INSERT INTO file_tombstones (id, workspace, created_at, key) SELECT * FROM gone \
+     ON CONFLICT (id) DO NOTHING) SELECT COUNT(*) FROM gone";
+
+/// Deletes a visible file (`$1` id, `$2` workspace), leaving its tombstone; how many (0 or 1).
+const DELETE_FILE: &str = "WITH gone AS (UPDATE files SET state = 2 WHERE id = $1 \
+     AND workspace = $2 AND state = 1 RETURNING id, workspace, created_at, key), \
+     kept AS (INSERT INTO file_tombstones (id, workspace, created_at, key) SELECT * FROM gone \
+     ON CONFLICT (id) DO NOTHING) SELECT COUNT(*) FROM gone";
+
+/// Makes draft `key` visible in `tx`, once its pieces are checked against the `bytes` written.
+/// Shared by a file's own commit and the finalize that commits a batch's files with it.
+pub(crate) async fn commit_draft(
+    tx: &mut sqlx::PgConnection,
+    key: i64,
+    bytes: u64,
+) -> Result<StoredFile, StoreError> {
+    // Locks the draft first: the reaper cannot abandon it between the check and the commit.
+    let open: Option<i64> =
+        sqlx::query_scalar("SELECT key FROM files WHERE key = $1 AND state = 0 FOR UPDATE")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query_error)?;
+    if open.is_none() {
+        return Err(files::not_a_draft(key));
+    }
+    // `octet_length` of a stored value reads its size, not its bytes.
+    let (count, last_seq, stored): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(MAX(seq), -1)::bigint, \
+         COALESCE(SUM(octet_length(data)), 0)::bigint FROM file_chunks WHERE file_key = $1",
+    )
+    .bind(key)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(query_error)?;
+    let pieces = Pieces {
+        count,
+        last_seq,
+        bytes: stored,
+    };
+    files::check_commit(key, pieces, bytes)?;
+    let row = sqlx::query(concat!(
+        "UPDATE files SET state = $1, bytes = $2, owner = NULL WHERE key = $3 RETURNING ",
+        file_columns!()
+    ))
+    .bind(small(FILE_VISIBLE))
+    .bind(stored)
+    .bind(key)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(query_error)?;
+    file_from_row(&row)
+}
 
 fn placeholder(n: usize) -> String {
     format!("${n}")
@@ -83,42 +142,7 @@ impl FileStore for PostgresStore {
 
     async fn commit_file(&self, draft: FileDraft, bytes: u64) -> Result<StoredFile, StoreError> {
         let mut tx = self.pool.begin().await.map_err(query_error)?;
-        // Locks the draft first: the reaper cannot abandon it between the check and the commit.
-        let open: Option<i64> =
-            sqlx::query_scalar("SELECT key FROM files WHERE key = $1 AND state = 0 FOR UPDATE")
-                .bind(draft.key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(query_error)?;
-        if open.is_none() {
-            return Err(files::not_a_draft(draft.key));
-        }
-        // `octet_length` of a stored value reads its size, not its bytes.
-        let (count, last_seq, stored): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(MAX(seq), -1)::bigint, \
-             COALESCE(SUM(octet_length(data)), 0)::bigint FROM file_chunks WHERE file_key = $1",
-        )
-        .bind(draft.key)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(query_error)?;
-        let pieces = Pieces {
-            count,
-            last_seq,
-            bytes: stored,
-        };
-        files::check_commit(draft.key, pieces, bytes)?;
-        let row = sqlx::query(concat!(
-            "UPDATE files SET state = $1, bytes = $2, owner = NULL WHERE key = $3 RETURNING ",
-            file_columns!()
-        ))
-        .bind(small(FILE_VISIBLE))
-        .bind(stored)
-        .bind(draft.key)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(query_error)?;
-        let file = file_from_row(&row)?;
+        let file = commit_draft(&mut tx, draft.key, bytes).await?;
         tx.commit().await.map_err(query_error)?;
         Ok(file)
     }
@@ -208,27 +232,22 @@ impl FileStore for PostgresStore {
     }
 
     async fn delete_file(&self, workspace: &str, id: &FileId) -> Result<bool, StoreError> {
-        let deleted = sqlx::query(
-            "UPDATE files SET state = $1 WHERE id = $2 AND workspace = $3 AND state = $4",
-        )
-        .bind(small(FILE_DELETED))
-        .bind(id.as_str())
-        .bind(workspace)
-        .bind(small(FILE_VISIBLE))
-        .execute(&self.pool)
-        .await
-        .map_err(query_error)?
-        .rows_affected();
+        let deleted: i64 = sqlx::query_scalar(DELETE_FILE)
+            .bind(id.as_str())
+            .bind(workspace)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error)?;
         Ok(deleted == 1)
     }
 
     async fn expire_files(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
-        Ok(sqlx::query(EXPIRE_FILES)
+        let expired: i64 = sqlx::query_scalar(EXPIRE_FILES)
             .bind(now.as_micros())
             .bind(i64::from(limit))
-            .execute(&self.pool)
+            .fetch_one(&self.pool)
             .await
-            .map_err(query_error)?
-            .rows_affected())
+            .map_err(query_error)?;
+        Ok(expired as u64)
     }
 }

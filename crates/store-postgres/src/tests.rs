@@ -509,3 +509,57 @@ async fn processes_claim_disjoint_webhook_deliveries() {
     }
     assert_eq!(seen.len(), 500);
 }
+
+/// Of processes sharing the database, only one finalizes a batch: the others' claims are refused
+/// while it lives, and the batch passes to the next to ask once it is dead.
+#[tokio::test]
+async fn one_process_finalizes_a_batch_until_it_dies() {
+    let Some(db) = Postgres::new("one_process_finalizes_a_batch_until_it_dies").await else {
+        return;
+    };
+    let first = db.open().await;
+    let second = db.open().await;
+    let nb = NewBatch {
+        id: BatchId::generate_openai(at(0)),
+        endpoint: Endpoint::ChatCompletions,
+        openai: Some(batchd_domain::openai::OpenAiBatchMeta {
+            input_file_id: "file-input".into(),
+            completion_window: "24h".into(),
+            metadata: None,
+            output_expires_after: None,
+            model: None,
+            errors: Vec::new(),
+            output_file_id: None,
+            error_file_id: None,
+        }),
+        ..new_batch()
+    };
+    let d = first.begin_batch(nb).await.unwrap();
+    let request = NewRequest {
+        index: 0,
+        custom_id: CustomId::parse("only").unwrap(),
+        params: "{}".into(),
+    };
+    first.append_requests(&d, vec![request]).await.unwrap();
+    let b = first.commit_batch(d, 1).await.unwrap();
+    let items = first.claim(10, at(1), &[]).await.unwrap();
+    first.record(&succeeded(&items), at(2)).await.unwrap();
+
+    assert!(first.claim_finalize(b.key).await.unwrap());
+    assert!(
+        !second.claim_finalize(b.key).await.unwrap(),
+        "held by a live process"
+    );
+    assert!(first.claim_finalize(b.key).await.unwrap());
+    kill(first).await;
+    crate::liveness::beat(&second.pool, second.worker.unwrap())
+        .await
+        .unwrap();
+    assert!(
+        second.claim_finalize(b.key).await.unwrap(),
+        "its holder is dead"
+    );
+    let meta = b.openai.clone().unwrap();
+    assert!(second.finalize(b.key, &meta, &[], at(3)).await.unwrap());
+    assert!(!second.claim_finalize(b.key).await.unwrap(), "finalized");
+}

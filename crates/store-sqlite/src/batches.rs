@@ -1,6 +1,7 @@
 //! Batches as the API sees them, [`BatchStore`] for SQLite: the staged create, get, list,
 //! cancel, delete, result pages, and the health figures.
 
+use futures_util::TryStreamExt as _;
 use std::ops::ControlFlow;
 
 use async_trait::async_trait;
@@ -159,10 +160,18 @@ pub(crate) const UNFINALIZED: &str = concat!(
      AND deleted = 0 AND archived_at IS NULL ORDER BY ended_at, key LIMIT ?1"
 );
 
+/// Whether one batch is ended, OpenAI, still there and not finalized (`UNFINALIZED`'s rule).
+pub(crate) const UNFINALIZED_ONE: &str = "SELECT key FROM batches WHERE key = ?1 AND state = 3 \
+     AND endpoint <> 0 AND finalized_at IS NULL AND deleted = 0 AND archived_at IS NULL";
+
 /// Records an OpenAI batch's files, once: only while it is ended, visible and not finalized.
-/// `finalized_at` is never before `ended_at`, which may be on a workspace's test clock.
-pub(crate) const FINALIZE: &str = "UPDATE batches SET openai = ?1, finalized_at = MAX(?2, ended_at) \
-     WHERE key = ?3 AND state = 3 AND endpoint <> 0 AND finalized_at IS NULL AND deleted = 0";
+/// `finalized_at` is on the workspace's clock, and never before `ended_at`.
+pub(crate) const FINALIZE: &str = concat!(
+    "UPDATE batches SET openai = ?1, finalized_at = MAX(?2 + ",
+    batch_clock_offset!(),
+    ", ended_at) WHERE key = ?3 AND state = 3 AND endpoint <> 0 AND finalized_at IS NULL \
+     AND deleted = 0"
+);
 
 /// A re-run's copy of one range of a batch's requests: those whose result type (a stored
 /// result's outcome, else ?5, the batch's end reason's) is a bit of ?4, renumbered from ?1 + 1
@@ -188,8 +197,8 @@ pub(crate) const STATS: &str = "SELECT state, COUNT(*), COALESCE(SUM(total - suc
 pub(crate) const QUEUED: &str = "SELECT COALESCE(SUM(total - succeeded - errored), 0) \
      FROM batches WHERE workspace = ?1 AND state = 1";
 
-/// Refuses to write into `draft` unless it is still an open, undeleted draft (an abort or a
-/// commit may have come first).
+/// Refuses to write into `draft` unless it is still an open, undeleted draft (an abort, a
+/// commit or a test-mode reset may have come first): `DraftGone`.
 async fn ensure_open_draft(
     conn: &mut sqlx::SqliteConnection,
     draft: &Draft,
@@ -202,7 +211,10 @@ async fn ensure_open_draft(
             .await
             .map_err(query_error)?;
     if open != Some(true) {
-        return Err(misuse(format!("batch {} is not an open draft", draft.key)));
+        return Err(batchd_store::draft_gone(format!(
+            "batch {} is not an open draft",
+            draft.key
+        )));
     }
     Ok(())
 }
@@ -495,34 +507,38 @@ impl BatchStore for SqliteStore {
         Ok(DeleteOutcome::Deleted)
     }
 
-    async fn results_page(
+    async fn results_page_within(
         &self,
         batch_key: i64,
         after: Option<u32>,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<ResultRow>, StoreError> {
         let Some((from, hi)) = results_range(batch_key, after) else {
             return Ok(Vec::new());
         };
         let sql = format!("{RESULTS_PAGE} {limit}");
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(from)
-            .bind(hi)
-            .fetch_all(&self.pools.reader)
-            .await
-            .map_err(query_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(ResultRow {
-                    index: rows::index_of(get(row, "rid")?),
-                    custom_id: get(row, "custom_id")?,
-                    body: get(row, "body")?,
-                    outcome: get::<Option<i64>>(row, "outcome")?
-                        .map(rows::parse_outcome)
-                        .transpose()?,
-                })
-            })
-            .collect()
+        let query = sqlx::query(AssertSqlSafe(sql)).bind(from).bind(hi);
+        // Row by row, so that the rows past the byte budget are never read.
+        let mut rows = query.fetch(&self.pools.reader);
+        let mut budget = paging::ByteBudget::new(max_bytes);
+        let mut page = Vec::new();
+        while let Some(row) = rows.try_next().await.map_err(query_error)? {
+            let row = ResultRow {
+                index: rows::index_of(get(&row, "rid")?),
+                custom_id: get(&row, "custom_id")?,
+                body: get(&row, "body")?,
+                outcome: get::<Option<i64>>(&row, "outcome")?
+                    .map(rows::parse_outcome)
+                    .transpose()?,
+            };
+            let full = budget.spend(row.bytes());
+            page.push(row);
+            if full {
+                break;
+            }
+        }
+        Ok(page)
     }
 
     async fn results_lines(
@@ -642,7 +658,9 @@ impl SqliteStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(query_error)?
-        .ok_or_else(|| misuse(format!("batch {} is not an open draft", draft.key)))?;
+        .ok_or_else(|| {
+            batchd_store::draft_gone(format!("batch {} is not an open draft", draft.key))
+        })?;
         let batch = batch_from_row(&row)?;
         tx.commit().await.map_err(query_error)?;
         Ok(Ok(batch))

@@ -29,6 +29,13 @@ const RESET_BATCHES: &str = concat!(
 
 /// Visible files become deleted (state 2), their chunks reclaimed by the purge.
 const RESET_FILES: &str = "UPDATE files SET state = 2 WHERE workspace = ?1 AND state = 1";
+/// Batches being created and files being uploaded are abandoned: their next piece or their
+/// commit fails (`StoreError::DraftGone`), so nothing begun before the reset appears after it.
+const RESET_DRAFTS: &str =
+    "UPDATE batches SET deleted = 1 WHERE workspace = ?1 AND state = 0 AND deleted = 0";
+const RESET_FILE_DRAFTS: &str = "UPDATE files SET state = 2 WHERE workspace = ?1 AND state = 0";
+/// Where the workspace's deleted files stood: a reset workspace has no list to page through.
+const RESET_TOMBSTONES: &str = "DELETE FROM file_tombstones WHERE workspace = ?1";
 
 const RESET_CLOCK: &str = "DELETE FROM clocks WHERE workspace = ?1";
 
@@ -81,12 +88,24 @@ impl ClockStore for SqliteStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(query_error)?;
+        for drafts in [RESET_DRAFTS, RESET_FILE_DRAFTS] {
+            sqlx::query(drafts)
+                .bind(workspace)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error)?;
+        }
         let files = sqlx::query(RESET_FILES)
             .bind(workspace)
             .execute(&mut *tx)
             .await
             .map_err(query_error)?
             .rows_affected();
+        sqlx::query(RESET_TOMBSTONES)
+            .bind(workspace)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
         sqlx::query(RESET_CLOCK)
             .bind(workspace)
             .execute(&mut *tx)

@@ -7,13 +7,16 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use batchd_domain::openai::OpenAiBatchMeta;
 use batchd_domain::{Batch, Timestamp};
-use batchd_store::{Answer, DispatchStore, Ended, Retry, Slot, StoreError, WorkItem, purge};
+use batchd_store::{
+    Answer, DispatchStore, Ended, FileDraft, Retry, Slot, StoreError, WorkItem, purge,
+};
 use sqlx::Connection as _;
 
 use crate::SqliteStore;
-use crate::batches::{FINALIZE, UNFINALIZED};
+use crate::batches::{FINALIZE, UNFINALIZED, UNFINALIZED_ONE};
 use crate::db::{BEGIN_IMMEDIATE, Durability, query_error};
 use crate::ending::report;
+use crate::file_store::commit_draft;
 use crate::leases::{Handout, Recording};
 use crate::maintenance::{ARCHIVE_DUE, CANCELING_KEYS, NEXT_EXPIRY};
 use crate::rows::{CANCELING, ENDED, IN_PROGRESS, batch_from_row, openai_text};
@@ -167,10 +170,21 @@ impl DispatchStore for SqliteStore {
         rows.iter().map(batch_from_row).collect()
     }
 
+    async fn claim_finalize(&self, batch_key: i64) -> Result<bool, StoreError> {
+        // The data-dir lock makes this process the only one: an unfinalized batch is its own.
+        let waiting: Option<i64> = sqlx::query_scalar(UNFINALIZED_ONE)
+            .bind(batch_key)
+            .fetch_optional(&self.pools.reader)
+            .await
+            .map_err(query_error)?;
+        Ok(waiting.is_some())
+    }
+
     async fn finalize(
         &self,
         batch_key: i64,
         meta: &OpenAiBatchMeta,
+        files: &[(&FileDraft, u64)],
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         let openai = openai_text(Some(meta))?;
@@ -188,7 +202,14 @@ impl DispatchStore for SqliteStore {
             .await
             .map_err(query_error)?
             .rows_affected();
+        if done != 1 {
+            // Rolled back on drop: nothing to record, the drafts stay drafts.
+            return Ok(false);
+        }
+        for (draft, bytes) in files {
+            commit_draft(&mut tx, draft.key, *bytes).await?;
+        }
         tx.commit().await.map_err(query_error)?;
-        Ok(done == 1)
+        Ok(true)
     }
 }

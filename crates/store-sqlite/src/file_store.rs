@@ -21,11 +21,67 @@ pub(crate) const GET_FILE: &str = concat!(
 
 pub(crate) const CHUNK: &str = "SELECT data FROM file_chunks WHERE file_key = ?1 AND seq = ?2";
 
-/// Visible files due to expire, oldest expiry first, through `files_expiry`. The outer
-/// `state = 1` makes a file that a concurrent pass (or delete) took first count once.
-pub(crate) const EXPIRE_FILES: &str = "UPDATE files SET state = 2 WHERE state = 1 AND key IN \
-     (SELECT key FROM files WHERE state = 1 AND expires_at IS NOT NULL AND expires_at <= ?1 \
-     ORDER BY expires_at LIMIT ?2)";
+/// The keys of visible files due to expire (`?1` now, `?2` how many at most), oldest expiry
+/// first, through `files_expiry`: due on their workspace's clock (test mode's offset, none
+/// without a `clocks` row). The first bound, by the farthest clock, keeps the scan of the index
+/// to the files that may be due.
+macro_rules! due_files {
+    () => {
+        "SELECT key FROM files WHERE state = 1 AND expires_at IS NOT NULL \
+         AND expires_at <= ?1 + (SELECT COALESCE(MAX(offset_micros), 0) FROM clocks) \
+         AND expires_at <= ?1 + COALESCE((SELECT c.offset_micros FROM clocks c \
+         WHERE c.workspace = files.workspace), 0) ORDER BY expires_at LIMIT ?2"
+    };
+}
+
+/// Visible files due to expire (`?1` now, `?2` how many at most), oldest expiry first, through
+/// `files_expiry`.
+const DUE_FILES: &str = concat!("key IN (", due_files!(), ")");
+
+/// Expires [`DUE_FILES`]. The outer `state = 1` makes a file that a concurrent pass (or delete)
+/// took first count once.
+pub(crate) const EXPIRE_FILES: &str = concat!(
+    "UPDATE files SET state = 2 WHERE state = 1 AND key IN (",
+    due_files!(),
+    ")"
+);
+
+/// Makes draft `key` visible in `tx`, once its pieces are checked against the `bytes` written.
+/// Shared by a file's own commit and the finalize that commits a batch's files with it.
+pub(crate) async fn commit_draft(
+    tx: &mut sqlx::SqliteConnection,
+    key: i64,
+    bytes: u64,
+) -> Result<StoredFile, StoreError> {
+    // `length` of a blob reads its size, not its bytes.
+    let (count, last_seq, stored): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(MAX(seq), -1), COALESCE(SUM(length(data)), 0) \
+         FROM file_chunks WHERE file_key = ?1",
+    )
+    .bind(key)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(query_error)?;
+    let pieces = Pieces {
+        count,
+        last_seq,
+        bytes: stored,
+    };
+    files::check_commit(key, pieces, bytes)?;
+    let row = sqlx::query(concat!(
+        "UPDATE files SET state = ?1, bytes = ?2 WHERE key = ?3 AND state = ?4 RETURNING ",
+        file_columns!()
+    ))
+    .bind(FILE_VISIBLE)
+    .bind(stored)
+    .bind(key)
+    .bind(FILE_DRAFT)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(query_error)?
+    .ok_or_else(|| files::not_a_draft(key))?;
+    file_from_row(&row)
+}
 
 fn placeholder(n: usize) -> String {
     format!("?{n}")
@@ -94,34 +150,7 @@ impl FileStore for SqliteStore {
             .begin_with(BEGIN_IMMEDIATE)
             .await
             .map_err(query_error)?;
-        // `length` of a blob reads its size, not its bytes.
-        let (count, last_seq, stored): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(MAX(seq), -1), COALESCE(SUM(length(data)), 0) \
-             FROM file_chunks WHERE file_key = ?1",
-        )
-        .bind(draft.key)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(query_error)?;
-        let pieces = Pieces {
-            count,
-            last_seq,
-            bytes: stored,
-        };
-        files::check_commit(draft.key, pieces, bytes)?;
-        let row = sqlx::query(concat!(
-            "UPDATE files SET state = ?1, bytes = ?2 WHERE key = ?3 AND state = ?4 RETURNING ",
-            file_columns!()
-        ))
-        .bind(FILE_VISIBLE)
-        .bind(stored)
-        .bind(draft.key)
-        .bind(FILE_DRAFT)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(query_error)?
-        .ok_or_else(|| files::not_a_draft(draft.key))?;
-        let file = file_from_row(&row)?;
+        let file = commit_draft(&mut tx, draft.key, bytes).await?;
         tx.commit().await.map_err(query_error)?;
         Ok(file)
     }
@@ -220,6 +249,14 @@ impl FileStore for SqliteStore {
             .begin_with(BEGIN_IMMEDIATE)
             .await
             .map_err(query_error)?;
+        sqlx::query(AssertSqlSafe(files::tombstones_sql(
+            "id = ?1 AND workspace = ?2",
+        )))
+        .bind(id.as_str())
+        .bind(workspace)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error)?;
         let deleted = sqlx::query(
             "UPDATE files SET state = ?1 WHERE id = ?2 AND workspace = ?3 AND state = ?4",
         )
@@ -240,6 +277,13 @@ impl FileStore for SqliteStore {
         let mut conn = self.pools.writer(Durability::Normal).await?;
         let mut tx = conn
             .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .map_err(query_error)?;
+        // The same rows as the update's: one writer, one transaction.
+        sqlx::query(AssertSqlSafe(files::tombstones_sql(DUE_FILES)))
+            .bind(now.as_micros())
+            .bind(i64::from(limit))
+            .execute(&mut *tx)
             .await
             .map_err(query_error)?;
         let expired = sqlx::query(EXPIRE_FILES)

@@ -12,13 +12,26 @@ pub struct Listing {
     pub order_desc: bool,
 }
 
-/// A visible file of a workspace, by id: where an `after` cursor stands.
+/// Where an `after` cursor stands: a visible file of the workspace, by id, or the tombstone of
+/// one deleted or expired since (so paging goes on past a file deleted meanwhile).
 /// `$1` id, `$2` workspace, in the engine's placeholder syntax (see [`list_sql`]).
 pub fn cursor_sql(placeholder: impl Fn(usize) -> String) -> String {
+    let (id, workspace) = (placeholder(1), placeholder(2));
     format!(
-        "SELECT created_at, key FROM files WHERE id = {} AND workspace = {} AND state = 1",
-        placeholder(1),
-        placeholder(2)
+        "SELECT created_at, key FROM files WHERE id = {id} AND workspace = {workspace} \
+         AND state = 1 UNION ALL SELECT created_at, key FROM file_tombstones \
+         WHERE id = {id} AND workspace = {workspace} LIMIT 1"
+    )
+}
+
+/// Records the tombstones of the visible files `filter` selects, before they stop being
+/// visible (in the same transaction): `filter` is the rest of a `WHERE` on `files` after
+/// `state = 1 AND `, in the engine's syntax. A file with a tombstone already keeps it.
+pub fn tombstones_sql(filter: &str) -> String {
+    format!(
+        "INSERT INTO file_tombstones (id, workspace, created_at, key) \
+         SELECT id, workspace, created_at, key FROM files WHERE state = 1 AND {filter} \
+         ON CONFLICT (id) DO NOTHING"
     )
 }
 
@@ -110,9 +123,9 @@ pub fn check_commit(draft_key: i64, pieces: Pieces, bytes: u64) -> Result<()> {
     Ok(())
 }
 
-/// A statement that changes one file row found nothing to change.
+/// A statement that changes one file draft found no open draft to change.
 pub fn not_a_draft(key: i64) -> StoreError {
-    misuse(format!("file {key} is not an open draft"))
+    crate::draft_gone(format!("file {key} is not an open draft"))
 }
 
 #[cfg(test)]

@@ -39,8 +39,9 @@
 //! * **Both surfaces share every batch table.** A batch's [`Endpoint`] says which surface it
 //!   belongs to ([`Endpoint::Messages`] for every Anthropic batch); a list shows one surface.
 //!   An OpenAI batch that ended is *finalized* once its output and error files are written:
-//!   [`DispatchStore::unfinalized`] finds the batches waiting for that, and
-//!   [`DispatchStore::finalize`] records it at most once.
+//!   [`DispatchStore::unfinalized`] finds the batches waiting for that,
+//!   [`DispatchStore::claim_finalize`] gives one to a single process, and
+//!   [`DispatchStore::finalize`] records it, and makes its files visible, at most once.
 //! * **Files are staged like creates** and deleted like batches: pieces of at most
 //!   [`FILE_CHUNK_BYTES`], each its own transaction, visible at commit; a delete or expiry is
 //!   O(1) and the purge reclaims the chunks.
@@ -64,9 +65,14 @@ use batchd_domain::openai::{Endpoint, FileId, OpenAiBatchMeta, Surface};
 use batchd_domain::rerun::RerunSet;
 use batchd_domain::{ApiVersion, Batch, BatchId, CustomId, EndReason, Outcome, Timestamp};
 
-/// Storage failures. Anything but `Unavailable` is a bug or corruption and shows as `api_error`.
+/// Storage failures. Anything but `Unavailable` and `DraftGone` is a bug or corruption and
+/// shows as `api_error`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The draft (of a batch or a file) being written was removed before its commit: its
+    /// workspace was reset meanwhile, or its process was declared dead. Nothing was created.
+    #[error("draft removed before its commit: {0}")]
+    DraftGone(String),
     /// The database refused for a reason that may clear (locked, disk full, connection lost).
     #[error("storage temporarily unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -98,6 +104,11 @@ pub fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Misuse(pub String);
+
+/// The draft `what` is no longer open (see [`StoreError::DraftGone`]).
+pub fn draft_gone(what: impl Into<String>) -> StoreError {
+    StoreError::DraftGone(what.into())
+}
 
 pub fn misuse(msg: impl Into<String>) -> StoreError {
     StoreError::Other(Box::new(Misuse(msg.into())))
@@ -278,6 +289,13 @@ pub struct ResultRow {
     pub outcome: Option<Outcome>,
 }
 
+impl ResultRow {
+    /// What the row weighs in a page: its `custom_id` and body.
+    pub fn bytes(&self) -> usize {
+        self.custom_id.len() + self.body.as_ref().map_or(0, String::len)
+    }
+}
+
 /// One page of a results download, already rendered: what [`BatchStore::results_lines`] returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultLines {
@@ -431,6 +449,20 @@ pub trait BatchStore: Send + Sync + 'static {
         batch_key: i64,
         after: Option<u32>,
         limit: u32,
+    ) -> Result<Vec<ResultRow>> {
+        self.results_page_within(batch_key, after, limit, usize::MAX)
+            .await
+    }
+    /// [`BatchStore::results_page`], also cut after the row that brings the page to
+    /// `max_bytes` of `custom_id`s and bodies (always at least one row, so paging moves on): the
+    /// rows beyond are never read into memory, so a page of huge results stays bounded. An
+    /// empty page is the end; a shorter one may not be.
+    async fn results_page_within(
+        &self,
+        batch_key: i64,
+        after: Option<u32>,
+        limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<ResultRow>>;
     /// The page [`BatchStore::results_page`] would return, rendered by [`render_result_lines`]
     /// (`None` past the last row), with `unanswered` as the `result` of rows that have none.
@@ -534,15 +566,24 @@ pub trait DispatchStore: Send + Sync + 'static {
     /// deleted nor archived, whose output and error files are not written yet
     /// (`finalized_at` unset), oldest ended first.
     async fn unfinalized(&self, limit: u32) -> Result<Vec<Batch>>;
-    /// Stores `meta` (now naming the output and error files) and `finalized_at = now`, in one
-    /// statement that only applies to an ended, undeleted OpenAI batch not finalized yet. False
-    /// when another process finalized it first (its files are the ones that count) or it was
-    /// deleted meanwhile: either way the caller deletes the files it wrote. Durable when it
-    /// returns.
+    /// Takes an unfinalized batch (as [`DispatchStore::unfinalized`] lists them) for this
+    /// process to write its files: true when it is this process's to finalize, false when it is
+    /// finalized, gone, or held by another live process. A holder keeps it until it finalizes
+    /// it or dies (then the next process to ask gets it), so processes sharing the storage do
+    /// not each write the same batch's files. Asking again for a batch already held is true.
+    async fn claim_finalize(&self, batch_key: i64) -> Result<bool>;
+    /// Stores `meta` (now naming the output and error files) and `finalized_at = now`, and
+    /// commits the file drafts `files` (each with the bytes written to it, checked as
+    /// [`FileStore::commit_file`] checks them), all in one transaction that only applies to an
+    /// ended, undeleted OpenAI batch not finalized yet: the files become visible exactly when
+    /// the batch names them. False when another process finalized it first or it was deleted
+    /// meanwhile; the drafts then stay drafts, for the caller to abort (or the purge to reclaim
+    /// once their process is gone). Durable when it returns.
     async fn finalize(
         &self,
         batch_key: i64,
         meta: &OpenAiBatchMeta,
+        files: &[(&FileDraft, u64)],
         now: Timestamp,
     ) -> Result<bool>;
 }

@@ -1,5 +1,6 @@
 //! Listing batches after the query: every engine reads one row more than the page holds, in the
-//! cursor's direction, and turns those rows into a newest-first [`BatchPage`] here.
+//! cursor's direction, and turns those rows into a newest-first [`BatchPage`] here. Also where a
+//! page of results is cut by bytes ([`ByteBudget`]).
 
 use batchd_domain::Batch;
 
@@ -38,6 +39,25 @@ pub fn page<R>(
     Ok(BatchPage { batches, has_more })
 }
 
+/// The bytes a page of rows may still take: rows are read one by one until the row that spends
+/// the budget, which is the page's last (a page holds at least one row, however large).
+#[derive(Debug, Clone, Copy)]
+pub struct ByteBudget {
+    left: usize,
+}
+
+impl ByteBudget {
+    pub fn new(max_bytes: usize) -> Self {
+        Self { left: max_bytes }
+    }
+
+    /// Counts a row of `bytes` into the page; true when the page is full with it.
+    pub fn spend(&mut self, bytes: usize) -> bool {
+        self.left = self.left.saturating_sub(bytes);
+        self.left == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use batchd_domain::BatchId;
@@ -45,6 +65,20 @@ mod tests {
 
     use super::*;
     use crate::tests::batch;
+
+    #[test]
+    fn a_page_ends_at_the_row_that_spends_its_bytes() {
+        let mut budget = ByteBudget::new(10);
+        assert!(!budget.spend(4));
+        assert!(!budget.spend(5));
+        assert!(budget.spend(1));
+        let mut huge = ByteBudget::new(10);
+        assert!(
+            huge.spend(1_000),
+            "one row over the budget is a page of its own"
+        );
+        assert!(!ByteBudget::new(usize::MAX).spend(1 << 30));
+    }
 
     #[test]
     fn the_extra_row_only_says_there_is_more() {

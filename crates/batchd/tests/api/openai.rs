@@ -96,6 +96,21 @@ impl Oa<'_> {
         ok_json(resp).await
     }
 
+    /// Uploads `lines` and creates a chat completions batch on them; returns the batch's id.
+    async fn create_chat(&self, lines: &[Value]) -> String {
+        let created = self.create("/v1/chat/completions", lines).await;
+        created["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The lines of the file a finished batch names in `field` (`output_file_id` or
+    /// `error_file_id`).
+    async fn file_lines(&self, batch: &Value, field: &str) -> Vec<Value> {
+        let id = batch[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {field}: {batch}"));
+        parse_jsonl(&self.content(id).await)
+    }
+
     async fn batch(&self, id: &str) -> Value {
         ok_json(self.get(&format!("/v1/batches/{id}")).await).await
     }
@@ -130,6 +145,13 @@ pub(crate) async fn ok_json(resp: Response) -> Value {
 
 fn jsonl(lines: &[Value]) -> String {
     lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// `n` chat lines `r0`, `r1`, … for `gpt-4o-mini`, line `i` saying `text(i)`.
+fn chat_lines(n: usize, text: impl Fn(usize) -> String) -> Vec<Value> {
+    (0..n)
+        .map(|i| chat_line(&format!("r{i}"), "gpt-4o-mini", &text(i)))
+        .collect()
 }
 
 pub(crate) fn chat_line(custom_id: &str, model: &str, text: &str) -> Value {
@@ -635,9 +657,7 @@ async fn create_answers_validating_and_the_batch_runs_with_live_counts() {
     })
     .await;
     let oa = oa(&app);
-    let lines: Vec<Value> = (0..4)
-        .map(|i| chat_line(&format!("r{i}"), "gpt-4o-mini", "hello"))
-        .collect();
+    let lines = chat_lines(4, |_| "hello".into());
     let file = oa.upload("input.jsonl", &jsonl(&lines)).await;
     // Written by hand: `metadata` keeps the order it is sent in.
     let body = format!(
@@ -919,12 +939,7 @@ async fn lists_page_newest_first_and_each_surface_sees_only_its_own() {
     let mut ids = Vec::new();
     for i in 0..3 {
         let line = chat_line(&format!("r{i}"), "gpt-4o-mini", "hi");
-        ids.push(
-            oa.create("/v1/chat/completions", &[line]).await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        ids.push(oa.create_chat(&[line]).await);
     }
     let anthropic = app.create_n(1).await["id"].as_str().unwrap().to_owned();
     let list = ok_json(oa.get("/v1/batches").await).await;
@@ -1053,13 +1068,8 @@ async fn cancel_answers_cancelling_at_once_and_again_without_a_body() {
     })
     .await;
     let oa = oa(&app);
-    let lines: Vec<Value> = (0..5)
-        .map(|i| chat_line(&format!("r{i}"), "gpt-4o-mini", "hi"))
-        .collect();
-    let id = oa.create("/v1/chat/completions", &lines).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let lines = chat_lines(5, |_| "hi".into());
+    let id = oa.create_chat(&lines).await;
     // The Python SDK sends no body but a JSON content type.
     let resp = oa
         .request(Method::POST, &format!("/v1/batches/{id}/cancel"))
@@ -1119,13 +1129,8 @@ fn by_custom_id(text: &str) -> std::collections::HashMap<String, Value> {
 async fn a_batch_completes_with_an_output_file_of_every_answer() {
     let app = spawn().await;
     let oa = oa(&app);
-    let lines: Vec<Value> = (0..20)
-        .map(|i| chat_line(&format!("r{i}"), "gpt-4o-mini", &format!("line {i}")))
-        .collect();
-    let id = oa.create("/v1/chat/completions", &lines).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let lines = chat_lines(20, |i| format!("line {i}"));
+    let id = oa.create_chat(&lines).await;
     let done = oa.wait_final(&id, Duration::from_secs(30)).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(
@@ -1189,10 +1194,7 @@ async fn a_mixed_batch_writes_good_lines_to_the_output_and_the_rest_to_the_error
         refused,
         chat_line("good-2", "gpt-4o", "two"),
     ];
-    let id = oa.create("/v1/chat/completions", &lines).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = oa.create_chat(&lines).await;
     let done = oa.wait_final(&id, Duration::from_secs(30)).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(
@@ -1234,13 +1236,8 @@ async fn a_cancelled_batch_ends_with_batch_cancelled_lines() {
     })
     .await;
     let oa = oa(&app);
-    let lines: Vec<Value> = (0..30)
-        .map(|i| chat_line(&format!("r{i}"), "gpt-4o-mini", "hi"))
-        .collect();
-    let id = oa.create("/v1/chat/completions", &lines).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let lines = chat_lines(30, |_| "hi".into());
+    let id = oa.create_chat(&lines).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let cancelling = ok_json(
         oa.post(&format!("/v1/batches/{id}/cancel"), &json!({}))
@@ -1256,7 +1253,7 @@ async fn a_cancelled_batch_ends_with_batch_cancelled_lines() {
     assert!(completed < 30, "{done}");
     // Requests never sent are not counted (spec: expired/cancelled leave them out).
     assert_eq!(done["request_counts"]["failed"], 0);
-    let errors = parse_jsonl(&oa.content(done["error_file_id"].as_str().unwrap()).await);
+    let errors = oa.file_lines(&done, "error_file_id").await;
     assert_eq!(errors.len() as u64, 30 - completed);
     for line in &errors {
         assert_eq!(line["response"], Value::Null);
@@ -1266,7 +1263,7 @@ async fn a_cancelled_batch_ends_with_batch_cancelled_lines() {
         );
     }
     if completed > 0 {
-        let output = parse_jsonl(&oa.content(done["output_file_id"].as_str().unwrap()).await);
+        let output = oa.file_lines(&done, "output_file_id").await;
         assert_eq!(output.len() as u64, completed);
     }
     // Cancelling again is allowed and changes nothing.
@@ -1288,18 +1285,13 @@ async fn an_expired_batch_ends_with_batch_expired_lines() {
     })
     .await;
     let oa = oa(&app);
-    let lines: Vec<Value> = (0..3)
-        .map(|i| chat_line(&format!("r{i}"), "gpt-4o-mini", "hi"))
-        .collect();
-    let id = oa.create("/v1/chat/completions", &lines).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let lines = chat_lines(3, |_| "hi".into());
+    let id = oa.create_chat(&lines).await;
     let done = oa.wait_final(&id, Duration::from_secs(30)).await;
     assert_eq!(done["status"], "expired", "{done}");
     assert!(done["expired_at"].is_u64());
     assert_eq!(done["output_file_id"], Value::Null);
-    let errors = parse_jsonl(&oa.content(done["error_file_id"].as_str().unwrap()).await);
+    let errors = oa.file_lines(&done, "error_file_id").await;
     assert_eq!(errors.len(), 3);
     assert_eq!(
         errors[0]["error"],
@@ -1323,9 +1315,7 @@ async fn files_of_many_pieces_upload_download_and_run_whole() {
     let app = spawn().await;
     let oa = oa(&app);
     let padding = "x".repeat(500);
-    let lines: Vec<Value> = (0..6_000)
-        .map(|i| chat_line(&format!("r{i}"), "gpt-4o-mini", &format!("{i} {padding}")))
-        .collect();
+    let lines = chat_lines(6_000, |i| format!("{i} {padding}"));
     let content = jsonl(&lines);
     assert!(content.len() > 3 * 1024 * 1024);
     let file = oa.upload("big.jsonl", &content).await;
@@ -1349,7 +1339,7 @@ async fn files_of_many_pieces_upload_download_and_run_whole() {
         .await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["request_counts"]["completed"], 6_000);
-    let output = parse_jsonl(&oa.content(done["output_file_id"].as_str().unwrap()).await);
+    let output = oa.file_lines(&done, "output_file_id").await;
     assert_eq!(output.len(), 6_000);
     for (i, line) in output.iter().enumerate() {
         assert_eq!(line["custom_id"], format!("r{i}"));

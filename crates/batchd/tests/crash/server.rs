@@ -209,6 +209,11 @@ impl Server {
         took
     }
 
+    /// The process id (to read its `/proc/PID/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// True if the process has exited already.
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))

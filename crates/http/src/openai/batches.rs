@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::files::{BATCH_PURPOSE, expiry_seconds};
-use super::jsonl::{GoodLine, LineSplitter, LineValidator};
+use super::jsonl::{GoodLine, LineSplitter, LineValidator, is_object, json_type_name};
 use super::status::{self, to_wire, validating};
 use super::{IdParam, OpenAiError, QueryParams, json};
 use crate::AppState;
@@ -60,17 +60,6 @@ struct Create {
     output_expires_after: Option<u64>,
 }
 
-fn type_name(raw: &RawValue) -> &'static str {
-    match raw.get().trim_start().as_bytes().first() {
-        Some(b'"') => "a string",
-        Some(b'{') => "an object",
-        Some(b'[') => "an array",
-        Some(b't' | b'f') => "a boolean",
-        Some(b'n') => "null",
-        _ => "a number",
-    }
-}
-
 fn is_null(raw: &RawValue) -> bool {
     raw.get().trim() == "null"
 }
@@ -80,7 +69,7 @@ fn string_field(raw: Option<&RawValue>, name: &str) -> Result<String, OpenAiErro
         .filter(|r| !is_null(r))
         .ok_or_else(|| OpenAiError::missing_parameter(name))?;
     serde_json::from_str::<String>(raw.get())
-        .map_err(|_| OpenAiError::invalid_type(name, "a string", type_name(raw)))
+        .map_err(|_| OpenAiError::invalid_type(name, "a string", json_type_name(raw)))
 }
 
 /// JSON text without the whitespace between tokens; strings are copied untouched.
@@ -109,10 +98,9 @@ fn compact(text: &str) -> String {
 
 /// The envelope checks of a create (spec §5.1), in the order the fields are listed there.
 fn check_create(body: &[u8]) -> Result<Create, OpenAiError> {
-    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let parsed = serde_json::from_slice::<CreateBody<'_>>(body)
         .map_err(|e| OpenAiError::body_not_json(&e.to_string()))?;
-    if !is_object {
+    if !is_object(body) {
         return Err(OpenAiError::body_not_json("the body must be a JSON object"));
     }
     let input_file_id = string_field(parsed.input_file_id, "input_file_id")?;
@@ -149,7 +137,7 @@ fn check_create(body: &[u8]) -> Result<Create, OpenAiError> {
 
 fn check_metadata(raw: &RawValue) -> Result<(), OpenAiError> {
     let pairs = pairs_of(raw)
-        .ok_or_else(|| OpenAiError::invalid_type("metadata", "an object", type_name(raw)))?;
+        .ok_or_else(|| OpenAiError::invalid_type("metadata", "an object", json_type_name(raw)))?;
     if pairs.len() > METADATA_PAIRS {
         return Err(OpenAiError::too_many_properties(
             "metadata",
@@ -168,7 +156,7 @@ fn check_metadata(raw: &RawValue) -> Result<(), OpenAiError> {
             ));
         }
         let value: String = serde_json::from_str(value.get())
-            .map_err(|_| OpenAiError::invalid_type(&param, "a string", type_name(value)))?;
+            .map_err(|_| OpenAiError::invalid_type(&param, "a string", json_type_name(value)))?;
         let len = value.chars().count();
         if len > METADATA_VALUE_CHARS {
             return Err(OpenAiError::string_too_long(
@@ -213,7 +201,7 @@ fn pairs_of(raw: &RawValue) -> Option<Vec<(String, &RawValue)>> {
 
 fn check_output_expiry(raw: &RawValue) -> Result<u64, OpenAiError> {
     let pairs = pairs_of(raw).ok_or_else(|| {
-        OpenAiError::invalid_type("output_expires_after", "an object", type_name(raw))
+        OpenAiError::invalid_type("output_expires_after", "an object", json_type_name(raw))
     })?;
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
     let anchor = string_field(get("anchor"), "output_expires_after.anchor")?;
@@ -458,7 +446,7 @@ async fn scan(
         let (v, s, good) = tokio::task::spawn_blocking(move || {
             let (mut v, mut s) = (validator, splitter);
             let mut good: Vec<GoodLine> = Vec::new();
-            let mut each = |n: u64, line: &[u8]| -> Result<(), ()> {
+            let mut each = |n: u64, line: Option<&[u8]>| -> Result<(), ()> {
                 // Past the line cap nothing read later changes the verdict.
                 if v.requests() > max_lines {
                     return Err(());

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use batchd_domain::CustomId;
-use batchd_domain::openai::{Endpoint, LineError};
+use batchd_domain::openai::{Endpoint, LineError, MAX_LINE_BYTES};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -119,44 +119,84 @@ impl UploadScan {
 }
 
 /// Cuts a stream of chunks into lines (without their `\n`), numbered from 1. A line is held
-/// whole only while it is being completed.
-#[derive(Debug, Default)]
+/// whole only while it is being completed, and never beyond the cap: a longer line is handed
+/// on as `None` (too long) without its bytes, which are skipped up to its end, so memory stays
+/// bounded by the cap whatever the file.
+#[derive(Debug)]
 pub struct LineSplitter {
     partial: Vec<u8>,
     line_no: u64,
+    max_line: usize,
+    /// The current line passed the cap: its remaining bytes are dropped.
+    over: bool,
+}
+
+impl Default for LineSplitter {
+    fn default() -> Self {
+        Self::new(MAX_LINE_BYTES)
+    }
 }
 
 impl LineSplitter {
-    /// Calls `each(line_no, line)` for every line completed by `chunk`.
+    /// A splitter refusing lines of more than `max_line` bytes.
+    pub fn new(max_line: usize) -> Self {
+        Self {
+            partial: Vec::new(),
+            line_no: 0,
+            max_line,
+            over: false,
+        }
+    }
+
+    /// Calls `each(line_no, line)` for every line completed by `chunk` (`None` for a line over
+    /// the cap).
     pub fn push<E>(
         &mut self,
         chunk: &[u8],
-        mut each: impl FnMut(u64, &[u8]) -> Result<(), E>,
+        mut each: impl FnMut(u64, Option<&[u8]>) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut rest = chunk;
         while let Some(at) = memchr::memchr(b'\n', rest) {
             self.line_no += 1;
-            if self.partial.is_empty() {
-                each(self.line_no, &rest[..at])?;
-            } else {
-                self.partial.extend_from_slice(&rest[..at]);
-                let line = std::mem::take(&mut self.partial);
-                each(self.line_no, &line)?;
-            }
+            let piece = &rest[..at];
             rest = &rest[at + 1..];
+            if self.over || self.partial.len() + piece.len() > self.max_line {
+                self.over = false;
+                self.partial.clear();
+                each(self.line_no, None)?;
+            } else if self.partial.is_empty() {
+                each(self.line_no, Some(piece))?;
+            } else {
+                self.partial.extend_from_slice(piece);
+                let line = std::mem::take(&mut self.partial);
+                each(self.line_no, Some(&line))?;
+            }
         }
-        self.partial.extend_from_slice(rest);
+        if !self.over {
+            if self.partial.len() + rest.len() > self.max_line {
+                self.over = true;
+                self.partial = Vec::new();
+            } else {
+                self.partial.extend_from_slice(rest);
+            }
+        }
         Ok(())
     }
 
     /// The last line, if the stream did not end with `\n`.
-    pub fn finish<E>(mut self, mut each: impl FnMut(u64, &[u8]) -> Result<(), E>) -> Result<(), E> {
+    pub fn finish<E>(
+        mut self,
+        mut each: impl FnMut(u64, Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if self.over {
+            return each(self.line_no + 1, None);
+        }
         if self.partial.is_empty() {
             return Ok(());
         }
         self.line_no += 1;
         let line = std::mem::take(&mut self.partial);
-        each(self.line_no, &line)
+        each(self.line_no, Some(&line))
     }
 }
 
@@ -227,8 +267,9 @@ fn line_error(
     }
 }
 
-/// The name a JSON value's type goes by in the API's type errors.
-fn json_type_name(raw: &RawValue) -> &'static str {
+/// The name a JSON value's type goes by in the API's type errors (of a line and of a create's
+/// body alike).
+pub(super) fn json_type_name(raw: &RawValue) -> &'static str {
     match raw.get().trim_start().as_bytes().first() {
         Some(b'"') => "a string",
         Some(b'{') => "an object",
@@ -240,7 +281,7 @@ fn json_type_name(raw: &RawValue) -> &'static str {
 }
 
 /// Whether JSON text is an object (serde's derived structs also accept arrays).
-fn is_object(text: &[u8]) -> bool {
+pub(super) fn is_object(text: &[u8]) -> bool {
     text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
@@ -262,9 +303,22 @@ impl LineValidator {
         }
     }
 
-    /// Checks line `line_no` (1-based). `Some` when it is a request to store; blank lines and
-    /// bad lines give `None` (bad ones are recorded).
-    pub fn line(&mut self, line_no: u64, line: &[u8]) -> Option<GoodLine> {
+    /// Checks line `line_no` (1-based), `None` when it was over [`MAX_LINE_BYTES`]. `Some` when
+    /// it is a request to store; blank lines and bad lines give `None` (bad ones are recorded).
+    pub fn line(&mut self, line_no: u64, line: Option<&[u8]>) -> Option<GoodLine> {
+        let Some(line) = line else {
+            self.requests += 1;
+            self.push_error(line_error(
+                "invalid_json_line",
+                format!(
+                    "This line is larger than the maximum of {} bytes for one request.",
+                    group_thousands(MAX_LINE_BYTES as u64)
+                ),
+                None,
+                Some(line_no),
+            ));
+            return None;
+        };
         if is_blank(line) {
             return None;
         }
@@ -519,14 +573,14 @@ mod tests {
         for chunk in ["ab", "c\nd", "\n\ne", "f"] {
             splitter
                 .push::<()>(chunk.as_bytes(), |n, l| {
-                    lines.push((n, String::from_utf8_lossy(l).into_owned()));
+                    lines.push((n, String::from_utf8_lossy(l.unwrap()).into_owned()));
                     Ok(())
                 })
                 .unwrap();
         }
         splitter
             .finish::<()>(|n, l| {
-                lines.push((n, String::from_utf8_lossy(l).into_owned()));
+                lines.push((n, String::from_utf8_lossy(l.unwrap()).into_owned()));
                 Ok(())
             })
             .unwrap();
@@ -541,6 +595,57 @@ mod tests {
         );
     }
 
+    /// The lines a splitter with a cap of `max` bytes cuts `chunks` into (`None`: too long).
+    fn split(max: usize, chunks: &[&str]) -> Vec<(u64, Option<String>)> {
+        let mut lines = Vec::new();
+        let mut splitter = LineSplitter::new(max);
+        let mut each = |n, l: Option<&[u8]>| -> Result<(), ()> {
+            lines.push((n, l.map(|l| String::from_utf8_lossy(l).into_owned())));
+            Ok(())
+        };
+        for chunk in chunks {
+            splitter.push(chunk.as_bytes(), &mut each).unwrap();
+            assert!(splitter.partial.len() <= max, "held beyond the cap");
+        }
+        splitter.finish(&mut each).unwrap();
+        lines
+    }
+
+    #[test]
+    fn lines_over_the_cap_are_named_without_being_held() {
+        let some = |s: &str| Some(s.to_owned());
+        // Over the cap within one chunk, across chunks, and at the end of the stream.
+        assert_eq!(
+            split(4, &["abcd\nabcde\nx"]),
+            vec![(1, some("abcd")), (2, None), (3, some("x"))]
+        );
+        assert_eq!(
+            split(4, &["ab", "cd", "e", "fgh", "ij\nok\n"]),
+            vec![(1, None), (2, some("ok"))]
+        );
+        assert_eq!(
+            split(4, &["ok\nabc", "de"]),
+            vec![(1, some("ok")), (2, None)]
+        );
+        assert_eq!(split(4, &["ab", "cd\n"]), vec![(1, some("abcd"))]);
+    }
+
+    #[test]
+    fn a_line_over_the_cap_fails_the_batch_naming_it() {
+        let mut v = LineValidator::new(Endpoint::ChatCompletions, false, 10);
+        v.line(1, None);
+        let errors = v.finish();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            (errors[0].code.as_str(), errors[0].line),
+            ("invalid_json_line", Some(1))
+        );
+        assert_eq!(
+            errors[0].message,
+            "This line is larger than the maximum of 33,554,432 bytes for one request."
+        );
+    }
+
     fn errors(
         endpoint: Endpoint,
         single: bool,
@@ -548,7 +653,7 @@ mod tests {
     ) -> Vec<(String, Option<String>, Option<u64>)> {
         let mut v = LineValidator::new(endpoint, single, 3);
         for (i, l) in lines.iter().enumerate() {
-            v.line(i as u64 + 1, l.as_bytes());
+            v.line(i as u64 + 1, Some(l.as_bytes()));
         }
         v.finish()
             .into_iter()
@@ -611,8 +716,8 @@ mod tests {
     fn good_lines_keep_their_body_byte_for_byte_and_blank_lines_are_skipped() {
         let mut v = LineValidator::new(Endpoint::Embeddings, false, 10);
         let line = r#"{"url":"/v1/embeddings","custom_id":"x y","method":"POST","body":{ "input": "hi", "model":"e" },"extra":1}"#;
-        assert_eq!(v.line(1, b"   "), None);
-        let good = v.line(2, line.as_bytes()).unwrap();
+        assert_eq!(v.line(1, Some(b"   ")), None);
+        let good = v.line(2, Some(line.as_bytes())).unwrap();
         assert_eq!(good.custom_id.as_str(), "x y");
         assert_eq!(good.model, "e");
         assert_eq!(good.body, r#"{ "input": "hi", "model":"e" }"#);

@@ -160,17 +160,7 @@ pub async fn reset_removes_a_workspace_but_its_keys<H: Harness>(h: &H) {
     };
     let other = create_in(&store, "b", at(0), 2).await;
     let file = {
-        let draft = store
-            .begin_file(NewFile {
-                id: FileId::generate(),
-                workspace: "a".into(),
-                purpose: "batch".into(),
-                filename: "in.jsonl".into(),
-                created_at: at(0),
-                expires_at: None,
-            })
-            .await
-            .unwrap();
+        let draft = store.begin_file(input_file("a", None)).await.unwrap();
         store
             .append_file(&draft, 0, b"{}\n".to_vec())
             .await
@@ -247,4 +237,107 @@ pub async fn reset_removes_a_workspace_but_its_keys<H: Harness>(h: &H) {
         Reset::default(),
         "nothing left"
     );
+}
+
+/// A reset also abandons what its workspace is still creating or uploading: the draft's next
+/// piece or its commit fails as [`StoreError::DraftGone`] and nothing of it ever appears; other
+/// workspaces' drafts go on.
+pub async fn a_reset_abandons_creates_and_uploads_in_flight<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let creating = draft(&store, new_batch("a", at(0)), 2).await;
+    let committing = draft(&store, new_batch("a", at(0)), 1).await;
+    let elsewhere = draft(&store, new_batch("b", at(0)), 1).await;
+    let uploading = store.begin_file(input_file("a", None)).await.unwrap();
+    store
+        .append_file(&uploading, 0, b"{}\n".to_vec())
+        .await
+        .unwrap();
+    let file_id = uploading.file.id.clone();
+    let other_upload = store.begin_file(input_file("b", None)).await.unwrap();
+
+    store.reset_workspace("a", at(1)).await.unwrap();
+
+    let more = vec![NewRequest {
+        index: 2,
+        custom_id: CustomId::parse("late").unwrap(),
+        params: "{}".into(),
+    }];
+    let gone = |r: crate::Result<()>| matches!(r, Err(StoreError::DraftGone(_)));
+    assert!(gone(
+        store.append_requests(&creating, more).await.map(|_| ())
+    ));
+    assert!(gone(store.commit_batch(committing, 1).await.map(|_| ())));
+    assert!(gone(
+        store.append_file(&uploading, 1, b"{}\n".to_vec()).await
+    ));
+    assert!(gone(store.commit_file(uploading, 3).await.map(|_| ())));
+    assert_eq!(store.get_file("a", &file_id).await.unwrap(), None);
+    let listed = store
+        .list_batches("a", Surface::Anthropic, Cursor::Start, 10)
+        .await
+        .unwrap();
+    assert!(listed.batches.is_empty());
+    // Another workspace's creates and uploads are untouched.
+    store.commit_batch(elsewhere, 1).await.unwrap();
+    store
+        .append_file(&other_upload, 0, b"{}\n".to_vec())
+        .await
+        .unwrap();
+    store.commit_file(other_upload, 3).await.unwrap();
+}
+
+/// Files expire on their workspace's clock: a workspace a day ahead sees its file expire a day
+/// early in real time, another workspace's file with the same expiry stays.
+pub async fn files_expire_on_their_workspace_clock<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let mut ids = Vec::new();
+    for workspace in ["a", "b"] {
+        let draft = store
+            .begin_file(input_file(workspace, Some(at(DAY))))
+            .await
+            .unwrap();
+        store
+            .append_file(&draft, 0, b"{}\n".to_vec())
+            .await
+            .unwrap();
+        ids.push(store.commit_file(draft, 3).await.unwrap().id);
+    }
+    store.advance_clock("a", DAY).await.unwrap();
+    assert_eq!(store.expire_files(at(1), 10).await.unwrap(), 1);
+    assert_eq!(store.get_file("a", &ids[0]).await.unwrap(), None);
+    assert!(store.get_file("b", &ids[1]).await.unwrap().is_some());
+    assert_eq!(store.expire_files(at(DAY), 10).await.unwrap(), 1);
+    assert_eq!(store.get_file("b", &ids[1]).await.unwrap(), None);
+}
+
+/// A batch is finalized on its workspace's clock (never before it ended).
+pub async fn batches_are_finalized_on_their_workspace_clock<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let mut nb = new_batch("a", at(0));
+    nb.id = BatchId::generate_openai(at(0));
+    nb.endpoint = batchd_domain::openai::Endpoint::ChatCompletions;
+    nb.openai = Some(super::openai_meta());
+    let d = draft(&store, nb, 1).await;
+    let b = store.commit_batch(d, 1).await.unwrap();
+    let items = claim(&store, 10, at(1)).await;
+    store
+        .record(&answers(&items, Outcome::Succeeded), at(2))
+        .await
+        .unwrap();
+    store.advance_clock("a", DAY).await.unwrap();
+    let meta = super::openai_meta();
+    assert!(store.finalize(b.key, &meta, &[], at(3)).await.unwrap());
+    assert_eq!(get(&store, &b).await.finalized_at, Some(at(3 + DAY)));
+}
+
+/// A batch input file of `workspace` created at `at(0)`.
+fn input_file(workspace: &str, expires_at: Option<Timestamp>) -> NewFile {
+    NewFile {
+        id: FileId::generate(),
+        workspace: workspace.into(),
+        purpose: "batch".into(),
+        filename: "in.jsonl".into(),
+        created_at: at(0),
+        expires_at,
+    }
 }

@@ -5,7 +5,7 @@
 use batchd_domain::openai::{Endpoint, FileId, LineError, OpenAiBatchMeta, Surface};
 
 use super::*;
-use crate::{FILE_CHUNK_BYTES, FileDraft, FileStore, NewFile, StoredFile};
+use crate::{FILE_CHUNK_BYTES, FileDraft, FileStore, NewFile, ResultRow, StoredFile};
 
 /// An OpenAI batch's extras, for the cases of other modules too.
 pub(super) fn openai_meta() -> OpenAiBatchMeta {
@@ -316,8 +316,18 @@ pub async fn ended_openai_batches_are_finalized_once<H: Harness>(h: &H) {
     let mut written = meta();
     written.output_file_id = Some(FileId::generate());
     written.error_file_id = Some(FileId::generate());
-    assert!(store.finalize(first.key, &written, at(10)).await.unwrap());
-    assert!(!store.finalize(first.key, &meta(), at(11)).await.unwrap());
+    assert!(
+        store
+            .finalize(first.key, &written, &[], at(10))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finalize(first.key, &meta(), &[], at(11))
+            .await
+            .unwrap()
+    );
     let f = get(&store, &first).await;
     assert_eq!(
         (f.finalized_at, f.openai),
@@ -335,18 +345,28 @@ pub async fn ended_openai_batches_are_finalized_once<H: Harness>(h: &H) {
     // Only ended OpenAI batches that are still there can be finalized.
     assert!(
         !store
-            .finalize(anthropic.key, &written, at(12))
+            .finalize(anthropic.key, &written, &[], at(12))
             .await
             .unwrap()
     );
     let running = create_openai(&store, at(20), 1).await;
-    assert!(!store.finalize(running.key, &written, at(12)).await.unwrap());
+    assert!(
+        !store
+            .finalize(running.key, &written, &[], at(12))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.delete_batch(WS, &second.id).await.unwrap(),
         DeleteOutcome::Deleted
     );
     assert!(store.unfinalized(10).await.unwrap().is_empty());
-    assert!(!store.finalize(second.key, &written, at(12)).await.unwrap());
+    assert!(
+        !store
+            .finalize(second.key, &written, &[], at(12))
+            .await
+            .unwrap()
+    );
 
     // Retention waits for the files: archiving first would hide the batch from the finalizer
     // and purge the results its files are made from.
@@ -358,7 +378,12 @@ pub async fn ended_openai_batches_are_finalized_once<H: Harness>(h: &H) {
     assert_eq!(waiting.archived_at, None, "archived before its files");
     assert_eq!(store.unfinalized(10).await.unwrap().len(), 1);
     // `finalized_at` is never before the end, whatever clock the caller read.
-    assert!(store.finalize(running.key, &written, at(1)).await.unwrap());
+    assert!(
+        store
+            .finalize(running.key, &written, &[], at(1))
+            .await
+            .unwrap()
+    );
     assert_eq!(get(&store, &running).await.finalized_at, waiting.ended_at);
     store.archive_due(at(20), at(24)).await.unwrap();
     assert!(get(&store, &running).await.archived_at.is_some());
@@ -600,4 +625,147 @@ pub async fn file_drafts_of_a_stopped_process_are_reclaimed<H: Harness>(h: &H) {
     purge_all(&store).await;
     assert_eq!(h.rows(&store, "file_chunks").await, 0);
     assert_eq!(h.rows(&store, "files").await, 0);
+}
+
+/// An ended OpenAI batch's file drafts become visible in the transaction that finalizes it, and
+/// only then: a refused commit records nothing, a finalize that loses leaves them drafts (which
+/// the purge reclaims once their process is gone), and a claim is for unfinalized batches only.
+pub async fn finalize_commits_the_batch_files_with_it<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let b = create_openai(&store, at(1), 1).await;
+    assert!(!store.claim_finalize(b.key).await.unwrap(), "not ended yet");
+    let items = claim(&store, 10, at(2)).await;
+    store.cancel_batch(WS, &b.id, at(3)).await.unwrap();
+    let back: Vec<Slot> = items.iter().map(WorkItem::slot).collect();
+    store.release(&back).await.unwrap();
+    store.finish_due(at(4)).await.unwrap();
+    assert!(get(&store, &b).await.is_ended());
+    assert!(store.claim_finalize(b.key).await.unwrap());
+    assert!(
+        store.claim_finalize(b.key).await.unwrap(),
+        "held by this process"
+    );
+
+    let output = new_file(WS, "batch_output", at(5));
+    let errors = new_file(WS, "batch_output", at(5));
+    let out = store.begin_file(output.clone()).await.unwrap();
+    store.append_file(&out, 0, b"out\n".to_vec()).await.unwrap();
+    let err = store.begin_file(errors.clone()).await.unwrap();
+    store.append_file(&err, 0, b"err\n".to_vec()).await.unwrap();
+    let mut written = meta();
+    written.output_file_id = Some(output.id.clone());
+    written.error_file_id = Some(errors.id.clone());
+    // A draft whose bytes do not add up refuses the whole finalize.
+    assert!(
+        store
+            .finalize(b.key, &written, &[(&out, 4), (&err, 5)], at(6))
+            .await
+            .is_err()
+    );
+    assert_eq!(get(&store, &b).await.finalized_at, None);
+    assert_eq!(store.get_file(WS, &output.id).await.unwrap(), None);
+    assert!(
+        store
+            .finalize(b.key, &written, &[(&out, 4), (&err, 4)], at(6))
+            .await
+            .unwrap()
+    );
+    let f = get(&store, &b).await;
+    assert!(f.finalized_at.is_some());
+    assert_eq!(f.openai, Some(written.clone()));
+    for (id, bytes) in [(&output.id, 4), (&errors.id, 4)] {
+        let file = store.get_file(WS, id).await.unwrap().expect("visible");
+        assert_eq!(file.bytes, bytes);
+    }
+    assert!(!store.claim_finalize(b.key).await.unwrap(), "finalized");
+
+    // A finalize that loses commits nothing: its draft stays invisible and is reclaimed.
+    let late = new_file(WS, "batch_output", at(7));
+    let d = store.begin_file(late.clone()).await.unwrap();
+    store.append_file(&d, 0, b"late\n".to_vec()).await.unwrap();
+    let mut other = meta();
+    other.output_file_id = Some(late.id.clone());
+    assert!(
+        !store
+            .finalize(b.key, &other, &[(&d, 5)], at(8))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_file(WS, &late.id).await.unwrap(), None);
+    assert_eq!(get(&store, &b).await.openai, Some(written));
+    h.close(store).await;
+    let store = h.open().await;
+    purge_all(&store).await;
+    assert_eq!(store.get_file(WS, &late.id).await.unwrap(), None);
+    assert_eq!(h.rows(&store, "files").await, 2);
+    assert_eq!(h.rows(&store, "file_chunks").await, 2);
+}
+
+/// A page of results is cut at the row that reaches its byte budget (at least one row, and a
+/// short page is not the end), so the finalizer's pages stay bounded whatever the results weigh.
+pub async fn result_pages_are_cut_by_bytes<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let b = create_openai(&store, at(1), 5).await;
+    let items = claim(&store, 10, at(2)).await;
+    store
+        .record(&answers(&items, Outcome::Succeeded), at(3))
+        .await
+        .unwrap();
+    let all = store.results_page(b.key, None, 10).await.unwrap();
+    assert_eq!(all.len(), 5);
+    assert!(all.iter().all(|r| r.body.is_some()));
+    let indices = |rows: Vec<ResultRow>| rows.iter().map(|r| r.index).collect::<Vec<_>>();
+    let two = all[0].bytes() + all[1].bytes();
+    let page = |after, max| store.results_page_within(b.key, after, 10, max);
+    assert_eq!(indices(page(None, two).await.unwrap()), [0, 1]);
+    assert_eq!(indices(page(None, two + 1).await.unwrap()), [0, 1, 2]);
+    assert_eq!(indices(page(Some(2), 1).await.unwrap()), [3]);
+    assert_eq!(indices(page(Some(3), usize::MAX).await.unwrap()), [4]);
+    assert!(page(Some(4), 1).await.unwrap().is_empty());
+}
+
+/// Paging with `after` a file deleted or expired since goes on from where it stood, also once
+/// the purge has reclaimed it; another workspace's deleted file names no position.
+pub async fn files_list_after_a_deleted_or_expired_file<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let mut f = Vec::new();
+    for i in 0..4 {
+        let mut nf = new_file(WS, "batch", at(i + 1));
+        if i == 1 {
+            nf.expires_at = Some(at(10));
+        }
+        f.push(write_file(&store, nf, 1).await.id);
+    }
+    let list = |after: FileId, desc| {
+        let store = &store;
+        async move {
+            let page = store
+                .list_files(WS, None, Some(&after), 10, desc)
+                .await
+                .unwrap();
+            file_ids(&page.files)
+        }
+    };
+    assert!(store.delete_file(WS, &f[0]).await.unwrap());
+    assert_eq!(store.expire_files(at(10), 10).await.unwrap(), 1);
+    for _ in 0..2 {
+        assert_eq!(
+            list(f[0].clone(), false).await,
+            [f[2].clone(), f[3].clone()]
+        );
+        assert_eq!(
+            list(f[1].clone(), false).await,
+            [f[2].clone(), f[3].clone()]
+        );
+        assert_eq!(list(f[1].clone(), true).await, Vec::<FileId>::new());
+        assert_eq!(list(f[3].clone(), true).await, [f[2].clone()]);
+        // Deleting again changes nothing; then the same once the rows are reclaimed.
+        assert!(!store.delete_file(WS, &f[0]).await.unwrap());
+        purge_all(&store).await;
+    }
+    let page = store
+        .list_files("other", None, Some(&f[0]), 10, false)
+        .await
+        .unwrap();
+    assert!(page.files.is_empty());
 }

@@ -437,9 +437,19 @@ pub async fn openai_ends_are_events_once_their_files_are_written<H: Harness>(h: 
         0,
         "finalizing is not terminal"
     );
-    assert!(store.finalize(done.key, &written, at(4)).await.unwrap());
+    assert!(
+        store
+            .finalize(done.key, &written, &[], at(4))
+            .await
+            .unwrap()
+    );
     assert_eq!(h.rows(&store, OUTBOX).await, 1);
-    assert!(!store.finalize(done.key, &written, at(5)).await.unwrap());
+    assert!(
+        !store
+            .finalize(done.key, &written, &[], at(5))
+            .await
+            .unwrap()
+    );
 
     let canceled = create_openai(&store, at(6), 1).await;
     store.cancel_batch(WS, &canceled.id, at(7)).await.unwrap();
@@ -450,7 +460,12 @@ pub async fn openai_ends_are_events_once_their_files_are_written<H: Harness>(h: 
         1,
         "cancelling until its files are written"
     );
-    assert!(store.finalize(canceled.key, &written, at(9)).await.unwrap());
+    assert!(
+        store
+            .finalize(canceled.key, &written, &[], at(9))
+            .await
+            .unwrap()
+    );
     assert_eq!(h.rows(&store, OUTBOX).await, 2);
 
     store
