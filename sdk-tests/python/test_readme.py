@@ -9,6 +9,7 @@ working verbatim against the quickstart server fails here.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -28,7 +29,7 @@ MARKER = re.compile(r"<!-- readme-test: (\w+) -->\s*```(\w+)\n(.*?)```", re.S)
 
 def snippets() -> dict[str, tuple[str, str]]:
     found = {name: (lang, body) for name, lang, body in MARKER.findall(README.read_text())}
-    assert set(found) == {"curl", "python", "node", "cli", "pytest", "webhooks"}, f"README snippets: {sorted(found)}"
+    assert set(found) == {"curl", "python", "node", "cli", "pytest", "rerun", "webhooks"}, f"README snippets: {sorted(found)}"
     return found
 
 
@@ -84,6 +85,16 @@ def test_cli_snippet(tmp_path: Path) -> None:
     results = (tmp_path / "results.jsonl").read_text().splitlines()
     assert len(results) == 2, results
     assert all('"type":"succeeded"' in line for line in results)
+
+
+def test_rerun_snippet(tmp_path: Path) -> None:
+    out = run(["bash", "-euo", "pipefail", "-c", source("rerun")], tmp_path)
+    [http] = [line for line in out.splitlines() if '"rerun_of"' in line]
+    rerun = json.loads(http)
+    assert rerun["type"] == "message_batch" and rerun["rerun_of"].startswith("msgbatch_"), out
+    # Only the errored request is re-run, over HTTP and from the CLI alike.
+    assert sum(rerun["request_counts"].values()) == 1, out
+    assert re.search(r"^requests\s+1 \(", out, re.M), out
 
 
 @pytest.mark.skipif(not os.environ.get("BATCHD_BIN"), reason="needs BATCHD_BIN (set by run.sh)")
