@@ -362,6 +362,29 @@ impl Run {
 
     /// The download limit: the same client fetching `bytes` bytes (cut from `filler`) from a
     /// freshly written file, served by the bench's static server. Returns its duration.
+    /// A download row: `bytes` read from batchd in `took`, against the static file server
+    /// serving a file of the same size (made of `filler`).
+    async fn download_row(
+        &mut self,
+        name: &str,
+        bytes: u64,
+        took: Duration,
+        filler: &[u8],
+    ) -> anyhow::Result<()> {
+        let base = self.static_download(bytes, filler).await?;
+        let size = bytes as f64 / MB;
+        let (rate, base_rate) = (size / took.as_secs_f64(), size / base.as_secs_f64());
+        self.rows.push(Row::new(
+            name,
+            format!("{rate:.0} MB/s ({:.2} s)", took.as_secs_f64()),
+            format!("static file server {base_rate:.0} MB/s"),
+            Some(rate / base_rate),
+            "≥ 0.5",
+            Verdict::check(rate / base_rate >= 0.5),
+        ));
+        Ok(())
+    }
+
     async fn static_download(&self, bytes: u64, filler: &[u8]) -> anyhow::Result<Duration> {
         let file = self.work.join("download-limit.bin");
         {
@@ -508,32 +531,14 @@ impl Run {
             self.progress("results: streaming from batchd");
             let rss0 = server.rss();
             let sampler = RssSampler::start(server.pid());
-            let t = Instant::now();
-            let response = api
-                .send(
-                    Method::GET,
-                    &format!("/v1/messages/batches/{id}/results"),
-                    Bytes::new(),
-                )
-                .await?;
-            if !response.status().is_success() {
-                bail!("results answered {}", response.status());
-            }
-            let bytes = count_body(response).await?;
-            let took = t.elapsed();
+            let path = format!("/v1/messages/batches/{id}/results");
+            let (bytes, took) = download(&api, &path).await?;
             let peak = sampler.stop();
             self.progress("results: static file baseline");
-            let base = self.static_download(bytes, &workload.body).await?;
             let size = bytes as f64 / MB;
-            let (rate, base_rate) = (size / took.as_secs_f64(), size / base.as_secs_f64());
-            self.rows.push(Row::new(
-                &format!("Results: stream {size:.0} MB ({} lines)", fmt_n(n)),
-                format!("{rate:.0} MB/s ({:.2} s)", took.as_secs_f64()),
-                format!("static file server {base_rate:.0} MB/s"),
-                Some(rate / base_rate),
-                "≥ 0.5",
-                Verdict::check(rate / base_rate >= 0.5),
-            ));
+            let name = format!("Results: stream {size:.0} MB ({} lines)", fmt_n(n));
+            self.download_row(&name, bytes, took, &workload.body)
+                .await?;
             let growth = peak.saturating_sub(rss0) as f64 / MB;
             self.rows.push(Row::new(
                 "Results: RSS growth while streaming",
@@ -1010,34 +1015,14 @@ impl Run {
 
         if self.args.wants("openai-download") {
             self.progress("openai download: the output file from batchd");
-            let t = Instant::now();
-            let response = api
-                .send(
-                    Method::GET,
-                    &format!("/v1/files/{output}/content"),
-                    Bytes::new(),
-                )
-                .await?;
-            if !response.status().is_success() {
-                bail!("output file content answered {}", response.status());
-            }
-            let bytes = count_body(response).await?;
-            let took = t.elapsed();
+            let (bytes, took) = download(&api, &format!("/v1/files/{output}/content")).await?;
             self.progress("openai download: static file baseline");
-            let base = self.static_download(bytes, &chat.body).await?;
             let size = bytes as f64 / MB;
-            let (rate, base_rate) = (size / took.as_secs_f64(), size / base.as_secs_f64());
-            self.rows.push(Row::new(
-                &format!(
-                    "Download (OpenAI): output file {size:.0} MB ({} lines)",
-                    fmt_n(n)
-                ),
-                format!("{rate:.0} MB/s ({:.2} s)", took.as_secs_f64()),
-                format!("static file server {base_rate:.0} MB/s"),
-                Some(rate / base_rate),
-                "≥ 0.5",
-                Verdict::check(rate / base_rate >= 0.5),
-            ));
+            let name = format!(
+                "Download (OpenAI): output file {size:.0} MB ({} lines)",
+                fmt_n(n)
+            );
+            self.download_row(&name, bytes, took, &chat.body).await?;
         }
         drop(server);
         drop(fake);
@@ -1172,6 +1157,18 @@ pub async fn run(mut args: Args) -> anyhow::Result<Outcome> {
         rows: run.rows,
         notes: run.notes,
     })
+}
+
+/// GETs `path` from batchd and counts the body as it arrives: its size, and how long it took
+/// from sending the request.
+async fn download(api: &Api, path: &str) -> anyhow::Result<(u64, Duration)> {
+    let t = Instant::now();
+    let response = api.send(Method::GET, path, Bytes::new()).await?;
+    if !response.status().is_success() {
+        bail!("{path} answered {}", response.status());
+    }
+    let bytes = count_body(response).await?;
+    Ok((bytes, t.elapsed()))
 }
 
 /// The CPU time `pid` used since `before` (from [`cpu_seconds`]), if both readings worked.
