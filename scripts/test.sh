@@ -15,9 +15,11 @@ echo "== cargo test (workspace) =="
 # skipped.
 cargo test --workspace --locked
 
-echo "== API and crash suites on PostgreSQL =="
+echo "== API, engine and crash suites on PostgreSQL =="
 if [ -n "${BATCHD_TEST_DATABASE_URL:-}" ]; then
-  BATCHD_TEST_STORE=postgres cargo test -p batchd --locked --test api --test crash
+  # Every suite that starts servers through the engine switch, so each runs on both engines.
+  BATCHD_TEST_STORE=postgres cargo test -p batchd --locked --test api --test crash \
+    --test openai_engine --test openai_crash --test openai_memory --test webhook_crash
 else
   echo "skipped: BATCHD_TEST_DATABASE_URL is not set. The PostgreSQL conformance, API, crash and"
   echo "multi-process suites need a server: eval \"\$(scripts/pg-test-cluster.sh start)\" starts one"
