@@ -77,7 +77,10 @@ impl Pools {
             // 64 MiB here and 16 MiB per reader, a 256 MB create peaked near 200 MB RSS.
             .pragma("cache_size", "-16384");
         let writer_options = if background_checkpoints {
-            writer_options.pragma("wal_autocheckpoint", "0")
+            writer_options.pragma(
+                "wal_autocheckpoint",
+                crate::checkpoint::BACKSTOP_PAGES.to_string(),
+            )
         } else {
             writer_options
         };

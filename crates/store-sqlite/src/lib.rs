@@ -34,8 +34,8 @@
 //! * `NORMAL` (no fsync at commit) for the bulk: draft chunks, the other record groups, purges.
 //!   File pieces and expiries are `NORMAL` too. In WAL mode a `NORMAL` commit survives a
 //!   process kill; only an OS crash or power loss can lose it, and only until the next `FULL`
-//!   commit or checkpoint, which syncs every earlier frame too. What that can lose is
-//!   recoverable: draft chunks belong to a create or upload that never returned (a commit's
+//!   commit or a checkpoint that copies frames, which syncs every earlier frame too. What that
+//!   can lose is recoverable: draft chunks belong to a create or upload that never returned (a commit's
 //!   `FULL` fsync makes its pieces durable with it), a result of an unended batch is simply
 //!   requested again, and an expiry is done again by the next pass.
 //!
