@@ -362,6 +362,47 @@ impl Run {
 
     /// The download limit: the same client fetching `bytes` bytes (cut from `filler`) from a
     /// freshly written file, served by the bench's static server. Returns its duration.
+    /// The two rows of taking in `bytes` in `took`: its rate against write+fsync of the same
+    /// bytes, and the server's peak RSS growth (from `rss0` to `peak`) against their size.
+    #[allow(clippy::too_many_arguments)]
+    fn intake_rows(
+        &mut self,
+        prefix: &str,
+        headline: &str,
+        subject: &str,
+        bytes: &[u8],
+        took: Duration,
+        rss0: u64,
+        peak: u64,
+    ) -> anyhow::Result<()> {
+        let size = bytes.len() as f64 / MB;
+        let disk = write_fsync(&self.work.join("intake-limit.bin"), bytes)?;
+        let (rate, disk_rate) = (size / took.as_secs_f64(), size / disk.as_secs_f64());
+        let ratio = rate / disk_rate;
+        self.rows.push(Row::new(
+            &format!("{prefix}: {headline}"),
+            format!("{:.2} s = {rate:.0} MB/s", took.as_secs_f64()),
+            format!(
+                "disk write+fsync {disk_rate:.0} MB/s ({:.2} s)",
+                disk.as_secs_f64()
+            ),
+            Some(ratio),
+            "≥ 0.5",
+            Verdict::check(ratio >= 0.5),
+        ));
+        let growth = peak.saturating_sub(rss0) as f64 / MB;
+        let ratio = growth / size;
+        self.rows.push(Row::new(
+            &format!("{prefix}: peak RSS growth"),
+            format!("{growth:.0} MB (peak {:.0} MB)", peak as f64 / MB),
+            format!("{subject} {size:.0} MB"),
+            Some(ratio),
+            "≤ 0.5",
+            Verdict::check(ratio <= 0.5),
+        ));
+        Ok(())
+    }
+
     /// A download row: `bytes` read from batchd in `took`, against the static file server
     /// serving a file of the same size (made of `filler`).
     async fn download_row(
@@ -483,30 +524,16 @@ impl Run {
         let ingest = created - t0;
         if self.args.wants("ingest") {
             let size = workload.body.len() as f64 / MB;
-            let disk = write_fsync(&self.work.join("ingest-limit.bin"), &workload.body)?;
-            let (rate, disk_rate) = (size / ingest.as_secs_f64(), size / disk.as_secs_f64());
-            let ratio = rate / disk_rate;
-            self.rows.push(Row::new(
-                &format!("Ingest: create {} requests, {size:.0} MB → 200", fmt_n(n)),
-                format!("{:.2} s = {rate:.0} MB/s", ingest.as_secs_f64()),
-                format!(
-                    "disk write+fsync {disk_rate:.0} MB/s ({:.2} s)",
-                    disk.as_secs_f64()
-                ),
-                Some(ratio),
-                "≥ 0.5",
-                Verdict::check(ratio >= 0.5),
-            ));
-            let growth = peak.saturating_sub(rss0) as f64 / MB;
-            let ratio = growth / size;
-            self.rows.push(Row::new(
-                "Ingest: peak RSS growth",
-                format!("{growth:.0} MB (peak {:.0} MB)", peak as f64 / MB),
-                format!("body {size:.0} MB"),
-                Some(ratio),
-                "≤ 0.5",
-                Verdict::check(ratio <= 0.5),
-            ));
+            let headline = format!("create {} requests, {size:.0} MB → 200", fmt_n(n));
+            self.intake_rows(
+                "Ingest",
+                &headline,
+                "body",
+                &workload.body,
+                ingest,
+                rss0,
+                peak,
+            )?;
         }
 
         self.progress("dispatch at 0 ms: waiting for the batch to end");
@@ -930,33 +957,9 @@ impl Run {
             let id = api.create_openai(&file_id).await?;
             let took = t0.elapsed();
             let peak = sampler.stop();
-            let disk = write_fsync(&self.work.join("upload-limit.bin"), &file)?;
-            let (rate, disk_rate) = (size / took.as_secs_f64(), size / disk.as_secs_f64());
-            let ratio = rate / disk_rate;
-            self.rows.push(Row::new(
-                &format!(
-                    "Upload + create (OpenAI): {} lines, {size:.0} MB → batch",
-                    fmt_n(lines)
-                ),
-                format!("{:.2} s = {rate:.0} MB/s", took.as_secs_f64()),
-                format!(
-                    "disk write+fsync {disk_rate:.0} MB/s ({:.2} s)",
-                    disk.as_secs_f64()
-                ),
-                Some(ratio),
-                "≥ 0.5",
-                Verdict::check(ratio >= 0.5),
-            ));
-            let growth = peak.saturating_sub(rss0) as f64 / MB;
-            let ratio = growth / size;
-            self.rows.push(Row::new(
-                "Upload + create (OpenAI): peak RSS growth",
-                format!("{growth:.0} MB (peak {:.0} MB)", peak as f64 / MB),
-                format!("file {size:.0} MB"),
-                Some(ratio),
-                "≤ 0.5",
-                Verdict::check(ratio <= 0.5),
-            ));
+            let headline = format!("{} lines, {size:.0} MB → batch", fmt_n(lines));
+            let prefix = "Upload + create (OpenAI)";
+            self.intake_rows(prefix, &headline, "file", &file, took, rss0, peak)?;
             // Its requests are not a figure of this row: cancelled and settled, so they do not
             // share the CPU with the dispatch row's batch.
             let _ = api

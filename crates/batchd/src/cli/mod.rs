@@ -311,20 +311,7 @@ async fn create(client: &Client, file: &std::path::Path, json: bool) -> Result<(
 
 async fn list(client: &Client, params: ListParams, all: bool, json: bool) -> Result<()> {
     if all {
-        let mut batches = client.list_all(params);
-        let mut collected = Vec::new();
-        while let Some(batch) = batches.next().await {
-            let batch = batch?;
-            if json {
-                println_out(&serde_json::to_string(&batch)?)?;
-            } else {
-                collected.push(batch);
-            }
-        }
-        if !json {
-            print_out(&output::batch_table(&collected))?;
-        }
-        return Ok(());
+        return print_every(client.list_all(params), json, output::batch_table).await;
     }
     let page = client.list(&params).await?;
     if json {
@@ -406,6 +393,32 @@ fn print_batch(batch: &MessageBatch, json: bool) -> Result<()> {
     } else {
         print_out(&output::batch_fields(batch))
     }
+}
+
+/// Prints every batch a `--all` listing yields: each as one JSON line as it arrives with
+/// `json`, else one table at the end. Shared by both surfaces.
+async fn print_every<T, E>(
+    mut batches: impl futures_util::Stream<Item = std::result::Result<T, E>> + Unpin,
+    json: bool,
+    table: fn(&[T]) -> String,
+) -> Result<()>
+where
+    T: serde::Serialize,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut collected = Vec::new();
+    while let Some(batch) = batches.next().await {
+        let batch = batch?;
+        if json {
+            println_out(&serde_json::to_string(&batch)?)?;
+        } else {
+            collected.push(batch);
+        }
+    }
+    if !json {
+        print_out(&table(&collected))?;
+    }
+    Ok(())
 }
 
 fn print_out(text: &str) -> Result<()> {

@@ -79,20 +79,8 @@ fn first_endpoint(content: &[u8]) -> String {
 
 pub async fn list(client: &Client, params: OpenAiListParams, all: bool, json: bool) -> Result<()> {
     if all {
-        let mut batches = client.list_all_openai_batches(params);
-        let mut collected = Vec::new();
-        while let Some(batch) = batches.next().await {
-            let batch = batch?;
-            if json {
-                println_out(&serde_json::to_string(&batch)?)?;
-            } else {
-                collected.push(batch);
-            }
-        }
-        if !json {
-            print_out(&output::openai_batch_table(&collected))?;
-        }
-        return Ok(());
+        let batches = client.list_all_openai_batches(params);
+        return super::print_every(batches, json, output::openai_batch_table).await;
     }
     let page = client.list_openai_batches(&params).await?;
     if json {
