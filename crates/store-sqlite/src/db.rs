@@ -26,6 +26,8 @@ const READERS: u32 = 4;
 /// six. Appending 100,000 such rows took ~2.7 s with 4 KiB pages, ~1.3 s with 8 KiB, ~0.9 s with
 /// 16 KiB. Only applies when the database file is created.
 const PAGE_SIZE: u32 = 16384;
+/// What a restarted WAL is truncated to, for every connection that writes.
+pub(crate) const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// `synchronous` level of a write transaction; see the crate docs for which calls use which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +73,7 @@ impl Pools {
             // The safe default for a fresh or recycled connection; each write transaction sets
             // its own level anyway.
             .synchronous(SqliteSynchronous::Full)
-            .pragma("journal_size_limit", (64 * 1024 * 1024).to_string())
+            .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string())
             // Negative means KiB. The hot pages (batch rows, b-tree interiors, the tail of the
             // request range being appended) fit easily; a bigger cache only raised RSS: with
             // 64 MiB here and 16 MiB per reader, a 256 MB create peaked near 200 MB RSS.
@@ -240,6 +242,14 @@ pub(crate) fn query_error(e: sqlx::Error) -> StoreError {
         }
         _ => false,
     };
+    StoreError::database(e, transient)
+}
+
+/// Maps a rusqlite error as [`query_error`] maps sqlx's.
+pub(crate) fn rusqlite_error(e: rusqlite::Error) -> StoreError {
+    let transient = e
+        .sqlite_error()
+        .is_some_and(|f| transient(i64::from(f.extended_code)));
     StoreError::database(e, transient)
 }
 

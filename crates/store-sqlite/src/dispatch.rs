@@ -19,6 +19,7 @@ use crate::ending::report;
 use crate::file_store::commit_draft;
 use crate::leases::{Handout, Recording};
 use crate::maintenance::{ARCHIVE_DUE, CANCELING_KEYS, NEXT_EXPIRY};
+use crate::record::record_group;
 use crate::rows::{CANCELING, ENDED, IN_PROGRESS, batch_from_row, openai_text};
 
 #[async_trait]
@@ -86,15 +87,26 @@ impl DispatchStore for SqliteStore {
             return Ok(Ended::default());
         }
         let slots: Vec<Slot> = answers.iter().map(|a| a.slot).collect();
-        let mut by_batch: BTreeMap<i64, Vec<&Answer>> = BTreeMap::new();
+        // Owned copies: the group is written on a blocking thread, and the caller keeps its
+        // answers to try again should the write fail.
+        let mut by_batch: BTreeMap<i64, Vec<Answer>> = BTreeMap::new();
         for answer in answers {
             by_batch
                 .entry(answer.slot.batch_key)
                 .or_default()
-                .push(answer);
+                .push(answer.clone());
         }
         let recording = Recording::new(&self.claims, slots);
-        match self.record_tx(by_batch, now).await {
+        let written = async {
+            let writer = self.pools.writer.acquire().await.map_err(query_error)?;
+            let claims = self.claims.clone();
+            self.group_writer
+                .run(writer, move |session| {
+                    record_group(session, &claims, &by_batch, now)
+                })
+                .await
+        };
+        match written.await {
             Ok(ended) => {
                 recording.recorded(ended.iter().map(|(key, _, _)| *key));
                 Ok(report(&ended))

@@ -17,6 +17,8 @@ use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::Semaphore;
 
 use crate::db::BUSY_TIMEOUT;
+// A failed open or read; busy, locked, I/O, full-disk and cannot-open conditions may clear.
+use crate::db::rusqlite_error as query;
 
 /// Pages read at once, across downloads (a download reads two ahead): each holds a connection
 /// and a blocking thread, which stay bounded however many clients download.
@@ -177,14 +179,6 @@ fn render(
         rows: count,
         lines,
     }))
-}
-
-/// A failed open or read; busy, locked, I/O, full-disk and cannot-open conditions may clear.
-fn query(e: rusqlite::Error) -> StoreError {
-    let transient = e
-        .sqlite_error()
-        .is_some_and(|f| crate::db::transient(i64::from(f.extended_code)));
-    StoreError::database(e, transient)
 }
 
 fn corrupt(e: &dyn std::fmt::Display) -> StoreError {

@@ -10,7 +10,7 @@ use crate::db::query_error;
 use crate::rows::ENDED;
 
 /// `ended_at` is on the batch's workspace's clock.
-const END: &str = concat!(
+pub(crate) const END: &str = concat!(
     "UPDATE batches SET state = ?1, end_reason = ?2, ended_at = ",
     ended_at!("?3"),
     " WHERE key = ?4"

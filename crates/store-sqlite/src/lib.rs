@@ -6,7 +6,10 @@
 //!
 //! SQLite allows one writer at a time, so the store has exactly one write connection (a pool of
 //! one: writers queue for it instead of failing with `SQLITE_BUSY`) and every write transaction
-//! starts with `BEGIN IMMEDIATE`, taking the write lock before it reads. Reads (get, list, claim
+//! starts with `BEGIN IMMEDIATE`, taking the write lock before it reads. The dispatcher's record
+//! groups are the one write stepped elsewhere: on a rusqlite connection of their own, by a
+//! blocking task that writes a whole group at once, while its caller holds the writer pool's
+//! connection, so they queue with every other write (`group_writer`). Reads (get, list, claim
 //! scans) use a separate pool of read-only connections and, thanks to WAL, never wait for the
 //! writer; result downloads have connections of their own, stepped by blocking tasks
 //! (`download`). Transactions are short: none spans an `.await` on anything but the
@@ -44,7 +47,7 @@
 //! # Layout
 //!
 //! Schema in `migrations/` (embedded by `build.rs`); connections in `db`, the background WAL
-//! checkpointer in `checkpoint`; row encodings in
+//! checkpointer in `checkpoint`, the record groups' connection in `group_writer`; row encodings in
 //! `rows`; leases in `leases`; the data-dir lock in `lock`; file permissions in `files`; batches as the API sees them
 //! (`BatchStore`) in `batches`, with result downloads in `download`; the dispatcher's side
 //! (`DispatchStore`) in `dispatch`, whose steps live in `claim`, `record` and `maintenance`
@@ -95,6 +98,7 @@ mod download;
 mod ending;
 mod file_store;
 mod files;
+mod group_writer;
 mod keys;
 mod leases;
 mod lock;
@@ -114,6 +118,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::db::Pools;
 use crate::download::Downloads;
+use crate::group_writer::GroupWriter;
 use crate::leases::{Claims, StaleUnlessDone};
 use crate::lock::DirLock;
 
@@ -123,12 +128,15 @@ pub use crate::lock::DataDirInUse;
 /// The SQLite implementation of [`batchd_store::Store`].
 pub struct SqliteStore {
     pools: Pools,
-    claims: Mutex<Claims>,
+    /// Shared with the group writer's blocking tasks (see [`group_writer`]).
+    claims: Arc<Mutex<Claims>>,
     /// Claim calls run one at a time: each moves cursors based on what it read, and two
     /// interleaved reads of the same cursor would hand out the same requests twice.
     claim_serial: tokio::sync::Mutex<()>,
     /// Connections of their own for result downloads (see [`download`]).
     downloads: Arc<Downloads>,
+    /// The connection record groups are written on (see [`group_writer`]).
+    group_writer: Arc<GroupWriter>,
     /// `None` for an admin store.
     _lock: Option<DirLock>,
 }
@@ -170,9 +178,10 @@ impl SqliteStore {
         pools.migrate().await?;
         Ok(Self {
             pools,
-            claims: Mutex::new(Claims::new()),
+            claims: Arc::new(Mutex::new(Claims::new())),
             claim_serial: tokio::sync::Mutex::new(()),
             downloads: Arc::new(Downloads::new(data_dir)),
+            group_writer: Arc::new(GroupWriter::new(data_dir, lock.is_some())),
             _lock: lock,
         })
     }
@@ -181,6 +190,8 @@ impl SqliteStore {
     /// this at shutdown to know the database is closed (and the WAL checkpointed) on return.
     pub async fn close(&self) {
         self.downloads.close().await;
+        self.group_writer.close().await;
+        // The writer closes last: the last connection to close checkpoints the WAL.
         self.pools.close().await;
     }
 

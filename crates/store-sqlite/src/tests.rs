@@ -292,6 +292,7 @@ async fn hot_queries_use_indexes() {
         crate::claim::CLAIM_RELEASED,
         crate::claim::UNENDED,
         crate::record::RECORD_BATCH,
+        crate::record::RECORD_TALLY,
         crate::maintenance::NEXT_EXPIRY,
         crate::batches::STATS,
         crate::batches::QUEUED,
