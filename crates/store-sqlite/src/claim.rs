@@ -8,7 +8,7 @@ use sqlx::Connection as _;
 use sqlx::sqlite::SqliteRow;
 
 use crate::SqliteStore;
-use crate::db::{BEGIN_IMMEDIATE, Durability, query_error};
+use crate::db::{BEGIN_IMMEDIATE, Durability, query_error, rusqlite_error};
 use crate::leases::{BatchInfo, Take, Unended};
 use crate::rows::{
     CANCELING, ENDED, IN_PROGRESS, count, get, index_of, parse_betas, parse_endpoint, parse_id,
@@ -175,7 +175,8 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Stores the attempt counts of requests to try again, in one transaction.
+    /// Stores the attempt counts of requests to try again, in one transaction of the group
+    /// writer (see `group_writer`).
     pub(crate) async fn store_retries(&self, retries: &[Retry]) -> Result<(), StoreError> {
         let rows: Vec<[i64; 3]> = retries
             .iter()
@@ -188,17 +189,16 @@ impl SqliteStore {
             })
             .collect();
         let json = serde_json::to_string(&rows).map_err(|e| StoreError::Other(Box::new(e)))?;
-        let mut conn = self.pools.writer(Durability::Normal).await?;
-        let mut tx = conn
-            .begin_with(BEGIN_IMMEDIATE)
+        let writer = self.pools.writer.acquire().await.map_err(query_error)?;
+        self.group_writer
+            .run(writer, move |session| {
+                let tx = session.begin(Durability::Normal)?;
+                tx.prepare_cached(DEFER)
+                    .and_then(|mut defer| defer.execute([json]))
+                    .map_err(rusqlite_error)?;
+                tx.commit().map_err(rusqlite_error)
+            })
             .await
-            .map_err(query_error)?;
-        sqlx::query(DEFER)
-            .bind(json)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_error)?;
-        tx.commit().await.map_err(query_error)
     }
 
     /// Ends canceling batches whose last claim just came back, now rather than at the next

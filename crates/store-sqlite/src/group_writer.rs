@@ -1,6 +1,6 @@
-//! The dispatcher's record groups on a rusqlite connection of their own, stepped by a blocking
-//! task: a whole group, its reads, its `synchronous` switch and its transaction, is one hop off
-//! the async runtime.
+//! The dispatcher's record groups, and its retries' attempt counts, on a rusqlite connection of
+//! their own, stepped by a blocking task: a whole group, its reads, its `synchronous` switch and
+//! its transaction, is one hop off the async runtime.
 //!
 //! Through sqlx every statement was a round trip to the connection's worker thread: a record
 //! group of one batch took eight (the acquire's ping, the durability read, the `PRAGMA`,
@@ -24,8 +24,8 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::db::{BUSY_TIMEOUT, Durability, JOURNAL_SIZE_LIMIT, rusqlite_error};
 
-/// Statements a group prepares (the batch row, the result insert, the tally, ending a batch),
-/// with room to spare.
+/// Statements a group prepares (the batch row, the result insert, the tally, ending a batch,
+/// storing retries), with room to spare.
 const STATEMENT_CACHE: usize = 16;
 
 /// Opens and lends the group writer's connection.

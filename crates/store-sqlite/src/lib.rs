@@ -7,13 +7,13 @@
 //! SQLite allows one writer at a time, so the store has exactly one write connection (a pool of
 //! one: writers queue for it instead of failing with `SQLITE_BUSY`) and every write transaction
 //! starts with `BEGIN IMMEDIATE`, taking the write lock before it reads. The dispatcher's record
-//! groups are the one write stepped elsewhere: on a rusqlite connection of their own, by a
+//! groups and retries are the writes stepped elsewhere: on a rusqlite connection of their own, by a
 //! blocking task that writes a whole group at once, while its caller holds the writer pool's
 //! connection, so they queue with every other write (`group_writer`). Reads (get, list, claim
 //! scans) use a separate pool of read-only connections and, thanks to WAL, never wait for the
-//! writer; result downloads have connections of their own, stepped by blocking tasks
-//! (`download`). Transactions are short: none spans an `.await` on anything but the
-//! database, and bulk work (creates, purges) is split into chunks, each its own transaction.
+//! writer; result downloads have connections of their own, stepped by blocking tasks (`download`).
+//! Transactions are short: none spans an `.await` on anything but the database, and bulk work
+//! (creates, purges) is split into chunks, each its own transaction.
 //!
 //! A server takes an exclusive lock on `DATA_DIR/batchd.lock` for its lifetime
 //! ([`SqliteStore::open`]), which is what allows leases to live in memory (see `leases`). The
@@ -47,13 +47,14 @@
 //! # Layout
 //!
 //! Schema in `migrations/` (embedded by `build.rs`); connections in `db`, the background WAL
-//! checkpointer in `checkpoint`, the record groups' connection in `group_writer`; row encodings in
-//! `rows`; leases in `leases`; the data-dir lock in `lock`; file permissions in `files`; batches as the API sees them
-//! (`BatchStore`) in `batches`, with result downloads in `download`; the dispatcher's side
-//! (`DispatchStore`) in `dispatch`, whose steps live in `claim`, `record` and `maintenance`
-//! (the last two end batches through `ending`); API keys (`KeyStore`) in `keys`; the OpenAI
-//! surface's files (`FileStore`) in `file_store`; test mode's clocks and resets (`ClockStore`)
-//! in `clock`, whose offset every time comparison of `maintenance` and `record` applies.
+//! checkpointer in `checkpoint`, the connection of record groups and retries in `group_writer`; row
+//! encodings in `rows`; leases in `leases`; the data-dir lock in `lock`; file permissions in
+//! `files`; batches as the API sees them (`BatchStore`) in `batches`, with result downloads in
+//! `download`; the dispatcher's side (`DispatchStore`) in `dispatch`, whose steps live in `claim`,
+//! `record` and `maintenance` (the last two end batches through `ending`); API keys (`KeyStore`) in
+//! `keys`; the OpenAI surface's files (`FileStore`) in `file_store`; test mode's clocks and resets
+//! (`ClockStore`) in `clock`, whose offset every time comparison of `maintenance` and `record`
+//! applies.
 
 /// SQL for the clock offset of the workspace of the `batches` row in scope (0 without a clock):
 /// what turns a real time into that batch's workspace's time. A primary-key probe of a table
