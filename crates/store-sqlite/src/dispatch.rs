@@ -96,6 +96,13 @@ impl DispatchStore for SqliteStore {
                 .or_default()
                 .push(answer.clone());
         }
+        // In rid order: answers come back in any order, and inserted so they split fewer pages
+        // of the results b-tree, whose every dirty page is a whole WAL frame at commit. Measured
+        // as the server's disk writes per request over 3 s of the 0 ms dispatch row (100,000
+        // requests, two alternate runs each): 9.48 and 9.95 KB against 9.87 and 10.17 unsorted.
+        for answers in by_batch.values_mut() {
+            answers.sort_by_key(|a| a.slot.index);
+        }
         let recording = Recording::new(&self.claims, slots);
         let written = async {
             let writer = self.pools.writer.acquire().await.map_err(query_error)?;
