@@ -1106,6 +1106,73 @@ mod tests {
         assert_eq!(params.max_tokens, i64::MAX as u64);
     }
 
+    /// What the JSON parser decides, kept the same however `params` are read: a duplicate key's
+    /// last value counts, escapes in keys and strings are decoded, unknown keys are reported in
+    /// code-point order, and a document a full parse refuses anywhere (a number beyond `f64`, a
+    /// lone surrogate, nesting deeper than 128) is not a dictionary at all.
+    #[test]
+    fn reads_the_json_as_a_full_parse_would() {
+        let ok = |raw: &str| validate(raw, &Terms::default()).map_err(|e| e.message);
+        // A valid body followed by `members`, verbatim (a repeated key's last value counts).
+        let with = |members: &str| {
+            format!(
+                r#"{{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{{"role":"user","content":"Hi"}}],{members}}}"#
+            )
+        };
+        let msgs = r#""messages":[{"role":"user","content":"Hi"}]"#;
+        let params = ok(&format!(
+            r#"{{"model":7,"model":"m\u00e9","max_tokens":1,"max_tokens":16,{msgs}}}"#
+        ))
+        .unwrap();
+        assert_eq!((params.model.as_str(), params.max_tokens), ("mé", 16));
+        assert_eq!(
+            ok(&format!(
+                r#"{{"model":"m","model":7,"max_tokens":16,{msgs}}}"#
+            )),
+            Err("model: Input should be a valid string".into())
+        );
+        let escaped = ok(&format!(
+            r#" {{ "mod\u0065l" : "m" , "max_tokens" : 1.6e1 , {msgs} }} "#
+        ))
+        .unwrap();
+        assert_eq!((escaped.model.as_str(), escaped.max_tokens), ("m", 16));
+        ok(&with(
+            r#""messages":[{"role":"bot","role":"user","content":7,"content":"x"}]"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            ok(&with(r#""zeta":1,"alpha":2,"Beta":3"#)),
+            Err("Beta: Extra inputs are not permitted".into())
+        );
+        assert_eq!(
+            ok(&with(
+                r#""messages":[{"role":"user","content":"x","zz":1,"aa":2}]"#
+            )),
+            Err("messages.0.aa: Extra inputs are not permitted".into())
+        );
+        assert_eq!(
+            ok(&with(r#""metadata":{"zz":1,"user_id":"u","ab":2}"#)),
+            Err("metadata.ab: Extra inputs are not permitted".into())
+        );
+        assert_eq!(
+            ok(&with(r#""stream":false,"stream":true"#)),
+            Err("\"stream=True\" is not supported in the Message Batches API".into())
+        );
+        let deep = format!("{}{}", "[".repeat(130), "]".repeat(130));
+        let not_a_dict = Err("params: Input should be a valid dictionary".to_owned());
+        for refused in [
+            with(r#""tools":[{"name":"t","input_schema":{"maximum":1e400}}]"#),
+            with(r#""messages":[{"role":"user","content":"\ud800"}]"#),
+            with(r#""tools":[{"name":"t","input_schema":{"\udc00":1}}]"#),
+            with(&format!(
+                r#""tools":[{{"name":"t","input_schema":{deep}}}]"#
+            )),
+            format!(r#"{{"model":"m","max_tokens":16,{msgs}}} x"#),
+        ] {
+            assert_eq!(ok(&refused), not_a_dict, "{refused}");
+        }
+    }
+
     /// `cargo test -p batchd-domain --release -- --ignored --nocapture validate_throughput`
     #[test]
     #[ignore = "micro-benchmark; run on demand in --release"]
