@@ -16,9 +16,9 @@
 //! On the OpenAI surface it answers every endpoint a batch may name, in the shapes of
 //! the hosted API's objects (see `mock/openai.rs`), under the same latency and model slots.
 //!
-//! It runs once per request at the server's full request rate, so it does one pass over the
-//! params, one serialization, a handful of allocations, and touches no shared state when latency
-//! is zero.
+//! It runs once per request at the server's full request rate, so it reads the raw params in
+//! place (only the members it answers from, no `Value` tree), does one serialization and a
+//! handful of allocations, and touches no shared state when latency is zero.
 
 use std::time::Duration;
 
@@ -28,7 +28,10 @@ use batchd_domain::ids;
 use batchd_domain::models;
 use batchd_domain::openai::Endpoint;
 use batchd_domain::params::Params;
+use batchd_domain::raw_json::{self, Object};
 use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use tokio::sync::Semaphore;
 
 use crate::message::{Block, Message, Usage};
@@ -107,7 +110,13 @@ impl Backend for MockBackend {
             ));
         }
         self.on_model().await?;
-        render(request.params, request.batch_id, request.custom_id).map_err(|err| {
+        render(
+            request.params,
+            request.raw_params,
+            request.batch_id,
+            request.custom_id,
+        )
+        .map_err(|err| {
             BackendError::fatal(
                 ErrorType::Api,
                 format!("mock backend could not serialize its answer: {err}"),
@@ -133,61 +142,85 @@ impl Backend for MockBackend {
     }
 }
 
+/// The turns of raw `params`, each as its role and its content, unparsed.
+fn turns<'a>(body: &Object<'a>) -> Vec<(Option<String>, Option<&'a RawValue>)> {
+    let Some(messages) = body.get("messages").and_then(raw_json::array) else {
+        return Vec::new();
+    };
+    messages
+        .into_iter()
+        .filter_map(|m| {
+            let m = Object::of(m)?;
+            let role = m
+                .get("role")
+                .and_then(raw_json::string)
+                .map(Cow::into_owned);
+            Some((role, m.get("content")))
+        })
+        .collect()
+}
+
 /// Input tokens as the mock counts them: a quarter of the characters of the system prompt and
 /// every message's text, at least one.
-fn input_tokens(params: &Params) -> u64 {
-    let body = &params.body;
-    let messages = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
-    let mut input_chars = body.get("system").map_or(0, char_count);
-    for message in messages {
-        input_chars += message.get("content").map_or(0, char_count);
+fn input_tokens(body: &Object<'_>) -> u64 {
+    let chars = |content: &RawValue| -> usize {
+        raw_texts(content, "text")
+            .iter()
+            .map(|t| t.chars().count())
+            .sum()
+    };
+    let mut input_chars = body.get("system").map_or(0, chars);
+    for (_, content) in turns(body) {
+        input_chars += content.map_or(0, chars);
     }
     input_chars.div_ceil(4).max(1) as u64
 }
 
-/// The serialized `Message` the mock answers `params` with when test mode scripts its text:
-/// the mock's own id, model and usage, `text` as the only block, one output token per word,
-/// `end_turn`.
+/// The serialized `Message` the mock answers `params` (`raw` as sent) with when test mode
+/// scripts its text: the mock's own id, model and usage, `text` as the only block, one output
+/// token per word, `end_turn`.
 pub fn scripted_message(
     params: &Params,
+    raw: &str,
     batch_id: &str,
     custom_id: &str,
     text: &str,
 ) -> serde_json::Result<String> {
     let id = message_id(batch_id, custom_id);
+    let body = Object::parse(raw).unwrap_or_default();
     serde_json::to_string(&Message::assistant(
         &id,
         models::resolve(&params.model),
         vec![Block::text(text)],
         ("end_turn", None),
         Usage::batch(
-            input_tokens(params),
+            input_tokens(&body),
             0,
             text.split_whitespace().count() as u64,
         ),
     ))
 }
 
-/// The serialized `Message` answering `params`.
-fn render(params: &Params, batch_id: &str, custom_id: &str) -> serde_json::Result<String> {
-    let body = &params.body;
-    let messages = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
-
-    let last_user = messages
+/// The serialized `Message` answering `params` (`raw` as sent).
+fn render(
+    params: &Params,
+    raw: &str,
+    batch_id: &str,
+    custom_id: &str,
+) -> serde_json::Result<String> {
+    // Validated params are an object; an empty one answers "nothing" rather than failing.
+    let body = Object::parse(raw).unwrap_or_default();
+    let turns = turns(&body);
+    let last_user = turns
         .iter()
         .rev()
-        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        .and_then(|m| m.get("content"));
+        .find(|(role, _)| role.as_deref() == Some("user"))
+        .and_then(|&(_, content)| content)
+        .map(|content| raw_texts(content, "text"))
+        .unwrap_or_default();
     let mut echo = last_user
-        .into_iter()
-        .flat_map(texts)
-        .flat_map(str::split_whitespace)
+        .iter()
+        .flat_map(|t| t.split_whitespace())
         .take(ECHO_WORDS)
         .peekable();
 
@@ -198,11 +231,14 @@ fn render(params: &Params, batch_id: &str, custom_id: &str) -> serde_json::Resul
         reply.extend(["You", "said:"].into_iter().chain(echo));
     }
 
-    let stops = body
+    let stops: Vec<Cow<'_, str>> = body
         .get("stop_sequences")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
-    let (stop_reason, stop_sequence) = match reply.stop_at(stops.iter().filter_map(Value::as_str)) {
+        .and_then(raw_json::array)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(raw_json::string)
+        .collect();
+    let (stop_reason, stop_sequence) = match reply.stop_at(stops.iter().map(|s| s.as_ref())) {
         Some(seq) => ("stop_sequence", Some(seq)),
         None if reply.truncated => ("max_tokens", None),
         None => ("end_turn", None),
@@ -214,7 +250,7 @@ fn render(params: &Params, batch_id: &str, custom_id: &str) -> serde_json::Resul
         models::resolve(&params.model),
         vec![Block::text(&reply.text)],
         (stop_reason, stop_sequence),
-        Usage::batch(input_tokens(params), 0, reply.words),
+        Usage::batch(input_tokens(&body), 0, reply.words),
     ))
 }
 
@@ -270,10 +306,6 @@ impl Reply {
 }
 
 /// The text of a `content` or `system` value: the string itself, or its `text` blocks.
-fn texts(content: &Value) -> impl Iterator<Item = &str> {
-    texts_of(content, "text")
-}
-
 /// The text of a content value: the string itself, or the `text` of its parts of type `kind`.
 fn texts_of<'v>(content: &'v Value, kind: &'static str) -> impl Iterator<Item = &'v str> {
     let (single, blocks) = match content {
@@ -290,8 +322,19 @@ fn texts_of<'v>(content: &'v Value, kind: &'static str) -> impl Iterator<Item = 
         }))
 }
 
-fn char_count(content: &Value) -> usize {
-    texts(content).map(|t| t.chars().count()).sum()
+/// [`texts_of`] on raw JSON: the string itself, or the `text` of its parts of type `kind`,
+/// borrowed from the input unless they hold escapes.
+fn raw_texts<'a>(content: &'a RawValue, kind: &str) -> Vec<Cow<'a, str>> {
+    if let Some(text) = raw_json::string(content) {
+        return vec![text];
+    }
+    raw_json::array(content)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(Object::of)
+        .filter(|b| b.get("type").and_then(raw_json::string).as_deref() == Some(kind))
+        .filter_map(|b| b.get("text").and_then(raw_json::string))
+        .collect()
 }
 
 /// `msg_` plus a body seeded by FNV-1a over (batch id, custom id).
@@ -341,22 +384,32 @@ mod tests {
 
     const BATCH: &str = "msgbatch_01TestBatch000000000000";
 
-    fn params(raw: &str) -> Params {
-        params::validate(raw, &params::Terms::default()).expect("test params are valid")
+    /// Validated params and the raw JSON they came from, as the dispatcher hands them over.
+    struct Asked {
+        params: Params,
+        raw: String,
     }
 
-    fn ask(user: &str, extra: &str) -> Params {
+    fn params(raw: &str) -> Asked {
+        Asked {
+            params: params::validate(raw, &params::Terms::default())
+                .expect("test params are valid"),
+            raw: raw.to_owned(),
+        }
+    }
+
+    fn ask(user: &str, extra: &str) -> Asked {
         let user = serde_json::to_string(user).unwrap();
         params(&format!(
             r#"{{"model":"claude-haiku-4-5","max_tokens":64,"messages":[{{"role":"user","content":{user}}}]{extra}}}"#
         ))
     }
 
-    async fn send(backend: &MockBackend, params: &Params, custom_id: &str) -> String {
+    async fn send(backend: &MockBackend, asked: &Asked, custom_id: &str) -> String {
         backend
             .send(BackendRequest {
-                params,
-                raw_params: "",
+                params: &asked.params,
+                raw_params: &asked.raw,
                 betas: &[],
                 version: ApiVersion::default(),
                 batch_id: BATCH,
@@ -366,7 +419,7 @@ mod tests {
             .unwrap()
     }
 
-    async fn answer(params: &Params) -> Value {
+    async fn answer(params: &Asked) -> Value {
         let json = send(&MockBackend::new(Duration::ZERO, 1), params, "c").await;
         serde_json::from_str(&json).unwrap()
     }
@@ -375,9 +428,10 @@ mod tests {
     async fn a_scripted_text_keeps_the_mock_id_model_and_input_usage() {
         let p = ask("hello there", "");
         let own = answer(&p).await;
-        let scripted: Value =
-            serde_json::from_str(&scripted_message(&p, BATCH, "c", "REFUND APPROVED now").unwrap())
-                .unwrap();
+        let scripted: Value = serde_json::from_str(
+            &scripted_message(&p.params, &p.raw, BATCH, "c", "REFUND APPROVED now").unwrap(),
+        )
+        .unwrap();
         assert_eq!(scripted["id"], own["id"]);
         assert_eq!(scripted["model"], own["model"]);
         assert_eq!(
@@ -423,14 +477,16 @@ mod tests {
         let unknown = params(
             r#"{"model":"claude-does-not-exist-9","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#,
         );
-        let request = |p| BackendRequest {
-            params: p,
-            raw_params: "",
-            betas: &[],
-            version: ApiVersion::default(),
-            batch_id: BATCH,
-            custom_id: "c",
-        };
+        fn request(p: &Asked) -> BackendRequest<'_> {
+            BackendRequest {
+                params: &p.params,
+                raw_params: &p.raw,
+                betas: &[],
+                version: ApiVersion::default(),
+                batch_id: BATCH,
+                custom_id: "c",
+            }
+        }
         let strict = MockBackend::new(Duration::ZERO, 1).strict_models(true);
         let err = strict.send(request(&unknown)).await.unwrap_err();
         assert_eq!(err.kind, ErrorType::NotFound);
