@@ -16,9 +16,10 @@
 //! On the OpenAI surface it answers every endpoint a batch may name, in the shapes of
 //! the hosted API's objects (see `mock/openai.rs`), under the same latency and model slots.
 //!
-//! It runs once per request at the server's full request rate, so it reads the raw params in
-//! place (only the members it answers from, no `Value` tree), does one serialization and a
-//! handful of allocations, and touches no shared state when latency is zero.
+//! It runs once per request at the server's full request rate, so it reads the raw params in one
+//! typed pass (the turns, system prompt and stop sequences, borrowed, no `Value` tree), does one
+//! serialization and a handful of allocations, and touches no shared state when latency is
+//! zero.
 
 use std::time::Duration;
 
@@ -28,10 +29,11 @@ use batchd_domain::ids;
 use batchd_domain::models;
 use batchd_domain::openai::Endpoint;
 use batchd_domain::params::Params;
+use std::borrow::Cow;
+
 use batchd_domain::raw_json::{self, Object};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use std::borrow::Cow;
 use tokio::sync::Semaphore;
 
 use crate::message::{Block, Message, Usage};
@@ -142,36 +144,77 @@ impl Backend for MockBackend {
     }
 }
 
-/// The turns of raw `params`, each as its role and its content, unparsed.
-fn turns<'a>(body: &Object<'a>) -> Vec<(Option<String>, Option<&'a RawValue>)> {
-    let Some(messages) = body.get("messages").and_then(raw_json::array) else {
-        return Vec::new();
-    };
-    messages
-        .into_iter()
-        .filter_map(|m| {
-            let m = Object::of(m)?;
-            let role = m
-                .get("role")
-                .and_then(raw_json::string)
-                .map(Cow::into_owned);
-            Some((role, m.get("content")))
-        })
-        .collect()
+/// What the mock reads of validated params, borrowed from the raw JSON: each turn's role and
+/// content, the system prompt and the stop sequences.
+#[derive(Default, serde::Deserialize)]
+struct Body<'a> {
+    #[serde(borrow, default)]
+    system: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    messages: Vec<Turn<'a>>,
+    #[serde(default)]
+    stop_sequences: Option<Vec<String>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Turn<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+}
+
+impl<'a> Body<'a> {
+    /// One typed pass; a repeated key (which the derived reader refuses) or anything odd is read
+    /// member by member instead, its last value counting as in validation.
+    fn read(raw: &'a str) -> Self {
+        serde_json::from_str(raw).unwrap_or_else(|_| Self::by_members(raw))
+    }
+
+    fn by_members(raw: &'a str) -> Self {
+        let Some(body) = Object::parse(raw) else {
+            return Self::default();
+        };
+        let messages = body
+            .get("messages")
+            .and_then(raw_json::array)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(Object::of)
+            .map(|m| Turn {
+                role: m.get("role").and_then(raw_json::string),
+                content: m.get("content"),
+            })
+            .collect();
+        let stop_sequences = body
+            .get("stop_sequences")
+            .and_then(raw_json::array)
+            .map(|s| {
+                s.into_iter()
+                    .filter_map(raw_json::string)
+                    .map(Cow::into_owned)
+                    .collect()
+            });
+        Self {
+            system: body.get("system").filter(|v| !raw_json::is_null(v)),
+            messages,
+            stop_sequences,
+        }
+    }
 }
 
 /// Input tokens as the mock counts them: a quarter of the characters of the system prompt and
 /// every message's text, at least one.
-fn input_tokens(body: &Object<'_>) -> u64 {
+fn input_tokens(body: &Body<'_>) -> u64 {
     let chars = |content: &RawValue| -> usize {
         raw_texts(content, "text")
             .iter()
             .map(|t| t.chars().count())
             .sum()
     };
-    let mut input_chars = body.get("system").map_or(0, chars);
-    for (_, content) in turns(body) {
-        input_chars += content.map_or(0, chars);
+    let mut input_chars = body.system.map_or(0, chars);
+    for turn in &body.messages {
+        input_chars += turn.content.map_or(0, chars);
     }
     input_chars.div_ceil(4).max(1) as u64
 }
@@ -187,14 +230,13 @@ pub fn scripted_message(
     text: &str,
 ) -> serde_json::Result<String> {
     let id = message_id(batch_id, custom_id);
-    let body = Object::parse(raw).unwrap_or_default();
     serde_json::to_string(&Message::assistant(
         &id,
         models::resolve(&params.model),
         vec![Block::text(text)],
         ("end_turn", None),
         Usage::batch(
-            input_tokens(&body),
+            input_tokens(&Body::read(raw)),
             0,
             text.split_whitespace().count() as u64,
         ),
@@ -208,14 +250,13 @@ fn render(
     batch_id: &str,
     custom_id: &str,
 ) -> serde_json::Result<String> {
-    // Validated params are an object; an empty one answers "nothing" rather than failing.
-    let body = Object::parse(raw).unwrap_or_default();
-    let turns = turns(&body);
-    let last_user = turns
+    let body = Body::read(raw);
+    let last_user = body
+        .messages
         .iter()
         .rev()
-        .find(|(role, _)| role.as_deref() == Some("user"))
-        .and_then(|&(_, content)| content)
+        .find(|t| t.role.as_deref() == Some("user"))
+        .and_then(|t| t.content)
         .map(|content| raw_texts(content, "text"))
         .unwrap_or_default();
     let mut echo = last_user
@@ -231,14 +272,8 @@ fn render(
         reply.extend(["You", "said:"].into_iter().chain(echo));
     }
 
-    let stops: Vec<Cow<'_, str>> = body
-        .get("stop_sequences")
-        .and_then(raw_json::array)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(raw_json::string)
-        .collect();
-    let (stop_reason, stop_sequence) = match reply.stop_at(stops.iter().map(|s| s.as_ref())) {
+    let stops = body.stop_sequences.as_deref().unwrap_or_default();
+    let (stop_reason, stop_sequence) = match reply.stop_at(stops.iter().map(String::as_str)) {
         Some(seq) => ("stop_sequence", Some(seq)),
         None if reply.truncated => ("max_tokens", None),
         None => ("end_turn", None),
@@ -565,6 +600,21 @@ mod tests {
                             {"role":"user","content":[{"type":"text","text":"abcdefgh"}]}]}"#,
         );
         assert_eq!(answer(&p).await["usage"]["input_tokens"], 8);
+    }
+
+    /// A repeated key, which the typed reader refuses, is read member by member: its last value
+    /// counts, as in validation.
+    #[tokio::test]
+    async fn a_repeated_key_counts_its_last_value() {
+        let m = answer(&params(
+            r#"{"model":"m","max_tokens":64,"stop_sequences":["zzz"],"messages":[{"role":"user","content":"first"}],
+                "messages":[{"role":"user","content":"hello there"}],"stop_sequences":["there"]}"#,
+        ))
+        .await;
+        assert_eq!(m["content"][0]["text"], "You said: hello ");
+        assert_eq!(m["stop_reason"], "stop_sequence");
+        assert_eq!(m["stop_sequence"], "there");
+        assert_eq!(m["usage"]["input_tokens"], 3);
     }
 
     #[tokio::test]

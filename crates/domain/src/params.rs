@@ -1235,6 +1235,21 @@ mod tests {
             r#"{"system":"You are terse.","temperature":0.2,"metadata":{"user_id":"u-1"},
                 "messages":[{"role":"user","content":"Summarise the following paragraph in one sentence, please: the quick brown fox jumps over the lazy dog."}]}"#,
         );
+        // `BENCH_PARAMS_WORDS=400` makes the first turn as long as the bench's 2.5 KB params.
+        let words: usize = std::env::var("BENCH_PARAMS_WORDS")
+            .ok()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(0);
+        let raw = if words == 0 {
+            raw
+        } else {
+            let text = "lorem ipsum dolor ".repeat(words / 3);
+            with(&format!(
+                r#"{{"system":"You are terse.","temperature":0.7,"metadata":{{"user_id":"u-1"}},
+                "messages":[{{"role":"user","content":"{text}"}},{{"role":"assistant","content":"{text}"}},
+                {{"role":"user","content":[{{"type":"text","text":"{text}"}}]}}]}}"#
+            ))
+        };
         let n = 200_000;
         let start = std::time::Instant::now();
         for _ in 0..n {
