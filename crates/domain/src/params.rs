@@ -23,6 +23,8 @@
 //! run, building the `Value` tree alone took 1,005 ns per request, the checking walk
 //! ([`crate::raw_json::parses`]) 294 ns and reading the top-level members 380 ns; a whole
 //! validation took 3.06 µs with the tree and 2.34 µs without, in two runs under unequal load.
+//! With the bench's size of params (`BENCH_PARAMS_WORDS=150`, about 2.7 KB): the tree alone
+//! 3.40 µs, the checking walk 1.65 µs, the members 1.00 µs, a whole validation 6.5 µs.
 
 use serde_json::Number;
 use serde_json::value::RawValue;
