@@ -305,22 +305,81 @@ impl BackendTable {
 
 /// A cheap estimate of a request's input tokens, for `input_tokens_per_minute`: a quarter of
 /// the characters of its system prompt, messages and tool definitions (the usual rule of thumb
-/// for English text; exact counts need the upstream's tokenizer).
-pub fn estimate_input_tokens(params: &Params) -> u64 {
+/// for English text; exact counts need the upstream's tokenizer). Reads the raw `params` in
+/// place: strings are counted as the parser meets them, nothing is kept.
+pub fn estimate_input_tokens(raw_params: &str) -> u64 {
+    let body = batchd_domain::raw_json::Object::parse(raw_params).unwrap_or_default();
     let chars: usize = ["system", "messages", "tools"]
         .iter()
-        .filter_map(|k| params.body.get(*k))
-        .map(json_chars)
+        .filter_map(|k| body.get(k))
+        .filter_map(|v| serde_json::from_str::<StringChars>(v.get()).ok())
+        .map(|c| c.0)
         .sum();
     (chars as u64).div_ceil(4).max(1)
 }
 
-fn json_chars(v: &serde_json::Value) -> usize {
-    use serde_json::Value;
-    match v {
-        Value::String(s) => s.chars().count(),
-        Value::Array(items) => items.iter().map(json_chars).sum(),
-        Value::Object(map) => map.values().map(json_chars).sum(),
-        _ => 0,
+/// The characters of every string value in a JSON value (object keys aside).
+struct StringChars(usize);
+
+impl<'de> serde::Deserialize<'de> for StringChars {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StringChars;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<StringChars, E> {
+                Ok(StringChars(0))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<StringChars, E> {
+                Ok(StringChars(0))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<StringChars, E> {
+                Ok(StringChars(0))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<StringChars, E> {
+                Ok(StringChars(0))
+            }
+            fn visit_unit<E>(self) -> Result<StringChars, E> {
+                Ok(StringChars(0))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<StringChars, E> {
+                Ok(StringChars(s.chars().count()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StringChars, A::Error> {
+                let mut n = 0;
+                while let Some(StringChars(c)) = seq.next_element()? {
+                    n += c;
+                }
+                Ok(StringChars(n))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StringChars, A::Error> {
+                let mut n = 0;
+                while let Some((serde::de::IgnoredAny, StringChars(c))) = map.next_entry()? {
+                    n += c;
+                }
+                Ok(StringChars(n))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::estimate_input_tokens;
+
+    #[test]
+    fn the_estimate_counts_the_strings_of_system_messages_and_tools() {
+        // 4 (system) + 4 + 5 ("user", "héllo": é once) + 4 + 4 + 2 ("user", "text", the
+        // decoded "\u0021\n") + 1 + 3 ("t", "obj") = 27 chars -> 7 tokens; keys, numbers and
+        // other fields do not count.
+        let raw = r#"{"model":"a-long-model-name","system":"abcd","max_tokens":1000,
+            "messages":[{"role":"user","content":"héllo"},{"role":"user","content":[{"type":"text","text":"\u0021\n"}]}],
+            "tools":[{"name":"t","input_schema":{"type":"obj","n":123}}],"metadata":{"user_id":"xxxxxxxxxxxx"}}"#;
+        assert_eq!(estimate_input_tokens(raw), 7);
+        assert_eq!(estimate_input_tokens(r#"{"model":"m"}"#), 1);
     }
 }

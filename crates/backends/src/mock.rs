@@ -16,9 +16,10 @@
 //! On the OpenAI surface it answers every endpoint a batch may name, in the shapes of
 //! the hosted API's objects (see `mock/openai.rs`), under the same latency and model slots.
 //!
-//! It runs once per request at the server's full request rate, so it does one pass over the
-//! params, one serialization, a handful of allocations, and touches no shared state when latency
-//! is zero.
+//! It runs once per request at the server's full request rate, so it reads the raw params in one
+//! typed pass (the turns, system prompt and stop sequences, borrowed, no `Value` tree), does one
+//! serialization and a handful of allocations, and touches no shared state when latency is
+//! zero.
 
 use std::time::Duration;
 
@@ -28,7 +29,11 @@ use batchd_domain::ids;
 use batchd_domain::models;
 use batchd_domain::openai::Endpoint;
 use batchd_domain::params::Params;
+use std::borrow::Cow;
+
+use batchd_domain::raw_json::{self, Object};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
 use crate::message::{Block, Message, Usage};
@@ -107,7 +112,13 @@ impl Backend for MockBackend {
             ));
         }
         self.on_model().await?;
-        render(request.params, request.batch_id, request.custom_id).map_err(|err| {
+        render(
+            request.params,
+            request.raw_params,
+            request.batch_id,
+            request.custom_id,
+        )
+        .map_err(|err| {
             BackendError::fatal(
                 ErrorType::Api,
                 format!("mock backend could not serialize its answer: {err}"),
@@ -133,26 +144,87 @@ impl Backend for MockBackend {
     }
 }
 
+/// What the mock reads of validated params, borrowed from the raw JSON: each turn's role and
+/// content, the system prompt and the stop sequences.
+#[derive(Default, serde::Deserialize)]
+struct Body<'a> {
+    #[serde(borrow, default)]
+    system: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    messages: Vec<Turn<'a>>,
+    #[serde(default)]
+    stop_sequences: Option<Vec<String>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Turn<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+}
+
+impl<'a> Body<'a> {
+    /// One typed pass; a repeated key (which the derived reader refuses) or anything odd is read
+    /// member by member instead, its last value counting as in validation.
+    fn read(raw: &'a str) -> Self {
+        serde_json::from_str(raw).unwrap_or_else(|_| Self::by_members(raw))
+    }
+
+    fn by_members(raw: &'a str) -> Self {
+        let Some(body) = Object::parse(raw) else {
+            return Self::default();
+        };
+        let messages = body
+            .get("messages")
+            .and_then(raw_json::array)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(Object::of)
+            .map(|m| Turn {
+                role: m.get("role").and_then(raw_json::string),
+                content: m.get("content"),
+            })
+            .collect();
+        let stop_sequences = body
+            .get("stop_sequences")
+            .and_then(raw_json::array)
+            .map(|s| {
+                s.into_iter()
+                    .filter_map(raw_json::string)
+                    .map(Cow::into_owned)
+                    .collect()
+            });
+        Self {
+            system: body.get("system").filter(|v| !raw_json::is_null(v)),
+            messages,
+            stop_sequences,
+        }
+    }
+}
+
 /// Input tokens as the mock counts them: a quarter of the characters of the system prompt and
 /// every message's text, at least one.
-fn input_tokens(params: &Params) -> u64 {
-    let body = &params.body;
-    let messages = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
-    let mut input_chars = body.get("system").map_or(0, char_count);
-    for message in messages {
-        input_chars += message.get("content").map_or(0, char_count);
+fn input_tokens(body: &Body<'_>) -> u64 {
+    let chars = |content: &RawValue| -> usize {
+        raw_texts(content, "text")
+            .iter()
+            .map(|t| t.chars().count())
+            .sum()
+    };
+    let mut input_chars = body.system.map_or(0, chars);
+    for turn in &body.messages {
+        input_chars += turn.content.map_or(0, chars);
     }
     input_chars.div_ceil(4).max(1) as u64
 }
 
-/// The serialized `Message` the mock answers `params` with when test mode scripts its text:
-/// the mock's own id, model and usage, `text` as the only block, one output token per word,
-/// `end_turn`.
+/// The serialized `Message` the mock answers `params` (`raw` as sent) with when test mode
+/// scripts its text: the mock's own id, model and usage, `text` as the only block, one output
+/// token per word, `end_turn`.
 pub fn scripted_message(
     params: &Params,
+    raw: &str,
     batch_id: &str,
     custom_id: &str,
     text: &str,
@@ -164,30 +236,32 @@ pub fn scripted_message(
         vec![Block::text(text)],
         ("end_turn", None),
         Usage::batch(
-            input_tokens(params),
+            input_tokens(&Body::read(raw)),
             0,
             text.split_whitespace().count() as u64,
         ),
     ))
 }
 
-/// The serialized `Message` answering `params`.
-fn render(params: &Params, batch_id: &str, custom_id: &str) -> serde_json::Result<String> {
-    let body = &params.body;
-    let messages = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
-
-    let last_user = messages
+/// The serialized `Message` answering `params` (`raw` as sent).
+fn render(
+    params: &Params,
+    raw: &str,
+    batch_id: &str,
+    custom_id: &str,
+) -> serde_json::Result<String> {
+    let body = Body::read(raw);
+    let last_user = body
+        .messages
         .iter()
         .rev()
-        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        .and_then(|m| m.get("content"));
+        .find(|t| t.role.as_deref() == Some("user"))
+        .and_then(|t| t.content)
+        .map(|content| raw_texts(content, "text"))
+        .unwrap_or_default();
     let mut echo = last_user
-        .into_iter()
-        .flat_map(texts)
-        .flat_map(str::split_whitespace)
+        .iter()
+        .flat_map(|t| t.split_whitespace())
         .take(ECHO_WORDS)
         .peekable();
 
@@ -198,11 +272,8 @@ fn render(params: &Params, batch_id: &str, custom_id: &str) -> serde_json::Resul
         reply.extend(["You", "said:"].into_iter().chain(echo));
     }
 
-    let stops = body
-        .get("stop_sequences")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
-    let (stop_reason, stop_sequence) = match reply.stop_at(stops.iter().filter_map(Value::as_str)) {
+    let stops = body.stop_sequences.as_deref().unwrap_or_default();
+    let (stop_reason, stop_sequence) = match reply.stop_at(stops.iter().map(String::as_str)) {
         Some(seq) => ("stop_sequence", Some(seq)),
         None if reply.truncated => ("max_tokens", None),
         None => ("end_turn", None),
@@ -214,7 +285,7 @@ fn render(params: &Params, batch_id: &str, custom_id: &str) -> serde_json::Resul
         models::resolve(&params.model),
         vec![Block::text(&reply.text)],
         (stop_reason, stop_sequence),
-        Usage::batch(input_tokens(params), 0, reply.words),
+        Usage::batch(input_tokens(&body), 0, reply.words),
     ))
 }
 
@@ -270,10 +341,6 @@ impl Reply {
 }
 
 /// The text of a `content` or `system` value: the string itself, or its `text` blocks.
-fn texts(content: &Value) -> impl Iterator<Item = &str> {
-    texts_of(content, "text")
-}
-
 /// The text of a content value: the string itself, or the `text` of its parts of type `kind`.
 fn texts_of<'v>(content: &'v Value, kind: &'static str) -> impl Iterator<Item = &'v str> {
     let (single, blocks) = match content {
@@ -290,8 +357,19 @@ fn texts_of<'v>(content: &'v Value, kind: &'static str) -> impl Iterator<Item = 
         }))
 }
 
-fn char_count(content: &Value) -> usize {
-    texts(content).map(|t| t.chars().count()).sum()
+/// [`texts_of`] on raw JSON: the string itself, or the `text` of its parts of type `kind`,
+/// borrowed from the input unless they hold escapes.
+fn raw_texts<'a>(content: &'a RawValue, kind: &str) -> Vec<Cow<'a, str>> {
+    if let Some(text) = raw_json::string(content) {
+        return vec![text];
+    }
+    raw_json::array(content)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(Object::of)
+        .filter(|b| b.get("type").and_then(raw_json::string).as_deref() == Some(kind))
+        .filter_map(|b| b.get("text").and_then(raw_json::string))
+        .collect()
 }
 
 /// `msg_` plus a body seeded by FNV-1a over (batch id, custom id).
@@ -341,22 +419,32 @@ mod tests {
 
     const BATCH: &str = "msgbatch_01TestBatch000000000000";
 
-    fn params(raw: &str) -> Params {
-        params::validate(raw, &params::Terms::default()).expect("test params are valid")
+    /// Validated params and the raw JSON they came from, as the dispatcher hands them over.
+    struct Asked {
+        params: Params,
+        raw: String,
     }
 
-    fn ask(user: &str, extra: &str) -> Params {
+    fn params(raw: &str) -> Asked {
+        Asked {
+            params: params::validate(raw, &params::Terms::default())
+                .expect("test params are valid"),
+            raw: raw.to_owned(),
+        }
+    }
+
+    fn ask(user: &str, extra: &str) -> Asked {
         let user = serde_json::to_string(user).unwrap();
         params(&format!(
             r#"{{"model":"claude-haiku-4-5","max_tokens":64,"messages":[{{"role":"user","content":{user}}}]{extra}}}"#
         ))
     }
 
-    async fn send(backend: &MockBackend, params: &Params, custom_id: &str) -> String {
+    async fn send(backend: &MockBackend, asked: &Asked, custom_id: &str) -> String {
         backend
             .send(BackendRequest {
-                params,
-                raw_params: "",
+                params: &asked.params,
+                raw_params: &asked.raw,
                 betas: &[],
                 version: ApiVersion::default(),
                 batch_id: BATCH,
@@ -366,7 +454,7 @@ mod tests {
             .unwrap()
     }
 
-    async fn answer(params: &Params) -> Value {
+    async fn answer(params: &Asked) -> Value {
         let json = send(&MockBackend::new(Duration::ZERO, 1), params, "c").await;
         serde_json::from_str(&json).unwrap()
     }
@@ -375,9 +463,10 @@ mod tests {
     async fn a_scripted_text_keeps_the_mock_id_model_and_input_usage() {
         let p = ask("hello there", "");
         let own = answer(&p).await;
-        let scripted: Value =
-            serde_json::from_str(&scripted_message(&p, BATCH, "c", "REFUND APPROVED now").unwrap())
-                .unwrap();
+        let scripted: Value = serde_json::from_str(
+            &scripted_message(&p.params, &p.raw, BATCH, "c", "REFUND APPROVED now").unwrap(),
+        )
+        .unwrap();
         assert_eq!(scripted["id"], own["id"]);
         assert_eq!(scripted["model"], own["model"]);
         assert_eq!(
@@ -423,14 +512,16 @@ mod tests {
         let unknown = params(
             r#"{"model":"claude-does-not-exist-9","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#,
         );
-        let request = |p| BackendRequest {
-            params: p,
-            raw_params: "",
-            betas: &[],
-            version: ApiVersion::default(),
-            batch_id: BATCH,
-            custom_id: "c",
-        };
+        fn request(p: &Asked) -> BackendRequest<'_> {
+            BackendRequest {
+                params: &p.params,
+                raw_params: &p.raw,
+                betas: &[],
+                version: ApiVersion::default(),
+                batch_id: BATCH,
+                custom_id: "c",
+            }
+        }
         let strict = MockBackend::new(Duration::ZERO, 1).strict_models(true);
         let err = strict.send(request(&unknown)).await.unwrap_err();
         assert_eq!(err.kind, ErrorType::NotFound);
@@ -509,6 +600,21 @@ mod tests {
                             {"role":"user","content":[{"type":"text","text":"abcdefgh"}]}]}"#,
         );
         assert_eq!(answer(&p).await["usage"]["input_tokens"], 8);
+    }
+
+    /// A repeated key, which the typed reader refuses, is read member by member: its last value
+    /// counts, as in validation.
+    #[tokio::test]
+    async fn a_repeated_key_counts_its_last_value() {
+        let m = answer(&params(
+            r#"{"model":"m","max_tokens":64,"stop_sequences":["zzz"],"messages":[{"role":"user","content":"first"}],
+                "messages":[{"role":"user","content":"hello there"}],"stop_sequences":["there"]}"#,
+        ))
+        .await;
+        assert_eq!(m["content"][0]["text"], "You said: hello ");
+        assert_eq!(m["stop_reason"], "stop_sequence");
+        assert_eq!(m["stop_sequence"], "there");
+        assert_eq!(m["usage"]["input_tokens"], 3);
     }
 
     #[tokio::test]

@@ -40,6 +40,11 @@ const METHOD: &str = "\
   its own ceiling on this machine, so the dispatch rows are known to measure batchd.
 - **Footprint**: from spawning `batchd serve` to its first 200 on `/healthz` (polled every
   2 ms), and `VmRSS` after one idle second.
+- **Peak RSS while dispatching** (`--rows dispatch-rss`): a fresh batchd set up as for
+  dispatch (fake upstream at 0 ms, the row's concurrency) gets a 10,000-request batch of the
+  same `params` (2,000 under `--smoke`); its `VmRSS`, sampled as for ingest from just before the
+  create until the batch has ended, peaks below the stated limit of 50 MB. Idle RSS beside it:
+  the same server after one idle second, before the create.
 - **OpenAI surface** (`--rows openai`): batchd with `[[backends]] kind = \"openai\"` pointed at
   the same fake upstream, which answers `/v1/chat/completions` in OpenAI's dialect, and
   `openai_max_file_bytes` / `openai_max_file_lines` set to fit the bench's files.

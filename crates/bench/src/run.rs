@@ -8,7 +8,8 @@
 //! 4. built-in mock at 0 ms: dispatch;
 //! 5. the OpenAI surface, fake upstream at 0 ms in its OpenAI dialect: upload + create, dispatch
 //!    at 0 ms, output-file download;
-//! 6. the OpenAI surface at `--latency` (50 ms): dispatch.
+//! 6. the OpenAI surface at `--latency` (50 ms): dispatch;
+//! 7. fake upstream at 0 ms: peak RSS while a batch of [`RSS_BATCH`] is created and dispatched.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -41,6 +42,7 @@ pub const ALL_ROWS: &[&str] = &[
     "openai-upload",
     "openai-dispatch",
     "openai-download",
+    "dispatch-rss",
 ];
 /// A `--rows` name standing for every `openai-*` row.
 const OPENAI_ROWS: &str = "openai";
@@ -50,6 +52,10 @@ const MB: f64 = 1_000_000.0;
 const FAST_DISPATCH_TARGET: f64 = 0.9;
 /// The same with the slow upstream, where the CPU is not the limit.
 const SLOW_DISPATCH_TARGET: f64 = 0.98;
+/// Requests in the batch whose dispatch the RSS row watches (fewer under `--smoke`).
+pub const RSS_BATCH: usize = 10_000;
+/// The server's stated memory limit while dispatching that batch, in bytes.
+const DISPATCH_RSS_LIMIT: u64 = 50_000_000;
 /// How often the bench polls a batch it waits for (the resolution of the dispatch rows).
 const POLL: Duration = Duration::from_millis(50);
 /// Longest wait for a batch.
@@ -60,12 +66,12 @@ const BATCH_DEADLINE: Duration = Duration::from_secs(1200);
 #[command(name = "batchd-bench")]
 pub struct Args {
     /// Rows to run, comma-separated: upstream, footprint, ingest, dispatch, results, delete,
-    /// api, mock, openai-upload, openai-dispatch, openai-download; `openai` stands for the
-    /// three OpenAI-surface rows.
+    /// api, mock, openai-upload, openai-dispatch, openai-download, dispatch-rss; `openai` stands
+    /// for the three OpenAI-surface rows.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "upstream,footprint,ingest,dispatch,results,delete,api,mock,openai-upload,openai-dispatch,openai-download"
+        default_value = "upstream,footprint,ingest,dispatch,results,delete,api,mock,openai-upload,openai-dispatch,openai-download,dispatch-rss"
     )]
     pub rows: Vec<String>,
     /// Requests per large batch.
@@ -99,8 +105,8 @@ pub struct Args {
     /// DELETE samples per batch size.
     #[arg(long, default_value_t = 5)]
     pub delete_samples: usize,
-    /// A quick smoke run: 2,000 requests, a 2,000-line upload, 1 s API loads, 3 delete
-    /// samples, no BENCHMARKS.md.
+    /// A quick smoke run: 2,000 requests (the RSS row's batch too), a 2,000-line upload, 1 s
+    /// API loads, 3 delete samples, no BENCHMARKS.md.
     #[arg(long)]
     pub smoke: bool,
     /// Where to write the Markdown report (default BENCHMARKS.md; none in --smoke mode).
@@ -881,6 +887,70 @@ impl Run {
         Ok(())
     }
 
+    /// The server's peak RSS from just before the create of a [`RSS_BATCH`]-request batch
+    /// (the dispatch rows' params, 0 ms fake upstream, `--concurrency`) until the batch ends,
+    /// against the stated limit; idle RSS beside it, taken on the same server before the create.
+    async fn phase_dispatch_rss(&mut self) -> anyhow::Result<()> {
+        let n = if self.args.smoke {
+            RSS_BATCH.min(self.args.requests)
+        } else {
+            RSS_BATCH
+        };
+        let c = self.args.concurrency;
+        self.progress(&format!(
+            "dispatch RSS: generating {} requests of ~{} B params",
+            fmt_n(n),
+            self.args.param_bytes
+        ));
+        let workload = Workload::realistic(n, self.args.param_bytes);
+        let (fake, fake_addr) = start_fake(&self.fake_bin, Duration::ZERO, self.args.answer_words)?;
+        let mock = ["--mock-latency", "0ms", "--mock-concurrency"].map(String::from);
+        let mock = [&mock[..], &[c.to_string()]].concat();
+        let (server, upstream) = self
+            .start_with_upstream(fake_addr, Surface::Anthropic, None, &mock)
+            .await?;
+        let api = Api::new(server.addr, KEY);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle = server.rss();
+        self.progress("dispatch RSS: creating the batch and waiting for it to end");
+        let sampler = RssSampler::start(server.pid());
+        let id = api.create(workload.body.clone()).await?;
+        let waited = api.wait_ended(&id, POLL, BATCH_DEADLINE).await;
+        let peak = sampler.stop();
+        let (_, batch) = waited?;
+        drop(fake);
+        let counts = &batch["request_counts"];
+        if counts["succeeded"].as_u64() != Some(n as u64) {
+            self.notes.push(format!(
+                "dispatch RSS: not every request succeeded: {counts}"
+            ));
+        }
+        let name = format!(
+            "Peak RSS while dispatching {} requests at concurrency {c}",
+            fmt_n(n)
+        );
+        if !upstream {
+            let mut row = Row::not_run(&name, "≤ 1", "batchd has no [[backends]] config yet");
+            row.limit = "50 MB".into();
+            self.rows.push(row);
+            return Ok(());
+        }
+        let ratio = peak as f64 / DISPATCH_RSS_LIMIT as f64;
+        self.rows.push(Row::new(
+            &name,
+            format!(
+                "{:.1} MB (idle {:.1} MB)",
+                peak as f64 / MB,
+                idle as f64 / MB
+            ),
+            format!("stated limit {:.0} MB", DISPATCH_RSS_LIMIT as f64 / MB),
+            Some(ratio),
+            "≤ 1",
+            Verdict::check(peak <= DISPATCH_RSS_LIMIT),
+        ));
+        Ok(())
+    }
+
     async fn phase_mock(&mut self, workload: &Workload) -> anyhow::Result<()> {
         let n = self.args.requests;
         let c = self.args.concurrency.to_string();
@@ -1102,7 +1172,7 @@ pub async fn run(mut args: Args) -> anyhow::Result<Outcome> {
     } else {
         Workload::empty(Surface::OpenAi)
     };
-    let phases: [(&[&str], u8); 7] = [
+    let phases: [(&[&str], u8); 8] = [
         (&["upstream"], 4),
         (&["footprint", "ingest", "dispatch", "results", "delete"], 0),
         (&["dispatch"], 1),
@@ -1110,6 +1180,7 @@ pub async fn run(mut args: Args) -> anyhow::Result<Outcome> {
         (&["mock"], 3),
         (&["openai-upload", "openai-dispatch", "openai-download"], 5),
         (&["openai-dispatch"], 6),
+        (&["dispatch-rss"], 7),
     ];
     for (rows, phase) in phases {
         if !rows.iter().any(|r| args.wants(r)) {
@@ -1122,7 +1193,8 @@ pub async fn run(mut args: Args) -> anyhow::Result<Outcome> {
             3 => run.phase_mock(&workload).await,
             4 => run.phase_upstream().await,
             5 => run.phase_openai(&chat).await,
-            _ => run.phase_slow_dispatch(&chat).await,
+            6 => run.phase_slow_dispatch(&chat).await,
+            _ => run.phase_dispatch_rss().await,
         };
         if let Err(err) = outcome {
             // One broken phase should not lose the others' figures.

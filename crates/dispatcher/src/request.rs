@@ -76,8 +76,6 @@ enum Prepared {
 /// A valid request and the backend that serves its model.
 struct Routed<'s> {
     prepared: Prepared,
-    /// Estimated input tokens, for the backend's `input_tokens_per_minute`.
-    tokens: u64,
     /// Position of `backend` in the backend table, which is also that of `metrics`.
     index: usize,
     backend: &'s GuardedBackend,
@@ -87,6 +85,16 @@ struct Routed<'s> {
 impl Routed<'_> {
     fn name(&self) -> &str {
         self.backend.backend.name()
+    }
+
+    /// Estimated input tokens, for the backend's `input_tokens_per_minute`; only counted for a
+    /// backend that has that limit.
+    fn tokens(&self, item: &WorkItem) -> u64 {
+        match self.prepared {
+            Prepared::Messages(_) => estimate_input_tokens(&item.params),
+            // The usual quarter of the characters, here of the whole body.
+            Prepared::OpenAi { .. } => (item.params.len() as u64).div_ceil(4).max(1),
+        }
     }
 }
 
@@ -121,7 +129,6 @@ fn route<'s>(shared: &'s Shared, item: &WorkItem) -> Result<Routed<'s>, Report> 
         return Err(errored(item, ErrorType::NotFound, &message));
     };
     Ok(Routed {
-        tokens: estimate_input_tokens(&params),
         prepared: Prepared::Messages(params),
         index,
         backend: &shared.backends.backends()[index],
@@ -157,8 +164,6 @@ fn route_openai<'s>(shared: &'s Shared, item: &WorkItem) -> Result<Routed<'s>, R
         return Err(line_error(item, code::ENDPOINT_NOT_SUPPORTED, &message));
     }
     Ok(Routed {
-        // The usual quarter of the characters, here of the whole body.
-        tokens: (item.params.len() as u64).div_ceil(4).max(1),
         prepared: Prepared::OpenAi { model },
         index,
         backend,
@@ -182,7 +187,6 @@ async fn scripted(shared: &Shared, item: &WorkItem, routed: &Routed<'_>) -> Opti
         custom_id: &item.custom_id,
         model: &params.model,
         params: &item.params,
-        body: &params.body,
     };
     let (answer, delay) = match scripts.lookup(&item.workspace, &request)? {
         Scripted::Replay { outcome, result } if ending::is_stored(outcome) => {
@@ -199,7 +203,13 @@ async fn scripted(shared: &Shared, item: &WorkItem, routed: &Routed<'_>) -> Opti
     }
     Some(match answer {
         Answer::Text(text) => {
-            match mock::scripted_message(params, item.batch_id.as_str(), &item.custom_id, &text) {
+            match mock::scripted_message(
+                params,
+                &item.params,
+                item.batch_id.as_str(),
+                &item.custom_id,
+                &text,
+            ) {
                 Ok(message) => self::answer(item, Outcome::Succeeded, succeeded_body(&message)),
                 Err(err) => errored(item, ErrorType::Api, &format!("scripted answer: {err}")),
             }
@@ -242,7 +252,7 @@ async fn admit<'s>(
     if !backend.rate.is_unlimited() {
         match backend
             .rate
-            .admit(routed.tokens, RATE_WAIT_HERE)
+            .admit(routed.tokens(item), RATE_WAIT_HERE)
             .await
         {
             Ok(waited) => metrics::histogram!("batchd_rate_limit_wait_seconds", "backend" => routed.name().to_owned())

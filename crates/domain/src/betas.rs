@@ -11,6 +11,8 @@
 //! names and dates; the others are documented (see
 //! <https://platform.claude.com/docs/en/api/beta-headers>).
 
+use crate::raw_json::Kind;
+
 /// The JSON form of a field's value that a beta unlocks. Checked shallowly: new shapes appear
 /// often, and a request the API accepts must not be refused here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,13 +25,13 @@ pub enum Form {
 
 impl Form {
     /// `null` fits every form: it means "not given", as everywhere in the schema.
-    fn fits(self, value: &serde_json::Value) -> bool {
-        value.is_null()
+    fn fits(self, value: Kind) -> bool {
+        value == Kind::Null
             || match self {
                 Form::Any => true,
-                Form::List => value.is_array(),
-                Form::Object => value.is_object(),
-                Form::String => value.is_string(),
+                Form::List => value == Kind::Array,
+                Form::Object => value == Kind::Object,
+                Form::String => value == Kind::String,
             }
     }
 }
@@ -234,9 +236,9 @@ pub fn forwarded(name: &str) -> bool {
     find(name).is_none_or(|b| b.forwarded)
 }
 
-/// Whether one of `betas` allows `field` with this `value`. Names not in the table (added by the
-/// operator) unlock nothing.
-pub fn unlocked(betas: &[String], field: &str, value: &serde_json::Value) -> bool {
+/// Whether one of `betas` allows `field` with a value of this kind. Names not in the table
+/// (added by the operator) unlock nothing.
+pub fn unlocked(betas: &[String], field: &str, value: Kind) -> bool {
     betas
         .iter()
         .filter_map(|b| find(b))
@@ -263,8 +265,6 @@ pub fn unknown_message(names: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
@@ -293,44 +293,44 @@ mod tests {
     #[test]
     fn each_form_needs_its_own_beta() {
         let b = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        let list = json!([{"model": "m"}]);
-        let default = json!("default");
+        let list = Kind::Array;
+        let default = Kind::String;
         assert!(unlocked(
             &b(&["server-side-fallback-2026-06-01"]),
             "fallbacks",
-            &list
+            list
         ));
         assert!(!unlocked(
             &b(&["server-side-fallback-2026-06-01"]),
             "fallbacks",
-            &default
+            default
         ));
         assert!(unlocked(
             &b(&["server-side-fallback-2026-07-01"]),
             "fallbacks",
-            &default
+            default
         ));
         assert!(!unlocked(
             &b(&["server-side-fallback-2026-07-01"]),
             "fallbacks",
-            &list
+            list
         ));
-        let token = json!({"token": "t", "mode": "m"});
+        let token = Kind::Object;
         assert!(unlocked(
             &b(&["fallback-credit-2026-07-01"]),
             "fallback_credit_token",
-            &token
+            token
         ));
         assert!(!unlocked(
             &b(&["fallback-credit-2026-06-01"]),
             "fallback_credit_token",
-            &token
+            token
         ));
-        assert!(!unlocked(&b(&[]), "mcp_servers", &json!([])));
+        assert!(!unlocked(&b(&[]), "mcp_servers", Kind::Array));
         assert!(!unlocked(
             &b(&["my-beta-2030-01-01"]),
             "mcp_servers",
-            &json!([])
+            Kind::Array
         ));
     }
 

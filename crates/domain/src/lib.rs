@@ -21,6 +21,7 @@ pub mod keys;
 pub mod models;
 pub mod openai;
 pub mod params;
+pub mod raw_json;
 pub mod rerun;
 pub mod script;
 pub mod timestamp;

@@ -28,6 +28,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::raw_json::{self, Object};
 use crate::validation::{self, at};
 use crate::{ErrorType, Outcome, glob};
 
@@ -75,10 +76,9 @@ pub enum Answer {
 pub struct Request<'a> {
     pub custom_id: &'a str,
     pub model: &'a str,
-    /// The request's `params` as stored (the client's JSON), for fixtures matched by params.
+    /// The request's `params` as stored (the client's JSON), for fixtures matched by params and
+    /// the last user message's text.
     pub params: &'a str,
-    /// The parsed `params`, for the last user message's text.
-    pub body: &'a Map<String, Value>,
 }
 
 /// A rule's condition; a field left out always holds.
@@ -101,7 +101,7 @@ impl Match {
             && self
                 .text
                 .as_deref()
-                .is_none_or(|t| last_user_text(request.body).contains(t))
+                .is_none_or(|t| last_user_text(request.params).contains(t))
     }
 }
 
@@ -398,29 +398,32 @@ fn parse_chaos(value: &Value) -> Result<Chaos, String> {
 
 /// The text of the last user message: its string content, or its text blocks joined by
 /// newlines; empty when there is none.
-pub fn last_user_text(body: &Map<String, Value>) -> String {
-    let Some(content) = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .and_then(|m| {
-            m.iter()
+pub fn last_user_text(params: &str) -> String {
+    let content = Object::parse(params)
+        .and_then(|body| body.get("messages"))
+        .and_then(raw_json::array)
+        .and_then(|messages| {
+            messages
+                .into_iter()
                 .rev()
-                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+                .filter_map(Object::of)
+                .find(|m| m.get("role").and_then(raw_json::string).as_deref() == Some("user"))
         })
-        .and_then(|m| m.get("content"))
-    else {
+        .and_then(|m| m.get("content"));
+    let Some(content) = content else {
         return String::new();
     };
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
-            .filter_map(|b| b.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
+    if let Some(text) = raw_json::string(content) {
+        return text.into_owned();
     }
+    raw_json::array(content)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(Object::of)
+        .filter(|b| b.get("type").and_then(raw_json::string).as_deref() == Some("text"))
+        .filter_map(|b| b.get("text").and_then(raw_json::string))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A replayed result.
@@ -692,7 +695,6 @@ mod tests {
                 custom_id,
                 model: body["model"].as_str().unwrap(),
                 params: &params,
-                body,
             },
         )
     }
@@ -773,7 +775,10 @@ mod tests {
     #[test]
     fn text_matches_the_last_user_message_only() {
         let b = body("m", "second one");
-        assert_eq!(last_user_text(&b), "second one");
+        assert_eq!(
+            last_user_text(&Value::Object(b.clone()).to_string()),
+            "second one"
+        );
         let scripts = Scripts::new();
         scripts.put_rules(
             "ws",
@@ -781,13 +786,9 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(look(&scripts, "ws", "a", &b), None);
-        let mut plain = Map::new();
-        plain.insert(
-            "messages".into(),
-            serde_json::json!([{"role": "user", "content": "say earlier"}]),
-        );
-        assert_eq!(last_user_text(&plain), "say earlier");
-        assert_eq!(last_user_text(&Map::new()), "");
+        let plain = r#"{"messages":[{"role":"user","content":"say earlier"}]}"#;
+        assert_eq!(last_user_text(plain), "say earlier");
+        assert_eq!(last_user_text("{}"), "");
     }
 
     #[test]
@@ -946,10 +947,6 @@ mod tests {
         scripts.put_rules("ws", rules(ISSUE_RULES).unwrap());
         let b = body("claude-opus-4", "refund");
         let params = Value::Object(b.clone());
-        let mut reordered = Map::new();
-        for (k, v) in b.iter().rev() {
-            reordered.insert(k.clone(), v.clone());
-        }
         let jsonl = format!(
             "{{\"custom_id\":\"boom-1\",\"result\":{SUCCEEDED}}}\n\n\
              {{\"params\":{params},\"result\":{{\"type\":\"expired\"}}}}\n\
@@ -974,7 +971,6 @@ mod tests {
                     custom_id: "random-77",
                     model: "claude-opus-4",
                     params: raw,
-                    body: &reordered,
                 }
             ),
             Some(Scripted::Replay {

@@ -59,7 +59,13 @@ impl Backend for OpenAiBackend {
     }
 
     async fn send(&self, request: BackendRequest<'_>) -> Result<String, BackendError> {
-        let params = &request.params.body;
+        // A translation reads the whole request, so it is the one place a Messages request's
+        // params become a `Value` tree; the params passed validation, so they are an object.
+        let params: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(request.raw_params).map_err(|e| {
+                BackendError::fatal(ErrorType::Api, format!("reading the params: {e}"))
+            })?;
+        let params = &params;
         // What the upstream cannot express is refused before anything is sent: a different
         // answer than the one asked for would be worse than none.
         let chat = translate::chat_request(params, &self.options)
