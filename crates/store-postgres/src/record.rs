@@ -38,7 +38,7 @@ use crate::rows::{CANCELING, ENDED, IN_PROGRESS, count, end_reason_code, get, pa
 /// * `$2` batch keys; `$3`..`$6` the results (key, index, outcome, body, first answer per
 ///   request only); `$7`, `$8` the slots of answers without a result; `$9` this worker; `$10`,
 ///   `$11` the succeeded and errored codes; `$12`, `$13` the in-progress and canceling states.
-const RECORD: &str = concat!(
+pub(crate) const RECORD: &str = concat!(
     "WITH locked AS MATERIALIZED (SELECT key, id, state, total, succeeded, errored, \
          NOT deleted AND state IN ($12, $13) AS open, expires_at <= $1 + ",
     batch_clock_offset!("batches"),
@@ -74,7 +74,7 @@ const CLAIMED_BATCHES: &str =
 
 /// Ends the group's batches that end (their tallies are already written by [`RECORD`]);
 /// `ended_at` on the batch's workspace's clock.
-const END: &str = concat!(
+pub(crate) const END: &str = concat!(
     "UPDATE batches b SET state = $1, end_reason = u.r, ended_at = ",
     ended_at!("$2", "b"),
     " FROM UNNEST($3::bigint[], $4::smallint[]) AS u(k, r) WHERE b.key = u.k"
