@@ -169,8 +169,8 @@ pub(crate) const RESULTS_PAGE: &str = "SELECT r.idx, r.custom_id, s.body, s.outc
 /// A page of the download rendered by PostgreSQL (as `batchd_store::render_result_lines` renders
 /// it), so that a page crosses to batchd as one text value rather than three values per row,
 /// each its own allocation: of batch `$2`, every request after `$3`, up to `$4` of them, with
-/// `$1` as the result of requests without one. `to_json` escapes a `custom_id` as serde_json does (they are
-/// `[A-Za-z0-9_-]` by construction anyway).
+/// `$1` as the result of requests without one. `to_json` escapes a `custom_id` as serde_json
+/// does (they are `[A-Za-z0-9_-]` by construction anyway).
 pub(crate) const RESULTS_LINES: &str = "SELECT MAX(idx) AS last, COUNT(*) AS n, \
          string_agg(line, '' ORDER BY idx) AS lines FROM (SELECT r.idx, \
          '{\"custom_id\":' || to_json(r.custom_id)::text || ',\"result\":' \
@@ -179,13 +179,17 @@ pub(crate) const RESULTS_LINES: &str = "SELECT MAX(idx) AS last, COUNT(*) AS n, 
          WHERE r.batch_key = $2 AND r.idx > $3 ORDER BY r.idx LIMIT $4) p";
 
 /// [`RESULTS_LINES`] for a batch whose every request has a result: the results drive the page,
-/// and only their requests' `custom_id`s are looked up.
+/// and only their requests' `custom_id`s are looked up. The page's start bounds both tables,
+/// written out for each: with it on `results` only, the planner merge-joined `requests` from the
+/// batch's first row, so each page read every row before it (a 50,000-result download cost
+/// PostgreSQL 1.1 s of CPU instead of 0.2 s).
 pub(crate) const ANSWERED_LINES: &str = "SELECT MAX(idx) AS last, COUNT(*) AS n, \
          string_agg(line, '' ORDER BY idx) AS lines FROM (SELECT s.idx, \
          '{\"custom_id\":' || to_json(r.custom_id)::text || ',\"result\":' || s.body \
              || E'}\\n' AS line \
          FROM results s JOIN requests r ON r.batch_key = s.batch_key AND r.idx = s.idx \
-         WHERE s.batch_key = $1 AND s.idx > $2 ORDER BY s.idx LIMIT $3) p";
+         WHERE s.batch_key = $1 AND s.idx > $2 AND r.batch_key = $1 AND r.idx > $2 \
+         ORDER BY s.idx LIMIT $3) p";
 
 /// The first key of the advisory locks that serialize a workspace's commits under its queue
 /// cap (an arbitrary constant, "bq"); the second is the hash of the workspace's name.
