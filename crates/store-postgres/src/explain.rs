@@ -144,31 +144,22 @@ async fn explain_at_ten_million_requests() {
         .fetch_one(&mut *conn)
         .await
         .unwrap();
-    let plan: Vec<String> =
-        sqlx::query_scalar(sqlx::AssertSqlSafe(explain(crate::batches::ANSWERED_LINES)))
+    for (what, sql) in [
+        (
+            "download page (ANSWERED_PAGE)",
+            crate::batches::ANSWERED_PAGE,
+        ),
+        ("download page (RESULTS_PAGE)", crate::batches::RESULTS_PAGE),
+    ] {
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(explain(sql)))
             .bind(ended)
             .bind(50_000_i32)
             .bind(1_000_i64)
             .fetch_all(&mut *conn)
             .await
             .unwrap();
-    print_plan(
-        "download page (ANSWERED_LINES), 1,000 lines from the middle",
-        plan,
-    );
-    let plan: Vec<String> =
-        sqlx::query_scalar(sqlx::AssertSqlSafe(explain(crate::batches::RESULTS_LINES)))
-            .bind(r#"{"type":"canceled"}"#)
-            .bind(ended)
-            .bind(50_000_i32)
-            .bind(1_000_i64)
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap();
-    print_plan(
-        "download page (RESULTS_LINES), 1,000 lines from the middle",
-        plan,
-    );
+        print_plan(&format!("{what}, 1,000 lines from the middle"), plan);
+    }
     drop(conn);
     store.close().await;
 }

@@ -288,8 +288,7 @@ async fn hot_queries_use_indexes() {
             "(1, '{1}', '{1}', '{0}', '{0}', '{\"{}\"}', '{1}', '{1}', 1, 0, 1, 1, 2)",
         ),
         (crate::record::END, "(3, 1, '{1}', '{0}')"),
-        (crate::batches::RESULTS_LINES, "('{}', 1, 0, 1000)"),
-        (crate::batches::ANSWERED_LINES, "(1, 0, 1000)"),
+        (crate::batches::ANSWERED_PAGE, "(1, 0, 1000)"),
         (
             crate::maintenance::EXPIRE_DUE,
             "(3::smallint, 3::smallint, 1)",
