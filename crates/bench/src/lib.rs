@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod machine;
+pub mod postgres;
 pub mod process;
 pub mod report;
 pub mod run;

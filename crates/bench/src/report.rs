@@ -58,7 +58,17 @@ const METHOD: &str = "\
   the output file is written after it (the *Finalize* row, to within the polling interval)
   and before the direct load generator sends the same bodies to the fake's
   `/v1/chat/completions`. *Download*: `GET /v1/files/{output_file_id}/content` of that batch
-  against the static file server, as for results.";
+  against the static file server, as for results.
+- **PostgreSQL** (`--rows postgres`): 1, 2 and 3 `batchd serve` processes on one PostgreSQL
+  database (fresh for each count), all pointed at one fake upstream (0 ms, then
+  `--pg-latency`, 200 ms); one batch of compact requests created on the first process,
+  completed/s = requests ÷ (create's 200 → `ended`). Beside it, CPU per 1,000 requests from
+  `/proc/PID/stat` (utime + stime) over the same span: batchd's summed over its processes,
+  PostgreSQL's over the whole cluster (the postmaster, its running children, and in its
+  cutime/cstime the children that exited). The cluster is `BATCHD_BENCH_DATABASE_URL` if set,
+  else a throwaway durable one from `scripts/pg-test-cluster.sh`; without PostgreSQL on the
+  machine the rows say so and are not run. No target: the figure to compare between runs is
+  the CPU per 1,000 requests, the rate on a shared two-core machine is noisy.";
 
 /// The whole report.
 pub fn markdown(

@@ -10,6 +10,8 @@
 //!    at 0 ms, output-file download;
 //! 6. the OpenAI surface at `--latency` (50 ms): dispatch;
 //! 7. fake upstream at 0 ms: peak RSS while a batch of [`RSS_BATCH`] is created and dispatched.
+//! 8. PostgreSQL: 1, 2 and 3 batchd processes on one cluster at 0 ms and `--pg-latency`
+//!    (200 ms), see [`crate::postgres`].
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -43,6 +45,7 @@ pub const ALL_ROWS: &[&str] = &[
     "openai-dispatch",
     "openai-download",
     "dispatch-rss",
+    "postgres",
 ];
 /// A `--rows` name standing for every `openai-*` row.
 const OPENAI_ROWS: &str = "openai";
@@ -66,12 +69,12 @@ const BATCH_DEADLINE: Duration = Duration::from_secs(1200);
 #[command(name = "batchd-bench")]
 pub struct Args {
     /// Rows to run, comma-separated: upstream, footprint, ingest, dispatch, results, delete,
-    /// api, mock, openai-upload, openai-dispatch, openai-download, dispatch-rss; `openai` stands
-    /// for the three OpenAI-surface rows.
+    /// api, mock, openai-upload, openai-dispatch, openai-download, dispatch-rss, postgres;
+    /// `openai` stands for the three OpenAI-surface rows.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "upstream,footprint,ingest,dispatch,results,delete,api,mock,openai-upload,openai-dispatch,openai-download,dispatch-rss"
+        default_value = "upstream,footprint,ingest,dispatch,results,delete,api,mock,openai-upload,openai-dispatch,openai-download,dispatch-rss,postgres"
     )]
     pub rows: Vec<String>,
     /// Requests per large batch.
@@ -99,6 +102,10 @@ pub struct Args {
     /// Upstream latency while the API is loaded (keeps the batch processing).
     #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
     pub api_latency: Duration,
+    /// Upstream latency of the slow PostgreSQL rows (model-like: each process is then bounded
+    /// by its concurrency, and processes add throughput instead of competing for CPU).
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub pg_latency: Duration,
     /// Seconds of load per API measurement.
     #[arg(long, default_value_t = 5.0)]
     pub api_seconds: f64,
@@ -738,6 +745,77 @@ impl Run {
         }
     }
 
+    /// The PostgreSQL rows; skipped, saying why, on a machine without PostgreSQL.
+    async fn phase_postgres(&mut self) -> anyhow::Result<()> {
+        let requests = fmt_n(self.args.requests);
+        let latencies = [Duration::ZERO, self.args.pg_latency];
+        let name = |p: usize, lat: Duration| {
+            format!(
+                "PostgreSQL: {p} process(es), {requests} req, {}ms upstream",
+                lat.as_millis()
+            )
+        };
+        if let Some(why) = crate::postgres::missing() {
+            for lat in latencies {
+                for p in crate::postgres::PROCESS_COUNTS {
+                    self.rows.push(Row::not_run(&name(p, lat), "info", &why));
+                }
+            }
+            return Ok(());
+        }
+        self.progress("PostgreSQL: starting the cluster");
+        let cluster = crate::postgres::Cluster::start()?;
+        self.notes.push(format!(
+            "PostgreSQL rows: {}; CPU from /proc (batchd: its processes; PostgreSQL: the \
+             postmaster and all its children)",
+            cluster.describe()
+        ));
+        let body = Workload::compact(self.args.requests);
+        let setup = crate::postgres::Setup {
+            batchd_bin: &self.batchd_bin,
+            fake_bin: &self.fake_bin,
+            work: &self.work,
+            key: KEY,
+            requests: self.args.requests,
+            concurrency: self.args.concurrency,
+            answer_words: self.args.answer_words,
+        };
+        let mut rows = Vec::new();
+        let mut notes = Vec::new();
+        for lat in latencies {
+            let lat_text = format!("{}ms", lat.as_millis());
+            let mut single = None;
+            for p in crate::postgres::PROCESS_COUNTS {
+                eprintln!("[bench] PostgreSQL: {p} process(es), {lat_text} upstream");
+                let label = format!("{p}_{}", lat.as_millis());
+                match crate::postgres::measure(&setup, &cluster, body.clone(), p, lat, &label).await
+                {
+                    Ok(m) => {
+                        if m.succeeded != self.args.requests as u64 {
+                            notes.push(format!(
+                                "{}: {} of {} requests succeeded",
+                                name(p, lat),
+                                m.succeeded,
+                                self.args.requests
+                            ));
+                        }
+                        if p == 1 {
+                            single = Some(m.rate);
+                        }
+                        rows.push(crate::postgres::row(p, &requests, &lat_text, &m, single));
+                    }
+                    Err(err) => {
+                        notes.push(format!("{}: {err:#}", name(p, lat)));
+                        rows.push(Row::not_run(&name(p, lat), "info", "failed, see notes"));
+                    }
+                }
+            }
+        }
+        self.rows.extend(rows);
+        self.notes.extend(notes);
+        Ok(())
+    }
+
     async fn phase_api(&mut self) -> anyhow::Result<()> {
         let n = self.args.requests;
         let (fake, _, server, _, lat) = self
@@ -1172,7 +1250,7 @@ pub async fn run(mut args: Args) -> anyhow::Result<Outcome> {
     } else {
         Workload::empty(Surface::OpenAi)
     };
-    let phases: [(&[&str], u8); 8] = [
+    let phases: [(&[&str], u8); 9] = [
         (&["upstream"], 4),
         (&["footprint", "ingest", "dispatch", "results", "delete"], 0),
         (&["dispatch"], 1),
@@ -1181,6 +1259,7 @@ pub async fn run(mut args: Args) -> anyhow::Result<Outcome> {
         (&["openai-upload", "openai-dispatch", "openai-download"], 5),
         (&["openai-dispatch"], 6),
         (&["dispatch-rss"], 7),
+        (&["postgres"], 8),
     ];
     for (rows, phase) in phases {
         if !rows.iter().any(|r| args.wants(r)) {
@@ -1194,7 +1273,8 @@ pub async fn run(mut args: Args) -> anyhow::Result<Outcome> {
             4 => run.phase_upstream().await,
             5 => run.phase_openai(&chat).await,
             6 => run.phase_slow_dispatch(&chat).await,
-            _ => run.phase_dispatch_rss().await,
+            7 => run.phase_dispatch_rss().await,
+            _ => run.phase_postgres().await,
         };
         if let Err(err) = outcome {
             // One broken phase should not lose the others' figures.

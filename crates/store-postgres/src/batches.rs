@@ -10,7 +10,8 @@ use batchd_domain::rerun::RerunSet;
 use batchd_domain::{Batch, BatchId, EndReason, Outcome, Timestamp};
 use batchd_store::{
     BatchPage, BatchStore, CancelOutcome, Cursor, DeleteOutcome, Draft, ListError, NewBatch,
-    NewRequest, QueueFull, ResultRow, Stats, StoreError, cancel, failed, paging,
+    NewRequest, QueueFull, ResultLines, ResultRow, Stats, StoreError, cancel, failed, paging,
+    push_result_line,
 };
 
 use crate::PostgresStore;
@@ -165,6 +166,15 @@ const COPY_REQUESTS: &str = "WITH b AS (SELECT key FROM batches \
 pub(crate) const RESULTS_PAGE: &str = "SELECT r.idx, r.custom_id, s.body, s.outcome FROM requests r \
      LEFT JOIN results s ON s.batch_key = r.batch_key AND s.idx = r.idx \
      WHERE r.batch_key = $1 AND r.idx > $2 ORDER BY r.idx LIMIT $3";
+
+/// [`RESULTS_PAGE`] for a batch whose every request has a result: the results drive the page,
+/// and only their requests' `custom_id`s are looked up. The page's start bounds both tables,
+/// written out for each: with it on `results` only, the planner merge-joined `requests` from the
+/// batch's first row, so each page read every row before it.
+pub(crate) const ANSWERED_PAGE: &str = "SELECT s.idx, r.custom_id, s.body \
+     FROM results s JOIN requests r ON r.batch_key = s.batch_key AND r.idx = s.idx \
+     WHERE s.batch_key = $1 AND s.idx > $2 AND r.batch_key = $1 AND r.idx > $2 \
+     ORDER BY s.idx LIMIT $3";
 
 /// The first key of the advisory locks that serialize a workspace's commits under its queue
 /// cap (an arbitrary constant, "bq"); the second is the hash of the workspace's name.
@@ -534,6 +544,50 @@ impl BatchStore for PostgresStore {
             }
         }
         Ok(page)
+    }
+
+    /// Renders each row as it arrives, straight from the connection's buffer (its `custom_id`
+    /// and body borrowed, copied once, into the page): no `ResultRow` of two `String`s per row.
+    /// Rendering in SQL instead (`string_agg` of the lines) took batchd's CPU for a 50,000-result
+    /// download from 80-100 ms to 50-60 ms but PostgreSQL's from 140-170 ms to 200-210 ms, and
+    /// PostgreSQL's CPU is what a cluster runs out of.
+    async fn results_lines(
+        &self,
+        batch_key: i64,
+        after: Option<u32>,
+        limit: u32,
+        unanswered: Option<&str>,
+    ) -> Result<Option<ResultLines>, StoreError> {
+        let after = match after {
+            None => -1,
+            Some(after) => i32::try_from(after).unwrap_or(i32::MAX),
+        };
+        let sql = if unanswered.is_some() {
+            RESULTS_PAGE
+        } else {
+            ANSWERED_PAGE
+        };
+        let mut rows = sqlx::query(sql)
+            .bind(batch_key)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch(&self.pool);
+        let mut lines = Vec::new();
+        let mut count = 0u32;
+        let mut last = None;
+        while let Some(row) = rows.try_next().await.map_err(query_error)? {
+            let Some(result) = get::<Option<&str>>(&row, "body")?.or(unanswered) else {
+                continue;
+            };
+            push_result_line(&mut lines, get(&row, "custom_id")?, result);
+            count += 1;
+            last = Some(index(get(&row, "idx")?)?);
+        }
+        Ok(last.map(|last_index| ResultLines {
+            last_index,
+            rows: count,
+            lines,
+        }))
     }
 
     async fn copy_requests(

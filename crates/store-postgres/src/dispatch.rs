@@ -108,21 +108,10 @@ impl DispatchStore for PostgresStore {
         if answers.is_empty() {
             return Ok(Ended::default());
         }
-        let keys = record::batch_keys(answers);
         let mut tx = self.pool.begin().await.map_err(query_error)?;
-        let mut locked = record::lock_batches(&mut tx, &keys, now).await?;
-        let (results, unstored) = record::sort_answers(answers, &locked.live);
-        let new = record::insert_results(&mut tx, results).await?;
-        if !unstored.is_empty() {
-            record::release_unstored(&mut tx, unstored, self.me()?).await?;
-        }
-        let still_claimed = record::still_claimed(&mut tx, &locked.live).await?;
-        record::tally(&mut locked, &new, &still_claimed);
-        record::update_tallies(&mut tx, locked.updates, now).await?;
+        let batches = record::record(&mut tx, answers, now, self.me()?).await?;
         tx.commit().await.map_err(query_error)?;
-        Ok(Ended {
-            batches: locked.ended,
-        })
+        Ok(Ended { batches })
     }
 
     async fn finish_due(&self, now: Timestamp) -> Result<Ended, StoreError> {

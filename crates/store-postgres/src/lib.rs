@@ -105,6 +105,8 @@ pub mod testkit;
 mod webhooks;
 
 #[cfg(test)]
+mod explain;
+#[cfg(test)]
 mod tests;
 
 #[cfg(doc)]

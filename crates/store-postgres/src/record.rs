@@ -1,54 +1,83 @@
-//! Recording answers: one transaction per group, in short named steps (lock the group's
-//! batches, insert the results, free the claims of answers without one, see which canceling
-//! batches are still claimed, write the tallies and ends). At most one result per request, and
-//! the tallies grow only by the rows really inserted.
+//! Recording answers: one transaction per group, whose writes are one statement ([`RECORD`]:
+//! lock the group's batches, insert the results, take them off the queue, free the claims of
+//! answers without one, add to the tallies), then, only when the group touches a canceling
+//! batch, one read of what is still claimed, and, only when a batch ends, one write of its end.
+//! A group that ends nothing costs BEGIN, one statement and COMMIT. At most one result per
+//! request, and the tallies grow only by the rows really inserted.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 
 use batchd_domain::{BatchId, EndReason, Outcome, Timestamp};
 use batchd_store::ending::{self, Tally};
-use batchd_store::{Answer, Slot, StoreError, clock};
+use batchd_store::{Answer, StoreError};
 use sqlx::PgConnection;
 
-use crate::claim::{RELEASE, slot_arrays};
+use crate::claim::slot_arrays;
 use crate::db::query_error;
 use crate::rows::{CANCELING, ENDED, IN_PROGRESS, count, end_reason_code, get, parse_id};
 
-/// The batches of a record group, locked in key order (so groups touching the same batches
-/// never deadlock).
-/// FOR NO KEY UPDATE, the lock the tally update takes anyway: it serialises record groups of a
-/// batch and a cancel (FOR UPDATE), but not the claims (FOR KEY SHARE), which no longer wait for
-/// a record group to commit.
-/// Each with its workspace's clock offset: its deadline is on that clock.
-const RECORD_BATCHES: &str = concat!(
-    "SELECT key, id, state, deleted, total, succeeded, errored, expires_at, ",
+/// A record group's writes in one statement: it locks the group's batches in key order (so
+/// groups touching the same batches never deadlock), inserts the results of those that still
+/// take answers (at most one per request), takes the answered requests off the queue, frees this
+/// process's claims of answers without a result, and adds the rows really inserted to the
+/// batches' tallies; it returns every locked batch as it was found, whether it still takes
+/// answers, and what the group added to it. Whether a batch ends is then decided by
+/// `store::ending` and written by [`END`], in the same transaction.
+///
+/// * FOR NO KEY UPDATE is the lock the tally update takes anyway: it serialises record groups of
+///   a batch and a cancel (FOR UPDATE), but not the claims (FOR KEY SHARE), which do not wait
+///   for a record group to commit.
+/// * A statement waiting for that lock reads the batch row as committed once it gets it (the
+///   tally it adds to is the newest), and `ON CONFLICT DO NOTHING` sees results committed after
+///   the statement began: the tallies grow by exactly the rows really inserted.
+/// * Every write is gated on `(SELECT COUNT(*) FROM locked)`, an init plan run before the
+///   write's first row, so all the group's batches are locked before any result or queue row
+///   is touched, whatever plan the joins get.
+/// * A batch takes answers while not deleted, in progress or canceling, before its deadline on
+///   its workspace's clock (`$1` now); answers past its `total` are dropped.
+/// * `$2` batch keys; `$3`..`$6` the results (key, index, outcome, body, first answer per
+///   request only); `$7`, `$8` the slots of answers without a result; `$9` this worker; `$10`,
+///   `$11` the succeeded and errored codes; `$12`, `$13` the in-progress and canceling states.
+pub(crate) const RECORD: &str = concat!(
+    "WITH locked AS MATERIALIZED (SELECT key, id, state, total, succeeded, errored, \
+         NOT deleted AND state IN ($12, $13) AS open, expires_at <= $1 + ",
     batch_clock_offset!("batches"),
-    " AS clock_offset FROM batches WHERE key = ANY($1) ORDER BY key FOR NO KEY UPDATE OF batches"
+    " AS expired FROM batches WHERE key = ANY($2) ORDER BY key FOR NO KEY UPDATE OF batches), \
+     live AS MATERIALIZED (SELECT key, total FROM locked WHERE open AND NOT expired), \
+     ins AS (INSERT INTO results (batch_key, idx, outcome, body) \
+         SELECT u.k, u.i, u.o, u.b FROM UNNEST($3::bigint[], $4::int[], $5::smallint[], \
+             $6::text[]) AS u(k, i, o, b) JOIN live l ON l.key = u.k \
+         WHERE u.i < l.total AND (SELECT COUNT(*) FROM locked) >= 0 \
+         ON CONFLICT DO NOTHING RETURNING batch_key, outcome), \
+     del AS (DELETE FROM pending p USING UNNEST($3::bigint[], $4::int[]) AS u(k, i), live l \
+         WHERE l.key = u.k AND u.i < l.total AND p.batch_key = u.k AND p.idx = u.i \
+             AND (SELECT COUNT(*) FROM locked) >= 0), \
+     rel AS (UPDATE pending p SET worker = NULL \
+         FROM UNNEST($7::bigint[], $8::int[]) AS u(k, i), live l \
+         WHERE l.key = u.k AND u.i < l.total AND p.batch_key = u.k AND p.idx = u.i \
+             AND p.worker = $9 AND (SELECT COUNT(*) FROM locked) >= 0), \
+     new AS MATERIALIZED (SELECT batch_key, COUNT(*) FILTER (WHERE outcome = $10) AS s, \
+         COUNT(*) FILTER (WHERE outcome = $11) AS e FROM ins GROUP BY batch_key), \
+     tallied AS (UPDATE batches b SET succeeded = b.succeeded + n.s, errored = b.errored + n.e \
+         FROM new n WHERE b.key = n.batch_key) \
+     SELECT l.key, l.id, l.state, l.total, l.succeeded, l.errored, l.open, l.expired, \
+         COALESCE(n.s, 0) AS new_succeeded, COALESCE(n.e, 0) AS new_errored \
+     FROM locked l LEFT JOIN new n ON n.batch_key = l.key ORDER BY l.key"
 );
 
-/// Inserts a group's results, at most one per request, and takes the answered requests off the
-/// queue; returns how many rows of each outcome were really new, per batch.
-const RECORD: &str = "WITH ins AS (INSERT INTO results (batch_key, idx, outcome, body) \
-         SELECT * FROM UNNEST($1::bigint[], $2::int[], $3::smallint[], $4::text[]) \
-         ON CONFLICT DO NOTHING RETURNING batch_key, outcome), \
-     del AS (DELETE FROM pending p USING UNNEST($1::bigint[], $2::int[]) AS u(k, i) \
-         WHERE p.batch_key = u.k AND p.idx = u.i) \
-     SELECT batch_key, COUNT(*) FILTER (WHERE outcome = $5) AS succeeded, \
-         COUNT(*) FILTER (WHERE outcome = $6) AS errored \
-     FROM ins GROUP BY batch_key";
-
+/// The canceling batches among `$1` on which some process still holds a claim, read after
+/// [`RECORD`] (so without the claims it freed or answered) in the same transaction: the batch
+/// rows are locked by then, and claims cannot be added to a canceling batch (a claim locks the
+/// batch row and needs it in progress), so this stays true until the commit.
 const CLAIMED_BATCHES: &str =
     "SELECT DISTINCT batch_key FROM pending WHERE batch_key = ANY($1) AND worker IS NOT NULL";
 
-/// Writes the new tallies and end states of a group's batches in one statement; `ended_at` on
-/// the batch's workspace's clock (NULL, unended, stays NULL).
-const UPDATE_TALLIES: &str = concat!(
-    "UPDATE batches b SET succeeded = u.s, errored = u.e, state = u.st, \
-         end_reason = u.r, ended_at = ",
-    ended_at!("u.at", "b"),
-    " FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::smallint[], $5::smallint[], \
-         $6::bigint[]) AS u(k, s, e, st, r, at) \
-     WHERE b.key = u.k"
+/// Ends the group's batches that end (their tallies are already written by [`RECORD`]);
+/// `ended_at` on the batch's workspace's clock.
+pub(crate) const END: &str = concat!(
+    "UPDATE batches b SET state = $1, end_reason = u.r, ended_at = ",
+    ended_at!("$2", "b"),
+    " FROM UNNEST($3::bigint[], $4::smallint[]) AS u(k, r) WHERE b.key = u.k"
 );
 
 fn outcome_code(outcome: Outcome) -> i16 {
@@ -56,106 +85,158 @@ fn outcome_code(outcome: Outcome) -> i16 {
     outcome.code() as i16
 }
 
-/// A batch of a record group that still takes answers, as locked.
-pub(crate) struct Live {
-    id: BatchId,
-    state: i16,
-    tally: Tally,
+/// A record group's writes, with the batches that end in it.
+pub(crate) async fn record(
+    tx: &mut PgConnection,
+    answers: &[Answer],
+    now: Timestamp,
+    me: i64,
+) -> Result<Vec<(BatchId, EndReason)>, StoreError> {
+    let keys = batch_keys(answers);
+    let (results, unstored) = sort_answers(answers);
+    let rows = sqlx::query(RECORD)
+        .bind(now.as_micros())
+        .bind(&keys)
+        .bind(results.keys)
+        .bind(results.indices)
+        .bind(results.outcomes)
+        .bind(results.bodies)
+        .bind(unstored.0)
+        .bind(unstored.1)
+        .bind(me)
+        .bind(outcome_code(Outcome::Succeeded))
+        .bind(outcome_code(Outcome::Errored))
+        .bind(IN_PROGRESS)
+        .bind(CANCELING)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(query_error)?;
+    let mut found = Vec::with_capacity(rows.len());
+    for row in &rows {
+        found.push(Found {
+            key: get(row, "key")?,
+            id: parse_id(get(row, "id")?)?,
+            canceling: get::<i16>(row, "state")? == CANCELING,
+            open: get(row, "open")?,
+            expired: get(row, "expired")?,
+            tally: Tally {
+                total: count(get(row, "total")?, "total")?,
+                succeeded: count(get(row, "succeeded")?, "succeeded")?,
+                errored: count(get(row, "errored")?, "errored")?,
+            },
+            new_succeeded: count(get(row, "new_succeeded")?, "new_succeeded")?,
+            new_errored: count(get(row, "new_errored")?, "new_errored")?,
+        });
+    }
+    let canceling: Vec<i64> = found
+        .iter()
+        .filter(|b| b.open && !b.expired && b.canceling)
+        .map(|b| b.key)
+        .collect();
+    let still_claimed: HashSet<i64> = if canceling.is_empty() {
+        HashSet::new()
+    } else {
+        sqlx::query_scalar::<_, i64>(CLAIMED_BATCHES)
+            .bind(canceling)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_error)?
+            .into_iter()
+            .collect()
+    };
+    let ends = ends(found, &still_claimed);
+    if !ends.is_empty() {
+        let (keys, reasons): (Vec<i64>, Vec<i16>) = ends
+            .iter()
+            .map(|(key, _, reason)| (*key, end_reason_code(*reason)))
+            .unzip();
+        sqlx::query(END)
+            .bind(ENDED)
+            .bind(now.as_micros())
+            .bind(keys)
+            .bind(reasons)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+    }
+    Ok(ends
+        .into_iter()
+        .map(|(_, id, reason)| (id, reason))
+        .collect())
 }
 
-/// A batch row to write: its key, tallies, state and end reason.
-pub(crate) type TallyUpdate = (i64, u64, u64, i16, Option<EndReason>);
+/// A batch of a record group as [`RECORD`] found and left it.
+pub(crate) struct Found {
+    key: i64,
+    id: BatchId,
+    canceling: bool,
+    /// Not deleted, and in progress or canceling.
+    open: bool,
+    /// Past its deadline on its workspace's clock: an open batch takes answers until then.
+    expired: bool,
+    /// As found, before the group.
+    tally: Tally,
+    new_succeeded: u64,
+    new_errored: u64,
+}
 
-/// The group's batches, locked: those that still take answers, and the updates and ends of those
-/// that expired meanwhile (their late answers are dropped).
-pub(crate) struct Locked {
-    pub live: BTreeMap<i64, Live>,
-    pub updates: Vec<TallyUpdate>,
-    pub ended: Vec<(BatchId, EndReason)>,
+/// The batches that end in the group, with their reasons: a batch that still took answers ends
+/// as `store::ending` says; one past its deadline that had not ended expires now, whether or
+/// not maintenance got there first (its late answers were dropped).
+pub(crate) fn ends(
+    found: Vec<Found>,
+    still_claimed: &HashSet<i64>,
+) -> Vec<(i64, BatchId, EndReason)> {
+    let mut ends = Vec::new();
+    for batch in found {
+        if !batch.open {
+            continue;
+        }
+        if batch.expired {
+            ends.push((batch.key, batch.id, EndReason::Expired));
+            continue;
+        }
+        let idle_canceling = || batch.canceling && !still_claimed.contains(&batch.key);
+        let recorded = ending::after_record(
+            batch.tally,
+            batch.new_succeeded,
+            batch.new_errored,
+            idle_canceling,
+        );
+        if let Some(end) = recorded.and_then(|r| r.end) {
+            ends.push((batch.key, batch.id, end));
+        }
+    }
+    ends
 }
 
 /// The keys of the batches a group answers, sorted (the order rows are locked in) and unique.
-pub(crate) fn batch_keys(answers: &[Answer]) -> Vec<i64> {
+fn batch_keys(answers: &[Answer]) -> Vec<i64> {
     let mut keys: Vec<i64> = answers.iter().map(|a| a.slot.batch_key).collect();
     keys.sort_unstable();
     keys.dedup();
     keys
 }
 
-/// Locks the group's batches and sorts them: drafts cannot have claims; ended and deleted
-/// batches drop late answers; a batch past its deadline expires now, whether or not maintenance
-/// got there first.
-pub(crate) async fn lock_batches(
-    tx: &mut PgConnection,
-    keys: &[i64],
-    now: Timestamp,
-) -> Result<Locked, StoreError> {
-    let rows = sqlx::query(RECORD_BATCHES)
-        .bind(keys)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(query_error)?;
-    let mut locked = Locked {
-        live: BTreeMap::new(),
-        updates: Vec::new(),
-        ended: Vec::new(),
-    };
-    for row in &rows {
-        let state: i16 = get(row, "state")?;
-        if get::<bool>(row, "deleted")? || !(state == IN_PROGRESS || state == CANCELING) {
-            continue;
-        }
-        let key: i64 = get(row, "key")?;
-        let batch = Live {
-            id: parse_id(get(row, "id")?)?,
-            state,
-            tally: Tally {
-                total: count(get(row, "total")?, "total")?,
-                succeeded: count(get(row, "succeeded")?, "succeeded")?,
-                errored: count(get(row, "errored")?, "errored")?,
-            },
-        };
-        let clock_now = clock::virtual_now(now, get(row, "clock_offset")?);
-        if Timestamp::from_micros(get(row, "expires_at")?) <= clock_now {
-            let Tally {
-                succeeded, errored, ..
-            } = batch.tally;
-            locked
-                .updates
-                .push((key, succeeded, errored, ENDED, Some(EndReason::Expired)));
-            locked.ended.push((batch.id, EndReason::Expired));
-            continue;
-        }
-        locked.live.insert(key, batch);
-    }
-    Ok(locked)
-}
-
 /// The results a group inserts, as arrays for [`RECORD`].
 #[derive(Default)]
-pub(crate) struct Results<'a> {
+struct Results<'a> {
     keys: Vec<i64>,
     indices: Vec<i32>,
     outcomes: Vec<i16>,
     bodies: Vec<&'a str>,
 }
 
-/// Sorts a group's answers to live batches into the results to insert (the first answer per
-/// request wins within the group too) and the slots of answers that carry no result, whose
-/// claims are only freed.
-pub(crate) fn sort_answers<'a>(
-    answers: &'a [Answer],
-    live: &BTreeMap<i64, Live>,
-) -> (Results<'a>, Vec<Slot>) {
+/// Sorts a group's answers into the results to insert (the first answer per request wins
+/// within the group too) and the slots of answers that carry no result, whose claims are only
+/// freed. Which batches still take them is for [`RECORD`] to see, under its lock.
+fn sort_answers(answers: &[Answer]) -> (Results<'_>, (Vec<i64>, Vec<i32>)) {
     let mut seen = HashSet::new();
     let mut results = Results::default();
     let mut unstored = Vec::new();
     for answer in answers {
         let slot = answer.slot;
-        let Some(batch) = live.get(&slot.batch_key) else {
-            continue;
-        };
-        if u64::from(slot.index) >= batch.tally.total || !seen.insert(slot) {
+        if !seen.insert(slot) {
             continue;
         }
         if ending::is_stored(answer.outcome) {
@@ -169,148 +250,5 @@ pub(crate) fn sort_answers<'a>(
             unstored.push(slot);
         }
     }
-    (results, unstored)
-}
-
-/// Inserts the results and takes the answered requests off the queue; returns how many rows of
-/// each outcome were really new, per batch.
-pub(crate) async fn insert_results(
-    tx: &mut PgConnection,
-    results: Results<'_>,
-) -> Result<HashMap<i64, (u64, u64)>, StoreError> {
-    let mut new = HashMap::new();
-    if results.keys.is_empty() {
-        return Ok(new);
-    }
-    let counted = sqlx::query(RECORD)
-        .bind(results.keys)
-        .bind(results.indices)
-        .bind(results.outcomes)
-        .bind(results.bodies)
-        .bind(outcome_code(Outcome::Succeeded))
-        .bind(outcome_code(Outcome::Errored))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(query_error)?;
-    for row in &counted {
-        new.insert(
-            get(row, "batch_key")?,
-            (
-                count(get(row, "succeeded")?, "succeeded")?,
-                count(get(row, "errored")?, "errored")?,
-            ),
-        );
-    }
-    Ok(new)
-}
-
-/// Frees this process's claims of answers that carry no result.
-pub(crate) async fn release_unstored(
-    tx: &mut PgConnection,
-    unstored: Vec<Slot>,
-    me: i64,
-) -> Result<(), StoreError> {
-    let (keys, indices) = slot_arrays(unstored.into_iter());
-    sqlx::query(RELEASE)
-        .bind(keys)
-        .bind(indices)
-        .bind(me)
-        .execute(&mut *tx)
-        .await
-        .map_err(query_error)?;
-    Ok(())
-}
-
-/// The canceling batches of the group on which some process still holds a claim. A canceling
-/// batch ends once none does; claims cannot be added to it (a claim locks the batch row and
-/// needs it in progress), so this stays true until the commit.
-pub(crate) async fn still_claimed(
-    tx: &mut PgConnection,
-    live: &BTreeMap<i64, Live>,
-) -> Result<HashSet<i64>, StoreError> {
-    let canceling: Vec<i64> = live
-        .iter()
-        .filter(|(_, b)| b.state == CANCELING)
-        .map(|(&k, _)| k)
-        .collect();
-    if canceling.is_empty() {
-        return Ok(HashSet::new());
-    }
-    Ok(sqlx::query_scalar::<_, i64>(CLAIMED_BATCHES)
-        .bind(canceling)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(query_error)?
-        .into_iter()
-        .collect())
-}
-
-/// Adds to `locked` the updates and ends of the live batches after the group.
-pub(crate) fn tally(
-    locked: &mut Locked,
-    new: &HashMap<i64, (u64, u64)>,
-    still_claimed: &HashSet<i64>,
-) {
-    for (key, batch) in std::mem::take(&mut locked.live) {
-        let (new_succeeded, new_errored) = new.get(&key).copied().unwrap_or((0, 0));
-        let idle_canceling = || batch.state == CANCELING && !still_claimed.contains(&key);
-        let Some(recorded) =
-            ending::after_record(batch.tally, new_succeeded, new_errored, idle_canceling)
-        else {
-            continue;
-        };
-        let state = if recorded.end.is_some() {
-            ENDED
-        } else {
-            batch.state
-        };
-        locked.updates.push((
-            key,
-            recorded.succeeded,
-            recorded.errored,
-            state,
-            recorded.end,
-        ));
-        if let Some(reason) = recorded.end {
-            locked.ended.push((batch.id, reason));
-        }
-    }
-}
-
-/// Writes the new tallies and end states in one statement.
-pub(crate) async fn update_tallies(
-    tx: &mut PgConnection,
-    updates: Vec<TallyUpdate>,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    if updates.is_empty() {
-        return Ok(());
-    }
-    let mut columns = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
-    for (key, succeeded, errored, state, reason) in updates {
-        columns.0.push(key);
-        columns.1.push(succeeded as i64);
-        columns.2.push(errored as i64);
-        columns.3.push(state);
-        columns.4.push(reason.map(end_reason_code));
-        columns.5.push(reason.map(|_| now.as_micros()));
-    }
-    sqlx::query(UPDATE_TALLIES)
-        .bind(columns.0)
-        .bind(columns.1)
-        .bind(columns.2)
-        .bind(columns.3)
-        .bind(columns.4)
-        .bind(columns.5)
-        .execute(&mut *tx)
-        .await
-        .map_err(query_error)?;
-    Ok(())
+    (results, slot_arrays(unstored.into_iter()))
 }

@@ -284,6 +284,12 @@ async fn hot_queries_use_indexes() {
         (crate::batches::RESULTS_PAGE, "(1, 0, 1000)"),
         (crate::claim::CLAIM_ALL, "(1, 10, 1, '{}')"),
         (
+            crate::record::RECORD,
+            "(1, '{1}', '{1}', '{0}', '{0}', '{\"{}\"}', '{1}', '{1}', 1, 0, 1, 1, 2)",
+        ),
+        (crate::record::END, "(3, 1, '{1}', '{0}')"),
+        (crate::batches::ANSWERED_PAGE, "(1, 0, 1000)"),
+        (
             crate::maintenance::EXPIRE_DUE,
             "(3::smallint, 3::smallint, 1)",
         ),

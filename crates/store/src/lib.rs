@@ -317,15 +317,25 @@ pub fn render_result_lines(rows: &[ResultRow], unanswered: &str) -> Vec<u8> {
         .sum();
     let mut out = Vec::with_capacity(size);
     for row in rows {
-        out.extend_from_slice(b"{\"custom_id\":");
-        // custom_ids are [A-Za-z0-9_-] by construction, but escaping keeps this correct regardless.
-        // Writing a string into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, &row.custom_id);
-        out.extend_from_slice(b",\"result\":");
-        out.extend_from_slice(row.body.as_deref().unwrap_or(unanswered).as_bytes());
-        out.extend_from_slice(b"}\n");
+        push_result_line(
+            &mut out,
+            &row.custom_id,
+            row.body.as_deref().unwrap_or(unanswered),
+        );
     }
     out
+}
+
+/// Appends one line of [`render_result_lines`]: for engines that render rows as they read them,
+/// straight from the database's buffers.
+pub fn push_result_line(out: &mut Vec<u8>, custom_id: &str, result: &str) {
+    out.extend_from_slice(b"{\"custom_id\":");
+    // custom_ids are [A-Za-z0-9_-] by construction, but escaping keeps this correct regardless.
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, custom_id);
+    out.extend_from_slice(b",\"result\":");
+    out.extend_from_slice(result.as_bytes());
+    out.extend_from_slice(b"}\n");
 }
 
 /// An API key as listed (never the key itself).
