@@ -42,9 +42,10 @@ const METHOD: &str = "\
   2 ms), and `VmRSS` after one idle second.
 - **Peak RSS while dispatching** (`--rows dispatch-rss`): a fresh batchd set up as for
   dispatch (fake upstream at 0 ms, the row's concurrency) gets a 10,000-request batch of the
-  same `params` (2,000 under `--smoke`); its `VmRSS`, sampled as for ingest from just before the
-  create until the batch has ended, peaks below the stated limit of 50 MB. Idle RSS beside it:
-  the same server after one idle second, before the create.
+  same `params` (2,000 under `--smoke`); its `VmRSS`, sampled as for ingest from the create's
+  answer until the batch has ended, peaks below the stated limit of 50 MB. Beside it: idle RSS
+  (the same server after one idle second, before the create) and the create's own peak
+  (sampled from just before the create to its answer), which the dispatch starts from.
 - **OpenAI surface** (`--rows openai`): batchd with `[[backends]] kind = \"openai\"` pointed at
   the same fake upstream, which answers `/v1/chat/completions` in OpenAI's dialect, and
   `openai_max_file_bytes` / `openai_max_file_lines` set to fit the bench's files.

@@ -76,8 +76,12 @@ impl Pools {
             .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string())
             // Negative means KiB. The hot pages (batch rows, b-tree interiors, the tail of the
             // request range being appended) fit easily; a bigger cache only raised RSS: with
-            // 64 MiB here and 16 MiB per reader, a 256 MB create peaked near 200 MB RSS.
-            .pragma("cache_size", "-16384");
+            // 64 MiB here and 16 MiB per reader, a 256 MB create peaked near 200 MB RSS. 4 MiB
+            // rather than 16: the same 100,000-request create took 0.88-0.97 s against
+            // 0.82-0.95 s, its peak RSS growth 35-36 MB against 49-50 MB, and the peak while
+            // dispatching 10,000 requests fell from 83-85 to 69-71 MB (release builds,
+            // `batchd-bench --rows ingest,dispatch-rss`, alternately, on a busy machine).
+            .pragma("cache_size", "-4096");
         let writer_options = if background_checkpoints {
             writer_options.pragma(
                 "wal_autocheckpoint",
