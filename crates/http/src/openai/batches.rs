@@ -4,6 +4,8 @@
 //! `failed` with every bad line in `errors.data`, a good one a batch whose requests are stored
 //! and claimable. Either way the answer says `validating`, as the hosted API's does. Reading
 //! the file, checking its lines and storing its requests overlap, one piece apart (`scan`).
+//! A stored request holds no copy of its body: it says where the body lies in the input
+//! file, which the claim reads back.
 
 use axum::Extension;
 use axum::body::Body;
@@ -11,7 +13,7 @@ use axum::extract::State;
 use axum::response::Response;
 use batchd_domain::openai::{Endpoint, LineError, OpenAiBatchMeta, Surface};
 use batchd_domain::{Batch, BatchId, Timestamp, ids};
-use batchd_store::{CancelOutcome, Cursor, Draft, ListError, NewBatch, NewRequest};
+use batchd_store::{BodySource, CancelOutcome, Cursor, Draft, ListError, NewBatch, NewRequest};
 use batchd_wire::openai::{BatchList, OpenAiBatchStatus};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -398,6 +400,26 @@ async fn read_input(
     if read.is_some_and(|bytes| bytes != file.bytes) {
         errors = vec![file_not_found(file_id, caller)];
     }
+    // The requests point into the file. Still visible now that they are stored, it was visible
+    // when the first of them was, so its pieces were never purged: from then on the draft's
+    // reference keeps them. Deleted meanwhile, it is a file deleted while it was read.
+    if errors.is_empty() && matches!(sink, Sink::Draft(_)) {
+        let id = batchd_domain::openai::FileId::parse(file_id);
+        let now = match id {
+            Some(id) => state.inner.files.get_file(&caller.workspace, &id).await,
+            None => Ok(None),
+        };
+        match now {
+            Ok(now) if now.as_ref().is_some_and(|f| f.key == file.key) => {}
+            Ok(_) => errors = vec![file_not_found(file_id, caller)],
+            Err(err) => {
+                if let Sink::Draft(d) = sink {
+                    abandon(state, *d).await;
+                }
+                return Err(err.into());
+            }
+        }
+    }
     match sink {
         Sink::Draft(draft) if errors.is_empty() => Ok(Checked::Good {
             draft,
@@ -459,7 +481,7 @@ async fn scan(
     let (store_tx, store_rx) = tokio::sync::mpsc::channel(1);
     let ((), (validator, read), total) = tokio::try_join!(
         read_pieces(state, file_key, piece_tx),
-        check_pieces(state, validator, piece_rx, store_tx),
+        check_pieces(state, file_key, validator, piece_rx, store_tx),
         store_requests(state, sink, new_batch, store_rx),
     )?;
     Ok((validator, total, read))
@@ -487,6 +509,7 @@ async fn read_pieces(
 /// line has failed. Returns the validator and the bytes read when the whole file was read.
 async fn check_pieces(
     state: &AppState,
+    file_key: i64,
     mut validator: LineValidator,
     mut pieces: tokio::sync::mpsc::Receiver<Option<Vec<u8>>>,
     to_store: tokio::sync::mpsc::Sender<ToStore>,
@@ -506,18 +529,19 @@ async fn check_pieces(
         // Checking a piece is CPU work (a megabyte of JSON): off the async workers.
         let (v, s, good) = tokio::task::spawn_blocking(move || {
             let (mut v, mut s) = (validator, splitter);
-            let mut good: Vec<GoodLine> = Vec::new();
-            let mut each = |n: u64, line: Option<&[u8]>| -> Result<(), ()> {
+            // Each good line with where it starts in the file.
+            let mut good: Vec<(u64, GoodLine)> = Vec::new();
+            let mut each = |n: u64, at: u64, line: Option<&[u8]>| -> Result<(), ()> {
                 // Past the line cap nothing read later changes the verdict.
                 if v.requests() > max_lines {
                     return Err(());
                 }
-                good.extend(v.line(n, line));
+                good.extend(v.line(n, line).map(|g| (at, g)));
                 Ok(())
             };
             let _ = match piece {
-                Some(piece) => s.push(&piece, &mut each),
-                None => std::mem::take(&mut s).finish(&mut each),
+                Some(piece) => s.push_at(&piece, &mut each),
+                None => std::mem::take(&mut s).finish_at(&mut each),
             };
             (v, s, good)
         })
@@ -539,12 +563,18 @@ async fn check_pieces(
                 let requests: Vec<NewRequest> = good
                     .by_ref()
                     .take(APPEND_REQUESTS)
-                    .map(|g| {
-                        // Below the line cap, so it fits.
+                    .map(|(at, g)| {
+                        // Below the line cap, so it fits. The body stays in the file: the
+                        // request says where (the claim reads it back).
                         let request = NewRequest {
                             index,
                             custom_id: g.custom_id,
-                            params: g.body,
+                            params: String::new(),
+                            source: Some(BodySource {
+                                file_key,
+                                at: at + g.body.start as u64,
+                                len: g.body.len() as u32,
+                            }),
                         };
                         index += 1;
                         request
