@@ -175,7 +175,7 @@ impl PostgresStore {
             .collect::<Result<Vec<(WorkItem, usize)>, StoreError>>()?;
         // OpenAI bodies are read back from their input file's pieces.
         let (mut claimed, shares): (Vec<WorkItem>, Vec<usize>) = items.drain(..).unzip();
-        files::fill_bodies(&mut claimed, &sources, |file_key, seq| {
+        files::fill_bodies(&mut claimed, &sources, &self.pieces, |file_key, seq| {
             self.file_chunk(file_key, seq)
         })
         .await?;

@@ -111,7 +111,7 @@ impl SqliteStore {
         };
         // OpenAI bodies are read back from their input file's pieces.
         let bodies = |(mut items, sources): (Vec<WorkItem>, Vec<_>)| async move {
-            files::fill_bodies(&mut items, &sources, |file_key, seq| {
+            files::fill_bodies(&mut items, &sources, &self.pieces, |file_key, seq| {
                 self.file_chunk(file_key, seq)
             })
             .await

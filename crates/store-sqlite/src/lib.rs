@@ -127,6 +127,8 @@ pub struct SqliteStore {
     /// Claim calls run one at a time: each moves cursors based on what it read, and two
     /// interleaved reads of the same cursor would hand out the same requests twice.
     claim_serial: tokio::sync::Mutex<()>,
+    /// Input-file pieces the claim read lately.
+    pieces: batchd_store::files::PieceCache,
     /// Connections of their own for result downloads (see [`download`]).
     downloads: Arc<Downloads>,
     /// `None` for an admin store.
@@ -172,6 +174,7 @@ impl SqliteStore {
             pools,
             claims: Mutex::new(Claims::new()),
             claim_serial: tokio::sync::Mutex::new(()),
+            pieces: Default::default(),
             downloads: Arc::new(Downloads::new(data_dir)),
             _lock: lock,
         })
