@@ -781,6 +781,20 @@ mod tests {
     }
 
     #[test]
+    fn a_body_that_is_not_utf8_fails_its_line() {
+        // The claim reads a stored body back as text: only UTF-8 bodies may be stored.
+        let mut v = LineValidator::new(Endpoint::ChatCompletions, false, 10);
+        let line = b"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"m\",\"messages\":[\"\xff\"]}}";
+        assert_eq!(v.line(1, Some(line)), None);
+        let got: Vec<_> = v
+            .finish()
+            .into_iter()
+            .map(|l| (l.code, l.param, l.line))
+            .collect();
+        assert_eq!(got, vec![e("invalid_json_line", None, Some(1))]);
+    }
+
+    #[test]
     fn mixed_models_fail_only_when_one_model_per_batch_is_required() {
         let other = OK
             .replace("\"model\":\"m\"", "\"model\":\"n\"")
