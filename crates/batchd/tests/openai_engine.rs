@@ -129,6 +129,7 @@ impl Engine {
                 index: i as u32,
                 custom_id: CustomId::parse_openai(custom_id).unwrap(),
                 params: (*body).to_owned(),
+                source: None,
             })
             .collect();
         self.store.append_requests(&draft, requests).await.unwrap();

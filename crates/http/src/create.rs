@@ -725,6 +725,7 @@ impl<'de> Visitor<'de> for Item<'_> {
             index: u32::try_from(i).unwrap_or(u32::MAX),
             custom_id,
             params: String::from(Box::<str>::from(params)),
+            source: None,
         })
     }
 }

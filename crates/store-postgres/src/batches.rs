@@ -142,9 +142,12 @@ pub(crate) const STATS: &str = "SELECT state, COUNT(*), \
 /// batch is an open draft (locked against a concurrent abandonment by the reaper).
 const APPEND: &str = "WITH b AS (SELECT key FROM batches \
          WHERE key = $1 AND state = 0 AND NOT deleted FOR SHARE), \
-     r AS (INSERT INTO requests (batch_key, idx, custom_id, params) \
-         SELECT b.key, u.idx, u.custom_id, u.params FROM b, \
-         UNNEST($2::int[], $3::text[], $4::text[]) AS u(idx, custom_id, params) \
+     f AS (UPDATE batches SET input_file_key = $8 WHERE key = (SELECT key FROM b) \
+         AND $8::bigint IS NOT NULL AND input_file_key IS NULL), \
+     r AS (INSERT INTO requests (batch_key, idx, custom_id, params, body_file, body_at, body_len) \
+         SELECT b.key, u.idx, u.custom_id, u.params, u.body_file, u.body_at, u.body_len FROM b, \
+         UNNEST($2::int[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::int[]) \
+             AS u(idx, custom_id, params, body_file, body_at, body_len) \
          RETURNING batch_key, idx) \
      INSERT INTO pending (batch_key, idx) SELECT batch_key, idx FROM r";
 
@@ -238,6 +241,8 @@ impl BatchStore for PostgresStore {
         let mut indices = Vec::with_capacity(requests.len());
         let mut custom_ids = Vec::with_capacity(requests.len());
         let mut params = Vec::with_capacity(requests.len());
+        let (mut files, mut ats, mut lens) = (Vec::new(), Vec::new(), Vec::new());
+        let input_file = requests.iter().find_map(|r| r.source.map(|s| s.file_key));
         for request in requests {
             indices.push(
                 i32::try_from(request.index)
@@ -245,12 +250,25 @@ impl BatchStore for PostgresStore {
             );
             custom_ids.push(request.custom_id.into_string());
             params.push(request.params);
+            let source = request.source;
+            files.push(source.map(|s| s.file_key));
+            ats.push(source.map(|s| s.at as i64));
+            lens.push(
+                source
+                    .map(|s| i32::try_from(s.len))
+                    .transpose()
+                    .map_err(|_| misuse("a request body of more than 2 GiB"))?,
+            );
         }
         let inserted = sqlx::query(APPEND)
             .bind(draft.key)
             .bind(indices)
             .bind(custom_ids)
             .bind(params)
+            .bind(files)
+            .bind(ats)
+            .bind(lens)
+            .bind(input_file)
             .execute(&self.pool)
             .await
             .map_err(query_error)?

@@ -1,9 +1,11 @@
 //! Claiming work across processes in one statement per pass, and giving claims back (released,
 //! or deferred with their retry state), ending canceling batches whose last claim came back.
+//! OpenAI requests' bodies are read back from their input file's pieces
+//! (`batchd_store::files::fill_bodies`).
 
 use batchd_domain::openai::Endpoint;
 use batchd_domain::{ApiVersion, BatchId, EndReason, Timestamp};
-use batchd_store::{Slot, StoreError, WorkItem};
+use batchd_store::{FileStore as _, Slot, StoreError, WorkItem, files};
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
@@ -73,7 +75,7 @@ pub(crate) const CLAIM_ALL: &str = "WITH cfg AS MATERIALIZED \
          ON CONFLICT DO NOTHING) \
      SELECT c.batch_key, l.id, l.workspace, l.betas, l.api_version, l.user_profile_id, l.endpoint, \
          l.expires_at, l.share, c.idx, c.attempts, c.not_before, \
-         r.custom_id, r.params FROM claimed c JOIN locked l ON l.key = c.batch_key \
+         r.custom_id, r.params, r.body_file, r.body_at, r.body_len FROM claimed c JOIN locked l ON l.key = c.batch_key \
      JOIN requests r ON r.batch_key = c.batch_key AND r.idx = c.idx ORDER BY l.pos, c.idx";
 
 /// Gives claims of this process back.
@@ -131,7 +133,9 @@ impl PostgresStore {
             expires_at: Timestamp,
         }
         let mut batch: Option<ClaimedBatch> = None;
-        rows.iter()
+        let mut sources = Vec::with_capacity(rows.len());
+        let mut items = rows
+            .iter()
             .map(|row| {
                 let key: i64 = get(row, "batch_key")?;
                 if batch.as_ref().is_none_or(|b| b.key != key) {
@@ -148,6 +152,11 @@ impl PostgresStore {
                 }
                 let b = batch.as_ref().expect("set above");
                 let share = usize::try_from(get::<i64>(row, "share")?).unwrap_or(0);
+                sources.push(files::source_of(
+                    get(row, "body_file")?,
+                    get(row, "body_at")?,
+                    get::<Option<i32>>(row, "body_len")?.map(i64::from),
+                )?);
                 Ok((
                     WorkItem {
                         batch_key: key,
@@ -168,7 +177,14 @@ impl PostgresStore {
                     share,
                 ))
             })
-            .collect()
+            .collect::<Result<Vec<(WorkItem, usize)>, StoreError>>()?;
+        // OpenAI bodies are read back from their input file's pieces.
+        let (mut claimed, shares): (Vec<WorkItem>, Vec<usize>) = items.drain(..).unzip();
+        files::fill_bodies(&mut claimed, &sources, &self.pieces, |file_key, seq| {
+            self.file_chunk(file_key, seq)
+        })
+        .await?;
+        Ok(claimed.into_iter().zip(shares).collect())
     }
 
     /// Ends canceling batches among `keys` whose last claim just came back, now rather than at

@@ -123,6 +123,8 @@ pub struct PostgresStore {
     /// This process's row in `workers`; `None` for an admin store, which claims nothing.
     worker: Option<i64>,
     heartbeat: Option<JoinHandle<()>>,
+    /// Input-file pieces the claim read lately.
+    pieces: batchd_store::files::PieceCache,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -148,6 +150,7 @@ impl PostgresStore {
             pool,
             worker: Some(worker),
             heartbeat: Some(heartbeat),
+            pieces: Default::default(),
         })
     }
 
@@ -160,6 +163,7 @@ impl PostgresStore {
             pool,
             worker: None,
             heartbeat: None,
+            pieces: Default::default(),
         })
     }
 

@@ -67,9 +67,12 @@ const PURGE: [&str; 3] = [
      (SELECT idx FROM pending WHERE batch_key = $1 ORDER BY idx LIMIT $2)",
 ];
 
-/// The oldest file whose chunks wait to be reclaimed (deleted, aborted or expired).
-pub(crate) const OLDEST_DELETED_FILE: &str =
-    "SELECT key FROM files WHERE state = 2 ORDER BY key LIMIT 1 FOR UPDATE SKIP LOCKED";
+/// The oldest file whose chunks wait to be reclaimed (deleted, aborted or expired), but for
+/// one a batch not yet finalized still reads its request bodies from (a deleted batch, or a
+/// workspace's reset one, reads nothing more).
+pub(crate) const OLDEST_DELETED_FILE: &str = "SELECT key FROM files f WHERE state = 2 \
+     AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.input_file_key = f.key \
+         AND b.finalized_at IS NULL AND NOT b.deleted) ORDER BY key LIMIT 1 FOR UPDATE SKIP LOCKED";
 
 pub(crate) const PURGE_CHUNKS: &str = "DELETE FROM file_chunks WHERE file_key = $1 AND seq IN \
      (SELECT seq FROM file_chunks WHERE file_key = $1 ORDER BY seq LIMIT $2)";

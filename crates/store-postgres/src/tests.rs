@@ -88,6 +88,7 @@ async fn draft(store: &PostgresStore, params: impl Fn(u32) -> String, n: u32) ->
             index,
             custom_id: CustomId::parse(&format!("req-{index}")).unwrap(),
             params: params(index),
+            source: None,
         })
         .collect();
     store.append_requests(&draft, requests).await.unwrap();
@@ -545,6 +546,7 @@ async fn one_process_finalizes_a_batch_until_it_dies() {
         index: 0,
         custom_id: CustomId::parse("only").unwrap(),
         params: "{}".into(),
+        source: None,
     };
     first.append_requests(&d, vec![request]).await.unwrap();
     let b = first.commit_batch(d, 1).await.unwrap();

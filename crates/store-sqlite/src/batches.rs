@@ -43,6 +43,11 @@ pub(crate) fn insert_sizes(mut n: usize) -> impl Iterator<Item = usize> {
     })
 }
 
+/// Records the input file a draft's requests point into (`?1` file key, `?2` batch key), so
+/// that the purge keeps its pieces until the batch is finalized.
+pub(crate) const SET_INPUT_FILE: &str = "UPDATE batches SET input_file_key = ?1 \
+     WHERE key = ?2 AND input_file_key IS NULL";
+
 /// `head` followed by `rows` copies of `tuple`, comma-separated.
 pub(crate) fn values_sql(head: &str, tuple: &str, rows: usize) -> String {
     let mut sql = String::with_capacity(head.len() + rows * (tuple.len() + 1));
@@ -282,19 +287,31 @@ impl BatchStore for SqliteStore {
             .await
             .map_err(query_error)?;
         ensure_open_draft(&mut tx, draft).await?;
+        if let Some(file_key) = requests.iter().find_map(|r| r.source.map(|s| s.file_key)) {
+            sqlx::query(SET_INPUT_FILE)
+                .bind(file_key)
+                .bind(draft.key)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error)?;
+        }
         let mut rows = requests.into_iter();
         for size in insert_sizes(rows.len()) {
             let sql = values_sql(
-                "INSERT INTO requests (rid, custom_id, params) VALUES ",
-                "(?,?,?)",
+                "INSERT INTO requests (rid, custom_id, params, body_file, body_at, body_len) VALUES ",
+                "(?,?,?,?,?,?)",
                 size,
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for request in rows.by_ref().take(size) {
+                let source = request.source;
                 query = query
                     .bind(rid(draft.key, request.index))
                     .bind(request.custom_id.into_string())
-                    .bind(request.params);
+                    .bind(request.params)
+                    .bind(source.map(|s| s.file_key))
+                    .bind(source.map(|s| s.at as i64))
+                    .bind(source.map(|s| i64::from(s.len)));
             }
             query.execute(&mut *tx).await.map_err(query_error)?;
         }

@@ -1,9 +1,10 @@
 //! Claiming work: reading claimable requests of a batch into leases, and giving claims back
 //! (released, or deferred with their retry state). The in-memory leases themselves are in
-//! `leases`.
+//! `leases`. OpenAI requests' bodies are read back from their input file's pieces
+//! (`batchd_store::files::fill_bodies`).
 
 use batchd_domain::{EndReason, Timestamp};
-use batchd_store::{Retry, StoreError, WorkItem};
+use batchd_store::{FileStore as _, Retry, StoreError, WorkItem, files};
 use sqlx::Connection as _;
 use sqlx::sqlite::SqliteRow;
 
@@ -16,14 +17,14 @@ use crate::rows::{
 };
 
 pub(crate) const CLAIM_FRESH: &str = "SELECT r.rid, r.custom_id, r.params, \
-     a.attempts, a.not_before FROM requests r LEFT JOIN attempts a ON a.rid = r.rid \
+     r.body_file, r.body_at, r.body_len, a.attempts, a.not_before FROM requests r LEFT JOIN attempts a ON a.rid = r.rid \
      WHERE r.rid >= ?1 AND r.rid < ?2 \
      AND NOT EXISTS (SELECT 1 FROM results s WHERE s.rid = r.rid) \
      ORDER BY r.rid LIMIT ?3";
 
 /// Released requests, by a JSON array of rids (one static statement for any number of them).
 pub(crate) const CLAIM_RELEASED: &str = "SELECT r.rid, r.custom_id, r.params, \
-     a.attempts, a.not_before FROM requests r LEFT JOIN attempts a ON a.rid = r.rid \
+     r.body_file, r.body_at, r.body_len, a.attempts, a.not_before FROM requests r LEFT JOIN attempts a ON a.rid = r.rid \
      WHERE r.rid IN (SELECT value FROM json_each(?1)) \
      AND NOT EXISTS (SELECT 1 FROM results s WHERE s.rid = r.rid) \
      ORDER BY r.rid";
@@ -74,10 +75,15 @@ impl SqliteStore {
         take: &Take,
     ) -> Result<(Vec<WorkItem>, Vec<WorkItem>, usize), StoreError> {
         let reader = &self.pools.reader;
-        let work = |rows: Vec<SqliteRow>| -> Result<Vec<WorkItem>, StoreError> {
+        let work = |rows: Vec<SqliteRow>| -> Result<(Vec<WorkItem>, Vec<_>), StoreError> {
             rows.iter()
                 .map(|row| {
-                    Ok(WorkItem {
+                    let source = files::source_of(
+                        get(row, "body_file")?,
+                        get(row, "body_at")?,
+                        get(row, "body_len")?,
+                    )?;
+                    let item = WorkItem {
                         batch_key: key,
                         batch_id: take.info.id.clone(),
                         workspace: take.info.workspace.clone(),
@@ -97,9 +103,19 @@ impl SqliteStore {
                         .unwrap_or(u32::MAX),
                         not_before: get::<Option<i64>>(row, "not_before")?
                             .map(Timestamp::from_micros),
-                    })
+                    };
+                    Ok((item, source))
                 })
-                .collect()
+                .collect::<Result<Vec<_>, StoreError>>()
+                .map(|pairs| pairs.into_iter().unzip())
+        };
+        // OpenAI bodies are read back from their input file's pieces.
+        let bodies = |(mut items, sources): (Vec<WorkItem>, Vec<_>)| async move {
+            files::fill_bodies(&mut items, &sources, &self.pieces, |file_key, seq| {
+                self.file_chunk(file_key, seq)
+            })
+            .await
+            .map(|()| items)
         };
         let released = if take.released.is_empty() {
             Vec::new()
@@ -114,7 +130,7 @@ impl SqliteStore {
                 .fetch_all(reader)
                 .await
                 .map_err(query_error)?;
-            work(rows)?
+            bodies(work(rows)?).await?
         };
         let want = share.saturating_sub(released.len());
         let asked = if take.next < take.info.total { want } else { 0 };
@@ -128,7 +144,7 @@ impl SqliteStore {
                 .fetch_all(reader)
                 .await
                 .map_err(query_error)?;
-            work(rows)?
+            bodies(work(rows)?).await?
         };
         Ok((released, fresh, asked))
     }

@@ -134,6 +134,8 @@ pub struct SqliteStore {
     /// Claim calls run one at a time: each moves cursors based on what it read, and two
     /// interleaved reads of the same cursor would hand out the same requests twice.
     claim_serial: tokio::sync::Mutex<()>,
+    /// Input-file pieces the claim read lately.
+    pieces: batchd_store::files::PieceCache,
     /// Connections of their own for result downloads (see [`download`]).
     downloads: Arc<Downloads>,
     /// The connection record groups are written on (see [`group_writer`]).
@@ -181,6 +183,7 @@ impl SqliteStore {
             pools,
             claims: Arc::new(Mutex::new(Claims::new())),
             claim_serial: tokio::sync::Mutex::new(()),
+            pieces: Default::default(),
             downloads: Arc::new(Downloads::new(data_dir)),
             group_writer: Arc::new(GroupWriter::new(data_dir, lock.is_some())),
             _lock: lock,

@@ -77,6 +77,7 @@ async fn draft(store: &SqliteStore, nb: NewBatch, n: u32) -> Draft {
             index,
             custom_id: CustomId::parse(&format!("req-{index}")).unwrap(),
             params: "{}".into(),
+            source: None,
         })
         .collect();
     store.append_requests(&draft, requests).await.unwrap();
@@ -150,6 +151,7 @@ async fn throughput() {
                 index: i,
                 custom_id: CustomId::parse(&format!("req-{i}")).unwrap(),
                 params: params.clone(),
+                source: None,
             })
             .collect();
         store.append_requests(&d, chunk).await.unwrap();

@@ -87,6 +87,8 @@ macro_rules! conformance_tests {
             files_are_staged_then_read_back_by_chunk,
             files_list_in_either_order_by_purpose_after_a_cursor,
             files_list_after_a_deleted_or_expired_file,
+            requests_read_their_bodies_from_the_input_file,
+            a_reset_reclaims_the_input_file_of_its_batches,
             deleted_aborted_and_expired_files_are_reclaimed,
             file_drafts_of_a_stopped_process_are_reclaimed,
             clocks_are_per_workspace_and_only_move_forward,
@@ -148,6 +150,7 @@ fn request(index: u32) -> NewRequest {
         index,
         custom_id: CustomId::parse(&format!("req-{index}")).unwrap(),
         params: format!(r#"{{"model":"m","max_tokens":1,"messages":[],"n":{index}}}"#),
+        source: None,
     }
 }
 

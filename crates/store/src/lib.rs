@@ -29,6 +29,11 @@
 //!   ended are dropped.
 //! * **Cancel and expiry are O(1).** Ending a batch early records only the [`EndReason`];
 //!   requests without a result count as `canceled`/`expired` (see `batchd_domain::batch`).
+//! * **An OpenAI batch's bodies stay in its input file.** Its requests carry a
+//!   [`BodySource`] instead of a copy; a claim fills `params` from the file's pieces
+//!   ([`files::fill_bodies`]). The batch records its input file's key when its requests are
+//!   appended, and the purge keeps a deleted or expired file's pieces while a batch that is not
+//!   finalized points into it.
 //! * **Delete is O(1).** The batch disappears at once; [`DispatchStore::purge_deleted`] reclaims
 //!   its rows in the background, as it does for batches archived by
 //!   [`DispatchStore::archive_due`].
@@ -135,8 +140,21 @@ pub struct NewBatch {
 pub struct NewRequest {
     pub index: u32,
     pub custom_id: CustomId,
-    /// The `params` object exactly as the client sent it.
+    /// The `params` object exactly as the client sent it; empty when `source` says where it is.
     pub params: String,
+    /// Where the body lies in a stored file (an OpenAI batch's input file), instead of a copy
+    /// in `params`: the claim reads it back from the file's pieces ([`files::fill_bodies`]).
+    /// Every request of a batch with a source points into the same file.
+    pub source: Option<BodySource>,
+}
+
+/// Where a request's body lies in a stored file: `len` bytes from byte `at` of file
+/// `file_key`. The file's pieces stay until the batch is finalized (the purge skips them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodySource {
+    pub file_key: i64,
+    pub at: u64,
+    pub len: u32,
 }
 
 /// Handle to a batch that has been begun but not committed.
@@ -637,7 +655,9 @@ pub struct FilePage {
     pub has_more: bool,
 }
 
-/// Largest piece `append_file` takes; uploads and writers cut their bytes into pieces of at most this.
+/// Largest piece `append_file` takes; uploads and writers cut their bytes into pieces of at most
+/// this. An upload's pieces are all exactly this long but the last, so that a byte offset of the
+/// file maps to its piece by arithmetic ([`files::fill_bodies`] checks it).
 pub const FILE_CHUNK_BYTES: usize = 1 << 20;
 
 /// The OpenAI surface's files: uploads, and the output and error files written from a batch's
@@ -831,6 +851,25 @@ pub(crate) mod tests {
             endpoint: Endpoint::Messages,
             openai: None,
             finalized_at: None,
+        }
+    }
+
+    /// A claimed request of batch 1, for the pure functions' tests.
+    pub(crate) fn work_item(index: u32) -> WorkItem {
+        WorkItem {
+            batch_key: 1,
+            batch_id: BatchId::generate(),
+            workspace: "w".into(),
+            index,
+            custom_id: format!("r{index}"),
+            params: "{}".into(),
+            betas: Vec::new(),
+            api_version: ApiVersion::default(),
+            user_profile_id: None,
+            endpoint: Endpoint::ChatCompletions,
+            expires_at: Timestamp::from_micros(1),
+            attempts: 0,
+            not_before: None,
         }
     }
 

@@ -67,6 +67,8 @@ pub async fn run<S: BatchStore + ?Sized>(
     let Some(source) = store.get_batch(workspace, id).await? else {
         return Ok(RerunOutcome::NotFound);
     };
+    // Anthropic batches only: an OpenAI batch's requests hold no bodies of their own (they
+    // point into its input file, `NewRequest::source`), which a copy would not carry.
     if source.endpoint != batchd_domain::openai::Endpoint::Messages {
         return Ok(RerunOutcome::NotFound);
     }

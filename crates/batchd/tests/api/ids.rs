@@ -80,6 +80,7 @@ async fn a_batch_stored_under_an_id_of_an_earlier_version_is_still_served() {
                 index: 0,
                 custom_id: CustomId::parse("old").unwrap(),
                 params,
+                source: None,
             }],
         )
         .await

@@ -2,7 +2,10 @@
 //! (spec §5.1, a 400 when wrong), then reads the input file piece by piece and checks every
 //! line (§5.2 Tier 1) before it answers: a file with bad lines makes a batch that has already
 //! `failed` with every bad line in `errors.data`, a good one a batch whose requests are stored
-//! and claimable. Either way the answer says `validating`, as the hosted API's does.
+//! and claimable. Either way the answer says `validating`, as the hosted API's does. Reading
+//! the file, checking its lines and storing its requests overlap, one piece apart (`scan`).
+//! A stored request holds no copy of its body: it says where the body lies in the input
+//! file, which the claim reads back.
 
 use axum::Extension;
 use axum::body::Body;
@@ -10,7 +13,7 @@ use axum::extract::State;
 use axum::response::Response;
 use batchd_domain::openai::{Endpoint, LineError, OpenAiBatchMeta, Surface};
 use batchd_domain::{Batch, BatchId, Timestamp, ids};
-use batchd_store::{CancelOutcome, Cursor, Draft, ListError, NewBatch, NewRequest};
+use batchd_store::{BodySource, CancelOutcome, Cursor, Draft, ListError, NewBatch, NewRequest};
 use batchd_wire::openai::{BatchList, OpenAiBatchStatus};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -397,6 +400,26 @@ async fn read_input(
     if read.is_some_and(|bytes| bytes != file.bytes) {
         errors = vec![file_not_found(file_id, caller)];
     }
+    // The requests point into the file. Still visible now that they are stored, it was visible
+    // when the first of them was, so its pieces were never purged: from then on the draft's
+    // reference keeps them. Deleted meanwhile, it is a file deleted while it was read.
+    if errors.is_empty() && matches!(sink, Sink::Draft(_)) {
+        let id = batchd_domain::openai::FileId::parse(file_id);
+        let now = match id {
+            Some(id) => state.inner.files.get_file(&caller.workspace, &id).await,
+            None => Ok(None),
+        };
+        match now {
+            Ok(now) if now.as_ref().is_some_and(|f| f.key == file.key) => {}
+            Ok(_) => errors = vec![file_not_found(file_id, caller)],
+            Err(err) => {
+                if let Sink::Draft(d) = sink {
+                    abandon(state, *d).await;
+                }
+                return Err(err.into());
+            }
+        }
+    }
     match sink {
         Sink::Draft(draft) if errors.is_empty() => Ok(Checked::Good {
             draft,
@@ -420,43 +443,105 @@ enum Sink {
     Off,
 }
 
+/// What the check of the pieces hands to the stage that stores requests.
+enum ToStore {
+    /// Good lines, in file order, and the model of the batch's first good line.
+    Requests {
+        model: Option<String>,
+        requests: Vec<NewRequest>,
+    },
+    /// A line failed: the draft goes and nothing more comes.
+    Abandon,
+}
+
+/// The pipeline's stages stopped talking: one of them failed, and `try_join!` reports that
+/// failure rather than this one.
+#[derive(Debug, thiserror::Error)]
+#[error("a stage of the input file's check stopped early")]
+struct StageStopped;
+
 /// Feeds the file's pieces to `validator` and the good lines to the draft of `sink` (begun
 /// with `new_batch` at the first good line); aborts it as soon as a line fails. Returns the
 /// validator, the number of requests stored, and the bytes read when the whole file was read
 /// (`None` when reading stopped at the line cap).
+///
+/// Three stages run at once, joined by channels of one item: reading piece N+1 (the store's
+/// read pool), checking piece N (a blocking thread), and storing the good lines of piece N-1
+/// (the store's writer). Strictly one after the other they took 0.24 s + 0.23 s + 0.43 s of a
+/// 200 MB, 50,000-line create (release build, SQLite, timed around each await), so the create
+/// now takes about as long as its writes. Memory holds about five pieces' worth.
 async fn scan(
     state: &AppState,
     file_key: i64,
-    mut validator: LineValidator,
+    validator: LineValidator,
     sink: &mut Sink,
     new_batch: &impl Fn(Option<String>) -> NewBatch,
 ) -> Result<(LineValidator, u64, Option<u64>), OpenAiError> {
-    let max_lines = state.inner.config.openai.max_file_lines;
-    let store = state.inner.store.clone();
-    let mut splitter = LineSplitter::default();
-    let mut total: u64 = 0;
-    let mut read: u64 = 0;
+    let (piece_tx, piece_rx) = tokio::sync::mpsc::channel(1);
+    let (store_tx, store_rx) = tokio::sync::mpsc::channel(1);
+    let ((), (validator, read), total) = tokio::try_join!(
+        read_pieces(state, file_key, piece_tx),
+        check_pieces(state, file_key, validator, piece_rx, store_tx),
+        store_requests(state, sink, new_batch, store_rx),
+    )?;
+    Ok((validator, total, read))
+}
+
+/// The first stage: the file's pieces in order, then `None`, until the check wants no more.
+async fn read_pieces(
+    state: &AppState,
+    file_key: i64,
+    pieces: tokio::sync::mpsc::Sender<Option<Vec<u8>>>,
+) -> Result<(), OpenAiError> {
     let mut seq = 0u32;
     loop {
         let piece = state.inner.files.file_chunk(file_key, seq).await?;
         let last = piece.is_none();
-        read += piece.as_ref().map_or(0, |p| p.len() as u64);
+        // A check that stopped (at the line cap) needs nothing more.
+        if pieces.send(piece).await.is_err() || last {
+            return Ok(());
+        }
         seq += 1;
+    }
+}
+
+/// The second stage: every line through `validator`, the good ones on to be stored while no
+/// line has failed. Returns the validator and the bytes read when the whole file was read.
+async fn check_pieces(
+    state: &AppState,
+    file_key: i64,
+    mut validator: LineValidator,
+    mut pieces: tokio::sync::mpsc::Receiver<Option<Vec<u8>>>,
+    to_store: tokio::sync::mpsc::Sender<ToStore>,
+) -> Result<(LineValidator, Option<u64>), OpenAiError> {
+    let max_lines = state.inner.config.openai.max_file_lines;
+    let mut to_store = Some(to_store);
+    let mut splitter = LineSplitter::default();
+    let mut read: u64 = 0;
+    let mut index: u32 = 0;
+    loop {
+        let piece = pieces
+            .recv()
+            .await
+            .ok_or_else(|| OpenAiError::internal(&StageStopped))?;
+        let last = piece.is_none();
+        read += piece.as_ref().map_or(0, |p| p.len() as u64);
         // Checking a piece is CPU work (a megabyte of JSON): off the async workers.
         let (v, s, good) = tokio::task::spawn_blocking(move || {
             let (mut v, mut s) = (validator, splitter);
-            let mut good: Vec<GoodLine> = Vec::new();
-            let mut each = |n: u64, line: Option<&[u8]>| -> Result<(), ()> {
+            // Each good line with where it starts in the file.
+            let mut good: Vec<(u64, GoodLine)> = Vec::new();
+            let mut each = |n: u64, at: u64, line: Option<&[u8]>| -> Result<(), ()> {
                 // Past the line cap nothing read later changes the verdict.
                 if v.requests() > max_lines {
                     return Err(());
                 }
-                good.extend(v.line(n, line));
+                good.extend(v.line(n, line).map(|g| (at, g)));
                 Ok(())
             };
             let _ = match piece {
-                Some(piece) => s.push(&piece, &mut each),
-                None => std::mem::take(&mut s).finish(&mut each),
+                Some(piece) => s.push_at(&piece, &mut each),
+                None => std::mem::take(&mut s).finish_at(&mut each),
             };
             (v, s, good)
         })
@@ -466,37 +551,76 @@ async fn scan(
         let over = validator.requests() > max_lines;
         // Once a line has failed the batch fails: its good lines need not be stored.
         if validator.failed() || over {
-            if let Sink::Draft(d) = std::mem::replace(sink, Sink::Off) {
-                abandon(state, *d).await;
+            if let Some(tx) = to_store.take() {
+                tx.send(ToStore::Abandon)
+                    .await
+                    .map_err(|_| OpenAiError::internal(&StageStopped))?;
             }
-        } else if !good.is_empty() && matches!(sink, Sink::NotYet) {
-            let batch = new_batch(validator.model().map(str::to_owned));
-            *sink = Sink::Draft(Box::new(store.begin_batch(batch).await?));
-        }
-        if let Sink::Draft(d) = &*sink {
+        } else if let Some(tx) = &to_store {
+            let model = validator.model().map(str::to_owned);
             let mut good = good.into_iter().peekable();
             while good.peek().is_some() {
                 let requests: Vec<NewRequest> = good
                     .by_ref()
                     .take(APPEND_REQUESTS)
-                    .map(|g| {
-                        // Below the line cap, so it fits.
-                        let index = total as u32;
-                        total += 1;
-                        NewRequest {
+                    .map(|(at, g)| {
+                        // Below the line cap, so it fits. The body stays in the file: the
+                        // request says where (the claim reads it back).
+                        let request = NewRequest {
                             index,
                             custom_id: g.custom_id,
-                            params: g.body,
-                        }
+                            params: String::new(),
+                            source: Some(BodySource {
+                                file_key,
+                                at: at + g.body.start as u64,
+                                len: g.body.len() as u32,
+                            }),
+                        };
+                        index += 1;
+                        request
                     })
                     .collect();
-                store.append_requests(d, requests).await?;
+                let model = model.clone();
+                tx.send(ToStore::Requests { model, requests })
+                    .await
+                    .map_err(|_| OpenAiError::internal(&StageStopped))?;
             }
         }
         if last || over {
-            return Ok((validator, total, last.then_some(read)));
+            return Ok((validator, last.then_some(read)));
         }
     }
+}
+
+/// The last stage: begins the draft with the first good lines and appends every chunk of
+/// requests to it; drops it when a line fails. Returns the number of requests stored.
+async fn store_requests(
+    state: &AppState,
+    sink: &mut Sink,
+    new_batch: &impl Fn(Option<String>) -> NewBatch,
+    mut from_check: tokio::sync::mpsc::Receiver<ToStore>,
+) -> Result<u64, OpenAiError> {
+    let store = &state.inner.store;
+    let mut total: u64 = 0;
+    while let Some(message) = from_check.recv().await {
+        match message {
+            ToStore::Abandon => {
+                if let Sink::Draft(d) = std::mem::replace(sink, Sink::Off) {
+                    abandon(state, *d).await;
+                }
+            }
+            ToStore::Requests { model, requests } => {
+                if matches!(sink, Sink::NotYet) {
+                    *sink = Sink::Draft(Box::new(store.begin_batch(new_batch(model)).await?));
+                }
+                if let Sink::Draft(d) = &*sink {
+                    total += requests.len() as u64;
+                    store.append_requests(d, requests).await?;
+                }
+            }
+        }
+    }
+    Ok(total)
 }
 
 /// The OpenAI batch `raw` of the caller's workspace, or the API's 404: ids of the other

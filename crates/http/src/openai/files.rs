@@ -1,7 +1,7 @@
-//! `/v1/files`: upload (multipart, streamed to the store piece by piece, never whole in
-//! memory), list, retrieve, download (streamed piece by piece) and delete. A batch upload gets
-//! the light content check of spec §5.2 (Tier 0) as it streams; its lines are checked fully
-//! when a batch uses it.
+//! `/v1/files`: upload (multipart, streamed to the store piece by piece, each piece stored
+//! while the next arrives, never whole in memory), list, retrieve, download (streamed piece by
+//! piece) and delete. A batch upload gets the light content check of spec §5.2 (Tier 0) as it
+//! streams; its lines are checked fully when a batch uses it.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use batchd_domain::Timestamp;
 use batchd_domain::openai::FileId;
-use batchd_store::{FILE_CHUNK_BYTES, FileDraft, FileStore, NewFile, StoredFile};
+use batchd_store::{FILE_CHUNK_BYTES, FileDraft, FileStore, NewFile, StoreError, StoredFile};
 use batchd_wire::openai::{FileDeleted, FileList, FileObject};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -139,11 +139,17 @@ pub fn expiry_seconds(param: &str, raw: &str) -> Result<u64, OpenAiError> {
     Ok(n as u64)
 }
 
-/// The upload in progress: its draft, the piece being filled, and the batch check.
+/// The upload in progress: its draft, the piece being filled, the piece being stored, and the
+/// batch check.
 struct Upload {
     draft: FileDraft,
     piece: Vec<u8>,
     seq: u32,
+    /// The append of the previous piece, which runs while the next one arrives: awaited one
+    /// after the other, the store's writes of a 200 MB upload (0.51 s, release build, SQLite)
+    /// and its receipt and parse (0.13 s) added up. One at a time keeps memory to two pieces
+    /// and the pieces in order.
+    storing: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
     bytes: u64,
     /// The batch check, while it has found nothing wrong.
     scan: Option<UploadScan>,
@@ -158,7 +164,7 @@ struct Upload {
 impl Upload {
     async fn data(
         &mut self,
-        store: &dyn FileStore,
+        store: &Arc<dyn FileStore>,
         mut data: &[u8],
         max: u64,
     ) -> Result<(), OpenAiError> {
@@ -187,14 +193,31 @@ impl Upload {
         Ok(())
     }
 
-    async fn flush(&mut self, store: &dyn FileStore) -> Result<(), OpenAiError> {
+    /// Hands the piece being filled to the store, once the previous one is stored.
+    async fn flush(&mut self, store: &Arc<dyn FileStore>) -> Result<(), OpenAiError> {
         if self.piece.is_empty() {
             return Ok(());
         }
+        self.stored().await?;
         let piece = std::mem::replace(&mut self.piece, Vec::with_capacity(FILE_CHUNK_BYTES));
-        store.append_file(&self.draft, self.seq, piece).await?;
+        let (store, seq) = (Arc::clone(store), self.seq);
+        let draft = FileDraft {
+            key: self.draft.key,
+            file: self.draft.file.clone(),
+        };
+        self.storing = Some(tokio::spawn(async move {
+            store.append_file(&draft, seq, piece).await
+        }));
         self.seq += 1;
         Ok(())
+    }
+
+    /// Waits for the piece being stored, if any.
+    async fn stored(&mut self) -> Result<(), OpenAiError> {
+        match self.storing.take() {
+            None => Ok(()),
+            Some(task) => Ok(task.await.map_err(|e| OpenAiError::internal(&e))??),
+        }
     }
 
     /// The batch check's verdict on the whole file.
@@ -321,6 +344,7 @@ pub async fn upload(
                             draft,
                             piece: Vec::with_capacity(FILE_CHUNK_BYTES),
                             seq: 0,
+                            storing: None,
                             bytes: 0,
                             scan: Some(UploadScan::new(config.max_file_lines)),
                             refused: None,
@@ -339,9 +363,7 @@ pub async fn upload(
                             value.extend_from_slice(&data);
                         }
                         (None, Some(upload)) => {
-                            upload
-                                .data(store.as_ref(), &data, config.max_file_bytes)
-                                .await?;
+                            upload.data(&store, &data, config.max_file_bytes).await?;
                         }
                         (None, None) => {}
                     },
@@ -386,7 +408,10 @@ pub async fn upload(
     // Kept to abort the draft if the commit does not happen.
     let (key, file) = (upload.draft.key, upload.draft.file.clone());
     let committed = async {
+        // First, so that no piece is stored after an abort below.
+        let stored = upload.stored().await;
         let (purpose, expires_at) = checked?;
+        stored?;
         if purpose == BATCH_PURPOSE {
             upload.check_batch()?;
         }
@@ -398,7 +423,8 @@ pub async fn upload(
         {
             return Err(OpenAiError::fields_after_file());
         }
-        upload.flush(store.as_ref()).await?;
+        upload.flush(&store).await?;
+        upload.stored().await?;
         Ok::<_, OpenAiError>(store.commit_file(upload.draft, upload.bytes).await?)
     };
     match committed.await {

@@ -1,7 +1,8 @@
 //! The input file's JSONL, read as a stream: [`UploadScan`] is the light check of a batch
 //! upload (spec §5.2 Tier 0: not empty, a JSON first line, the line cap), [`LineSplitter`] cuts
-//! chunks into lines, and [`LineValidator`] is the check of every line when a batch is created
-//! (Tier 1), with the texts of the errors it collects. Pure: no I/O, so each rule has a unit
+//! chunks into lines (each with its offset in the stream), and [`LineValidator`] is the check of
+//! every line when a batch is created (Tier 1), with the texts of the errors it collects, and
+//! where a good line's `body` lies in it. Pure: no I/O, so each rule has a unit
 //! test.
 
 use std::collections::HashSet;
@@ -129,6 +130,9 @@ pub struct LineSplitter {
     max_line: usize,
     /// The current line passed the cap: its remaining bytes are dropped.
     over: bool,
+    /// Bytes pushed so far, and where the current line starts in the stream.
+    read: u64,
+    start: u64,
 }
 
 impl Default for LineSplitter {
@@ -145,6 +149,8 @@ impl LineSplitter {
             line_no: 0,
             max_line,
             over: false,
+            read: 0,
+            start: 0,
         }
     }
 
@@ -155,21 +161,34 @@ impl LineSplitter {
         chunk: &[u8],
         mut each: impl FnMut(u64, Option<&[u8]>) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.push_at(chunk, |n, _, line| each(n, line))
+    }
+
+    /// [`push`](Self::push), each line also with the stream offset of its first byte.
+    pub fn push_at<E>(
+        &mut self,
+        chunk: &[u8],
+        mut each: impl FnMut(u64, u64, Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let base = self.read;
+        self.read += chunk.len() as u64;
         let mut rest = chunk;
         while let Some(at) = memchr::memchr(b'\n', rest) {
             self.line_no += 1;
             let piece = &rest[..at];
             rest = &rest[at + 1..];
+            let start =
+                std::mem::replace(&mut self.start, base + (chunk.len() - rest.len()) as u64);
             if self.over || self.partial.len() + piece.len() > self.max_line {
                 self.over = false;
                 self.partial.clear();
-                each(self.line_no, None)?;
+                each(self.line_no, start, None)?;
             } else if self.partial.is_empty() {
-                each(self.line_no, Some(piece))?;
+                each(self.line_no, start, Some(piece))?;
             } else {
                 self.partial.extend_from_slice(piece);
                 let line = std::mem::take(&mut self.partial);
-                each(self.line_no, Some(&line))?;
+                each(self.line_no, start, Some(&line))?;
             }
         }
         if !self.over {
@@ -185,18 +204,26 @@ impl LineSplitter {
 
     /// The last line, if the stream did not end with `\n`.
     pub fn finish<E>(
-        mut self,
+        self,
         mut each: impl FnMut(u64, Option<&[u8]>) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.finish_at(|n, _, line| each(n, line))
+    }
+
+    /// [`finish`](Self::finish), the line also with the stream offset of its first byte.
+    pub fn finish_at<E>(
+        mut self,
+        mut each: impl FnMut(u64, u64, Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
         if self.over {
-            return each(self.line_no + 1, None);
+            return each(self.line_no + 1, self.start, None);
         }
         if self.partial.is_empty() {
             return Ok(());
         }
         self.line_no += 1;
         let line = std::mem::take(&mut self.partial);
-        each(self.line_no, Some(&line))
+        each(self.line_no, self.start, Some(&line))
     }
 }
 
@@ -233,8 +260,9 @@ struct RawBody<'a> {
 pub struct GoodLine {
     pub custom_id: CustomId,
     pub model: String,
-    /// `body` exactly as uploaded.
-    pub body: String,
+    /// Where `body` lies in the line, exactly as uploaded: the create stores this place rather
+    /// than a copy.
+    pub body: std::ops::Range<usize>,
 }
 
 /// The create's check of every line of the input file (spec §5.2 Tier 1). Feed it every line;
@@ -508,10 +536,15 @@ impl LineValidator {
                 at,
             ));
         }
+        // `body_raw` borrows from `line` (serde_json hands out raw values as slices of the input),
+        // so its place in the line is the distance between the two.
+        let at = (body_raw.get().as_ptr() as usize).wrapping_sub(line.as_ptr() as usize);
+        let body = at..at + body_raw.get().len();
+        debug_assert_eq!(line.get(body.clone()), Some(body_raw.get().as_bytes()));
         Ok(GoodLine {
             custom_id,
             model,
-            body: body_raw.get().to_owned(),
+            body,
         })
     }
 }
@@ -564,6 +597,28 @@ mod tests {
         assert_eq!(scan(&["{\"a\"", ":"], 10), Err(UploadRefusal::NotJsonl));
         assert_eq!(scan(&["{}\n{}\n{}\n"], 2), Err(UploadRefusal::TooManyLines));
         assert_eq!(scan(&["{}\n{}\n"], 2), Ok(2));
+    }
+
+    #[test]
+    fn each_line_knows_where_it_starts_in_the_stream() {
+        let mut starts = Vec::new();
+        let mut splitter = LineSplitter::new(4);
+        for chunk in ["ab", "c\nd", "\n\nlong", "er\nef"] {
+            splitter
+                .push_at::<()>(chunk.as_bytes(), |n, at, _| {
+                    starts.push((n, at));
+                    Ok(())
+                })
+                .unwrap();
+        }
+        splitter
+            .finish_at::<()>(|n, at, _| {
+                starts.push((n, at));
+                Ok(())
+            })
+            .unwrap();
+        // "abc\n" "d\n" "\n" "longer\n" (over the cap) "ef"
+        assert_eq!(starts, vec![(1, 0), (2, 4), (3, 6), (4, 7), (5, 14)]);
     }
 
     #[test]
@@ -720,9 +775,23 @@ mod tests {
         let good = v.line(2, Some(line.as_bytes())).unwrap();
         assert_eq!(good.custom_id.as_str(), "x y");
         assert_eq!(good.model, "e");
-        assert_eq!(good.body, r#"{ "input": "hi", "model":"e" }"#);
+        assert_eq!(&line[good.body], r#"{ "input": "hi", "model":"e" }"#);
         assert_eq!(v.requests(), 1);
         assert!(v.finish().is_empty());
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_fails_its_line() {
+        // The claim reads a stored body back as text: only UTF-8 bodies may be stored.
+        let mut v = LineValidator::new(Endpoint::ChatCompletions, false, 10);
+        let line = b"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"m\",\"messages\":[\"\xff\"]}}";
+        assert_eq!(v.line(1, Some(line)), None);
+        let got: Vec<_> = v
+            .finish()
+            .into_iter()
+            .map(|l| (l.code, l.param, l.line))
+            .collect();
+        assert_eq!(got, vec![e("invalid_json_line", None, Some(1))]);
     }
 
     #[test]

@@ -261,6 +261,7 @@ pub async fn a_reset_abandons_creates_and_uploads_in_flight<H: Harness>(h: &H) {
         index: 2,
         custom_id: CustomId::parse("late").unwrap(),
         params: "{}".into(),
+        source: None,
     }];
     let gone = |r: crate::Result<()>| matches!(r, Err(StoreError::DraftGone(_)));
     assert!(gone(

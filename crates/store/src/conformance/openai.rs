@@ -5,7 +5,7 @@
 use batchd_domain::openai::{Endpoint, FileId, LineError, OpenAiBatchMeta, Surface};
 
 use super::*;
-use crate::{FILE_CHUNK_BYTES, FileDraft, FileStore, NewFile, ResultRow, StoredFile};
+use crate::{BodySource, FILE_CHUNK_BYTES, FileDraft, FileStore, NewFile, ResultRow, StoredFile};
 
 /// An OpenAI batch's extras, for the cases of other modules too.
 pub(super) fn openai_meta() -> OpenAiBatchMeta {
@@ -768,4 +768,124 @@ pub async fn files_list_after_a_deleted_or_expired_file<H: Harness>(h: &H) {
         .await
         .unwrap();
     assert!(page.files.is_empty());
+}
+
+/// An OpenAI batch's requests may point into its input file instead of holding their bodies: a
+/// claim reads each body back (one spanning two pieces too, and a released one again), also
+/// after the file was deleted; the purge keeps the file's pieces until the batch is finalized,
+/// then reclaims them.
+pub async fn requests_read_their_bodies_from_the_input_file<H: Harness>(h: &H) {
+    let store = h.open().await;
+    // Two whole pieces and a short last one, as an upload cuts them.
+    let size = FILE_CHUNK_BYTES;
+    let mut bytes = vec![b' '; 2 * size + 100];
+    let bodies = [
+        (0, r#"{"n":0}"#),
+        (size - 4, r#"{"n":"across two pieces"}"#),
+        (2 * size + 10, r#"{"n":2}"#),
+    ];
+    for (at, body) in bodies {
+        bytes[at..at + body.len()].copy_from_slice(body.as_bytes());
+    }
+    let file = store
+        .begin_file(new_file(WS, "batch", at(1)))
+        .await
+        .unwrap();
+    for (seq, piece) in bytes.chunks(size).enumerate() {
+        store
+            .append_file(&file, seq as u32, piece.to_vec())
+            .await
+            .unwrap();
+    }
+    let file = store.commit_file(file, bytes.len() as u64).await.unwrap();
+    let d = store.begin_batch(openai_batch(WS, at(2))).await.unwrap();
+    let requests = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, (at, body))| NewRequest {
+            index: i as u32,
+            custom_id: CustomId::parse(&format!("req-{i}")).unwrap(),
+            params: String::new(),
+            source: Some(BodySource {
+                file_key: file.key,
+                at: *at as u64,
+                len: body.len() as u32,
+            }),
+        })
+        .collect();
+    store.append_requests(&d, requests).await.unwrap();
+    let batch = store.commit_batch(d, 3).await.unwrap();
+
+    // Deleted mid-batch: gone from the API at once, its pieces kept for the batch.
+    assert!(store.delete_file(WS, &file.id).await.unwrap());
+    assert_eq!(store.get_file(WS, &file.id).await.unwrap(), None);
+    purge_all(&store).await;
+    assert_eq!(h.rows(&store, "file_chunks").await, 3);
+
+    let expected: Vec<(u32, String)> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, (_, body))| (i as u32, (*body).to_owned()))
+        .collect();
+    let bodies_of = |items: &[WorkItem]| {
+        let mut got: Vec<(u32, String)> =
+            items.iter().map(|w| (w.index, w.params.clone())).collect();
+        got.sort();
+        got
+    };
+    let items = claim(&store, 10, at(3)).await;
+    assert_eq!(bodies_of(&items), expected);
+    let across = items.iter().find(|w| w.index == 1).unwrap().slot();
+    store.release(&[across]).await.unwrap();
+    let again = claim(&store, 10, at(4)).await;
+    assert_eq!(bodies_of(&again), expected[1..2].to_vec());
+
+    store
+        .record(&answers(&items, Outcome::Succeeded), at(5))
+        .await
+        .unwrap();
+    assert!(get(&store, &batch).await.is_ended());
+    // Ended is not enough: the finalizer may still read the batch.
+    purge_all(&store).await;
+    assert_eq!(h.rows(&store, "file_chunks").await, 3);
+    assert!(
+        store
+            .finalize(batch.key, &meta(), &[], at(6))
+            .await
+            .unwrap()
+    );
+    purge_all(&store).await;
+    assert_eq!(h.rows(&store, "file_chunks").await, 0);
+    assert_eq!(store.file_chunk(file.key, 0).await.unwrap(), None);
+}
+
+/// A workspace's reset removes its batches whose requests point into a file as it removes any
+/// other: the file's pieces are reclaimed with them, finalized or not.
+pub async fn a_reset_reclaims_the_input_file_of_its_batches<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let file = write_file(&store, new_file(WS, "batch", at(1)), 1).await;
+    let d = store.begin_batch(openai_batch(WS, at(2))).await.unwrap();
+    let request = NewRequest {
+        index: 0,
+        custom_id: CustomId::parse("req-0").unwrap(),
+        params: String::new(),
+        source: Some(BodySource {
+            file_key: file.key,
+            at: 0,
+            len: u32::try_from(file.bytes).unwrap() - 1,
+        }),
+    };
+    store.append_requests(&d, vec![request]).await.unwrap();
+    store.commit_batch(d, 1).await.unwrap();
+    let items = claim(&store, 10, at(3)).await;
+    assert_eq!(items[0].params, r#"{"piece":0}"#);
+    store.release(&[items[0].slot()]).await.unwrap();
+
+    crate::ClockStore::reset_workspace(&store, WS, at(4))
+        .await
+        .unwrap();
+    purge_all(&store).await;
+    assert_eq!(h.rows(&store, "requests").await, 0);
+    assert_eq!(h.rows(&store, "file_chunks").await, 0);
+    assert_eq!(h.rows(&store, "files").await, 0);
 }

@@ -241,6 +241,7 @@ pub async fn rerun_timing<H: Harness>(h: &H) {
                 index: i,
                 custom_id: CustomId::parse(&format!("req-{i}")).unwrap(),
                 params: params.clone(),
+                source: None,
             })
             .collect();
         store.append_requests(&d, chunk).await.unwrap();

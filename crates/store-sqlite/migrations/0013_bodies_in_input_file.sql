@@ -1,0 +1,15 @@
+-- An OpenAI batch's request bodies stay in its input file rather than being copied into
+-- `requests.params`: a 200 MB create wrote every body twice (as the upload's pieces, then as
+-- request rows), and the second copy and its checkpoint were most of the create's time.
+-- Such a row's `params` is '' (NOT NULL cannot be dropped without rebuilding the table, which
+-- is slow on a big database) and these three columns say where its body lies: the file's
+-- key, the body's byte offset in the file, and its length. Added columns default to NULL, so
+-- existing rows keep their bodies in `params`.
+ALTER TABLE requests ADD COLUMN body_file INTEGER;
+ALTER TABLE requests ADD COLUMN body_at INTEGER;
+ALTER TABLE requests ADD COLUMN body_len INTEGER;
+
+-- The input file a batch's requests point into, set by its appends: the purge keeps that file's
+-- pieces until the batch is finalized.
+ALTER TABLE batches ADD COLUMN input_file_key INTEGER;
+CREATE INDEX batches_input_file ON batches (input_file_key) WHERE input_file_key IS NOT NULL;
