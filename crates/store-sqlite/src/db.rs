@@ -28,6 +28,12 @@ const READERS: u32 = 4;
 const PAGE_SIZE: u32 = 16384;
 /// What a restarted WAL is truncated to, for every connection that writes.
 pub(crate) const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+/// Page cache of each writing connection (the sqlx writer and the group writer), in KiB. 4 MiB
+/// rather than 16: the same 100,000-request create took 0.88-0.97 s against 0.82-0.95 s, its peak
+/// RSS growth 35-36 MB against 49-50 MB, and the peak while dispatching 10,000 requests fell from
+/// 83-85 to 69-71 MB (release builds, `batchd-bench --rows ingest,dispatch-rss`, alternately, on
+/// a busy machine).
+pub(crate) const WRITER_CACHE_KIB: i64 = 4096;
 
 /// `synchronous` level of a write transaction; see the crate docs for which calls use which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,12 +82,8 @@ impl Pools {
             .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string())
             // Negative means KiB. The hot pages (batch rows, b-tree interiors, the tail of the
             // request range being appended) fit easily; a bigger cache only raised RSS: with
-            // 64 MiB here and 16 MiB per reader, a 256 MB create peaked near 200 MB RSS. 4 MiB
-            // rather than 16: the same 100,000-request create took 0.88-0.97 s against
-            // 0.82-0.95 s, its peak RSS growth 35-36 MB against 49-50 MB, and the peak while
-            // dispatching 10,000 requests fell from 83-85 to 69-71 MB (release builds,
-            // `batchd-bench --rows ingest,dispatch-rss`, alternately, on a busy machine).
-            .pragma("cache_size", "-4096");
+            // 64 MiB here and 16 MiB per reader, a 256 MB create peaked near 200 MB RSS.
+            .pragma("cache_size", (-WRITER_CACHE_KIB).to_string());
         let writer_options = if background_checkpoints {
             writer_options.pragma(
                 "wal_autocheckpoint",

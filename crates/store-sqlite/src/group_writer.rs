@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use batchd_store::StoreError;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
-use crate::db::{BUSY_TIMEOUT, Durability, JOURNAL_SIZE_LIMIT, rusqlite_error};
+use crate::db::{BUSY_TIMEOUT, Durability, JOURNAL_SIZE_LIMIT, WRITER_CACHE_KIB, rusqlite_error};
 
 /// Statements a group prepares (the batch row, the result insert, the tally, ending a batch,
 /// storing retries), with room to spare.
@@ -161,12 +161,11 @@ impl GroupWriter {
         .map_err(rusqlite_error)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(rusqlite_error)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        // As the writer's (see `db`), with a smaller cache: a group touches a batch row and the
-        // tail of the results b-tree.
-        conn.execute_batch(
-            "PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -4096;",
-        )
-        .map_err(rusqlite_error)?;
+        // As the writer's (see `db`).
+        conn.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY;")
+            .map_err(rusqlite_error)?;
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+            .map_err(rusqlite_error)?;
         conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
             .map_err(rusqlite_error)?;
         if self.background_checkpoints {
