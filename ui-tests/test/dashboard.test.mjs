@@ -383,6 +383,8 @@ describe('batchd dashboard', { timeout: 60_000 }, () => {
     const endpointId = created.body.id;
 
     await page.click(tid('nav-webhooks'));
+    // The click returns before the app has switched views: wait for the switch, then check it.
+    await page.locator(`${tid('nav-webhooks')}[aria-current="page"]`).waitFor();
     assert.equal(await page.locator(tid('nav-webhooks')).getAttribute('aria-current'), 'page');
     const endpointRow = page.locator(`${tid('endpoint-row')}[data-endpoint-id="${endpointId}"]`);
     await endpointRow.waitFor();
