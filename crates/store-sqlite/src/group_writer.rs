@@ -26,7 +26,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use batchd_store::StoreError;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
-use crate::db::{BUSY_TIMEOUT, Durability, JOURNAL_SIZE_LIMIT, WRITER_CACHE_KIB, rusqlite_error};
+use crate::db::{
+    BUSY_TIMEOUT, Durability, GROUP_WRITER_CACHE_KIB, JOURNAL_SIZE_LIMIT, rusqlite_error,
+};
 
 /// Statements a group prepares (the batch row, the result insert, the tally, ending a batch,
 /// storing retries), with room to spare.
@@ -164,7 +166,7 @@ impl GroupWriter {
         // As the writer's (see `db`).
         conn.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY;")
             .map_err(rusqlite_error)?;
-        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+        conn.pragma_update(None, "cache_size", -GROUP_WRITER_CACHE_KIB)
             .map_err(rusqlite_error)?;
         conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
             .map_err(rusqlite_error)?;
@@ -272,7 +274,10 @@ mod tests {
                     .await
             }
         };
-        assert_eq!(cache_size(false).await.unwrap(), -4096);
+        assert_eq!(
+            cache_size(false).await.unwrap(),
+            -crate::db::GROUP_WRITER_CACHE_KIB
+        );
         assert_eq!(
             cache_size(false).await.unwrap(),
             -1234,
@@ -281,7 +286,7 @@ mod tests {
         assert!(cache_size(true).await.is_err());
         assert_eq!(
             cache_size(false).await.unwrap(),
-            -4096,
+            -crate::db::GROUP_WRITER_CACHE_KIB,
             "a fresh connection"
         );
         store.close().await;
