@@ -34,6 +34,12 @@ pub(crate) const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 /// 83-85 to 69-71 MB (release builds, `batchd-bench --rows ingest,dispatch-rss`, alternately, on
 /// a busy machine).
 pub(crate) const WRITER_CACHE_KIB: i64 = 4096;
+/// Page cache of each reading connection (the sqlx readers and the claim's), in KiB. 1 MiB: the
+/// claims read each request's row once, so a reader's cache holds little that is read again
+/// beyond the b-tree's interior pages, while at 4 MiB each the four readers could keep up to
+/// 16 MiB resident during a dispatch. (Measured together with mimalloc's `no_thp`, see
+/// src/main.rs of `batchd`; not on its own.)
+pub(crate) const READER_CACHE_KIB: i64 = 1024;
 
 /// `synchronous` level of a write transaction; see the crate docs for which calls use which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,12 +115,8 @@ impl Pools {
             .map_err(query_error)?;
         // `query_only` rather than SQLITE_OPEN_READONLY: a read-only handle on a WAL database
         // cannot always create the shared-memory index, which fails opens at awkward moments.
-        // 1 MiB per reader: the claims read each request's row once, so a reader's cache holds
-        // little that is read again beyond the b-tree's interior pages, while at 4 MiB each the
-        // four readers could keep up to 16 MiB resident during a dispatch. (Measured together
-        // with mimalloc's `no_thp`, see src/main.rs of `batchd`; not on its own.)
         let reader_options = base
-            .pragma("cache_size", "-1024")
+            .pragma("cache_size", (-READER_CACHE_KIB).to_string())
             .pragma("query_only", "ON");
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
