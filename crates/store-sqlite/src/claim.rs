@@ -17,11 +17,15 @@ use crate::rows::{
     parse_version, rid,
 };
 
+/// Unanswered requests of the rid range `[?1, ?2)`, in rid order. No `LIMIT`: the claim steps
+/// it for as many rows as it wants. SQLite plans with a bound `LIMIT`'s value, so binding a new
+/// one re-prepared (parsed and planned) this join at every claim; the range is walked in rid
+/// order with nothing sorted, so stopping early reads no more than the limit did.
 pub(crate) const CLAIM_FRESH: &str = "SELECT r.rid, r.custom_id, r.params, \
      r.body_file, r.body_at, r.body_len, a.attempts, a.not_before FROM requests r LEFT JOIN attempts a ON a.rid = r.rid \
      WHERE r.rid >= ?1 AND r.rid < ?2 \
      AND NOT EXISTS (SELECT 1 FROM results s WHERE s.rid = r.rid) \
-     ORDER BY r.rid LIMIT ?3";
+     ORDER BY r.rid";
 
 /// Released requests, by a JSON array of rids (one static statement for any number of them).
 pub(crate) const CLAIM_RELEASED: &str = "SELECT r.rid, r.custom_id, r.params, \

@@ -158,13 +158,17 @@ fn read_both(conn: &Connection, ask: &Ask) -> Result<(Read, Read, usize), StoreE
         let mut rows = statement
             .query(params![
                 rid(ask.key, ask.next),
-                rid(ask.key, ask.info.total),
-                i64::try_from(asked).unwrap_or(i64::MAX),
+                rid(ask.key, ask.info.total)
             ])
             .map_err(rusqlite_error)?;
         fresh.0.reserve(asked);
         fresh.1.reserve(asked);
-        while let Some(row) = rows.next().map_err(rusqlite_error)? {
+        // The statement has no LIMIT (see `CLAIM_FRESH`): it is stepped for as many rows as
+        // were asked, and reset when `rows` is dropped.
+        while fresh.0.len() < asked {
+            let Some(row) = rows.next().map_err(rusqlite_error)? else {
+                break;
+            };
             push(&mut fresh, ask, row)?;
         }
     }
@@ -240,6 +244,31 @@ mod tests {
         assert_eq!(pragma("temp_store"), 2, "in memory");
         let write = conn.execute("DELETE FROM batches", []);
         assert!(write.is_err(), "{write:?}");
+        drop(conn);
+        store.close().await;
+    }
+
+    /// The claim's statements run from the statement cache as prepared: their bound values
+    /// never make SQLite prepare them again. A bound `LIMIT` did, at every claim: SQLite plans
+    /// with the limit's value, so a statement whose `LIMIT` parameter is bound again is
+    /// re-prepared (parsed and planned) at its next step.
+    #[tokio::test]
+    async fn the_claims_statements_are_not_prepared_again() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = crate::SqliteStore::open(dir.path()).await.unwrap();
+        let conn = store.claim_reader.open().unwrap();
+        for (sql, runs) in [
+            (CLAIM_FRESH, vec![params![0, 100], params![1, 200]]),
+            (CLAIM_RELEASED, vec![params!["[1,2]"], params!["[3]"]]),
+        ] {
+            let mut statement = conn.prepare_cached(sql).unwrap();
+            for run in runs {
+                let mut rows = statement.query(run).unwrap();
+                while rows.next().unwrap().is_some() {}
+            }
+            let again = statement.get_status(rusqlite::StatementStatus::RePrepare);
+            assert_eq!(again, 0, "{sql}");
+        }
         drop(conn);
         store.close().await;
     }
