@@ -1,26 +1,31 @@
 //! Claiming work: reading claimable requests of a batch into leases, and giving claims back
 //! (released, or deferred with their retry state). The in-memory leases themselves are in
-//! `leases`. OpenAI requests' bodies are read back from their input file's pieces
+//! `leases`; the request rows are read on the claim's own connection (`claim_reader`). OpenAI
+//! requests' bodies are read back from their input file's pieces
 //! (`batchd_store::files::fill_bodies`).
 
 use batchd_domain::{EndReason, Timestamp};
 use batchd_store::{FileStore as _, Retry, StoreError, WorkItem, files};
 use sqlx::Connection as _;
-use sqlx::sqlite::SqliteRow;
 
 use crate::SqliteStore;
+use crate::claim_reader::{Ask, Read};
 use crate::db::{BEGIN_IMMEDIATE, Durability, query_error, rusqlite_error};
 use crate::leases::{BatchInfo, Take, Unended};
 use crate::rows::{
-    CANCELING, ENDED, IN_PROGRESS, count, get, index_of, parse_betas, parse_endpoint, parse_id,
+    CANCELING, ENDED, IN_PROGRESS, count, get, parse_betas, parse_endpoint, parse_id,
     parse_version, rid,
 };
 
+/// Unanswered requests of the rid range `[?1, ?2)`, in rid order. No `LIMIT`: the claim steps
+/// it for as many rows as it wants. SQLite plans with a bound `LIMIT`'s value, so binding a new
+/// one re-prepared (parsed and planned) this join at every claim; the range is walked in rid
+/// order with nothing sorted, so stopping early reads no more than the limit did.
 pub(crate) const CLAIM_FRESH: &str = "SELECT r.rid, r.custom_id, r.params, \
      r.body_file, r.body_at, r.body_len, a.attempts, a.not_before FROM requests r LEFT JOIN attempts a ON a.rid = r.rid \
      WHERE r.rid >= ?1 AND r.rid < ?2 \
      AND NOT EXISTS (SELECT 1 FROM results s WHERE s.rid = r.rid) \
-     ORDER BY r.rid LIMIT ?3";
+     ORDER BY r.rid";
 
 /// Released requests, by a JSON array of rids (one static statement for any number of them).
 pub(crate) const CLAIM_RELEASED: &str = "SELECT r.rid, r.custom_id, r.params, \
@@ -68,85 +73,34 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Reads the released requests of `take` that are still unanswered, then fresh ones from
+    /// the cursor, in one blocking step (see `claim_reader`); OpenAI bodies are then read back
+    /// from their input file's pieces.
     async fn read_claimable(
         &self,
         key: i64,
         share: usize,
         take: &Take,
     ) -> Result<(Vec<WorkItem>, Vec<WorkItem>, usize), StoreError> {
-        let reader = &self.pools.reader;
-        let work = |rows: Vec<SqliteRow>| -> Result<(Vec<WorkItem>, Vec<_>), StoreError> {
-            rows.iter()
-                .map(|row| {
-                    let source = files::source_of(
-                        get(row, "body_file")?,
-                        get(row, "body_at")?,
-                        get(row, "body_len")?,
-                    )?;
-                    let item = WorkItem {
-                        batch_key: key,
-                        batch_id: take.info.id.clone(),
-                        workspace: take.info.workspace.clone(),
-                        index: index_of(get(row, "rid")?),
-                        custom_id: get(row, "custom_id")?,
-                        params: get(row, "params")?,
-                        betas: take.info.betas.clone(),
-                        api_version: take.info.api_version,
-                        user_profile_id: take.info.user_profile_id.clone(),
-                        endpoint: take.info.endpoint,
-                        expires_at: take.info.expires_at,
-                        attempts: count(
-                            get::<Option<i64>>(row, "attempts")?.unwrap_or(0),
-                            "attempts",
-                        )?
-                        .try_into()
-                        .unwrap_or(u32::MAX),
-                        not_before: get::<Option<i64>>(row, "not_before")?
-                            .map(Timestamp::from_micros),
-                    };
-                    Ok((item, source))
+        let ask = Ask {
+            key,
+            info: take.info.clone(),
+            released: take.released.clone(),
+            next: take.next,
+            share,
+        };
+        let (released, fresh, asked) = self.claim_reader.read(ask).await?;
+        let bodies = |(mut items, sources): Read| async move {
+            // Messages requests carry their params in the row.
+            if sources.iter().any(Option::is_some) {
+                files::fill_bodies(&mut items, &sources, &self.pieces, |file_key, seq| {
+                    self.file_chunk(file_key, seq)
                 })
-                .collect::<Result<Vec<_>, StoreError>>()
-                .map(|pairs| pairs.into_iter().unzip())
+                .await?;
+            }
+            Ok::<_, StoreError>(items)
         };
-        // OpenAI bodies are read back from their input file's pieces.
-        let bodies = |(mut items, sources): (Vec<WorkItem>, Vec<_>)| async move {
-            files::fill_bodies(&mut items, &sources, &self.pieces, |file_key, seq| {
-                self.file_chunk(file_key, seq)
-            })
-            .await
-            .map(|()| items)
-        };
-        let released = if take.released.is_empty() {
-            Vec::new()
-        } else {
-            let rids: Vec<String> = take
-                .released
-                .iter()
-                .map(|&i| rid(key, i).to_string())
-                .collect();
-            let rows = sqlx::query(CLAIM_RELEASED)
-                .bind(format!("[{}]", rids.join(",")))
-                .fetch_all(reader)
-                .await
-                .map_err(query_error)?;
-            bodies(work(rows)?).await?
-        };
-        let want = share.saturating_sub(released.len());
-        let asked = if take.next < take.info.total { want } else { 0 };
-        let fresh = if asked == 0 {
-            Vec::new()
-        } else {
-            let rows = sqlx::query(CLAIM_FRESH)
-                .bind(rid(key, take.next))
-                .bind(rid(key, take.info.total))
-                .bind(asked as i64)
-                .fetch_all(reader)
-                .await
-                .map_err(query_error)?;
-            bodies(work(rows)?).await?
-        };
-        Ok((released, fresh, asked))
+        Ok((bodies(released).await?, bodies(fresh).await?, asked))
     }
 
     /// Re-reads the unended batches when the in-memory list may be stale (always at startup).

@@ -28,10 +28,10 @@ const READERS: u32 = 4;
 const PAGE_SIZE: u32 = 16384;
 /// What a restarted WAL is truncated to, for every connection that writes.
 pub(crate) const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
-/// Page cache of the sqlx writer (creates, claims, maintenance), in KiB. 4 MiB rather than 16: the same 100,000-request create took 0.88-0.97 s against 0.82-0.95 s, its peak
-/// RSS growth 35-36 MB against 49-50 MB, and the peak while dispatching 10,000 requests fell from
-/// 83-85 to 69-71 MB (release builds, `batchd-bench --rows ingest,dispatch-rss`, alternately, on
-/// a busy machine).
+/// Page cache of the sqlx writer (creates, maintenance), in KiB. 4 MiB rather than 16: the same
+/// 100,000-request create took 0.88-0.97 s against 0.82-0.95 s, its peak RSS growth 35-36 MB
+/// against 49-50 MB, and the peak while dispatching 10,000 requests fell from 83-85 to 69-71 MB
+/// (release builds, `batchd-bench --rows ingest,dispatch-rss`, alternately, on a busy machine).
 pub(crate) const WRITER_CACHE_KIB: i64 = 4096;
 /// Page cache of the group writer, in KiB. It appends results and updates the rows of the
 /// requests a group answers, in rid order, so it rereads little beyond b-tree interior pages.
@@ -40,6 +40,12 @@ pub(crate) const WRITER_CACHE_KIB: i64 = 4096;
 /// row: 73, 71 µs against 70, 67; release builds, `batchd-bench --rows dispatch-rss` and
 /// `--rows dispatch --requests 50000`, alternately, on a busy machine).
 pub(crate) const GROUP_WRITER_CACHE_KIB: i64 = 1024;
+/// Page cache of each reading connection (the sqlx readers and the claim's), in KiB. 1 MiB: the
+/// claims read each request's row once, so a reader's cache holds little that is read again
+/// beyond the b-tree's interior pages, while at 4 MiB each the four readers could keep up to
+/// 16 MiB resident during a dispatch. (Measured together with mimalloc's `no_thp`, see
+/// src/main.rs of `batchd`; not on its own.)
+pub(crate) const READER_CACHE_KIB: i64 = 1024;
 
 /// `synchronous` level of a write transaction; see the crate docs for which calls use which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,12 +121,8 @@ impl Pools {
             .map_err(query_error)?;
         // `query_only` rather than SQLITE_OPEN_READONLY: a read-only handle on a WAL database
         // cannot always create the shared-memory index, which fails opens at awkward moments.
-        // 1 MiB per reader: the claims read each request's row once, so a reader's cache holds
-        // little that is read again beyond the b-tree's interior pages, while at 4 MiB each the
-        // four readers could keep up to 16 MiB resident during a dispatch. (Measured together
-        // with mimalloc's `no_thp`, see src/main.rs of `batchd`; not on its own.)
         let reader_options = base
-            .pragma("cache_size", "-1024")
+            .pragma("cache_size", (-READER_CACHE_KIB).to_string())
             .pragma("query_only", "ON");
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)

@@ -9,9 +9,10 @@
 //! starts with `BEGIN IMMEDIATE`, taking the write lock before it reads. The dispatcher's record
 //! groups and retries are the writes stepped elsewhere: on a rusqlite connection of their own, by a
 //! blocking task that writes a whole group at once, while its caller holds the writer pool's
-//! connection, so they queue with every other write (`group_writer`). Reads (get, list, claim
-//! scans) use a separate pool of read-only connections and, thanks to WAL, never wait for the
-//! writer; result downloads have connections of their own, stepped by blocking tasks (`download`).
+//! connection, so they queue with every other write (`group_writer`). Reads (get, list) use a
+//! separate pool of read-only connections and, thanks to WAL, never wait for the writer; claim
+//! scans and result downloads have connections of their own, stepped by blocking tasks
+//! (`claim_reader`, `download`).
 //! Transactions are short: none spans an `.await` on anything but the database, and bulk work
 //! (creates, purges) is split into chunks, each its own transaction.
 //!
@@ -50,11 +51,11 @@
 //! checkpointer in `checkpoint`, the connection of record groups and retries in `group_writer`; row
 //! encodings in `rows`; leases in `leases`; the data-dir lock in `lock`; file permissions in
 //! `files`; batches as the API sees them (`BatchStore`) in `batches`, with result downloads in
-//! `download`; the dispatcher's side (`DispatchStore`) in `dispatch`, whose steps live in `claim`,
-//! `record` and `maintenance` (the last two end batches through `ending`); API keys (`KeyStore`) in
-//! `keys`; the OpenAI surface's files (`FileStore`) in `file_store`; test mode's clocks and resets
-//! (`ClockStore`) in `clock`, whose offset every time comparison of `maintenance` and `record`
-//! applies.
+//! `download`; the dispatcher's side (`DispatchStore`) in `dispatch`, whose steps live in `claim`
+//! (reading on the connection of `claim_reader`), `record` and `maintenance` (the last two end
+//! batches through `ending`); API keys (`KeyStore`) in `keys`; the OpenAI surface's files
+//! (`FileStore`) in `file_store`; test mode's clocks and resets (`ClockStore`) in `clock`, whose
+//! offset every time comparison of `maintenance` and `record` applies.
 
 /// SQL for the clock offset of the workspace of the `batches` row in scope (0 without a clock):
 /// what turns a real time into that batch's workspace's time. A primary-key probe of a table
@@ -92,6 +93,7 @@ macro_rules! max_clock_offset {
 mod batches;
 mod checkpoint;
 mod claim;
+mod claim_reader;
 mod clock;
 mod db;
 mod dispatch;
@@ -117,6 +119,7 @@ use batchd_store::{BatchStore, ClockStore, DispatchStore, FileStore, KeyStore};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::claim_reader::ClaimReader;
 use crate::db::Pools;
 use crate::download::Downloads;
 use crate::group_writer::GroupWriter;
@@ -134,6 +137,8 @@ pub struct SqliteStore {
     /// Claim calls run one at a time: each moves cursors based on what it read, and two
     /// interleaved reads of the same cursor would hand out the same requests twice.
     claim_serial: tokio::sync::Mutex<()>,
+    /// The connection claims read request rows on (see [`claim_reader`]).
+    claim_reader: Arc<ClaimReader>,
     /// Input-file pieces the claim read lately.
     pieces: batchd_store::files::PieceCache,
     /// Connections of their own for result downloads (see [`download`]).
@@ -183,6 +188,7 @@ impl SqliteStore {
             pools,
             claims: Arc::new(Mutex::new(Claims::new())),
             claim_serial: tokio::sync::Mutex::new(()),
+            claim_reader: Arc::new(ClaimReader::new(data_dir)),
             pieces: Default::default(),
             downloads: Arc::new(Downloads::new(data_dir)),
             group_writer: Arc::new(GroupWriter::new(data_dir, lock.is_some())),
@@ -194,6 +200,7 @@ impl SqliteStore {
     /// this at shutdown to know the database is closed (and the WAL checkpointed) on return.
     pub async fn close(&self) {
         self.downloads.close().await;
+        self.claim_reader.close().await;
         self.group_writer.close().await;
         // The writer closes last: the last connection to close checkpoints the WAL.
         self.pools.close().await;

@@ -467,3 +467,17 @@ async fn batches_stored_before_the_openai_surface_are_anthropic() {
     assert_eq!(items[0].endpoint, Endpoint::Messages);
     assert!(store.unfinalized(10).await.unwrap().is_empty());
 }
+
+/// A claim asked for after the store closed fails as unavailable, without opening a connection
+/// that would outlive the store (the writer, which closes last, checkpoints the WAL).
+#[tokio::test]
+async fn claims_after_close_are_refused() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let d = draft(&store, new_batch(WS, at(0)), 4).await;
+    store.commit_batch(d, 4).await.unwrap();
+    assert_eq!(claim(&store, 2, at(1)).await.len(), 2);
+    store.close().await;
+    let err = store.claim(2, at(1), &[]).await;
+    assert!(matches!(err, Err(StoreError::Unavailable(_))), "{err:?}");
+}
