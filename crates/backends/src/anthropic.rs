@@ -20,7 +20,7 @@ use std::fmt;
 use async_trait::async_trait;
 use batchd_domain::openai::Endpoint;
 use batchd_domain::{ApiVersion, betas};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::value::RawValue;
