@@ -8,12 +8,17 @@
 //! policy, per-request header merging and `Url` to `Uri` conversion) were 8-10 % of batchd's CPU
 //! while dispatching to a 0 ms upstream (perf, DWARF call graphs, `batchd-bench --rows
 //! dispatch`). Here the `Uri` and the constant headers are built once per endpoint, the body
-//! goes out as the `String` it came as, and one timer bounds the whole exchange. Two differences
-//! from reqwest, both deliberate: a redirect is not followed (a 3xx is an error status like any
-//! other non-2xx; no Messages or OpenAI-compatible server redirects a POST, and following one
-//! would send the upstream key to wherever it points), and an upstream the environment routes
-//! through a proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` minus `NO_PROXY`) keeps going
-//! through reqwest, which speaks to proxies.
+//! goes out as the `String` it came as, and one timer bounds the whole exchange. Measured
+//! alternately with reqwest's client, 6 pairs of `batchd-bench --rows dispatch --requests 50000`
+//! on a loaded 2-core machine: batchd CPU per request 60-75 µs before, 50-68 after at a 0 ms
+//! upstream (7.8 µs less per pair on average, 1 more to 15 less); 82-106 before, 70-96 after at
+//! 50 ms (12.5 less on average, 1 to 25 less).
+//!
+//! Two differences from reqwest, both deliberate: a redirect is not followed (a 3xx is an error
+//! status like any other non-2xx; no Messages or OpenAI-compatible server redirects a POST, and
+//! following one would send the upstream key to wherever it points), and an upstream the
+//! environment routes through a proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` minus
+//! `NO_PROXY`) keeps going through reqwest, which speaks to proxies.
 //!
 //! Error messages name the backend and what happened, never a header: the upstream key travels
 //! only in a header, so it cannot leak into a result row or a log line through here.
