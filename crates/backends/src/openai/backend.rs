@@ -6,11 +6,11 @@
 use async_trait::async_trait;
 use batchd_domain::ErrorType;
 use batchd_domain::openai::Endpoint;
-use reqwest::header::{HeaderMap, HeaderValue};
+use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
 use super::translate::{self, ChatOptions};
 use crate::config::BackendSpec;
-use crate::upstream::{Dialect, Upstream, endpoint_url};
+use crate::upstream::{self, Dialect, Upstream, endpoint_url};
 use crate::{
     Backend, BackendError, BackendRequest, OpenAiAnswer, OpenAiRequest, compact_json,
     derived_request_id,
@@ -22,7 +22,7 @@ pub struct OpenAiBackend {
     upstream: Upstream,
     options: ChatOptions,
     /// The URL of each of [`Endpoint::OPENAI`], in its order: parsed once.
-    endpoints: Vec<(Endpoint, reqwest::Url)>,
+    endpoints: Vec<(Endpoint, upstream::Endpoint)>,
 }
 
 impl OpenAiBackend {
@@ -37,7 +37,7 @@ impl OpenAiBackend {
                     )
                 })?;
             value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
+            headers.insert(AUTHORIZATION, value);
         }
         let endpoints = Endpoint::OPENAI
             .into_iter()
