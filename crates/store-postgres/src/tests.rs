@@ -361,6 +361,50 @@ async fn hot_queries_use_indexes() {
     }
 }
 
+/// Request params, result bodies and file pieces are compressed with lz4 (migration 0014), not
+/// pglz: the values a batch writes and reads back are large enough to be compressed.
+#[tokio::test]
+async fn large_values_are_compressed_with_lz4() {
+    let Some(db) = Postgres::new("large_values_are_compressed_with_lz4").await else {
+        return;
+    };
+    let store = db.open().await;
+    let params = |i: u32| format!("{{\"i\":{i},\"text\":\"{}\"}}", "hello ".repeat(800));
+    create(&store, params, 3).await;
+    let items = store.claim(10, at(1), &[]).await.unwrap();
+    let answers: Vec<Answer> = items
+        .iter()
+        .map(|w| {
+            w.answer(
+                Outcome::Succeeded,
+                format!("{{\"text\":\"{}\"}}", "world ".repeat(800)),
+            )
+        })
+        .collect();
+    store.record(&answers, at(2)).await.unwrap();
+    for (table, column) in [("requests", "params"), ("results", "body")] {
+        let methods: Vec<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_column_compression({column}) FROM {table}"
+        )))
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(methods.len(), 3, "{table}");
+        assert!(
+            methods.iter().all(|m| m.as_deref() == Some("lz4")),
+            "{table}: {methods:?}"
+        );
+    }
+    let chunks: String = sqlx::query_scalar(
+        "SELECT attcompression::text FROM pg_attribute \
+         WHERE attrelid = 'file_chunks'::regclass AND attname = 'data'",
+    )
+    .fetch_one(&store.pool)
+    .await
+    .unwrap();
+    assert_eq!(chunks, "l");
+}
+
 /// Servers starting together on an empty database make one first key between them.
 #[tokio::test]
 async fn processes_starting_together_create_one_first_key() {
