@@ -337,7 +337,21 @@ async fn hot_queries_use_indexes() {
         }
     }
     statements.extend(listings.iter().map(|(sql, args)| (sql.as_str(), *args)));
-    for (i, (sql, args)) in statements.iter().enumerate() {
+    // Statements run with generic plans (`db::begin_generic`), checked again as such.
+    let generic = [crate::claim::CLAIM_ALL, crate::record::RECORD].map(|generic| {
+        statements
+            .iter()
+            .find(|(sql, _)| *sql == generic)
+            .copied()
+            .expect("listed above")
+    });
+    for (i, (sql, args)) in statements.iter().chain(&generic).enumerate() {
+        if i == statements.len() {
+            sqlx::query("SET plan_cache_mode = force_generic_plan")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
         // PREPARE + EXPLAIN EXECUTE plans the statement with its real parameter types.
         sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE hot{i} AS {sql}")))
             .execute(&mut *conn)
@@ -359,6 +373,28 @@ async fn hot_queries_use_indexes() {
             "{sql}\n{plan}"
         );
     }
+}
+
+/// The dispatcher's hot transactions plan generically (their statements' plans do not depend on
+/// their parameters, and planning them anew cost more than running them), and only they do: the
+/// setting ends with the transaction.
+#[tokio::test]
+async fn hot_transactions_plan_generically() {
+    let Some(db) = Postgres::new("hot_transactions_plan_generically").await else {
+        return;
+    };
+    let store = db.open().await;
+    let mode = "SELECT current_setting('plan_cache_mode')";
+    let mut conn = store.pool.acquire().await.unwrap();
+    let mut tx = crate::db::begin_generic(&mut conn).await.unwrap();
+    let during: String = sqlx::query_scalar(mode).fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(during, "force_generic_plan");
+    tx.commit().await.unwrap();
+    let after: String = sqlx::query_scalar(mode)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(after, "auto");
 }
 
 /// Request params, result bodies and file pieces are compressed with lz4 (migration 0014), not
