@@ -10,13 +10,14 @@ use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
 use crate::PostgresStore;
-use crate::db::query_error;
+use crate::db::{begin_generic, query_error};
 use crate::rows::{
     CANCELING, ENDED, end_reason_code, get, index, parse_betas, parse_endpoint, parse_id,
     parse_version,
 };
 
-/// One claim pass in one statement (one round trip, one implicit transaction): picks the
+/// One claim pass in one statement (in a transaction of its own, planned generically:
+/// `db::begin_generic`): picks the
 /// in-progress batches with something to hand out, in serving order (the first batch of every
 /// workspace, the one served longest ago, then the second of every workspace, and so on; a batch
 /// whose requests are all in flight or waiting out a back-off takes no share), gives each an equal
@@ -113,14 +114,19 @@ impl PostgresStore {
         now: Timestamp,
         short: &[i64],
     ) -> Result<Vec<(WorkItem, usize)>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(query_error)?;
+        let mut tx = begin_generic(&mut conn).await?;
         let rows = sqlx::query(CLAIM_ALL)
             .bind(now.as_micros())
             .bind(limit as i64)
             .bind(me)
             .bind(short)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await
             .map_err(query_error)?;
+        tx.commit().await.map_err(query_error)?;
+        // Back to the pool before OpenAI bodies are read: those reads take connections too.
+        drop(conn);
         // Batch columns repeat on every row of the batch: parse them once per batch.
         struct ClaimedBatch {
             key: i64,

@@ -9,8 +9,8 @@
 //!
 //! * **Claim** (`claim`): batches are served in round-robin order of a per-batch stamp
 //!   (`serving.last_served`, from a sequence, so the rotation is cluster-wide), first batches of
-//!   every workspace, then second ones, and so on. A claim pass is one statement (one round trip,
-//!   one implicit transaction) for all the batches it serves: it locks their rows FOR KEY SHARE
+//!   every workspace, then second ones, and so on. A claim pass is one statement (in a transaction of
+//!   its own, planned generically: `db::begin_generic`) for all the batches it serves: it locks their rows FOR KEY SHARE
 //!   (so a cancel, which locks FOR UPDATE, cannot slip in between the state check and the claim,
 //!   while record groups updating the tallies do not wait for claims nor claims for them), picks
 //!   free rows with `FOR UPDATE SKIP LOCKED` (so processes never wait for or collide with each
@@ -19,7 +19,7 @@
 //! * **A claim dies with its process**: claims have no expiry time; the reaper of any live
 //!   process frees the claims of a process whose heartbeat is stale.
 //! * **Record** (`record`) is a group commit: a handful of statements per group whatever its size, with
-//!   arrays bound through `UNNEST`. Results are inserted `ON CONFLICT DO NOTHING` and the tallies
+//!   arrays bound through `UNNEST`, planned generically like a claim. Results are inserted `ON CONFLICT DO NOTHING` and the tallies
 //!   grow only by the rows really inserted, in the same transaction that ends a completed batch:
 //!   at most one result per request, even if a reaped claim was answered twice.
 //! * **Cancel** is O(1) as in SQLite; [`DispatchStore::canceling`] lets every process stop
@@ -37,7 +37,8 @@
 //!
 //! # Layout
 //!
-//! Schema in `migrations/` (embedded by `build.rs`); connections and errors in `db`; row
+//! Schema in `migrations/` (embedded by `build.rs`; large values compressed with lz4, see
+//! `0014_lz4_bodies.sql`); connections, errors and the hot transactions' generic plans in `db`; row
 //! encodings in `rows`; process liveness in `liveness`; batches as the API sees them
 //! (`BatchStore`) in `batches`; the dispatcher's side (`DispatchStore`) in `dispatch`, whose
 //! steps live in `claim`, `record` and `maintenance`; API keys (`KeyStore`) in `keys`; the

@@ -2,8 +2,9 @@
 //! lock the group's batches, insert the results, take them off the queue, free the claims of
 //! answers without one, add to the tallies), then, only when the group touches a canceling
 //! batch, one read of what is still claimed, and, only when a batch ends, one write of its end.
-//! A group that ends nothing costs BEGIN, one statement and COMMIT. At most one result per
-//! request, and the tallies grow only by the rows really inserted.
+//! A group that ends nothing costs BEGIN, one statement and COMMIT; its transaction plans its
+//! statements generically (`db::begin_generic`). At most one result per request, and the tallies
+//! grow only by the rows really inserted.
 
 use std::collections::HashSet;
 

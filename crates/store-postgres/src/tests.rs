@@ -337,7 +337,21 @@ async fn hot_queries_use_indexes() {
         }
     }
     statements.extend(listings.iter().map(|(sql, args)| (sql.as_str(), *args)));
-    for (i, (sql, args)) in statements.iter().enumerate() {
+    // Statements run with generic plans (`db::begin_generic`), checked again as such.
+    let generic = [crate::claim::CLAIM_ALL, crate::record::RECORD].map(|generic| {
+        statements
+            .iter()
+            .find(|(sql, _)| *sql == generic)
+            .copied()
+            .expect("listed above")
+    });
+    for (i, (sql, args)) in statements.iter().chain(&generic).enumerate() {
+        if i == statements.len() {
+            sqlx::query("SET plan_cache_mode = force_generic_plan")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
         // PREPARE + EXPLAIN EXECUTE plans the statement with its real parameter types.
         sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE hot{i} AS {sql}")))
             .execute(&mut *conn)
@@ -359,6 +373,72 @@ async fn hot_queries_use_indexes() {
             "{sql}\n{plan}"
         );
     }
+}
+
+/// The dispatcher's hot transactions plan generically (their statements' plans do not depend on
+/// their parameters, and planning them anew cost more than running them), and only they do: the
+/// setting ends with the transaction.
+#[tokio::test]
+async fn hot_transactions_plan_generically() {
+    let Some(db) = Postgres::new("hot_transactions_plan_generically").await else {
+        return;
+    };
+    let store = db.open().await;
+    let mode = "SELECT current_setting('plan_cache_mode')";
+    let mut conn = store.pool.acquire().await.unwrap();
+    let mut tx = crate::db::begin_generic(&mut conn).await.unwrap();
+    let during: String = sqlx::query_scalar(mode).fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(during, "force_generic_plan");
+    tx.commit().await.unwrap();
+    let after: String = sqlx::query_scalar(mode)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(after, "auto");
+}
+
+/// Request params, result bodies and file pieces are compressed with lz4 (migration 0014), not
+/// pglz: the values a batch writes and reads back are large enough to be compressed.
+#[tokio::test]
+async fn large_values_are_compressed_with_lz4() {
+    let Some(db) = Postgres::new("large_values_are_compressed_with_lz4").await else {
+        return;
+    };
+    let store = db.open().await;
+    let params = |i: u32| format!("{{\"i\":{i},\"text\":\"{}\"}}", "hello ".repeat(800));
+    create(&store, params, 3).await;
+    let items = store.claim(10, at(1), &[]).await.unwrap();
+    let answers: Vec<Answer> = items
+        .iter()
+        .map(|w| {
+            w.answer(
+                Outcome::Succeeded,
+                format!("{{\"text\":\"{}\"}}", "world ".repeat(800)),
+            )
+        })
+        .collect();
+    store.record(&answers, at(2)).await.unwrap();
+    for (table, column) in [("requests", "params"), ("results", "body")] {
+        let methods: Vec<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_column_compression({column}) FROM {table}"
+        )))
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(methods.len(), 3, "{table}");
+        assert!(
+            methods.iter().all(|m| m.as_deref() == Some("lz4")),
+            "{table}: {methods:?}"
+        );
+    }
+    let chunks: String = sqlx::query_scalar(
+        "SELECT attcompression::text FROM pg_attribute \
+         WHERE attrelid = 'file_chunks'::regclass AND attname = 'data'",
+    )
+    .fetch_one(&store.pool)
+    .await
+    .unwrap();
+    assert_eq!(chunks, "l");
 }
 
 /// Servers starting together on an empty database make one first key between them.
