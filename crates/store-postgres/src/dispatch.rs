@@ -14,7 +14,7 @@ use batchd_store::{
 use crate::PostgresStore;
 use crate::batches::{CLAIM_FINALIZE, FINALIZE, UNFINALIZED};
 use crate::claim::{DEFER, RELEASE, end_idle_canceling, slot_arrays};
-use crate::db::{begin_generic, query_error};
+use crate::db::query_error;
 use crate::file_store::commit_draft;
 use crate::maintenance::{ARCHIVE_DUE, CANCELING_KEYS, EXPIRE_DUE, NEXT_EXPIRY, ended_rows};
 use crate::record;
@@ -109,9 +109,7 @@ impl DispatchStore for PostgresStore {
             return Ok(Ended::default());
         }
         let mut conn = self.pool.acquire().await.map_err(query_error)?;
-        let mut tx = begin_generic(&mut conn).await?;
-        let batches = record::record(&mut tx, answers, now, self.me()?).await?;
-        tx.commit().await.map_err(query_error)?;
+        let batches = record::record(&mut conn, answers, now, self.me()?).await?;
         Ok(Ended { batches })
     }
 
