@@ -10,14 +10,14 @@ use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
 use crate::PostgresStore;
-use crate::db::{begin_generic, query_error};
+use crate::db::{begin_claim, query_error};
 use crate::rows::{
     CANCELING, ENDED, end_reason_code, get, index, parse_betas, parse_endpoint, parse_id,
     parse_version,
 };
 
 /// One claim pass in one statement (in a transaction of its own, planned generically:
-/// `db::begin_generic`): picks the
+/// `db::begin_claim`): picks the
 /// in-progress batches with something to hand out, in serving order (the first batch of every
 /// workspace, the one served longest ago, then the second of every workspace, and so on; a batch
 /// whose requests are all in flight or waiting out a back-off takes no share), gives each an equal
@@ -26,6 +26,10 @@ use crate::rows::{
 /// now, stamps the served batches, and returns the claimed requests with their batch and request
 /// data. `$1` now, `$3` this worker, `$4` batches to leave out (found short in an earlier pass).
 ///
+/// * A batch has something to hand out when a probe of its free rows finds one: a `LATERAL`
+///   subquery with `LIMIT 1`, which stops at the first. As `EXISTS` it was planned, once the
+///   queue had statistics, as a hash semi join over a sequential scan of all the batch's free
+///   rows (63,000 of them, 8.7 ms for one claim).
 /// * The batch row is locked FOR KEY SHARE: a cancel locks it FOR UPDATE, so whichever commits
 ///   first, the other sees its effect (no claim is added to a canceling batch); a record group's
 ///   tally update does not conflict with it, so claims and record groups no longer queue behind
@@ -50,9 +54,10 @@ pub(crate) const CLAIM_ALL: &str = "WITH cfg AS MATERIALIZED \
          (SELECT b.key, COALESCE(s.last_served, 0) AS last_served, row_number() OVER \
              (PARTITION BY b.workspace ORDER BY COALESCE(s.last_served, 0), b.key) AS turn \
          FROM batches b LEFT JOIN serving s ON s.batch_key = b.key \
-         WHERE b.state = 1 AND b.expires_at > $1 AND b.key <> ALL($4) \
-             AND EXISTS (SELECT 1 FROM pending p WHERE p.batch_key = b.key \
-                 AND p.worker IS NULL AND (p.not_before IS NULL OR p.not_before <= $1))) w \
+         CROSS JOIN LATERAL (SELECT 1 FROM pending p WHERE p.batch_key = b.key \
+                 AND p.worker IS NULL AND (p.not_before IS NULL OR p.not_before <= $1) \
+                 LIMIT 1) f \
+         WHERE b.state = 1 AND b.expires_at > $1 AND b.key <> ALL($4)) w \
          ORDER BY turn, last_served, key LIMIT $2) t, cfg WHERE cfg.v IS NOT NULL), \
      locked AS MATERIALIZED (SELECT b.key, b.id, b.workspace, b.betas, b.api_version, b.user_profile_id, \
              b.endpoint, b.expires_at, c.pos, \
@@ -115,7 +120,7 @@ impl PostgresStore {
         short: &[i64],
     ) -> Result<Vec<(WorkItem, usize)>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(query_error)?;
-        let mut tx = begin_generic(&mut conn).await?;
+        let mut tx = begin_claim(&mut conn).await?;
         let rows = sqlx::query(CLAIM_ALL)
             .bind(now.as_micros())
             .bind(limit as i64)

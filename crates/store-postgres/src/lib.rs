@@ -10,7 +10,7 @@
 //! * **Claim** (`claim`): batches are served in round-robin order of a per-batch stamp
 //!   (`serving.last_served`, from a sequence, so the rotation is cluster-wide), first batches of
 //!   every workspace, then second ones, and so on. A claim pass is one statement (in a transaction of
-//!   its own, planned generically: `db::begin_generic`) for all the batches it serves: it locks their rows FOR KEY SHARE
+//!   its own, planned generically: `db::begin_claim`) for all the batches it serves: it locks their rows FOR KEY SHARE
 //!   (so a cancel, which locks FOR UPDATE, cannot slip in between the state check and the claim,
 //!   while record groups updating the tallies do not wait for claims nor claims for them), picks
 //!   free rows with `FOR UPDATE SKIP LOCKED` (so processes never wait for or collide with each

@@ -393,7 +393,7 @@ async fn hot_queries_use_indexes() {
         }
     }
     statements.extend(listings.iter().map(|(sql, args)| (sql.as_str(), *args)));
-    // Statements run with generic plans (`db::begin_generic`), checked again as such.
+    // Statements run with generic plans (`db::begin_claim`, `record::begin`): checked so too.
     let generic = [crate::claim::CLAIM_ALL, crate::record::RECORD].map(|generic| {
         statements
             .iter()
@@ -402,11 +402,16 @@ async fn hot_queries_use_indexes() {
             .expect("listed above")
     });
     for (i, (sql, args)) in statements.iter().chain(&generic).enumerate() {
-        if i == statements.len() {
-            sqlx::query("SET plan_cache_mode = force_generic_plan")
-                .execute(&mut *conn)
-                .await
-                .unwrap();
+        // As `db::BEGIN_CLAIM` and `record::begin` set them: the claim without bitmap scans.
+        let settings = if i == statements.len() {
+            "SET plan_cache_mode = force_generic_plan; SET enable_bitmapscan = off"
+        } else if i == statements.len() + 1 {
+            "RESET enable_bitmapscan"
+        } else {
+            ""
+        };
+        if !settings.is_empty() {
+            sqlx::raw_sql(settings).execute(&mut *conn).await.unwrap();
         }
         // PREPARE + EXPLAIN EXECUTE plans the statement with its real parameter types.
         sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE hot{i} AS {sql}")))
@@ -442,9 +447,14 @@ async fn hot_transactions_plan_generically() {
     let store = db.open().await;
     let mode = "SELECT current_setting('plan_cache_mode')";
     let mut conn = store.pool.acquire().await.unwrap();
-    let mut tx = crate::db::begin_generic(&mut conn).await.unwrap();
+    let mut tx = crate::db::begin_claim(&mut conn).await.unwrap();
     let during: String = sqlx::query_scalar(mode).fetch_one(&mut *tx).await.unwrap();
     assert_eq!(during, "force_generic_plan");
+    let bitmaps: String = sqlx::query_scalar("SELECT current_setting('enable_bitmapscan')")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(bitmaps, "off");
     tx.commit().await.unwrap();
     let after: String = sqlx::query_scalar(mode)
         .fetch_one(&mut *conn)
