@@ -2,94 +2,38 @@
 //! for byte, the upstream's answer comes back as it was (compact), and an error answer keeps the
 //! upstream's status and body for the error file.
 //!
-//! The upstream is a few lines of HTTP/1.1 on a raw socket: it records what it was sent and
-//! answers what each test scripted for the path.
+//! The upstream (`common::serve`) records what it was sent and answers what each test scripted
+//! for the path.
 
-use std::collections::HashMap;
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use batchd_backends::config::BackendConfig;
 use batchd_backends::{Backend, OpenAiBackend, OpenAiRequest};
 use batchd_domain::openai::Endpoint;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::Seen;
 use tokio::net::TcpListener;
-
-/// What one request carried: its request line, its headers (lowercased names) and its body.
-#[derive(Debug, Clone)]
-struct Seen {
-    line: String,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
 
 /// Answers each path with a scripted raw response; records every request.
 async fn upstream(script: Vec<(&'static str, String)>) -> (String, Arc<Mutex<Vec<Seen>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let script = script.clone();
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        let n = socket.read(&mut chunk).await.unwrap();
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    let mut lines = head.split("\r\n");
-                    let line = lines.next().unwrap().to_owned();
-                    let headers: HashMap<String, String> = lines
-                        .filter_map(|l| l.split_once(':'))
-                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-                        .collect();
-                    let len: usize = headers
-                        .get("content-length")
-                        .map_or(0, |v| v.parse().unwrap());
-                    while buf.len() < end + 4 + len {
-                        let n = socket.read(&mut chunk).await.unwrap();
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                    let body = buf[end + 4..end + 4 + len].to_vec();
-                    buf.drain(..end + 4 + len);
-                    let path = line.split(' ').nth(1).unwrap_or("").to_owned();
-                    log.lock().unwrap().push(Seen {
-                        line,
-                        headers,
-                        body,
-                    });
-                    let response = script.iter().find(|(p, _)| *p == path).map_or_else(
-                        || raw(404, &[], "{\"error\":{\"message\":\"no route\"}}"),
-                        |(_, r)| r.clone(),
-                    );
-                    socket.write_all(response.as_bytes()).await.unwrap();
-                }
-            });
-        }
-    });
-    (url, seen)
+    common::serve(move |request| {
+        script
+            .iter()
+            .find(|(p, _)| *p == request.path())
+            .map_or_else(
+                || raw(404, &[], "{\"error\":{\"message\":\"no route\"}}"),
+                |(_, r)| r.clone(),
+            )
+    })
+    .await
 }
 
+/// A raw response with a JSON `content-type`.
 fn raw(status: u16, headers: &[(&str, &str)], body: &str) -> String {
-    let mut out = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    out.push_str("\r\n");
-    out.push_str(body);
-    out
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    common::raw(status, &all, body)
 }
 
 fn backend(base_url: &str, key_file: Option<&std::path::Path>) -> OpenAiBackend {
@@ -146,8 +90,8 @@ async fn the_body_goes_byte_for_byte_and_the_answer_comes_back_compact() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].line, "POST /v1/embeddings HTTP/1.1");
     assert_eq!(seen[0].body, body.as_bytes());
-    assert_eq!(seen[0].headers["authorization"], "Bearer sk-test");
-    assert_eq!(seen[0].headers["content-type"], "application/json");
+    assert_eq!(seen[0].header("authorization"), "Bearer sk-test");
+    assert_eq!(seen[0].header("content-type"), "application/json");
 }
 
 #[tokio::test]

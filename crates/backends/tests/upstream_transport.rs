@@ -2,8 +2,9 @@
 //! failing to get an answer becomes (no one listening, no answer in time, a certificate nobody
 //! vouches for, a redirect).
 //!
-//! The upstreams are a few lines of HTTP/1.1 on a raw socket, so the test sees exactly what
-//! went over the wire.
+//! The upstreams are `common`'s raw sockets, so the test sees exactly what went over the wire.
+
+mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,102 +13,19 @@ use batchd_backends::config::BackendConfig;
 use batchd_backends::{AnthropicBackend, Backend, BackendRequest};
 use batchd_domain::params::{self, Params};
 use batchd_domain::{ApiVersion, ErrorType};
+use common::{Seen, raw, read_request};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const RAW: &str =
     r#"{"model":"claude-haiku-4-5","max_tokens":8,"messages":[{"role":"user","content":"hé"}]}"#;
 
 const MESSAGE: &str = r#"{"id":"msg_1","type":"message","role":"assistant","content":[],"usage":{"input_tokens":1,"output_tokens":1}}"#;
 
-/// One request as the upstream read it: request line, headers in order (lowercased names), body.
-#[derive(Debug, Clone)]
-struct Seen {
-    line: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Seen {
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-}
-
-/// Reads one request off `socket`; `None` when the peer closed first.
-async fn read_request(socket: &mut TcpStream) -> Option<Seen> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
-        }
-        let n = socket.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let line = lines.next().unwrap().to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .map_or(0, |(_, v)| v.parse().unwrap());
-    while buf.len() < end + 4 + len {
-        let n = socket.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Some(Seen {
-        line,
-        headers,
-        body: buf[end + 4..end + 4 + len].to_vec(),
-    })
-}
-
 /// Answers every request with `response`; records each.
 async fn upstream(response: String) -> (String, Arc<Mutex<Vec<Seen>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let (response, log) = (response.clone(), log.clone());
-            tokio::spawn(async move {
-                while let Some(request) = read_request(&mut socket).await {
-                    log.lock().unwrap().push(request);
-                    socket.write_all(response.as_bytes()).await.unwrap();
-                }
-            });
-        }
-    });
-    (url, seen)
-}
-
-fn raw(status: u16, headers: &[(&str, &str)], body: &str) -> String {
-    let mut out = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\n", body.len());
-    for (k, v) in headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    out.push_str("\r\n");
-    out.push_str(body);
-    out
+    common::serve(move |_| response.clone()).await
 }
 
 /// An `anthropic` backend named `up` at `base_url`; `extra` are more lines of its entry.

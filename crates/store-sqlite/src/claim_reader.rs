@@ -18,16 +18,17 @@
 //! opens a fresh one; closing waits for the read under way, so no connection outlives the store.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use batchd_domain::Timestamp;
 use batchd_store::rows::column_error;
 use batchd_store::{BodySource, StoreError, WorkItem, files};
-use rusqlite::{Connection, OpenFlags, Row, params};
+use rusqlite::{Connection, Row, params};
 
 use crate::claim::{CLAIM_FRESH, CLAIM_RELEASED};
-use crate::db::{BUSY_TIMEOUT, READER_CACHE_KIB, rusqlite_error};
+use crate::db::{READER_CACHE_KIB, rusqlite_error};
 use crate::leases::BatchInfo;
+use crate::one_connection::{self, OneConnection};
 use crate::rows::{count, index_of, rid};
 
 /// The claim's two statements, with room to spare.
@@ -53,20 +54,14 @@ pub(crate) struct Ask {
 /// Opens and lends the claim's connection.
 pub(crate) struct ClaimReader {
     path: PathBuf,
-    state: Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
-    conn: Option<Connection>,
-    closed: bool,
+    conn: Arc<OneConnection<Connection>>,
 }
 
 impl ClaimReader {
     pub fn new(data_dir: &Path) -> Self {
         Self {
             path: data_dir.join(crate::db::DB_FILE),
-            state: Mutex::new(State::default()),
+            conn: Arc::new(OneConnection::new()),
         }
     }
 
@@ -75,53 +70,22 @@ impl ClaimReader {
     /// fewer read means the batch's range is exhausted.
     pub async fn read(self: &Arc<Self>, ask: Ask) -> Result<(Read, Read, usize), StoreError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.read_blocking(&ask))
-            .await
-            .map_err(crate::db::other)?
-    }
-
-    fn read_blocking(&self, ask: &Ask) -> Result<(Read, Read, usize), StoreError> {
-        let mut state = self.state();
-        if state.closed {
-            return Err(StoreError::Unavailable("the store is closed".into()));
-        }
-        let conn = match &mut state.conn {
-            Some(conn) => conn,
-            empty => empty.insert(self.open()?),
-        };
-        let done = read_both(conn, ask);
-        if done.is_err() {
-            state.conn = None;
-        }
-        done
+        tokio::task::spawn_blocking(move || {
+            this.conn.with(|| this.open(), |conn| read_both(conn, &ask))
+        })
+        .await
+        .map_err(crate::db::other)?
     }
 
     /// Closes the connection once the read under way is done; later reads fail.
-    pub async fn close(self: &Arc<Self>) {
-        let this = self.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let mut state = this.state();
-            state.closed = true;
-            state.conn = None;
-        })
-        .await;
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        // Plain data: a panic elsewhere cannot leave it inconsistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    pub async fn close(&self) {
+        self.conn.close().await;
     }
 
     fn open(&self) -> Result<Connection, StoreError> {
-        // `query_only` rather than SQLITE_OPEN_READONLY, as for the sqlx readers: a read-only
-        // handle on a WAL database cannot always create the shared-memory index.
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(rusqlite_error)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(rusqlite_error)?;
+        let conn = one_connection::open(&self.path).map_err(rusqlite_error)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // As the sqlx readers (see `db`), `query_only` for a reader.
         conn.execute_batch(
             "PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA query_only = ON;",
         )
@@ -229,6 +193,7 @@ fn text(row: &Row<'_>, idx: usize, column: &str) -> Result<String, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::BUSY_TIMEOUT;
 
     /// The claim's connection is set up as the sqlx readers are: it cannot write, waits out a
     /// lock, and keeps the readers' page cache.

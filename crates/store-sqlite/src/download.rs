@@ -13,10 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use batchd_store::{ResultLines, StoreError};
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, params};
 use tokio::sync::Semaphore;
 
-use crate::db::BUSY_TIMEOUT;
 // A failed open or read; busy, locked, I/O, full-disk and cannot-open conditions may clear.
 use crate::db::rusqlite_error as query;
 
@@ -118,14 +117,7 @@ impl Downloads {
     }
 
     fn open(&self) -> Result<Connection, StoreError> {
-        // `query_only` rather than SQLITE_OPEN_READONLY, as for the sqlx readers: a read-only
-        // handle on a WAL database cannot always create the shared-memory index.
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(query)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(query)?;
+        let conn = crate::one_connection::open(&self.path).map_err(query)?;
         // Pages stream past once; a big cache would only hold RSS.
         conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -2048;")
             .map_err(query)?;

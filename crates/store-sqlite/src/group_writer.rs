@@ -21,14 +21,13 @@
 //! failed (a full disk, an I/O error) is dropped and the next group opens a fresh one.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use batchd_store::StoreError;
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
-use crate::db::{
-    BUSY_TIMEOUT, Durability, GROUP_WRITER_CACHE_KIB, JOURNAL_SIZE_LIMIT, rusqlite_error,
-};
+use crate::db::{Durability, GROUP_WRITER_CACHE_KIB, JOURNAL_SIZE_LIMIT, rusqlite_error};
+use crate::one_connection::{self, OneConnection};
 
 /// Statements a group prepares (the batch row, the result insert, the tally, ending a batch,
 /// storing retries), with room to spare.
@@ -40,13 +39,7 @@ pub(crate) struct GroupWriter {
     /// Whether the WAL is checkpointed in the background (see `checkpoint`), in which case this
     /// connection, like the writer, only checkpoints by itself as a backstop.
     background_checkpoints: bool,
-    state: Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
-    open: Option<Open>,
-    closed: bool,
+    conn: Arc<OneConnection<Open>>,
 }
 
 struct Open {
@@ -92,7 +85,7 @@ impl GroupWriter {
         Self {
             path: data_dir.join(crate::db::DB_FILE),
             background_checkpoints,
-            state: Mutex::new(State::default()),
+            conn: Arc::new(OneConnection::new()),
         }
     }
 
@@ -110,7 +103,9 @@ impl GroupWriter {
     {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            let done = this.run_blocking(group);
+            let done = this
+                .conn
+                .with(|| this.open(), |open| group(&mut Session { open }));
             drop(writer);
             done
         })
@@ -118,50 +113,13 @@ impl GroupWriter {
         .map_err(crate::db::other)?
     }
 
-    fn run_blocking<T>(
-        &self,
-        group: impl FnOnce(&mut Session<'_>) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let mut state = self.state();
-        if state.closed {
-            return Err(StoreError::Unavailable("the store is closed".into()));
-        }
-        let open = match &mut state.open {
-            Some(open) => open,
-            empty => empty.insert(self.open()?),
-        };
-        let done = group(&mut Session { open });
-        if done.is_err() {
-            // Whatever state a failure left it in (a rolled-back commit, a full disk), the next
-            // group starts on a fresh connection.
-            state.open = None;
-        }
-        done
-    }
-
     /// Closes the connection once the group being written is done; later groups fail.
-    pub async fn close(self: &Arc<Self>) {
-        let this = self.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let mut state = this.state();
-            state.closed = true;
-            state.open = None;
-        })
-        .await;
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        // Plain data: a panic elsewhere cannot leave it inconsistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    pub async fn close(&self) {
+        self.conn.close().await;
     }
 
     fn open(&self) -> Result<Open, StoreError> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(rusqlite_error)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(rusqlite_error)?;
+        let conn = one_connection::open(&self.path).map_err(rusqlite_error)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // As the writer's (see `db`).
         conn.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY;")

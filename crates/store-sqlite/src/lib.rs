@@ -106,6 +106,7 @@ mod keys;
 mod leases;
 mod lock;
 mod maintenance;
+mod one_connection;
 mod record;
 mod rows;
 mod webhooks;
