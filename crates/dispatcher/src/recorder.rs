@@ -23,7 +23,8 @@ pub(crate) enum Report {
     Release(Slot),
 }
 
-/// Drains answers into groups of up to `record_group` and writes each group in one store call.
+/// Drains answers into groups of up to `record_group`, gathered for up to `record_linger`, and
+/// writes each group in one store call.
 /// A failed write is retried with backoff until it succeeds: an answer is never dropped, and the
 /// bounded channel behind us makes the request tasks wait meanwhile.
 pub(crate) async fn record_loop(shared: Arc<Shared>, mut reports: mpsc::Receiver<Report>) {
@@ -35,6 +36,16 @@ pub(crate) async fn record_loop(shared: Arc<Shared>, mut reports: mpsc::Receiver
     loop {
         if reports.recv_many(&mut received, group).await == 0 {
             return;
+        }
+        let linger = tokio::time::Instant::now() + shared.config.record_linger;
+        while received.len() < group {
+            let room = group - received.len();
+            let more = reports.recv_many(&mut received, room);
+            match tokio::time::timeout_at(linger, more).await {
+                // Closed: what was received is written, and the next receive returns.
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
         }
         for report in received.drain(..) {
             match report {
