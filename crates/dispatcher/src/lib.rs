@@ -59,14 +59,16 @@ pub struct Config {
     pub claim_group: usize,
     /// Most answers written by one store transaction.
     pub record_group: usize,
-    /// How long the recorder waits for a group to fill before writing what it has. Answers
-    /// wait in memory meanwhile, not in a dispatch slot, so it costs a batch at most this
-    /// much before it ends; what it saves is a write's fixed cost when answers come one by one
-    /// (a slow upstream) instead of in bursts. 5 ms against none (release builds alternated,
-    /// `batchd-bench --rows dispatch --requests 50000`, five pairs): at 50 ms upstream
-    /// latency 33–38 µs of CPU a request against 41–51; `--rows postgres --requests 50000` at
-    /// 200 ms, PostgreSQL's CPU per 1,000 requests 59/61/53 ms (1/2/3 processes) against
-    /// 111/105/104. 20 ms gained nothing more on either.
+    /// How long the recorder waits for a small group to fill before writing what it has.
+    /// Answers wait in memory meanwhile, not in a dispatch slot, so it costs a batch at most
+    /// this much before it ends; what it saves is a write's fixed cost when answers come one by
+    /// one (a slow upstream) instead of in bursts. Release builds alternated with the same
+    /// bench binaries: 5 ms against none, `batchd-bench --rows dispatch --requests 50000`, five
+    /// pairs: at 50 ms upstream latency 33-38 µs of CPU a request against 41-51;
+    /// `--rows postgres --requests 50000` at 200 ms, PostgreSQL's CPU per 1,000 requests
+    /// 59/61/53 ms (1/2/3 processes) against 111/105/104. Then 20 ms (with the recorder's
+    /// `LINGER_UNTIL`) against 5 ms, once the claims had grown too: PostgreSQL 41/31/34 against
+    /// 46/44/42, batchd 36/25/25 against 36/32/32; SQLite's rows within noise (three pairs).
     pub record_linger: Duration,
     /// How often to look for work when nobody signalled any.
     pub idle_poll: Duration,
@@ -89,7 +91,7 @@ impl Default for Config {
             concurrency: 256,
             claim_group: 512,
             record_group: 1024,
-            record_linger: Duration::from_millis(5),
+            record_linger: Duration::from_millis(20),
             idle_poll: Duration::from_millis(500),
             maintenance_interval: Duration::from_secs(1),
             results_retention: Duration::from_secs(29 * 24 * 3600),
