@@ -96,13 +96,10 @@ async fn explain_at_ten_million_requests() {
 
     let me: i64 = 1;
     let explain = |sql: &str| format!("EXPLAIN (ANALYZE, BUFFERS) {sql}");
-    // The claim as a claim pass plans it (`db::BEGIN_CLAIM`): generically, without bitmap scans.
-    sqlx::raw_sql("SET plan_cache_mode = force_generic_plan; SET enable_bitmapscan = off")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    // The claim as a claim pass plans it: in a transaction begun as `db::begin_claim` begins one.
+    let mut tx = crate::db::begin_claim(&mut conn).await.unwrap();
     run(
-        &mut conn,
+        &mut tx,
         "PREPARE claim",
         &format!("PREPARE claim AS {}", crate::claim::CLAIM_ALL),
     )
@@ -110,14 +107,12 @@ async fn explain_at_ten_million_requests() {
     let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(explain(&format!(
         "EXECUTE claim(1, {GROUP}, {me}, '{{}}')"
     ))))
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut *tx)
     .await
     .unwrap();
     print_plan("claim (CLAIM_ALL, generic plan), 256 requests", plan);
-    sqlx::raw_sql("RESET plan_cache_mode; RESET enable_bitmapscan")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    // EXPLAIN ANALYZE ran the claim: what it claimed is the record group's below.
+    tx.commit().await.unwrap();
 
     // The group answers what the claim took: the first 256 requests of the batches it served.
     let claimed: Vec<(i64, i32)> =

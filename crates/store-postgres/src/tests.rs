@@ -393,37 +393,37 @@ async fn hot_queries_use_indexes() {
         }
     }
     statements.extend(listings.iter().map(|(sql, args)| (sql.as_str(), *args)));
-    // Statements run with generic plans (`db::begin_claim`, `record::begin`): checked so too.
-    let generic = [crate::claim::CLAIM_ALL, crate::record::RECORD].map(|generic| {
-        statements
+    // Statements the dispatcher runs in transactions begun with settings of their own
+    // (`db::begin_claim`, `record::begin`) are checked again in such a transaction.
+    let generic = [
+        (crate::claim::CLAIM_ALL, crate::db::BEGIN_CLAIM),
+        (crate::record::RECORD, crate::db::BEGIN_GENERIC),
+    ]
+    .map(|(generic, begin)| {
+        let statement = statements
             .iter()
             .find(|(sql, _)| *sql == generic)
             .copied()
-            .expect("listed above")
+            .expect("listed above");
+        (statement, begin)
     });
-    for (i, (sql, args)) in statements.iter().chain(&generic).enumerate() {
-        // As `db::BEGIN_CLAIM` and `record::begin` set them: the claim without bitmap scans.
-        let settings = if i == statements.len() {
-            "SET plan_cache_mode = force_generic_plan; SET enable_bitmapscan = off"
-        } else if i == statements.len() + 1 {
-            "RESET enable_bitmapscan"
-        } else {
-            ""
+    for (i, ((sql, args), begin)) in statements
+        .iter()
+        .map(|statement| (*statement, None))
+        .chain(generic.map(|(statement, begin)| (statement, Some(begin))))
+        .enumerate()
+    {
+        let plan = match begin {
+            None => plan_of(&mut conn, i, sql, args).await,
+            Some(begin) => {
+                let mut tx = sqlx::Connection::begin_with(&mut *conn, begin)
+                    .await
+                    .unwrap();
+                let plan = plan_of(&mut tx, i, sql, args).await;
+                tx.rollback().await.unwrap();
+                plan
+            }
         };
-        if !settings.is_empty() {
-            sqlx::raw_sql(settings).execute(&mut *conn).await.unwrap();
-        }
-        // PREPARE + EXPLAIN EXECUTE plans the statement with its real parameter types.
-        sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE hot{i} AS {sql}")))
-            .execute(&mut *conn)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        let plan: Vec<String> =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN EXECUTE hot{i}{args}")))
-                .fetch_all(&mut *conn)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        let plan = plan.join("\n");
         assert!(
             !plan.contains("Seq Scan on batches")
                 && !plan.contains("Seq Scan on requests")
@@ -434,6 +434,21 @@ async fn hot_queries_use_indexes() {
             "{sql}\n{plan}"
         );
     }
+}
+
+/// `sql`'s plan for `args`: PREPARE + EXPLAIN EXECUTE plans the statement with its real parameter
+/// types.
+async fn plan_of(conn: &mut sqlx::PgConnection, i: usize, sql: &str, args: &str) -> String {
+    sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE hot{i} AS {sql}")))
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let plan: Vec<String> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN EXECUTE hot{i}{args}")))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    plan.join("\n")
 }
 
 /// The dispatcher's hot transactions plan generically (their statements' plans do not depend on
