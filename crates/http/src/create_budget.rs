@@ -1,11 +1,11 @@
 //! The process-wide budget of creates in progress.
 //!
-//! A create holds a blocking thread and, while its body streams through, up to ~16 MB: the
-//! scanner's window, the chunk being filled and the chunks queued for the store (see
-//! [`crate::create`]). Without a cap, enough parallel creates exhaust memory and the blocking
-//! pool. Each create takes a slot before it reads a byte of its body, so one that waits holds
-//! neither; past a short wait it is refused with 529 `overloaded_error` and `retry-after`, which
-//! the SDKs retry on their own. Below the cap a create never waits.
+//! A create holds a blocking thread and, while its body streams through, up to ~7 MB: the scanner's
+//! window, the chunk being filled, the one queued and the one being stored (see `CHUNK_BYTES` in
+//! [`crate::create`]). Without a cap, enough parallel creates exhaust memory and the blocking pool.
+//! Each create takes a slot before it reads a byte of its body, so one that waits holds neither;
+//! past a short wait it is refused with 529 `overloaded_error` and `retry-after`, which the SDKs
+//! retry on their own. Below the cap a create never waits.
 
 use std::sync::Arc;
 use std::time::Duration;

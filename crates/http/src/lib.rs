@@ -57,9 +57,9 @@ pub struct HttpConfig {
     /// How long a create body may wait for the client before it must keep up the minimum rate
     /// (see [`create::MIN_BODY_RATE`]).
     pub body_timeout: Duration,
-    /// Creates processed at once. Each holds a blocking thread and up to ~16 MB while its body
-    /// streams through; 150 parallel 10 MB creates peaked at 1.75 GB of RSS without a cap and
-    /// at 346 MB with the default of 16. More slots would not create faster: the store writes
+    /// Creates processed at once. Each holds a blocking thread and some memory while its body
+    /// streams through ([`create_budget`]); 150 parallel 10 MB creates peaked at 1.75 GB of RSS
+    /// without a cap and at 346 MB with the default of 16 (when a create held up to ~16 MB). More slots would not create faster: the store writes
     /// one create at a time anyway.
     pub max_concurrent_creates: usize,
     /// How long a create beyond `max_concurrent_creates` waits for a slot before it is refused

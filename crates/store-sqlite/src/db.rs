@@ -32,7 +32,13 @@ pub(crate) const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 /// 100,000-request create took 0.88-0.97 s against 0.82-0.95 s, its peak RSS growth 35-36 MB
 /// against 49-50 MB, and the peak while dispatching 10,000 requests fell from 83-85 to 69-71 MB
 /// (release builds, `batchd-bench --rows ingest,dispatch-rss`, alternately, on a busy machine).
-pub(crate) const WRITER_CACHE_KIB: i64 = 4096;
+/// 2 MiB rather than 4, with the create's smaller chunks (see `CHUNK_BYTES` in batchd-http):
+/// that peak 51.1-54.4 MB against 54.0-62.0, the create's 31.9-37.6 MB against 34.4-40.3, the
+/// create no slower (0.37-0.39 s, and one 0.61, against 0.37-0.38 and two 0.6x); deleting a
+/// 100,000-request batch took 3.1-7.0 ms against 2.4-5.7, within the fsync noise of the 10-request
+/// delete beside it (2.8-7.2 ms). Four alternations of `--rows ingest,dispatch-rss,delete
+/// --requests 100000`.
+pub(crate) const WRITER_CACHE_KIB: i64 = 2048;
 /// Page cache of the group writer, in KiB. It appends results and updates the rows of the
 /// requests a group answers, in rid order, so it rereads little beyond b-tree interior pages.
 /// 1 MiB rather than the sqlx writer's 4: the peak RSS while dispatching 10,000 requests fell
