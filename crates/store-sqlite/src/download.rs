@@ -1,13 +1,15 @@
-//! Result downloads: pages of JSONL read by a blocking cursor on connections of their own.
+//! Downloads: result pages of JSONL and the pieces of stored files, read by blocking tasks on
+//! connections of their own.
 //!
 //! A download is most of the bytes the server ever moves, and through sqlx each result was
 //! copied four times on its way into a page (SQLite's `concat` and `group_concat` building the
 //! page, then `sqlite3_value_dup` and the decode into a `Vec` on the async side). Here a blocking
 //! task steps the query with rusqlite and copies each `custom_id` and body once, straight from
-//! SQLite's row into the page. Connections are read-only in effect (`query_only`), at most
-//! [`PAGES`] of them, one per page being read, and see the same WAL snapshot rules as every
-//! other reader. Closing waits for the pages being read, so that no connection outlives the
-//! store (the last connection to close checkpoints the WAL).
+//! SQLite's row into the page; a file's piece likewise, from its blob into the `Vec` served.
+//! Connections are read-only in effect (`query_only`), at most [`PAGES`] of them, one per page
+//! or piece being read, and see the same WAL snapshot rules as every other reader. Closing waits
+//! for the reads in progress, so that no connection outlives the store (the last connection to
+//! close checkpoints the WAL).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -19,8 +21,8 @@ use tokio::sync::Semaphore;
 // A failed open or read; busy, locked, I/O, full-disk and cannot-open conditions may clear.
 use crate::db::rusqlite_error as query;
 
-/// Pages read at once, across downloads (a download reads two ahead): each holds a connection
-/// and a blocking thread, which stay bounded however many clients download.
+/// Pages and pieces read at once, across downloads (a download reads two ahead): each holds a
+/// connection and a blocking thread, which stay bounded however many clients download.
 const PAGES: u32 = 4;
 /// Most bytes reserved up front for a page, whatever its first row suggests.
 const MAX_RESERVE: usize = 1 << 20;
@@ -38,6 +40,9 @@ pub(crate) const WITH_UNANSWERED: &str = "SELECT r.rid, r.custom_id, s.body FROM
 pub(crate) const ANSWERED: &str = "SELECT s.rid, \
      coalesce(s.custom_id, (SELECT r.custom_id FROM requests r WHERE r.rid = s.rid)), s.body \
      FROM results s WHERE s.rid >= ?1 AND s.rid < ?2 ORDER BY s.rid LIMIT";
+
+/// One piece of a stored file.
+pub(crate) const PIECE: &str = "SELECT data FROM file_chunks WHERE file_key = ?1 AND seq = ?2";
 
 /// Opens and lends the download connections.
 pub(crate) struct Downloads {
@@ -66,6 +71,39 @@ impl Downloads {
         limit: u32,
         unanswered: Option<&str>,
     ) -> Result<Option<ResultLines>, StoreError> {
+        let unanswered = unanswered.map(str::to_owned);
+        self.read(move |conn| render(conn, from, hi, limit, unanswered.as_deref()))
+            .await
+    }
+
+    /// Piece `seq` of stored file `file_key`, or `None` past its last piece.
+    pub async fn file_piece(
+        self: &Arc<Self>,
+        file_key: i64,
+        seq: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(PIECE).map_err(query)?;
+            let mut rows = statement.query(params![file_key, seq]).map_err(query)?;
+            match rows.next().map_err(query)? {
+                Some(row) => Ok(Some(
+                    row.get_ref(0)
+                        .map_err(query)?
+                        .as_blob()
+                        .map_err(|e| StoreError::Corrupt(format!("a file piece: {e}")))?
+                        .to_vec(),
+                )),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Runs `read` on a lent connection, on a blocking thread.
+    async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let permit = self
             .pages
             .clone()
@@ -73,11 +111,19 @@ impl Downloads {
             .await
             .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
         let this = self.clone();
-        let unanswered = unanswered.map(str::to_owned);
         tokio::task::spawn_blocking(move || {
-            // Held until the page is read, even if the caller stops waiting: `close` waits for it.
+            // Held until the read is done, even if the caller stops waiting: `close` waits for it.
             let _permit = permit;
-            this.read(from, hi, limit, unanswered.as_deref())
+            let conn = match this.idle().pop() {
+                Some(conn) => conn,
+                None => this.open()?,
+            };
+            let read = read(&conn);
+            // A connection that failed is dropped rather than lent again.
+            if read.is_ok() {
+                this.idle().push(conn);
+            }
+            read
         })
         .await
         .map_err(crate::db::other)?
@@ -90,25 +136,6 @@ impl Downloads {
         }
         self.pages.close();
         self.idle().clear();
-    }
-
-    fn read(
-        &self,
-        from: i64,
-        hi: i64,
-        limit: u32,
-        unanswered: Option<&str>,
-    ) -> Result<Option<ResultLines>, StoreError> {
-        let conn = match self.idle().pop() {
-            Some(conn) => conn,
-            None => self.open()?,
-        };
-        let page = render(&conn, from, hi, limit, unanswered);
-        // A connection that failed is dropped rather than lent again.
-        if page.is_ok() {
-            self.idle().push(conn);
-        }
-        page
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {

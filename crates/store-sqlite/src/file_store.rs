@@ -19,8 +19,6 @@ pub(crate) const GET_FILE: &str = concat!(
     " FROM files WHERE id = ?1 AND workspace = ?2 AND state = 1"
 );
 
-pub(crate) const CHUNK: &str = "SELECT data FROM file_chunks WHERE file_key = ?1 AND seq = ?2";
-
 /// The keys of visible files due to expire (`?1` now, `?2` how many at most), oldest expiry
 /// first, through `files_expiry`: due on their workspace's clock (test mode's offset, none
 /// without a `clocks` row). The first bound, by the farthest clock, keeps the scan of the index
@@ -234,12 +232,7 @@ impl FileStore for SqliteStore {
     }
 
     async fn file_chunk(&self, file_key: i64, seq: u32) -> Result<Option<Vec<u8>>, StoreError> {
-        sqlx::query_scalar(CHUNK)
-            .bind(file_key)
-            .bind(i64::from(seq))
-            .fetch_optional(&self.pools.reader)
-            .await
-            .map_err(query_error)
+        self.downloads.file_piece(file_key, seq).await
     }
 
     async fn delete_file(&self, workspace: &str, id: &FileId) -> Result<bool, StoreError> {

@@ -11,8 +11,8 @@
 //! blocking task that writes a whole group at once, while its caller holds the writer pool's
 //! connection, so they queue with every other write (`group_writer`). Reads (get, list) use a
 //! separate pool of read-only connections and, thanks to WAL, never wait for the writer; claim
-//! scans and result downloads have connections of their own, stepped by blocking tasks
-//! (`claim_reader`, `download`).
+//! scans and downloads (result pages, pieces of stored files) have connections of their own,
+//! stepped by blocking tasks (`claim_reader`, `download`).
 //! Transactions are short: none spans an `.await` on anything but the database, and bulk work
 //! (creates, purges) is split into chunks, each its own transaction.
 //!
@@ -142,7 +142,7 @@ pub struct SqliteStore {
     claim_reader: Arc<ClaimReader>,
     /// Input-file pieces the claim read lately.
     pieces: batchd_store::files::PieceCache,
-    /// Connections of their own for result downloads (see [`download`]).
+    /// Connections of their own for result pages and file pieces (see [`download`]).
     downloads: Arc<Downloads>,
     /// The connection record groups are written on (see [`group_writer`]).
     group_writer: Arc<GroupWriter>,

@@ -286,7 +286,7 @@ async fn hot_queries_use_indexes() {
         crate::batches::UNFINALIZED,
         crate::batches::FINALIZE,
         crate::file_store::GET_FILE,
-        crate::file_store::CHUNK,
+        crate::download::PIECE,
         crate::file_store::EXPIRE_FILES,
         crate::maintenance::OLDEST_DELETED_FILE,
         crate::maintenance::PURGE_CHUNKS,
