@@ -59,8 +59,8 @@ pub struct HttpConfig {
     pub body_timeout: Duration,
     /// Creates processed at once. Each holds a blocking thread and some memory while its body
     /// streams through ([`create_budget`]); 150 parallel 10 MB creates peaked at 1.75 GB of RSS
-    /// without a cap and at 346 MB with the default of 16 (when a create held up to ~16 MB). More slots would not create faster: the store writes
-    /// one create at a time anyway.
+    /// without a cap and at 346 MB with the default of 16 (when a create held up to ~16 MB).
+    /// More slots would not create faster: the store writes one create at a time anyway.
     pub max_concurrent_creates: usize,
     /// How long a create beyond `max_concurrent_creates` waits for a slot before it is refused
     /// with 529 `overloaded_error` (and `retry-after`, which the SDKs honour).
