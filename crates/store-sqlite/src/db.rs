@@ -20,7 +20,9 @@ pub(crate) const DB_FILE: &str = "batchd.sqlite3";
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Waiting this long for the writer means something is badly stuck; callers retry.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Readers serve list/get calls, result downloads and claim scans concurrently.
+/// Readers serve list and get calls and the dispatcher's small reads (the batches a claim picks
+/// from) concurrently; claim scans and downloads have connections of their own (`claim_reader`,
+/// `download`).
 const READERS: u32 = 4;
 /// Request rows are ~2.5 KB: a 4 KiB page holds one of them (and wastes 1.5 KB), a 16 KiB page
 /// six. Appending 100,000 such rows took ~2.7 s with 4 KiB pages, ~1.3 s with 8 KiB, ~0.9 s with
