@@ -4,27 +4,36 @@
 
 mod cli;
 
-/// glibc's allocator showed up at a tenth of the dispatch profile (many small, short-lived
-/// buffers per upstream request, freed on another thread); mimalloc's per-thread free lists fit
-/// that pattern.
+/// jemalloc, with one arena, a background thread, and freed pages returned to the OS after
+/// 100 ms (`.cargo/config.toml` bakes these in; `_RJEM_MALLOC_CONF` overrides them at start).
 ///
-/// It is built without transparent huge pages (the `no_thp` feature): with them, the heap's
-/// pages were resident 2 MiB at a time. Measured with `batchd-bench --rows dispatch-rss` (peak
-/// RSS from before the create of a 10,000-request batch until it ends, fake upstream at 0 ms,
-/// concurrency 256) on the binary as it was, huge pages on and then off through
-/// `MIMALLOC_ALLOW_THP=0`: 104–110 MB peak and 34 MB idle, then 76 MB peak and 21 MB idle. Built
-/// so, with the SQLite readers' caches at 1 MiB: 70–79 MB peak, 21–22 MB idle (five runs), and
-/// no more CPU per request on the 0 ms dispatch row (59–61 µs against 64–67 µs before,
-/// alternated; that binary also validated params without a `Value` tree).
-/// The crate builds mimalloc v3, which keeps freed pages for 1 s before returning them; on the
-/// LTO build that row peaks at 57–62 MB. Returning them sooner through `MIMALLOC_PURGE_DELAY`
-/// (an environment variable read at start; no build-time setting exists) gave 58–60 MB at
-/// 100 ms, 57 MB at 10 ms and 55 MB at 0, at 67–80 µs CPU per request at 100 ms against 67–71
-/// by default and about 15% more at 0; the `v2` feature (10 ms by default) peaked at 72–74 MB.
-/// So the default stays: the memory is mimalloc's, not leaked (heaptrack puts the live heap at
-/// the peak near 24 MB, half of it SQLite's caches).
+/// glibc's allocator showed up at a tenth of the dispatch profile (many small, short-lived
+/// buffers per upstream request, freed on another thread). mimalloc (v3, without transparent
+/// huge pages) fixed that, but kept about twice the live heap resident: heaptrack put the
+/// dispatch's live heap at 18.7 MB, mimalloc's arena held 39 MB. Measured with `batchd-bench
+/// --rows dispatch,dispatch-rss --requests 50000`, release builds alternated on the same data
+/// (peak RSS while dispatching 10,000 requests at 256; CPU per request at 0 ms upstream):
+/// - mimalloc: 50.3-62.1 MB, 18-26 µs (eleven runs);
+/// - jemalloc as built by default (eight arenas on two cores, 10 s decay): 55.0-60.0 MB, 18-25
+///   µs; arenas per CPU instead: 50.2-55.6 MB. With eight, most threads have an arena of their
+///   own, and pages freed in one are not reused by the others;
+/// - one arena, 1 s decay: 44.2-49.8 MB, 18-25 µs (eleven runs);
+/// - one arena, 100 ms: 43.1-46.2 MB, 18-24 µs (five runs), and 4,197 `madvise` calls over the
+///   100,000 requests of the two dispatch rows;
+/// - one arena, no decay: 38.7-40.3 MB, 21-27 µs, and 40,892 `madvise` calls (each purged page
+///   faults back in when it is used again).
+///
+/// The other rows of the bench stayed within their noise with one arena at 100 ms (two
+/// alternations of all but `api` and `postgres`, five more of `ingest`), and the creates' own
+/// peaks fell: a 259 MB create's RSS growth 20-26 MB to 18-19, a 200 MB OpenAI upload's 28-39
+/// to 21-24.
+///
+/// One arena means every thread's cache refills take one arena's locks: free on two cores, as
+/// measured; on a machine with many, `_RJEM_MALLOC_CONF=narenas:N` gives each group of threads
+/// its own at the cost of the memory above.
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::path::PathBuf;
 
@@ -259,6 +268,15 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// `.cargo/config.toml`'s allocator settings reach the binary: without them jemalloc runs
+    /// with its defaults, which the allocator's doc measured at 55-60 MB.
+    #[cfg(not(target_env = "msvc"))]
+    #[test]
+    fn the_allocator_runs_with_the_settings_baked_in() {
+        assert_eq!(tikv_jemalloc_ctl::opt::narenas::read().unwrap(), 1);
+        assert!(tikv_jemalloc_ctl::opt::background_thread::read().unwrap());
+    }
 
     /// The options `batchd ARGV...` would serve with, with `file` as its config file (placed
     /// after `serve` unless ARGV already names `serve`).

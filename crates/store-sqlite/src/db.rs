@@ -51,8 +51,8 @@ pub(crate) const GROUP_WRITER_CACHE_KIB: i64 = 1024;
 /// Page cache of each reading connection (the sqlx readers and the claim's), in KiB. 1 MiB: the
 /// claims read each request's row once, so a reader's cache holds little that is read again
 /// beyond the b-tree's interior pages, while at 4 MiB each the four readers could keep up to
-/// 16 MiB resident during a dispatch. (Measured together with mimalloc's `no_thp`, see
-/// src/main.rs of `batchd`; not on its own.)
+/// 16 MiB resident during a dispatch. (Measured together with batchd's allocator of the time,
+/// mimalloc, built without transparent huge pages; not on its own.)
 pub(crate) const READER_CACHE_KIB: i64 = 1024;
 
 /// `synchronous` level of a write transaction; see the crate docs for which calls use which.
