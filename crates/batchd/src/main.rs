@@ -2,38 +2,8 @@
 //! a client for the Message Batches API; `test` drives test mode; `webhooks` manages completion
 //! webhook endpoints.
 
+mod allocator;
 mod cli;
-
-/// jemalloc, with one arena, a background thread, and freed pages returned to the OS after
-/// 100 ms (`.cargo/config.toml` bakes these in; `_RJEM_MALLOC_CONF` overrides them at start).
-///
-/// glibc's allocator showed up at a tenth of the dispatch profile (many small, short-lived
-/// buffers per upstream request, freed on another thread). mimalloc (v3, without transparent
-/// huge pages) fixed that, but kept about twice the live heap resident: heaptrack put the
-/// dispatch's live heap at 18.7 MB, mimalloc's arena held 39 MB. Measured with `batchd-bench
-/// --rows dispatch,dispatch-rss --requests 50000`, release builds alternated on the same data
-/// (peak RSS while dispatching 10,000 requests at 256; CPU per request at 0 ms upstream):
-/// - mimalloc: 50.3-62.1 MB, 18-26 µs (eleven runs);
-/// - jemalloc as built by default (eight arenas on two cores, 10 s decay): 55.0-60.0 MB, 18-25
-///   µs; arenas per CPU instead: 50.2-55.6 MB. With eight, most threads have an arena of their
-///   own, and pages freed in one are not reused by the others;
-/// - one arena, 1 s decay: 44.2-49.8 MB, 18-25 µs (eleven runs);
-/// - one arena, 100 ms: 43.1-46.2 MB, 18-24 µs (five runs), and 4,197 `madvise` calls over the
-///   100,000 requests of the two dispatch rows;
-/// - one arena, no decay: 38.7-40.3 MB, 21-27 µs, and 40,892 `madvise` calls (each purged page
-///   faults back in when it is used again).
-///
-/// The other rows of the bench stayed within their noise with one arena at 100 ms (two
-/// alternations of all but `api` and `postgres`, five more of `ingest`), and the creates' own
-/// peaks fell: a 259 MB create's RSS growth 20-26 MB to 18-19, a 200 MB OpenAI upload's 28-39
-/// to 21-24.
-///
-/// One arena means every thread's cache refills take one arena's locks: free on two cores, as
-/// measured; on a machine with many, `_RJEM_MALLOC_CONF=narenas:N` gives each group of threads
-/// its own at the cost of the memory above.
-#[cfg(not(target_env = "msvc"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::path::PathBuf;
 
@@ -147,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format);
     match cli.command {
         Command::Serve(args) => {
+            allocator::start();
             let serve_matches = matches.subcommand_matches("serve").unwrap_or(&matches);
             serve(ServeOptions::resolve(
                 args.config.as_deref(),
@@ -268,15 +239,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    /// `.cargo/config.toml`'s allocator settings reach the binary: without them jemalloc runs
-    /// with its defaults, which the allocator's doc measured at 55-60 MB.
-    #[cfg(not(target_env = "msvc"))]
-    #[test]
-    fn the_allocator_runs_with_the_settings_baked_in() {
-        assert_eq!(tikv_jemalloc_ctl::opt::narenas::read().unwrap(), 1);
-        assert!(tikv_jemalloc_ctl::opt::background_thread::read().unwrap());
-    }
 
     /// The options `batchd ARGV...` would serve with, with `file` as its config file (placed
     /// after `serve` unless ARGV already names `serve`).

@@ -1250,6 +1250,13 @@ mod tests {
             validate(&raw, &Terms::default()).map_err(|e| e.message)
         };
         assert!(check("7", turns).is_ok());
+        // A key is compared once its escapes are decoded, as `Value` reads it.
+        let escaped =
+            format!(r#"{{"model":"m","max_tokens":16,"messages":{turns},"mess\u0061ges":7}}"#);
+        assert_eq!(
+            validate(&escaped, &Terms::default()).unwrap_err().message,
+            "messages: Input should be a valid list"
+        );
         assert_eq!(
             check(turns, "7").unwrap_err(),
             "messages: Input should be a valid list"
