@@ -15,26 +15,26 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
 use serde_json::value::RawValue;
 
-/// The visits of a scalar for a visitor that keeps only its kind: `$wrap` makes the visitor's
-/// value from it.
+/// The visits of a scalar for a visitor that keeps at most its kind: `$wrap` makes the
+/// visitor's value from it.
 macro_rules! scalar_visits {
-    ($value:ident, $wrap:expr) => {
-        fn visit_bool<E>(self, _: bool) -> Result<$value<'de>, E> {
+    ($wrap:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
             Ok($wrap(Kind::Bool))
         }
-        fn visit_i64<E>(self, _: i64) -> Result<$value<'de>, E> {
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
             Ok($wrap(Kind::Number))
         }
-        fn visit_u64<E>(self, _: u64) -> Result<$value<'de>, E> {
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
             Ok($wrap(Kind::Number))
         }
-        fn visit_f64<E>(self, _: f64) -> Result<$value<'de>, E> {
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
             Ok($wrap(Kind::Number))
         }
-        fn visit_str<E>(self, _: &str) -> Result<$value<'de>, E> {
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
             Ok($wrap(Kind::String))
         }
-        fn visit_unit<E>(self) -> Result<$value<'de>, E> {
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
             Ok($wrap(Kind::Null))
         }
     };
@@ -94,24 +94,7 @@ impl<'de> Visitor<'de> for ParsesVisitor {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Parses, E> {
-        Ok(Parses)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Parses, E> {
-        Ok(Parses)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Parses, E> {
-        Ok(Parses)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Parses, E> {
-        Ok(Parses)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Parses, E> {
-        Ok(Parses)
-    }
-    fn visit_unit<E>(self) -> Result<Parses, E> {
-        Ok(Parses)
-    }
+    scalar_visits!(|_| Parses);
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Parses, A::Error> {
         while seq.next_element::<Parses>()?.is_some() {}
         Ok(Parses)
@@ -254,7 +237,7 @@ fn members<'de, A: MapAccess<'de>>(
 /// Read as `Object::parse` and then each turn with `Object::of`, the turns' text (most of a
 /// request) was walked three times: as the raw `messages`, as the array's items, as each
 /// turn's members. Here it is walked once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Body<'a> {
     /// Every member but `messages`.
     pub members: Object<'a>,
@@ -314,11 +297,14 @@ impl<'de> de::Deserialize<'de> for Turns<'de> {
                 }
                 Ok(Turns(Ok(turns)))
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Turns<'de>, A::Error> {
-                skip_map(map)?;
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Turns<'de>, A::Error> {
+                while map
+                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                    .is_some()
+                {}
                 Ok(Turns(Err(Kind::Object)))
             }
-            scalar_visits!(Turns, |kind| Turns(Err(kind)));
+            scalar_visits!(|kind| Turns(Err(kind)));
         }
         d.deserialize_any(V)
     }
@@ -345,18 +331,10 @@ impl<'de> de::Deserialize<'de> for MaybeObject<'de> {
                 while seq.next_element::<de::IgnoredAny>()?.is_some() {}
                 Ok(MaybeObject(Err(Kind::Array)))
             }
-            scalar_visits!(MaybeObject, |kind| MaybeObject(Err(kind)));
+            scalar_visits!(|kind| MaybeObject(Err(kind)));
         }
         d.deserialize_any(V)
     }
-}
-
-fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
-    while map
-        .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
-        .is_some()
-    {}
-    Ok(())
 }
 
 #[cfg(test)]
