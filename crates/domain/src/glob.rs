@@ -4,26 +4,38 @@
 
 /// Whether `text` matches `glob`.
 pub fn matches(glob: &str, text: &str) -> bool {
-    let (g, m): (Vec<char>, Vec<char>) = (glob.chars().collect(), text.chars().collect());
-    // Classic two-pointer wildcard match with one backtrack point: linear for patterns like ours.
-    let (mut gi, mut mi) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while mi < m.len() {
-        if gi < g.len() && (g[gi] == '?' || g[gi] == m[mi]) {
-            gi += 1;
-            mi += 1;
-        } else if gi < g.len() && g[gi] == '*' {
-            star = Some((gi, mi));
-            gi += 1;
-        } else if let Some((sg, sm)) = star {
-            gi = sg + 1;
-            mi = sm + 1;
-            star = Some((sg, sm + 1));
-        } else {
-            return false;
+    // Classic two-pointer wildcard match with one backtrack point (linear for patterns like
+    // ours), over the strings themselves: it runs for every request a backend is chosen for.
+    // Collecting both into `Vec<char>` first cost 1,800 instructions a request against `*`,
+    // 1.1 % of batchd's over `scripts/instructions.sh` (dispatch rows, 10,000 requests).
+    let (mut g, mut t) = (glob, text);
+    // Where the last `*` left off: the glob after it, and the text it has swallowed up to.
+    let mut star: Option<(&str, &str)> = None;
+    while let Some(c) = t.chars().next() {
+        let mut rest = g.chars();
+        match rest.next() {
+            Some('*') => {
+                g = rest.as_str();
+                star = Some((g, t));
+                continue;
+            }
+            Some(p) if p == '?' || p == c => {
+                g = rest.as_str();
+                t = &t[c.len_utf8()..];
+                continue;
+            }
+            _ => {}
         }
+        // A mismatch: let the last `*` swallow one more character, or fail without one.
+        let Some((after_star, swallowed)) = star else {
+            return false;
+        };
+        let mut swallowed = swallowed.chars();
+        swallowed.next();
+        (g, t) = (after_star, swallowed.as_str());
+        star = Some((g, t));
     }
-    g[gi..].iter().all(|&c| c == '*')
+    g.chars().all(|c| c == '*')
 }
 
 #[cfg(test)]
@@ -47,6 +59,12 @@ mod tests {
             ("exact", "exactly", false),
             ("boom-*", "boom-", true),
             ("boom-*", "boo", false),
+            // A `*` in the text is a character like any other, which a `*` may swallow.
+            ("*b", "*ab", true),
+            ("a*", "a*", true),
+            ("?", "é", true),
+            ("é*?", "éa", true),
+            ("*?*", "", false),
         ] {
             assert_eq!(matches(glob, text), hit, "{glob} vs {text}");
         }
