@@ -597,7 +597,7 @@ impl BatchStore for PostgresStore {
             let Some(result) = get::<Option<&str>>(&row, "body")?.or(unanswered) else {
                 continue;
             };
-            push_result_line(&mut lines, get(&row, "custom_id")?, result);
+            push_result_line(&mut lines, get(&row, "custom_id")?, result.as_bytes());
             count += 1;
             last = Some(index(get(&row, "idx")?)?);
         }

@@ -177,22 +177,21 @@ fn render(
     while let Some(row) = rows.next().map_err(query)? {
         let custom_id = row.get_ref(1).map_err(query)?;
         let custom_id = custom_id.as_str().map_err(|e| corrupt(&e))?;
+        // As the bytes stored, not checked as UTF-8 again: that check was 5-6 % of the server's
+        // CPU while streaming results (perf). Without it, 20 downloads of 100,000 results (206
+        // MB) took 1.76-1.79 s of CPU against 1.87-1.92 s, three alternations of release builds.
         let body = row.get_ref(2).map_err(query)?;
-        let body = match body.as_str_or_null().map_err(|e| corrupt(&e))? {
+        let body = match body.as_bytes_or_null().map_err(|e| corrupt(&e))? {
             Some(body) => body,
             // Only the join yields requests without a result.
-            None => unanswered.unwrap_or_default(),
+            None => unanswered.unwrap_or_default().as_bytes(),
         };
         if lines.is_empty() {
             // Sized for the page from its first line: one allocation, no regrowth.
             let estimate = (body.len() + custom_id.len() + 32) * limit as usize;
             lines.reserve(estimate.min(MAX_RESERVE));
         }
-        lines.extend_from_slice(b"{\"custom_id\":");
-        serde_json::to_writer(&mut lines, custom_id).map_err(|e| corrupt(&e))?;
-        lines.extend_from_slice(b",\"result\":");
-        lines.extend_from_slice(body.as_bytes());
-        lines.extend_from_slice(b"}\n");
+        batchd_store::push_result_line(&mut lines, custom_id, body);
         last = Some(row.get::<_, i64>(0).map_err(query)?);
         count += 1;
     }

@@ -338,21 +338,22 @@ pub fn render_result_lines(rows: &[ResultRow], unanswered: &str) -> Vec<u8> {
         push_result_line(
             &mut out,
             &row.custom_id,
-            row.body.as_deref().unwrap_or(unanswered),
+            row.body.as_deref().unwrap_or(unanswered).as_bytes(),
         );
     }
     out
 }
 
 /// Appends one line of [`render_result_lines`]: for engines that render rows as they read them,
-/// straight from the database's buffers.
-pub fn push_result_line(out: &mut Vec<u8>, custom_id: &str, result: &str) {
+/// straight from the database's buffers. `result` is taken as the bytes stored, which batchd
+/// wrote from a `String`: an engine need not check them as UTF-8 again on the way out.
+pub fn push_result_line(out: &mut Vec<u8>, custom_id: &str, result: &[u8]) {
     out.extend_from_slice(b"{\"custom_id\":");
     // custom_ids are [A-Za-z0-9_-] by construction, but escaping keeps this correct regardless.
     // Writing a string into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, custom_id);
     out.extend_from_slice(b",\"result\":");
-    out.extend_from_slice(result.as_bytes());
+    out.extend_from_slice(result);
     out.extend_from_slice(b"}\n");
 }
 
