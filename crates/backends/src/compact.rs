@@ -8,23 +8,34 @@ use serde::de::IgnoredAny;
 pub fn compact_json(bytes: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(bytes).ok()?;
     serde_json::from_str::<IgnoredAny>(text).ok()?;
-    let is_space = |b: &u8| matches!(b, b' ' | b'\n' | b'\r' | b'\t');
-    // The common case (already compact) copies once and scans once.
+    let b = text.as_bytes();
+    // The common case (already compact) is copied once, in one piece.
     let mut out = String::with_capacity(text.len());
-    let (mut in_string, mut escaped, mut start) = (false, false, 0);
-    for (i, b) in text.bytes().enumerate() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
+    let (mut i, mut start) = (0, 0);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                // A string, most of an answer's bytes: from one quote or backslash to the next.
+                // Byte by byte, this function was a fifth of batchd's instructions dispatching
+                // OpenAI chat completions (52,000 a request of 240,000; now 14,000 of 201,000:
+                // `scripts/instructions.sh openai-dispatch`, three runs each).
+                i += 1;
+                while let Some(at) = memchr::memchr2(b'"', b'\\', b.get(i..).unwrap_or_default()) {
+                    if b[i + at] == b'"' {
+                        i += at;
+                        break;
+                    }
+                    // The escaped byte, whatever it is, is not the string's end.
+                    i += at + 2;
+                }
+                i += 1;
             }
-        } else if b == b'"' {
-            in_string = true;
-        } else if is_space(&b) {
-            out.push_str(&text[start..i]);
-            start = i + 1;
+            b' ' | b'\n' | b'\r' | b'\t' => {
+                out.push_str(&text[start..i]);
+                start = i + 1;
+                i += 1;
+            }
+            _ => i += 1,
         }
     }
     out.push_str(&text[start..]);
@@ -48,5 +59,19 @@ mod tests {
         assert_eq!(compact_json(b"<html>"), None);
         assert_eq!(compact_json(b"{\"a\":1} x"), None);
         assert_eq!(compact_json(&[0xff]), None);
+    }
+
+    #[test]
+    fn strings_are_kept_whole_whatever_they_hold() {
+        let long = "word ".repeat(500);
+        let pretty = format!(
+            "{{ \"a\" : \"{long}\" ,\n \"b\": [ \"\\\\\" , \"x\\\" ]\" , \"\\u00e9 \\\"\" ],\t\"c\":\"é \" }}"
+        );
+        assert_eq!(
+            compact_json(pretty.as_bytes()),
+            Some(format!(
+                "{{\"a\":\"{long}\",\"b\":[\"\\\\\",\"x\\\" ]\",\"\\u00e9 \\\"\"],\"c\":\"é \"}}"
+            ))
+        );
     }
 }
