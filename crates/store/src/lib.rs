@@ -346,7 +346,8 @@ pub fn render_result_lines(rows: &[ResultRow], unanswered: &str) -> Vec<u8> {
 
 /// Appends one line of [`render_result_lines`]: for engines that render rows as they read them,
 /// straight from the database's buffers. `result` is taken as the bytes stored, which batchd
-/// wrote from a `String`: an engine need not check them as UTF-8 again on the way out.
+/// wrote from a `String`: an engine need not check them as UTF-8 again on the way out (a row
+/// some other writer damaged goes out as it is stored).
 pub fn push_result_line(out: &mut Vec<u8>, custom_id: &str, result: &[u8]) {
     out.extend_from_slice(b"{\"custom_id\":");
     // custom_ids are [A-Za-z0-9_-] by construction, but escaping keeps this correct regardless.
