@@ -28,7 +28,9 @@ const METHOD: &str = "\
   same client downloading a file of exactly the same size, freshly written (so in the page
   cache, like batchd's database) and served by the bench's own static server (tokio fs +
   hyper, 256 KiB frames). That is faster than `python3 -m http.server`, so it is the harder,
-  honest baseline. RSS as for ingest.
+  honest baseline. Three downloads of each, alternated, medians compared: one download of
+  either takes about a tenth of a second and moved by a third from run to run. RSS as for
+  ingest, over the three.
 - **Delete**: DELETE of ended batches, alternating a 100,000-request batch and a 10-request
   batch; the first large batch is the ingest batch (~256 MB of params and results), the others
   carry small params. Medians compared.
