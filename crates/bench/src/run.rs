@@ -420,24 +420,25 @@ impl Run {
 
     /// A download row: `bytes` read from batchd in `took`, against the static file server
     /// serving a file of the same size (made of `filler`).
-    /// A download row: batchd's download (`fetch`, which returns the bytes and the time it
-    /// took) against the static file server's of as many bytes, alternated [`DOWNLOADS`] times
-    /// and the medians compared. One download of either is a tenth of a second, which moved by
-    /// a third from run to run: alone, it made the row pass or miss at random.
+    /// A download row: `GET path` from batchd against the static file server's download of as
+    /// many bytes, alternated [`DOWNLOADS`] times and the medians compared. One download of
+    /// either is a tenth of a second, which moved by a third from run to run: alone, it made
+    /// the row pass or miss at random.
     async fn download_row(
         &mut self,
         what: &str,
-        mut fetch: impl AsyncFnMut() -> anyhow::Result<(u64, Duration)>,
+        api: &Api,
+        path: &str,
         filler: &[u8],
     ) -> anyhow::Result<()> {
-        let (bytes, first) = fetch().await?;
+        let (bytes, first) = download(api, path).await?;
         let baseline = StaticFile::write(&self.work, bytes, filler).await?;
         let mut ours = vec![first];
         let mut theirs = Vec::with_capacity(DOWNLOADS);
         for i in 0..DOWNLOADS {
             theirs.push(baseline.download().await?);
             if i + 1 < DOWNLOADS {
-                let (again, took) = fetch().await?;
+                let (again, took) = download(api, path).await?;
                 if again != bytes {
                     bail!("{what}: {again} bytes, then {bytes}");
                 }
@@ -559,12 +560,8 @@ impl Run {
             let rss0 = server.rss();
             let sampler = RssSampler::start(server.pid());
             let path = format!("/v1/messages/batches/{id}/results");
-            self.download_row(
-                "Results: stream",
-                async || download(&api, &path).await,
-                &workload.body,
-            )
-            .await?;
+            self.download_row("Results: stream", &api, &path, &workload.body)
+                .await?;
             let peak = sampler.stop();
             let growth = peak.saturating_sub(rss0) as f64 / MB;
             self.rows.push(Row::new(
@@ -1160,12 +1157,8 @@ impl Run {
         if self.args.wants("openai-download") {
             self.progress("openai download: the output file from batchd, then a static file");
             let path = format!("/v1/files/{output}/content");
-            self.download_row(
-                "Download (OpenAI): output file",
-                async || download(&api, &path).await,
-                &chat.body,
-            )
-            .await?;
+            self.download_row("Download (OpenAI): output file", &api, &path, &chat.body)
+                .await?;
         }
         drop(server);
         drop(fake);
