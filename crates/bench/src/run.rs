@@ -418,8 +418,6 @@ impl Run {
         Ok(())
     }
 
-    /// A download row: `bytes` read from batchd in `took`, against the static file server
-    /// serving a file of the same size (made of `filler`).
     /// A download row: `GET path` from batchd against the static file server's download of as
     /// many bytes, alternated [`DOWNLOADS`] times and the medians compared. One download of
     /// either is a tenth of a second, which moved by a third from run to run: alone, it made
@@ -431,19 +429,17 @@ impl Run {
         path: &str,
         filler: &[u8],
     ) -> anyhow::Result<()> {
+        // The first download tells the size the static file is written at.
         let (bytes, first) = download(api, path).await?;
         let baseline = StaticFile::write(&self.work, bytes, filler).await?;
-        let mut ours = vec![first];
-        let mut theirs = Vec::with_capacity(DOWNLOADS);
-        for i in 0..DOWNLOADS {
-            theirs.push(baseline.download().await?);
-            if i + 1 < DOWNLOADS {
-                let (again, took) = download(api, path).await?;
-                if again != bytes {
-                    bail!("{what}: {again} bytes, then {bytes}");
-                }
-                ours.push(took);
+        let (mut ours, mut theirs) = (vec![first], vec![baseline.download().await?]);
+        for _ in 1..DOWNLOADS {
+            let (again, took) = download(api, path).await?;
+            if again != bytes {
+                bail!("{what}: {again} bytes, then {bytes}");
             }
+            ours.push(took);
+            theirs.push(baseline.download().await?);
         }
         baseline.remove()?;
         let (took, base) = (median(ours), median(theirs));
