@@ -15,15 +15,17 @@ pub const KEEP_MARKER: &str =
 const METHOD: &str = "\
 - **Ingest**: one `POST /v1/messages/batches` with the whole body over loopback; time from the
   first byte sent to the 200. Limit: the same bytes written to a new file in the run's temp dir
-  (same filesystem as batchd's data dir) and `fsync`ed. RSS: batchd's `VmRSS` sampled every
+  (same filesystem as batchd's data dir) and `fsync`ed, three times just before the create, the
+  median taken (one write+fsync moved by up to 3× between runs). RSS: batchd's `VmRSS` sampled every
   5 ms from `/proc/PID/status`, peak minus the value before the request.
 - **Dispatch**: batchd runs with `[[backends]] kind = \"anthropic\"` pointed at the
   `fake-upstream` binary (a separate process) with `concurrency` and `max_concurrency` set to the
   row's concurrency; completed/s = requests ÷ (create's 200 → first retrieve that shows
   `ended`, polled every 50 ms). Limit: the bench's own load generator (hyper, one keep-alive
   connection per worker, same concurrency) sending the same `params` bodies straight to the
-  same fake upstream. The fake answers ~330 words per request so results are realistically
-  sized. The built-in mock row has an absolute target.
+  same fake upstream; at 0 ms the best of three runs (CPU-bound there, one run moved between
+  ~50,000 and ~95,000 req/s within minutes), at 50 ms one. The fake answers ~330 words per
+  request so results are realistically sized. The built-in mock row has an absolute target.
 - **Results**: `GET …/results` of the ended batch, counting bytes as they arrive. Limit: the
   same client downloading a file of exactly the same size, freshly written (so in the page
   cache, like batchd's database) and served by the bench's own static server (tokio fs +

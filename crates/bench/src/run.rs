@@ -55,6 +55,9 @@ const MB: f64 = 1_000_000.0;
 const FAST_DISPATCH_TARGET: f64 = 0.9;
 /// The same with the slow upstream, where the CPU is not the limit.
 const SLOW_DISPATCH_TARGET: f64 = 0.98;
+/// Runs of the direct load generator at 0 ms, the best of which is the limit (see
+/// `Run::direct`).
+const FAST_DIRECT_RUNS: usize = 3;
 /// Requests in the batch whose dispatch the RSS row watches (fewer under `--smoke`).
 pub const RSS_BATCH: usize = 10_000;
 /// The server's stated memory limit while dispatching that batch, in bytes.
@@ -65,6 +68,8 @@ const POLL: Duration = Duration::from_millis(50);
 const BATCH_DEADLINE: Duration = Duration::from_secs(1200);
 /// Downloads of each kind per download row (see `Run::download_row`).
 const DOWNLOADS: usize = 3;
+/// Write+fsyncs of an intake's bytes whose median is its limit (see [`write_fsync`]).
+const DISK_WRITES: usize = 3;
 
 /// Benchmarks batchd against this machine's limits and writes BENCHMARKS.md.
 #[derive(Debug, Clone, Parser)]
@@ -204,17 +209,25 @@ fn openai_terminal(batch: &serde_json::Value) -> bool {
         .any(|s| batch["status"] == *s)
 }
 
-/// Writes `bytes` to a new file and fsyncs it: the disk's limit for ingest.
-fn write_fsync(path: &Path, bytes: &[u8]) -> anyhow::Result<Duration> {
+/// Writes `bytes` to a new file in `work` and fsyncs it, [`DISK_WRITES`] times, and takes the
+/// median: the disk's limit for taking in `bytes`. Measured before batchd takes them in, not
+/// after: after, it ran while batchd dispatched the batch just created (the 0 ms row's clock had
+/// started) and while batchd's WAL checkpoint wrote the same bytes back, and one write+fsync of
+/// the upload's 200 MB took 0.13 s to 0.39 s between three runs of the same build.
+fn write_fsync(work: &Path, bytes: &[u8]) -> anyhow::Result<Duration> {
     use std::io::Write;
-    let start = Instant::now();
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    let elapsed = start.elapsed();
-    drop(f);
-    std::fs::remove_file(path)?;
-    Ok(elapsed)
+    let path = work.join("intake-limit.bin");
+    let mut took = Vec::with_capacity(DISK_WRITES);
+    for _ in 0..DISK_WRITES {
+        let start = Instant::now();
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        took.push(start.elapsed());
+        drop(f);
+        std::fs::remove_file(&path)?;
+    }
+    Ok(median(took))
 }
 
 impl Run {
@@ -274,36 +287,48 @@ impl Run {
     }
 
     /// The direct load generator: `n` requests with the workload's params straight at the
-    /// fake upstream's route for its surface over `concurrency` keep-alive connections.
+    /// fake upstream's route for its surface over `concurrency` keep-alive connections, `runs`
+    /// times; the best run is the limit. At 0 ms the generator is CPU-bound on the cores it
+    /// shares with the fake, and one run measured anywhere from 49,900 to 95,100 req/s within
+    /// minutes (`--rows ingest,dispatch`, five runs), which made the 0 ms ratio read 0.53 or
+    /// 0.98 for the same batchd; the best of [`FAST_DIRECT_RUNS`] is what the upstream allows.
+    /// At 50 ms it waits on the fake's latency, and one run is steady.
     async fn direct(
         &self,
         upstream: std::net::SocketAddr,
         workload: &Workload,
+        runs: usize,
     ) -> anyhow::Result<LoadResult> {
-        let params = workload.params.clone();
-        let surface = workload.surface;
-        let r = closed_loop(
-            upstream,
-            self.args.concurrency,
-            Until::Requests(self.args.requests),
-            false,
-            move |i| {
-                request_as(
-                    surface,
-                    Method::POST,
-                    upstream,
-                    surface.upstream_path(),
-                    "sk-upstream",
-                    "application/json",
-                    params[i % params.len()].clone(),
-                )
-            },
-        )
-        .await?;
-        if r.failed > 0 {
-            bail!("direct load generator: {} requests failed", r.failed);
+        let mut best: Option<LoadResult> = None;
+        for _ in 0..runs.max(1) {
+            let params = workload.params.clone();
+            let surface = workload.surface;
+            let r = closed_loop(
+                upstream,
+                self.args.concurrency,
+                Until::Requests(self.args.requests),
+                false,
+                move |i| {
+                    request_as(
+                        surface,
+                        Method::POST,
+                        upstream,
+                        surface.upstream_path(),
+                        "sk-upstream",
+                        "application/json",
+                        params[i % params.len()].clone(),
+                    )
+                },
+            )
+            .await?;
+            if r.failed > 0 {
+                bail!("direct load generator: {} requests failed", r.failed);
+            }
+            if best.as_ref().is_none_or(|b| r.rate() > b.rate()) {
+                best = Some(r);
+            }
         }
-        Ok(r)
+        best.context("no run of the direct load generator")
     }
 
     /// Waits for a batch to end, checking every request succeeded; returns the end instant.
@@ -377,8 +402,9 @@ impl Run {
 
     /// The download limit: the same client fetching `bytes` bytes (cut from `filler`) from a
     /// freshly written file, served by the bench's static server. Returns its duration.
-    /// The two rows of taking in `bytes` in `took`: its rate against write+fsync of the same
-    /// bytes, and the server's peak RSS growth (from `rss0` to `peak`) against their size.
+    /// The two rows of taking in `bytes` in `took`: its rate against `disk`, their write+fsync
+    /// ([`write_fsync`]), and the server's peak RSS growth (from `rss0` to `peak`) against
+    /// their size.
     #[allow(clippy::too_many_arguments)]
     fn intake_rows(
         &mut self,
@@ -387,18 +413,18 @@ impl Run {
         subject: &str,
         bytes: &[u8],
         took: Duration,
+        disk: Duration,
         rss0: u64,
         peak: u64,
-    ) -> anyhow::Result<()> {
+    ) {
         let size = bytes.len() as f64 / MB;
-        let disk = write_fsync(&self.work.join("intake-limit.bin"), bytes)?;
         let (rate, disk_rate) = (size / took.as_secs_f64(), size / disk.as_secs_f64());
         let ratio = rate / disk_rate;
         self.rows.push(Row::new(
             &format!("{prefix}: {headline}"),
             format!("{:.2} s = {rate:.0} MB/s", took.as_secs_f64()),
             format!(
-                "disk write+fsync {disk_rate:.0} MB/s ({:.2} s)",
+                "disk write+fsync {disk_rate:.0} MB/s ({:.2} s, median of {DISK_WRITES})",
                 disk.as_secs_f64()
             ),
             Some(ratio),
@@ -415,7 +441,6 @@ impl Run {
             "≤ 0.5",
             Verdict::check(ratio <= 0.5),
         ));
-        Ok(())
     }
 
     /// A download row: `GET path` from batchd against the static file server's download of as
@@ -511,6 +536,11 @@ impl Run {
             fmt_n(n),
             workload.body.len() as f64 / MB
         ));
+        let disk = if self.args.wants("ingest") {
+            Some(write_fsync(&self.work, &workload.body)?)
+        } else {
+            None
+        };
         let rss0 = server.rss();
         let sampler = RssSampler::start(server.pid());
         let t0 = Instant::now();
@@ -519,7 +549,7 @@ impl Run {
         let cpu0 = cpu_seconds(server.pid());
         let peak = sampler.stop();
         let ingest = created - t0;
-        if self.args.wants("ingest") {
+        if let Some(disk) = disk {
             let size = workload.body.len() as f64 / MB;
             let headline = format!("create {} requests, {size:.0} MB → 200", fmt_n(n));
             self.intake_rows(
@@ -528,9 +558,10 @@ impl Run {
                 "body",
                 &workload.body,
                 ingest,
+                disk,
                 rss0,
                 peak,
-            )?;
+            );
         }
 
         self.progress("dispatch at 0 ms: waiting for the batch to end");
@@ -539,7 +570,7 @@ impl Run {
         let batchd_rate = n as f64 / (ended - created).as_secs_f64();
         if self.args.wants("dispatch") {
             self.progress("dispatch at 0 ms: direct load generator");
-            let direct = self.direct(fake_addr, workload).await?;
+            let direct = self.direct(fake_addr, workload, FAST_DIRECT_RUNS).await?;
             self.dispatch_row(
                 Surface::Anthropic,
                 "0 ms",
@@ -633,7 +664,7 @@ impl Run {
             "dispatch at {lat} ({}): direct load generator",
             surface.name()
         ));
-        let direct = self.direct(fake_addr, workload).await?;
+        let direct = self.direct(fake_addr, workload, 1).await?;
         drop(fake);
         self.dispatch_row(
             surface,
@@ -1084,6 +1115,7 @@ impl Run {
                 fmt_n(lines)
             ));
             let (content_type, body) = multipart_upload(&file, "upload.jsonl");
+            let disk = write_fsync(&self.work, &file)?;
             let rss0 = server.rss();
             let sampler = RssSampler::start(server.pid());
             let t0 = Instant::now();
@@ -1093,7 +1125,7 @@ impl Run {
             let peak = sampler.stop();
             let headline = format!("{} lines, {size:.0} MB → batch", fmt_n(lines));
             let prefix = "Upload + create (OpenAI)";
-            self.intake_rows(prefix, &headline, "file", &file, took, rss0, peak)?;
+            self.intake_rows(prefix, &headline, "file", &file, took, disk, rss0, peak);
             // Its requests are not a figure of this row: cancelled and settled, so they do not
             // share the CPU with the dispatch row's batch.
             let _ = api
@@ -1138,7 +1170,7 @@ impl Run {
         ));
         if self.args.wants("openai-dispatch") {
             self.progress("openai dispatch at 0 ms: direct load generator");
-            let direct = self.direct(fake_addr, chat).await?;
+            let direct = self.direct(fake_addr, chat, FAST_DIRECT_RUNS).await?;
             self.dispatch_row(
                 Surface::OpenAi,
                 "0 ms",
