@@ -15,6 +15,11 @@ use crate::checkpoint::Checkpointer;
 /// The database file inside the data dir.
 pub(crate) const DB_FILE: &str = "batchd.sqlite3";
 
+/// The database's write-ahead log, beside it (SQLite's naming).
+pub(crate) fn wal_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join(format!("{DB_FILE}-wal"))
+}
+
 /// Long enough to ride out a checkpoint or a `keys` command holding the write lock, short enough
 /// that a wedged database surfaces as an error rather than a hang.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -146,7 +151,7 @@ impl Pools {
                 .max_connections(1)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_lazy_with(options);
-            Checkpointer::start(own, writer.clone())
+            Checkpointer::start(own, writer.clone(), wal_path(data_dir))
         });
         Ok(Self {
             writer,

@@ -481,3 +481,31 @@ async fn claims_after_close_are_refused() {
     let err = store.claim(2, at(1), &[]).await;
     assert!(matches!(err, Err(StoreError::Unavailable(_))), "{err:?}");
 }
+
+/// The checkpointer skips its passes while the WAL is as a pass that copied all of it left it
+/// (an idle server), and copies again after the next write, without waiting for a close: the
+/// write reaches the database file itself (the writer's own checkpoint is only a backstop, far
+/// above this write's few pages).
+#[tokio::test]
+async fn checkpoints_resume_after_idle_passes() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let db = dir.path().join(crate::db::DB_FILE);
+    let stamp = || {
+        let meta = std::fs::metadata(&db).unwrap();
+        (meta.len(), meta.modified().unwrap())
+    };
+    // Passes enough to copy what the open wrote, then to find nothing new.
+    tokio::time::sleep(crate::checkpoint::INTERVAL * 10).await;
+    let idle = stamp();
+    draft(&store, new_batch(WS, at(0)), 50).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stamp() == idle {
+        assert!(
+            Instant::now() < deadline,
+            "the write never reached the database file"
+        );
+        tokio::time::sleep(crate::checkpoint::INTERVAL).await;
+    }
+    store.close().await;
+}
