@@ -6,8 +6,8 @@
 //! frames were copied and fsynced: profiling an OpenAI-surface create of 50,000 lines (200 MB)
 //! put 39 % of the server's CPU samples in that checkpoint, all of it on the create's path.
 //! The writer now checkpoints by itself only as a backstop, and this task checkpoints every
-//! [`INTERVAL`] (unless nothing was written since a pass that copied everything: `WalStamp`) in
-//! two steps:
+//! [`INTERVAL`] (unless nothing was written since a pass that copied everything: [`WalStamp`])
+//! in two steps:
 //!
 //! 1. A `PASSIVE` checkpoint on its own connection, concurrently with writes: the bulk of the
 //!    copying and the fsyncs, on another thread.
@@ -34,7 +34,10 @@
 //! checkpoint syncs the WAL before it copies (see the crate docs). A reader holding an old
 //! snapshot (a long results download) still keeps the WAL from restarting, as it did before.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use sqlx::SqlitePool;
@@ -59,17 +62,28 @@ pub(crate) const BACKSTOP_PAGES: u32 = 16_384;
 pub(crate) struct Checkpointer {
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
+    /// Passes run, skipped ones not counted.
+    #[cfg(test)]
+    passes: Arc<AtomicU64>,
 }
 
 impl Checkpointer {
     /// Starts checkpointing the database of `writer` from `own`, a connection pool of one.
     pub fn start(own: SqlitePool, writer: SqlitePool, wal: PathBuf) -> Self {
         let (stop, stopped) = oneshot::channel();
-        let done = tokio::spawn(run(own, writer, wal, stopped));
+        let passes = Arc::new(AtomicU64::new(0));
+        let done = tokio::spawn(run(own, writer, wal, passes.clone(), stopped));
         Self {
             stop: Some(stop),
             done: Some(done),
+            #[cfg(test)]
+            passes,
         }
+    }
+
+    #[cfg(test)]
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
     }
 
     /// Stops the task and closes its connection; returns when both are done.
@@ -92,6 +106,7 @@ async fn run(
     own: SqlitePool,
     writer: SqlitePool,
     wal: PathBuf,
+    passes: Arc<AtomicU64>,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let mut tick = tokio::time::interval(INTERVAL);
@@ -103,56 +118,93 @@ async fn run(
             _ = &mut stopped => break,
             _ = tick.tick() => {}
         }
+        // Taken before the pass: a write during it changes the WAL after this stamp, so the
+        // next pass runs.
         let before = WalStamp::of(&wal);
         if before.is_some() && before == copied_all {
             continue;
         }
         copied_all = None;
+        passes.fetch_add(1, Ordering::Relaxed);
         match checkpoint(&own).await {
             // A long WAL with frames left: step 2, so that the next write can restart it.
-            Ok((log, copied)) if log > RESTART_FRAMES && copied < log => {
+            Ok(pass) if pass.log > RESTART_FRAMES && pass.copied < pass.log => {
                 let _ = checkpoint(&writer).await;
             }
             // Nothing left to copy: the next write restarts the WAL without the writer's help,
-            // and passes are skipped until it comes.
-            Ok((log, copied)) if copied == log => copied_all = before,
-            // Busy or I/O trouble: the next pass tries again, and the writer's own commits
-            // report any lasting storage failure to their callers.
+            // and passes are skipped until a write comes.
+            Ok(pass) if pass.copied_all() => copied_all = before,
+            // Busy (another connection's checkpoint), or I/O trouble: the next pass tries
+            // again, and the writer's own commits report any lasting storage failure to their
+            // callers.
             _ => {}
         }
     }
     own.close().await;
 }
 
-/// What a write to the WAL changes: its length and modification time. A pass is skipped while
-/// the WAL is as it was before a pass that copied all of it, so an idle server does not
-/// checkpoint 20 times a second: each pass is a hop to the connection's thread and a `PRAGMA`
-/// prepared again (it expires after one run). An idle `serve` used 80 and 100 ms of CPU over
-/// 20 s before, 30 and 30 ms with the skip (release builds, alternated). Were a write ever to
-/// leave both unchanged, its frames would still be in the WAL (committed and durable), copied
-/// by the pass after the next write.
+/// What a write to the WAL changes: an append its length, a restart (the first write after a
+/// pass that copied everything, when no reader holds an older snapshot) the header's checkpoint
+/// sequence and salts, and either its modification time. A pass is skipped while the WAL is as
+/// it was before a pass that copied all of it, so an idle server does not checkpoint 20 times
+/// a second: each pass is a hop to the connection's thread and a `PRAGMA` prepared again (it
+/// expires after one run). An idle `serve` used 80 and 100 ms of CPU over 20 s before, 30 and
+/// 30 ms with the skip (release builds, alternated). Only a write that appends within the
+/// file's old length (a reader kept the WAL from restarting) in the same tick of the file
+/// system's clock as the stamp goes unseen: its frames stay in the WAL, committed and durable,
+/// until the pass after the next write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct WalStamp {
     len: u64,
     modified: SystemTime,
+    /// Bytes 12..24 of the WAL header (SQLite's WAL format): checkpoint sequence, salt-1,
+    /// salt-2. Zero while the WAL is shorter than its header.
+    restart: [u8; 12],
 }
 
 impl WalStamp {
     /// `None` when the WAL cannot be read (not there yet, say): then the pass runs.
     fn of(wal: &Path) -> Option<Self> {
-        let meta = std::fs::metadata(wal).ok()?;
+        let mut file = std::fs::File::open(wal).ok()?;
+        let meta = file.metadata().ok()?;
+        let mut header = [0u8; 24];
+        if meta.len() >= header.len() as u64 {
+            file.read_exact(&mut header).ok()?;
+        }
+        let mut restart = [0u8; 12];
+        restart.copy_from_slice(&header[12..]);
         Some(Self {
             len: meta.len(),
             modified: meta.modified().ok()?,
+            restart,
         })
     }
 }
 
-/// A `PASSIVE` checkpoint on a connection of `pool`: frames in the WAL, and how many of them
-/// are now in the database file (both -1 when the database is not in WAL mode).
-async fn checkpoint(pool: &SqlitePool) -> Result<(i64, i64), sqlx::Error> {
-    let (_busy, log, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+/// What a `PASSIVE` checkpoint answered.
+struct Pass {
+    /// Whether another connection's checkpoint held the lock (then the counts are -1).
+    busy: bool,
+    /// Frames in the WAL (-1 when the database is not in WAL mode).
+    log: i64,
+    /// Frames of it now in the database file.
+    copied: i64,
+}
+
+impl Pass {
+    fn copied_all(&self) -> bool {
+        !self.busy && self.log >= 0 && self.copied == self.log
+    }
+}
+
+/// A `PASSIVE` checkpoint on a connection of `pool`.
+async fn checkpoint(pool: &SqlitePool) -> Result<Pass, sqlx::Error> {
+    let (busy, log, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(pool)
         .await?;
-    Ok((log, copied))
+    Ok(Pass {
+        busy: busy != 0,
+        log,
+        copied,
+    })
 }

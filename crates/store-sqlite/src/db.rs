@@ -193,6 +193,16 @@ impl Pools {
         Ok(conn)
     }
 
+    /// Passes the background checkpointer ran (skipped ones not counted), if there is one.
+    #[cfg(test)]
+    pub(crate) fn checkpoint_passes(&self) -> Option<u64> {
+        self.checkpointer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(Checkpointer::passes)
+    }
+
     pub async fn close(&self) {
         let checkpointer = self
             .checkpointer

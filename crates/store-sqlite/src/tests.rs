@@ -483,21 +483,32 @@ async fn claims_after_close_are_refused() {
 }
 
 /// The checkpointer skips its passes while the WAL is as a pass that copied all of it left it
-/// (an idle server), and copies again after the next write, without waiting for a close: the
-/// write reaches the database file itself (the writer's own checkpoint is only a backstop, far
-/// above this write's few pages).
+/// (an idle server), and runs them again after the next write, which reaches the database file
+/// without waiting for a close (the writer's own checkpoint is only a backstop, far above this
+/// write's few pages).
 #[tokio::test]
-async fn checkpoints_resume_after_idle_passes() {
+async fn checkpoints_pause_while_idle_and_resume_after_a_write() {
+    use crate::checkpoint::INTERVAL;
     let dir = TempDir::new().unwrap();
     let store = open(dir.path()).await;
+    let passes = || store.pools.checkpoint_passes().expect("a checkpointer");
     let db = dir.path().join(crate::db::DB_FILE);
     let stamp = || {
         let meta = std::fs::metadata(&db).unwrap();
         (meta.len(), meta.modified().unwrap())
     };
-    // Passes enough to copy what the open wrote, then to find nothing new.
-    tokio::time::sleep(crate::checkpoint::INTERVAL * 10).await;
-    let idle = stamp();
+    // Idle: once a pass has copied what the open wrote, passes stop.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (before, idle) = (passes(), stamp());
+        tokio::time::sleep(INTERVAL * 6).await;
+        if passes() == before {
+            assert_eq!(stamp(), idle, "nothing to copy while idle");
+            break;
+        }
+        assert!(Instant::now() < deadline, "passes never paused");
+    }
+    let (paused, idle) = (passes(), stamp());
     draft(&store, new_batch(WS, at(0)), 50).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while stamp() == idle {
@@ -505,7 +516,8 @@ async fn checkpoints_resume_after_idle_passes() {
             Instant::now() < deadline,
             "the write never reached the database file"
         );
-        tokio::time::sleep(crate::checkpoint::INTERVAL).await;
+        tokio::time::sleep(INTERVAL).await;
     }
+    assert!(passes() > paused);
     store.close().await;
 }
