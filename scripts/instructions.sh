@@ -15,12 +15,11 @@
 #                  --smoke: the figure per request divides by REQUESTS)
 # Prints, for each batchd the bench started, in the order it started them, its count and that
 # count per request. A count covers the whole process: start-up, the batch's creation, the
-# dispatch, the idle time until the bench is done, and the shutdown. Work done on a timer is
-# counted as often as the slowed run lasts: the 661 statement re-prepares of the 0 ms dispatch
-# row (1.6 % of its count at 10,000 requests) are mostly the WAL checkpointer's `PRAGMA
-# wal_checkpoint` every 50 ms (a PRAGMA runs once per prepare) and the maintenance passes'
-# statements whose LIMIT or state is bound, none of them per request. The files callgrind and
-# valgrind wrote stay in the directory it names.
+# dispatch, the idle time until the bench is done, and the shutdown. Work done on a timer (the
+# WAL checkpointer's passes, the maintenance passes) is counted as often as the slowed run
+# lasts, not per request: it made most of the 0 ms dispatch row's 661 statement re-prepares,
+# 1.6 % of its count at 10,000 requests. The files callgrind and valgrind wrote stay in the
+# directory it names.
 set -euo pipefail
 rows=${1:-dispatch}
 requests=${2:-10000}

@@ -16,8 +16,9 @@ const METHOD: &str = "\
 - **Ingest**: one `POST /v1/messages/batches` with the whole body over loopback; time from the
   first byte sent to the 200. Limit: the same bytes written to a new file in the run's temp dir
   (same filesystem as batchd's data dir) and `fsync`ed, three times just before the create, the
-  median taken (one write+fsync moved by up to 3× between runs). RSS: batchd's `VmRSS` sampled every
-  5 ms from `/proc/PID/status`, peak minus the value before the request.
+  fastest taken (one write+fsync moved by up to 3× between runs; a limit is a maximum). RSS:
+  batchd's `VmRSS` sampled every 5 ms from `/proc/PID/status`, peak minus the value before the
+  request.
 - **Dispatch**: batchd runs with `[[backends]] kind = \"anthropic\"` pointed at the
   `fake-upstream` binary (a separate process) with `concurrency` and `max_concurrency` set to the
   row's concurrency; completed/s = requests ÷ (create's 200 → first retrieve that shows

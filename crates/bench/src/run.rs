@@ -55,9 +55,15 @@ const MB: f64 = 1_000_000.0;
 const FAST_DISPATCH_TARGET: f64 = 0.9;
 /// The same with the slow upstream, where the CPU is not the limit.
 const SLOW_DISPATCH_TARGET: f64 = 0.98;
-/// Runs of the direct load generator at 0 ms, the best of which is the limit (see
-/// `Run::direct`).
-const FAST_DIRECT_RUNS: usize = 3;
+/// Runs of a limit that is taken at its best: the fake upstream's capacity, the direct load
+/// generator at 0 ms and the write+fsync of an intake's bytes. A limit is what the machine
+/// allows, and the other users of these cores and this disk only ever push a run down: one run
+/// of the generator moved between 49,900 and 95,100 req/s within minutes, one write+fsync of
+/// the upload's 200 MB between 0.13 and 0.39 s.
+const LIMIT_RUNS: usize = 3;
+/// Runs of the direct load generator at 50 ms: it waits on the fake's latency there, and one run
+/// (20 s at 100,000 requests) is steady, 4,942-4,966 req/s over a day's runs.
+const SLOW_DIRECT_RUNS: usize = 1;
 /// Requests in the batch whose dispatch the RSS row watches (fewer under `--smoke`).
 pub const RSS_BATCH: usize = 10_000;
 /// The server's stated memory limit while dispatching that batch, in bytes.
@@ -68,8 +74,6 @@ const POLL: Duration = Duration::from_millis(50);
 const BATCH_DEADLINE: Duration = Duration::from_secs(1200);
 /// Downloads of each kind per download row (see `Run::download_row`).
 const DOWNLOADS: usize = 3;
-/// Write+fsyncs of an intake's bytes whose median is its limit (see [`write_fsync`]).
-const DISK_WRITES: usize = 3;
 
 /// Benchmarks batchd against this machine's limits and writes BENCHMARKS.md.
 #[derive(Debug, Clone, Parser)]
@@ -209,25 +213,51 @@ fn openai_terminal(batch: &serde_json::Value) -> bool {
         .any(|s| batch["status"] == *s)
 }
 
-/// Writes `bytes` to a new file in `work` and fsyncs it, [`DISK_WRITES`] times, and takes the
-/// median: the disk's limit for taking in `bytes`. Measured before batchd takes them in, not
-/// after: after, it ran while batchd dispatched the batch just created (the 0 ms row's clock had
-/// started) and while batchd's WAL checkpoint wrote the same bytes back, and one write+fsync of
-/// the upload's 200 MB took 0.13 s to 0.39 s between three runs of the same build.
+/// Writes `bytes` to a new file in `work` and fsyncs it, [`LIMIT_RUNS`] times: the fastest is
+/// the disk's limit for taking in `bytes`. Measured before batchd takes them in, not after:
+/// after, it ran while batchd dispatched the batch just created (the 0 ms row's clock had
+/// started) and while batchd's WAL checkpoint wrote the same bytes back.
 fn write_fsync(work: &Path, bytes: &[u8]) -> anyhow::Result<Duration> {
     use std::io::Write;
     let path = work.join("intake-limit.bin");
-    let mut took = Vec::with_capacity(DISK_WRITES);
-    for _ in 0..DISK_WRITES {
+    let mut best = Duration::MAX;
+    for _ in 0..LIMIT_RUNS {
         let start = Instant::now();
         let mut f = std::fs::File::create(&path)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        took.push(start.elapsed());
+        best = best.min(start.elapsed());
         drop(f);
         std::fs::remove_file(&path)?;
     }
-    Ok(median(took))
+    Ok(best)
+}
+
+/// The best of `runs` closed loops that `run` makes (see [`LIMIT_RUNS`]); a failed request
+/// fails it, as `what`.
+async fn best_run<F, Fut>(runs: usize, what: &str, mut run: F) -> anyhow::Result<LoadResult>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<LoadResult>>,
+{
+    let mut best: Option<LoadResult> = None;
+    for _ in 0..runs {
+        let r = run().await?;
+        if r.failed > 0 {
+            bail!("{what}: {} requests failed", r.failed);
+        }
+        if best.as_ref().is_none_or(|b| r.rate() > b.rate()) {
+            best = Some(r);
+        }
+    }
+    best.with_context(|| format!("{what}: no run"))
+}
+
+/// The direct load generator's rate, and how many runs it is the best of.
+#[derive(Debug, Clone, Copy)]
+struct Direct {
+    rate: f64,
+    runs: usize,
 }
 
 impl Run {
@@ -287,23 +317,18 @@ impl Run {
     }
 
     /// The direct load generator: `n` requests with the workload's params straight at the
-    /// fake upstream's route for its surface over `concurrency` keep-alive connections, `runs`
-    /// times; the best run is the limit. At 0 ms the generator is CPU-bound on the cores it
-    /// shares with the fake, and one run measured anywhere from 49,900 to 95,100 req/s within
-    /// minutes (`--rows ingest,dispatch`, five runs), which made the 0 ms ratio read 0.53 or
-    /// 0.98 for the same batchd; the best of [`FAST_DIRECT_RUNS`] is what the upstream allows.
-    /// At 50 ms it waits on the fake's latency, and one run is steady.
+    /// fake upstream's route for its surface over `concurrency` keep-alive connections, the best
+    /// of `runs` runs ([`LIMIT_RUNS`] at 0 ms, [`SLOW_DIRECT_RUNS`] at 50 ms).
     async fn direct(
         &self,
         upstream: std::net::SocketAddr,
         workload: &Workload,
         runs: usize,
-    ) -> anyhow::Result<LoadResult> {
-        let mut best: Option<LoadResult> = None;
-        for _ in 0..runs.max(1) {
+    ) -> anyhow::Result<Direct> {
+        let best = best_run(runs, "direct load generator", || {
             let params = workload.params.clone();
             let surface = workload.surface;
-            let r = closed_loop(
+            closed_loop(
                 upstream,
                 self.args.concurrency,
                 Until::Requests(self.args.requests),
@@ -320,15 +345,12 @@ impl Run {
                     )
                 },
             )
-            .await?;
-            if r.failed > 0 {
-                bail!("direct load generator: {} requests failed", r.failed);
-            }
-            if best.as_ref().is_none_or(|b| r.rate() > b.rate()) {
-                best = Some(r);
-            }
-        }
-        best.context("no run of the direct load generator")
+        })
+        .await?;
+        Ok(Direct {
+            rate: best.rate(),
+            runs,
+        })
     }
 
     /// Waits for a batch to end, checking every request succeeded; returns the end instant.
@@ -400,8 +422,6 @@ impl Run {
         Ok(batch)
     }
 
-    /// The download limit: the same client fetching `bytes` bytes (cut from `filler`) from a
-    /// freshly written file, served by the bench's static server. Returns its duration.
     /// The two rows of taking in `bytes` in `took`: its rate against `disk`, their write+fsync
     /// ([`write_fsync`]), and the server's peak RSS growth (from `rss0` to `peak`) against
     /// their size.
@@ -424,7 +444,7 @@ impl Run {
             &format!("{prefix}: {headline}"),
             format!("{:.2} s = {rate:.0} MB/s", took.as_secs_f64()),
             format!(
-                "disk write+fsync {disk_rate:.0} MB/s ({:.2} s, median of {DISK_WRITES})",
+                "disk write+fsync {disk_rate:.0} MB/s ({:.2} s, best of {LIMIT_RUNS})",
                 disk.as_secs_f64()
             ),
             Some(ratio),
@@ -570,12 +590,12 @@ impl Run {
         let batchd_rate = n as f64 / (ended - created).as_secs_f64();
         if self.args.wants("dispatch") {
             self.progress("dispatch at 0 ms: direct load generator");
-            let direct = self.direct(fake_addr, workload, FAST_DIRECT_RUNS).await?;
+            let direct = self.direct(fake_addr, workload, LIMIT_RUNS).await?;
             self.dispatch_row(
                 Surface::Anthropic,
                 "0 ms",
                 batchd_rate,
-                direct.rate(),
+                direct,
                 upstream,
                 FAST_DISPATCH_TARGET,
                 cpu,
@@ -664,13 +684,13 @@ impl Run {
             "dispatch at {lat} ({}): direct load generator",
             surface.name()
         ));
-        let direct = self.direct(fake_addr, workload, 1).await?;
+        let direct = self.direct(fake_addr, workload, SLOW_DIRECT_RUNS).await?;
         drop(fake);
         self.dispatch_row(
             surface,
             &lat,
             batchd_rate,
-            direct.rate(),
+            direct,
             upstream,
             SLOW_DISPATCH_TARGET,
             cpu,
@@ -712,7 +732,7 @@ impl Run {
         surface: Surface,
         latency: &str,
         batchd: f64,
-        direct: f64,
+        direct: Direct,
         upstream: bool,
         target: f64,
         cpu_seconds: Option<f64>,
@@ -726,7 +746,11 @@ impl Run {
                 "Dispatch (OpenAI): {n} chat completions, {latency} upstream, concurrency {c}"
             ),
         };
-        let limit = format!("direct {} req/s", rate(direct));
+        let limit = match direct.runs {
+            1 => format!("direct {} req/s", rate(direct.rate)),
+            runs => format!("direct {} req/s (best of {runs})", rate(direct.rate)),
+        };
+        let direct = direct.rate;
         let target_text = format!("≥ {target}");
         if upstream {
             let ratio = batchd / direct;
@@ -928,12 +952,9 @@ impl Run {
         let (fake, addr) = start_fake(&self.fake_bin, Duration::ZERO, 8)?;
         self.progress("fake upstream capacity: small bodies, direct load generator");
         let body = Bytes::from(crate::workload::compact_params(7));
-        // Best of three: a capacity is a maximum, and the other users of these cores only
-        // ever push a single run down.
-        let mut best: Option<LoadResult> = None;
-        for _ in 0..3 {
+        let r = best_run(LIMIT_RUNS, "fake upstream", || {
             let body = body.clone();
-            let r = closed_loop(
+            closed_loop(
                 addr,
                 self.args.concurrency,
                 Until::Requests(n),
@@ -948,15 +969,8 @@ impl Run {
                     )
                 },
             )
-            .await?;
-            if r.failed > 0 {
-                bail!("fake upstream: {} requests failed", r.failed);
-            }
-            if best.as_ref().is_none_or(|b| r.rate() > b.rate()) {
-                best = Some(r);
-            }
-        }
-        let r = best.expect("three runs");
+        })
+        .await?;
         drop(fake);
         self.rows.push(Row::new(
             &format!(
@@ -965,7 +979,7 @@ impl Run {
                 self.args.concurrency
             ),
             format!(
-                "{} req/s (best of 3; load generator on the same cores)",
+                "{} req/s (best of {LIMIT_RUNS}; load generator on the same cores)",
                 rate(r.rate())
             ),
             "—".into(),
@@ -1170,12 +1184,12 @@ impl Run {
         ));
         if self.args.wants("openai-dispatch") {
             self.progress("openai dispatch at 0 ms: direct load generator");
-            let direct = self.direct(fake_addr, chat, FAST_DIRECT_RUNS).await?;
+            let direct = self.direct(fake_addr, chat, LIMIT_RUNS).await?;
             self.dispatch_row(
                 Surface::OpenAi,
                 "0 ms",
                 batchd_rate,
-                direct.rate(),
+                direct,
                 upstream,
                 FAST_DISPATCH_TARGET,
                 cpu,
