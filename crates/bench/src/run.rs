@@ -58,12 +58,14 @@ const SLOW_DISPATCH_TARGET: f64 = 0.98;
 /// Runs of a limit that is taken at its best: the fake upstream's capacity, the direct load
 /// generator at 0 ms and the write+fsync of an intake's bytes. A limit is what the machine
 /// allows, and the other users of these cores and this disk only ever push a run down: one run
-/// of the generator moved between 49,900 and 95,100 req/s within minutes, one write+fsync of
-/// the upload's 200 MB between 0.13 and 0.39 s.
+/// of the generator moved between 48,500 and 106,500 req/s within a day, one write+fsync of the
+/// upload's 200 MB between 0.13 and 0.39 s.
 const LIMIT_RUNS: usize = 3;
-/// Runs of the direct load generator at 50 ms: it waits on the fake's latency there, and one run
-/// (20 s at 100,000 requests) is steady, 4,942-4,966 req/s over a day's runs.
+/// Runs of the direct load generator at the slow rows' latency (`--latency`, 50 ms unless told
+/// otherwise): it waits on the fake's latency there, and one run (20 s at 100,000 requests) is
+/// steady, 4,942-4,966 req/s over a day's runs.
 const SLOW_DIRECT_RUNS: usize = 1;
+const _: () = assert!(LIMIT_RUNS > 0 && SLOW_DIRECT_RUNS > 0);
 /// Requests in the batch whose dispatch the RSS row watches (fewer under `--smoke`).
 pub const RSS_BATCH: usize = 10_000;
 /// The server's stated memory limit while dispatching that batch, in bytes.

@@ -193,9 +193,10 @@ impl Pools {
         Ok(conn)
     }
 
-    /// Passes the background checkpointer ran (skipped ones not counted), if there is one.
+    /// Passes the background checkpointer began and finished (skipped ones not counted), if
+    /// there is one.
     #[cfg(test)]
-    pub(crate) fn checkpoint_passes(&self) -> Option<u64> {
+    pub(crate) fn checkpoint_passes(&self) -> Option<(u64, u64)> {
         self.checkpointer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
