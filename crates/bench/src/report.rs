@@ -25,8 +25,8 @@ const METHOD: &str = "\
   `ended`, polled every 50 ms). Limit: the bench's own load generator (hyper, one keep-alive
   connection per worker, same concurrency) sending the same `params` bodies straight to the
   same fake upstream; at 0 ms the best of three runs (CPU-bound there, one run moved by 2×
-  within a day), at 50 ms one. The fake answers ~330 words per
-  request so results are realistically sized. The built-in mock row has an absolute target.
+  within a day), at 50 ms one. The fake answers ~330 words per request so results are
+  realistically sized. The built-in mock row has an absolute target.
 - **Results**: `GET …/results` of the ended batch, counting bytes as they arrive. Limit: the
   same client downloading a file of exactly the same size, freshly written (so in the page
   cache, like batchd's database) and served by the bench's own static server (tokio fs +

@@ -159,9 +159,9 @@ async fn run(
 struct WalStamp {
     len: u64,
     modified: SystemTime,
-    /// Bytes 12..24 of the WAL header (SQLite's WAL format): checkpoint sequence, salt-1,
-    /// salt-2. Zero while the WAL is shorter than 24 bytes.
-    restart: [u8; 12],
+    /// The WAL header's first 24 bytes (SQLite's WAL format), of which a restart rewrites
+    /// 12..24: checkpoint sequence, salt-1, salt-2. Zero while the WAL is shorter than that.
+    header: [u8; 24],
 }
 
 impl WalStamp {
@@ -173,12 +173,10 @@ impl WalStamp {
         if meta.len() >= header.len() as u64 {
             file.read_exact(&mut header).ok()?;
         }
-        let mut restart = [0u8; 12];
-        restart.copy_from_slice(&header[12..]);
         Some(Self {
             len: meta.len(),
             modified: meta.modified().ok()?,
-            restart,
+            header,
         })
     }
 }
