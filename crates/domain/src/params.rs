@@ -28,7 +28,8 @@
 //! The turns are read in the members' walk ([`raw_json::Body`]), not again as the array's items
 //! and then as each turn's members: at that size, three runs each on a quiet machine, a whole
 //! validation 2.63-2.65 µs before and 1.75-1.77 µs after (the checking walk 0.55 µs, the
-//! members' walk with the turns 0.62 µs).
+//! members' walk with the turns 0.62 µs). The check is now a scan of the bytes rather than
+//! serde_json's walk (`raw_json::check`): 0.29 µs, a whole validation 1.53 µs.
 
 use serde_json::Number;
 use serde_json::value::RawValue;

@@ -5,8 +5,10 @@
 //!
 //! It reads a document as `serde_json::from_str::<Value>` would: a repeated key's last value
 //! counts, escapes in keys and strings are decoded, and a document that parse refuses (a number
-//! beyond `f64`, a lone surrogate, nesting deeper than 128) is refused by [`parses`], which walks
-//! it once without allocating.
+//! beyond `f64`, a lone surrogate, arrays or objects nested 128 deep) is refused by [`parses`],
+//! which scans it once without allocating.
+
+mod check;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -71,39 +73,10 @@ pub fn is_null(raw: &RawValue) -> bool {
     Kind::of(raw) == Kind::Null
 }
 
-/// Whether `from_str::<Value>` would take `raw`. Borrowed strings and numbers are read but not
-/// kept, so nothing is allocated unless a string holds escapes.
+/// Whether `from_str::<Value>` would take `raw`: one scan of its bytes, building nothing (the
+/// `check` module).
 pub fn parses(raw: &str) -> bool {
-    serde_json::from_str::<Parses>(raw).is_ok()
-}
-
-/// Walks a value the way `Value` would read it, keeping nothing.
-struct Parses;
-
-impl<'de> de::Deserialize<'de> for Parses {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ParsesVisitor)
-    }
-}
-
-struct ParsesVisitor;
-
-impl<'de> Visitor<'de> for ParsesVisitor {
-    type Value = Parses;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    scalar_visits!(|_| Parses);
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Parses, A::Error> {
-        while seq.next_element::<Parses>()?.is_some() {}
-        Ok(Parses)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parses, A::Error> {
-        // Keys are decoded (and checked) as strings, as `Value` does.
-        while map.next_entry::<Parses, Parses>()?.is_some() {}
-        Ok(Parses)
-    }
+    check::parses(raw)
 }
 
 /// A JSON string, borrowed from the input unless it holds escapes.
