@@ -31,9 +31,8 @@ use batchd_domain::openai::Endpoint;
 use batchd_domain::params::Params;
 use std::borrow::Cow;
 
-use batchd_domain::raw_json::{self, Object};
+use batchd_domain::raw_json::{self, Object, Raw};
 use serde_json::Value;
-use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
 use crate::message::{Block, Message, Usage};
@@ -146,46 +145,37 @@ impl Backend for MockBackend {
 
 /// What the mock reads of validated params, borrowed from the raw JSON: each turn's role and
 /// content, the system prompt and the stop sequences.
-#[derive(Default, serde::Deserialize)]
+#[derive(Default)]
 struct Body<'a> {
-    #[serde(borrow, default)]
-    system: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    system: Option<Raw<'a>>,
     messages: Vec<Turn<'a>>,
-    #[serde(default)]
     stop_sequences: Option<Vec<String>>,
 }
 
-#[derive(serde::Deserialize)]
 struct Turn<'a> {
-    #[serde(borrow, default)]
     role: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    content: Option<&'a RawValue>,
+    content: Option<Raw<'a>>,
 }
 
 impl<'a> Body<'a> {
-    /// One typed pass; a repeated key (which the derived reader refuses) or anything odd is read
-    /// member by member instead, its last value counting as in validation.
+    /// One scan of the params, its turns read in it (the last of a repeated key counting, as in
+    /// validation); turns that are not objects are passed over.
     fn read(raw: &'a str) -> Self {
-        serde_json::from_str(raw).unwrap_or_else(|_| Self::by_members(raw))
-    }
-
-    fn by_members(raw: &'a str) -> Self {
-        let Some(body) = Object::parse(raw) else {
+        let Some(body) = raw_json::Body::parse(raw) else {
             return Self::default();
         };
-        let messages = body
-            .get("messages")
-            .and_then(raw_json::array)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(Object::of)
-            .map(|m| Turn {
-                role: m.get("role").and_then(raw_json::string),
-                content: m.get("content"),
-            })
-            .collect();
+        let messages = match body.messages {
+            Some(Ok(turns)) => turns
+                .into_iter()
+                .filter_map(Result::ok)
+                .map(|m| Turn {
+                    role: m.get("role").and_then(raw_json::string),
+                    content: m.get("content"),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let body = body.members;
         let stop_sequences = body
             .get("stop_sequences")
             .and_then(raw_json::array)
@@ -196,7 +186,7 @@ impl<'a> Body<'a> {
                     .collect()
             });
         Self {
-            system: body.get("system").filter(|v| !raw_json::is_null(v)),
+            system: body.get("system").filter(|v| !raw_json::is_null(*v)),
             messages,
             stop_sequences,
         }
@@ -206,7 +196,7 @@ impl<'a> Body<'a> {
 /// Input tokens as the mock counts them: a quarter of the characters of the system prompt and
 /// every message's text, at least one.
 fn input_tokens(body: &Body<'_>) -> u64 {
-    let chars = |content: &RawValue| -> usize {
+    let chars = |content: Raw<'_>| -> usize {
         raw_texts(content, "text")
             .iter()
             .map(|t| t.chars().count())
@@ -359,7 +349,7 @@ fn texts_of<'v>(content: &'v Value, kind: &'static str) -> impl Iterator<Item = 
 
 /// [`texts_of`] on raw JSON: the string itself, or the `text` of its parts of type `kind`,
 /// borrowed from the input unless they hold escapes.
-fn raw_texts<'a>(content: &'a RawValue, kind: &str) -> Vec<Cow<'a, str>> {
+fn raw_texts<'a>(content: Raw<'a>, kind: &str) -> Vec<Cow<'a, str>> {
     if let Some(text) = raw_json::string(content) {
         return vec![text];
     }

@@ -28,16 +28,15 @@
 //! The turns are read in the members' walk ([`raw_json::Body`]), not again as the array's items
 //! and then as each turn's members: at that size, three runs each on a quiet machine, a whole
 //! validation 2.63-2.65 µs before and 1.75-1.77 µs after (the checking walk 0.55 µs, the
-//! members' walk with the turns 0.62 µs). The check is now a scan of the bytes rather than
-//! serde_json's walk (`raw_json::check`): 0.29 µs, a whole validation 1.53 µs.
+//! members' walk with the turns 0.62 µs). Both walks are now one scan of the bytes, ours rather
+//! than serde_json's (`raw_json::scan`): a whole validation 0.78-0.79 µs.
 
 use serde_json::Number;
-use serde_json::value::RawValue;
 
 use crate::ErrorType;
 use crate::api_version::{self, ApiVersion, VersionRules};
 use crate::betas::{self, BETA_FIELDS};
-use crate::raw_json::{self, Body, Kind, Object, is_null};
+use crate::raw_json::{self, Body, Kind, Object, Raw, is_null};
 use crate::validation::{
     BILL_TO_USER_PROFILE, EXTRA, FRACTIONAL, NOT_BOOL, NOT_DICT, NOT_INT, NOT_LIST, NOT_NUMBER,
     NOT_STRING, REQUIRED, ROLE, ROLE_OR_SYSTEM, USER_PROFILE_CONFLICT,
@@ -131,7 +130,7 @@ fn is_known_key(key: &str, rules: &VersionRules) -> bool {
 
 /// Whether a top-level key is one the schema does not have for this batch: unknown, or a
 /// beta-only field that none of the batch's betas unlocks in the form given.
-fn is_extra(key: &str, value: &RawValue, terms: &Terms<'_>) -> bool {
+fn is_extra(key: &str, value: Raw<'_>, terms: &Terms<'_>) -> bool {
     if BETA_FIELDS.contains(&key) {
         !betas::unlocked(terms.betas, key, Kind::of(value))
     } else {
@@ -143,12 +142,12 @@ fn is_extra(key: &str, value: &RawValue, terms: &Terms<'_>) -> bool {
 /// what the checks look at: members are slices of `raw`, decoded where a rule reads them.
 pub fn validate(raw: &str, terms: &Terms<'_>) -> Result<Params, ParamsError> {
     let rules = terms.version.rules();
-    // `parses` first: a document the full parse refuses anywhere is not a dictionary, even
-    // where the members read below would not show it.
+    // The scan checks the whole document: one the full parse refuses anywhere is not a
+    // dictionary, even where the members read below would not show it.
     let Some(Body {
         members: body,
         messages,
-    }) = raw_json::parses(raw).then(|| Body::parse(raw)).flatten()
+    }) = Body::parse(raw)
     else {
         return Err(invalid(format!("params: {NOT_DICT}")));
     };
@@ -225,7 +224,7 @@ pub fn validate(raw: &str, terms: &Terms<'_>) -> Result<Params, ParamsError> {
 
 /// An integer the way Pydantic's lax mode reads JSON: integral floats pass, fractions and
 /// non-numbers do not. Values beyond `i64` saturate; they fail later range checks anyway.
-fn integer(v: &RawValue) -> Result<i64, &'static str> {
+fn integer(v: Raw<'_>) -> Result<i64, &'static str> {
     match raw_json::number(v) {
         Some(n) => number_as_i64(&n),
         None => Err(NOT_INT),
@@ -253,7 +252,7 @@ fn check_version_rules(
     if !(rules.no_assistant_documents || rules.no_user_citations) {
         return Ok(());
     }
-    let cited = |block: &RawValue| {
+    let cited = |block: Raw<'_>| {
         Object::of(block).is_some_and(|block| {
             block.get("type").and_then(raw_json::string).as_deref() == Some("text")
                 && block
@@ -273,7 +272,7 @@ fn check_version_rules(
         let role = message.get("role").and_then(raw_json::string);
         let role = role.as_deref();
         for (j, block) in blocks.iter().enumerate() {
-            let block_obj = Object::of(block);
+            let block_obj = Object::of(*block);
             let kind = block_obj
                 .as_ref()
                 .and_then(|b| b.get("type"))
@@ -289,7 +288,7 @@ fn check_version_rules(
             if role != Some("user") || !rules.no_user_citations {
                 continue;
             }
-            if cited(block) {
+            if cited(*block) {
                 return Err(at(
                     format_args!("messages.{i}.content.{j}.citations"),
                     api_version::USER_CITATIONS,
@@ -300,7 +299,7 @@ fn check_version_rules(
                     .as_ref()
                     .and_then(|b| b.get("content"))
                     .and_then(raw_json::array)
-                && let Some(k) = inner.iter().position(|b| cited(b))
+                && let Some(k) = inner.iter().position(|b| cited(*b))
             {
                 return Err(at(
                     format_args!("messages.{i}.content.{j}.content.{k}.citations"),
@@ -345,7 +344,7 @@ fn check_message(
                     .iter()
                     .enumerate()
                 {
-                    check_block(format_args!("messages.{i}.content.{j}"), block, None)?;
+                    check_block(format_args!("messages.{i}.content.{j}"), *block, None)?;
                 }
             }
             _ => return Err(at(format_args!("messages.{i}.content"), NOT_LIST)),
@@ -361,7 +360,7 @@ fn check_message(
 /// `only` restricts the type (the system prompt takes text blocks only).
 fn check_block(
     loc: std::fmt::Arguments<'_>,
-    block: &RawValue,
+    block: Raw<'_>,
     only: Option<&str>,
 ) -> Result<(), ParamsError> {
     let Some(block) = Object::of(block) else {
@@ -394,12 +393,12 @@ fn check_block(
 
 /// The optional fields, in schema order. `null` is accepted for each, as "not given".
 fn check_optional(body: &Object<'_>, terms: &Terms<'_>) -> Result<(), ParamsError> {
-    let get = |key: &str| body.get(key).filter(|v| !is_null(v));
+    let get = |key: &str| body.get(key).filter(|v| !is_null(*v));
     // Removed fields are extra inputs, reported with the unknown keys.
     let sampling = |key: &str| get(key).filter(|_| !terms.version.rules().no_sampling);
     // A beta-only field is checked only when a beta unlocks it; otherwise it is an extra input.
     let beta_field =
-        |key: &str| get(key).filter(|v| betas::unlocked(terms.betas, key, Kind::of(v)));
+        |key: &str| get(key).filter(|v| betas::unlocked(terms.betas, key, Kind::of(*v)));
 
     if let Some(metadata) = get("metadata") {
         let Some(metadata) = Object::of(metadata) else {
@@ -433,7 +432,7 @@ fn check_optional(body: &Object<'_>, terms: &Terms<'_>) -> Result<(), ParamsErro
         let Some(stops) = raw_json::array(stops) else {
             return Err(at("stop_sequences", NOT_LIST));
         };
-        if let Some(i) = stops.iter().position(|s| Kind::of(s) != Kind::String) {
+        if let Some(i) = stops.iter().position(|s| Kind::of(*s) != Kind::String) {
             return Err(at(format_args!("stop_sequences.{i}"), NOT_STRING));
         }
     }
@@ -451,7 +450,7 @@ fn check_optional(body: &Object<'_>, terms: &Terms<'_>) -> Result<(), ParamsErro
                     .iter()
                     .enumerate()
                 {
-                    check_block(format_args!("system.{i}"), block, Some("text"))?;
+                    check_block(format_args!("system.{i}"), *block, Some("text"))?;
                 }
             }
             _ => return Err(at("system", NOT_LIST)),
@@ -466,7 +465,7 @@ fn check_optional(body: &Object<'_>, terms: &Terms<'_>) -> Result<(), ParamsErro
         let Some(tools) = raw_json::array(tools) else {
             return Err(at("tools", NOT_LIST));
         };
-        if let Some(i) = tools.iter().position(|t| Kind::of(t) != Kind::Object) {
+        if let Some(i) = tools.iter().position(|t| Kind::of(*t) != Kind::Object) {
             return Err(at(format_args!("tools.{i}"), NOT_DICT));
         }
     }
@@ -511,7 +510,7 @@ fn check_optional(body: &Object<'_>, terms: &Terms<'_>) -> Result<(), ParamsErro
     Ok(())
 }
 
-fn dict(key: &str, value: Option<&RawValue>) -> Result<(), ParamsError> {
+fn dict(key: &str, value: Option<Raw<'_>>) -> Result<(), ParamsError> {
     match value {
         Some(v) if Kind::of(v) != Kind::Object => Err(at(key, NOT_DICT)),
         _ => Ok(()),
@@ -519,7 +518,7 @@ fn dict(key: &str, value: Option<&RawValue>) -> Result<(), ParamsError> {
 }
 
 /// A number within `0..=1` (`temperature`, `top_p`).
-fn check_unit_interval(key: &str, value: &RawValue) -> Result<(), ParamsError> {
+fn check_unit_interval(key: &str, value: Raw<'_>) -> Result<(), ParamsError> {
     let Some(x) = raw_json::number(value).and_then(|n| n.as_f64()) else {
         return Err(at(key, NOT_NUMBER));
     };

@@ -1,45 +1,32 @@
 //! Reading a client's raw JSON without building a `serde_json::Value` tree: an object's members
-//! as borrowed slices of the input ([`Object`]), a Messages body with its turns' members read
-//! in the same walk ([`Body`]), a value's kind from its first byte ([`Kind`]), and strings,
-//! numbers and arrays decoded only where a caller asks for them.
+//! as slices of the input ([`Object`]), a Messages body with its turns' members read in the
+//! same scan ([`Body`]), a value's kind from its first byte ([`Kind`]), and strings, numbers and
+//! arrays decoded only where a caller asks for them.
 //!
 //! It reads a document as `serde_json::from_str::<Value>` would: a repeated key's last value
 //! counts, escapes in keys and strings are decoded, and a document that parse refuses (a number
-//! beyond `f64`, a lone surrogate, arrays or objects nested 128 deep) is refused by [`parses`],
-//! which scans it once without allocating.
+//! beyond `f64`, a lone surrogate, arrays or objects nested 128 deep) is refused. One scan (the
+//! `scan` module) both checks a document and finds its members, so a value handed out
+//! ([`Raw`]) is always valid JSON.
 
-mod check;
+mod scan;
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
-use serde_json::value::RawValue;
 
-/// The visits of a scalar for a visitor that keeps at most its kind: `$wrap` makes the
-/// visitor's value from it.
-macro_rules! scalar_visits {
-    ($wrap:expr) => {
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok($wrap(Kind::Bool))
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok($wrap(Kind::Number))
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok($wrap(Kind::Number))
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok($wrap(Kind::Number))
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok($wrap(Kind::String))
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok($wrap(Kind::Null))
-        }
-    };
+use scan::Scan;
+
+/// A JSON value as it stands in a document this module read: a slice of the input, without the
+/// whitespace around it, and valid JSON (only this module makes one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Raw<'a>(&'a str);
+
+impl<'a> Raw<'a> {
+    /// The value's text.
+    pub fn get(self) -> &'a str {
+        self.0
+    }
 }
 
 /// A JSON value's type.
@@ -54,10 +41,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The kind of a value that parsed: its first byte tells (a raw value starts at its first
-    /// non-whitespace byte).
-    pub fn of(raw: &RawValue) -> Self {
-        match raw.get().as_bytes().first() {
+    /// The kind of a value: its first byte tells.
+    pub fn of(raw: Raw<'_>) -> Self {
+        match raw.0.as_bytes().first() {
             Some(b'n') => Kind::Null,
             Some(b't' | b'f') => Kind::Bool,
             Some(b'"') => Kind::String,
@@ -69,90 +55,72 @@ impl Kind {
 }
 
 /// Whether `raw` is `null`.
-pub fn is_null(raw: &RawValue) -> bool {
+pub fn is_null(raw: Raw<'_>) -> bool {
     Kind::of(raw) == Kind::Null
 }
 
-/// Whether `from_str::<Value>` would take `raw`: one scan of its bytes, building nothing (the
-/// `check` module).
+/// Whether `from_str::<Value>` would take `raw`: one scan of its bytes, building nothing.
 pub fn parses(raw: &str) -> bool {
-    check::parses(raw)
+    scan::parses(raw)
 }
 
-/// A JSON string, borrowed from the input unless it holds escapes.
-struct Str<'a>(Cow<'a, str>);
-
-impl<'de> de::Deserialize<'de> for Str<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Str<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Str<'de>, E> {
-                Ok(Str(Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Str<'de>, E> {
-                Ok(Str(Cow::Owned(s.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// The string `raw` holds, decoded; `None` when it is not a string.
-pub fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
+/// The string `raw` holds, decoded (borrowed unless it holds escapes); `None` when it is not a
+/// string.
+pub fn string(raw: Raw<'_>) -> Option<Cow<'_, str>> {
     if Kind::of(raw) != Kind::String {
         return None;
     }
-    serde_json::from_str::<Str<'_>>(raw.get()).ok().map(|s| s.0)
+    scan::decode(raw.0, memchr::memchr(b'\\', raw.0.as_bytes()).is_some())
 }
 
 /// The number `raw` holds, as `Value` would hold it; `None` when it is not a number.
-pub fn number(raw: &RawValue) -> Option<Number> {
+pub fn number(raw: Raw<'_>) -> Option<Number> {
     if Kind::of(raw) != Kind::Number {
         return None;
     }
-    serde_json::from_str(raw.get()).ok()
+    serde_json::from_str(raw.0).ok()
 }
 
 /// The items of the array `raw` holds, unparsed; `None` when it is not an array.
-pub fn array(raw: &RawValue) -> Option<Vec<&RawValue>> {
-    if Kind::of(raw) != Kind::Array {
-        return None;
-    }
-    serde_json::from_str(raw.get()).ok()
+pub fn array(raw: Raw<'_>) -> Option<Vec<Raw<'_>>> {
+    Scan::document(raw.0, |scan| {
+        let mut items = Vec::new();
+        scan.array(0, |scan, depth| match scan.raw(depth) {
+            Some(item) => {
+                items.push(item);
+                true
+            }
+            None => false,
+        })
+        .then_some(items)
+    })
 }
 
 /// A JSON object's members, values unparsed; each key once, with its last value.
 #[derive(Debug, Default)]
-pub struct Object<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+pub struct Object<'a>(Vec<(Cow<'a, str>, Raw<'a>)>);
 
 impl<'a> Object<'a> {
     /// The object `raw` holds; `None` when it is not one.
-    pub fn of(raw: &'a RawValue) -> Option<Self> {
-        if Kind::of(raw) != Kind::Object {
-            return None;
-        }
-        Self::parse(raw.get())
+    pub fn of(raw: Raw<'a>) -> Option<Self> {
+        Self::parse(raw.0)
     }
 
     /// The object a whole document holds; `None` when it is not one (or not JSON).
     pub fn parse(text: &'a str) -> Option<Self> {
-        serde_json::from_str(text).ok()
+        Scan::document(text, |scan| members(scan, 0, |_, _, _| Some(false)))
     }
 
-    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+    pub fn get(&self, key: &str) -> Option<Raw<'a>> {
         self.0.iter().find(|(k, _)| k == key).map(|&(_, v)| v)
     }
 
     /// The key that `Value`'s (sorted) map would list first among those for which `pick`
     /// holds.
-    pub fn first_key(&self, mut pick: impl FnMut(&str, &'a RawValue) -> bool) -> Option<&str> {
+    pub fn first_key(&self, mut pick: impl FnMut(&str, Raw<'a>) -> bool) -> Option<&str> {
         self.0
             .iter()
-            .filter(|(k, v)| pick(k, v))
+            .filter(|(k, v)| pick(k, *v))
             .map(|(k, _)| k.as_ref())
             .min()
     }
@@ -166,148 +134,86 @@ impl<'a> Object<'a> {
     }
 }
 
-impl<'de> de::Deserialize<'de> for Object<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Object<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<'de>, A::Error> {
-                members(map, |_, _| Ok(false))
-            }
+/// The members of the object at the cursor, each key once with its last value. `take` may read
+/// a member's value itself (it is handed the key, the cursor and the value's depth) instead of
+/// leaving it unparsed: it answers `Some(true)` for a member it read, which is then not listed,
+/// and `None` to refuse the document.
+fn members<'a>(
+    scan: &mut Scan<'a>,
+    depth: u32,
+    mut take: impl FnMut(&str, &mut Scan<'a>, u32) -> Option<bool>,
+) -> Option<Object<'a>> {
+    let mut members: Vec<(Cow<'a, str>, Raw<'a>)> = Vec::with_capacity(8);
+    scan.object(depth, |key, scan, depth| {
+        match take(&key, scan, depth) {
+            None => return false,
+            Some(true) => return true,
+            Some(false) => {}
         }
-        d.deserialize_map(V)
-    }
-}
-
-/// An object's members, each key once with its last value. `take` may read a member's value
-/// itself (it is handed the key and the map) instead of leaving it unparsed: it answers `true`
-/// for a member it read, which is then not listed.
-fn members<'de, A: MapAccess<'de>>(
-    mut map: A,
-    mut take: impl FnMut(&str, &mut A) -> Result<bool, A::Error>,
-) -> Result<Object<'de>, A::Error> {
-    let mut members: Vec<(Cow<'de, str>, &'de RawValue)> =
-        Vec::with_capacity(map.size_hint().unwrap_or(8));
-    while let Some(Str(key)) = map.next_key::<Str<'de>>()? {
-        if take(&key, &mut map)? {
-            continue;
-        }
-        let value: &'de RawValue = map.next_value()?;
+        let Some(value) = scan.raw(depth) else {
+            return false;
+        };
         match members.iter_mut().find(|(k, _)| *k == key) {
             Some(member) => member.1 = value,
             None => members.push((key, value)),
         }
-    }
-    Ok(Object(members))
+        true
+    })
+    .then_some(Object(members))
 }
 
-/// A Messages create body read in one walk: its members as an [`Object`], except `messages`,
-/// whose turns are read as they are met, each as an object's members.
+/// A Messages create body read in one scan, which also checks the whole document: its members
+/// as an [`Object`], except `messages`, whose turns are read as they are met, each as an
+/// object's members.
 ///
 /// Read as `Object::parse` and then each turn with `Object::of`, the turns' text (most of a
 /// request) was walked three times: as the raw `messages`, as the array's items, as each
-/// turn's members. Here it is walked once.
+/// turn's members. Here it is scanned once.
 #[derive(Debug)]
 pub struct Body<'a> {
     /// Every member but `messages`.
     pub members: Object<'a>,
     /// `messages` (its last value when repeated): `None` when absent; `Err` with its kind when
     /// it is not an array; else each turn, `Err` with its kind when it is not an object.
-    pub messages: Option<Result<Vec<Result<Object<'a>, Kind>>, Kind>>,
-}
-
-impl<'a> Body<'a> {
-    /// The body a whole document holds; `None` when it is not an object (or not JSON).
-    pub fn parse(text: &'a str) -> Option<Self> {
-        serde_json::from_str(text).ok()
-    }
-}
-
-impl<'de> de::Deserialize<'de> for Body<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Body<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Body<'de>, A::Error> {
-                let mut messages = None;
-                let members = members(map, |key, map| {
-                    if key != "messages" {
-                        return Ok(false);
-                    }
-                    let Turns(turns) = map.next_value()?;
-                    messages = Some(turns);
-                    Ok(true)
-                })?;
-                Ok(Body { members, messages })
-            }
-        }
-        d.deserialize_map(V)
-    }
+    pub messages: Option<Turns<'a>>,
 }
 
 /// A value read as an array of objects' members: `Err` with its kind when it is not an array,
 /// and each item `Err` with its kind when it is not an object.
-struct Turns<'a>(Result<Vec<Result<Object<'a>, Kind>>, Kind>);
+pub type Turns<'a> = Result<Vec<Result<Object<'a>, Kind>>, Kind>;
 
-impl<'de> de::Deserialize<'de> for Turns<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Turns<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Turns<'de>, A::Error> {
-                let mut turns = Vec::with_capacity(seq.size_hint().unwrap_or(4));
-                while let Some(MaybeObject(turn)) = seq.next_element()? {
-                    turns.push(turn);
+impl<'a> Body<'a> {
+    /// The body a whole document holds; `None` when it is not an object (or not JSON).
+    pub fn parse(text: &'a str) -> Option<Self> {
+        Scan::document(text, |scan| {
+            let mut messages = None;
+            let members = members(scan, 0, |key, scan, depth| {
+                if key != "messages" {
+                    return Some(false);
                 }
-                Ok(Turns(Ok(turns)))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Turns<'de>, A::Error> {
-                while map
-                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(Turns(Err(Kind::Object)))
-            }
-            scalar_visits!(|kind| Turns(Err(kind)));
-        }
-        d.deserialize_any(V)
+                messages = Some(turns(scan, depth)?);
+                Some(true)
+            })?;
+            Some(Body { members, messages })
+        })
     }
 }
 
-/// A value read as an object's members: `Err` with its kind when it is not an object.
-struct MaybeObject<'a>(Result<Object<'a>, Kind>);
-
-impl<'de> de::Deserialize<'de> for MaybeObject<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = MaybeObject<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MaybeObject<'de>, A::Error> {
-                Ok(MaybeObject(Ok(members(map, |_, _| Ok(false))?)))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<MaybeObject<'de>, A::Error> {
-                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
-                Ok(MaybeObject(Err(Kind::Array)))
-            }
-            scalar_visits!(|kind| MaybeObject(Err(kind)));
-        }
-        d.deserialize_any(V)
+/// The value at the cursor read as [`Turns`].
+fn turns<'a>(scan: &mut Scan<'a>, depth: u32) -> Option<Turns<'a>> {
+    if scan.peek() != Some(b'[') {
+        return scan.raw(depth).map(|raw| Err(Kind::of(raw)));
     }
+    let mut turns = Vec::with_capacity(4);
+    let read = scan.array(depth, |scan, depth| {
+        let turn = if scan.peek() == Some(b'{') {
+            members(scan, depth, |_, _, _| Some(false)).map(Ok)
+        } else {
+            scan.raw(depth).map(|raw| Err(Kind::of(raw)))
+        };
+        turn.map(|turn| turns.push(turn)).is_some()
+    });
+    read.then_some(Ok(turns))
 }
 
 #[cfg(test)]
