@@ -592,8 +592,7 @@ mod tests {
         assert_eq!(answer(&p).await["usage"]["input_tokens"], 8);
     }
 
-    /// A repeated key, which the typed reader refuses, is read member by member: its last value
-    /// counts, as in validation.
+    /// A repeated key's last value counts, as in validation.
     #[tokio::test]
     async fn a_repeated_key_counts_its_last_value() {
         let m = answer(&params(

@@ -18,18 +18,9 @@
 //! only what a rule looks at is decoded, so no `Value` tree is built for a request; what passes
 //! keeps its model and `max_tokens` ([`Params`]) and the backend gets the raw bytes. It reads the
 //! JSON as a full parse would (the last of a repeated key, escapes decoded, unknown keys in
-//! code-point order, a document that parse refuses is not a dictionary). Measured with
-//! `validate_throughput` below (release, on a 2-core machine shared with other builds): in one
-//! run, building the `Value` tree alone took 1,005 ns per request, the checking walk
-//! ([`crate::raw_json::parses`]) 294 ns and reading the top-level members 380 ns; a whole
-//! validation took 3.06 µs with the tree and 2.34 µs without, in two runs under unequal load.
-//! With the bench's size of params (`BENCH_PARAMS_WORDS=150`, about 2.7 KB): the tree alone
-//! 3.40 µs, the checking walk 1.65 µs, the members 1.00 µs, a whole validation 6.5 µs.
-//! The turns are read in the members' walk ([`raw_json::Body`]), not again as the array's items
-//! and then as each turn's members: at that size, three runs each on a quiet machine, a whole
-//! validation 2.63-2.65 µs before and 1.75-1.77 µs after (the checking walk 0.55 µs, the
-//! members' walk with the turns 0.62 µs). Both walks are now one scan of the bytes, ours rather
-//! than serde_json's (`raw_json::scan`): a whole validation 0.78-0.79 µs.
+//! code-point order, a document that parse refuses is not a dictionary). What a validation
+//! costs is measured by `validate_throughput` below; the figures are beside the scan that does
+//! the reading (`raw_json::scan`), where the time goes.
 
 use serde_json::Number;
 
@@ -1177,7 +1168,7 @@ mod tests {
     /// What the JSON parser decides, kept the same however `params` are read: a duplicate key's
     /// last value counts, escapes in keys and strings are decoded, unknown keys are reported in
     /// code-point order, and a document a full parse refuses anywhere (a number beyond `f64`, a
-    /// lone surrogate, nesting deeper than 128) is not a dictionary at all.
+    /// lone surrogate, arrays or objects nested 128 deep) is not a dictionary at all.
     #[test]
     fn reads_the_json_as_a_full_parse_would() {
         let ok = |raw: &str| validate(raw, &Terms::default()).map_err(|e| e.message);

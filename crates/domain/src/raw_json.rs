@@ -4,10 +4,9 @@
 //! arrays decoded only where a caller asks for them.
 //!
 //! It reads a document as `serde_json::from_str::<Value>` would: a repeated key's last value
-//! counts, escapes in keys and strings are decoded, and a document that parse refuses (a number
-//! beyond `f64`, a lone surrogate, arrays or objects nested 128 deep) is refused. One scan (the
-//! `scan` module) both checks a document and finds its members, so a value handed out
-//! ([`Raw`]) is always valid JSON.
+//! counts, escapes in keys and strings are decoded, and a document that parse refuses is
+//! refused. One scan (the `scan` module, which states the rules) both checks a document and
+//! finds its members, so a value handed out ([`Raw`]) is always valid JSON.
 
 mod scan;
 

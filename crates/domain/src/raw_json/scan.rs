@@ -7,17 +7,17 @@
 //! time; here a string's body is found with `memchr` (the bytes that end or escape it) and
 //! checked for control bytes in wide chunks, and only escapes are looked at one by one. Numbers
 //! other than short integers are handed to serde_json itself, so range and grammar are its own.
-//! With the bench's size of params (`BENCH_PARAMS_WORDS=150 cargo test -p batchd-domain
-//! --release --lib validate_throughput -- --ignored --nocapture`, two runs of each build) the
-//! check alone took 577 ns through serde_json's walk and 292-296 ns here, and a whole validation
-//! 1.84 µs against 1.53 µs while the members were still read by a second walk (serde_json's,
-//! into `RawValue`s); with the members read in this scan too, 0.78-0.79 µs.
+//! Measured with `BENCH_PARAMS_WORDS=150 cargo test -p batchd-domain --release --lib
+//! validate_throughput -- --ignored --nocapture` (the bench's size of params), two runs of each
+//! build on one machine: a whole validation took 1.84 µs when serde_json walked the params twice
+//! (a check, then into `RawValue` members), 1.53 µs with this scan as the check, and 0.78-0.79 µs
+//! with this scan reading the members as well.
 //!
-//! The rules are serde_json's (1.0.154), which the tests check byte for byte against
-//! `from_str::<Value>`: whitespace is space, tab, LF and CR; a string holds no byte below 0x20;
-//! a `\u` escape of a low surrogate, or of a high surrogate not followed by `\u` and a low one,
-//! is refused; arrays and objects nest at most 127 deep; nothing but whitespace may follow the
-//! value.
+//! The rules are serde_json's (1.0.154); the tests compare what this scan takes and refuses, and
+//! the members it reads, with `from_str::<Value>`: whitespace is space, tab, LF and CR; a string
+//! holds no byte below 0x20; a `\u` escape of a low surrogate, or of a high surrogate not
+//! followed by `\u` and a low one, is refused; arrays and objects nest at most 127 deep; nothing
+//! but whitespace may follow the value.
 
 use std::borrow::Cow;
 
@@ -288,9 +288,36 @@ fn has_control(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raw_json::{Body, Object};
+    use crate::raw_json::{Body, Kind, Object, string};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+    use serde_json::{Map, Value};
+
+    /// `object` holds `map`'s members but `skip`, each with the value `Value` holds (and a
+    /// string decoded as `Value` decodes it).
+    fn same_members(object: &Object<'_>, map: &Map<String, Value>, skip: Option<&str>, text: &str) {
+        let expected = map.len() - usize::from(skip.is_some_and(|k| map.contains_key(k)));
+        assert_eq!(object.len(), expected, "{text:?}");
+        for (key, value) in map.iter().filter(|(k, _)| Some(k.as_str()) != skip) {
+            let raw = object.get(key).expect("every key is read");
+            let read: Value = serde_json::from_str(raw.get()).unwrap();
+            assert_eq!(&read, value, "{text:?}");
+            if let Some(s) = value.as_str() {
+                assert_eq!(string(raw).as_deref(), Some(s), "{text:?}");
+            }
+        }
+    }
+
+    fn kind_of(value: &Value) -> Kind {
+        match value {
+            Value::Null => Kind::Null,
+            Value::Bool(_) => Kind::Bool,
+            Value::Number(_) => Kind::Number,
+            Value::String(_) => Kind::String,
+            Value::Array(_) => Kind::Array,
+            Value::Object(_) => Kind::Object,
+        }
+    }
 
     fn value_parses(text: &str) -> bool {
         serde_json::from_str::<serde_json::Value>(text).is_ok()
@@ -374,6 +401,7 @@ mod tests {
             "\"\\udc00\"",
             "\"\\ud800\\udc00\"",
             "\"\\ud800\\ud800\"",
+            "\"\\ud800\\u0041\"",
             "\"\\ud800x\"",
             "\"\\ud800\\n\"",
             "\"\\ud800\\u",
@@ -397,6 +425,16 @@ mod tests {
             r#"{"a":"#.repeat(128) + "1" + &"}".repeat(128),
         ] {
             agree(&text);
+        }
+        // A body's turns are read by their own path, with the same limit: 3 levels to a turn's
+        // content, then 124 arrays is 127 deep.
+        for n in [124, 125] {
+            let text = format!(
+                r#"{{"messages":[{{"content":{}]}}"#,
+                nested(n, "[", "]") + "}"
+            );
+            assert_eq!(Body::parse(&text).is_some(), value_parses(&text), "{n}");
+            assert_eq!(Body::parse(&text).is_some(), n == 124, "{n}");
         }
         // A string as long as a request's text, with a control byte at each place a chunk
         // (or the bytes after the last whole one) could put it.
@@ -446,20 +484,38 @@ mod tests {
                     }
                 }
             }
-            let value = serde_json::from_str::<serde_json::Value>(&text).ok();
+            let value = serde_json::from_str::<Value>(&text).ok();
             assert_eq!(parses(&text), value.is_some(), "{text:?}");
             refused += usize::from(value.is_none());
             // An object's members, read in the same scan, are the members `Value` holds.
-            let map = value.as_ref().and_then(serde_json::Value::as_object);
+            // An object's members, and a body's turns, read in the same scan, are those `Value`
+            // holds.
+            let map = value.as_ref().and_then(Value::as_object);
             let object = Object::parse(&text);
+            let body = Body::parse(&text);
             assert_eq!(object.is_some(), map.is_some(), "{text:?}");
-            assert_eq!(Body::parse(&text).is_some(), map.is_some(), "{text:?}");
-            if let (Some(object), Some(map)) = (object, map) {
-                assert_eq!(object.len(), map.len(), "{text:?}");
-                for (key, expected) in map {
-                    let raw = object.get(key).expect("every key is read");
-                    let read: serde_json::Value = serde_json::from_str(raw.get()).unwrap();
-                    assert_eq!(&read, expected, "{text:?}");
+            assert_eq!(body.is_some(), map.is_some(), "{text:?}");
+            if let (Some(object), Some(body), Some(map)) = (object, body, map) {
+                same_members(&object, map, None, &text);
+                same_members(&body.members, map, Some("messages"), &text);
+                match (body.messages, map.get("messages")) {
+                    (None, None) => {}
+                    (Some(Ok(turns)), Some(Value::Array(items))) => {
+                        assert_eq!(turns.len(), items.len(), "{text:?}");
+                        for (turn, item) in turns.iter().zip(items) {
+                            match (turn, item) {
+                                (Ok(turn), Value::Object(item)) => {
+                                    same_members(turn, item, None, &text)
+                                }
+                                (Err(kind), item) => assert_eq!(*kind, kind_of(item), "{text:?}"),
+                                _ => panic!("{text:?}: a turn read as {turn:?}"),
+                            }
+                        }
+                    }
+                    (Some(Err(kind)), Some(messages)) => {
+                        assert_eq!(kind, kind_of(messages), "{text:?}")
+                    }
+                    (read, _) => panic!("{text:?}: `messages` read as {read:?}"),
                 }
             }
         }
