@@ -79,10 +79,7 @@ impl<'a> Scan<'a> {
         if self.peek() != Some(b'{') || depth >= MAX_DEPTH {
             return false;
         }
-        self.i += 1;
-        self.ws();
-        if self.peek() == Some(b'}') {
-            self.i += 1;
+        if self.opened_empty(b'}') {
             return true;
         }
         loop {
@@ -102,17 +99,10 @@ impl<'a> Scan<'a> {
             if !member(key, self, depth + 1) {
                 return false;
             }
-            self.ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.i += 1;
-                    self.ws();
-                }
-                Some(b'}') => {
-                    self.i += 1;
-                    return true;
-                }
-                _ => return false,
+            match self.comma_or_close(b'}') {
+                Some(false) => {}
+                Some(true) => return true,
+                None => return false,
             }
         }
     }
@@ -127,28 +117,46 @@ impl<'a> Scan<'a> {
         if self.peek() != Some(b'[') || depth >= MAX_DEPTH {
             return false;
         }
-        self.i += 1;
-        self.ws();
-        if self.peek() == Some(b']') {
-            self.i += 1;
+        if self.opened_empty(b']') {
             return true;
         }
         loop {
             if !item(self, depth + 1) {
                 return false;
             }
-            self.ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.i += 1;
-                    self.ws();
-                }
-                Some(b']') => {
-                    self.i += 1;
-                    return true;
-                }
-                _ => return false,
+            match self.comma_or_close(b']') {
+                Some(false) => {}
+                Some(true) => return true,
+                None => return false,
             }
+        }
+    }
+
+    /// Past the opening bracket at the cursor and the whitespace after it: whether `close`
+    /// follows at once (then past it too).
+    fn opened_empty(&mut self, close: u8) -> bool {
+        self.i += 1;
+        self.ws();
+        let empty = self.peek() == Some(close);
+        self.i += usize::from(empty);
+        empty
+    }
+
+    /// After an item of an array or object: `Some(false)` past a comma and the whitespace after
+    /// it (an item follows), `Some(true)` past `close`, `None` at anything else.
+    fn comma_or_close(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        match self.peek()? {
+            b',' => {
+                self.i += 1;
+                self.ws();
+                Some(false)
+            }
+            b if b == close => {
+                self.i += 1;
+                Some(true)
+            }
+            _ => None,
         }
     }
 
