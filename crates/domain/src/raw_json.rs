@@ -63,6 +63,13 @@ pub fn parses(raw: &str) -> bool {
     scan::parses(raw)
 }
 
+/// Whether serde_json would skip `raw` as one value it does not keep (`IgnoredAny`): JSON's
+/// grammar only, the check for what batchd passes on as an upstream wrote it (any `\u` escape,
+/// any number, any depth).
+pub fn skips(raw: &str) -> bool {
+    scan::skips(raw)
+}
+
 /// The string `raw` holds, decoded (borrowed unless it holds escapes); `None` when it is not a
 /// string.
 pub fn string(raw: Raw<'_>) -> Option<Cow<'_, str>> {

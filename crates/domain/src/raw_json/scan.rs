@@ -1,6 +1,9 @@
 //! The one scan of a raw JSON document: it checks the document as
 //! `serde_json::from_str::<Value>` would, and hands the values it passes to its caller as slices
-//! of the input ([`Raw`]), keys decoded. [`parses`] only checks.
+//! of the input ([`Raw`]), keys decoded. [`parses`] only checks. [`skips`] checks JSON's grammar
+//! alone, as serde_json does for a value it skips: that is how an upstream's answer is checked
+//! before batchd passes it on as written, 5,900 instructions for an OpenAI chat completion of
+//! the bench's size against serde_json's 9,300 (`scripts/instructions.sh openai-dispatch`).
 //!
 //! Every dispatched request's params are read this way, and most of their bytes are the text of
 //! string values. serde_json's walk decodes each string through its visitor, eight bytes at a
@@ -36,26 +39,44 @@ pub fn parses(text: &str) -> bool {
     Scan::document(text, |scan| scan.value(0).then_some(())).is_some()
 }
 
+/// Whether `from_str::<serde::de::IgnoredAny>(text)` succeeds: JSON's grammar only, as serde_json
+/// skips a value it does not keep. A `\u` escape may name any code unit, a number any magnitude,
+/// and arrays and objects nest to any depth (followed with a stack, not by recursion).
+pub fn skips(text: &str) -> bool {
+    let mut scan = Scan::new(text, true);
+    scan.ws();
+    let skipped = scan.skip_any_depth();
+    scan.ws();
+    skipped && scan.i == scan.b.len()
+}
+
 /// A cursor in a document. Its readers take `depth`, the number of arrays and objects around
 /// the value at the cursor, and leave the cursor just past what they read.
 pub(super) struct Scan<'a> {
     text: &'a str,
     b: &'a [u8],
     i: usize,
+    /// Grammar only ([`skips`]): no surrogate pairing, no number range.
+    lax: bool,
 }
 
 impl<'a> Scan<'a> {
+    fn new(text: &'a str, lax: bool) -> Self {
+        Scan {
+            text,
+            b: text.as_bytes(),
+            i: 0,
+            lax,
+        }
+    }
+
     /// Reads `text` as one value with `read` (the cursor at the value, past any whitespace),
     /// then nothing but whitespace; `None` when either fails.
     pub(super) fn document<T>(
         text: &'a str,
         read: impl FnOnce(&mut Self) -> Option<T>,
     ) -> Option<T> {
-        let mut scan = Scan {
-            text,
-            b: text.as_bytes(),
-            i: 0,
-        };
+        let mut scan = Scan::new(text, false);
         scan.ws();
         let value = read(&mut scan)?;
         scan.ws();
@@ -184,6 +205,66 @@ impl<'a> Scan<'a> {
         }
     }
 
+    /// The value at the cursor skipped, at any depth: the brackets still open are kept on a
+    /// stack, as serde_json's own skip keeps them, so no input can exhaust the thread's stack.
+    fn skip_any_depth(&mut self) -> bool {
+        // The closing bracket of each array or object the cursor is inside, innermost last.
+        let mut open = Vec::new();
+        loop {
+            // A value at the cursor, or the first item of a container.
+            let scalar = match self.peek() {
+                Some(close @ (b'{' | b'[')) => {
+                    let close = if close == b'{' { b'}' } else { b']' };
+                    if !self.opened_empty(close) {
+                        open.push(close);
+                        if close == b'}' && !self.key() {
+                            return false;
+                        }
+                        continue;
+                    }
+                    true
+                }
+                Some(b'"') => self.string().is_some(),
+                Some(b'n') => self.literal(b"null"),
+                Some(b't') => self.literal(b"true"),
+                Some(b'f') => self.literal(b"false"),
+                Some(b'-' | b'0'..=b'9') => self.number(),
+                _ => false,
+            };
+            if !scalar {
+                return false;
+            }
+            // A value ended: close every container that ends here, up to one with another item.
+            loop {
+                let Some(&close) = open.last() else {
+                    return true;
+                };
+                match self.comma_or_close(close) {
+                    Some(true) => {
+                        open.pop();
+                    }
+                    Some(false) if close == b'}' && !self.key() => return false,
+                    Some(false) => break,
+                    None => return false,
+                }
+            }
+        }
+    }
+
+    /// A member's key and its colon at the cursor, and the whitespace after them.
+    fn key(&mut self) -> bool {
+        if self.string().is_none() {
+            return false;
+        }
+        self.ws();
+        if self.peek() != Some(b':') {
+            return false;
+        }
+        self.i += 1;
+        self.ws();
+        true
+    }
+
     fn literal(&mut self, word: &[u8]) -> bool {
         let ok = self.b[self.i..].starts_with(word);
         self.i += word.len();
@@ -223,6 +304,7 @@ impl<'a> Scan<'a> {
         self.i += 1;
         match c {
             b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => true,
+            b'u' if self.lax => self.hex4().is_some(),
             b'u' => match self.hex4() {
                 Some(0xDC00..=0xDFFF) | None => false,
                 // A high surrogate: only `\u` and a low one may follow.
@@ -258,6 +340,9 @@ impl<'a> Scan<'a> {
             self.i += 1;
         }
         let token = &self.b[start..self.i];
+        if self.lax {
+            return is_number(token);
+        }
         let digits = token.strip_prefix(b"-").unwrap_or(token);
         let short = match digits {
             [b'0'] => true,
@@ -270,6 +355,37 @@ impl<'a> Scan<'a> {
             || std::str::from_utf8(token)
                 .is_ok_and(|t| serde_json::from_str::<serde_json::Number>(t).is_ok())
     }
+}
+
+/// Whether `token` is one number in JSON's grammar: an optional minus, an integer part without
+/// leading zeros, an optional fraction and an optional exponent, each with digits.
+fn is_number(token: &[u8]) -> bool {
+    let digits = |t: &[u8]| t.iter().take_while(|b| b.is_ascii_digit()).count();
+    let t = token.strip_prefix(b"-").unwrap_or(token);
+    let int = digits(t);
+    if int == 0 || (int > 1 && t[0] == b'0') {
+        return false;
+    }
+    let mut rest = &t[int..];
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let n = digits(fraction);
+        if n == 0 {
+            return false;
+        }
+        rest = &fraction[n..];
+    }
+    if let [b'e' | b'E', exponent @ ..] = rest {
+        let exponent = match exponent {
+            [b'+' | b'-', signed @ ..] => signed,
+            unsigned => unsigned,
+        };
+        let n = digits(exponent);
+        if n == 0 {
+            return false;
+        }
+        rest = &exponent[n..];
+    }
+    rest.is_empty()
 }
 
 /// A checked string (quotes included) decoded: borrowed from the input unless it holds escapes.
@@ -327,12 +443,17 @@ mod tests {
         }
     }
 
+    fn value_skips(text: &str) -> bool {
+        serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+    }
+
     fn value_parses(text: &str) -> bool {
         serde_json::from_str::<serde_json::Value>(text).is_ok()
     }
 
     fn agree(text: &str) {
         assert_eq!(parses(text), value_parses(text), "{text:?}");
+        assert_eq!(skips(text), value_skips(text), "skips {text:?}");
     }
 
     #[test]
@@ -434,6 +555,22 @@ mod tests {
         ] {
             agree(&text);
         }
+        // Skipping follows any depth without recursion, as serde_json's skip does; the
+        // grammar still holds at the bottom of it.
+        for (text, ok) in [
+            (nested(100_000, "[", "]"), true),
+            (
+                r#"{"a":"#.repeat(100_000) + "1" + &"}".repeat(100_000),
+                true,
+            ),
+            ("[".repeat(100_000) + &"]".repeat(99_999), false),
+            (nested(100_000, "[", "]") + "]", false),
+            ("[".repeat(100_000) + "01" + &"]".repeat(100_000), false),
+        ] {
+            assert_eq!(skips(&text), ok);
+            assert_eq!(value_skips(&text), ok);
+            assert!(!parses(&text));
+        }
         // A body's turns are read by their own path, with the same limit: 3 levels to a turn's
         // content, then 124 arrays is 127 deep.
         for n in [124, 125] {
@@ -494,6 +631,7 @@ mod tests {
             }
             let value = serde_json::from_str::<Value>(&text).ok();
             assert_eq!(parses(&text), value.is_some(), "{text:?}");
+            assert_eq!(skips(&text), value_skips(&text), "skips {text:?}");
             refused += usize::from(value.is_none());
             // An object's members, read in the same scan, are the members `Value` holds.
             // An object's members, and a body's turns, read in the same scan, are those `Value`
