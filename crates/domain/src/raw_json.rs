@@ -70,6 +70,14 @@ pub fn skips(raw: &str) -> bool {
     scan::skips(raw)
 }
 
+/// The members of the object `raw` holds, read as [`skips`] reads it: in document order, a
+/// repeated key each time, keys decoded, values as written (checked for the grammar only);
+/// `None` when it is not one such object. For an upstream's answer, which batchd passes on with
+/// its members in the order they came.
+pub fn members_as_written(raw: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
+    scan::members_as_written(raw)
+}
+
 /// The string `raw` holds, decoded (borrowed unless it holds escapes); `None` when it is not a
 /// string.
 pub fn string(raw: Raw<'_>) -> Option<Cow<'_, str>> {

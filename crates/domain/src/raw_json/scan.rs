@@ -50,6 +50,24 @@ pub fn skips(text: &str) -> bool {
     skipped && scan.i == scan.b.len()
 }
 
+/// The members of the object `text` holds, as [`skips`] reads it: in document order, a
+/// repeated key each time, keys decoded (as serde_json decodes any string), values as written.
+pub fn members_as_written(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
+    let mut scan = Scan::new(text, true);
+    scan.ws();
+    let mut members = Vec::with_capacity(16);
+    let read = scan.object(0, |key, scan, _| {
+        let start = scan.i;
+        let skipped = scan.skip_any_depth();
+        if skipped {
+            members.push((key, &text[start..scan.i]));
+        }
+        skipped
+    });
+    scan.ws();
+    (read && scan.i == scan.b.len()).then_some(members)
+}
+
 /// A cursor in a document. Its readers take `depth`, the number of arrays and objects around
 /// the value at the cursor, and leave the cursor just past what they read.
 pub(super) struct Scan<'a> {
@@ -267,7 +285,9 @@ impl<'a> Scan<'a> {
 
     fn literal(&mut self, word: &[u8]) -> bool {
         let ok = self.b[self.i..].starts_with(word);
-        self.i += word.len();
+        if ok {
+            self.i += word.len();
+        }
         ok
     }
 
@@ -429,6 +449,48 @@ mod tests {
             if let Some(s) = value.as_str() {
                 assert_eq!(string(raw).as_deref(), Some(s), "{text:?}");
             }
+        }
+    }
+
+    /// [`members_as_written`] reads what serde_json reads as a map of raw values, in order.
+    fn same_as_written(text: &str) {
+        let read = members_as_written(text);
+        let oracle = serde_json::from_str::<Entries>(text).ok();
+        assert_eq!(read.is_some(), oracle.is_some(), "{text:?}");
+        if let (Some(read), Some(Entries(oracle))) = (read, oracle) {
+            let read: Vec<(String, String)> = read
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v.to_owned()))
+                .collect();
+            assert_eq!(read, oracle, "{text:?}");
+        }
+    }
+
+    /// An object's entries as serde_json reads them into a map of raw values, in order.
+    struct Entries(Vec<(String, String)>);
+
+    impl<'de> serde::Deserialize<'de> for Entries {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Entries;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<M: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: M,
+                ) -> Result<Entries, M::Error> {
+                    let mut entries = Vec::new();
+                    while let Some((k, v)) =
+                        map.next_entry::<String, &serde_json::value::RawValue>()?
+                    {
+                        entries.push((k, v.get().to_owned()));
+                    }
+                    Ok(Entries(entries))
+                }
+            }
+            d.deserialize_map(V)
         }
     }
 
@@ -632,6 +694,7 @@ mod tests {
             let value = serde_json::from_str::<Value>(&text).ok();
             assert_eq!(parses(&text), value.is_some(), "{text:?}");
             assert_eq!(skips(&text), value_skips(&text), "skips {text:?}");
+            same_as_written(&text);
             refused += usize::from(value.is_none());
             // An object's members, read in the same scan, are the members `Value` holds.
             // An object's members, and a body's turns, read in the same scan, are those `Value`
