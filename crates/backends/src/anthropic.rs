@@ -21,6 +21,7 @@ use batchd_domain::openai::Endpoint;
 use batchd_domain::raw_json;
 use batchd_domain::{ApiVersion, betas};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::value::RawValue;
 
 use crate::config::BackendSpec;
 use crate::mock::openai::created_of;
@@ -183,12 +184,13 @@ pub(crate) fn with_batch_tier(body: &[u8]) -> Result<String, String> {
     Ok(reserialized(message, usage))
 }
 
-/// Why `body` is not a JSON object, in serde_json's words where it is not JSON at all.
+/// Why `body` is not a JSON object, in serde_json's words: read as a map of raw values, which
+/// takes and refuses what [`Ordered::read`] does, it says what is wrong and where. Only a
+/// failed answer pays for this second reading.
 fn not_an_object(body: &[u8]) -> String {
-    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+    match serde_json::from_slice::<std::collections::BTreeMap<String, Box<RawValue>>>(body) {
         Err(e) => e.to_string(),
-        Ok(_) if std::str::from_utf8(body).is_err() => "not UTF-8".to_owned(),
-        Ok(_) => "not an object, or a key that is not a string".to_owned(),
+        Ok(_) => "not an object".to_owned(),
     }
 }
 
@@ -376,8 +378,15 @@ mod tests {
         assert_eq!(with_batch_tier(body.as_bytes()).unwrap(), tiered);
         let err = with_batch_tier(b"{\"type\":\"message\",}").unwrap_err();
         assert!(
-            err.starts_with("not a JSON object (key must be a string"),
+            err.starts_with("not a JSON object (trailing comma"),
             "{err}"
+        );
+        // Written anew (a space between members), keys are escaped as serde_json escapes them.
+        let spaced =
+            "{\"type\":\"message\", \"usage\":{\"output_tokens\":1},\"a\\u0001\\n\\u00e9\":1}";
+        assert_eq!(
+            with_batch_tier(spaced.as_bytes()).unwrap(),
+            r#"{"type":"message","usage":{"output_tokens":1,"service_tier":"batch"},"a\u0001\né":1}"#
         );
     }
 
@@ -389,6 +398,7 @@ mod tests {
             br#"{"type":"error","error":{}}"#,
             br#"{"type":"message"}"#,
             br#"{"type":"message","usage":3}"#,
+            br#"{"type":"message","usage":{},"\ud800":1}"#,
         ] {
             assert!(
                 with_batch_tier(body).is_err(),

@@ -3,9 +3,10 @@
 //! same scan ([`Body`]), a value's kind from its first byte ([`Kind`]), and strings, numbers and
 //! arrays decoded only where a caller asks for them.
 //!
-//! It reads a document as `serde_json::from_str::<Value>` would: a repeated key's last value
-//! counts, escapes in keys and strings are decoded, and a document that parse refuses is
-//! refused. One scan (the `scan` module, which states the rules) both checks a document and
+//! It reads a client's document as `serde_json::from_str::<Value>` would: a repeated key's last
+//! value counts, escapes in keys and strings are decoded, and a document that parse refuses is
+//! refused. An upstream's answer, which batchd passes on as written, is checked for JSON's
+//! grammar only ([`skips`], [`members_as_written`]), as serde_json checks a value it skips. One scan (the `scan` module, which states the rules) both checks a document and
 //! finds its members, so a value handed out ([`Raw`]) is always valid JSON.
 
 mod scan;
@@ -70,10 +71,10 @@ pub fn skips(raw: &str) -> bool {
     scan::skips(raw)
 }
 
-/// The members of the object `raw` holds, read as [`skips`] reads it: in document order, a
-/// repeated key each time, keys decoded, values as written (checked for the grammar only);
-/// `None` when it is not one such object. For an upstream's answer, which batchd passes on with
-/// its members in the order they came.
+/// The members of the object `raw` holds, in document order, a repeated key each time: values
+/// checked for the grammar only and left as written, keys decoded (so checked as any decoded
+/// string is); `None` when it is not one such object. For an upstream's answer, which batchd
+/// passes on with its members in the order they came.
 pub fn members_as_written(raw: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
     scan::members_as_written(raw)
 }
