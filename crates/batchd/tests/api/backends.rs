@@ -485,9 +485,14 @@ async fn an_upstream_outage_costs_no_request() {
         )
     };
     spec.name = "down".into();
+    // The breaker opens at the third failure in a row, so the first round's failures must all
+    // be counted before any request's second attempt: with 20 ms retries (10-20 ms with
+    // jitter) a fresh-clone CI run, its tests in parallel on two cores, once spent one
+    // request's second attempt first. 200 ms leaves room, and the breaker then re-probes every
+    // 200 ms of the outage.
     let app = spawn_with(|o| {
         o.backends = vec![spec];
-        o.retry_base_delay = Duration::from_millis(20);
+        o.retry_base_delay = Duration::from_millis(200);
         o.retry_max_delay = Duration::from_millis(200);
     })
     .await;
@@ -495,7 +500,7 @@ async fn an_upstream_outage_costs_no_request() {
         .create((0..20).map(|i| saying(&format!("r{i}"), "go")).collect())
         .await;
     let id = batch["id"].as_str().unwrap().to_owned();
-    // Two attempts each would be spent within a few dozen milliseconds without the breaker.
+    // Two attempts each would be spent within half a second without the breaker.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let progress: Value = app
         .get(&format!("/v1/messages/batches/{id}/progress"))
