@@ -98,7 +98,7 @@ pub fn number(raw: Raw<'_>) -> Option<Number> {
 
 /// The items of the array `raw` holds, unparsed; `None` when it is not an array.
 pub fn array(raw: Raw<'_>) -> Option<Vec<Raw<'_>>> {
-    Scan::document(raw.0, |scan| {
+    Scan::document(raw.0, false, |scan| {
         let mut items = Vec::new();
         scan.array(0, |scan, depth| match scan.raw(depth) {
             Some(item) => {
@@ -123,7 +123,7 @@ impl<'a> Object<'a> {
 
     /// The object a whole document holds; `None` when it is not one (or not JSON).
     pub fn parse(text: &'a str) -> Option<Self> {
-        Scan::document(text, |scan| members(scan, 0, |_, _, _| Some(false)))
+        Scan::document(text, false, |scan| members(scan, 0, |_, _, _| Some(false)))
     }
 
     pub fn get(&self, key: &str) -> Option<Raw<'a>> {
@@ -200,7 +200,7 @@ pub type Turns<'a> = Result<Vec<Result<Object<'a>, Kind>>, Kind>;
 impl<'a> Body<'a> {
     /// The body a whole document holds; `None` when it is not an object (or not JSON).
     pub fn parse(text: &'a str) -> Option<Self> {
-        Scan::document(text, |scan| {
+        Scan::document(text, false, |scan| {
             let mut messages = None;
             let members = members(scan, 0, |key, scan, depth| {
                 if key != "messages" {

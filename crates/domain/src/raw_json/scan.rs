@@ -35,18 +35,14 @@ const SHORT_DIGITS: usize = 15;
 
 /// Whether `from_str::<serde_json::Value>(text)` succeeds.
 pub fn parses(text: &str) -> bool {
-    Scan::document(text, |scan| scan.value(0).then_some(())).is_some()
+    Scan::document(text, false, |scan| scan.value(0).then_some(())).is_some()
 }
 
 /// Whether `from_str::<serde::de::IgnoredAny>(text)` succeeds: JSON's grammar only, as serde_json
 /// skips a value it does not keep. A `\u` escape may name any code unit, a number any magnitude,
 /// and arrays and objects nest to any depth (followed with a stack, not by recursion).
 pub fn skips(text: &str) -> bool {
-    let mut scan = Scan::new(text, true);
-    scan.ws();
-    let skipped = scan.skip_any_depth();
-    scan.ws();
-    skipped && scan.i == scan.b.len()
+    Scan::document(text, true, |scan| scan.skip_any_depth().then_some(())).is_some()
 }
 
 /// The members of the object `text` holds, in document order, a repeated key each time: values
@@ -54,19 +50,18 @@ pub fn skips(text: &str) -> bool {
 /// and so checked as serde_json checks any string it decodes (a lone surrogate refused), since
 /// serde_json reads a map's keys that way whatever it does with the values.
 pub fn members_as_written(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
-    let mut scan = Scan::new(text, true);
-    scan.ws();
-    let mut members = Vec::with_capacity(16);
-    let read = scan.object(0, |key, scan, _| {
-        let start = scan.i;
-        let skipped = scan.skip_any_depth();
-        if skipped {
-            members.push((key, &text[start..scan.i]));
-        }
-        skipped
-    });
-    scan.ws();
-    (read && scan.i == scan.b.len()).then_some(members)
+    Scan::document(text, true, |scan| {
+        let mut members = Vec::with_capacity(16);
+        let read = scan.object(0, |key, scan, _| {
+            let start = scan.i;
+            let skipped = scan.skip_any_depth();
+            if skipped {
+                members.push((key, &text[start..scan.i]));
+            }
+            skipped
+        });
+        read.then_some(members)
+    })
 }
 
 /// A cursor in a document. Its readers take `depth`, the number of arrays and objects around
@@ -80,22 +75,19 @@ pub(super) struct Scan<'a> {
 }
 
 impl<'a> Scan<'a> {
-    fn new(text: &'a str, lax: bool) -> Self {
-        Scan {
+    /// Reads `text` as one value with `read` (the cursor at the value, past any whitespace),
+    /// then nothing but whitespace; `None` when either fails. `lax` reads the grammar only.
+    pub(super) fn document<T>(
+        text: &'a str,
+        lax: bool,
+        read: impl FnOnce(&mut Self) -> Option<T>,
+    ) -> Option<T> {
+        let mut scan = Scan {
             text,
             b: text.as_bytes(),
             i: 0,
             lax,
-        }
-    }
-
-    /// Reads `text` as one value with `read` (the cursor at the value, past any whitespace),
-    /// then nothing but whitespace; `None` when either fails.
-    pub(super) fn document<T>(
-        text: &'a str,
-        read: impl FnOnce(&mut Self) -> Option<T>,
-    ) -> Option<T> {
-        let mut scan = Scan::new(text, false);
+        };
         scan.ws();
         let value = read(&mut scan)?;
         scan.ws();
@@ -201,9 +193,16 @@ impl<'a> Scan<'a> {
     /// One value starting at the cursor (no whitespace before it), checked and skipped.
     fn value(&mut self, depth: u32) -> bool {
         match self.peek() {
-            Some(b'"') => self.string().is_some(),
             Some(b'{') => self.object(depth, |_, scan, depth| scan.value(depth)),
             Some(b'[') => self.array(depth, |scan, depth| scan.value(depth)),
+            _ => self.scalar(),
+        }
+    }
+
+    /// A string, literal or number at the cursor, checked and skipped.
+    fn scalar(&mut self) -> bool {
+        match self.peek() {
+            Some(b'"') => self.string().is_some(),
             Some(b'n') => self.literal(b"null"),
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
@@ -231,12 +230,7 @@ impl<'a> Scan<'a> {
                     }
                     true
                 }
-                Some(b'"') => self.string().is_some(),
-                Some(b'n') => self.literal(b"null"),
-                Some(b't') => self.literal(b"true"),
-                Some(b'f') => self.literal(b"false"),
-                Some(b'-' | b'0'..=b'9') => self.number(),
-                _ => false,
+                _ => self.scalar(),
             };
             if !scalar {
                 return false;
