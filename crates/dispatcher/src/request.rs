@@ -22,11 +22,10 @@ use batchd_backends::{
     BackendError, BackendRequest, GuardedBackend, OpenAiAnswer, OpenAiRequest, cannot_serve,
     derived_request_id, estimate_input_tokens, mock,
 };
-use batchd_domain::models;
 use batchd_domain::openai::Endpoint;
 use batchd_domain::params::{self, Params};
 use batchd_domain::script::{self, Answer, Scripted};
-use batchd_domain::{ErrorType, Outcome, Timestamp};
+use batchd_domain::{ErrorType, Outcome, Timestamp, models, raw_json};
 use batchd_store::{Retry, WorkItem, ending};
 use batchd_wire::ErrorEnvelope;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
@@ -139,14 +138,12 @@ fn route<'s>(shared: &'s Shared, item: &WorkItem) -> Result<Routed<'s>, Report> 
 /// Phase 1 of an OpenAI batch's request: only `body.model` is read (the body was checked when
 /// the batch was created, and the upstream judges the rest, as the hosted API does).
 fn route_openai<'s>(shared: &'s Shared, item: &WorkItem) -> Result<Routed<'s>, Report> {
-    #[derive(serde::Deserialize)]
-    struct Body<'a> {
-        #[serde(borrow, default)]
-        model: Option<std::borrow::Cow<'a, str>>,
-    }
-    let model = match serde_json::from_str::<Body<'_>>(&item.params) {
-        Ok(Body { model: Some(model) }) => model.into_owned(),
-        _ => {
+    // Read as the create read it (`raw_json::fields`), so a body it took has a model here.
+    let model = raw_json::fields(&item.params, ["model"])
+        .and_then(|[model]| serde_json::from_str::<String>(model?).ok());
+    let model = match model {
+        Some(model) => model,
+        None => {
             return Err(line_error(
                 item,
                 code::INVALID_REQUEST,

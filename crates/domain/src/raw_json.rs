@@ -79,6 +79,14 @@ pub fn members_as_written(raw: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
     scan::members_as_written(raw)
 }
 
+/// The members named by `names` of the object `raw` holds, each left as written and checked
+/// for the grammar only, as serde reads a derived struct of `Option<&RawValue>` fields: other
+/// members skipped, keys decoded; `None` when it is not one such object or names a field twice.
+/// For the envelope of an OpenAI batch's input line and the keys batchd reads of its body.
+pub fn fields<'a, const N: usize>(raw: &'a str, names: [&str; N]) -> Option<[Option<&'a str>; N]> {
+    scan::fields(raw, names)
+}
+
 /// The string `raw` holds, decoded (borrowed unless it holds escapes); `None` when it is not a
 /// string.
 pub fn string(raw: Raw<'_>) -> Option<Cow<'_, str>> {

@@ -64,6 +64,31 @@ pub fn members_as_written(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
     })
 }
 
+/// The members of the object `text` holds that `names` names, as a serde-derived struct of
+/// `Option<&RawValue>` fields reads them: values checked for the grammar only and left as
+/// written, keys decoded, other members skipped; `None` when `text` is not one such object or
+/// holds one of `names` twice (serde's "duplicate field"). A member whose value is `null`
+/// counts as absent, as serde reads it into an `Option`, but it is still seen for duplicates.
+pub fn fields<'a, const N: usize>(text: &'a str, names: [&str; N]) -> Option<[Option<&'a str>; N]> {
+    Scan::document(text, true, |scan| {
+        let mut found = [None; N];
+        let mut seen = [false; N];
+        let read = scan.object(0, |key, scan, _| {
+            let start = scan.i;
+            if !scan.skip_any_depth() {
+                return false;
+            }
+            let Some(k) = names.iter().position(|name| *name == key) else {
+                return true;
+            };
+            let value = &text[start..scan.i];
+            found[k] = (value != "null").then_some(value);
+            !std::mem::replace(&mut seen[k], true)
+        });
+        read.then_some(found)
+    })
+}
+
 /// A cursor in a document. Its readers take `depth`, the number of arrays and objects around
 /// the value at the cursor, and leave the cursor just past what they read.
 pub(super) struct Scan<'a> {
@@ -503,6 +528,32 @@ mod tests {
         assert_eq!(parses(text), value_parses(text), "{text:?}");
         assert_eq!(skips(text), value_skips(text), "skips {text:?}");
         same_as_written(text);
+        same_fields(text);
+    }
+
+    /// What a derived struct of `Option<&RawValue>` fields reads, the oracle for [`fields`].
+    #[derive(serde::Deserialize)]
+    struct Derived<'a> {
+        #[serde(borrow, default)]
+        a: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow, default)]
+        model: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow, default)]
+        messages: Option<&'a serde_json::value::RawValue>,
+    }
+
+    /// [`fields`] reads what the derive reads from an object (a derive also reads a struct from
+    /// an array, which its callers refuse by the first byte).
+    fn same_fields(text: &str) {
+        let read = fields(text, ["a", "model", "messages"]);
+        let object = text
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{');
+        let oracle = serde_json::from_str::<Derived<'_>>(text)
+            .ok()
+            .filter(|_| object)
+            .map(|d| [d.a, d.model, d.messages].map(|v| v.map(|v| v.get())));
+        assert_eq!(read, oracle, "fields {text:?}");
     }
 
     #[test]
@@ -591,6 +642,14 @@ mod tests {
             "\u{a0}1",
             "[1]\n\n",
             "[true,false,null]",
+            r#"{"model":null}"#,
+            r#"{"model":nul}"#,
+            r#"{"model":null,"model":"m"}"#,
+            r#"{"a":1,"x":2,"a":1}"#,
+            r#"{"x":1,"x":2}"#,
+            r#"{"model":"\ud800","messages":1e999}"#,
+            r#"["m",null,[]]"#,
+            r#"{"mod\u0065l":"m"}"#,
         ] {
             agree(text);
         }
@@ -648,6 +707,7 @@ mod tests {
             r#"[1, -0.5e+2, "a\"b\\c\/d\n", {"k": [[]]}, null]"#,
             r#"  {"deep": [[[[{"a": [1, 2, {"b": "c"}]}]]]]}  "#,
             r#"{"a":1,"b":{"c":2},"a":"x\u0041","\u0061b":[1],"messages":7,"messages":[{"role":"user"},3]}"#,
+            r#"{"model":null,"a":"\ud800","mod\u0065l":"m","x":{"model":1},"messages":[]}"#,
         ];
         let alphabet: &[&str] = &[
             "\"", "\\", "{", "}", "[", "]", ":", ",", " ", "\n", "0", "1", "9", "-", "+", ".", "e",
@@ -683,6 +743,7 @@ mod tests {
             assert_eq!(parses(&text), value.is_some(), "{text:?}");
             assert_eq!(skips(&text), value_skips(&text), "skips {text:?}");
             same_as_written(&text);
+            same_fields(&text);
             refused += usize::from(value.is_none());
             grammar_only += usize::from(value.is_none() && value_skips(&text));
             // An object's members, and a body's turns, read in the same scan, are those `Value`

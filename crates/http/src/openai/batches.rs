@@ -72,7 +72,7 @@ fn string_field(raw: Option<&RawValue>, name: &str) -> Result<String, OpenAiErro
         .filter(|r| !is_null(r))
         .ok_or_else(|| OpenAiError::missing_parameter(name))?;
     serde_json::from_str::<String>(raw.get())
-        .map_err(|_| OpenAiError::invalid_type(name, "a string", json_type_name(raw)))
+        .map_err(|_| OpenAiError::invalid_type(name, "a string", json_type_name(raw.get())))
 }
 
 /// JSON text without the whitespace between tokens; strings are copied untouched.
@@ -139,8 +139,9 @@ fn check_create(body: &[u8]) -> Result<Create, OpenAiError> {
 }
 
 fn check_metadata(raw: &RawValue) -> Result<(), OpenAiError> {
-    let pairs = pairs_of(raw)
-        .ok_or_else(|| OpenAiError::invalid_type("metadata", "an object", json_type_name(raw)))?;
+    let pairs = pairs_of(raw).ok_or_else(|| {
+        OpenAiError::invalid_type("metadata", "an object", json_type_name(raw.get()))
+    })?;
     if pairs.len() > METADATA_PAIRS {
         return Err(OpenAiError::too_many_properties(
             "metadata",
@@ -158,8 +159,9 @@ fn check_metadata(raw: &RawValue) -> Result<(), OpenAiError> {
                 keylen,
             ));
         }
-        let value: String = serde_json::from_str(value.get())
-            .map_err(|_| OpenAiError::invalid_type(&param, "a string", json_type_name(value)))?;
+        let value: String = serde_json::from_str(value.get()).map_err(|_| {
+            OpenAiError::invalid_type(&param, "a string", json_type_name(value.get()))
+        })?;
         let len = value.chars().count();
         if len > METADATA_VALUE_CHARS {
             return Err(OpenAiError::string_too_long(
@@ -204,7 +206,11 @@ fn pairs_of(raw: &RawValue) -> Option<Vec<(String, &RawValue)>> {
 
 fn check_output_expiry(raw: &RawValue) -> Result<u64, OpenAiError> {
     let pairs = pairs_of(raw).ok_or_else(|| {
-        OpenAiError::invalid_type("output_expires_after", "an object", json_type_name(raw))
+        OpenAiError::invalid_type(
+            "output_expires_after",
+            "an object",
+            json_type_name(raw.get()),
+        )
     })?;
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
     let anchor = string_field(get("anchor"), "output_expires_after.anchor")?;
