@@ -228,7 +228,9 @@ impl LineSplitter {
 /// The members of an input line the create reads (its envelope; `body` stays raw text), and
 /// the members of `body` it checks (the rest is the backend's to judge, Tier 2). Read as a
 /// serde-derived struct of optional raw values reads them (`raw_json::fields`): a repeated one
-/// fails the line, `null` counts as absent.
+/// fails the line, `null` counts as absent. Against the two serde derives this replaced, one
+/// line of the bench's 4,000 bytes took 1.60-1.66 µs instead of 2.05-2.11
+/// (`line_check_throughput`, three rounds of 50,000 lines each, release).
 const LINE_FIELDS: [&str; 4] = ["custom_id", "method", "url", "body"];
 const BODY_FIELDS: [&str; 5] = ["model", "stream", "messages", "input", "prompt"];
 
