@@ -5,9 +5,12 @@
 //!
 //! It reads a client's document as `serde_json::from_str::<Value>` would: a repeated key's last
 //! value counts, escapes in keys and strings are decoded, and a document that parse refuses is
-//! refused. An upstream's answer, which batchd passes on as written, is checked for JSON's
-//! grammar only ([`skips`], [`members_as_written`]), as serde_json checks a value it skips. One scan (the `scan` module, which states the rules) both checks a document and
-//! finds its members, so a value handed out ([`Raw`]) is always valid JSON.
+//! refused. Two kinds of document are checked for JSON's grammar only, as serde_json checks a
+//! value it skips: an upstream's answer, which batchd passes on as written ([`skips`],
+//! [`members_as_written`]), and an OpenAI batch's input line and body, of which the create
+//! reads a few members as serde's derive of them did ([`fields`]: a repeated one refused). One
+//! scan (the `scan` module, which states the rules) both checks a document and finds its
+//! members, so a value handed out as [`Raw`] is always valid JSON.
 
 mod scan;
 
@@ -81,8 +84,10 @@ pub fn members_as_written(raw: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
 
 /// The members named by `names` of the object `raw` holds, each left as written and checked
 /// for the grammar only, as serde reads a derived struct of `Option<&RawValue>` fields: other
-/// members skipped, keys decoded; `None` when it is not one such object or names a field twice.
-/// For the envelope of an OpenAI batch's input line and the keys batchd reads of its body.
+/// members skipped, keys decoded, a member whose value is `null` absent. `None` when `raw` is
+/// not an object (a derive would also read an array) or holds one of the named members twice.
+/// For the envelope of an OpenAI batch's input line and the members batchd reads of its body,
+/// which a derive read before: the figures are beside `LINE_FIELDS` in batchd-http.
 pub fn fields<'a, const N: usize>(raw: &'a str, names: [&str; N]) -> Option<[Option<&'a str>; N]> {
     scan::fields(raw, names)
 }

@@ -1,8 +1,9 @@
 //! The one scan of a raw JSON document: it checks the document as
 //! `serde_json::from_str::<Value>` would, and hands the values it passes to its caller as slices
-//! of the input ([`Raw`]), keys decoded. [`parses`] only checks. [`skips`] and
-//! [`members_as_written`] check JSON's grammar alone, as serde_json does for a value it skips:
-//! that is how an upstream's answer is read before batchd passes it on as written.
+//! of the input ([`Raw`]), keys decoded. [`parses`] only checks. [`skips`],
+//! [`members_as_written`] and [`fields`] check JSON's grammar alone, as serde_json does for a
+//! value it skips: that is how an upstream's answer is read before batchd passes it on as
+//! written, and how an OpenAI input line's envelope is read (as its serde derive read it).
 //!
 //! Every dispatched request's params are read this way, and most of their bytes are the text of
 //! string values. serde_json's walk decodes each string through its visitor, eight bytes at a
@@ -16,7 +17,8 @@
 //! with this scan reading the members as well.
 //!
 //! The rules are serde_json's (1.0.154); the tests compare what this scan takes and refuses, and
-//! the members it reads, with `from_str::<Value>`: whitespace is space, tab, LF and CR; a string
+//! the members it reads, with `from_str::<Value>` (and the grammar-only readings with
+//! `IgnoredAny`, a map of raw values and a derived struct): whitespace is space, tab, LF and CR; a string
 //! holds no byte below 0x20; a `\u` escape of a low surrogate, or of a high surrogate not
 //! followed by `\u` and a low one, is refused; arrays and objects nest at most 127 deep; nothing
 //! but whitespace may follow the value.
@@ -543,7 +545,7 @@ mod tests {
     }
 
     /// [`fields`] reads what the derive reads from an object (a derive also reads a struct from
-    /// an array, which its callers refuse by the first byte).
+    /// an array; `fields` refuses one, as its callers want).
     fn same_fields(text: &str) {
         let read = fields(text, ["a", "model", "messages"]);
         let object = text
@@ -650,6 +652,9 @@ mod tests {
             r#"{"model":"\ud800","messages":1e999}"#,
             r#"["m",null,[]]"#,
             r#"{"mod\u0065l":"m"}"#,
+            "{ \"model\" :\t\"m\" ,\r\n\"a\" : 1 }\r\n",
+            "\u{feff}{}",
+            "{\"model\":\"m\"}\u{c}",
         ] {
             agree(text);
         }

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::files::{BATCH_PURPOSE, expiry_seconds};
-use super::jsonl::{GoodLine, LineSplitter, LineValidator, is_object, json_type_name};
+use super::jsonl::{GoodLine, LineSplitter, LineValidator, json_type_name};
 use super::status::{self, to_wire, validating};
 use super::{IdParam, OpenAiError, QueryParams, json};
 use crate::AppState;
@@ -61,6 +61,11 @@ struct Create {
     /// Compact JSON text, key order kept.
     metadata: Option<String>,
     output_expires_after: Option<u64>,
+}
+
+/// Whether JSON text is an object (serde's derived structs also accept arrays).
+fn is_object(text: &[u8]) -> bool {
+    text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 fn is_null(raw: &RawValue) -> bool {
