@@ -35,7 +35,7 @@ use batchd_domain::validation::{
     self, DUPLICATE_KEY, EXTRA, NOT_DICT, NOT_LIST, NOT_STRING, REQUIRED, at, too_few_items,
     too_many_items,
 };
-use batchd_domain::{BatchId, ErrorType};
+use batchd_domain::{BatchId, ErrorType, raw_json};
 use batchd_store::{Draft, NewBatch, NewRequest};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -439,11 +439,16 @@ fn parse_elements<R: Read>(scanner: &mut Scanner<R>, sink: &mut Sink) -> Result<
                 sink.count += 1;
             } else {
                 let index = sink.count;
-                let mut de = serde_json::Deserializer::from_slice(&element);
-                let request = Item { sink, index }
-                    .deserialize(&mut de)
-                    .and_then(|request| de.end().map(|()| request))
-                    .map_err(|err| Refusal::NotJson(err.to_string()))?;
+                let request = match plain_item(&element, index, &mut sink.seen) {
+                    Some(request) => request,
+                    None => {
+                        let mut de = serde_json::Deserializer::from_slice(&element);
+                        Item { sink, index }
+                            .deserialize(&mut de)
+                            .and_then(|request| de.end().map(|()| request))
+                            .map_err(|err| Refusal::NotJson(err.to_string()))?
+                    }
+                };
                 sink.push(request).map_err(|()| Refusal::Aborted)?;
             }
             match scanner.peek().map_err(io)? {
@@ -656,6 +661,41 @@ impl<'de> Visitor<'de> for RequestsVisitor<'_> {
     }
 }
 
+/// An element of `requests` in its plain shape, read by one scan of `raw_json` rather than by
+/// [`Item`] on serde_json's slice reader, which skipped each params' strings eight bytes at a
+/// time: an object holding `custom_id` once, a string that is a valid id not seen before, and
+/// `params` once, an object. Whatever else an element is (refused, or valid in an unusual way:
+/// a repeated key, say) gives `None`, and [`Item`] reads it, so the answers and the error texts
+/// stay the visitor's. `scripts/instructions.sh ingest 20000`: the create's `parse` took 400.7
+/// million instructions against 437.2 million with the visitor alone (−8 %); of the 400.7,
+/// this function's UTF-8 check is 77 and its scan 174.
+fn plain_item(element: &[u8], index: u64, seen: &mut HashSet<String>) -> Option<NewRequest> {
+    let text = std::str::from_utf8(element).ok()?;
+    let (mut custom_id, mut params) = (None, None);
+    for (key, value) in raw_json::members_as_written(text)? {
+        let slot = match &*key {
+            "custom_id" => &mut custom_id,
+            "params" if value.starts_with('{') => &mut params,
+            _ => return None,
+        };
+        if slot.replace(value).is_some() {
+            return None;
+        }
+    }
+    let custom_id = serde_json::from_str::<String>(custom_id?).ok()?;
+    let custom_id = CustomId::parse(&custom_id).ok()?;
+    let params = params?.to_owned();
+    if !seen.insert(custom_id.as_str().to_owned()) {
+        return None;
+    }
+    Some(NewRequest {
+        index: u32::try_from(index).unwrap_or(u32::MAX),
+        custom_id,
+        params,
+        source: None,
+    })
+}
+
 /// One element of `requests`.
 struct Item<'a> {
     sink: &'a mut Sink,
@@ -744,6 +784,152 @@ impl<'de> Visitor<'de> for Item<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// What [`Item`] reads of one element, as `(custom_id, params)`.
+    fn visitor_reads(element: &str, seen: HashSet<String>) -> Option<(String, String)> {
+        let (tx, _rx) = mpsc::channel(1);
+        let mut sink = Sink {
+            tx,
+            chunk: Vec::new(),
+            chunk_bytes: 0,
+            seen,
+            count: 0,
+            refusal: None,
+        };
+        let mut de = serde_json::Deserializer::from_slice(element.as_bytes());
+        let request = Item {
+            sink: &mut sink,
+            index: 0,
+        }
+        .deserialize(&mut de)
+        .and_then(|request| de.end().map(|()| request))
+        .ok()?;
+        Some((request.custom_id.as_str().to_owned(), request.params))
+    }
+
+    /// Elements mutated at random from valid ones: whatever the plain path takes, the visitor
+    /// takes with the same id and params, and the plain path takes most valid elements.
+    #[test]
+    fn the_plain_path_reads_what_the_visitor_reads() {
+        let seeds = [
+            r#"{"custom_id":"req-1","params":{"model":"m","max_tokens":16,"messages":[{"role":"user","content":"hi \u00e9 \ud83d\ude00"}]}}"#,
+            r#" { "params" : {"model":"m","x":[1,-2.5e3,null,true,{}]} , "custom_id" : "a_b-C" } "#,
+            r#"{"custom_id":"d\u0065f","params":{},"params":{"a":1}}"#,
+        ];
+        let alphabet: &[&str] = &[
+            "\"",
+            "\\",
+            "{",
+            "}",
+            "[",
+            "]",
+            ":",
+            ",",
+            " ",
+            "\n",
+            "0",
+            "1",
+            "-",
+            ".",
+            "e",
+            "u",
+            "\\u",
+            "\\ud800",
+            "d800",
+            "n",
+            "t",
+            "é",
+            "\u{1}",
+            "null",
+            "custom_id",
+            "params",
+            "\"custom_id\":\"z\",",
+            "\"params\":{},",
+            "x".repeat(70).leak(),
+        ];
+        // Whatever the plain path takes, the visitor takes alike; `(plain, visitor)` took it.
+        let agree = |text: &str| {
+            let seen = HashSet::from(["dup".to_owned()]);
+            let read = plain_item(text.as_bytes(), 0, &mut seen.clone());
+            let visitor = visitor_reads(text, seen);
+            if let Some(request) = &read {
+                let read = (
+                    request.custom_id.as_str().to_owned(),
+                    request.params.clone(),
+                );
+                assert_eq!(Some(read), visitor, "{text:?}");
+            }
+            (read.is_some(), visitor.is_some())
+        };
+        for (text, taken) in [
+            (r#"{"custom_id":"a","params":{}}"#, (true, true)),
+            (r#"{"custom_id":"a","params":[1]}"#, (false, false)),
+            (r#"{"custom_id":"a","params":"{}"}"#, (false, false)),
+            (r#"{"custom_id":"a","params":null}"#, (false, false)),
+            (
+                r#"{"custom_id":7,"custom_id":"a","params":{}}"#,
+                (false, false),
+            ),
+            (
+                r#"{"custom_id":"a b","custom_id":"a","params":{}}"#,
+                (false, false),
+            ),
+            (
+                r#"{"custom_id":"a","params":[],"params":{}}"#,
+                (false, false),
+            ),
+            (
+                r#"{"custom_id":"a","params":{},"params":{"b":1}}"#,
+                (false, true),
+            ),
+            (r#"{"custom_id":"a","params":{},"x":1}"#, (false, false)),
+            (r#"{"custom_id":"\ud800","params":{}}"#, (false, false)),
+            (
+                r#"{"custom_id":"\u0061","params":{"s":"\ud800"}}"#,
+                (true, true),
+            ),
+            (r#"{"params":{}}"#, (false, false)),
+            (r#"{"custom_id":"a"}"#, (false, false)),
+            (r#"[{"custom_id":"a","params":{}}]"#, (false, false)),
+            (r#"{"custom_id":"dup","params":{}}"#, (false, false)),
+        ] {
+            assert_eq!(agree(text), taken, "{text:?}");
+        }
+        let mut rng = StdRng::seed_from_u64(9);
+        let (mut plain, mut valid) = (0, 0);
+        for round in 0..40_000 {
+            let mut text = seeds[round % seeds.len()].to_owned();
+            for _ in 0..rng.random_range(0..=2) {
+                let bounds: Vec<usize> = (0..=text.len())
+                    .filter(|&i| text.is_char_boundary(i))
+                    .collect();
+                let at = bounds[rng.random_range(0..bounds.len())];
+                let end = bounds.iter().copied().find(|&e| e > at).unwrap_or(at);
+                let piece = alphabet[rng.random_range(0..alphabet.len())];
+                match rng.random_range(0..3) {
+                    0 => text.insert_str(at, piece),
+                    1 => text.replace_range(at..end, piece),
+                    _ => text.replace_range(at..end, ""),
+                }
+            }
+            let (read, visitor) = agree(&text);
+            // The third seed repeats `params`, which is left to the visitor.
+            if round % seeds.len() != 2 {
+                plain += usize::from(read);
+                valid += usize::from(visitor);
+            }
+        }
+        assert!(plain * 10 >= valid * 9, "plain {plain} of {valid} valid");
+        assert!(valid >= 10_000, "{valid} valid");
+        // An id seen before is left to the visitor, which names it, and not taken as seen twice.
+        let mut seen = HashSet::from(["dup".to_owned()]);
+        assert!(plain_item(br#"{"custom_id":"dup","params":{}}"#, 0, &mut seen).is_none());
+        assert_eq!(seen.len(), 1);
+        assert!(plain_item(br#"{"custom_id":"new","params":{}}"#, 0, &mut seen).is_some());
+        assert!(seen.contains("new"));
+    }
 
     fn run(body: &str) -> (Result<u64, Refusal>, Vec<NewRequest>) {
         let (tx, mut rx) = mpsc::channel(1024);
