@@ -7,8 +7,10 @@
 //! value counts, escapes in keys and strings are decoded, and a document that parse refuses is
 //! refused. Two kinds of document are checked for JSON's grammar only, as serde_json checks a
 //! value it skips: an upstream's answer, which batchd passes on as written ([`skips`],
-//! [`members_as_written`]), and an OpenAI batch's input line and body, of which the create
-//! reads a few members as serde's derive of them did ([`fields`]: a repeated one refused). One
+//! [`members_as_written`]), the elements of a create's `requests`, whose `params` are stored as
+//! written ([`members_as_written`]), and an OpenAI batch's input line and body, of which the
+//! create reads a few members as serde's derive of them did ([`fields`]: a repeated one
+//! refused). One
 //! scan (the `scan` module, which states the rules) both checks a document and finds its
 //! members, so a value handed out as [`Raw`] is always valid JSON.
 
@@ -77,7 +79,8 @@ pub fn skips(raw: &str) -> bool {
 /// The members of the object `raw` holds, in document order, a repeated key each time: values
 /// checked for the grammar only and left as written, keys decoded (so checked as any decoded
 /// string is); `None` when it is not one such object. For an upstream's answer, which batchd
-/// passes on with its members in the order they came.
+/// passes on with its members in the order they came, and for an element of a create's
+/// `requests`, whose `params` are stored as written.
 pub fn members_as_written(raw: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
     scan::members_as_written(raw)
 }

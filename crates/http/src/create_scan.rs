@@ -3,9 +3,10 @@
 //! serde_json reads a `Read` one byte at a time through a trait call, and capturing `params` as
 //! raw text that way took 44% of a 256 MB create's CPU. This scanner walks the body in 256 KiB
 //! windows, tracking only what delimits values (strings, escapes, nesting; string contents are
-//! skipped with `memchr`), and hands each element of the `requests` array as one slice to the
-//! same visitor, which then runs on serde_json's fast slice reader. Memory stays bounded by the
-//! window plus the largest single request, as before.
+//! skipped with `memchr`), and hands each element of the `requests` array on as one slice: to
+//! `raw_json`'s scan, or to the same visitor on serde_json's fast slice reader (the create's
+//! `plain_item` says which). Memory stays bounded by the window plus the largest single
+//! request, as before.
 //!
 //! It only takes bodies that begin `{"requests": [` (whitespace allowed); anything else is given
 //! back untouched ([`Scanner::into_rest`]) to the streaming parser, which produces the exact

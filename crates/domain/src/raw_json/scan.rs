@@ -3,7 +3,8 @@
 //! of the input ([`Raw`]), keys decoded. [`parses`] only checks. [`skips`],
 //! [`members_as_written`] and [`fields`] check JSON's grammar alone, as serde_json does for a
 //! value it skips: that is how an upstream's answer is read before batchd passes it on as
-//! written, and how an OpenAI input line's envelope is read (as its serde derive read it).
+//! written, and how a create's request elements and an OpenAI input line's envelope are read
+//! (as serde read them).
 //!
 //! Every dispatched request's params are read this way, and most of their bytes are the text of
 //! string values. serde_json's walk decodes each string through its visitor, eight bytes at a
