@@ -690,6 +690,11 @@ mod tests {
         for (i, l) in lines.iter().enumerate() {
             v.line(i as u64 + 1, Some(l.as_bytes()));
         }
+        codes(v)
+    }
+
+    /// The errors a validator ends with, as `(code, param, line)`.
+    fn codes(v: LineValidator) -> Vec<(String, Option<String>, Option<u64>)> {
         v.finish()
             .into_iter()
             .map(|e| (e.code, e.param, e.line))
@@ -766,13 +771,8 @@ mod tests {
         {
             v.line(n as u64 + 1, Some(line.as_bytes()));
         }
-        let got: Vec<_> = v
-            .finish()
-            .into_iter()
-            .map(|l| (l.code, l.param, l.line))
-            .collect();
         assert_eq!(
-            got,
+            codes(v),
             vec![
                 e("missing_required_parameter", Some("custom_id"), Some(1)),
                 e("invalid_json_line", None, Some(2)),
@@ -805,13 +805,8 @@ mod tests {
         let elsewhere = b"{\"custom_id\":\"b\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"x\":\"\xff\",\"body\":{\"model\":\"m\",\"messages\":[]}}";
         assert_eq!(v.line(1, Some(line)), None);
         assert_eq!(v.line(2, Some(elsewhere)), None);
-        let got: Vec<_> = v
-            .finish()
-            .into_iter()
-            .map(|l| (l.code, l.param, l.line))
-            .collect();
         assert_eq!(
-            got,
+            codes(v),
             vec![
                 e("invalid_json_line", None, Some(1)),
                 e("invalid_json_line", None, Some(2))
