@@ -5,14 +5,13 @@
 //!
 //! It reads a client's document as `serde_json::from_str::<Value>` would: a repeated key's last
 //! value counts, escapes in keys and strings are decoded, and a document that parse refuses is
-//! refused. Two kinds of document are checked for JSON's grammar only, as serde_json checks a
-//! value it skips: an upstream's answer, which batchd passes on as written ([`skips`],
+//! refused. Three kinds of document are checked for JSON's grammar only, as serde_json checks
+//! a value it skips: an upstream's answer, which batchd passes on as written ([`skips`],
 //! [`members_as_written`]), the elements of a create's `requests`, whose `params` are stored as
 //! written ([`members_as_written`]), and an OpenAI batch's input line and body, of which the
 //! create reads a few members as serde's derive of them did ([`fields`]: a repeated one
-//! refused). One
-//! scan (the `scan` module, which states the rules) both checks a document and finds its
-//! members, so a value handed out as [`Raw`] is always valid JSON.
+//! refused). One scan (the `scan` module, which states the rules) both checks a document and
+//! finds its members, so a value handed out as [`Raw`] is always valid JSON.
 
 mod scan;
 

@@ -55,13 +55,12 @@ pub fn skips(text: &str) -> bool {
 pub fn members_as_written(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
     Scan::document(text, true, |scan| {
         let mut members = Vec::with_capacity(16);
-        let read = scan.object(0, |key, scan, _| {
-            let start = scan.i;
-            let skipped = scan.skip_any_depth();
-            if skipped {
-                members.push((key, &text[start..scan.i]));
+        let read = scan.object(0, |key, scan, _| match scan.written() {
+            Some(value) => {
+                members.push((key, value));
+                true
             }
-            skipped
+            None => false,
         });
         read.then_some(members)
     })
@@ -77,14 +76,12 @@ pub fn fields<'a, const N: usize>(text: &'a str, names: [&str; N]) -> Option<[Op
         let mut found = [None; N];
         let mut seen = [false; N];
         let read = scan.object(0, |key, scan, _| {
-            let start = scan.i;
-            if !scan.skip_any_depth() {
+            let Some(value) = scan.written() else {
                 return false;
-            }
+            };
             let Some(k) = names.iter().position(|name| *name == key) else {
                 return true;
             };
-            let value = &text[start..scan.i];
             found[k] = (value != "null").then_some(value);
             !std::mem::replace(&mut seen[k], true)
         });
@@ -237,6 +234,12 @@ impl<'a> Scan<'a> {
             Some(b'-' | b'0'..=b'9') => self.number(),
             _ => false,
         }
+    }
+
+    /// The value at the cursor as written, checked for the grammar only ([`Scan::skip_any_depth`]).
+    fn written(&mut self) -> Option<&'a str> {
+        let start = self.i;
+        self.skip_any_depth().then(|| &self.text[start..self.i])
     }
 
     /// The value at the cursor skipped, at any depth: the brackets still open are kept on a
