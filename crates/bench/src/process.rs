@@ -89,6 +89,12 @@ impl Drop for RssSampler {
 /// A child killed when dropped, so a failing row never leaves servers behind.
 pub struct Guarded(pub Child);
 
+impl Guarded {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for Guarded {
     fn drop(&mut self) {
         let _ = self.0.kill();

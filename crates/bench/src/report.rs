@@ -26,7 +26,12 @@ const METHOD: &str = "\
   connection per worker, same concurrency) sending the same `params` bodies straight to the
   same fake upstream; at 0 ms the best of three runs (CPU-bound there, one run moved by 2×
   within a day), at 50 ms one. The fake answers ~330 words per request so results are
-  realistically sized. The built-in mock row has an absolute target.
+  realistically sized. The built-in mock row has an absolute target. Beside each rate, CPU per
+  request from `/proc/PID/stat` (utime + stime) over the same span: the sender's (batchd, or the
+  bench process while it generates) and the fake upstream's. At 0 ms all three share the cores
+  and every run saturates them, so a note turns those figures into the CPU a request batchd
+  could spend and still reach the target: (generator + fake upstream in the direct run) ÷
+  target, less the fake upstream's share while batchd sent.
 - **Results**: `GET …/results` of the ended batch, counting bytes as they arrive. Limit: the
   same client downloading a file of exactly the same size, freshly written (so in the page
   cache, like batchd's database) and served by the bench's own static server (tokio fs +

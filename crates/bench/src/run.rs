@@ -235,31 +235,68 @@ fn write_fsync(work: &Path, bytes: &[u8]) -> anyhow::Result<Duration> {
     Ok(best)
 }
 
-/// The best of `runs` closed loops that `run` makes (see [`LIMIT_RUNS`]); a failed request
-/// fails it, as `what`.
-async fn best_run<F, Fut>(runs: usize, what: &str, mut run: F) -> anyhow::Result<LoadResult>
+/// The best of `runs` closed loops that `run` makes (see [`LIMIT_RUNS`]), with what `run` said
+/// beside that loop's result; a failed request fails it, as `what`.
+async fn best_run<F, Fut, T>(runs: usize, what: &str, mut run: F) -> anyhow::Result<(LoadResult, T)>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<LoadResult>>,
+    Fut: std::future::Future<Output = anyhow::Result<(LoadResult, T)>>,
 {
-    let mut best: Option<LoadResult> = None;
+    let mut best: Option<(LoadResult, T)> = None;
     for _ in 0..runs {
-        let r = run().await?;
+        let (r, beside) = run().await?;
         if r.failed > 0 {
             bail!("{what}: {} requests failed", r.failed);
         }
-        if best.as_ref().is_none_or(|b| r.rate() > b.rate()) {
-            best = Some(r);
+        if best.as_ref().is_none_or(|(b, _)| r.rate() > b.rate()) {
+            best = Some((r, beside));
         }
     }
     best.with_context(|| format!("{what}: no run"))
 }
 
-/// The direct load generator's rate, and how many runs it is the best of.
+/// The direct load generator's rate, how many runs it is the best of, and the CPU per request
+/// of that best run.
 #[derive(Debug, Clone, Copy)]
 struct Direct {
     rate: f64,
     runs: usize,
+    cpu: Cpu,
+}
+
+/// CPU seconds (user + system) per request over one run: the process that sends the requests
+/// (batchd, or the bench's own load generator) and the fake upstream that answers them. On a
+/// machine whose cores all three share, the fake upstream's share is the same work in both runs;
+/// the sender's is what the 0 ms ratio compares.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    sender: Option<f64>,
+    upstream: Option<f64>,
+}
+
+impl Cpu {
+    /// Reads `sender`'s and `upstream`'s CPU time now; [`CpuSince::per_request`] ends the span.
+    fn start(sender: u32, upstream: &Guarded) -> CpuSince {
+        let upstream = upstream.pid();
+        CpuSince {
+            pids: [sender, upstream],
+            before: [cpu_seconds(sender), cpu_seconds(upstream)],
+        }
+    }
+}
+
+/// CPU readings at the start of a span (see [`Cpu::start`]).
+struct CpuSince {
+    pids: [u32; 2],
+    before: [Option<f64>; 2],
+}
+
+impl CpuSince {
+    fn per_request(&self, requests: usize) -> Cpu {
+        let [sender, upstream] =
+            [0, 1].map(|i| cpu_used(self.pids[i], self.before[i]).map(|s| s / requests as f64));
+        Cpu { sender, upstream }
+    }
 }
 
 impl Run {
@@ -320,17 +357,20 @@ impl Run {
 
     /// The direct load generator: `n` requests with the workload's params straight at the
     /// fake upstream's route for its surface over `concurrency` keep-alive connections, the best
-    /// of `runs` runs ([`LIMIT_RUNS`] at 0 ms, [`SLOW_DIRECT_RUNS`] at 50 ms).
+    /// of `runs` runs ([`LIMIT_RUNS`] at 0 ms, [`SLOW_DIRECT_RUNS`] at 50 ms), with the CPU that
+    /// run cost this process and the fake upstream `fake`.
     async fn direct(
         &self,
+        fake: &Guarded,
         upstream: std::net::SocketAddr,
         workload: &Workload,
         runs: usize,
     ) -> anyhow::Result<Direct> {
-        let best = best_run(runs, "direct load generator", || {
+        let (best, cpu) = best_run(runs, "direct load generator", || {
             let params = workload.params.clone();
             let surface = workload.surface;
-            closed_loop(
+            let since = Cpu::start(std::process::id(), fake);
+            let run = closed_loop(
                 upstream,
                 self.args.concurrency,
                 Until::Requests(self.args.requests),
@@ -346,12 +386,18 @@ impl Run {
                         params[i % params.len()].clone(),
                     )
                 },
-            )
+            );
+            async move {
+                let result = run.await?;
+                let cpu = since.per_request(self.args.requests);
+                Ok((result, cpu))
+            }
         })
         .await?;
         Ok(Direct {
             rate: best.rate(),
             runs,
+            cpu,
         })
     }
 
@@ -568,7 +614,7 @@ impl Run {
         let t0 = Instant::now();
         let id = api.create(workload.body.clone()).await?;
         let created = Instant::now();
-        let cpu0 = cpu_seconds(server.pid());
+        let cpu = Cpu::start(server.pid(), &fake);
         let peak = sampler.stop();
         let ingest = created - t0;
         if let Some(disk) = disk {
@@ -588,11 +634,11 @@ impl Run {
 
         self.progress("dispatch at 0 ms: waiting for the batch to end");
         let ended = self.ended(&api, &id, "dispatch 0 ms").await?;
-        let cpu = cpu_used(server.pid(), cpu0);
+        let cpu = cpu.per_request(n);
         let batchd_rate = n as f64 / (ended - created).as_secs_f64();
         if self.args.wants("dispatch") {
             self.progress("dispatch at 0 ms: direct load generator");
-            let direct = self.direct(fake_addr, workload, LIMIT_RUNS).await?;
+            let direct = self.direct(&fake, fake_addr, workload, LIMIT_RUNS).await?;
             self.dispatch_row(
                 Surface::Anthropic,
                 "0 ms",
@@ -601,6 +647,7 @@ impl Run {
                 upstream,
                 FAST_DISPATCH_TARGET,
                 cpu,
+                true,
             );
         }
 
@@ -676,17 +723,19 @@ impl Run {
         let api = Api::on(surface, server.addr, KEY);
         self.progress(&format!("dispatch at {lat} ({}): batchd", surface.name()));
         let (id, created) = self.submit(&api, workload).await?;
-        let cpu0 = cpu_seconds(server.pid());
+        let cpu = Cpu::start(server.pid(), &fake);
         let what = format!("dispatch {lat} ({})", surface.name());
         let ended = self.answered(&api, surface, &id, &what).await?;
-        let cpu = cpu_used(server.pid(), cpu0);
+        let cpu = cpu.per_request(n);
         let batchd_rate = n as f64 / (ended - created).as_secs_f64();
         drop(server);
         self.progress(&format!(
             "dispatch at {lat} ({}): direct load generator",
             surface.name()
         ));
-        let direct = self.direct(fake_addr, workload, SLOW_DIRECT_RUNS).await?;
+        let direct = self
+            .direct(&fake, fake_addr, workload, SLOW_DIRECT_RUNS)
+            .await?;
         drop(fake);
         self.dispatch_row(
             surface,
@@ -696,6 +745,7 @@ impl Run {
             upstream,
             SLOW_DISPATCH_TARGET,
             cpu,
+            false,
         );
         Ok(())
     }
@@ -727,7 +777,10 @@ impl Run {
         Ok((fake, fake_addr, server, upstream, lat))
     }
 
-    /// A dispatch row: batchd's completed/s against the direct load generator's, at `latency`.
+    /// A dispatch row: batchd's completed/s against the direct load generator's, at `latency`,
+    /// each with its CPU per request and the fake upstream's. A row whose runs saturate the cores
+    /// (`cpu_bound`, the 0 ms rows) also gets a note: the CPU per request batchd could spend and
+    /// still reach `target`.
     #[allow(clippy::too_many_arguments)]
     fn dispatch_row(
         &mut self,
@@ -737,7 +790,8 @@ impl Run {
         direct: Direct,
         upstream: bool,
         target: f64,
-        cpu_seconds: Option<f64>,
+        cpu: Cpu,
+        cpu_bound: bool,
     ) {
         let (n, c) = (fmt_n(self.args.requests), self.args.concurrency);
         let name = match surface {
@@ -752,34 +806,40 @@ impl Run {
             1 => format!("direct {} req/s", rate(direct.rate)),
             runs => format!("direct {} req/s (best of {runs})", rate(direct.rate)),
         };
-        let direct = direct.rate;
+        let limit = format!("{limit}{}", cpu_text(direct.cpu));
         let target_text = format!("≥ {target}");
-        if upstream {
-            let ratio = batchd / direct;
-            // batchd's own CPU (user + system) over the dispatch, per request: what a faster
-            // upstream or a smaller machine would run out of first.
-            let figure = match cpu_seconds {
-                Some(cpu) => format!(
-                    "{} req/s, {:.0} µs CPU/req",
-                    rate(batchd),
-                    cpu * 1e6 / self.args.requests as f64
-                ),
-                None => format!("{} req/s", rate(batchd)),
-            };
-            self.rows.push(Row::new(
-                &name,
-                figure,
-                limit,
-                Some(ratio),
-                &target_text,
-                Verdict::check(ratio >= target),
-            ));
-        } else {
+        if !upstream {
             let mut row =
                 Row::not_run(&name, &target_text, "batchd has no [[backends]] config yet");
             row.limit = limit;
             self.rows.push(row);
+            return;
         }
+        let ratio = batchd / direct.rate;
+        // The sender's CPU (user + system) over the run, per request: what a faster upstream or
+        // a smaller machine would run out of first.
+        let figure = format!("{} req/s{}", rate(batchd), cpu_text(cpu));
+        if let (true, Some(budget)) = (cpu_bound, budget(cpu, direct.cpu, target)) {
+            let us = |s: Option<f64>| s.map_or("?".into(), |s| format!("{:.1}", s * 1e6));
+            self.notes.push(format!(
+                "{name}: at {target} of the direct rate, on cores as busy as in its runs, batchd \
+                 could spend {:.1} µs of CPU a request: (generator {} + fake upstream {} µs) ÷ \
+                 {target}, less the fake upstream's {} µs while batchd sent; it spent {} µs",
+                budget * 1e6,
+                us(direct.cpu.sender),
+                us(direct.cpu.upstream),
+                us(cpu.upstream),
+                us(cpu.sender),
+            ));
+        }
+        self.rows.push(Row::new(
+            &name,
+            figure,
+            limit,
+            Some(ratio),
+            &target_text,
+            Verdict::check(ratio >= target),
+        ));
     }
 
     /// The PostgreSQL rows; skipped, saying why, on a machine without PostgreSQL.
@@ -954,9 +1014,9 @@ impl Run {
         let (fake, addr) = start_fake(&self.fake_bin, Duration::ZERO, 8)?;
         self.progress("fake upstream capacity: small bodies, direct load generator");
         let body = Bytes::from(crate::workload::compact_params(7));
-        let r = best_run(LIMIT_RUNS, "fake upstream", || {
+        let (r, ()) = best_run(LIMIT_RUNS, "fake upstream", || {
             let body = body.clone();
-            closed_loop(
+            let run = closed_loop(
                 addr,
                 self.args.concurrency,
                 Until::Requests(n),
@@ -970,7 +1030,8 @@ impl Run {
                         body.clone(),
                     )
                 },
-            )
+            );
+            async move { Ok((run.await?, ())) }
         })
         .await?;
         drop(fake);
@@ -1162,11 +1223,11 @@ impl Run {
             fmt_n(n)
         ));
         let (id, created) = self.submit(&api, chat).await?;
-        let cpu0 = cpu_seconds(server.pid());
+        let cpu = Cpu::start(server.pid(), &fake);
         let answered = self
             .answered(&api, Surface::OpenAi, &id, "dispatch 0 ms (OpenAI)")
             .await?;
-        let cpu = cpu_used(server.pid(), cpu0);
+        let cpu = cpu.per_request(n);
         let batchd_rate = n as f64 / (answered - created).as_secs_f64();
         // The output file is written before anything else runs, so that the direct load
         // generator does not share the CPU with it.
@@ -1186,7 +1247,7 @@ impl Run {
         ));
         if self.args.wants("openai-dispatch") {
             self.progress("openai dispatch at 0 ms: direct load generator");
-            let direct = self.direct(fake_addr, chat, LIMIT_RUNS).await?;
+            let direct = self.direct(&fake, fake_addr, chat, LIMIT_RUNS).await?;
             self.dispatch_row(
                 Surface::OpenAi,
                 "0 ms",
@@ -1195,6 +1256,7 @@ impl Run {
                 upstream,
                 FAST_DISPATCH_TARGET,
                 cpu,
+                true,
             );
         }
 
@@ -1415,12 +1477,56 @@ fn cpu_used(pid: u32, before: Option<f64>) -> Option<f64> {
     Some(cpu_seconds(pid)? - before?)
 }
 
+/// A run's CPU per request as a row shows it: ", 22 µs CPU/req (fake upstream 19 µs)".
+fn cpu_text(cpu: Cpu) -> String {
+    let us = |s: f64| s * 1e6;
+    match (cpu.sender, cpu.upstream) {
+        (Some(s), Some(u)) => format!(", {:.0} µs CPU/req (fake upstream {:.0} µs)", us(s), us(u)),
+        (Some(s), None) => format!(", {:.0} µs CPU/req", us(s)),
+        _ => String::new(),
+    }
+}
+
+/// The CPU per request batchd could spend and still send at `target` of the direct rate, when
+/// both runs are bound by the same saturated cores: a run's rate is then the cores' time over
+/// the CPU its processes spend per request, so batchd's share plus the fake upstream's (as it
+/// was while batchd sent) may reach the direct run's sum divided by `target`.
+fn budget(batchd: Cpu, direct: Cpu, target: f64) -> Option<f64> {
+    Some((direct.sender? + direct.upstream?) / target - batchd.upstream?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn args(extra: &[&str]) -> Args {
         Args::parse_from(std::iter::once("batchd-bench").chain(extra.iter().copied()))
+    }
+
+    #[test]
+    fn the_budget_is_the_direct_runs_cpu_over_the_target_less_the_upstreams_share() {
+        let cpu = |sender, upstream| Cpu {
+            sender: Some(sender * 1e-6),
+            upstream: Some(upstream * 1e-6),
+        };
+        // A direct run at 10 + 18 µs a request; at 0.9 of its rate the cores allow 31.1 µs a
+        // request, of which the fake upstream took 17 µs while batchd sent.
+        let spend = budget(cpu(26.0, 17.0), cpu(10.0, 18.0), 0.9).unwrap();
+        assert!((spend * 1e6 - (28.0 / 0.9 - 17.0)).abs() < 1e-9, "{spend}");
+        // At a ratio of 1, batchd may spend what the generator spends, the upstream alike.
+        let even = budget(cpu(26.0, 18.0), cpu(10.0, 18.0), 1.0).unwrap();
+        assert!((even * 1e6 - 10.0).abs() < 1e-9, "{even}");
+        let unread = Cpu {
+            sender: Some(1e-5),
+            upstream: None,
+        };
+        assert_eq!(budget(cpu(26.0, 17.0), unread, 0.9), None);
+        assert_eq!(budget(unread, cpu(10.0, 18.0), 0.9), None);
+        assert_eq!(
+            cpu_text(cpu(26.0, 17.6)),
+            ", 26 µs CPU/req (fake upstream 18 µs)"
+        );
+        assert_eq!(cpu_text(Cpu::default()), "");
     }
 
     #[test]
