@@ -274,24 +274,22 @@ struct Cpu {
     upstream: Option<f64>,
 }
 
-impl Cpu {
-    /// Reads `sender`'s and `upstream`'s CPU time now; [`CpuSince::per_request`] ends the span.
-    fn start(sender: u32, upstream: &Guarded) -> CpuSince {
-        let upstream = upstream.pid();
-        CpuSince {
-            pids: [sender, upstream],
-            before: [cpu_seconds(sender), cpu_seconds(upstream)],
-        }
-    }
-}
-
-/// CPU readings at the start of a span (see [`Cpu::start`]).
+/// The CPU time of a run's sender and fake upstream at the start of a span, which
+/// [`CpuSince::per_request`] ends.
 struct CpuSince {
     pids: [u32; 2],
     before: [Option<f64>; 2],
 }
 
 impl CpuSince {
+    fn start(sender: u32, upstream: &Guarded) -> Self {
+        let upstream = upstream.pid();
+        Self {
+            pids: [sender, upstream],
+            before: [cpu_seconds(sender), cpu_seconds(upstream)],
+        }
+    }
+
     fn per_request(&self, requests: usize) -> Cpu {
         let [sender, upstream] =
             [0, 1].map(|i| cpu_used(self.pids[i], self.before[i]).map(|s| s / requests as f64));
@@ -369,7 +367,7 @@ impl Run {
         let (best, cpu) = best_run(runs, "direct load generator", || {
             let params = workload.params.clone();
             let surface = workload.surface;
-            let since = Cpu::start(std::process::id(), fake);
+            let since = CpuSince::start(std::process::id(), fake);
             let run = closed_loop(
                 upstream,
                 self.args.concurrency,
@@ -614,7 +612,7 @@ impl Run {
         let t0 = Instant::now();
         let id = api.create(workload.body.clone()).await?;
         let created = Instant::now();
-        let cpu = Cpu::start(server.pid(), &fake);
+        let cpu = CpuSince::start(server.pid(), &fake);
         let peak = sampler.stop();
         let ingest = created - t0;
         if let Some(disk) = disk {
@@ -723,7 +721,7 @@ impl Run {
         let api = Api::on(surface, server.addr, KEY);
         self.progress(&format!("dispatch at {lat} ({}): batchd", surface.name()));
         let (id, created) = self.submit(&api, workload).await?;
-        let cpu = Cpu::start(server.pid(), &fake);
+        let cpu = CpuSince::start(server.pid(), &fake);
         let what = format!("dispatch {lat} ({})", surface.name());
         let ended = self.answered(&api, surface, &id, &what).await?;
         let cpu = cpu.per_request(n);
@@ -1223,7 +1221,7 @@ impl Run {
             fmt_n(n)
         ));
         let (id, created) = self.submit(&api, chat).await?;
-        let cpu = Cpu::start(server.pid(), &fake);
+        let cpu = CpuSince::start(server.pid(), &fake);
         let answered = self
             .answered(&api, Surface::OpenAi, &id, "dispatch 0 ms (OpenAI)")
             .await?;
