@@ -213,7 +213,7 @@ impl DispatchStore for PostgresStore {
             return Ok(false);
         }
         for (draft, bytes) in files {
-            commit_draft(&mut tx, draft.key, *bytes).await?;
+            commit_draft(&mut tx, draft, *bytes).await?;
         }
         tx.commit().await.map_err(query_error)?;
         Ok(true)

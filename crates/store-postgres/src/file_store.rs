@@ -47,13 +47,15 @@ const DELETE_FILE: &str = "WITH gone AS (UPDATE files SET state = 2 WHERE id = $
      kept AS (INSERT INTO file_tombstones (id, workspace, created_at, key) SELECT * FROM gone \
      ON CONFLICT (id) DO NOTHING) SELECT COUNT(*) FROM gone";
 
-/// Makes draft `key` visible in `tx`, once its pieces are checked against the `bytes` written.
+/// Makes `draft` visible in `tx` with the purpose and expiry it holds now, once its pieces are
+/// checked against the `bytes` written.
 /// Shared by a file's own commit and the finalize that commits a batch's files with it.
 pub(crate) async fn commit_draft(
     tx: &mut sqlx::PgConnection,
-    key: i64,
+    draft: &FileDraft,
     bytes: u64,
 ) -> Result<StoredFile, StoreError> {
+    let key = draft.key;
     // Locks the draft first: the reaper cannot abandon it between the check and the commit.
     let open: Option<i64> =
         sqlx::query_scalar("SELECT key FROM files WHERE key = $1 AND state = 0 FOR UPDATE")
@@ -80,12 +82,15 @@ pub(crate) async fn commit_draft(
     };
     files::check_commit(key, pieces, bytes)?;
     let row = sqlx::query(concat!(
-        "UPDATE files SET state = $1, bytes = $2, owner = NULL WHERE key = $3 RETURNING ",
+        "UPDATE files SET state = $1, bytes = $2, owner = NULL, purpose = $4, expires_at = $5 \
+         WHERE key = $3 RETURNING ",
         file_columns!()
     ))
     .bind(small(FILE_VISIBLE))
     .bind(stored)
     .bind(key)
+    .bind(&draft.file.purpose)
+    .bind(draft.file.expires_at.map(Timestamp::as_micros))
     .fetch_one(&mut *tx)
     .await
     .map_err(query_error)?;
@@ -142,7 +147,7 @@ impl FileStore for PostgresStore {
 
     async fn commit_file(&self, draft: FileDraft, bytes: u64) -> Result<StoredFile, StoreError> {
         let mut tx = self.pool.begin().await.map_err(query_error)?;
-        let file = commit_draft(&mut tx, draft.key, bytes).await?;
+        let file = commit_draft(&mut tx, &draft, bytes).await?;
         tx.commit().await.map_err(query_error)?;
         Ok(file)
     }

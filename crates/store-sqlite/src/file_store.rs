@@ -44,13 +44,15 @@ pub(crate) const EXPIRE_FILES: &str = concat!(
     ")"
 );
 
-/// Makes draft `key` visible in `tx`, once its pieces are checked against the `bytes` written.
+/// Makes `draft` visible in `tx` with the purpose and expiry it holds now, once its pieces are
+/// checked against the `bytes` written.
 /// Shared by a file's own commit and the finalize that commits a batch's files with it.
 pub(crate) async fn commit_draft(
     tx: &mut sqlx::SqliteConnection,
-    key: i64,
+    draft: &FileDraft,
     bytes: u64,
 ) -> Result<StoredFile, StoreError> {
+    let key = draft.key;
     // `length` of a blob reads its size, not its bytes.
     let (count, last_seq, stored): (i64, i64, i64) = sqlx::query_as(
         "SELECT COUNT(*), COALESCE(MAX(seq), -1), COALESCE(SUM(length(data)), 0) \
@@ -67,13 +69,16 @@ pub(crate) async fn commit_draft(
     };
     files::check_commit(key, pieces, bytes)?;
     let row = sqlx::query(concat!(
-        "UPDATE files SET state = ?1, bytes = ?2 WHERE key = ?3 AND state = ?4 RETURNING ",
+        "UPDATE files SET state = ?1, bytes = ?2, purpose = ?5, expires_at = ?6 \
+         WHERE key = ?3 AND state = ?4 RETURNING ",
         file_columns!()
     ))
     .bind(FILE_VISIBLE)
     .bind(stored)
     .bind(key)
     .bind(FILE_DRAFT)
+    .bind(&draft.file.purpose)
+    .bind(draft.file.expires_at.map(Timestamp::as_micros))
     .fetch_optional(&mut *tx)
     .await
     .map_err(query_error)?
@@ -148,7 +153,7 @@ impl FileStore for SqliteStore {
             .begin_with(BEGIN_IMMEDIATE)
             .await
             .map_err(query_error)?;
-        let file = commit_draft(&mut tx, draft.key, bytes).await?;
+        let file = commit_draft(&mut tx, &draft, bytes).await?;
         tx.commit().await.map_err(query_error)?;
         Ok(file)
     }

@@ -674,7 +674,9 @@ pub trait FileStore: Send + Sync + 'static {
     /// Stores piece `seq` (0, 1, 2, …, at most [`FILE_CHUNK_BYTES`]) of a draft, in its own
     /// short transaction.
     async fn append_file(&self, draft: &FileDraft, seq: u32, bytes: Vec<u8>) -> Result<()>;
-    /// Makes the draft visible with a size of `bytes`; visible and durable when it returns.
+    /// Makes the draft visible with a size of `bytes`, and with the purpose and expiry its
+    /// `file` holds now (an upload learns them from form fields that may follow the file);
+    /// visible and durable when it returns.
     async fn commit_file(&self, draft: FileDraft, bytes: u64) -> Result<StoredFile>;
     /// Gives up on a draft; its pieces are reclaimed by [`DispatchStore::purge_deleted`].
     async fn abort_file(&self, draft: FileDraft) -> Result<()>;

@@ -123,6 +123,16 @@ test(`openai ${SDK_VERSION}: files create, retrieve, list, content and delete`, 
   assert.equal(err.status, 404);
   assert.equal(err.param, 'id');
   assert.equal(err.error.message, `No such File object: ${file.id}`);
+
+  // This SDK writes the form in the order of the caller's object, so here the file comes
+  // before `purpose` and `expires_after`: the file is stored with both all the same.
+  const notes = await fast.files.create({
+    file: await toFile(Buffer.from('plain notes'), 'notes.txt'),
+    purpose: 'user_data',
+    expires_after: { anchor: 'created_at', seconds: 3600 },
+  });
+  assert.deepEqual([notes.purpose, notes.filename], ['user_data', 'notes.txt']);
+  assert.equal(notes.expires_at, notes.created_at + 3600);
 });
 
 test(`openai ${SDK_VERSION}: a batch completes and its output file is read`, async () => {

@@ -433,15 +433,27 @@ async fn uploads_are_refused_with_the_api_texts() {
         None,
     )
     .await;
-    assert_oa_error(
+    // More lines than a batch may have pass the upload, as on the hosted API: the batch
+    // created on the file fails with `too_many_tasks`.
+    let long = ok_json(
         oa.upload_form(&bad(b"batch", "a.jsonl", b"{}\n{}\n{}\n"))
             .await,
-        400,
-        "The batch input file has more than the maximum of 2 requests.",
-        None,
-        None,
     )
     .await;
+    let created = ok_json(
+        oa.post(
+            "/v1/batches",
+            &json!({"input_file_id": long["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}),
+        )
+        .await,
+    )
+    .await;
+    let failed = oa.batch(created["id"].as_str().unwrap()).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(
+        failed["errors"]["data"][0],
+        json!({"code": "too_many_tasks", "message": "The batch exceeds the maximum of 2 requests.", "param": null, "line": null})
+    );
     assert_oa_error(
         oa.upload_form(&[("file", Some("a.jsonl"), b"{}")]).await,
         400,
@@ -483,7 +495,8 @@ async fn uploads_are_refused_with_the_api_texts() {
         None,
     )
     .await;
-    // A form that sends its file first is taken as a batch upload.
+    // A form may send its fields after its file, as Node's SDK does for `{ file, purpose }`:
+    // the file is stored with the purpose and expiry the whole form names...
     let file_first = ok_json(
         oa.upload_form(&[
             ("file", Some("late.jsonl"), b"{}"),
@@ -493,15 +506,60 @@ async fn uploads_are_refused_with_the_api_texts() {
     )
     .await;
     assert_eq!(file_first["purpose"], "batch");
+    let created_at = file_first["created_at"].as_i64().unwrap();
     assert_eq!(
+        file_first["expires_at"].as_i64(),
+        Some(created_at + 30 * 86_400)
+    );
+    let notes = ok_json(
         oa.upload_form(&[
             ("file", Some("late.txt"), b"x"),
-            ("purpose", None, b"user_data")
+            ("purpose", None, b"user_data"),
         ])
-        .await
-        .status(),
-        400
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (&notes["purpose"], &notes["expires_at"]),
+        (&json!("user_data"), &Value::Null)
     );
+    let timed = ok_json(
+        oa.upload_form(&[
+            ("file", Some("late.jsonl"), b"{}"),
+            ("purpose", None, b"batch"),
+            ("expires_after[anchor]", None, b"created_at"),
+            ("expires_after[seconds]", None, b"3600"),
+        ])
+        .await,
+    )
+    .await;
+    let created_at = timed["created_at"].as_i64().unwrap();
+    assert_eq!(timed["expires_at"].as_i64(), Some(created_at + 3_600));
+    // ...and checked as that purpose's uploads are.
+    for parts in [
+        [
+            ("file", Some("late.txt"), &b"{}"[..]),
+            ("purpose", None, b"batch"),
+        ],
+        [
+            ("file", Some("late.jsonl"), b"{oops\n"),
+            ("purpose", None, b"batch"),
+        ],
+    ] {
+        assert_oa_error(oa.upload_form(&parts).await, 400, format, None, None).await;
+    }
+    assert_oa_error(
+        oa.upload_form(&[
+            ("file", Some("late.jsonl"), b"{}"),
+            ("purpose", None, b"vector_store"),
+        ])
+        .await,
+        400,
+        "'vector_store' is not one of ['fine-tune', 'assistants', 'batch', 'user_data', 'vision', 'evals'] - 'purpose'",
+        Some("purpose"),
+        None,
+    )
+    .await;
     // A body without a length is bounded as one with a length is: an endless preamble before
     // the first part is cut, not read forever.
     let (content_type, _) = form(&bad(b"batch", "a.jsonl", b"{}"));
@@ -523,7 +581,7 @@ async fn uploads_are_refused_with_the_api_texts() {
     .await;
     // Nothing refused was stored.
     let list = ok_json(oa.get("/v1/files").await).await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 3, "{list}");
+    assert_eq!(list["data"].as_array().unwrap().len(), 6, "{list}");
 }
 
 #[tokio::test]

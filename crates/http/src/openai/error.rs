@@ -202,26 +202,9 @@ impl OpenAiError {
         Self::bad_request("File is too large.")
     }
 
-    /// 400 of a batch upload with more lines than a batch may have (the hosted API's limit is
-    /// checked when the batch is created; checking it at upload too saves storing a file that
-    /// no batch can use).
-    pub fn too_many_lines(max: u64) -> Self {
-        Self::bad_request(format!(
-            "The batch input file has more than the maximum of {max} requests."
-        ))
-    }
-
     /// 400: a multipart body this server cannot read.
     pub fn malformed_upload(detail: &str) -> Self {
         Self::bad_request(format!("The multipart upload could not be read: {detail}."))
-    }
-
-    /// 400: an upload whose `purpose` or `expires_after` came after its file and differ from
-    /// what a batch upload assumes (a batchd limit: the file is stored as it arrives).
-    pub fn fields_after_file() -> Self {
-        Self::bad_request(
-            "The 'purpose' and 'expires_after' fields must come before 'file' in the form, unless the file is a batch input with the default expiry.",
-        )
     }
 
     /// 400: content download of a purpose that cannot be downloaded (spec §5.7).

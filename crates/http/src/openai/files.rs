@@ -1,7 +1,9 @@
 //! `/v1/files`: upload (multipart, streamed to the store piece by piece, each piece stored
 //! while the next arrives, never whole in memory), list, retrieve, download (streamed piece by
 //! piece) and delete. A batch upload gets the light content check of spec §5.2 (Tier 0) as it
-//! streams; its lines are checked fully when a batch uses it.
+//! streams; its lines are checked fully when a batch uses it. The form's fields may come before
+//! or after the file: the file is stored as it arrives, and committed with the purpose and
+//! expiry the whole form names.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -19,7 +21,7 @@ use batchd_wire::openai::{FileDeleted, FileList, FileObject};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 
-use super::jsonl::{UploadRefusal, UploadScan};
+use super::jsonl::{NotJsonl, UploadScan};
 use super::multipart::{Event, Multipart};
 use super::{IdParam, OpenAiError, QueryParams, json, status::unix};
 use crate::AppState;
@@ -153,12 +155,12 @@ struct Upload {
     bytes: u64,
     /// The batch check, while it has found nothing wrong.
     scan: Option<UploadScan>,
-    /// What the batch check found, for a file whose purpose was not known when it arrived.
-    refused: Option<UploadRefusal>,
+    /// Whether the batch check refused the content of a file whose purpose was not known when
+    /// it arrived.
+    refused: bool,
     /// Whether the purpose was known to be `batch` when the file started, so that a refusal
     /// can stop the upload at once.
     batch: bool,
-    max_lines: u64,
 }
 
 impl Upload {
@@ -173,12 +175,12 @@ impl Upload {
             return Err(OpenAiError::file_too_large());
         }
         if let Some(scan) = &mut self.scan
-            && let Err(refusal) = scan.push(data)
+            && let Err(NotJsonl) = scan.push(data)
         {
             if self.batch {
-                return Err(refusal_error(refusal, self.max_lines));
+                return Err(OpenAiError::invalid_batch_file());
             }
-            self.refused = Some(refusal);
+            self.refused = true;
             self.scan = None;
         }
         while !data.is_empty() {
@@ -222,23 +224,14 @@ impl Upload {
 
     /// The batch check's verdict on the whole file.
     fn check_batch(&mut self) -> Result<(), OpenAiError> {
-        if !self.draft.file.filename.ends_with(".jsonl") {
+        let scanned = self.scan.take().map(UploadScan::finish);
+        if !self.draft.file.filename.ends_with(".jsonl")
+            || self.refused
+            || matches!(scanned, Some(Err(NotJsonl)))
+        {
             return Err(OpenAiError::invalid_batch_file());
         }
-        if let Some(refusal) = self.refused {
-            return Err(refusal_error(refusal, self.max_lines));
-        }
-        match self.scan.take().map(UploadScan::finish) {
-            Some(Err(refusal)) => Err(refusal_error(refusal, self.max_lines)),
-            _ => Ok(()),
-        }
-    }
-}
-
-fn refusal_error(refusal: UploadRefusal, max_lines: u64) -> OpenAiError {
-    match refusal {
-        UploadRefusal::NotJsonl => OpenAiError::invalid_batch_file(),
-        UploadRefusal::TooManyLines => OpenAiError::too_many_lines(max_lines),
+        Ok(())
     }
 }
 
@@ -316,18 +309,23 @@ pub async fn upload(
                             .chars()
                             .map(|c| if c.is_control() { '_' } else { c })
                             .collect();
-                        // The draft is begun with the purpose and expiry it is committed
-                        // with. The SDKs and the API's own examples send the fields first; a
-                        // form that sends them after the file is taken to be a batch upload
-                        // with the default expiry, and must turn out to be one.
-                        let purpose = match &fields.purpose {
-                            Some(_) => fields.purpose()?.to_owned(),
-                            None => BATCH_PURPOSE.to_owned(),
+                        // Python's SDK sends the fields first, Node's in the order of the
+                        // caller's object (`{ file, purpose }` in OpenAI's own examples). With
+                        // the purpose known, a batch file is checked as it arrives and refused
+                        // at once; otherwise the draft begins as a batch file would, the check
+                        // runs anyway, and the commit below gives the draft the purpose and
+                        // expiry the whole form names.
+                        let batch = match &fields.purpose {
+                            Some(_) => fields.purpose()? == BATCH_PURPOSE,
+                            None => false,
                         };
-                        if purpose == BATCH_PURPOSE && !filename.ends_with(".jsonl") {
+                        if batch && !filename.ends_with(".jsonl") {
                             return Err(OpenAiError::invalid_batch_file());
                         }
-                        let batch = purpose == BATCH_PURPOSE && fields.purpose.is_some();
+                        let purpose = fields
+                            .purpose
+                            .clone()
+                            .unwrap_or_else(|| BATCH_PURPOSE.to_owned());
                         let now = state.now_in(&caller.workspace).await?;
                         let expires_at = fields.expires_at(now, &purpose)?;
                         let draft = store
@@ -346,10 +344,9 @@ pub async fn upload(
                             seq: 0,
                             storing: None,
                             bytes: 0,
-                            scan: Some(UploadScan::new(config.max_file_lines)),
-                            refused: None,
+                            scan: Some(UploadScan::default()),
+                            refused: false,
                             batch,
-                            max_lines: config.max_file_lines,
                         });
                     }
                     Event::Part { name, .. } => current = Some((name, Vec::new())),
@@ -415,14 +412,8 @@ pub async fn upload(
         if purpose == BATCH_PURPOSE {
             upload.check_batch()?;
         }
-        if (purpose.as_str(), expires_at)
-            != (
-                upload.draft.file.purpose.as_str(),
-                upload.draft.file.expires_at,
-            )
-        {
-            return Err(OpenAiError::fields_after_file());
-        }
+        upload.draft.file.purpose = purpose;
+        upload.draft.file.expires_at = expires_at;
         upload.flush(&store).await?;
         upload.stored().await?;
         Ok::<_, OpenAiError>(store.commit_file(upload.draft, upload.bytes).await?)

@@ -1,5 +1,5 @@
 //! The input file's JSONL, read as a stream: [`UploadScan`] is the light check of a batch
-//! upload (spec §5.2 Tier 0: not empty, a JSON first line, the line cap), [`LineSplitter`] cuts
+//! upload (spec §5.2 Tier 0: not empty, a JSON first line), [`LineSplitter`] cuts
 //! chunks into lines (each with its offset in the stream), and [`LineValidator`] is the check of
 //! every line when a batch is created (Tier 1), with the texts of the errors it collects, and
 //! where a good line's `body` lies in it. Pure: no I/O, so each rule has a unit
@@ -27,7 +27,6 @@ fn is_blank(line: &[u8]) -> bool {
 /// The streaming check of a `purpose=batch` upload.
 #[derive(Debug)]
 pub struct UploadScan {
-    max_lines: u64,
     /// Lines with content seen so far.
     lines: u64,
     /// Whether the line being read has content yet.
@@ -37,26 +36,25 @@ pub struct UploadScan {
     first_ok: Option<bool>,
 }
 
-/// Why an upload's content is refused.
+/// Why an upload's content is refused: it is empty, or its first line is not JSON. More lines
+/// than a batch may have pass, as on the hosted API: the batch created on the file fails with
+/// `too_many_tasks` (Tier 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UploadRefusal {
-    /// Empty, or its first line is not JSON.
-    NotJsonl,
-    TooManyLines,
-}
+pub struct NotJsonl;
 
-impl UploadScan {
-    pub fn new(max_lines: u64) -> Self {
+impl Default for UploadScan {
+    fn default() -> Self {
         Self {
-            max_lines,
             lines: 0,
             in_line: false,
             first: Some(Vec::new()),
             first_ok: None,
         }
     }
+}
 
-    pub fn push(&mut self, mut bytes: &[u8]) -> Result<(), UploadRefusal> {
+impl UploadScan {
+    pub fn push(&mut self, mut bytes: &[u8]) -> Result<(), NotJsonl> {
         while !bytes.is_empty() {
             let (segment, newline) = match memchr::memchr(b'\n', bytes) {
                 Some(at) => (&bytes[..at], true),
@@ -65,9 +63,6 @@ impl UploadScan {
             if !self.in_line && !is_blank(segment) {
                 self.in_line = true;
                 self.lines += 1;
-                if self.lines > self.max_lines {
-                    return Err(UploadRefusal::TooManyLines);
-                }
             }
             if self.lines == 1
                 && let Some(first) = &mut self.first
@@ -91,7 +86,7 @@ impl UploadScan {
         Ok(())
     }
 
-    fn end_first_line(&mut self) -> Result<(), UploadRefusal> {
+    fn end_first_line(&mut self) -> Result<(), NotJsonl> {
         if self.lines == 1 && self.first_ok.is_none() {
             let ok = self
                 .first
@@ -99,19 +94,19 @@ impl UploadScan {
                 .is_none_or(|line| serde_json::from_slice::<serde::de::IgnoredAny>(&line).is_ok());
             self.first_ok = Some(ok);
             if !ok {
-                return Err(UploadRefusal::NotJsonl);
+                return Err(NotJsonl);
             }
         }
         Ok(())
     }
 
     /// The upload ended: the line count, or why the content is refused.
-    pub fn finish(mut self) -> Result<u64, UploadRefusal> {
+    pub fn finish(mut self) -> Result<u64, NotJsonl> {
         if self.in_line {
             self.end_first_line()?;
         }
         if self.lines == 0 {
-            return Err(UploadRefusal::NotJsonl);
+            return Err(NotJsonl);
         }
         Ok(self.lines)
     }
@@ -558,8 +553,8 @@ fn group_thousands(n: u64) -> String {
 mod tests {
     use super::*;
 
-    fn scan(pieces: &[&str], max: u64) -> Result<u64, UploadRefusal> {
-        let mut s = UploadScan::new(max);
+    fn scan(pieces: &[&str]) -> Result<u64, NotJsonl> {
+        let mut s = UploadScan::default();
         for p in pieces {
             s.push(p.as_bytes())?;
         }
@@ -567,16 +562,14 @@ mod tests {
     }
 
     #[test]
-    fn uploads_need_a_json_first_line_and_at_most_the_line_cap() {
-        assert_eq!(scan(&["{\"a\":", "1}\n", "not json\n"], 10), Ok(2));
-        assert_eq!(scan(&["\n  \n{}", "\n\n{}"], 10), Ok(2));
-        assert_eq!(scan(&["{}"], 10), Ok(1));
-        assert_eq!(scan(&[""], 10), Err(UploadRefusal::NotJsonl));
-        assert_eq!(scan(&["\n \n"], 10), Err(UploadRefusal::NotJsonl));
-        assert_eq!(scan(&["{oops}\n{}\n"], 10), Err(UploadRefusal::NotJsonl));
-        assert_eq!(scan(&["{\"a\"", ":"], 10), Err(UploadRefusal::NotJsonl));
-        assert_eq!(scan(&["{}\n{}\n{}\n"], 2), Err(UploadRefusal::TooManyLines));
-        assert_eq!(scan(&["{}\n{}\n"], 2), Ok(2));
+    fn uploads_need_a_json_first_line() {
+        assert_eq!(scan(&["{\"a\":", "1}\n", "not json\n"]), Ok(2));
+        assert_eq!(scan(&["\n  \n{}", "\n\n{}"]), Ok(2));
+        assert_eq!(scan(&["{}"]), Ok(1));
+        assert_eq!(scan(&[""]), Err(NotJsonl));
+        assert_eq!(scan(&["\n \n"]), Err(NotJsonl));
+        assert_eq!(scan(&["{oops}\n{}\n"]), Err(NotJsonl));
+        assert_eq!(scan(&["{\"a\"", ":"]), Err(NotJsonl));
     }
 
     #[test]

@@ -450,8 +450,16 @@ pub async fn files_are_staged_then_read_back_by_chunk<H: Harness>(h: &H) {
         store.commit_file(again(&d), 5).await.is_err(),
         "6 bytes, not 5"
     );
-    let g = store.commit_file(again(&d), 6).await.unwrap();
-    assert_eq!(g.bytes, 6);
+    // A draft is committed with the purpose and expiry it holds then, not those it began with.
+    let mut learned = again(&d);
+    learned.file.purpose = "user_data".into();
+    learned.file.expires_at = Some(at(DAY));
+    let g = store.commit_file(learned, 6).await.unwrap();
+    assert_eq!(
+        (g.bytes, g.purpose.as_str(), g.expires_at),
+        (6, "user_data", Some(at(DAY)))
+    );
+    assert_eq!(store.get_file(WS, &g.id).await.unwrap(), Some(g.clone()));
     assert!(store.append_file(&d, 3, b"z".to_vec()).await.is_err());
     assert!(store.commit_file(d, 6).await.is_err());
 
