@@ -128,6 +128,11 @@ def test_a_batch_completes_and_its_output_file_is_read(oa_fast: OpenAI) -> None:
         body = item["response"]["body"]
         assert body["object"] == "chat.completion"
         assert body["choices"][0]["message"]["content"] == f"You said: question {i}"
+    # The batch's usage adds up its answers' tokens.
+    assert done.usage is not None
+    assert done.usage.input_tokens == sum(item["response"]["body"]["usage"]["prompt_tokens"] for item in lines) > 0
+    assert done.usage.output_tokens == sum(item["response"]["body"]["usage"]["completion_tokens"] for item in lines) > 0
+    assert done.usage.total_tokens == done.usage.input_tokens + done.usage.output_tokens
 
 
 def test_lines_the_backend_refuses_go_to_the_error_file(oa_fast: OpenAI) -> None:

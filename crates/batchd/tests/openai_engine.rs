@@ -119,6 +119,7 @@ impl Engine {
                     errors: Vec::new(),
                     output_file_id: None,
                     error_file_id: None,
+                    usage: None,
                 }),
             })
             .await

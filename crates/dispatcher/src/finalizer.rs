@@ -15,7 +15,8 @@
 //! claims the batch (`claim_finalize`), so of several sharing the storage only one writes its
 //! files; they are written as drafts, invisible, and become visible in the transaction that
 //! records them (`finalize`), so a crash in between leaves only drafts, which the purge
-//! reclaims. The same pass deletes expired files.
+//! reclaims. The batch's `usage`, the tokens of its output file's answers, is added up as that
+//! file is written and recorded with it. The same pass deletes expired files.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,9 @@ use batchd_domain::{Batch, EndReason, Outcome, Timestamp};
 use batchd_store::clock::virtual_now;
 use batchd_store::{BatchStore, ClockStore, FILE_CHUNK_BYTES, FileDraft, FileStore, NewFile};
 
-use crate::openai_line::LineOf;
+use batchd_wire::openai::BatchUsage;
+
+use crate::openai_line::{LineOf, add_usage};
 use crate::{Shared, timed};
 
 /// How long output and error files are kept when the batch did not say
@@ -141,7 +144,8 @@ async fn finalize(
     };
     let mut output = Writer::new(stores.files.as_ref(), file("output"));
     let mut errors = Writer::new(stores.files.as_ref(), file("error"));
-    let mut written = write_lines(stores, batch, &mut output, &mut errors).await;
+    let mut usage = BatchUsage::default();
+    let mut written = write_lines(stores, batch, &mut output, &mut errors, &mut usage).await;
     if written.is_ok() {
         written = output.flush().await;
     }
@@ -156,6 +160,7 @@ async fn finalize(
     let mut meta = meta.clone();
     meta.output_file_id = output.id();
     meta.error_file_id = errors.id();
+    meta.usage = Some(usage);
     let drafts: Vec<(&FileDraft, u64)> = [output.draft(), errors.draft()]
         .into_iter()
         .flatten()
@@ -179,12 +184,14 @@ async fn finalize(
     Ok(())
 }
 
-/// Every result row of the batch, in index order, into the file it belongs to.
+/// Every result row of the batch, in index order, into the file it belongs to; the tokens of
+/// the output file's answers into `usage`.
 async fn write_lines(
     stores: &OutputStores,
     batch: &Batch,
     output: &mut Writer<'_>,
     errors: &mut Writer<'_>,
+    usage: &mut BatchUsage,
 ) -> batchd_store::Result<()> {
     let reason = batch.end_reason.unwrap_or(EndReason::Completed);
     let mut after = None;
@@ -198,7 +205,10 @@ async fn write_lines(
         .await?;
         for row in &rows {
             match (row.outcome, &row.body) {
-                (Some(Outcome::Succeeded), Some(line)) => output.line(line).await?,
+                (Some(Outcome::Succeeded), Some(line)) => {
+                    add_usage(usage, line);
+                    output.line(line).await?
+                }
                 (Some(_), Some(line)) => errors.line(line).await?,
                 _ => {
                     let line = LineOf {

@@ -7,11 +7,15 @@
 //! success line, or an error line carrying the upstream's error body); one that never did has
 //! `"response":null` and an `error` with a code and message. The hosted API writes `", "` and
 //! `": "` between tokens; batchd writes compact JSON, which every JSON reader takes the same.
-//! The behavioural reference is `shared/spec/openai-batches.md` (§6).
+//! The tokens a line's answer used ([`add_usage`]) are read back from it here too, for the
+//! batch's `usage`. The behavioural reference is `shared/spec/openai-batches.md` (§6).
 
 use batchd_backends::{OpenAiAnswer, compact_json};
 use batchd_domain::EndReason;
 use batchd_domain::openai::batch_request_id;
+use batchd_domain::raw_json;
+use batchd_wire::openai::BatchUsage;
+use serde::Deserialize;
 
 /// Error codes of lines without a `response`.
 pub(crate) mod code {
@@ -123,6 +127,61 @@ impl LineOf<'_> {
     }
 }
 
+/// Adds the tokens the answer of a stored line used to `sum`, as the batch's `usage` counts
+/// them: Chat Completions' and Completions' `prompt_tokens` and `completion_tokens` (and their
+/// details) as input and output, the Responses API's `input_tokens` and `output_tokens` as
+/// they are, Embeddings' `prompt_tokens` as input. A line without a `response.body.usage` that
+/// reads so adds nothing. Each step reads one member with the raw scan, the object itself only
+/// at the last.
+pub(crate) fn add_usage(sum: &mut BatchUsage, line: &str) {
+    let usage = raw_json::fields(line, ["response"])
+        .and_then(|[response]| raw_json::fields(response?, ["body"]))
+        .and_then(|[body]| raw_json::fields(body?, ["usage"]))
+        .and_then(|[usage]| serde_json::from_str::<AnswerUsage>(usage?).ok());
+    let Some(usage) = usage else { return };
+    let details = |d: Option<TokenDetails>| d.unwrap_or_default();
+    let (input, output) = (
+        usage.input_tokens.unwrap_or(0),
+        usage.output_tokens.unwrap_or(0),
+    );
+    let add = |to: &mut u64, n: u64| *to = to.saturating_add(n);
+    add(&mut sum.input_tokens, input);
+    add(&mut sum.output_tokens, output);
+    add(
+        &mut sum.total_tokens,
+        usage.total_tokens.unwrap_or(input.saturating_add(output)),
+    );
+    let (cached, reasoning) = (details(usage.input_details), details(usage.output_details));
+    add(
+        &mut sum.input_tokens_details.cached_tokens,
+        cached.cached_tokens.unwrap_or(0),
+    );
+    add(
+        &mut sum.output_tokens_details.reasoning_tokens,
+        reasoning.reasoning_tokens.unwrap_or(0),
+    );
+}
+
+/// An answer's `usage`, in either API's names; every member may be missing or `null`.
+#[derive(Deserialize)]
+struct AnswerUsage {
+    #[serde(alias = "prompt_tokens")]
+    input_tokens: Option<u64>,
+    #[serde(alias = "completion_tokens")]
+    output_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+    #[serde(rename = "input_tokens_details", alias = "prompt_tokens_details")]
+    input_details: Option<TokenDetails>,
+    #[serde(rename = "output_tokens_details", alias = "completion_tokens_details")]
+    output_details: Option<TokenDetails>,
+}
+
+#[derive(Deserialize, Default)]
+struct TokenDetails {
+    cached_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
+}
+
 fn push_json_string(out: &mut String, s: &str) {
     // Serializing a `str` cannot fail.
     out.push_str(&serde_json::to_string(s).unwrap_or_default());
@@ -213,5 +272,58 @@ mod tests {
             serde_json::from_str(&line().unanswered(EndReason::Canceled).unwrap()).unwrap();
         assert_eq!(cancelled["error"]["code"], "batch_cancelled");
         assert_eq!(cancelled["response"], Value::Null);
+    }
+
+    #[test]
+    fn usage_is_summed_in_the_batch_names_from_either_api() {
+        let success = |body: &str| {
+            line().success(&OpenAiAnswer {
+                status_code: 200,
+                request_id: "r".into(),
+                body: body.into(),
+            })
+        };
+        let mut sum = BatchUsage::default();
+        // Chat Completions, with its details.
+        add_usage(
+            &mut sum,
+            &success(
+                r#"{"choices":[],"usage":{"prompt_tokens":6,"completion_tokens":5,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":2,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":3}}}"#,
+            ),
+        );
+        // The Responses API, a usage string in the content (not a member), and no total.
+        add_usage(
+            &mut sum,
+            &success(
+                r#"{"output":[{"text":"\"usage\":{\"input_tokens\":1000}"}],"usage":{"input_tokens":10,"output_tokens":4,"input_tokens_details":null}}"#,
+            ),
+        );
+        // Embeddings: prompt tokens only.
+        add_usage(
+            &mut sum,
+            &success(r#"{"data":[],"usage":{"prompt_tokens":7,"total_tokens":7}}"#),
+        );
+        let before = sum;
+        // Lines that add nothing: no usage, a usage that is not an object, no response, and a
+        // line that is not JSON.
+        for nothing in [
+            success(r#"{"object":"list"}"#),
+            success(r#"{"usage":"lots"}"#),
+            line().error(code::SERVER_ERROR, "gone"),
+            "{not json".to_owned(),
+        ] {
+            add_usage(&mut sum, &nothing);
+        }
+        assert_eq!(sum, before);
+        assert_eq!(
+            serde_json::to_value(sum).unwrap(),
+            serde_json::json!({
+                "input_tokens": 23,
+                "input_tokens_details": {"cached_tokens": 2},
+                "output_tokens": 9,
+                "output_tokens_details": {"reasoning_tokens": 3},
+                "total_tokens": 32,
+            })
+        );
     }
 }

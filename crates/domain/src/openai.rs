@@ -17,7 +17,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use batchd_wire::ProcessingStatus;
-use batchd_wire::openai::OpenAiBatchStatus;
+use batchd_wire::openai::{BatchUsage, OpenAiBatchStatus};
 
 use crate::ids::{ALPHABET, FNV_OFFSET, fnv1a};
 use crate::{Batch, EndReason, Timestamp};
@@ -235,6 +235,10 @@ pub struct OpenAiBatchMeta {
     pub output_file_id: Option<FileId>,
     #[serde(default)]
     pub error_file_id: Option<FileId>,
+    /// Set when the batch is finalized: the tokens its output file's answers used, in the
+    /// API's shape. `None` before, and for batches finalized before batchd added them up.
+    #[serde(default)]
+    pub usage: Option<BatchUsage>,
 }
 
 /// Unix seconds, as the OpenAI API writes times.

@@ -712,6 +712,7 @@ async fn one_process_finalizes_a_batch_until_it_dies() {
             errors: Vec::new(),
             output_file_id: None,
             error_file_id: None,
+            usage: None,
         }),
         ..new_batch()
     };

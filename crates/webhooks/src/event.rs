@@ -163,6 +163,7 @@ mod tests {
                 errors: vec![],
                 output_file_id: None,
                 error_file_id: None,
+                usage: None,
             }),
             finalized_at: None,
         }

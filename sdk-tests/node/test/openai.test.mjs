@@ -168,6 +168,13 @@ test(`openai ${SDK_VERSION}: a batch completes and its output file is read`, asy
     assert.equal(item.response.body.object, 'chat.completion');
     assert.equal(item.response.body.choices[0].message.content, `You said: question ${i}`);
   });
+  // The batch's usage adds up its answers' tokens.
+  const sum = (key) => lines.reduce((n, item) => n + item.response.body.usage[key], 0);
+  assert.deepEqual(
+    [done.usage.input_tokens, done.usage.output_tokens, done.usage.total_tokens],
+    [sum('prompt_tokens'), sum('completion_tokens'), sum('total_tokens')],
+  );
+  assert.ok(done.usage.input_tokens > 0 && done.usage.output_tokens > 0);
 });
 
 test(`openai ${SDK_VERSION}: lines the backend refuses go to the error file`, async () => {

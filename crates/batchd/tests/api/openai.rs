@@ -1225,6 +1225,25 @@ async fn a_batch_completes_with_an_output_file_of_every_answer() {
         text.lines().next().unwrap(),
         &["\"id\":", "\"custom_id\":", "\"response\":", "\"error\":"],
     );
+    // The batch's usage is its answers' tokens added up, in the batch's names.
+    let tokens = |key: &str| -> u64 {
+        lines
+            .iter()
+            .map(|l| l["response"]["body"]["usage"][key].as_u64().unwrap())
+            .sum()
+    };
+    let (input, output) = (tokens("prompt_tokens"), tokens("completion_tokens"));
+    assert!(input > 0 && output > 0, "{}", lines[0]);
+    assert_eq!(
+        done["usage"],
+        json!({
+            "input_tokens": input,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": tokens("total_tokens"),
+        })
+    );
     // The output file is listed with the others, and cannot be the input of a batch.
     let outputs = ok_json(oa.get("/v1/files?purpose=batch_output").await).await;
     assert_eq!(outputs["data"][0]["id"], output_id);

@@ -268,6 +268,7 @@ pub async fn create(
         errors: Vec::new(),
         output_file_id: None,
         error_file_id: None,
+        usage: None,
     };
     let new_batch = |meta: OpenAiBatchMeta| NewBatch {
         id: BatchId::generate_openai(now),

@@ -6,7 +6,7 @@
 use batchd_domain::Batch;
 use batchd_domain::openai::OpenAiBatchMeta;
 use batchd_wire::openai::{
-    BatchError, BatchErrors, BatchUsage, OpenAiBatch, OpenAiBatchStatus, OpenAiRequestCounts,
+    BatchError, BatchErrors, OpenAiBatch, OpenAiBatchStatus, OpenAiRequestCounts,
 };
 use serde_json::value::RawValue;
 
@@ -88,9 +88,10 @@ fn skeleton(
         cancelling_at: None,
         cancelled_at: None,
         request_counts: OpenAiRequestCounts::default(),
-        // batchd does not add up token usage yet; an object of zeros rather than `null`, as
-        // the spec recommends (§10), so clients reading its fields never meet `None`.
-        usage: Some(BatchUsage::default()),
+        // Added up when the batch's files are written; until then an object of zeros rather
+        // than `null`, as the spec recommends (§10), so clients reading its fields never meet
+        // `None`.
+        usage: Some(meta.and_then(|m| m.usage).unwrap_or_default()),
         metadata: meta
             .and_then(|m| m.metadata.clone())
             .and_then(|text| RawValue::from_string(text).ok()),
@@ -151,6 +152,7 @@ mod tests {
                 errors: vec![],
                 output_file_id: None,
                 error_file_id: None,
+                usage: None,
             }),
             finalized_at: None,
         }

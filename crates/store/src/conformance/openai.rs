@@ -22,6 +22,7 @@ pub(super) fn meta() -> OpenAiBatchMeta {
         errors: Vec::new(),
         output_file_id: None,
         error_file_id: None,
+        usage: None,
     }
 }
 
