@@ -87,6 +87,11 @@ impl Oa<'_> {
     /// Uploads `lines` and creates a batch on them; returns the create's answer.
     pub(crate) async fn create(&self, endpoint: &str, lines: &[Value]) -> Value {
         let file = self.upload("input.jsonl", &jsonl(lines)).await;
+        self.create_on(&file, endpoint).await
+    }
+
+    /// Creates a batch on the uploaded `file`; returns the create's answer.
+    pub(crate) async fn create_on(&self, file: &Value, endpoint: &str) -> Value {
         let resp = self
             .post(
                 "/v1/batches",
@@ -440,14 +445,7 @@ async fn uploads_are_refused_with_the_api_texts() {
             .await,
     )
     .await;
-    let created = ok_json(
-        oa.post(
-            "/v1/batches",
-            &json!({"input_file_id": long["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}),
-        )
-        .await,
-    )
-    .await;
+    let created = oa.create_on(&long, "/v1/chat/completions").await;
     let failed = oa.batch(created["id"].as_str().unwrap()).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert_eq!(
@@ -902,14 +900,7 @@ async fn a_file_with_bad_lines_makes_a_failed_batch_listing_every_one() {
         json!({"custom_id": "u", "method": "POST", "url": "/v1/embeddings", "body": {"model": "m", "input": "x"}}),
     );
     let file = oa.upload("in.jsonl", &content).await;
-    let created = ok_json(
-        oa.post(
-            "/v1/batches",
-            &json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}),
-        )
-        .await,
-    )
-    .await;
+    let created = oa.create_on(&file, "/v1/chat/completions").await;
     assert_eq!(created["status"], "validating");
     let failed = oa.batch(created["id"].as_str().unwrap()).await;
     assert_eq!(failed["status"], "failed", "{failed}");
@@ -1403,14 +1394,7 @@ async fn files_of_many_pieces_upload_download_and_run_whole() {
         "the download differs from the upload"
     );
 
-    let created = ok_json(
-        oa.post(
-            "/v1/batches",
-            &json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}),
-        )
-        .await,
-    )
-    .await;
+    let created = oa.create_on(&file, "/v1/chat/completions").await;
     let done = oa
         .wait_final(created["id"].as_str().unwrap(), Duration::from_secs(120))
         .await;

@@ -333,14 +333,7 @@ async fn openai_batches_send_the_event_of_the_status_they_end_in() {
 
     let good = chat_line("a", "gpt-4o-mini", "hi");
     let file = oa.upload("in.jsonl", &format!("{good}\nnot json\n")).await;
-    let created = ok_json(
-        oa.post(
-            "/v1/batches",
-            &json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}),
-        )
-        .await,
-    )
-    .await;
+    let created = oa.create_on(&file, "/v1/chat/completions").await;
     let id = id_of(&created);
     let failed = oa.wait_final(&id, Duration::from_secs(30)).await;
     assert_eq!(failed["status"], "failed", "{failed}");
