@@ -131,7 +131,8 @@ impl LineOf<'_> {
 /// them: Chat Completions' and Completions' `prompt_tokens` and `completion_tokens` (and their
 /// details) as input and output, the Responses API's `input_tokens` and `output_tokens` as
 /// they are, Embeddings' `prompt_tokens` as input. A line without a `response.body.usage` that
-/// reads so adds nothing. Each step reads one member with the raw scan, the object itself only
+/// reads so adds nothing, and so does one whose `usage` names a count twice (both APIs' names
+/// at once) or writes one as anything but a whole number. Each step reads one member with the raw scan, the object itself only
 /// at the last.
 pub(crate) fn add_usage(sum: &mut BatchUsage, line: &str) {
     let usage = raw_json::fields(line, ["response"])

@@ -509,9 +509,11 @@ async fn uploads_are_refused_with_the_api_texts() {
         file_first["expires_at"].as_i64(),
         Some(created_at + 30 * 86_400)
     );
+    // (Content a batch file may not have: the check that runs while the purpose is unknown
+    // does not refuse another purpose's file.)
     let notes = ok_json(
         oa.upload_form(&[
-            ("file", Some("late.txt"), b"x"),
+            ("file", Some("late.txt"), b"x\n"),
             ("purpose", None, b"user_data"),
         ])
         .await,
@@ -521,6 +523,18 @@ async fn uploads_are_refused_with_the_api_texts() {
         (&notes["purpose"], &notes["expires_at"]),
         (&json!("user_data"), &Value::Null)
     );
+    let split = ok_json(
+        oa.upload_form(&[
+            ("expires_after[anchor]", None, b"created_at"),
+            ("file", Some("late.txt"), b"x"),
+            ("expires_after[seconds]", None, b"7200"),
+            ("purpose", None, b"user_data"),
+        ])
+        .await,
+    )
+    .await;
+    let created_at = split["created_at"].as_i64().unwrap();
+    assert_eq!(split["expires_at"].as_i64(), Some(created_at + 7_200));
     let timed = ok_json(
         oa.upload_form(&[
             ("file", Some("late.jsonl"), b"{}"),
@@ -579,7 +593,7 @@ async fn uploads_are_refused_with_the_api_texts() {
     .await;
     // Nothing refused was stored.
     let list = ok_json(oa.get("/v1/files").await).await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 6, "{list}");
+    assert_eq!(list["data"].as_array().unwrap().len(), 7, "{list}");
 }
 
 #[tokio::test]

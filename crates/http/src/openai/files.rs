@@ -327,7 +327,13 @@ pub async fn upload(
                             .clone()
                             .unwrap_or_else(|| BATCH_PURPOSE.to_owned());
                         let now = state.now_in(&caller.workspace).await?;
-                        let expires_at = fields.expires_at(now, &purpose)?;
+                        // An `expires_after` sent whole before the file is refused here, before
+                        // the file is stored; half of one may be completed after it.
+                        let expires_at = if fields.anchor.is_some() == fields.seconds.is_some() {
+                            fields.expires_at(now, &purpose)?
+                        } else {
+                            None
+                        };
                         let draft = store
                             .begin_file(NewFile {
                                 id: FileId::generate(),
