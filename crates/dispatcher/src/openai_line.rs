@@ -132,15 +132,14 @@ impl LineOf<'_> {
 /// details) as input and output, the Responses API's `input_tokens` and `output_tokens` as
 /// they are, Embeddings' `prompt_tokens` as input. A line without a `response.body.usage` that
 /// reads so adds nothing, and so does one whose `usage` names a count twice (both APIs' names
-/// at once) or writes one as anything but a whole number. Each step reads one member with the raw scan, the object itself only
-/// at the last.
+/// at once) or writes one as anything but a whole number. Each step reads one member with the
+/// raw scan, the object itself only at the last.
 pub(crate) fn add_usage(sum: &mut BatchUsage, line: &str) {
     let usage = raw_json::fields(line, ["response"])
         .and_then(|[response]| raw_json::fields(response?, ["body"]))
         .and_then(|[body]| raw_json::fields(body?, ["usage"]))
         .and_then(|[usage]| serde_json::from_str::<AnswerUsage>(usage?).ok());
     let Some(usage) = usage else { return };
-    let details = |d: Option<TokenDetails>| d.unwrap_or_default();
     let (input, output) = (
         usage.input_tokens.unwrap_or(0),
         usage.output_tokens.unwrap_or(0),
@@ -152,14 +151,15 @@ pub(crate) fn add_usage(sum: &mut BatchUsage, line: &str) {
         &mut sum.total_tokens,
         usage.total_tokens.unwrap_or(input.saturating_add(output)),
     );
-    let (cached, reasoning) = (details(usage.input_details), details(usage.output_details));
+    let cached = usage.input_details.and_then(|d| d.cached_tokens);
+    let reasoning = usage.output_details.and_then(|d| d.reasoning_tokens);
     add(
         &mut sum.input_tokens_details.cached_tokens,
-        cached.cached_tokens.unwrap_or(0),
+        cached.unwrap_or(0),
     );
     add(
         &mut sum.output_tokens_details.reasoning_tokens,
-        reasoning.reasoning_tokens.unwrap_or(0),
+        reasoning.unwrap_or(0),
     );
 }
 
@@ -177,7 +177,7 @@ struct AnswerUsage {
     output_details: Option<TokenDetails>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 struct TokenDetails {
     cached_tokens: Option<u64>,
     reasoning_tokens: Option<u64>,

@@ -19,8 +19,11 @@ pub(crate) fn oa(app: &TestApp) -> Oa<'_> {
     Oa { app, key: app.key }
 }
 
-/// A multipart form: `(name, filename, content)` parts in order.
-fn form(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+/// One part of a multipart form: its name, its filename if it is a file, its bytes.
+type Part<'a> = (&'a str, Option<&'a str>, &'a [u8]);
+
+/// A multipart form of `parts`, in order.
+fn form(parts: &[Part]) -> (String, Vec<u8>) {
     let boundary = "----batchd-test-boundary-7MA4YWxkTrZu0gW";
     let mut body = Vec::new();
     for (name, filename, content) in parts {
@@ -63,7 +66,7 @@ impl Oa<'_> {
             .expect("POST")
     }
 
-    async fn upload_form(&self, parts: &[(&str, Option<&str>, &[u8])]) -> Response {
+    async fn upload_form(&self, parts: &[Part<'_>]) -> Response {
         let (content_type, body) = form(parts);
         self.request(Method::POST, "/v1/files")
             .header("content-type", content_type)
@@ -495,58 +498,56 @@ async fn uploads_are_refused_with_the_api_texts() {
     .await;
     // A form may send its fields after its file, as Node's SDK does for `{ file, purpose }`:
     // the file is stored with the purpose and expiry the whole form names...
-    let file_first = ok_json(
-        oa.upload_form(&[
-            ("file", Some("late.jsonl"), b"{}"),
-            ("purpose", None, b"batch"),
-        ])
-        .await,
-    )
-    .await;
-    assert_eq!(file_first["purpose"], "batch");
-    let created_at = file_first["created_at"].as_i64().unwrap();
-    assert_eq!(
-        file_first["expires_at"].as_i64(),
-        Some(created_at + 30 * 86_400)
-    );
-    // (Content a batch file may not have: the check that runs while the purpose is unknown
-    // does not refuse another purpose's file.)
-    let notes = ok_json(
-        oa.upload_form(&[
-            ("file", Some("late.txt"), b"x\n"),
-            ("purpose", None, b"user_data"),
-        ])
-        .await,
-    )
-    .await;
-    assert_eq!(
-        (&notes["purpose"], &notes["expires_at"]),
-        (&json!("user_data"), &Value::Null)
-    );
-    let split = ok_json(
-        oa.upload_form(&[
-            ("expires_after[anchor]", None, b"created_at"),
-            ("file", Some("late.txt"), b"x"),
-            ("expires_after[seconds]", None, b"7200"),
-            ("purpose", None, b"user_data"),
-        ])
-        .await,
-    )
-    .await;
-    let created_at = split["created_at"].as_i64().unwrap();
-    assert_eq!(split["expires_at"].as_i64(), Some(created_at + 7_200));
-    let timed = ok_json(
-        oa.upload_form(&[
-            ("file", Some("late.jsonl"), b"{}"),
-            ("purpose", None, b"batch"),
-            ("expires_after[anchor]", None, b"created_at"),
-            ("expires_after[seconds]", None, b"3600"),
-        ])
-        .await,
-    )
-    .await;
-    let created_at = timed["created_at"].as_i64().unwrap();
-    assert_eq!(timed["expires_at"].as_i64(), Some(created_at + 3_600));
+    // Each form, the purpose stored and the seconds until the file expires.
+    let late: [(&[Part], &str, Option<i64>); 4] = [
+        (
+            &[
+                ("file", Some("late.jsonl"), b"{}"),
+                ("purpose", None, b"batch"),
+            ],
+            "batch",
+            Some(30 * 86_400),
+        ),
+        // (Content a batch file may not have: the check that runs while the purpose is
+        // unknown does not refuse another purpose's file.)
+        (
+            &[
+                ("file", Some("late.txt"), b"x\n"),
+                ("purpose", None, b"user_data"),
+            ],
+            "user_data",
+            None,
+        ),
+        (
+            &[
+                ("expires_after[anchor]", None, b"created_at"),
+                ("file", Some("late.txt"), b"x"),
+                ("expires_after[seconds]", None, b"7200"),
+                ("purpose", None, b"user_data"),
+            ],
+            "user_data",
+            Some(7_200),
+        ),
+        (
+            &[
+                ("file", Some("late.jsonl"), b"{}"),
+                ("purpose", None, b"batch"),
+                ("expires_after[anchor]", None, b"created_at"),
+                ("expires_after[seconds]", None, b"3600"),
+            ],
+            "batch",
+            Some(3_600),
+        ),
+    ];
+    for (parts, purpose, lifetime) in late {
+        let file = ok_json(oa.upload_form(parts).await).await;
+        let created_at = file["created_at"].as_i64().unwrap();
+        assert_eq!(
+            (file["purpose"].as_str(), file["expires_at"].as_i64()),
+            (Some(purpose), lifetime.map(|s| created_at + s)),
+            "{file}"
+        );
+    }
     // ...and checked as that purpose's uploads are.
     for parts in [
         [

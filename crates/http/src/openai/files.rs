@@ -153,11 +153,8 @@ struct Upload {
     /// and the pieces in order.
     storing: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
     bytes: u64,
-    /// The batch check, while it has found nothing wrong.
+    /// The batch check; `None` once its verdict is taken.
     scan: Option<UploadScan>,
-    /// Whether the batch check refused the content of a file whose purpose was not known when
-    /// it arrived.
-    refused: bool,
     /// Whether the purpose was known to be `batch` when the file started, so that a refusal
     /// can stop the upload at once.
     batch: bool,
@@ -174,14 +171,13 @@ impl Upload {
         if self.bytes > max {
             return Err(OpenAiError::file_too_large());
         }
+        // A file whose purpose is not known yet is stored whatever the check says: the check
+        // keeps its refusal for `check_batch`, should the purpose turn out to be `batch`.
         if let Some(scan) = &mut self.scan
-            && let Err(NotJsonl) = scan.push(data)
+            && scan.push(data).is_err()
+            && self.batch
         {
-            if self.batch {
-                return Err(OpenAiError::invalid_batch_file());
-            }
-            self.refused = true;
-            self.scan = None;
+            return Err(OpenAiError::invalid_batch_file());
         }
         while !data.is_empty() {
             let room = FILE_CHUNK_BYTES - self.piece.len();
@@ -225,10 +221,7 @@ impl Upload {
     /// The batch check's verdict on the whole file.
     fn check_batch(&mut self) -> Result<(), OpenAiError> {
         let scanned = self.scan.take().map(UploadScan::finish);
-        if !self.draft.file.filename.ends_with(".jsonl")
-            || self.refused
-            || matches!(scanned, Some(Err(NotJsonl)))
-        {
+        if !self.draft.file.filename.ends_with(".jsonl") || matches!(scanned, Some(Err(NotJsonl))) {
             return Err(OpenAiError::invalid_batch_file());
         }
         Ok(())
@@ -315,17 +308,14 @@ pub async fn upload(
                         // at once; otherwise the draft begins as a batch file would, the check
                         // runs anyway, and the commit below gives the draft the purpose and
                         // expiry the whole form names.
-                        let batch = match &fields.purpose {
-                            Some(_) => fields.purpose()? == BATCH_PURPOSE,
-                            None => false,
+                        let purpose = match &fields.purpose {
+                            Some(_) => fields.purpose()?.to_owned(),
+                            None => BATCH_PURPOSE.to_owned(),
                         };
+                        let batch = fields.purpose.is_some() && purpose == BATCH_PURPOSE;
                         if batch && !filename.ends_with(".jsonl") {
                             return Err(OpenAiError::invalid_batch_file());
                         }
-                        let purpose = fields
-                            .purpose
-                            .clone()
-                            .unwrap_or_else(|| BATCH_PURPOSE.to_owned());
                         let now = state.now_in(&caller.workspace).await?;
                         // An `expires_after` sent whole before the file is refused here, before
                         // the file is stored; half of one may be completed after it.
@@ -351,7 +341,6 @@ pub async fn upload(
                             storing: None,
                             bytes: 0,
                             scan: Some(UploadScan::default()),
-                            refused: false,
                             batch,
                         });
                     }

@@ -54,7 +54,11 @@ impl Default for UploadScan {
 }
 
 impl UploadScan {
+    /// Reads the next bytes; once refused, every later call says so at once.
     pub fn push(&mut self, mut bytes: &[u8]) -> Result<(), NotJsonl> {
+        if self.first_ok == Some(false) {
+            return Err(NotJsonl);
+        }
         while !bytes.is_empty() {
             let (segment, newline) = match memchr::memchr(b'\n', bytes) {
                 Some(at) => (&bytes[..at], true),
@@ -102,6 +106,9 @@ impl UploadScan {
 
     /// The upload ended: the line count, or why the content is refused.
     pub fn finish(mut self) -> Result<u64, NotJsonl> {
+        if self.first_ok == Some(false) {
+            return Err(NotJsonl);
+        }
         if self.in_line {
             self.end_first_line()?;
         }

@@ -1,7 +1,8 @@
 //! How a stored batch reads on the OpenAI surface: its `status`, timestamps and counts from
 //! the shared lifecycle (`in_progress → canceling → ended`) plus what the OpenAI surface stores
-//! beside it (validation errors, when its files were written, the tokens its answers used). `validating` is never stored:
-//! the create checks the file before answering, and only its answer says `validating`.
+//! beside it (validation errors, when its files were written, the tokens its answers used).
+//! `validating` is never stored: the create checks the file before answering, and only its
+//! answer says `validating`.
 
 use batchd_domain::Batch;
 use batchd_domain::openai::OpenAiBatchMeta;
